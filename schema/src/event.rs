@@ -1,0 +1,84 @@
+//! The RST event: one per TCP RST packet the sensor sees.
+
+use crate::str_enum::str_enum;
+use crate::{Anomaly, FlowRecord, IpBytes, RstFlags};
+
+str_enum! {
+    /// Which side of the flow sent the RST. The originator is the SYN sender, else the
+    /// first packet's sender, unless Zeek's likely-server-port heuristic flipped it.
+    pub enum Dir {
+        Orig = 0 => "orig",
+        Resp = 1 => "resp",
+        /// No flow state to tell (an unsolicited RST).
+        Unknown = 2 => "unknown",
+    }
+}
+
+str_enum! {
+    /// The base class of an RST (DESIGN.md, "RST classification").
+    pub enum RstClass {
+        /// Answers a SYN when no SYN-ACK was seen (closed port, refused). Zeek: REJ.
+        Reject = 0 => "reject",
+        /// Handshake started but not completed, not a reject (SYN, SYN-ACK, RST: the
+        /// SYN-scan pattern). Zeek: RSTOS0, RSTRH.
+        HandshakeAbort = 1 => "handshake_abort",
+        /// After the handshake completed: "connection reset by peer". Zeek: RSTO/RSTR.
+        Abort = 2 => "abort",
+        /// No state for the four-tuple (midstream pickup, backscatter, after a failover).
+        Unsolicited = 3 => "unsolicited",
+    }
+}
+
+/// One TCP RST packet, classified.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    serde::Serialize,
+    serde::Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+pub struct RstEvent {
+    /// Packet timestamp, microseconds since the epoch (JSON: RFC 3339 UTC).
+    #[serde(rename = "ts", with = "crate::timefmt")]
+    pub ts_us: i64,
+    /// The RST packet's own source address.
+    pub src: IpBytes,
+    pub sport: u16,
+    /// The RST packet's own destination address.
+    pub dst: IpBytes,
+    pub dport: u16,
+    /// Outer 802.1Q VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// Inner VLAN id of a QinQ frame, 0 when absent.
+    pub inner_vlan: u16,
+    pub dir: Dir,
+    pub class: RstClass,
+    pub flags: RstFlags,
+    /// Injection evidence strong enough to call the RST forged (see the sensor's
+    /// `classify::verdict` docs for the rule).
+    pub suspect: bool,
+    pub seq: u32,
+    /// The ACK number; meaningful only when `ack_flag` is set.
+    pub ack: u32,
+    /// RST/ACK rather than a bare RST.
+    pub ack_flag: bool,
+    pub ttl: u8,
+    pub ip_id: u16,
+    pub payload_len: u16,
+    /// Identifies the flow record this RST belongs to (0 when unsolicited and no flow
+    /// was kept).
+    pub flow_uid: u64,
+}
+
+/// Any record of the offline contract, tagged with `"type"` in JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Record {
+    Rst(RstEvent),
+    Flow(FlowRecord),
+    Anomaly(Anomaly),
+}

@@ -1,0 +1,85 @@
+//! The flow record: one per TCP flow when it ends (FIN, RST, timeout, eviction, or the end
+//! of the capture), in Zeek conn.log terms so analysts can cross-check with Zeek.
+
+use crate::str_enum::str_enum;
+use crate::IpBytes;
+
+str_enum! {
+    /// Zeek's `conn_state` for TCP.
+    pub enum ConnState {
+        /// Connection attempt seen, no reply.
+        S0 = 0 => "S0",
+        /// Established, not terminated.
+        S1 = 1 => "S1",
+        /// Normal establishment and termination.
+        Sf = 2 => "SF",
+        /// Connection attempt rejected.
+        Rej = 3 => "REJ",
+        /// Established, originator sent FIN, nothing from the responder.
+        S2 = 4 => "S2",
+        /// Established, responder sent FIN, nothing from the originator.
+        S3 = 5 => "S3",
+        /// Established, originator aborted (sent an RST).
+        Rsto = 6 => "RSTO",
+        /// Established, responder aborted.
+        Rstr = 7 => "RSTR",
+        /// Originator sent a SYN followed by an RST; no SYN-ACK from the responder.
+        Rstos0 = 8 => "RSTOS0",
+        /// Responder sent a SYN-ACK followed by an RST; no SYN from the originator.
+        Rstrh = 9 => "RSTRH",
+        /// Originator sent a SYN followed by a FIN; no SYN-ACK.
+        Sh = 10 => "SH",
+        /// Responder sent a SYN-ACK followed by a FIN; no SYN from the originator.
+        Shr = 11 => "SHR",
+        /// No SYN seen, just midstream traffic.
+        Oth = 12 => "OTH",
+    }
+}
+
+str_enum! {
+    /// Why the sensor closed its record of the flow.
+    pub enum CloseReason {
+        Fin = 0 => "fin",
+        Rst = 1 => "rst",
+        Timeout = 2 => "timeout",
+        /// The flow table was full and this flow was the oldest idle one.
+        Evicted = 3 => "evicted",
+        EndOfCapture = 4 => "end_of_capture",
+    }
+}
+
+/// One TCP flow, summarised when it ends.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    serde::Serialize,
+    serde::Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+pub struct FlowRecord {
+    #[serde(rename = "ts_start", with = "crate::timefmt")]
+    pub ts_start_us: i64,
+    #[serde(rename = "ts_end", with = "crate::timefmt")]
+    pub ts_end_us: i64,
+    pub orig_h: IpBytes,
+    pub orig_p: u16,
+    pub resp_h: IpBytes,
+    pub resp_p: u16,
+    pub vlan: u16,
+    pub inner_vlan: u16,
+    pub conn_state: ConnState,
+    /// Zeek's history letters (upper case: originator, lower case: responder).
+    pub history: String,
+    pub orig_pkts: u64,
+    pub resp_pkts: u64,
+    /// Payload bytes by sequence space, as Zeek counts them.
+    pub orig_bytes: u64,
+    pub resp_bytes: u64,
+    pub rst_count: u32,
+    pub close: CloseReason,
+    pub flow_uid: u64,
+}

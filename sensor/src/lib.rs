@@ -1,0 +1,1 @@
+//! rstwatch sensor engine.
