@@ -1,0 +1,162 @@
+//! Link layers: Ethernet II with 802.1Q / 802.1ad tags, Linux cooked capture (SLL and
+//! SLL2), BSD loopback, and raw IP.
+
+use super::{be16, Reject};
+
+/// The link-layer header type of captured frames (pcap `LINKTYPE_*` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkType {
+    /// LINKTYPE_ETHERNET (1).
+    Ethernet,
+    /// LINKTYPE_RAW (101) and DLT_RAW (12, 14): IPv4 or IPv6 by version nibble.
+    RawIp,
+    /// LINKTYPE_IPV4 (228).
+    Ipv4,
+    /// LINKTYPE_IPV6 (229).
+    Ipv6,
+    /// LINKTYPE_LINUX_SLL (113).
+    LinuxSll,
+    /// LINKTYPE_LINUX_SLL2 (276).
+    LinuxSll2,
+    /// LINKTYPE_NULL (0) and LINKTYPE_LOOP (108): 4-byte address family, host or
+    /// network byte order.
+    Null,
+    /// Anything else; every frame is rejected as `unsupported_link_type`.
+    Other(u32),
+}
+
+impl LinkType {
+    /// From a pcap/pcapng link-type number.
+    pub fn from_linktype(v: u32) -> LinkType {
+        match v {
+            1 => LinkType::Ethernet,
+            12 | 14 | 101 => LinkType::RawIp,
+            228 => LinkType::Ipv4,
+            229 => LinkType::Ipv6,
+            113 => LinkType::LinuxSll,
+            276 => LinkType::LinuxSll2,
+            0 | 108 => LinkType::Null,
+            v => LinkType::Other(v),
+        }
+    }
+
+    /// The pcap link-type number (for writing captures).
+    pub fn to_linktype(self) -> u32 {
+        match self {
+            LinkType::Ethernet => 1,
+            LinkType::RawIp => 101,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::LinuxSll => 113,
+            LinkType::LinuxSll2 => 276,
+            LinkType::Null => 0,
+            LinkType::Other(v) => v,
+        }
+    }
+}
+
+pub(crate) const ETH_IPV4: u16 = 0x0800;
+pub(crate) const ETH_IPV6: u16 = 0x86dd;
+/// Pseudo ethertype for raw IP: decide by the version nibble.
+pub(crate) const ETH_RAW: u16 = 0;
+const ETH_8021Q: u16 = 0x8100;
+const ETH_8021AD: u16 = 0x88a8;
+const ETH_QINQ_OLD: u16 = 0x9100;
+/// More tags than this is not a frame anyone sends on purpose.
+const MAX_VLAN_TAGS: usize = 4;
+
+/// The network-layer part of a frame.
+pub(crate) struct L3<'a> {
+    pub ethertype: u16,
+    pub bytes: &'a [u8],
+    pub vlan: u16,
+    pub inner_vlan: u16,
+}
+
+#[inline]
+pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
+    match link {
+        LinkType::Ethernet => {
+            let et = be16(f, 12).ok_or(Reject::TruncatedLink)?;
+            ethertype_chain(et, &f[14..])
+        }
+        LinkType::RawIp => Ok(L3 {
+            ethertype: ETH_RAW,
+            bytes: f,
+            vlan: 0,
+            inner_vlan: 0,
+        }),
+        LinkType::Ipv4 => Ok(L3 {
+            ethertype: ETH_IPV4,
+            bytes: f,
+            vlan: 0,
+            inner_vlan: 0,
+        }),
+        LinkType::Ipv6 => Ok(L3 {
+            ethertype: ETH_IPV6,
+            bytes: f,
+            vlan: 0,
+            inner_vlan: 0,
+        }),
+        LinkType::LinuxSll => {
+            // 16-byte header; protocol (an ethertype) in the last two bytes.
+            let et = be16(f, 14).ok_or(Reject::TruncatedLink)?;
+            ethertype_chain(et, &f[16..])
+        }
+        LinkType::LinuxSll2 => {
+            // 20-byte header; protocol first.
+            let et = be16(f, 0).ok_or(Reject::TruncatedLink)?;
+            if f.len() < 20 {
+                return Err(Reject::TruncatedLink);
+            }
+            ethertype_chain(et, &f[20..])
+        }
+        LinkType::Null => {
+            let fam = f.get(0..4).ok_or(Reject::TruncatedLink)?;
+            // The family is in the writer's byte order; accept both.
+            let le = u32::from_le_bytes([fam[0], fam[1], fam[2], fam[3]]);
+            let be = u32::from_be_bytes([fam[0], fam[1], fam[2], fam[3]]);
+            let et = match (le, be) {
+                (2, _) | (_, 2) => ETH_IPV4,
+                // AF_INET6 differs between systems: 24 (BSDs), 28 (FreeBSD), 30 (macOS), 10 (Linux).
+                (24 | 28 | 30 | 10, _) | (_, 24 | 28 | 30 | 10) => ETH_IPV6,
+                _ => return Err(Reject::NotIp),
+            };
+            Ok(L3 {
+                ethertype: et,
+                bytes: &f[4..],
+                vlan: 0,
+                inner_vlan: 0,
+            })
+        }
+        LinkType::Other(_) => Err(Reject::UnsupportedLinkType),
+    }
+}
+
+/// Follows VLAN tags to the network layer.
+#[inline]
+fn ethertype_chain(mut et: u16, mut rest: &[u8]) -> Result<L3<'_>, Reject> {
+    let mut tags = [0u16; 2];
+    let mut n = 0;
+    while matches!(et, ETH_8021Q | ETH_8021AD | ETH_QINQ_OLD) {
+        if n == MAX_VLAN_TAGS {
+            return Err(Reject::NotIp);
+        }
+        let tci = be16(rest, 0).ok_or(Reject::TruncatedLink)?;
+        et = be16(rest, 2).ok_or(Reject::TruncatedLink)?;
+        if n < 2 {
+            tags[n] = tci & 0x0fff;
+        }
+        n += 1;
+        rest = &rest[4..];
+    }
+    match et {
+        ETH_IPV4 | ETH_IPV6 => Ok(L3 {
+            ethertype: et,
+            bytes: rest,
+            vlan: tags[0],
+            inner_vlan: tags[1],
+        }),
+        _ => Err(Reject::NotIp),
+    }
+}
