@@ -11,9 +11,11 @@
 //! The same [`Engine`] serves live capture and offline replay: timestamps come from
 //! the packet source, never from the wall clock.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod parse;
+pub mod ship;
 pub mod sink;
 
 pub use config::EngineConfig;

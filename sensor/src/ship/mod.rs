@@ -1,0 +1,1 @@
+//! Shipping records to a collector (not built yet: the shipping issue).
