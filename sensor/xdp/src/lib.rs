@@ -1,0 +1,119 @@
+//! Live capture for rstwatch: the XDP program and the AF_XDP sockets behind it.
+//!
+//! ```text
+//! NIC queue q ─XDP prog (TCP only, timestamp in metadata)─▶ XSKMAP[q] ─▶ XskSocket (UMEM of queue q)
+//!                                    └─ everything else: drop (mirror port) or pass
+//! ```
+//!
+//! * [`XdpProgram`] loads the program (compiled from `bpf/rstwatch_xdp.c` by the build),
+//!   attaches it in native driver mode or, failing that, generic (SKB) mode, replaces a
+//!   stale program left by a killed predecessor, registers sockets in its XSKMAP and
+//!   detaches on [`XdpProgram::detach`] (or drop).
+//! * [`XskSocket`] is one AF_XDP socket with its own UMEM for one receive queue:
+//!   `XDP_USE_NEED_WAKEUP`, optional busy polling, batch receive. [`XskSocket::recv`]
+//!   lends each received frame to a callback as a `&[u8]` borrowed from the UMEM (no
+//!   copy) with its arrival timestamp, then returns the frame to the fill ring.
+//!
+//! Everything needs CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW and CAP_IPC_LOCK (or root);
+//! errors say so ([`Error::Permission`]).
+
+mod iface;
+mod netlink;
+mod prog;
+mod xsk;
+
+pub use iface::{ifindex, online_cpus, rx_queue_count};
+pub use netlink::{query_xdp, AttachedXdp};
+pub use prog::{AttachMode, ModeRequest, ProgCounters, XdpProgram};
+pub use xsk::{BusyPoll, Frame, XskConfig, XskSocket, XskStats, ZeroCopy};
+
+/// What can go wrong setting up live capture. Each message names the interface and says
+/// what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no network interface named {name:?}{}", available_hint(.available))]
+    NoSuchInterface {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "permission denied while {what}: live capture needs CAP_NET_ADMIN, CAP_BPF, \
+         CAP_NET_RAW and CAP_IPC_LOCK (run as root or grant them, e.g. \
+         `setcap cap_net_admin,cap_bpf,cap_net_raw,cap_ipc_lock+ep rstwatch-sensor`)"
+    )]
+    Permission { what: String },
+    #[error("XDP is not supported on {iface} in {mode} mode: {detail}")]
+    XdpUnsupported {
+        iface: String,
+        mode: &'static str,
+        detail: String,
+    },
+    #[error(
+        "queue {queue} is out of range on {iface}: it has {count} receive queue(s) \
+         (0..={})",
+        .count.saturating_sub(1)
+    )]
+    QueueOutOfRange {
+        iface: String,
+        queue: u32,
+        count: u32,
+    },
+    #[error(
+        "{iface} already has XDP program id {prog_id} attached through a BPF link held by \
+         another process (another `rstwatch-sensor run` on this interface?)"
+    )]
+    Busy { iface: String, prog_id: u32 },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {detail}")]
+    Bpf { what: String, detail: String },
+}
+
+fn available_hint(v: &[String]) -> String {
+    if v.is_empty() {
+        String::new()
+    } else {
+        format!(" (interfaces here: {})", v.join(", "))
+    }
+}
+
+impl Error {
+    /// Wraps an OS error, turning EPERM/EACCES into [`Error::Permission`].
+    pub(crate) fn os(what: impl Into<String>, err: std::io::Error) -> Error {
+        let what = what.into();
+        match err.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission { what },
+            _ => Error::Io { what, source: err },
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Raises RLIMIT_MEMLOCK as far as allowed: UMEM pages are charged against it unless
+/// the process has CAP_IPC_LOCK. Failure is not an error by itself (the UMEM
+/// registration will say so if it matters).
+pub fn raise_memlock_limit() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: as above.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) == 0 {
+                cur.rlim_cur = cur.rlim_max;
+                libc::setrlimit(libc::RLIMIT_MEMLOCK, &cur);
+            }
+        }
+    }
+}
