@@ -1,6 +1,292 @@
-//! rstwatch-collector: not built yet (see issue "Shipping and storage").
+//! `rstwatch-collector`: see `rstwatch-collector --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use rstwatch_collector::ch::{ChConfig, Store};
+use rstwatch_collector::config::{Auth, ConfigFile};
+use rstwatch_collector::metrics::{self, Metrics};
+use rstwatch_collector::server::{self, ServeConfig, Server};
+use rstwatch_collector::{info, warn};
+use rstwatch_schema::sql::{self, Dialect};
+
+/// rstwatch collector: receives sensor batches and writes them into ClickHouse.
+#[derive(Debug, Parser)]
+#[command(name = "rstwatch-collector", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade the ClickHouse schema (safe to run twice).
+    Migrate(MigrateArgs),
+    /// Receive sensor batches and write them into ClickHouse.
+    Serve(ServeArgs),
+    /// Print the schema DDL and the canonical queries rendered for a server version.
+    PrintSchema(PrintArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChArgs {
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123
+    #[arg(long, default_value = "http://127.0.0.1:8123")]
+    clickhouse_url: String,
+    #[arg(long, default_value = "rstwatch")]
+    database: String,
+    #[arg(long, env = "RSTWATCH_CLICKHOUSE_USER")]
+    clickhouse_user: Option<String>,
+    #[arg(long, env = "RSTWATCH_CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    clickhouse_password: Option<String>,
+    /// Keep data this many days (0: forever). TTL on servers that have it; elsewhere
+    /// `serve` drops day partitions past it.
+    #[arg(long, default_value_t = 0)]
+    retention_days: u32,
+    /// Row schema validation by the clickhouse crate: auto (on for servers >= 24.1).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    validation: String,
+}
+
+impl ChArgs {
+    fn config(&self) -> ChConfig {
+        ChConfig {
+            url: self.clickhouse_url.clone(),
+            database: self.database.clone(),
+            user: self.clickhouse_user.clone(),
+            password: self.clickhouse_password.clone(),
+            validation: match self.validation.as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    ch: ChArgs,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on for sensors.
+    #[arg(long, default_value = "0.0.0.0:7400")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    ch: ChArgs,
+    /// Shared token accepted from any sensor.
+    #[arg(long, env = "RSTWATCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Config file (TOML) with per-sensor tokens: `[sensors]` `name = "token"`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Accept sensors without a token.
+    #[arg(long)]
+    no_auth: bool,
+    /// Plain TCP instead of TLS (loopback tests).
+    #[arg(long)]
+    plaintext: bool,
+    /// TLS certificate chain (PEM).
+    #[arg(long, required_unless_present = "plaintext")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, required_unless_present = "plaintext")]
+    tls_key: Option<PathBuf>,
+    /// Prometheus `/metrics` and `/healthz` endpoint.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    metrics_listen: SocketAddr,
+    /// Largest frame payload accepted, in bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    max_frame_bytes: u32,
+    /// Close a sensor connection idle this many seconds.
+    #[arg(long, default_value_t = 300)]
+    idle_timeout_secs: u64,
+    /// Run `migrate` first when the database has no schema yet.
+    #[arg(long)]
+    migrate: bool,
+}
+
+#[derive(Debug, Args)]
+struct PrintArgs {
+    /// Server version to render for, e.g. 18.16 or 26.9.
+    #[arg(long)]
+    server_version: String,
+    #[arg(long, default_value = "rstwatch")]
+    database: String,
+    #[arg(long, default_value_t = 0)]
+    retention_days: u32,
+    /// Print the canonical queries instead of the DDL.
+    #[arg(long)]
+    queries: bool,
+}
 
 fn main() {
-    eprintln!("rstwatch-collector: not built yet; the collector comes with the shipping issue");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let r = rt.block_on(async move {
+        match cli.command {
+            Command::Migrate(a) => migrate(a).await,
+            Command::Serve(a) => serve(a).await,
+            Command::PrintSchema(a) => print_schema(a),
+        }
+    });
+    if let Err(e) = r {
+        eprintln!("rstwatch-collector: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
+    let store = Store::connect(&a.ch.config(), a.ch.retention_days).await?;
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!(
+            "database {} is at schema version {} (ClickHouse {}), nothing to do",
+            store.db,
+            sql::latest_version(),
+            store.version
+        );
+    } else {
+        println!(
+            "database {}: applied schema versions {applied:?} (ClickHouse {}, {} dialect)",
+            store.db,
+            store.version,
+            if store.dialect.modern() {
+                "modern"
+            } else {
+                "18.x"
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let file = a.config.as_deref().map(ConfigFile::load).transpose()?;
+    let auth = Auth::new(a.token.clone(), file, a.no_auth)?;
+    let tls = if a.plaintext {
+        None
+    } else {
+        let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) else {
+            anyhow::bail!("TLS needs --tls-cert and --tls-key (or --plaintext)");
+        };
+        Some(server::load_tls(cert, key)?)
+    };
+    let metrics = Metrics::new();
+    let cfg = a.ch.config();
+    // ClickHouse may not be up yet: wait for it with backoff, saying so.
+    let store = rstwatch_collector::ch::with_backoff(
+        |_| Store::connect(&cfg, a.ch.retention_days),
+        |e, n| {
+            if n % 10 == 0 {
+                warn!("ClickHouse not reachable yet, retrying: {e:#}");
+            }
+        },
+        None,
+    )
+    .await?;
+    if a.migrate {
+        store.migrate().await?;
+    }
+    store.check_schema().await?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("listening on {}", a.listen))?;
+    let mlistener = tokio::net::TcpListener::bind(a.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} (metrics)", a.metrics_listen))?;
+    info!(
+        "listening on {} ({}, {}), metrics on http://{}/metrics, ClickHouse {} database {}",
+        listener.local_addr()?,
+        if a.plaintext { "plain TCP" } else { "TLS" },
+        match &auth {
+            Auth::None => "no auth",
+            Auth::Tokens { .. } => "token auth",
+        },
+        mlistener.local_addr()?,
+        store.version,
+        store.db
+    );
+    tokio::spawn(metrics::serve_http(mlistener, metrics.clone()));
+    if a.ch.retention_days > 0 && !store.dialect.has_ttl() {
+        let st = store.clone();
+        let days = a.ch.retention_days;
+        tokio::spawn(async move {
+            loop {
+                match st.drop_expired_partitions(days).await {
+                    Ok(0) => {}
+                    Ok(n) => info!("retention: dropped {n} day partitions older than {days} days"),
+                    Err(e) => warn!("retention: {e:#}"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    }
+    {
+        // Health probe: keeps `clickhouse_up` honest when no batches flow.
+        let st = store.clone();
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let up = st.ping().await.is_ok();
+                m.clickhouse_up
+                    .store(up as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    let server = Server::new(
+        ServeConfig {
+            auth,
+            tls,
+            max_frame: a.max_frame_bytes,
+            idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+        },
+        store,
+        metrics,
+    );
+    let run = server.run(listener);
+    tokio::select! {
+        _ = run => Ok(()),
+        _ = shutdown_signal() => {
+            info!("shutting down (unacknowledged batches will be resent by the sensors)");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_schema(a: PrintArgs) -> anyhow::Result<()> {
+    let d = Dialect::from_version(&a.server_version, a.retention_days)
+        .with_context(|| format!("bad server version {:?}", a.server_version))?;
+    if a.queries {
+        for (name, q) in sql::QUERIES {
+            println!("-- query: {name}\n{};\n", q.trim().trim_end_matches(';'));
+        }
+    } else {
+        for m in sql::MIGRATIONS {
+            println!("-- migration {} ({})", m.version, m.name);
+            for st in sql::statements(&d.render(m.sql, &format!("`{}`", a.database))) {
+                println!("{st};\n");
+            }
+        }
+    }
+    Ok(())
 }

@@ -19,6 +19,8 @@ pub mod batch;
 pub mod event;
 pub mod flags;
 pub mod flow;
+pub mod frame;
+pub mod sql;
 pub mod stats;
 mod str_enum;
 pub mod timefmt;

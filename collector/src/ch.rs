@@ -1,0 +1,572 @@
+//! ClickHouse: version detection, migrations, exactly-once batch writes, retention.
+//!
+//! Exactly once: a batch is identified by (sensor_id, boot_id, seq). Its rows go in with
+//! one INSERT per table (each INSERT is one block, so it is committed whole or not at
+//! all), then one row into the `batches` ledger; only then is the batch acknowledged.
+//! A batch that may have been seen before (the sensor flags resends; the collector's own
+//! retries count too) is checked first: found in the ledger → acknowledged without
+//! writing; otherwise each table is checked for rows of that batch and only the tables
+//! without them are written. So a crash between any two INSERTs never double-counts.
+//! On servers that have it, `insert_deduplication_token` adds the server's own guard.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clickhouse::Client;
+use rstwatch_schema::batch::ArchivedBatch;
+use rstwatch_schema::sql::{self, Dialect};
+use rstwatch_schema::{AnomalyKind, CloseReason, ConnState, Dir, RstClass};
+
+/// Largest number of rows of one kind in a batch: below ClickHouse's
+/// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
+pub const MAX_ROWS_PER_TABLE: usize = 1_000_000;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ChConfig {
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// None: decide by server version.
+    pub validation: Option<bool>,
+}
+
+/// A ClickHouse handle bound to one database and server dialect.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    /// Without a default database (it may not exist yet): migrations, probes.
+    admin: Client,
+    pub db: String,
+    pub dialect: Dialect,
+    pub version: String,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Written now.
+    New,
+    /// Already in the ledger: acknowledged, nothing written.
+    Duplicate,
+}
+
+fn base_client(c: &ChConfig) -> Client {
+    let mut client = Client::default()
+        .with_url(c.url.clone())
+        .with_validation(false);
+    if let Some(u) = &c.user {
+        client = client.with_user(u.clone());
+    }
+    if let Some(p) = &c.password {
+        client = client.with_password(p.clone());
+    }
+    client
+}
+
+impl Store {
+    /// Connects, reads the server version and picks the dialect.
+    pub async fn connect(c: &ChConfig, retention_days: u32) -> anyhow::Result<Store> {
+        let client = base_client(c);
+        let version: String = client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .with_context(|| format!("ClickHouse at {} does not answer", c.url))?;
+        let dialect = Dialect::from_version(&version, retention_days)
+            .with_context(|| format!("unrecognised ClickHouse version {version:?}"))?;
+        // Schema validation needs the server's DESCRIBE settings (24.x and later); 18.16
+        // lacks them, so it is off there.
+        let validation = c
+            .validation
+            .unwrap_or((dialect.major, dialect.minor) >= (24, 1));
+        let admin = client.clone();
+        let client = client
+            .with_database(c.database.clone())
+            .with_validation(validation);
+        Ok(Store {
+            client,
+            admin,
+            db: c.database.clone(),
+            dialect,
+            version: version.trim().to_string(),
+        })
+    }
+
+    fn q(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query(sql)
+    }
+
+    fn qa(&self, sql: &str) -> clickhouse::query::Query {
+        self.admin.query(sql)
+    }
+
+    /// The schema version recorded in the database (0 when none).
+    pub async fn schema_version(&self) -> anyhow::Result<u32> {
+        let exists: u64 = self
+            .qa("SELECT count() FROM system.tables WHERE database = ? AND name = 'schema_migrations'")
+            .bind(&self.db)
+            .fetch_one()
+            .await?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        let v: u32 = self
+            .qa(&format!(
+                "SELECT toUInt32(max(version)) FROM `{}`.schema_migrations",
+                self.db
+            ))
+            .fetch_one()
+            .await?;
+        Ok(v)
+    }
+
+    /// Creates or upgrades the schema. Safe to run twice; refuses a newer schema.
+    /// Returns the versions applied now.
+    pub async fn migrate(&self) -> anyhow::Result<Vec<u32>> {
+        check_db_name(&self.db)?;
+        self.qa(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.db))
+            .execute()
+            .await
+            .context("creating the database")?;
+        self.qa(&format!(
+            "CREATE TABLE IF NOT EXISTS `{}`.schema_migrations (version UInt32, name String, \
+             applied DateTime, server_version String) ENGINE = MergeTree() ORDER BY version",
+            self.db
+        ))
+        .execute()
+        .await
+        .context("creating schema_migrations")?;
+        let current = self.schema_version().await?;
+        let latest = sql::latest_version();
+        if current > latest {
+            bail!(
+                "database {} has schema version {current}, newer than this collector knows \
+                 ({latest}): upgrade the collector, do not migrate with this one",
+                self.db
+            );
+        }
+        let mut applied = Vec::new();
+        for m in sql::MIGRATIONS.iter().filter(|m| m.version > current) {
+            let rendered = self.dialect.render(m.sql, &format!("`{}`", self.db));
+            for (i, st) in sql::statements(&rendered).iter().enumerate() {
+                self.qa(st)
+                    .execute()
+                    .await
+                    .with_context(|| format!("migration {} statement {}: {st}", m.name, i + 1))?;
+            }
+            self.qa(&format!(
+                "INSERT INTO `{}`.schema_migrations (version, name, applied, server_version) \
+                 VALUES (?, ?, now(), ?)",
+                self.db
+            ))
+            .bind(m.version)
+            .bind(m.name)
+            .bind(&self.version)
+            .execute()
+            .await?;
+            applied.push(m.version);
+        }
+        Ok(applied)
+    }
+
+    /// Fails unless the database has exactly the schema this build writes.
+    pub async fn check_schema(&self) -> anyhow::Result<()> {
+        let v = self.schema_version().await?;
+        let latest = sql::latest_version();
+        if v < latest {
+            bail!(
+                "database {} has schema version {v}, this collector writes {latest}: run \
+                 `rstwatch-collector migrate` first",
+                self.db
+            );
+        }
+        if v > latest {
+            bail!(
+                "database {} has schema version {v}, newer than this collector ({latest}): \
+                 upgrade the collector",
+                self.db
+            );
+        }
+        Ok(())
+    }
+
+    async fn in_ledger(&self, sensor: &str, boot: u64, seq: u64) -> anyhow::Result<bool> {
+        let n: u64 = self
+            .q("SELECT count() FROM batches WHERE sensor_id = ? AND boot_id = ? AND seq = ?")
+            .bind(sensor)
+            .bind(boot)
+            .bind(seq)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn rows_of_batch(
+        &self,
+        table: &str,
+        sensor: &str,
+        boot: u64,
+        seq: u64,
+    ) -> anyhow::Result<u64> {
+        let n: u64 = self
+            .q(&format!(
+                "SELECT count() FROM {table} WHERE sensor_id = ? AND boot_id = ? AND batch_seq = ?"
+            ))
+            .bind(sensor)
+            .bind(boot)
+            .bind(seq)
+            .fetch_one()
+            .await?;
+        Ok(n)
+    }
+
+    /// Stores one validated batch exactly once. `maybe_seen`: the batch may have been
+    /// (partly) written before. The caller holds the sensor's lock.
+    pub async fn store_batch(
+        &self,
+        b: &ArchivedBatch,
+        maybe_seen: bool,
+        wire_bytes: u32,
+    ) -> anyhow::Result<Stored> {
+        let h = &b.header;
+        let sensor: &str = h.sensor_id.as_str();
+        let boot = h.boot_id.to_native();
+        let seq = h.seq.to_native();
+        let stats_rows: usize = b.stats.iter().map(|s| s.counters.len()).sum();
+        for (what, n) in [
+            ("rst", b.rst.len()),
+            ("flow", b.flows.len()),
+            ("anomaly", b.anomalies.len()),
+            ("stats", stats_rows),
+        ] {
+            if n > MAX_ROWS_PER_TABLE {
+                bail!("batch has {n} {what} rows, more than {MAX_ROWS_PER_TABLE}");
+            }
+        }
+        if maybe_seen && self.in_ledger(sensor, boot, seq).await? {
+            return Ok(Stored::Duplicate);
+        }
+        let token = |table: &str| format!("{sensor}/{boot:016x}/{seq}/{table}");
+        let mut todo = [
+            !b.rst.is_empty(),
+            !b.flows.is_empty(),
+            !b.anomalies.is_empty(),
+            stats_rows > 0,
+        ];
+        if maybe_seen {
+            for (i, t) in sql::DATA_TABLES.iter().enumerate() {
+                if todo[i] && self.rows_of_batch(t, sensor, boot, seq).await? > 0 {
+                    todo[i] = false;
+                }
+            }
+        }
+        let dedup = self.dialect.has_dedup_token();
+        if todo[0] {
+            let mut ins = self.client.insert::<RstRow>("rst_events").await?;
+            if dedup {
+                ins = ins.with_setting("insert_deduplication_token", token("rst_events"));
+            }
+            for e in b.rst.iter() {
+                let ts_us = e.ts_us.to_native();
+                ins.write(&RstRow {
+                    ts: secs(ts_us),
+                    ts_us,
+                    sensor_id: sensor,
+                    boot_id: boot,
+                    batch_seq: seq,
+                    src: e.src.0,
+                    sport: e.sport.to_native(),
+                    dst: e.dst.0,
+                    dport: e.dport.to_native(),
+                    vlan: e.vlan.to_native(),
+                    inner_vlan: e.inner_vlan.to_native(),
+                    dir: Dir::from_archived(&e.dir).code() as i8,
+                    class: RstClass::from_archived(&e.class).code() as i8,
+                    flags: e.flags.0.to_native(),
+                    suspect: e.suspect as u8,
+                    seq: e.seq.to_native(),
+                    ack: e.ack.to_native(),
+                    ack_flag: e.ack_flag as u8,
+                    ttl: e.ttl,
+                    ip_id: e.ip_id.to_native(),
+                    payload_len: e.payload_len.to_native(),
+                    flow_uid: e.flow_uid.to_native(),
+                })
+                .await?;
+            }
+            ins.end().await?;
+        }
+        if todo[1] {
+            let mut ins = self.client.insert::<FlowRow>("flows").await?;
+            if dedup {
+                ins = ins.with_setting("insert_deduplication_token", token("flows"));
+            }
+            for f in b.flows.iter() {
+                let (s, e) = (f.ts_start_us.to_native(), f.ts_end_us.to_native());
+                ins.write(&FlowRow {
+                    ts_start: secs(s),
+                    ts_start_us: s,
+                    ts_end: secs(e),
+                    ts_end_us: e,
+                    sensor_id: sensor,
+                    boot_id: boot,
+                    batch_seq: seq,
+                    orig_h: f.orig_h.0,
+                    orig_p: f.orig_p.to_native(),
+                    resp_h: f.resp_h.0,
+                    resp_p: f.resp_p.to_native(),
+                    vlan: f.vlan.to_native(),
+                    inner_vlan: f.inner_vlan.to_native(),
+                    conn_state: ConnState::from_archived(&f.conn_state).code() as i8,
+                    history: f.history.as_str(),
+                    orig_pkts: f.orig_pkts.to_native(),
+                    resp_pkts: f.resp_pkts.to_native(),
+                    orig_bytes: f.orig_bytes.to_native(),
+                    resp_bytes: f.resp_bytes.to_native(),
+                    rst_count: f.rst_count.to_native(),
+                    close: CloseReason::from_archived(&f.close).code() as i8,
+                    flow_uid: f.flow_uid.to_native(),
+                })
+                .await?;
+            }
+            ins.end().await?;
+        }
+        if todo[2] {
+            let mut ins = self.client.insert::<AnomalyRow>("anomalies").await?;
+            if dedup {
+                ins = ins.with_setting("insert_deduplication_token", token("anomalies"));
+            }
+            for a in b.anomalies.iter() {
+                let ts_us = a.ts_us.to_native();
+                ins.write(&AnomalyRow {
+                    ts: secs(ts_us),
+                    ts_us,
+                    sensor_id: sensor,
+                    boot_id: boot,
+                    batch_seq: seq,
+                    kind: AnomalyKind::from_archived(&a.kind).code() as i8,
+                    subject: a.subject.as_str(),
+                    value: a.value.to_native(),
+                    baseline: a.baseline.to_native(),
+                    detail: a.detail.as_str(),
+                })
+                .await?;
+            }
+            ins.end().await?;
+        }
+        if todo[3] {
+            let mut ins = self.client.insert::<StatRow>("sensor_stats").await?;
+            if dedup {
+                ins = ins.with_setting("insert_deduplication_token", token("sensor_stats"));
+            }
+            for s in b.stats.iter() {
+                let ts_us = s.ts_us.to_native();
+                for c in s.counters.iter() {
+                    ins.write(&StatRow {
+                        ts: secs(ts_us),
+                        ts_us,
+                        sensor_id: sensor,
+                        boot_id: boot,
+                        batch_seq: seq,
+                        name: c.name.as_str(),
+                        value: c.value.to_native(),
+                    })
+                    .await?;
+                }
+            }
+            ins.end().await?;
+        }
+        let mut ins = self.client.insert::<LedgerRow>("batches").await?;
+        if dedup {
+            ins = ins.with_setting("insert_deduplication_token", token("batches"));
+        }
+        ins.write(&LedgerRow {
+            received: secs(crate::log::now_us()),
+            sensor_id: sensor,
+            boot_id: boot,
+            seq,
+            created_us: h.created_us.to_native(),
+            rst: b.rst.len() as u32,
+            flows: b.flows.len() as u32,
+            anomalies: b.anomalies.len() as u32,
+            stats: stats_rows as u32,
+            wire_bytes,
+        })
+        .await?;
+        ins.end().await?;
+        Ok(Stored::New)
+    }
+
+    /// Retention on servers without TTL: drops whole day partitions older than
+    /// `days`. Returns how many partitions were dropped.
+    pub async fn drop_expired_partitions(&self, days: u32) -> anyhow::Result<usize> {
+        if days == 0 {
+            return Ok(0);
+        }
+        let cutoff = crate::log::now_us() / 1_000_000 - i64::from(days) * 86_400;
+        let cutoff_day: u32 = self
+            .q("SELECT toUInt32(toYYYYMMDD(toDate(toDateTime(?))))")
+            .bind(cutoff.max(0) as u32)
+            .fetch_one()
+            .await?;
+        let mut dropped = 0;
+        for table in sql::ALL_TABLES {
+            let parts: Vec<String> = self
+                .q("SELECT DISTINCT partition_id FROM system.parts WHERE database = ? AND table = ? AND active")
+                .bind(&self.db)
+                .bind(*table)
+                .fetch_all()
+                .await?;
+            for p in parts {
+                let Ok(day) = p.parse::<u32>() else { continue };
+                if day < cutoff_day {
+                    self.q(&format!("ALTER TABLE {table} DROP PARTITION ID '{p}'"))
+                        .execute()
+                        .await?;
+                    dropped += 1;
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// A cheap liveness probe.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let _: u8 = self.qa("SELECT toUInt8(1)").fetch_one().await?;
+        Ok(())
+    }
+}
+
+/// Retries `op` with capped exponential backoff until it succeeds, reporting each
+/// failure through `on_err`. Bounded only by `deadline` (None: forever).
+pub async fn with_backoff<T, F, Fut>(
+    mut op: F,
+    mut on_err: impl FnMut(&anyhow::Error, u32),
+    deadline: Option<Instant>,
+) -> anyhow::Result<T>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        match op(attempt).await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                on_err(&e, attempt);
+                if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                    return Err(e);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn check_db_name(db: &str) -> anyhow::Result<()> {
+    if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("database name {db:?}: use letters, digits and underscores");
+    }
+    Ok(())
+}
+
+/// Seconds for `DateTime` columns (clamped to its range).
+fn secs(us: i64) -> u32 {
+    us.div_euclid(1_000_000).clamp(0, u32::MAX as i64) as u32
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct RstRow<'a> {
+    ts: u32,
+    ts_us: i64,
+    sensor_id: &'a str,
+    boot_id: u64,
+    batch_seq: u64,
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+    vlan: u16,
+    inner_vlan: u16,
+    dir: i8,
+    class: i8,
+    flags: u32,
+    suspect: u8,
+    seq: u32,
+    ack: u32,
+    ack_flag: u8,
+    ttl: u8,
+    ip_id: u16,
+    payload_len: u16,
+    flow_uid: u64,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct FlowRow<'a> {
+    ts_start: u32,
+    ts_start_us: i64,
+    ts_end: u32,
+    ts_end_us: i64,
+    sensor_id: &'a str,
+    boot_id: u64,
+    batch_seq: u64,
+    orig_h: [u8; 16],
+    orig_p: u16,
+    resp_h: [u8; 16],
+    resp_p: u16,
+    vlan: u16,
+    inner_vlan: u16,
+    conn_state: i8,
+    history: &'a str,
+    orig_pkts: u64,
+    resp_pkts: u64,
+    orig_bytes: u64,
+    resp_bytes: u64,
+    rst_count: u32,
+    close: i8,
+    flow_uid: u64,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct AnomalyRow<'a> {
+    ts: u32,
+    ts_us: i64,
+    sensor_id: &'a str,
+    boot_id: u64,
+    batch_seq: u64,
+    kind: i8,
+    subject: &'a str,
+    value: f64,
+    baseline: f64,
+    detail: &'a str,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct StatRow<'a> {
+    ts: u32,
+    ts_us: i64,
+    sensor_id: &'a str,
+    boot_id: u64,
+    batch_seq: u64,
+    name: &'a str,
+    value: u64,
+}
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct LedgerRow<'a> {
+    received: u32,
+    sensor_id: &'a str,
+    boot_id: u64,
+    seq: u64,
+    created_us: i64,
+    rst: u32,
+    flows: u32,
+    anomalies: u32,
+    stats: u32,
+    wire_bytes: u32,
+}

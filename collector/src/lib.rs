@@ -1,0 +1,17 @@
+//! rstwatch collector: receives sensor batches over framed TCP (TLS by default),
+//! validates them, writes them into ClickHouse exactly once, and acknowledges each
+//! batch only after ClickHouse has committed it.
+//!
+//! ```text
+//! sensor ─frame─▶ auth (token) ─▶ checks: size cap, checksum, version, rkyv bytecheck
+//!        ─▶ per-sensor lock ─▶ dedup (ledger `batches`; per-table row check on resends)
+//!        ─▶ INSERT RowBinary (rst_events, flows, anomalies, sensor_stats, then batches)
+//!        ─▶ ack ─▶ sensor drops the batch from its spool
+//! ```
+
+pub mod ch;
+pub mod config;
+pub mod log;
+pub mod metrics;
+pub mod server;
+pub mod testing;
