@@ -66,6 +66,9 @@ flags! {
     IpidMismatch = 14 => "ipid_mismatch",
     /// The same side sent both a bare RST and an RST/ACK.
     RstAndRstack = 15 => "rst_and_rstack",
+    /// The RST's TCP checksum is wrong: the receiver drops it, so it did not reset
+    /// anything (the sensor verifies SYN/FIN/RST checksums unless told not to).
+    BadChecksum = 16 => "bad_checksum",
 }
 
 /// A set of [`RstFlag`]s.

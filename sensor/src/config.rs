@@ -90,3 +90,19 @@ impl Default for AnomalyConfig {
         }
     }
 }
+
+/// Reads the `[engine]` table of a TOML configuration file (the same file `run`
+/// uses; other tables are for other parts of the sensor and are ignored here).
+pub fn load_engine_config(path: &std::path::Path) -> anyhow::Result<EngineConfig> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    match doc.remove("engine") {
+        None => Ok(EngineConfig::default()),
+        Some(t) => t
+            .try_into()
+            .with_context(|| format!("{}: in [engine]", path.display())),
+    }
+}

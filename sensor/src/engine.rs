@@ -1,51 +1,356 @@
 //! The engine: parse → track → classify for one worker core.
+//!
+//! The engine owns one flow table, the RSTs held for their verdict, and the aggregate
+//! detectors. It never looks at the wall clock: time is the timestamp of the packets
+//! fed to it (or `advance` on a quiet live link), so replaying a capture gives the same
+//! records as seeing it live.
 
+use crate::anomaly::Detectors;
+use crate::classify::pending::{Held, Pending};
+use crate::classify::{self, verdict, Context};
 use crate::config::EngineConfig;
-use crate::parse::LinkType;
+use crate::counters::Counters;
+use crate::flow::{bits, dflags, hash_key, End, Flow, FlowKey, FlowTable, Role, Timeouts};
+use crate::parse::{self, LinkType, Packet, ParseOptions};
 use crate::sink::Sink;
+use crate::track;
+use rstwatch_schema::{Anomaly, CloseReason, RstEvent, RstFlag};
 
 /// One worker's engine. Not `Sync`: each core owns its own.
 pub struct Engine {
-    _cfg: EngineConfig,
+    parse_opts: ParseOptions,
+    table: FlowTable,
+    pending: Pending,
+    detectors: Detectors,
+    counters: Counters,
+    idle_threshold_us: i64,
+    verdict_delay_us: i64,
+    /// Latest packet time seen (packet time never runs backwards for deadlines).
+    now_us: i64,
+    // Scratch space reused across packets, so the packet path does not allocate.
+    expired: Vec<u32>,
+    released: Vec<Held>,
+    anomalies: Vec<Anomaly>,
 }
 
 impl Engine {
     /// Builds an engine, reserving the flow table's memory up front.
     pub fn new(cfg: &EngineConfig) -> Engine {
-        Engine { _cfg: cfg.clone() }
+        Engine {
+            parse_opts: ParseOptions {
+                verify_checksum: cfg.verify_checksum,
+            },
+            table: FlowTable::new(cfg.flow_capacity, Timeouts::from_config(cfg)),
+            pending: Pending::new(cfg.max_pending_rst),
+            detectors: Detectors::new(&cfg.anomaly),
+            counters: Counters::default(),
+            idle_threshold_us: i64::from(cfg.idle_threshold_s) * 1_000_000,
+            verdict_delay_us: i64::from(cfg.verdict_delay_ms) * 1000,
+            now_us: i64::MIN,
+            expired: Vec::new(),
+            released: Vec::new(),
+            anomalies: Vec::new(),
+        }
     }
 
     /// Feeds one captured frame with its capture timestamp (microseconds since the epoch).
     pub fn process<S: Sink + ?Sized>(
         &mut self,
-        _ts_us: i64,
-        _link: LinkType,
-        _frame: &[u8],
-        _sink: &mut S,
+        ts_us: i64,
+        link: LinkType,
+        frame: &[u8],
+        sink: &mut S,
     ) {
-        unimplemented!("being written")
+        self.counters.frames += 1;
+        let p = match parse::parse(link, frame, self.parse_opts) {
+            Ok(p) => p,
+            Err(r) => {
+                self.counters.rejected[r as usize] += 1;
+                self.advance(ts_us, sink);
+                return;
+            }
+        };
+        self.counters.tcp += 1;
+        self.advance(ts_us, sink);
+        self.packet(ts_us, &p, sink);
     }
 
-    /// Lets time pass without packets (live capture on a quiet link): expires idle
-    /// flows and releases held RSTs whose verdict delay is over.
-    pub fn advance<S: Sink + ?Sized>(&mut self, _now_us: i64, _sink: &mut S) {
-        unimplemented!("being written")
+    /// Lets time pass (live capture on a quiet link; called by `process` too): releases
+    /// held RSTs whose verdict delay is over and expires idle flows.
+    pub fn advance<S: Sink + ?Sized>(&mut self, now_us: i64, sink: &mut S) {
+        if now_us > self.now_us {
+            self.now_us = now_us;
+        }
+        let now = self.now_us;
+        if !self.pending.is_empty() {
+            let mut released = std::mem::take(&mut self.released);
+            self.pending.release_due(now, &mut released);
+            self.emit_released(&mut released, sink);
+            self.released = released;
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.table.collect_expired(now, &mut expired);
+        for &i in &expired {
+            if self.table.get(i).is_live() {
+                self.close(i, CloseReason::Timeout, sink);
+            }
+        }
+        expired.clear();
+        self.expired = expired;
     }
 
     /// End of input: releases every held RST and closes every flow (`end_of_capture`).
-    pub fn finish<S: Sink + ?Sized>(&mut self, _sink: &mut S) {
-        unimplemented!("being written")
+    pub fn finish<S: Sink + ?Sized>(&mut self, sink: &mut S) {
+        for i in self.table.live_slots() {
+            self.close(i, CloseReason::EndOfCapture, sink);
+        }
+        let mut released = std::mem::take(&mut self.released);
+        self.pending.release_all(&mut released);
+        self.emit_released(&mut released, sink);
+        self.released = released;
     }
 
     /// The engine's counters by name (parse rejections, flow table, classifier).
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        unimplemented!("being written")
+        let mut v = self.counters.named();
+        let t = &self.table.stats;
+        v.extend([
+            ("flows_created", t.created),
+            ("flows_live", self.table.len() as u64),
+            ("flows_max_live", t.max_live),
+            ("rst_held", self.pending.len() as u64),
+            ("anomaly_tracker_full", self.detectors.tracker_full),
+        ]);
+        // `Counters::named` has a placeholder for the detectors' count; keep one entry.
+        let mut seen = false;
+        v.retain(|(n, _)| {
+            if *n != "anomaly_tracker_full" {
+                return true;
+            }
+            let keep = seen;
+            seen = true;
+            keep
+        });
+        v
+    }
+
+    /// The raw counters (tests, benchmarks).
+    pub fn raw_counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Bytes the flow table reserves at its capacity (index and slab).
+    pub fn table_reserved_bytes(&self) -> usize {
+        self.table.reserved_bytes()
+    }
+
+    /// Flows currently tracked.
+    pub fn flows_live(&self) -> usize {
+        self.table.len()
+    }
+
+    fn packet<S: Sink + ?Sized>(&mut self, ts_us: i64, p: &Packet, sink: &mut S) {
+        let (key, end) = FlowKey::of(p);
+        let hash = hash_key(&key);
+        let mut found = self.table.find(&key, hash);
+        if let Some(i) = found {
+            // Past its timeout, or the four-tuple reused by a new connection after a
+            // FIN or RST (the record then says `fin` / `rst`, not `timeout`).
+            if self.table.is_expired(i, ts_us) || restarts(self.table.get(i), p, end) {
+                self.close(i, CloseReason::Timeout, sink);
+                found = None;
+            }
+        }
+        let (i, fresh) = match found {
+            Some(i) => (i, false),
+            None => (self.create(key, hash, p, end, ts_us, sink), true),
+        };
+        let role = self.table.get(i).role_of(end);
+
+        if p.bad_checksum {
+            // Like Zeek: a segment with a bad checksum is noted in the history and
+            // otherwise ignored; an RST is still reported, flagged `bad_checksum`.
+            self.counters.bad_checksum += 1;
+            let u = track::bad_checksum(self.table.get_mut(i), role);
+            self.counters.history_truncated += u64::from(u.letters_dropped);
+            if p.flags.rst() {
+                self.counters.rst += 1;
+                let ev = self.classify(i, p, role, ts_us, fresh);
+                self.hold(i, role, ev, sink);
+            }
+            return;
+        }
+
+        if p.flags.rst() {
+            self.counters.rst += 1;
+            let mut ev = self.classify(i, p, role, ts_us, fresh);
+            let repeat_r = self.correlate_rsts(i, role, &mut ev);
+            let flow = self.table.get_mut(i);
+            let u = track::update(flow, p, role, ts_us);
+            flow.rst_count = flow.rst_count.saturating_add(1);
+            if repeat_r && !flow.history.push(role.letter(b'R')) {
+                self.counters.history_truncated += 1;
+            }
+            self.counters.history_truncated += u64::from(u.letters_dropped);
+            self.hold(i, role, ev, sink);
+        } else {
+            let flow = self.table.get_mut(i);
+            let u = track::update(flow, p, role, ts_us);
+            self.counters.history_truncated += u64::from(u.letters_dropped);
+            if p.payload_len > 0 && flow.has(bits::HAS_PENDING) {
+                // The purported sender of a held RST keeps sending: it did not send it.
+                self.pending.for_each_of_flow(i, |h| {
+                    if h.role == role {
+                        h.ev.flags.insert(RstFlag::DataAfter);
+                    }
+                });
+            }
+        }
+    }
+
+    fn classify(&self, i: u32, p: &Packet, role: Role, ts_us: i64, fresh: bool) -> RstEvent {
+        let cx = Context {
+            ts_us,
+            fresh,
+            idle_threshold_us: self.idle_threshold_us,
+        };
+        classify::classify(self.table.get(i), p, role, &cx)
+    }
+
+    /// Cross-checks a new RST with the held RSTs of its flow from the same side:
+    /// `multi_seq`, `multi_ack`, `rst_and_rstack` on both. Returns whether its seq
+    /// differs from the previous RST's (Zeek repeats `R` in the history then).
+    fn correlate_rsts(&mut self, i: u32, role: Role, ev: &mut RstEvent) -> bool {
+        let flow = self.table.get(i);
+        if !flow.has(bits::HAS_PENDING) {
+            return false;
+        }
+        let me = *flow.dir(role);
+        let sent_known = me.has(dflags::SENT_NON_RST);
+        let mut last_seq = None;
+        let mut add = rstwatch_schema::RstFlags::EMPTY;
+        self.pending.for_each_of_flow(i, |h| {
+            if h.role != role {
+                return;
+            }
+            last_seq = Some(h.ev.seq);
+            if sent_known
+                && classify::after(ev.seq, h.ev.seq)
+                && classify::after(ev.seq, me.next_seq)
+            {
+                h.ev.flags.insert(RstFlag::MultiSeq);
+                add.insert(RstFlag::MultiSeq);
+            }
+            if ev.ack_flag && h.ev.ack_flag && ev.ack != h.ev.ack {
+                h.ev.flags.insert(RstFlag::MultiAck);
+                add.insert(RstFlag::MultiAck);
+            }
+            if ev.ack_flag != h.ev.ack_flag {
+                h.ev.flags.insert(RstFlag::RstAndRstack);
+                add.insert(RstFlag::RstAndRstack);
+            }
+        });
+        ev.flags.0 |= add.0;
+        last_seq.is_some_and(|s| s != ev.seq)
+    }
+
+    fn hold<S: Sink + ?Sized>(&mut self, i: u32, role: Role, ev: RstEvent, sink: &mut S) {
+        let deadline_us = ev.ts_us.saturating_add(self.verdict_delay_us);
+        self.table.get_mut(i).bits |= bits::HAS_PENDING;
+        let mut released = std::mem::take(&mut self.released);
+        let before = released.len();
+        self.pending.hold(
+            Held {
+                deadline_us,
+                flow: i,
+                role,
+                ev,
+            },
+            &mut released,
+        );
+        self.counters.rst_released_early += (released.len() - before) as u64;
+        self.emit_released(&mut released, sink);
+        self.released = released;
+    }
+
+    fn create<S: Sink + ?Sized>(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        p: &Packet,
+        sender: End,
+        ts_us: i64,
+        sink: &mut S,
+    ) -> u32 {
+        if self.table.is_full() {
+            if let Some(v) = self.table.pick_victim(ts_us) {
+                self.close(v, CloseReason::Evicted, sink);
+                self.table.stats.evicted += 1;
+            }
+        }
+        let (orig, flipped) = track::orientation(p, sender);
+        let mut flow = Flow::new(key, orig, ts_us);
+        if flipped {
+            flow.history.push(b'^');
+        }
+        self.table.insert(hash, flow)
+    }
+
+    /// Ends flow `i`: releases its held RSTs, then emits its record.
+    fn close<S: Sink + ?Sized>(&mut self, i: u32, trigger: CloseReason, sink: &mut S) {
+        if self.table.get(i).has(bits::HAS_PENDING) {
+            let mut released = std::mem::take(&mut self.released);
+            self.pending.release_flow(i, &mut released);
+            self.emit_released(&mut released, sink);
+            self.released = released;
+        }
+        let rec = self.table.get(i).record(trigger);
+        let c = &mut self.counters;
+        match rec.close {
+            CloseReason::Fin => c.flows_closed_fin += 1,
+            CloseReason::Rst => c.flows_closed_rst += 1,
+            CloseReason::Timeout => c.flows_timed_out += 1,
+            CloseReason::Evicted => c.flows_evicted += 1,
+            CloseReason::EndOfCapture => c.flows_end_of_capture += 1,
+        }
+        sink.flow(rec);
+        self.table.remove(i);
+    }
+
+    /// Gives released RSTs their verdict, feeds the detectors and emits both.
+    fn emit_released<S: Sink + ?Sized>(&mut self, released: &mut Vec<Held>, sink: &mut S) {
+        for mut h in released.drain(..) {
+            if !self.pending.holds(h.flow) {
+                let f = self.table.get_mut(h.flow);
+                f.bits &= !bits::HAS_PENDING;
+            }
+            h.ev.suspect = verdict::is_suspect(&h.ev);
+            self.detectors.observe(&h.ev, &mut self.anomalies);
+            sink.rst(h.ev);
+            for a in self.anomalies.drain(..) {
+                sink.anomaly(a);
+            }
+        }
     }
 }
 
+/// A new SYN from the originator, with a new ISN, on a flow that already ended (FIN or
+/// RST): the four-tuple is being reused for a new connection.
+fn restarts(flow: &Flow, p: &Packet, sender: End) -> bool {
+    if !(p.flags.syn() && !p.flags.ack() && !p.flags.rst()) {
+        return false;
+    }
+    let any = flow.dirs[0].flags | flow.dirs[1].flags;
+    if any & (dflags::FIN | dflags::RST) == 0 {
+        return false;
+    }
+    let d = flow.dir(flow.role_of(sender));
+    !(d.has(dflags::SYN) && d.base == p.seq.wrapping_add(1))
+}
+
 /// A symmetric hash of a frame's flow key for fan-out (both directions of a flow give
-/// the same value), or `None` when the frame is not TCP. Cheap: parses only as far as
-/// the ports.
-pub fn fanout_hash(_link: LinkType, _frame: &[u8]) -> Option<u64> {
-    unimplemented!("being written")
+/// the same value), or `None` when the frame is not TCP.
+pub fn fanout_hash(link: LinkType, frame: &[u8]) -> Option<u64> {
+    let p = parse::parse(link, frame, ParseOptions::default()).ok()?;
+    Some(hash_key(&FlowKey::of(&p).0))
 }

@@ -5,18 +5,27 @@
 //! ```text
 //! frame ─▶ parse (zero-copy) ─▶ flow table (this core's) ─▶ TCP tracker ─▶ RST classifier
 //!                                                                  │
-//!                                              records ─▶ Sink (JSON, shipper, test)
+//!                                 held for the verdict delay ◀─────┘
+//!                                              │
+//!                   records + anomalies ─▶ Sink (JSON lines, shipper, test vector)
 //! ```
 //!
 //! The same [`Engine`] serves live capture and offline replay: timestamps come from
 //! the packet source, never from the wall clock.
 
+pub mod anomaly;
+pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod engine;
+pub mod flow;
+pub mod output;
 pub mod parse;
 pub mod ship;
 pub mod sink;
+pub mod source;
+pub mod track;
 
 pub use config::EngineConfig;
 pub use engine::Engine;

@@ -1,13 +1,212 @@
-//! `rstwatch-sensor replay`: being written.
+//! `rstwatch-sensor replay`: capture files through the engine, records to stdout.
+
+use crate::config::{load_engine_config, EngineConfig};
+use crate::output::{JsonLines, Select, Table};
+use crate::sink::Sink;
+use crate::source::{self, Progress};
+use crate::Engine;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 
 /// Read pcap/pcapng files and print RST events, flow records and anomalies.
+///
+/// Files are read in the order given, through one engine, as if they were one capture
+/// (so give them in time order). Output is one JSON object per line on stdout, each
+/// with a "type" of "rst", "flow" or "anomaly" (see DESIGN.md, "The offline
+/// contract"); RST events are printed after their verdict delay, so they are not
+/// strictly in time order.
+///
+/// A file that cannot be read, or that is cut short or corrupt, is reported on stderr
+/// in one line naming the file and the problem; everything read before the problem
+/// is still processed and printed, the remaining files are still read, and the exit
+/// status is 1.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  rstwatch-sensor replay capture.pcap
+  rstwatch-sensor replay --only rst capture.pcap | jq 'select(.suspect)'
+  rstwatch-sensor replay --format table --stats monday.pcapng tuesday.pcapng")]
 pub struct ReplayArgs {
-    /// Capture files (pcap or pcapng).
-    #[arg(required = true)]
-    pub files: Vec<std::path::PathBuf>,
+    /// Capture files (pcap or pcapng), in time order.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Output format: JSON lines, or aligned text for people.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+
+    /// Print only these record types (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "TYPE")]
+    pub only: Vec<RecordType>,
+
+    /// Configuration file (TOML); its [engine] table sets flow table size, timeouts
+    /// and thresholds (see `check-config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How long an RST is held for evidence from later packets, milliseconds [default: 500].
+    #[arg(long, value_name = "MS")]
+    pub verdict_delay_ms: Option<u32>,
+
+    /// Silence before an RST that earns the `idle` flag, seconds [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_threshold_s: Option<u32>,
+
+    /// Flows held at most [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub flow_capacity: Option<usize>,
+
+    /// Do not verify TCP checksums (for captures taken on a host with checksum
+    /// offloading, where outgoing segments carry no valid checksum yet).
+    #[arg(long)]
+    pub no_verify_checksum: bool,
+
+    /// Print the engine's counters (frames, rejections by reason, flows) to stderr
+    /// at the end, as JSON.
+    #[arg(long)]
+    pub stats: bool,
+
+    /// Never show a progress bar (it is shown only when stderr is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
-pub fn main(_a: ReplayArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("replay is being written")
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordType {
+    Rst,
+    Flow,
+    Anomaly,
+}
+
+impl ReplayArgs {
+    /// The engine configuration: defaults, then the file, then flags.
+    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => load_engine_config(p)?,
+            None => EngineConfig::default(),
+        };
+        if let Some(v) = self.verdict_delay_ms {
+            cfg.verdict_delay_ms = v;
+        }
+        if let Some(v) = self.idle_threshold_s {
+            cfg.idle_threshold_s = v;
+        }
+        if let Some(v) = self.flow_capacity {
+            anyhow::ensure!(v > 0, "--flow-capacity must be at least 1");
+            cfg.flow_capacity = v;
+        }
+        if self.no_verify_checksum {
+            cfg.verify_checksum = false;
+        }
+        Ok(cfg)
+    }
+
+    fn select(&self) -> Select {
+        if self.only.is_empty() {
+            return Select::default();
+        }
+        Select {
+            rst: self.only.contains(&RecordType::Rst),
+            flow: self.only.contains(&RecordType::Flow),
+            anomaly: self.only.contains(&RecordType::Anomaly),
+        }
+    }
+}
+
+pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
+    let cfg = a.engine_config()?;
+    let stdout = std::io::stdout().lock();
+    let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
+    let (bad_files, counters, written) = match a.format {
+        Format::Json => {
+            let mut sink = JsonLines::new(out, a.select());
+            let (bad, counters) = replay_files(&a, &cfg, &mut sink);
+            (bad, counters, sink.finish())
+        }
+        Format::Table => {
+            let mut sink = Table::new(out, a.select());
+            let (bad, counters) = replay_files(&a, &cfg, &mut sink);
+            (bad, counters, sink.finish())
+        }
+    };
+    if a.stats {
+        let map: serde_json::Map<String, serde_json::Value> = counters
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        eprintln!("{}", serde_json::Value::Object(map));
+    }
+    match written {
+        Ok(_) => {}
+        // Output closed early (`| head`): not an error of the input.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => anyhow::bail!("writing output: {e}"),
+    }
+    Ok(if bad_files > 0 { 1 } else { 0 })
+}
+
+/// Runs every file through one engine into `sink`. Returns the number of files that
+/// had a problem (each reported on stderr) and the engine's counters.
+pub fn replay_files<S: Sink>(
+    a: &ReplayArgs,
+    cfg: &EngineConfig,
+    sink: &mut S,
+) -> (usize, Vec<(&'static str, u64)>) {
+    let mut engine = Engine::new(cfg);
+    let mut bad = 0;
+    for path in &a.files {
+        let bar = progress_bar(path, a.no_progress);
+        let progress = bar.as_ref().map(|(_, p)| p.clone());
+        let r = source::read_file(path, progress, |f| {
+            engine.process(f.ts_us, f.link, f.data, sink)
+        });
+        if let Some((bar, _)) = bar {
+            bar.finish_and_clear();
+        }
+        if let Err(e) = r {
+            eprintln!("rstwatch-sensor: {e}");
+            bad += 1;
+        }
+    }
+    engine.finish(sink);
+    (bad, engine.counters())
+}
+
+/// Files smaller than this are read too fast for a bar to help.
+const PROGRESS_MIN_BYTES: u64 = 32 << 20;
+
+fn progress_bar(
+    path: &std::path::Path,
+    disabled: bool,
+) -> Option<(indicatif::ProgressBar, Progress)> {
+    if disabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let len = std::fs::metadata(path).ok()?.len();
+    if len < PROGRESS_MIN_BYTES {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .ok()?
+            .progress_chars("=> "),
+    );
+    bar.set_message(path.display().to_string());
+    let progress: Progress = Default::default();
+    let (b, p) = (bar.clone(), progress.clone());
+    // The reader publishes its position; a small thread moves the bar, so the packet
+    // loop never touches the terminal.
+    std::thread::spawn(move || {
+        while !b.is_finished() {
+            b.set_position(p.load(std::sync::atomic::Ordering::Relaxed));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    Some((bar, progress))
 }

@@ -1,0 +1,359 @@
+//! Aggregate detectors over released RST events: `scan`, `rst_storm`, `backscatter`
+//! and `injection` (DESIGN.md, "Aggregates").
+//!
+//! Per-window state lives in tumbling windows of `scan_window_s`; each (kind, subject)
+//! is reported at most once per window. Every map is bounded by [`MAX_KEYS`]: a key
+//! that does not fit is not tracked and is counted (`anomaly_tracker_full`), so an
+//! attacker spraying addresses costs bounded memory.
+
+use crate::config::AnomalyConfig;
+use crate::track::is_likely_server_port;
+use hashbrown::{HashMap, HashSet};
+use rstwatch_schema::{Anomaly, AnomalyKind, Dir, IpBytes, RstClass, RstEvent};
+
+/// Keys each tracker holds at most.
+pub const MAX_KEYS: usize = 65_536;
+/// Weight of the newest second in a service's moving RST-rate baseline.
+const BASELINE_ALPHA: f64 = 0.1;
+
+type Endpoint = (IpBytes, u16);
+
+#[derive(Default)]
+struct ServiceRate {
+    second: i64,
+    count: u32,
+    baseline: f64,
+}
+
+pub struct Detectors {
+    cfg: AnomalyConfig,
+    window_start_us: i64,
+    /// (scanner, port) → hosts that rejected it.
+    scan_hosts: HashMap<Endpoint, HashSet<IpBytes>>,
+    /// (scanner, host) → ports that rejected it.
+    scan_ports: HashMap<(IpBytes, IpBytes), HashSet<u16>>,
+    /// remote → local addresses it sent unsolicited RST/ACKs to.
+    backscatter: HashMap<IpBytes, HashSet<IpBytes>>,
+    /// service → suspect RSTs.
+    injection: HashMap<Endpoint, u32>,
+    /// RST source → (last RST, RSTs in the current run of short gaps).
+    endpoint_runs: HashMap<IpBytes, (i64, u32)>,
+    services: HashMap<Endpoint, ServiceRate>,
+    reported: HashSet<(AnomalyKind, String)>,
+    /// Keys not tracked because a map was full.
+    pub tracker_full: u64,
+}
+
+impl Detectors {
+    pub fn new(cfg: &AnomalyConfig) -> Detectors {
+        Detectors {
+            cfg: cfg.clone(),
+            window_start_us: i64::MIN,
+            scan_hosts: HashMap::new(),
+            scan_ports: HashMap::new(),
+            backscatter: HashMap::new(),
+            injection: HashMap::new(),
+            endpoint_runs: HashMap::new(),
+            services: HashMap::new(),
+            reported: HashSet::new(),
+            tracker_full: 0,
+        }
+    }
+
+    /// Feeds one released RST event; anomalies found go to `out`.
+    pub fn observe(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
+        self.roll_window(ev.ts_us);
+        self.scan(ev, out);
+        self.backscatter(ev, out);
+        self.storms(ev, out);
+        if ev.suspect {
+            self.injection(ev, out);
+        }
+    }
+
+    fn roll_window(&mut self, ts_us: i64) {
+        let len = i64::from(self.cfg.scan_window_s.max(1)) * 1_000_000;
+        if self.window_start_us == i64::MIN || ts_us >= self.window_start_us.saturating_add(len) {
+            self.window_start_us = ts_us - ts_us.rem_euclid(len);
+            self.scan_hosts.clear();
+            self.scan_ports.clear();
+            self.backscatter.clear();
+            self.injection.clear();
+            self.reported.clear();
+        }
+    }
+
+    fn scan(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
+        // Who probed whom: a reject answers the scanner's SYN; a scanner's own RST
+        // after a SYN-ACK closes a half-open probe (the SYN-scan pattern).
+        let (scanner, host, port) = match (ev.class, ev.dir) {
+            (RstClass::Reject, _) => (ev.dst, ev.src, ev.sport),
+            (RstClass::HandshakeAbort, Dir::Orig) => (ev.src, ev.dst, ev.dport),
+            _ => return,
+        };
+        let need_hosts = self.cfg.scan_hosts as usize;
+        if let Some(n) = insert_bounded(
+            &mut self.scan_hosts,
+            (scanner, port),
+            host,
+            need_hosts,
+            &mut self.tracker_full,
+        ) {
+            if n == need_hosts {
+                let detail = format!("{scanner} collected rejects from {n} hosts on port {port}");
+                self.report(
+                    ev.ts_us,
+                    AnomalyKind::Scan,
+                    scanner.to_string(),
+                    n as f64,
+                    need_hosts as f64,
+                    detail,
+                    out,
+                );
+            }
+        }
+        let need_ports = self.cfg.scan_ports as usize;
+        if let Some(n) = insert_bounded(
+            &mut self.scan_ports,
+            (scanner, host),
+            port,
+            need_ports,
+            &mut self.tracker_full,
+        ) {
+            if n == need_ports {
+                let detail = format!("{scanner} collected rejects from {n} ports on {host}");
+                self.report(
+                    ev.ts_us,
+                    AnomalyKind::Scan,
+                    scanner.to_string(),
+                    n as f64,
+                    need_ports as f64,
+                    detail,
+                    out,
+                );
+            }
+        }
+    }
+
+    fn backscatter(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
+        if ev.class != RstClass::Unsolicited || !ev.ack_flag {
+            return;
+        }
+        let need = self.cfg.backscatter_hosts as usize;
+        if let Some(n) = insert_bounded(
+            &mut self.backscatter,
+            ev.src,
+            ev.dst,
+            need,
+            &mut self.tracker_full,
+        ) {
+            if n == need {
+                let detail = format!(
+                    "unsolicited RST/ACKs from {} to {n} local addresses",
+                    ev.src
+                );
+                self.report(
+                    ev.ts_us,
+                    AnomalyKind::Backscatter,
+                    ev.src.to_string(),
+                    n as f64,
+                    need as f64,
+                    detail,
+                    out,
+                );
+            }
+        }
+    }
+
+    fn storms(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
+        // Zeek's per-endpoint storm: a long run of RSTs from one source, each less than
+        // `storm_gap_ms` after the previous one.
+        let gap = i64::from(self.cfg.storm_gap_ms) * 1000;
+        let room = self.endpoint_runs.len() < MAX_KEYS;
+        let run = match self.endpoint_runs.entry(ev.src) {
+            hashbrown::hash_map::Entry::Occupied(mut e) => {
+                let (last, run) = e.get_mut();
+                *run = if ev.ts_us.saturating_sub(*last) < gap {
+                    *run + 1
+                } else {
+                    1
+                };
+                *last = ev.ts_us;
+                Some(*run)
+            }
+            hashbrown::hash_map::Entry::Vacant(e) if room => {
+                e.insert((ev.ts_us, 1));
+                Some(1)
+            }
+            hashbrown::hash_map::Entry::Vacant(_) => {
+                self.tracker_full += 1;
+                None
+            }
+        };
+        if run == Some(self.cfg.storm_count) {
+            let detail = format!(
+                "{} RSTs from {}, each less than {} ms after the previous",
+                self.cfg.storm_count, ev.src, self.cfg.storm_gap_ms
+            );
+            let n = f64::from(self.cfg.storm_count);
+            self.report(
+                ev.ts_us,
+                AnomalyKind::RstStorm,
+                ev.src.to_string(),
+                n,
+                n,
+                detail,
+                out,
+            );
+        }
+
+        // Service storm: this second's RSTs against the service's own baseline.
+        let svc = service_of(ev);
+        let second = ev.ts_us.div_euclid(1_000_000);
+        if !self.services.contains_key(&svc) && self.services.len() >= MAX_KEYS {
+            self.tracker_full += 1;
+            return;
+        }
+        let r = self.services.entry(svc).or_default();
+        if r.second != second {
+            if r.count > 0 || r.baseline > 0.0 {
+                let idle = (second - r.second - 1).clamp(0, 3600) as i32;
+                r.baseline =
+                    (1.0 - BASELINE_ALPHA) * r.baseline + BASELINE_ALPHA * f64::from(r.count);
+                r.baseline *= (1.0 - BASELINE_ALPHA).powi(idle);
+            }
+            r.second = second;
+            r.count = 0;
+        }
+        r.count += 1;
+        let (count, baseline) = (r.count, r.baseline);
+        if count >= self.cfg.storm_min_rate
+            && f64::from(count) >= self.cfg.storm_factor * baseline.max(1.0)
+        {
+            let subject = format!("{}", Ep(svc));
+            let detail =
+                format!("{count} RSTs in one second for {subject}, baseline {baseline:.1}/s");
+            self.report(
+                ev.ts_us,
+                AnomalyKind::RstStorm,
+                subject,
+                f64::from(count),
+                baseline,
+                detail,
+                out,
+            );
+        }
+    }
+
+    fn injection(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
+        let svc = service_of(ev);
+        let room = self.injection.len() < MAX_KEYS;
+        let n = match self.injection.entry(svc) {
+            hashbrown::hash_map::Entry::Occupied(mut e) => {
+                *e.get_mut() += 1;
+                *e.get()
+            }
+            hashbrown::hash_map::Entry::Vacant(e) if room => *e.insert(1),
+            hashbrown::hash_map::Entry::Vacant(_) => {
+                self.tracker_full += 1;
+                return;
+            }
+        };
+        if n == self.cfg.injection_count {
+            let subject = format!("{}", Ep(svc));
+            let detail = format!("{n} suspect (forged) RSTs on flows of {subject}");
+            let need = f64::from(self.cfg.injection_count);
+            self.report(
+                ev.ts_us,
+                AnomalyKind::Injection,
+                subject,
+                f64::from(n),
+                need,
+                detail,
+                out,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        ts_us: i64,
+        kind: AnomalyKind,
+        subject: String,
+        value: f64,
+        baseline: f64,
+        detail: String,
+        out: &mut Vec<Anomaly>,
+    ) {
+        if self.reported.insert((kind, subject.clone())) {
+            out.push(Anomaly {
+                ts_us,
+                kind,
+                subject,
+                value,
+                baseline,
+                detail,
+            });
+        }
+    }
+}
+
+/// The server side of an RST's flow: the responder when the direction is known,
+/// otherwise the end with a likely server port (or the lower port).
+fn service_of(ev: &RstEvent) -> Endpoint {
+    let src = (ev.src, ev.sport);
+    let dst = (ev.dst, ev.dport);
+    match ev.dir {
+        Dir::Resp => src,
+        Dir::Orig => dst,
+        Dir::Unknown => {
+            let s = is_likely_server_port(ev.sport);
+            let d = is_likely_server_port(ev.dport);
+            if s != d {
+                if s {
+                    src
+                } else {
+                    dst
+                }
+            } else if ev.sport <= ev.dport {
+                src
+            } else {
+                dst
+            }
+        }
+    }
+}
+
+/// Adds `v` to the set of `k`, both bounded; returns the set's size when it changed.
+fn insert_bounded<K: std::hash::Hash + Eq, V: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, HashSet<V>>,
+    k: K,
+    v: V,
+    max_set: usize,
+    full: &mut u64,
+) -> Option<usize> {
+    if !map.contains_key(&k) && map.len() >= MAX_KEYS {
+        *full += 1;
+        return None;
+    }
+    let set = map.entry(k).or_default();
+    if set.len() >= max_set.max(1) {
+        return None;
+    }
+    set.insert(v).then_some(set.len())
+}
+
+/// `addr:port`, with brackets for IPv6.
+struct Ep(Endpoint);
+
+impl std::fmt::Display for Ep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, p) = self.0;
+        if a.is_v4() {
+            write!(f, "{a}:{p}")
+        } else {
+            write!(f, "[{a}]:{p}")
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The RST classifier: base class, direction and flags of one RST (DESIGN.md, "RST
+//! classification"), from the flow's state *before* the RST.
+//!
+//! Flags that need later packets (`data_after`, `multi_seq`, `multi_ack`,
+//! `rst_and_rstack` on the earlier RST of a pair) are added while the RST is held for
+//! its verdict delay (see [`pending`]); [`verdict::is_suspect`] decides `suspect` when
+//! it is released.
+
+pub mod pending;
+pub mod verdict;
+
+use crate::flow::{bits, dflags, seq_gt, seq_lt, Flow, Role};
+use crate::parse::Packet;
+use crate::track::seq_ge;
+use rstwatch_schema::{Dir, RstClass, RstEvent, RstFlag, RstFlags};
+
+/// A TTL differing from the sender's baseline by more than this is a mismatch. Routes
+/// change by a hop or two; an injector a few hops away, or one that picks its own
+/// initial TTL, is usually much further off.
+pub const TTL_TOLERANCE: u8 = 2;
+/// An IPv4 ID more than this far ahead of (or at all behind) the sender's last one is a
+/// mismatch: stacks with per-connection counters move forward by one per segment.
+pub const IPID_MAX_STEP: u16 = 1024;
+
+/// What the classifier needs besides the flow and packet.
+pub struct Context {
+    pub ts_us: i64,
+    /// The flow was created by this very RST: nothing was known of the four-tuple.
+    pub fresh: bool,
+    pub idle_threshold_us: i64,
+}
+
+/// Classifies RST `p`, sent by `role` of `flow`. `flow` is the state before `p`.
+pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
+    let me = flow.dir(role);
+    let peer = flow.dir(role.other());
+    let any = me.flags | peer.flags;
+    let established = flow.has(bits::ESTABLISHED);
+    let any_handshake = any & (dflags::SYN | dflags::SYNACK) != 0;
+
+    let class = if cx.fresh || (!established && !any_handshake) {
+        RstClass::Unsolicited
+    } else if established {
+        RstClass::Abort
+    } else if role == Role::Resp && peer.has(dflags::SYN) && !me.has(dflags::SYNACK) {
+        RstClass::Reject
+    } else {
+        RstClass::HandshakeAbort
+    };
+    let dir = if cx.fresh {
+        Dir::Unknown
+    } else if role == Role::Orig {
+        Dir::Orig
+    } else {
+        Dir::Resp
+    };
+
+    let mut fl = RstFlags::EMPTY;
+    if let Some(v) = seq_validity(flow, p, role) {
+        fl.insert(v);
+    }
+    fl.set(RstFlag::AfterFin, any & dflags::FIN != 0);
+    let last = flow.last_us;
+    fl.set(
+        RstFlag::Idle,
+        !cx.fresh && cx.ts_us.saturating_sub(last) > cx.idle_threshold_us,
+    );
+    fl.set(RstFlag::WithPayload, p.payload_len > 0);
+    fl.set(RstFlag::SynRst, p.flags.syn());
+    fl.set(RstFlag::FinRst, p.flags.fin());
+    fl.set(RstFlag::Lossy, any & dflags::LOSSY != 0);
+    fl.set(RstFlag::BadChecksum, p.bad_checksum);
+
+    if me.has(dflags::SENT_NON_RST) {
+        // Injection evidence against the purported sender's own baseline.
+        fl.set(RstFlag::TtlMismatch, p.ttl.abs_diff(me.ttl) > TTL_TOLERANCE);
+        if !p.is_v6 {
+            let step = p.ip_id.wrapping_sub(me.ip_id);
+            fl.set(RstFlag::IpidMismatch, step > IPID_MAX_STEP);
+        }
+        let sent_data = me.payload_bytes() > 0;
+        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, me.next_seq));
+    }
+    let other_flavour = if p.flags.ack() {
+        dflags::RST_BARE
+    } else {
+        dflags::RST_ACK
+    };
+    fl.set(RstFlag::RstAndRstack, me.has(other_flavour));
+
+    let (src, sport) = (p.src, p.sport);
+    let (dst, dport) = (p.dst, p.dport);
+    RstEvent {
+        ts_us: cx.ts_us,
+        src,
+        sport,
+        dst,
+        dport,
+        vlan: p.vlan,
+        inner_vlan: p.inner_vlan,
+        dir,
+        class,
+        flags: fl,
+        suspect: false,
+        seq: p.seq,
+        ack: if p.flags.ack() { p.ack } else { 0 },
+        ack_flag: p.flags.ack(),
+        ttl: p.ttl,
+        ip_id: p.ip_id,
+        payload_len: p.payload_len.min(u32::from(u16::MAX)) as u16,
+        flow_uid: flow.uid(),
+    }
+}
+
+/// RFC 9293 §3.10.7.4 from the receiver's side: is the RST's seq the receiver's next
+/// expected (exact), inside its window, or outside? `None` when nothing is known to
+/// compare with.
+fn seq_validity(flow: &Flow, p: &Packet, role: Role) -> Option<RstFlag> {
+    let me = flow.dir(role);
+    let peer = flow.dir(role.other());
+    let sender_known = me.has(dflags::SENT_NON_RST);
+    // Receiver in SYN-SENT: the RST is acceptable when it acknowledges the SYN.
+    if peer.has(dflags::SYN) && !sender_known {
+        let ok = p.flags.ack() && p.ack == peer.next_seq;
+        return Some(if ok {
+            RstFlag::SeqExact
+        } else {
+            RstFlag::SeqOutOfWindow
+        });
+    }
+    let peer_acked = peer.has(dflags::ACKED) && peer.has(dflags::SENT_NON_RST);
+    if !sender_known && !peer_acked {
+        return None;
+    }
+    let seq = p.seq;
+    if (sender_known && seq == me.next_seq) || (peer_acked && seq == peer.ack) {
+        return Some(RstFlag::SeqExact);
+    }
+    // The receiver's RCV.NXT lies between its last ACK and what the sender has sent.
+    let (lo, hi) = match (sender_known, peer_acked) {
+        (true, true) => {
+            if seq_lt(peer.ack, me.next_seq) {
+                (peer.ack, me.next_seq)
+            } else {
+                (me.next_seq, peer.ack)
+            }
+        }
+        (true, false) => (me.next_seq, me.next_seq),
+        _ => (peer.ack, peer.ack),
+    };
+    let window = receive_window(flow, role.other());
+    let in_window = seq_ge(seq, lo) && seq_lt(seq, hi.wrapping_add(window.max(1)));
+    Some(if in_window {
+        RstFlag::SeqInWindow
+    } else {
+        RstFlag::SeqOutOfWindow
+    })
+}
+
+/// The receive window `role` last advertised, scaled when both SYNs negotiated scaling.
+/// Unknown (nothing advertised yet): 65535, the largest unscaled window.
+fn receive_window(flow: &Flow, role: Role) -> u32 {
+    let d = flow.dir(role);
+    if !d.has(dflags::SENT_NON_RST) {
+        return 65_535;
+    }
+    let scale = match (d.wscale(), flow.dir(role.other()).wscale()) {
+        (Some(s), Some(_)) => u32::from(s),
+        _ => 0,
+    };
+    u32::from(d.win) << scale
+}
+
+/// True when `a` is strictly after `b` in sequence space (re-exported for `pending`).
+#[inline]
+pub(crate) fn after(a: u32, b: u32) -> bool {
+    seq_gt(a, b)
+}

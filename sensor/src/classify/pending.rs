@@ -1,0 +1,225 @@
+//! RSTs held for their verdict delay.
+//!
+//! Some evidence comes after the RST: the purported sender's next packets
+//! (`data_after`) or more RSTs (`multi_seq`, `multi_ack`). An RST is held until its
+//! deadline in packet time, or until its flow ends, then released with its final flags.
+//! Bounded: when `max` RSTs are held, the oldest is released early (counted by the
+//! engine as `rst_released_early`).
+
+use crate::flow::Role;
+use rstwatch_schema::RstEvent;
+use std::collections::VecDeque;
+
+/// One held RST.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub deadline_us: i64,
+    /// The flow's slot in the table.
+    pub flow: u32,
+    /// Which side of the flow sent it.
+    pub role: Role,
+    pub ev: RstEvent,
+}
+
+/// RSTs one flow holds at most (see [`Pending::hold`]).
+pub const MAX_PER_FLOW: usize = 64;
+
+pub struct Pending {
+    /// Held RSTs in arrival order (deadlines are arrival + a constant delay, so this is
+    /// also deadline order). Released entries leave a `None` until they reach the front.
+    queue: VecDeque<Option<Held>>,
+    /// Sequence number of `queue[0]`.
+    front: u64,
+    /// Sequence numbers of the entries of each flow that holds any.
+    by_flow: hashbrown::HashMap<u32, Vec<u64>>,
+    held: usize,
+    max: usize,
+}
+
+impl Pending {
+    pub fn new(max: usize) -> Pending {
+        Pending {
+            queue: VecDeque::new(),
+            front: 0,
+            by_flow: hashbrown::HashMap::new(),
+            held: 0,
+            max: max.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.held
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held == 0
+    }
+
+    /// Holds `h`. When already full, first releases the oldest into `out` and returns
+    /// true (an early release).
+    pub fn hold(&mut self, h: Held, out: &mut Vec<Held>) -> bool {
+        let early = self.held >= self.max;
+        if early {
+            self.release_oldest(out);
+        }
+        let seq = self.front + self.queue.len() as u64;
+        let flow = h.flow;
+        let mine = self.by_flow.entry(flow).or_default();
+        mine.push(seq);
+        let mut early = early;
+        if mine.len() > MAX_PER_FLOW {
+            // One flow holding this many is a blind attack in progress: release its
+            // oldest so each later packet of the flow costs a bounded amount of work.
+            let oldest = mine.remove(0);
+            if let Some(h) = self
+                .queue
+                .get_mut((oldest - self.front) as usize)
+                .and_then(Option::take)
+            {
+                self.held -= 1;
+                out.push(h);
+                early = true;
+            }
+        }
+        self.queue.push_back(Some(h));
+        self.held += 1;
+        early
+    }
+
+    /// Calls `f` on each held RST of `flow`, oldest first.
+    pub fn for_each_of_flow(&mut self, flow: u32, mut f: impl FnMut(&mut Held)) {
+        let Some(seqs) = self.by_flow.get(&flow) else {
+            return;
+        };
+        for s in seqs {
+            if let Some(Some(h)) = self.queue.get_mut((s - self.front) as usize) {
+                f(h);
+            }
+        }
+    }
+
+    /// Does `flow` hold any RST?
+    pub fn holds(&self, flow: u32) -> bool {
+        self.by_flow.contains_key(&flow)
+    }
+
+    /// Releases into `out` every RST whose deadline is at or before `now_us`.
+    pub fn release_due(&mut self, now_us: i64, out: &mut Vec<Held>) {
+        while let Some(front) = self.queue.front() {
+            match front {
+                None => {
+                    self.pop_front();
+                }
+                Some(h) if h.deadline_us <= now_us => self.release_oldest(out),
+                Some(_) => break,
+            }
+        }
+    }
+
+    /// Releases into `out` every RST held for `flow` (its flow is ending).
+    pub fn release_flow(&mut self, flow: u32, out: &mut Vec<Held>) {
+        let Some(seqs) = self.by_flow.remove(&flow) else {
+            return;
+        };
+        for s in seqs {
+            let i = (s - self.front) as usize;
+            if let Some(h) = self.queue.get_mut(i).and_then(Option::take) {
+                self.held -= 1;
+                out.push(h);
+            }
+        }
+    }
+
+    /// Releases everything (end of input).
+    pub fn release_all(&mut self, out: &mut Vec<Held>) {
+        while !self.queue.is_empty() {
+            self.release_oldest(out);
+        }
+    }
+
+    fn release_oldest(&mut self, out: &mut Vec<Held>) {
+        while let Some(e) = self.pop_front() {
+            if let Some(h) = e {
+                self.held -= 1;
+                self.forget(h.flow, self.front - 1);
+                out.push(h);
+                return;
+            }
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Option<Held>> {
+        let e = self.queue.pop_front()?;
+        self.front += 1;
+        Some(e)
+    }
+
+    fn forget(&mut self, flow: u32, seq: u64) {
+        if let Some(v) = self.by_flow.get_mut(&flow) {
+            v.retain(|s| *s != seq);
+            if v.is_empty() {
+                self.by_flow.remove(&flow);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstwatch_schema::{Dir, RstClass, RstFlags};
+
+    fn held(flow: u32, deadline_us: i64) -> Held {
+        Held {
+            deadline_us,
+            flow,
+            role: Role::Orig,
+            ev: RstEvent {
+                ts_us: deadline_us,
+                src: "192.0.2.1".parse().unwrap(),
+                sport: 1,
+                dst: "192.0.2.2".parse().unwrap(),
+                dport: 2,
+                vlan: 0,
+                inner_vlan: 0,
+                dir: Dir::Orig,
+                class: RstClass::Abort,
+                flags: RstFlags::EMPTY,
+                suspect: false,
+                seq: flow,
+                ack: 0,
+                ack_flag: false,
+                ttl: 64,
+                ip_id: 0,
+                payload_len: 0,
+                flow_uid: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn releases_by_deadline_by_flow_and_when_full() {
+        let mut p = Pending::new(3);
+        let mut out = vec![];
+        assert!(!p.hold(held(1, 10), &mut out));
+        assert!(!p.hold(held(2, 20), &mut out));
+        assert!(!p.hold(held(1, 30), &mut out));
+        let mut n = 0;
+        p.for_each_of_flow(1, |_| n += 1);
+        assert_eq!(n, 2);
+        // Full: holding a fourth releases the oldest early.
+        assert!(p.hold(held(3, 40), &mut out));
+        assert_eq!(out.iter().map(|h| h.deadline_us).collect::<Vec<_>>(), [10]);
+        out.clear();
+        p.release_flow(1, &mut out);
+        assert_eq!(out.iter().map(|h| h.deadline_us).collect::<Vec<_>>(), [30]);
+        assert!(!p.holds(1));
+        out.clear();
+        p.release_due(25, &mut out);
+        assert_eq!(out.iter().map(|h| h.deadline_us).collect::<Vec<_>>(), [20]);
+        out.clear();
+        p.release_all(&mut out);
+        assert_eq!(out.iter().map(|h| h.deadline_us).collect::<Vec<_>>(), [40]);
+        assert!(p.is_empty());
+    }
+}

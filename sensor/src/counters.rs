@@ -1,0 +1,98 @@
+//! The engine's counters. Every frame read ends in exactly one of: accepted as TCP, or
+//! one rejection reason; so `frames == tcp + sum(rejected)` always holds, and nothing
+//! is dropped without a name.
+
+use crate::parse::Reject;
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Frames handed to the engine.
+    pub frames: u64,
+    /// Frames parsed as TCP.
+    pub tcp: u64,
+    /// Frames rejected, by reason (`Reject as usize`).
+    pub rejected: [u64; Reject::ALL.len()],
+    /// TCP segments with RST set.
+    pub rst: u64,
+    /// TCP control segments whose checksum was wrong (not used for state).
+    pub bad_checksum: u64,
+    /// RSTs released before their verdict delay because too many were held.
+    pub rst_released_early: u64,
+    /// History letters dropped because the history was full.
+    pub history_truncated: u64,
+    /// Flows closed: by reason.
+    pub flows_closed_fin: u64,
+    pub flows_closed_rst: u64,
+    pub flows_timed_out: u64,
+    pub flows_evicted: u64,
+    pub flows_end_of_capture: u64,
+    /// Anomaly tracker keys not tracked because a tracker was full.
+    pub anomaly_tracker_full: u64,
+}
+
+impl Counters {
+    /// Sum of all rejections.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// Every counter by name, rejections as `rejected.<reason>`.
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("frames", self.frames),
+            ("tcp", self.tcp),
+            ("rejected", self.rejected_total()),
+        ];
+        for r in Reject::ALL {
+            v.push((reject_counter_name(*r), self.rejected[*r as usize]));
+        }
+        v.extend([
+            ("rst", self.rst),
+            ("bad_checksum", self.bad_checksum),
+            ("rst_released_early", self.rst_released_early),
+            ("history_truncated", self.history_truncated),
+            ("flows_closed_fin", self.flows_closed_fin),
+            ("flows_closed_rst", self.flows_closed_rst),
+            ("flows_timed_out", self.flows_timed_out),
+            ("flows_evicted", self.flows_evicted),
+            ("flows_end_of_capture", self.flows_end_of_capture),
+            ("anomaly_tracker_full", self.anomaly_tracker_full),
+        ]);
+        v
+    }
+}
+
+fn reject_counter_name(r: Reject) -> &'static str {
+    macro_rules! names {
+        ($($v:ident => $s:literal),+ $(,)?) => {
+            match r { $( Reject::$v => $s ),+ }
+        };
+    }
+    names! {
+        TruncatedLink => "rejected.truncated_link",
+        UnsupportedLinkType => "rejected.unsupported_link_type",
+        NotIp => "rejected.not_ip",
+        TruncatedIp => "rejected.truncated_ip",
+        BadIhl => "rejected.bad_ihl",
+        BadIpVersion => "rejected.bad_ip_version",
+        BadIpLength => "rejected.bad_ip_length",
+        NotTcp => "rejected.not_tcp",
+        LaterFragment => "rejected.later_fragment",
+        ShortFirstFragment => "rejected.short_first_fragment",
+        BadIpv6Ext => "rejected.bad_ipv6_ext",
+        TruncatedTcp => "rejected.truncated_tcp",
+        BadTcpOffset => "rejected.bad_tcp_offset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_counter_names_extend_the_reject_names() {
+        for r in Reject::ALL {
+            assert_eq!(reject_counter_name(*r), format!("rejected.{}", r.as_str()));
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The canonical, direction-free flow key.
+//!
+//! Both directions of a flow map to the same key: the (address, port) pairs are put in a
+//! fixed order, so any hash of the key is symmetric. That is what lets fan-out send both
+//! directions to the same worker and the flow table find a flow from either side.
+
+use crate::parse::Packet;
+use rstwatch_schema::IpBytes;
+use std::hash::BuildHasher;
+
+/// Addresses, ports and VLAN ids of a flow, lower (address, port) pair first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct FlowKey {
+    pub lo: IpBytes,
+    pub hi: IpBytes,
+    pub lo_port: u16,
+    pub hi_port: u16,
+    /// Outer VLAN id in the high 16 bits, inner in the low 16 bits.
+    pub vlans: u32,
+}
+
+/// Which end of the key a packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Lo = 0,
+    Hi = 1,
+}
+
+impl FlowKey {
+    /// The key of `p`'s flow and which end sent `p`.
+    #[inline]
+    pub fn of(p: &Packet) -> (FlowKey, End) {
+        let vlans = (u32::from(p.vlan) << 16) | u32::from(p.inner_vlan);
+        if (p.src, p.sport) <= (p.dst, p.dport) {
+            (
+                FlowKey {
+                    lo: p.src,
+                    hi: p.dst,
+                    lo_port: p.sport,
+                    hi_port: p.dport,
+                    vlans,
+                },
+                End::Lo,
+            )
+        } else {
+            (
+                FlowKey {
+                    lo: p.dst,
+                    hi: p.src,
+                    lo_port: p.dport,
+                    hi_port: p.sport,
+                    vlans,
+                },
+                End::Hi,
+            )
+        }
+    }
+
+    /// Address and port of one end.
+    #[inline]
+    pub fn end(&self, e: End) -> (IpBytes, u16) {
+        match e {
+            End::Lo => (self.lo, self.lo_port),
+            End::Hi => (self.hi, self.hi_port),
+        }
+    }
+
+    pub fn vlan(&self) -> u16 {
+        (self.vlans >> 16) as u16
+    }
+
+    pub fn inner_vlan(&self) -> u16 {
+        self.vlans as u16
+    }
+}
+
+impl End {
+    #[inline]
+    pub fn other(self) -> End {
+        match self {
+            End::Lo => End::Hi,
+            End::Hi => End::Lo,
+        }
+    }
+}
+
+/// The hasher of flow keys. One fixed instance per process (not per table) so that the
+/// fan-out core and the workers agree on a key's hash.
+pub fn hasher() -> &'static hashbrown::DefaultHashBuilder {
+    static H: std::sync::OnceLock<hashbrown::DefaultHashBuilder> = std::sync::OnceLock::new();
+    H.get_or_init(hashbrown::DefaultHashBuilder::default)
+}
+
+/// The symmetric hash of a key.
+#[inline]
+pub fn hash_key(k: &FlowKey) -> u64 {
+    hasher().hash_one(k)
+}

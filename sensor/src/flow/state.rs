@@ -1,0 +1,164 @@
+//! Per-direction TCP state (one [`DirState`] for each side of a flow) and Zeek's
+//! endpoint states.
+
+/// Originator (SYN sender, or first sender unless flipped) or responder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Orig = 0,
+    Resp = 1,
+}
+
+impl Role {
+    #[inline]
+    pub fn other(self) -> Role {
+        match self {
+            Role::Orig => Role::Resp,
+            Role::Resp => Role::Orig,
+        }
+    }
+
+    /// Zeek's history letter case for this role.
+    #[inline]
+    pub fn letter(self, upper: u8) -> u8 {
+        match self {
+            Role::Orig => upper,
+            Role::Resp => upper.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// Zeek's TCP endpoint states (`TCP_INACTIVE` ... `TCP_RESET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EndpointState {
+    Inactive = 0,
+    SynSent = 1,
+    SynAckSent = 2,
+    Partial = 3,
+    Established = 4,
+    Closed = 5,
+    Reset = 6,
+}
+
+impl EndpointState {
+    #[inline]
+    pub fn from_nibble(n: u8) -> EndpointState {
+        match n {
+            1 => EndpointState::SynSent,
+            2 => EndpointState::SynAckSent,
+            3 => EndpointState::Partial,
+            4 => EndpointState::Established,
+            5 => EndpointState::Closed,
+            6 => EndpointState::Reset,
+            _ => EndpointState::Inactive,
+        }
+    }
+}
+
+/// Bits of [`DirState::flags`].
+pub mod dflags {
+    /// This side sent at least one counted packet.
+    pub const SEEN: u16 = 1 << 0;
+    /// Sent a SYN without ACK.
+    pub const SYN: u16 = 1 << 1;
+    /// Sent a SYN-ACK.
+    pub const SYNACK: u16 = 1 << 2;
+    pub const FIN: u16 = 1 << 3;
+    pub const RST: u16 = 1 << 4;
+    /// Sent an RST without ACK.
+    pub const RST_BARE: u16 = 1 << 5;
+    /// Sent an RST with ACK.
+    pub const RST_ACK: u16 = 1 << 6;
+    /// Sequence gap: packets of this side were missed.
+    pub const LOSSY: u16 = 1 << 7;
+    /// History letters recorded once per side ('A', 'D') or tracked for repeats.
+    pub const H_A: u16 = 1 << 8;
+    pub const H_D: u16 = 1 << 9;
+    pub const H_S: u16 = 1 << 10;
+    pub const H_F: u16 = 1 << 11;
+    pub const H_R: u16 = 1 << 12;
+    /// Sent something other than an RST (so TTL / IP ID baselines exist).
+    pub const SENT_NON_RST: u16 = 1 << 13;
+    /// Baseline: the first non-RST packet had DF set.
+    pub const DF: u16 = 1 << 14;
+    /// Sent an ACK (so `ack` is meaningful).
+    pub const ACKED: u16 = 1 << 15;
+}
+
+/// One direction of a flow: what its sender has sent.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
+pub struct DirState {
+    /// First payload sequence number (ISN + 1, or the first seq seen midstream).
+    pub base: u32,
+    /// Highest sequence number sent, plus one (SYN and FIN count one each).
+    pub next_seq: u32,
+    /// Highest acknowledgment number this side sent (the peer's data it has received).
+    pub ack: u32,
+    pub pkts: u32,
+    /// Last raw window field.
+    pub win: u16,
+    /// Last IPv4 ID (IPv6: fragment id or 0).
+    pub ip_id: u16,
+    pub flags: u16,
+    /// TTL / hop limit of this side's first non-RST packet.
+    pub ttl: u8,
+    /// Low nibble: window scale from the SYN (15 = none); high nibble: times the
+    /// sequence space wrapped (saturating), for byte counts beyond 4 GiB.
+    pub ws: u8,
+}
+
+/// `ws` low nibble meaning "no window scale option".
+pub const NO_WSCALE: u8 = 0x0f;
+
+impl DirState {
+    #[inline]
+    pub fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    #[inline]
+    pub fn wscale(&self) -> Option<u8> {
+        match self.ws & 0x0f {
+            NO_WSCALE => None,
+            s => Some(s),
+        }
+    }
+
+    /// Payload bytes in sequence space, as Zeek counts them (SYN and FIN excluded).
+    pub fn payload_bytes(&self) -> u64 {
+        if !self.has(dflags::SEEN) {
+            return 0;
+        }
+        let span = self.next_seq.wrapping_sub(self.base);
+        let wraps = u64::from(self.ws >> 4);
+        let fin = u64::from(self.has(dflags::FIN));
+        (wraps << 32 | u64::from(span)).saturating_sub(fin)
+    }
+
+    /// Advances `next_seq` to `end` when `end` is ahead, counting wraps of the
+    /// sequence space relative to `base`.
+    #[inline]
+    pub fn advance(&mut self, end: u32) {
+        if seq_gt(end, self.next_seq) {
+            let before = self.next_seq.wrapping_sub(self.base);
+            let after = end.wrapping_sub(self.base);
+            if after < before && (self.ws >> 4) < 0x0f {
+                self.ws += 0x10;
+            }
+            self.next_seq = end;
+        }
+    }
+}
+
+/// `a > b` in sequence-number arithmetic (RFC 9293 §3.4).
+#[inline]
+pub fn seq_gt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// `a < b` in sequence-number arithmetic.
+#[inline]
+pub fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}

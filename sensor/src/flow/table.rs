@@ -1,0 +1,219 @@
+//! The flow table of one worker: a preallocated slab of [`Flow`]s and a hashbrown index
+//! from key to slot.
+//!
+//! Bounded: never holds more than `capacity` flows. Expiry is a sweep that walks the
+//! slab a slice at a time as packet time advances (a full pass per second of packet
+//! time), so no per-packet list maintenance touches other flows' cache lines. When the
+//! table is full, [`FlowTable::pick_victim`] samples flows near the sweep cursor and
+//! returns the one most overdue for its own idle timeout: under a SYN flood that is a
+//! half-open flow (30 s) long before any established one (600 s).
+
+use super::{Flow, FlowKey, Timeouts};
+use hashbrown::HashTable;
+
+/// How many live flows an eviction looks at. Like Redis' approximated LRU: the chosen
+/// flow is among the most overdue few percent with high probability, at a fixed cost.
+const VICTIM_SAMPLE: usize = 64;
+/// Sentinel for "no slot".
+const NONE: u32 = u32::MAX;
+
+/// Counters of one table.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TableStats {
+    pub created: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub max_live: u64,
+}
+
+pub struct FlowTable {
+    index: HashTable<u32>,
+    slab: Vec<Flow>,
+    /// Free slots, linked through `Flow::dirs[0].base` of dead slots (no extra memory).
+    free_head: u32,
+    capacity: usize,
+    live: usize,
+    cursor: usize,
+    victim_cursor: usize,
+    last_sweep_us: i64,
+    timeouts: Timeouts,
+    pub stats: TableStats,
+}
+
+impl FlowTable {
+    /// A table for at most `capacity` flows, its memory reserved now.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
+        let capacity = capacity.clamp(1, NONE as usize - 1);
+        FlowTable {
+            index: HashTable::with_capacity(capacity),
+            slab: Vec::with_capacity(capacity),
+            free_head: NONE,
+            capacity,
+            live: 0,
+            cursor: 0,
+            victim_cursor: 0,
+            last_sweep_us: i64::MIN,
+            timeouts,
+            stats: TableStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.live >= self.capacity
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Bytes reserved by the index and the slab (what a full table costs).
+    pub fn reserved_bytes(&self) -> usize {
+        // hashbrown: one u32 and one control byte per bucket (plus a group of trailing
+        // control bytes, negligible).
+        let buckets = self.index.capacity().max(1);
+        let buckets = (buckets * 8 / 7).next_power_of_two();
+        buckets * (std::mem::size_of::<u32>() + 1)
+            + self.slab.capacity() * std::mem::size_of::<Flow>()
+    }
+
+    #[inline]
+    pub fn find(&self, key: &FlowKey, hash: u64) -> Option<u32> {
+        let slab = &self.slab;
+        self.index
+            .find(hash, |&i| slab[i as usize].key == *key)
+            .copied()
+    }
+
+    #[inline]
+    pub fn get(&self, idx: u32) -> &Flow {
+        &self.slab[idx as usize]
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, idx: u32) -> &mut Flow {
+        &mut self.slab[idx as usize]
+    }
+
+    /// Is the flow past its idle timeout at `now_us`?
+    #[inline]
+    pub fn is_expired(&self, idx: u32, now_us: i64) -> bool {
+        let f = &self.slab[idx as usize];
+        let last = f.last_us;
+        now_us.saturating_sub(last) >= f.timeout_us(&self.timeouts)
+    }
+
+    /// Inserts a flow whose key hashes to `hash`. The caller makes room first (see
+    /// [`FlowTable::pick_victim`]); inserting into a full table is a bug.
+    pub fn insert(&mut self, hash: u64, flow: Flow) -> u32 {
+        assert!(!self.is_full(), "insert into a full flow table");
+        let idx = if self.free_head != NONE {
+            let i = self.free_head;
+            self.free_head = self.slab[i as usize].dirs[0].base;
+            self.slab[i as usize] = flow;
+            i
+        } else {
+            self.slab.push(flow);
+            (self.slab.len() - 1) as u32
+        };
+        let slab = &self.slab;
+        self.index
+            .insert_unique(hash, idx, |&i| super::hash_key(&slab[i as usize].key));
+        self.live += 1;
+        self.stats.created += 1;
+        self.stats.max_live = self.stats.max_live.max(self.live as u64);
+        idx
+    }
+
+    /// Removes the flow in slot `idx`.
+    pub fn remove(&mut self, idx: u32) {
+        let key = self.slab[idx as usize].key;
+        let hash = super::hash_key(&key);
+        if let Ok(e) = self.index.find_entry(hash, |&i| i == idx) {
+            e.remove();
+        }
+        let f = &mut self.slab[idx as usize];
+        f.bits = 0;
+        f.dirs[0].base = self.free_head;
+        self.free_head = idx;
+        self.live -= 1;
+    }
+
+    /// The flow to evict to make room: of a sample of live flows, the one most overdue
+    /// for its own timeout (or nearest to it).
+    pub fn pick_victim(&mut self, now_us: i64) -> Option<u32> {
+        let n = self.slab.len();
+        if n == 0 {
+            return None;
+        }
+        let mut best: Option<(i64, u32)> = None;
+        let mut seen = 0;
+        for _ in 0..n {
+            if self.victim_cursor >= n {
+                self.victim_cursor = 0;
+            }
+            let i = self.victim_cursor;
+            self.victim_cursor += 1;
+            let f = &self.slab[i];
+            if !f.is_live() {
+                continue;
+            }
+            let last = f.last_us;
+            let overdue = now_us.saturating_sub(last) - f.timeout_us(&self.timeouts);
+            if best.is_none_or(|(b, _)| overdue > b) {
+                best = Some((overdue, i as u32));
+            }
+            seen += 1;
+            if seen == VICTIM_SAMPLE {
+                break;
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Appends to `out` the slots of flows past their idle timeout, walking the slab a
+    /// slice at a time: as many slots as a full pass per second of packet time needs for
+    /// the time elapsed since the last call.
+    pub fn collect_expired(&mut self, now_us: i64, out: &mut Vec<u32>) {
+        let elapsed_ms = now_us.saturating_sub(self.last_sweep_us) / 1000;
+        if elapsed_ms < 1 {
+            // Time went backwards by more than a second (merged captures): restart the
+            // clock rather than stop sweeping until it catches up.
+            if elapsed_ms < -1000 {
+                self.last_sweep_us = now_us;
+            }
+            return;
+        }
+        self.last_sweep_us = now_us;
+        let n = self.slab.len();
+        if n == 0 {
+            return;
+        }
+        let per_ms = n.div_ceil(1000);
+        let todo = (elapsed_ms.min(1000) as usize * per_ms).min(n);
+        for _ in 0..todo {
+            if self.cursor >= n {
+                self.cursor = 0;
+            }
+            let i = self.cursor as u32;
+            self.cursor += 1;
+            if self.slab[i as usize].is_live() && self.is_expired(i, now_us) {
+                out.push(i);
+            }
+        }
+    }
+
+    /// Slots of every live flow (end of capture).
+    pub fn live_slots(&self) -> Vec<u32> {
+        (0..self.slab.len() as u32)
+            .filter(|&i| self.slab[i as usize].is_live())
+            .collect()
+    }
+}

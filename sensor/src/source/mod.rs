@@ -1,0 +1,244 @@
+//! Capture files: pcap (both byte orders, micro- and nanosecond timestamps) and pcapng
+//! (any interface timestamp resolution), read with the `pcap-file` crate.
+//!
+//! Every problem with a file becomes one [`SourceError`] naming the file and what is
+//! wrong with it; frames read before the problem have already been handed on.
+
+use crate::parse::LinkType;
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One captured frame, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    pub ts_us: i64,
+    pub link: LinkType,
+    pub data: &'a [u8],
+}
+
+/// What went wrong with a capture file.
+#[derive(Debug)]
+pub struct SourceError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.problem)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Counts of one file.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileStats {
+    pub frames: u64,
+    /// pcapng blocks that carry no packet (statistics, name resolution, ...).
+    pub other_blocks: u64,
+}
+
+/// Shared progress of a read: bytes consumed so far (for a progress bar).
+pub type Progress = Arc<AtomicU64>;
+
+const PCAP_MAGICS: [[u8; 4]; 4] = [
+    [0xa1, 0xb2, 0xc3, 0xd4],
+    [0xd4, 0xc3, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0x3c, 0x4d],
+    [0x4d, 0x3c, 0xb2, 0xa1],
+];
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// Reads every frame of the capture file at `path`, calling `on_frame` for each.
+pub fn read_file(
+    path: &Path,
+    progress: Option<Progress>,
+    on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileStats, SourceError> {
+    let err = |problem: String| SourceError {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
+    let mut magic = [0u8; 4];
+    let mut head = file.take(4);
+    let n = read_fully(&mut head, &mut magic).map_err(|e| err(format!("cannot read: {e}")))?;
+    let file = head.into_inner();
+    if n == 0 {
+        return Err(err("empty file".into()));
+    }
+    if n < 4 {
+        return Err(err(format!("too short to be a capture file ({n} bytes)")));
+    }
+    let rest = Counting {
+        inner: file,
+        progress: progress.unwrap_or_default(),
+    };
+    let input = BufReader::with_capacity(1 << 20, std::io::Cursor::new(magic).chain(rest));
+    if PCAP_MAGICS.contains(&magic) {
+        read_pcap(input, on_frame).map_err(err)
+    } else if magic == PCAPNG_MAGIC {
+        read_pcapng(input, on_frame).map_err(err)
+    } else {
+        Err(err(format!(
+            "not a pcap or pcapng file (starts with {:02x}{:02x}{:02x}{:02x})",
+            magic[0], magic[1], magic[2], magic[3]
+        )))
+    }
+}
+
+fn read_pcap<R: Read>(input: R, mut on_frame: impl FnMut(Frame<'_>)) -> Result<FileStats, String> {
+    let mut reader = PcapReader::new(input).map_err(|e| format!("bad pcap header: {e}"))?;
+    let header = reader.header();
+    let link = LinkType::from_linktype(u32::from(header.datalink));
+    let mut stats = FileStats::default();
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.map_err(|e| format!("packet record {}: {e}", stats.frames + 1))?;
+        // pcap-file has already applied the header's resolution (micro or nano).
+        let ts_us = duration_us(pkt.timestamp);
+        stats.frames += 1;
+        on_frame(Frame {
+            ts_us,
+            link,
+            data: &pkt.data,
+        });
+    }
+    Ok(stats)
+}
+
+fn read_pcapng<R: Read>(
+    input: R,
+    mut on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileStats, String> {
+    let mut reader =
+        PcapNgReader::new(input).map_err(|e| format!("bad pcapng section header: {e}"))?;
+    let mut stats = FileStats::default();
+    // Per interface: link type and timestamp units per second.
+    let mut ifaces: Vec<(LinkType, u64)> = Vec::new();
+    let mut block_no = 1u64;
+    while let Some(block) = reader.next_block() {
+        block_no += 1;
+        let block = block.map_err(|e| format!("block {block_no}: {e}"))?;
+        match block {
+            Block::SectionHeader(_) => ifaces.clear(),
+            Block::InterfaceDescription(idb) => {
+                let mut units = 1_000_000u64;
+                for o in &idb.options {
+                    if let InterfaceDescriptionOption::IfTsResol(r) = o {
+                        units = ts_units_per_second(*r).ok_or_else(|| {
+                            format!("block {block_no}: unsupported if_tsresol {r:#04x}")
+                        })?;
+                    }
+                }
+                ifaces.push((LinkType::from_linktype(u32::from(idb.linktype)), units));
+            }
+            Block::EnhancedPacket(epb) => {
+                let &(link, units) = ifaces.get(epb.interface_id as usize).ok_or_else(|| {
+                    format!(
+                        "block {block_no}: packet names interface {} which was never described",
+                        epb.interface_id
+                    )
+                })?;
+                // pcap-file hands the raw 64-bit timestamp over as nanoseconds; it is
+                // really in the interface's units.
+                let raw = epb.timestamp.as_nanos();
+                let ts_us = (raw * 1_000_000 / u128::from(units)).min(i64::MAX as u128) as i64;
+                stats.frames += 1;
+                on_frame(Frame {
+                    ts_us,
+                    link,
+                    data: &epb.data,
+                });
+            }
+            Block::SimplePacket(spb) => {
+                let &(link, _) = ifaces.first().ok_or_else(|| {
+                    format!("block {block_no}: simple packet before any interface")
+                })?;
+                stats.frames += 1;
+                // Simple packet blocks carry no timestamp.
+                on_frame(Frame {
+                    ts_us: 0,
+                    link,
+                    data: &spb.data,
+                });
+            }
+            Block::Packet(pb) => {
+                let &(link, units) = ifaces.get(usize::from(pb.interface_id)).ok_or_else(|| {
+                    format!("block {block_no}: packet names an undescribed interface")
+                })?;
+                let ts_us = (u128::from(pb.timestamp) * 1_000_000 / u128::from(units))
+                    .min(i64::MAX as u128) as i64;
+                stats.frames += 1;
+                on_frame(Frame {
+                    ts_us,
+                    link,
+                    data: &pb.data,
+                });
+            }
+            _ => stats.other_blocks += 1,
+        }
+    }
+    Ok(stats)
+}
+
+/// `if_tsresol`: high bit clear, 10^-n seconds; set, 2^-n seconds.
+fn ts_units_per_second(r: u8) -> Option<u64> {
+    let n = u32::from(r & 0x7f);
+    if r & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n).filter(|_| n < 64)
+    }
+}
+
+fn duration_us(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn read_fully(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// A reader that publishes how many bytes went through it.
+struct Counting<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsresol_units() {
+        assert_eq!(ts_units_per_second(6), Some(1_000_000));
+        assert_eq!(ts_units_per_second(9), Some(1_000_000_000));
+        assert_eq!(ts_units_per_second(0x80 | 10), Some(1024));
+        assert_eq!(ts_units_per_second(30), None);
+    }
+}
