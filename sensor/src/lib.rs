@@ -14,6 +14,7 @@
 //! the packet source, never from the wall clock.
 
 pub mod anomaly;
+pub mod capture;
 pub mod classify;
 pub mod cli;
 pub mod config;

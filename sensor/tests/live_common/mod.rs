@@ -319,3 +319,481 @@ pub fn tcp6_vlan_frame(vlan: u16, sport: u16, seq: u32) -> Vec<u8> {
 pub fn sensor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rstwatch-sensor"))
 }
+
+/// Internet checksum over `data` starting from `sum`.
+fn csum(mut sum: u32, data: &[u8]) -> u32 {
+    let mut c = data.chunks_exact(2);
+    for w in &mut c {
+        sum += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    if let [b] = c.remainder() {
+        sum += (*b as u32) << 8;
+    }
+    sum
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// One TCP segment of a synthetic conversation, with correct checksums.
+#[derive(Clone, Copy)]
+pub struct Seg<'a> {
+    pub src: &'a [u8],
+    pub dst: &'a [u8],
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub payload: &'a [u8],
+    pub vlan: Option<u16>,
+    pub ttl: u8,
+}
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+/// Builds the Ethernet frame of a segment (IPv4 or IPv6 by address length).
+pub fn segment(s: Seg) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    if let Some(v) = s.vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    let v6 = s.src.len() == 16;
+    f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+    let tcp_len = 20 + s.payload.len();
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&s.sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&s.dport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&s.seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&s.ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = s.flags;
+    tcp[14..16].copy_from_slice(&29200u16.to_be_bytes());
+    tcp.extend_from_slice(s.payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(s.src);
+    pseudo.extend_from_slice(s.dst);
+    if v6 {
+        pseudo.extend_from_slice(&(tcp_len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    } else {
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+    }
+    let c = fold(csum(csum(0, &pseudo), &tcp));
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    if v6 {
+        let mut ip = vec![0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        ip[6] = 6;
+        ip[7] = s.ttl;
+        ip[8..24].copy_from_slice(s.src);
+        ip[24..40].copy_from_slice(s.dst);
+        f.extend_from_slice(&ip);
+    } else {
+        let mut ip = vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&(s.seq as u16 ^ s.sport).to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = s.ttl;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(s.src);
+        ip[16..20].copy_from_slice(s.dst);
+        let c = fold(csum(0, &ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+    }
+    f.extend_from_slice(&tcp);
+    f
+}
+
+/// A synthetic capture with every RST class and a few flags: handshakes closed by FIN,
+/// aborts from either side, rejects, half-open aborts, unsolicited RSTs, data after an
+/// RST, IPv6 and VLAN-tagged flows, and some UDP noise. Frames are 100 µs apart, so
+/// the result does not depend on the replay speed.
+pub fn synthetic_frames(flows: u32) -> Vec<Vec<u8>> {
+    let v4 = |a: [u8; 3], last: u32| vec![a[0], a[1], a[2], (1 + last % 200) as u8];
+    let v6 = |hi: u8, last: u32| {
+        let mut a = vec![0u8; 16];
+        a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        a[14] = hi;
+        a[15] = (1 + last % 200) as u8;
+        a
+    };
+    let body = [0x41u8; 300];
+    let mut out = Vec::new();
+    for i in 0..flows {
+        let kind = i % 8;
+        let sport = 20000 + i as u16;
+        let (c, s) = if kind == 6 {
+            (v6(0, i), v6(0xff, 0))
+        } else {
+            (v4([192, 0, 2], i), v4([198, 51, 100], i % 50))
+        };
+        let t = v4([203, 0, 113], 8);
+        let vlan = (kind == 7).then_some(100 + (i % 3) as u16);
+        let dport = if kind == 2 { 8080 } else { 443 };
+        #[allow(clippy::too_many_arguments)]
+        let seg = |src: &[u8],
+                   dst: &[u8],
+                   sp: u16,
+                   dp: u16,
+                   seq: u32,
+                   ack: u32,
+                   flags: u8,
+                   payload: &[u8]| {
+            segment(Seg {
+                src,
+                dst,
+                sport: sp,
+                dport: dp,
+                seq,
+                ack,
+                flags,
+                payload,
+                vlan,
+                ttl: 64,
+            })
+        };
+        let (isn_c, isn_s) = (1000 + i * 7919, 5_000_000 + i * 104_729);
+        match kind {
+            // rejected connection attempt
+            2 => {
+                out.push(seg(&c, &s, sport, dport, isn_c, 0, SYN, &[]));
+                out.push(seg(&s, &c, dport, sport, 0, isn_c + 1, RST | ACK, &[]));
+            }
+            // SYN, SYN-ACK, RST from the client: half-open abort (scan pattern)
+            3 => {
+                out.push(seg(&c, &s, sport, dport, isn_c, 0, SYN, &[]));
+                out.push(seg(&s, &c, dport, sport, isn_s, isn_c + 1, SYN | ACK, &[]));
+                out.push(seg(&c, &s, sport, dport, isn_c + 1, 0, RST, &[]));
+            }
+            // unsolicited RST (no state)
+            4 => out.push(seg(&t, &c, 443, sport, 77_000 + i, 0, RST | ACK, &[])),
+            _ => {
+                out.push(seg(&c, &s, sport, dport, isn_c, 0, SYN, &[]));
+                out.push(seg(&s, &c, dport, sport, isn_s, isn_c + 1, SYN | ACK, &[]));
+                out.push(seg(&c, &s, sport, dport, isn_c + 1, isn_s + 1, ACK, &[]));
+                out.push(seg(
+                    &c,
+                    &s,
+                    sport,
+                    dport,
+                    isn_c + 1,
+                    isn_s + 1,
+                    PSH | ACK,
+                    &body[..100],
+                ));
+                out.push(seg(
+                    &s,
+                    &c,
+                    dport,
+                    sport,
+                    isn_s + 1,
+                    isn_c + 101,
+                    PSH | ACK,
+                    &body,
+                ));
+                match kind {
+                    // server aborts
+                    0 => out.push(seg(
+                        &s,
+                        &c,
+                        dport,
+                        sport,
+                        isn_s + 301,
+                        isn_c + 101,
+                        RST | ACK,
+                        &[],
+                    )),
+                    // client aborts, then keeps sending (data after reset)
+                    5 => {
+                        out.push(seg(&c, &s, sport, dport, isn_c + 101, 0, RST, &[]));
+                        out.push(seg(
+                            &c,
+                            &s,
+                            sport,
+                            dport,
+                            isn_c + 101,
+                            isn_s + 301,
+                            PSH | ACK,
+                            &body[..50],
+                        ));
+                    }
+                    // orderly close
+                    _ => {
+                        out.push(seg(
+                            &c,
+                            &s,
+                            sport,
+                            dport,
+                            isn_c + 101,
+                            isn_s + 301,
+                            FIN | ACK,
+                            &[],
+                        ));
+                        out.push(seg(
+                            &s,
+                            &c,
+                            dport,
+                            sport,
+                            isn_s + 301,
+                            isn_c + 102,
+                            FIN | ACK,
+                            &[],
+                        ));
+                        out.push(seg(
+                            &c,
+                            &s,
+                            sport,
+                            dport,
+                            isn_c + 102,
+                            isn_s + 302,
+                            ACK,
+                            &[],
+                        ));
+                        if kind == 1 {
+                            // a stray RST after the close
+                            out.push(seg(&s, &c, dport, sport, isn_s + 302, 0, RST, &[]));
+                        }
+                    }
+                }
+            }
+        }
+        if i % 5 == 0 {
+            out.push(udp4_frame(i as u16));
+        }
+    }
+    out
+}
+
+/// Writes frames as a pcap (Ethernet), 100 µs apart from `start_s`.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>], start_s: u32) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&0i32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&65535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        let us = i as u64 * 100;
+        b.extend_from_slice(&(start_s + (us / 1_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        b.extend_from_slice(f);
+    }
+    std::fs::write(path, b).expect("write pcap");
+}
+
+/// A running `rstwatch-sensor run`, its output collected in the background.
+pub struct Sensor {
+    pub child: std::process::Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+    err_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What a sensor run produced.
+pub struct SensorOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Sensor {
+    /// Starts the sensor (optionally inside namespace `ns`) and waits until it says it is
+    /// capturing (or exits).
+    pub fn start(ns: Option<&str>, args: &[&str]) -> Result<Sensor, SensorOutput> {
+        use std::io::{BufRead, Read};
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(sensor_bin());
+                c
+            }
+            None => Command::new(sensor_bin()),
+        };
+        cmd.arg("run")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("start rstwatch-sensor");
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let err2 = err.clone();
+        let err_thread = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains(": capturing on ") {
+                    let _ = ready_tx.send(());
+                }
+                let mut e = err2.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        let mut s = Sensor {
+            child,
+            out: Some(out),
+            err,
+            err_thread: Some(err_thread),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
+                return Ok(s);
+            }
+            if let Ok(Some(_)) = s.child.try_wait() {
+                return Err(s.collect());
+            }
+            if Instant::now() > deadline {
+                let _ = s.child.kill();
+                let o = s.collect();
+                panic!("sensor did not start within 30 s:\n{}", o.stderr);
+            }
+        }
+    }
+
+    pub fn stderr_now(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then waits (30 s at most) and collects the output.
+    pub fn stop(self) -> SensorOutput {
+        self.signal(libc::SIGTERM);
+        self.collect()
+    }
+
+    fn collect(mut self) -> SensorOutput {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sensor did not exit within 30 s:\n{}", self.stderr_now());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = self.out.take().unwrap().join().unwrap();
+        self.err_thread.take().unwrap().join().unwrap();
+        let stderr = self.stderr_now();
+        SensorOutput {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a sensor subcommand to completion.
+pub fn sensor_cmd(args: &[&str]) -> SensorOutput {
+    let o = Command::new(sensor_bin())
+        .args(args)
+        .output()
+        .expect("run rstwatch-sensor");
+    SensorOutput {
+        status: o.status,
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// JSON-lines records as a multiset of canonical strings, timestamps and per-run ids
+/// left out.
+pub fn canonical(jsonl: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+        let mut v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
+        if let Some(o) = v.as_object_mut() {
+            for k in ["ts", "ts_start", "ts_end", "flow_uid", "uid"] {
+                o.remove(k);
+            }
+        }
+        *m.entry(v.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts two JSON-lines outputs hold the same records (timestamps aside), showing the
+/// differences when not.
+pub fn assert_same_records(replay: &str, live: &str) {
+    let a = canonical(replay);
+    let b = canonical(live);
+    if a != b {
+        let mut msg = String::new();
+        for (k, &n) in &a {
+            let m = b.get(k).copied().unwrap_or(0);
+            if m != n {
+                msg.push_str(&format!("replay {n} × live {m} × {k}\n"));
+            }
+        }
+        for (k, &m) in &b {
+            if !a.contains_key(k) {
+                msg.push_str(&format!("replay 0 × live {m} × {k}\n"));
+            }
+        }
+        panic!("live capture and replay differ:\n{msg}");
+    }
+}
+
+/// A free TCP port on loopback (for --metrics-listen).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET http://127.0.0.1:port/path, body only.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(s)
+}

@@ -1,0 +1,226 @@
+//! The `run` configuration: a TOML file and/or command-line flags (flags win).
+//!
+//! ```toml
+//! iface = "eth1"
+//! queues = [0]            # receive queues, one AF_XDP socket each
+//! cores = [1]             # one per queue; with fanout, then one per worker
+//! fanout = 0              # > 0: one capture core per queue hashes flows to N workers
+//! mode = "auto"           # native | generic | auto (native, else generic)
+//! non_tcp = "drop"        # drop | pass (hand non-TCP frames to the host stack)
+//! zero_copy = "auto"      # auto | off | required
+//! stats_interval_s = 10   # periodic stats line on stderr (0: off)
+//! metrics_listen = "127.0.0.1:9108"   # Prometheus text endpoint (default: off)
+//! [busy_poll]             # optional: SO_PREFER_BUSY_POLL
+//! usecs = 50
+//! budget = 64
+//! [engine]                # rstwatch_sensor::EngineConfig, every field optional
+//! verdict_delay_ms = 500
+//! ```
+
+use crate::config::EngineConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Everything `rstwatch-sensor run` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Capture interface (mirror/TAP port).
+    pub iface: Option<String>,
+    /// Receive queues to capture from.
+    pub queues: Vec<u32>,
+    /// CPU cores: per-queue mode, one per queue; fan-out mode, one per queue (capture)
+    /// then one per worker. Empty: threads are not pinned.
+    pub cores: Vec<usize>,
+    /// Fan-out workers (0: per-queue mode, each queue's thread runs its own engine).
+    pub fanout: usize,
+    /// XDP attach mode: native, generic or auto.
+    pub mode: String,
+    /// What the XDP program does with non-TCP frames: drop or pass.
+    pub non_tcp: String,
+    /// Zero-copy bind: auto, off or required.
+    pub zero_copy: String,
+    /// Bytes per UMEM frame (2048 or 4096).
+    pub frame_size: u32,
+    /// UMEM frames per queue.
+    pub frame_count: u32,
+    /// Receive and fill ring entries per queue (power of two).
+    pub ring_size: u32,
+    /// Frames per receive batch.
+    pub batch: u32,
+    /// Seconds between stats lines on stderr (0: none).
+    pub stats_interval_s: u32,
+    /// Prometheus text endpoint address (off when absent).
+    pub metrics_listen: Option<String>,
+    /// Frames a fan-out worker's queue holds (in batches of up to `batch`) before the
+    /// capture core drops and counts (`fanout_dropped`).
+    pub fanout_queue_batches: usize,
+    /// Records the output queue holds before new ones are dropped and counted
+    /// (`output_dropped`).
+    pub output_queue: usize,
+    /// Busy polling (off when absent).
+    pub busy_poll: Option<BusyPollConfig>,
+    /// The engine's settings (one engine per worker, all alike).
+    pub engine: EngineConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusyPollConfig {
+    /// SO_BUSY_POLL: microseconds per busy-poll call.
+    pub usecs: u32,
+    /// SO_BUSY_POLL_BUDGET: packets per busy-poll round.
+    #[serde(default = "default_budget")]
+    pub budget: u32,
+}
+
+fn default_budget() -> u32 {
+    64
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            iface: None,
+            queues: vec![0],
+            cores: vec![],
+            fanout: 0,
+            mode: "auto".into(),
+            non_tcp: "drop".into(),
+            zero_copy: "auto".into(),
+            frame_size: 4096,
+            frame_count: 8192,
+            ring_size: 4096,
+            batch: 64,
+            stats_interval_s: 10,
+            metrics_listen: None,
+            fanout_queue_batches: 1024,
+            output_queue: 1 << 16,
+            busy_poll: None,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cfg: RunConfig =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks everything that can be checked without touching the system.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::bail;
+        self.mode
+            .parse::<rstwatch_xdp::ModeRequest>()
+            .map_err(|e| anyhow::anyhow!("mode: {e}"))?;
+        if !matches!(self.non_tcp.as_str(), "drop" | "pass") {
+            bail!("non_tcp: expected drop or pass, got {:?}", self.non_tcp);
+        }
+        self.zero_copy()?;
+        if self.queues.is_empty() {
+            bail!("queues: at least one queue is needed");
+        }
+        let mut q = self.queues.clone();
+        q.sort_unstable();
+        q.dedup();
+        if q.len() != self.queues.len() {
+            bail!("queues: {:?} lists a queue twice", self.queues);
+        }
+        if self.queues.iter().any(|&q| q >= 256) {
+            bail!("queues: queue ids go up to 255");
+        }
+        if self.fanout > 64 {
+            bail!("fanout: at most 64 workers");
+        }
+        let want = self.queues.len() + self.fanout;
+        if !self.cores.is_empty() && self.cores.len() != want {
+            if self.fanout == 0 {
+                bail!(
+                    "cores: {} core(s) for {} queue(s); give one core per queue",
+                    self.cores.len(),
+                    self.queues.len()
+                );
+            }
+            bail!(
+                "cores: {} core(s) given; fan-out needs {} (one capture core per queue, \
+                 then one per worker)",
+                self.cores.len(),
+                want
+            );
+        }
+        if !(self.frame_size == 2048 || self.frame_size == 4096) {
+            bail!("frame_size: 2048 or 4096, got {}", self.frame_size);
+        }
+        if !self.ring_size.is_power_of_two() || self.ring_size < 64 || self.ring_size > 1 << 16 {
+            bail!(
+                "ring_size: a power of two from 64 to 65536, got {}",
+                self.ring_size
+            );
+        }
+        if self.frame_count < self.ring_size * 2 {
+            bail!(
+                "frame_count: at least twice ring_size ({}), got {}",
+                self.ring_size * 2,
+                self.frame_count
+            );
+        }
+        if self.batch == 0 || self.batch > self.ring_size {
+            bail!("batch: 1 to ring_size, got {}", self.batch);
+        }
+        if self.fanout_queue_batches == 0 || self.output_queue == 0 {
+            bail!("fanout_queue_batches and output_queue must be positive");
+        }
+        if let Some(a) = &self.metrics_listen {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("metrics_listen: {a:?}: {e}"))?;
+        }
+        if let Some(bp) = &self.busy_poll {
+            if bp.usecs == 0 || bp.budget == 0 {
+                bail!("busy_poll: usecs and budget must be positive");
+            }
+        }
+        if self.engine.flow_capacity == 0 {
+            bail!("engine.flow_capacity must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn mode_request(&self) -> rstwatch_xdp::ModeRequest {
+        self.mode.parse().unwrap_or_default()
+    }
+
+    pub fn zero_copy(&self) -> anyhow::Result<rstwatch_xdp::ZeroCopy> {
+        match self.zero_copy.as_str() {
+            "auto" => Ok(rstwatch_xdp::ZeroCopy::Auto),
+            "off" => Ok(rstwatch_xdp::ZeroCopy::Off),
+            "required" => Ok(rstwatch_xdp::ZeroCopy::Required),
+            z => anyhow::bail!("zero_copy: expected auto, off or required, got {z:?}"),
+        }
+    }
+
+    pub fn xsk_config(&self) -> rstwatch_xdp::XskConfig {
+        rstwatch_xdp::XskConfig {
+            frame_size: self.frame_size,
+            frame_count: self.frame_count,
+            ring_size: self.ring_size,
+            batch: self.batch,
+            zero_copy: self.zero_copy().unwrap_or_default(),
+            busy_poll: self.busy_poll.map(|b| rstwatch_xdp::BusyPoll {
+                usecs: b.usecs,
+                budget: b.budget,
+            }),
+        }
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}

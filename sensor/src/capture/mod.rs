@@ -1,0 +1,493 @@
+//! Live capture: AF_XDP sockets on dedicated cores feeding engines.
+//!
+//! Two layouts:
+//!
+//! * **Per queue** (`fanout = 0`, for NICs with a symmetric RSS key): one thread per
+//!   receive queue, pinned to its core, owning the queue's socket and its own engine.
+//!   Frames are processed where they sit in the UMEM and go back to the fill ring.
+//! * **Fan-out** (`fanout = N`, for single-queue ports): one capture thread per queue
+//!   hashes each frame's symmetric flow key ([`crate::engine::fanout_hash`]) and hands the
+//!   frame to one of N worker threads through a bounded crossbeam queue (in batches, copied
+//!   out of the UMEM once so the frame can go back to the fill ring at once). Both
+//!   directions of a flow land on the same worker. A full worker queue is counted
+//!   (`fanout_dropped`), never waited for: capture does not stall.
+//!
+//! Shutdown ([`run`] returns when `should_stop` says so): the XDP program is detached
+//! first (no new frames), then every thread drains its ring or queue, the engines
+//! finish (held RSTs and open flows are flushed), and the sockets close last.
+
+mod config;
+mod metrics;
+mod signal;
+mod stats;
+
+pub use config::{BusyPollConfig, RunConfig};
+pub use signal::{install_signal_handlers, signal_received};
+pub use stats::{OutputCounters, Shared, StatsView};
+
+use crate::parse::LinkType;
+use anyhow::{bail, Context};
+use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
+use rstwatch_xdp::{XdpProgram, XskSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What a worker does with frames. The sensor's is an engine writing to an output
+/// queue; tests and benchmarks plug in their own.
+pub trait Processor: Send + 'static {
+    /// One frame, borrowed (from the UMEM in per-queue mode), with its arrival time.
+    fn frame(&mut self, ts_us: i64, frame: &[u8]);
+    /// Time passes without frames (the link is idle): let timeouts fire.
+    fn tick(&mut self, now_us: i64);
+    /// End of capture: flush everything held.
+    fn finish(&mut self);
+    /// Counters by name (the engine's).
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// Symmetric flow hash for fan-out (`None`: not TCP; such frames go to worker 0, whose
+/// engine counts the reason).
+pub type HashFn = fn(LinkType, &[u8]) -> Option<u64>;
+
+/// How often a busy worker lets its engine see time pass, and how long the ring must be
+/// empty before an idle tick.
+const TICK_EVERY: Duration = Duration::from_millis(100);
+const IDLE_WAIT_MS: i32 = 10;
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+
+/// What a finished capture saw (also logged as the last stats line).
+#[derive(Debug, Clone)]
+pub struct CaptureReport {
+    pub mode: &'static str,
+    pub view: StatsView,
+}
+
+fn realtime_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Pins the calling thread to `core`.
+fn pin(core: usize) -> anyhow::Result<()> {
+    // SAFETY: zeroed cpu_set_t is an empty set; CPU_SET within CPU_SETSIZE (checked).
+    unsafe {
+        if core >= libc::CPU_SETSIZE as usize {
+            bail!("core {core} is beyond CPU_SETSIZE");
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "cannot pin a thread to core {core}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Checks the configuration against this machine: interface, queues, cores.
+pub fn preflight(cfg: &RunConfig) -> anyhow::Result<String> {
+    cfg.validate()?;
+    let Some(iface) = cfg.iface.clone() else {
+        bail!("no capture interface: give --iface IFACE (or iface = \"...\" in the config)");
+    };
+    rstwatch_xdp::ifindex(&iface)?;
+    if let Some(count) = rstwatch_xdp::rx_queue_count(&iface) {
+        if let Some(&q) = cfg.queues.iter().find(|&&q| q >= count) {
+            return Err(rstwatch_xdp::Error::QueueOutOfRange {
+                iface,
+                queue: q,
+                count,
+            }
+            .into());
+        }
+    }
+    let cpus = rstwatch_xdp::online_cpus();
+    if let Some(&c) = cfg.cores.iter().find(|c| !cpus.contains(c)) {
+        bail!(
+            "core {c} is out of range: this process may run on cores {}",
+            cpus.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let mut seen = cfg.cores.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != cfg.cores.len() {
+        log::warn!(
+            "cores {:?} lists a core twice: threads will share it",
+            cfg.cores
+        );
+    }
+    Ok(iface)
+}
+
+/// A batch of frames copied out of the UMEM for one fan-out worker.
+struct Batch {
+    data: Vec<u8>,
+    /// (timestamp µs, end offset in `data`)
+    frames: Vec<(i64, u32)>,
+}
+
+impl Batch {
+    fn new(cap: usize) -> Batch {
+        Batch {
+            data: Vec::with_capacity(cap * 256),
+            frames: Vec::with_capacity(cap),
+        }
+    }
+    fn push(&mut self, ts: i64, f: &[u8]) {
+        self.data.extend_from_slice(f);
+        self.frames.push((ts, self.data.len() as u32));
+    }
+    fn clear(&mut self) {
+        self.data.clear();
+        self.frames.clear();
+    }
+    fn for_each(&self, mut f: impl FnMut(i64, &[u8])) {
+        let mut start = 0usize;
+        for &(ts, end) in &self.frames {
+            f(ts, &self.data[start..end as usize]);
+            start = end as usize;
+        }
+    }
+}
+
+/// Runs live capture until `should_stop()` is true, then shuts down cleanly.
+///
+/// `make(i)` builds worker `i`'s processor (queue index in per-queue mode, worker index
+/// in fan-out mode). `output` are the caller's output counters, shown with the rest.
+pub fn run<P, F>(
+    cfg: &RunConfig,
+    make: F,
+    hash: HashFn,
+    should_stop: &dyn Fn() -> bool,
+    output: OutputCounters,
+) -> anyhow::Result<CaptureReport>
+where
+    P: Processor,
+    F: Fn(usize) -> P,
+{
+    let iface = preflight(cfg)?;
+    let mut prog = XdpProgram::attach(&iface, cfg.mode_request(), cfg.non_tcp == "pass")?;
+    let mode = match prog.mode() {
+        rstwatch_xdp::AttachMode::Native => "native",
+        rstwatch_xdp::AttachMode::Generic => "generic",
+    };
+    let xcfg = cfg.xsk_config();
+    let mut sockets = Vec::new();
+    for &q in &cfg.queues {
+        let s = XskSocket::open(&iface, q, &xcfg)?;
+        prog.register(q, s.fd())?;
+        sockets.push(s);
+    }
+    let workers = if cfg.fanout > 0 {
+        cfg.fanout
+    } else {
+        cfg.queues.len()
+    };
+    let shared = Arc::new(Shared::new(&iface, mode, &cfg.queues, workers, output));
+    let drain = Arc::new(AtomicBool::new(false));
+    let core_of = |i: usize| cfg.cores.get(i).copied();
+
+    let mut capture_threads: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    let mut worker_threads: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    if cfg.fanout == 0 {
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let p = make(i);
+            let core = core_of(i);
+            let shared = shared.clone();
+            let drain = drain.clone();
+            capture_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rw-q{}", sock.queue()))
+                    .spawn(move || queue_worker(i, sock, p, core, &shared, &drain))
+                    .context("spawning a capture thread")?,
+            );
+        }
+    } else {
+        let n = cfg.fanout;
+        let mut txs = Vec::new();
+        let (recycle_tx, recycle_rx) = bounded::<Batch>(n * cfg.fanout_queue_batches + 64);
+        for j in 0..n {
+            let (tx, rx) = bounded::<Batch>(cfg.fanout_queue_batches);
+            txs.push(tx);
+            let p = make(j);
+            let core = core_of(cfg.queues.len() + j);
+            let shared = shared.clone();
+            let recycle = recycle_tx.clone();
+            worker_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rw-w{j}"))
+                    .spawn(move || fanout_worker(j, rx, recycle, p, core, &shared))
+                    .context("spawning a worker thread")?,
+            );
+        }
+        drop(recycle_tx);
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let core = core_of(i);
+            let shared = shared.clone();
+            let drain = drain.clone();
+            let txs = txs.clone();
+            let recycle = recycle_rx.clone();
+            let batch = cfg.batch as usize;
+            capture_threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rw-q{}", sock.queue()))
+                    .spawn(move || {
+                        fanout_capture(i, sock, txs, recycle, hash, batch, core, &shared, &drain)
+                    })
+                    .context("spawning a capture thread")?,
+            );
+        }
+    }
+
+    log::info!(
+        "capturing on {iface}: queue(s) {:?}, {}",
+        cfg.queues,
+        if cfg.fanout > 0 {
+            format!("fan-out to {} worker(s)", cfg.fanout)
+        } else {
+            "one engine per queue".to_string()
+        }
+    );
+    let metrics = match &cfg.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr, shared.clone(), drain.clone())?),
+        None => None,
+    };
+
+    // Wait for the stop request; keep the program counters and the stats line going.
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let mut last_view = shared.view();
+    let mut early_exit = false;
+    while !should_stop() {
+        std::thread::sleep(Duration::from_millis(50));
+        shared.set_prog(prog.counters());
+        if cfg.stats_interval_s > 0
+            && last_line.elapsed() >= Duration::from_secs(cfg.stats_interval_s as u64)
+        {
+            let v = shared.view();
+            log::info!("{}", v.line(Some((&last_view, last_line.elapsed()))));
+            last_view = v;
+            last_line = Instant::now();
+        }
+        if capture_threads.iter().any(|h| h.is_finished())
+            || worker_threads.iter().any(|h| h.is_finished())
+        {
+            early_exit = true;
+            break;
+        }
+    }
+    log::info!(
+        "stopping after {:.1} s: detaching XDP, draining queues",
+        started.elapsed().as_secs_f64()
+    );
+    // Detach before the sockets close: no frame is redirected to a dying socket.
+    shared.set_prog(prog.counters());
+    let detach = prog.detach();
+    drain.store(true, Ordering::SeqCst);
+    let mut errors = Vec::new();
+    for h in capture_threads.into_iter().chain(worker_threads) {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(p) => errors.push(format!(
+                "a capture thread panicked: {}",
+                p.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
+    drop(prog);
+    let view = shared.view();
+    log::info!("final: {}", view.line(None));
+    if let Err(e) = detach {
+        errors.push(format!("{e}"));
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    if early_exit {
+        bail!("a capture thread stopped unexpectedly");
+    }
+    Ok(CaptureReport { mode, view })
+}
+
+/// Per-queue mode: this thread owns the socket and the engine.
+fn queue_worker<P: Processor>(
+    idx: usize,
+    mut sock: XskSocket,
+    mut p: P,
+    core: Option<usize>,
+    shared: &Shared,
+    drain: &AtomicBool,
+) -> anyhow::Result<()> {
+    if let Some(c) = core {
+        pin(c)?;
+    }
+    let mut last_tick = Instant::now();
+    let mut last_snap = Instant::now();
+    let mut last_ts = 0i64;
+    loop {
+        if drain.load(Ordering::Acquire) {
+            // The program is detached: what is in the ring is all there will be.
+            while sock.recv(|f| p.frame(f.ts_us(), f.data)) > 0 {}
+            break;
+        }
+        if sock.wait(IDLE_WAIT_MS) {
+            sock.recv(|f| {
+                last_ts = f.ts_us();
+                p.frame(last_ts, f.data);
+            });
+            if last_tick.elapsed() >= TICK_EVERY {
+                p.tick(last_ts);
+                last_tick = Instant::now();
+            }
+        } else {
+            // Ring empty: everything stamped before now has been seen.
+            p.tick(realtime_us());
+            last_tick = Instant::now();
+        }
+        if last_snap.elapsed() >= SNAPSHOT_EVERY {
+            sock.refresh_clock();
+            shared.set_queue(idx, sock.stats());
+            shared.set_worker(idx, p.counters());
+            last_snap = Instant::now();
+        }
+    }
+    p.finish();
+    shared.set_queue(idx, sock.stats());
+    shared.set_worker(idx, p.counters());
+    Ok(())
+}
+
+/// Fan-out mode: capture side. Copies each frame once into its worker's batch and
+/// returns the UMEM frame at once.
+#[allow(clippy::too_many_arguments)]
+fn fanout_capture(
+    idx: usize,
+    mut sock: XskSocket,
+    txs: Vec<Sender<Batch>>,
+    recycle: Receiver<Batch>,
+    hash: HashFn,
+    batch: usize,
+    core: Option<usize>,
+    shared: &Shared,
+    drain: &AtomicBool,
+) -> anyhow::Result<()> {
+    if let Some(c) = core {
+        pin(c)?;
+    }
+    let n = txs.len();
+    let mut cur: Vec<Batch> = (0..n).map(|_| Batch::new(batch)).collect();
+    let mut dropped = vec![0u64; n];
+    let mut last_snap = Instant::now();
+    let send = |w: usize, cur: &mut Vec<Batch>, dropped: &mut Vec<u64>| {
+        if cur[w].frames.is_empty() {
+            return;
+        }
+        let fresh = recycle.try_recv().unwrap_or_else(|_| Batch::new(batch));
+        let b = std::mem::replace(&mut cur[w], fresh);
+        match txs[w].try_send(b) {
+            Ok(()) => {}
+            Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
+                dropped[w] += b.frames.len() as u64;
+                b.clear();
+                cur[w] = b;
+            }
+        }
+    };
+    let recv_once = |sock: &mut XskSocket, cur: &mut Vec<Batch>, dropped: &mut Vec<u64>| {
+        let got = sock.recv(|f| {
+            let w = hash(LinkType::Ethernet, f.data)
+                .map(|h| (h % n as u64) as usize)
+                .unwrap_or(0);
+            cur[w].push(f.ts_us(), f.data);
+            if cur[w].frames.len() >= batch {
+                send(w, cur, dropped);
+            }
+        });
+        for w in 0..n {
+            send(w, cur, dropped);
+        }
+        got
+    };
+    loop {
+        if drain.load(Ordering::Acquire) {
+            while recv_once(&mut sock, &mut cur, &mut dropped) > 0 {}
+            break;
+        }
+        if sock.wait(IDLE_WAIT_MS) {
+            recv_once(&mut sock, &mut cur, &mut dropped);
+        }
+        if last_snap.elapsed() >= SNAPSHOT_EVERY {
+            sock.refresh_clock();
+            shared.set_queue(idx, sock.stats());
+            shared.add_fanout_dropped(&dropped);
+            dropped.iter_mut().for_each(|d| *d = 0);
+            last_snap = Instant::now();
+        }
+    }
+    shared.set_queue(idx, sock.stats());
+    shared.add_fanout_dropped(&dropped);
+    // Dropping the senders tells the workers that this queue is done.
+    Ok(())
+}
+
+/// Fan-out mode: worker side. Owns one engine.
+fn fanout_worker<P: Processor>(
+    idx: usize,
+    rx: Receiver<Batch>,
+    recycle: Sender<Batch>,
+    mut p: P,
+    core: Option<usize>,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    if let Some(c) = core {
+        pin(c)?;
+    }
+    let mut last_tick = Instant::now();
+    let mut last_snap = Instant::now();
+    let mut last_ts = 0i64;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(IDLE_WAIT_MS as u64)) {
+            Ok(mut b) => {
+                b.for_each(|ts, f| {
+                    last_ts = ts;
+                    p.frame(ts, f)
+                });
+                b.clear();
+                let _ = recycle.try_send(b);
+                if last_tick.elapsed() >= TICK_EVERY {
+                    p.tick(last_ts);
+                    last_tick = Instant::now();
+                }
+            }
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                p.tick(realtime_us());
+                last_tick = Instant::now();
+            }
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_snap.elapsed() >= SNAPSHOT_EVERY {
+            shared.set_worker(idx, p.counters());
+            last_snap = Instant::now();
+        }
+    }
+    p.finish();
+    shared.set_worker(idx, p.counters());
+    Ok(())
+}

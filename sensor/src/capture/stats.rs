@@ -1,0 +1,308 @@
+//! Capture statistics: written by the capture and worker threads a few times a second
+//! (never per packet), read by the stats line and the Prometheus endpoint.
+
+use rstwatch_xdp::{ProgCounters, XskStats};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Shared between the threads of one capture.
+pub struct Shared {
+    iface: String,
+    mode: &'static str,
+    queues: Vec<u32>,
+    queue_stats: Vec<Mutex<XskStats>>,
+    worker_counters: Vec<Mutex<Vec<(&'static str, u64)>>>,
+    fanout_dropped: Vec<AtomicU64>,
+    prog: Mutex<ProgCounters>,
+    output: OutputCounters,
+}
+
+/// Counters of the caller's output stage, shown in the stats line and the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct OutputCounters {
+    /// Records written.
+    pub written: Arc<AtomicU64>,
+    /// Records dropped because the output queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+/// A consistent copy of everything, for printing.
+#[derive(Debug, Clone, Default)]
+pub struct StatsView {
+    pub iface: String,
+    pub mode: &'static str,
+    pub queues: Vec<(u32, XskStats)>,
+    /// Per worker: the engine's counters.
+    pub workers: Vec<Vec<(&'static str, u64)>>,
+    pub fanout_dropped: Vec<u64>,
+    pub prog: ProgCounters,
+    pub output_dropped: u64,
+    pub output_records: u64,
+}
+
+impl Shared {
+    pub fn new(
+        iface: &str,
+        mode: &'static str,
+        queues: &[u32],
+        workers: usize,
+        output: OutputCounters,
+    ) -> Shared {
+        Shared {
+            iface: iface.to_string(),
+            mode,
+            queues: queues.to_vec(),
+            queue_stats: queues.iter().map(|_| Mutex::default()).collect(),
+            worker_counters: (0..workers).map(|_| Mutex::default()).collect(),
+            fanout_dropped: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            prog: Mutex::default(),
+            output,
+        }
+    }
+
+    pub(super) fn set_queue(&self, i: usize, s: XskStats) {
+        if let Some(m) = self.queue_stats.get(i) {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        }
+    }
+
+    pub(super) fn set_worker(&self, i: usize, c: Vec<(&'static str, u64)>) {
+        if let Some(m) = self.worker_counters.get(i) {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = c;
+        }
+    }
+
+    pub(super) fn add_fanout_dropped(&self, d: &[u64]) {
+        for (a, &v) in self.fanout_dropped.iter().zip(d) {
+            if v > 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn set_prog(&self, p: ProgCounters) {
+        *self.prog.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+
+    pub fn view(&self) -> StatsView {
+        StatsView {
+            iface: self.iface.clone(),
+            mode: self.mode,
+            queues: self
+                .queues
+                .iter()
+                .zip(&self.queue_stats)
+                .map(|(&q, m)| (q, *m.lock().unwrap_or_else(|e| e.into_inner())))
+                .collect(),
+            workers: self
+                .worker_counters
+                .iter()
+                .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .collect(),
+            fanout_dropped: self
+                .fanout_dropped
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect(),
+            prog: *self.prog.lock().unwrap_or_else(|e| e.into_inner()),
+            output_dropped: self.output.dropped.load(Ordering::Relaxed),
+            output_records: self.output.written.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl StatsView {
+    /// Frames received over all queues.
+    pub fn rx_frames(&self) -> u64 {
+        self.queues.iter().map(|(_, s)| s.rx_frames).sum()
+    }
+
+    /// Frames lost anywhere we can see: kernel drops on the sockets, fan-out queue
+    /// overflow, output overflow.
+    pub fn lost(&self) -> u64 {
+        self.queues.iter().map(|(_, s)| s.rx_dropped).sum::<u64>()
+            + self.fanout_dropped.iter().sum::<u64>()
+            + self.output_dropped
+    }
+
+    /// The engines' counters summed over workers, in first-seen order.
+    pub fn engine_totals(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        for w in &self.workers {
+            for &(k, v) in w {
+                match out.iter_mut().find(|(n, _)| *n == k) {
+                    Some(e) => e.1 += v,
+                    None => out.push((k, v)),
+                }
+            }
+        }
+        out
+    }
+
+    /// The periodic log line; with a previous view and the time since, rates too.
+    pub fn line(&self, prev: Option<(&StatsView, Duration)>) -> String {
+        let mut s = format!("stats {} ({} XDP):", self.iface, self.mode);
+        for (i, (q, st)) in self.queues.iter().enumerate() {
+            let rate = prev.and_then(|(p, dt)| {
+                let before = p.queues.get(i)?.1.rx_frames;
+                let secs = dt.as_secs_f64();
+                (secs > 0.0).then(|| (st.rx_frames.saturating_sub(before)) as f64 / secs)
+            });
+            let _ = write!(s, " q{q} rx={}", st.rx_frames);
+            if let Some(r) = rate {
+                let _ = write!(s, " ({r:.0} pps)");
+            }
+            let _ = write!(
+                s,
+                " dropped={} ring_full={} fill_empty={} invalid={};",
+                st.rx_dropped, st.rx_ring_full, st.rx_fill_ring_empty_descs, st.rx_invalid_descs
+            );
+        }
+        let _ = write!(
+            s,
+            " xdp tcp={} non_tcp_dropped={} non_tcp_passed={};",
+            self.prog.tcp, self.prog.non_tcp_dropped, self.prog.non_tcp_passed
+        );
+        if self.fanout_dropped.iter().any(|&d| d > 0) {
+            let _ = write!(s, " fanout_dropped={:?};", self.fanout_dropped);
+        }
+        let _ = write!(
+            s,
+            " output records={} dropped={};",
+            self.output_records, self.output_dropped
+        );
+        let eng = self.engine_totals();
+        if !eng.is_empty() {
+            s.push_str(" engine");
+            for (k, v) in eng.iter().filter(|(_, v)| *v > 0) {
+                let _ = write!(s, " {k}={v}");
+            }
+        }
+        s
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self) -> String {
+        let mut s = String::new();
+        let iface = escape(&self.iface);
+        let family = |s: &mut String, name: &str, help: &str, ty: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} {ty}");
+        };
+        type Get = fn(&XskStats) -> u64;
+        let per_queue: [(&str, &str, Get); 6] = [
+            (
+                "rstwatch_xsk_rx_frames_total",
+                "Frames received on the AF_XDP socket.",
+                |s| s.rx_frames,
+            ),
+            (
+                "rstwatch_xsk_rx_bytes_total",
+                "Bytes received on the AF_XDP socket.",
+                |s| s.rx_bytes,
+            ),
+            (
+                "rstwatch_xsk_rx_dropped_total",
+                "XDP_STATISTICS rx_dropped: frames the kernel dropped for lack of room.",
+                |s| s.rx_dropped,
+            ),
+            (
+                "rstwatch_xsk_rx_invalid_descs_total",
+                "XDP_STATISTICS rx_invalid_descs.",
+                |s| s.rx_invalid_descs,
+            ),
+            (
+                "rstwatch_xsk_rx_ring_full_total",
+                "XDP_STATISTICS rx_ring_full: receive ring full.",
+                |s| s.rx_ring_full,
+            ),
+            (
+                "rstwatch_xsk_rx_fill_ring_empty_descs_total",
+                "XDP_STATISTICS rx_fill_ring_empty_descs: no fill frame available.",
+                |s| s.rx_fill_ring_empty_descs,
+            ),
+        ];
+        for (name, help, get) in per_queue {
+            family(&mut s, name, help, "counter");
+            for (q, st) in &self.queues {
+                let _ = writeln!(s, "{name}{{iface=\"{iface}\",queue=\"{q}\"}} {}", get(st));
+            }
+        }
+        for (name, help, v) in [
+            (
+                "rstwatch_xdp_tcp_total",
+                "TCP frames the XDP program redirected.",
+                self.prog.tcp,
+            ),
+            (
+                "rstwatch_xdp_non_tcp_dropped_total",
+                "Non-TCP frames the XDP program dropped.",
+                self.prog.non_tcp_dropped,
+            ),
+            (
+                "rstwatch_xdp_non_tcp_passed_total",
+                "Non-TCP frames the XDP program passed to the stack.",
+                self.prog.non_tcp_passed,
+            ),
+        ] {
+            family(&mut s, name, help, "counter");
+            let _ = writeln!(s, "{name}{{iface=\"{iface}\",mode=\"{}\"}} {v}", self.mode);
+        }
+        family(
+            &mut s,
+            "rstwatch_fanout_dropped_total",
+            "Frames dropped because a fan-out worker's queue was full.",
+            "counter",
+        );
+        for (w, v) in self.fanout_dropped.iter().enumerate() {
+            let _ = writeln!(s, "rstwatch_fanout_dropped_total{{worker=\"{w}\"}} {v}");
+        }
+        for (name, help, v) in [
+            (
+                "rstwatch_output_records_total",
+                "Records written to the output.",
+                self.output_records,
+            ),
+            (
+                "rstwatch_output_dropped_total",
+                "Records dropped because the output queue was full.",
+                self.output_dropped,
+            ),
+        ] {
+            family(&mut s, name, help, "counter");
+            let _ = writeln!(s, "{name} {v}");
+        }
+        // Engine counters: one family per counter name, a series per worker.
+        let names: Vec<&'static str> = self.engine_totals().into_iter().map(|(k, _)| k).collect();
+        for k in names {
+            let name = format!("rstwatch_engine_{}", sanitize(k));
+            family(&mut s, &name, &format!("Engine counter {k}."), "untyped");
+            for (w, c) in self.workers.iter().enumerate() {
+                if let Some((_, v)) = c.iter().find(|(n, _)| *n == k) {
+                    let _ = writeln!(s, "{name}{{worker=\"{w}\"}} {v}");
+                }
+            }
+        }
+        s
+    }
+}
+
+fn sanitize(k: &str) -> String {
+    k.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
