@@ -34,7 +34,7 @@ pub struct FlowTable {
     capacity: usize,
     live: usize,
     cursor: usize,
-    victim_cursor: usize,
+    victim_rng: u64,
     last_sweep_us: i64,
     timeouts: Timeouts,
     pub stats: TableStats,
@@ -51,7 +51,7 @@ impl FlowTable {
             capacity,
             live: 0,
             cursor: 0,
-            victim_cursor: 0,
+            victim_rng: 0x2545_f491_4f6c_dd1d,
             last_sweep_us: i64::MIN,
             timeouts,
             stats: TableStats::default(),
@@ -146,21 +146,26 @@ impl FlowTable {
         self.live -= 1;
     }
 
-    /// The flow to evict to make room: of a sample of live flows, the one most overdue
-    /// for its own timeout (or nearest to it).
+    /// The flow to evict to make room: of a random sample of live flows, the one most
+    /// overdue for its own timeout (or nearest to it). Random, not consecutive, slots:
+    /// flows created together sit together in the slab, and a consecutive window could
+    /// hold nothing but long-lived established flows.
     pub fn pick_victim(&mut self, now_us: i64) -> Option<u32> {
         let n = self.slab.len();
-        if n == 0 {
+        if n == 0 || self.live == 0 {
             return None;
         }
         let mut best: Option<(i64, u32)> = None;
         let mut seen = 0;
-        for _ in 0..n {
-            if self.victim_cursor >= n {
-                self.victim_cursor = 0;
-            }
-            let i = self.victim_cursor;
-            self.victim_cursor += 1;
+        // Bounded: a sparse slab (many free slots) cannot make this loop long.
+        for _ in 0..VICTIM_SAMPLE * 4 {
+            // xorshift64: cheap, and good enough to spread samples over the slab.
+            let mut x = self.victim_rng;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.victim_rng = x;
+            let i = (x % n as u64) as usize;
             let f = &self.slab[i];
             if !f.is_live() {
                 continue;
@@ -176,6 +181,7 @@ impl FlowTable {
             }
         }
         best.map(|(_, i)| i)
+            .or_else(|| (0..n as u32).find(|&i| self.slab[i as usize].is_live()))
     }
 
     /// Appends to `out` the slots of flows past their idle timeout, walking the slab a

