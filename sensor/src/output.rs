@@ -116,19 +116,12 @@ impl<W: Write> Sink for Table<W> {
         if !self.inner.select.rst {
             return;
         }
-        let ep = |a: rstwatch_schema::IpBytes, p: u16| {
-            if a.is_v4() {
-                format!("{a}:{p}")
-            } else {
-                format!("[{a}]:{p}")
-            }
-        };
         let flags = e.flags.names().join(",");
         self.line(format!(
             "rst     {}  {:>22} > {:<22} {:<7} {:<15} {}{}",
             rfc3339_micros(e.ts_us),
-            ep(e.src, e.sport),
-            ep(e.dst, e.dport),
+            endpoint(e.src, e.sport),
+            endpoint(e.dst, e.dport),
             e.dir.as_str(),
             e.class.as_str(),
             if e.suspect { "SUSPECT " } else { "" },
@@ -141,12 +134,10 @@ impl<W: Write> Sink for Table<W> {
             return;
         }
         self.line(format!(
-            "flow    {}  {}:{} > {}:{} {:<6} {:<12} pkts {}/{} bytes {}/{} rst {} close {}",
+            "flow    {}  {} > {} {:<6} {:<12} pkts {}/{} bytes {}/{} rst {} close {}",
             rfc3339_micros(f.ts_start_us),
-            f.orig_h,
-            f.orig_p,
-            f.resp_h,
-            f.resp_p,
+            endpoint(f.orig_h, f.orig_p),
+            endpoint(f.resp_h, f.resp_p),
             f.conn_state.as_str(),
             f.history,
             f.orig_pkts,
@@ -169,5 +160,14 @@ impl<W: Write> Sink for Table<W> {
             a.subject,
             a.detail
         ));
+    }
+}
+
+/// `addr:port`, with brackets around IPv6 addresses.
+fn endpoint(a: rstwatch_schema::IpBytes, p: u16) -> String {
+    if a.is_v4() {
+        format!("{a}:{p}")
+    } else {
+        format!("[{a}]:{p}")
     }
 }
