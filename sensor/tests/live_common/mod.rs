@@ -693,7 +693,8 @@ impl Sensor {
         self.collect()
     }
 
-    fn collect(mut self) -> SensorOutput {
+    /// Waits (30 s at most) for the sensor to exit and collects the output.
+    pub fn collect(mut self) -> SensorOutput {
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(st) = self.child.try_wait().unwrap() {

@@ -179,7 +179,7 @@ impl XdpProgram {
         let unsupported = |mode: AttachMode, e: &ProgramError| Error::XdpUnsupported {
             iface: ifname.to_string(),
             mode: mode.as_str(),
-            detail: format!("{e}"),
+            detail: describe(e),
         };
         let (link, mode) = match req {
             ModeRequest::Native | ModeRequest::Auto => match try_mode(prog, AttachMode::Native) {
