@@ -21,6 +21,7 @@ pub mod config;
 pub mod counters;
 pub mod engine;
 pub mod flow;
+pub mod gen;
 pub mod output;
 pub mod parse;
 pub mod ship;
