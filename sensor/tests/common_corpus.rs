@@ -28,7 +28,13 @@ pub fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let header: Vec<&str> = lines.next().expect("header line").split('\t').collect();
     lines
         .filter(|l| !l.trim().is_empty())
-        .map(|l| header.iter().map(|h| h.to_string()).zip(l.split('\t').map(str::to_string)).collect())
+        .map(|l| {
+            header
+                .iter()
+                .map(|h| h.to_string())
+                .zip(l.split('\t').map(str::to_string))
+                .collect()
+        })
         .collect()
 }
 
@@ -36,12 +42,18 @@ pub fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
 pub fn replay(path: &Path, cfg: &EngineConfig) -> (Vec<Record>, Vec<(&'static str, u64)>) {
     let mut engine = Engine::new(cfg);
     let mut out: Vec<Record> = Vec::new();
-    source::read_file(path, None, |f| engine.process(f.ts_us, f.link, f.data, &mut out))
-        .unwrap_or_else(|e| panic!("{e}"));
+    source::read_file(path, None, |f| {
+        engine.process(f.ts_us, f.link, f.data, &mut out)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     engine.finish(&mut out);
     (out, engine.counters())
 }
 
 pub fn counter(counters: &[(&'static str, u64)], name: &str) -> u64 {
-    counters.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no counter {name}")).1
+    counters
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+        .1
 }
