@@ -1,0 +1,362 @@
+//! Live-capture benchmark: on a veth pair in a fresh network namespace, offers traffic
+//! (`xdp_gen`, a PACKET_MMAP TX ring looping a capture) at a series of rates to the raw
+//! AF_XDP receive-and-drop baseline (`xdp_drop`) and to `rstwatch-sensor run`, one
+//! after the other on the same interface, and prints a Markdown table: received pps,
+//! loss, and the kernel's XDP_STATISTICS drop counters for each.
+//!
+//! ```text
+//! cargo build --release -p rstwatch-benches -p rstwatch-sensor
+//! rstwatch-sensor gen --scenario mixed --out /tmp/mixed.pcap
+//! sudo target/release/xdp_bench --pcap /tmp/mixed.pcap --rates 100000,200000,400000,0
+//! ```
+//! Rate 0 means "as fast as the generator goes". Needs root (namespaces, XDP).
+
+#[path = "../xdp_common.rs"]
+mod xdp_common;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// Capture file to offer, looped.
+    #[arg(long)]
+    pcap: PathBuf,
+    /// Offered rates in packets per second, comma-separated (0: generator's maximum).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100000,200000,300000,400000,0"
+    )]
+    rates: Vec<u64>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// XDP mode for both receivers.
+    #[arg(long, default_value = "native")]
+    mode: String,
+    /// Core of the generator (the veth's receive path runs there too, in softirq).
+    #[arg(long, default_value_t = 0)]
+    gen_core: usize,
+    /// Core of the receiving thread (baseline and sensor).
+    #[arg(long, default_value_t = 1)]
+    rx_core: usize,
+    /// Directory holding xdp_gen, xdp_drop and rstwatch-sensor (default: this program's).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Extra arguments for `rstwatch-sensor run`, space-separated (e.g. "--fanout 1").
+    #[arg(long, default_value = "")]
+    sensor_args: String,
+}
+
+struct Net {
+    ns: String,
+    host: String,
+    peer: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let o = Command::new("ip").args(args).output().context("run ip")?;
+    if !o.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl Net {
+    fn new() -> anyhow::Result<Net> {
+        let id = std::process::id() % 100_000;
+        let n = Net {
+            ns: format!("rstw-bench-{id}"),
+            host: format!("rwbc{id}"),
+            peer: format!("rwbp{id}"),
+        };
+        ip(&["netns", "add", &n.ns])?;
+        ip(&[
+            "link", "add", &n.host, "type", "veth", "peer", "name", &n.peer, "netns", &n.ns,
+        ])?;
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", n.host),
+            "1",
+        );
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &n.ns, "sysctl", "-qw"])
+            .arg(format!("net.ipv6.conf.{}.disable_ipv6=1", n.peer))
+            .status();
+        ip(&["link", "set", "dev", &n.host, "up"])?;
+        ip(&["-n", &n.ns, "link", "set", "dev", &n.peer, "up"])?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(n)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Row {
+    receiver: &'static str,
+    offered: u64,
+    sent: u64,
+    gen_secs: f64,
+    rx: u64,
+    dropped: u64,
+    ring_full: u64,
+    fill_empty: u64,
+}
+
+impl Row {
+    fn pps(&self) -> f64 {
+        self.rx as f64 / self.gen_secs.max(1e-9)
+    }
+    fn loss(&self) -> u64 {
+        self.sent.saturating_sub(self.rx)
+    }
+}
+
+fn field(line: &str, key: &str) -> u64 {
+    line.split(|c: char| c.is_whitespace() || c == ';')
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts a receiver and waits for its "capturing" line on stderr.
+fn start(mut cmd: Command) -> anyhow::Result<(Child, std::thread::JoinHandle<String>)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start receiver")?;
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let mut all = String::new();
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if l.contains("capturing on") {
+                let _ = tx.send(());
+            }
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rx.recv_timeout(Duration::from_millis(50)).is_err() {
+        if child.try_wait()?.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("receiver did not start:\n{}", h.join().unwrap_or_default());
+        }
+    }
+    Ok((child, h))
+}
+
+fn stop(mut child: Child) -> anyhow::Result<String> {
+    // SAFETY: signalling our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_string(&mut out)?;
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("receiver exited with {st}");
+    }
+    Ok(out)
+}
+
+fn generate(bin: &Path, net: &Net, a: &Args, rate: u64) -> anyhow::Result<(u64, f64)> {
+    let o = Command::new(bin.join("xdp_gen"))
+        .args(["--netns", &net.ns, "--iface", &net.peer, "--pcap"])
+        .arg(&a.pcap)
+        .args([
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &a.duration.to_string(),
+        ])
+        .args(["--core", &a.gen_core.to_string()])
+        .output()
+        .context("run xdp_gen")?;
+    if !o.status.success() {
+        bail!("xdp_gen: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let s = String::from_utf8_lossy(&o.stdout);
+    let secs = s
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("secs="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(a.duration);
+    Ok((field(&s, "sent"), secs))
+}
+
+fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::Result<Row> {
+    let mut row = Row {
+        receiver: if sensor { "sensor" } else { "baseline" },
+        offered: rate,
+        ..Default::default()
+    };
+    let (child, err) = if sensor {
+        let mut c = Command::new(bin.join("rstwatch-sensor"));
+        c.args([
+            "run",
+            "--iface",
+            &net.host,
+            "--mode",
+            &a.mode,
+            "--stats-interval",
+            "0",
+        ])
+        .args(["--cores", &a.rx_core.to_string()])
+        .args(a.sensor_args.split_whitespace())
+        .stdout(Stdio::null());
+        start(c)?
+    } else {
+        let mut c = Command::new(bin.join("xdp_drop"));
+        c.args([
+            "--iface",
+            &net.host,
+            "--mode",
+            &a.mode,
+            "--core",
+            &a.rx_core.to_string(),
+        ])
+        .stdout(Stdio::piped());
+        start(c)?
+    };
+    let (sent, secs) = generate(bin, net, a, rate)?;
+    row.sent = sent;
+    row.gen_secs = secs;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = stop(child)?;
+    let err = err.join().unwrap_or_default();
+    let line = if sensor {
+        err.lines()
+            .rev()
+            .find(|l| l.contains("final: stats"))
+            .unwrap_or("")
+            .to_string()
+    } else {
+        out
+    };
+    row.rx = field(&line, "rx");
+    row.dropped = field(&line, "dropped");
+    row.ring_full = field(&line, "ring_full");
+    row.fill_empty = field(&line, "fill_empty");
+    Ok(row)
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let bin = match &a.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("no directory of this program")?,
+    };
+    for b in ["xdp_gen", "xdp_drop", "rstwatch-sensor"] {
+        if !bin.join(b).exists() {
+            bail!(
+                "{} missing: cargo build --release -p rstwatch-benches -p rstwatch-sensor",
+                bin.join(b).display()
+            );
+        }
+    }
+    let frames = xdp_common::load_frames(&a.pcap)?;
+    let avg = frames.iter().map(|f| f.len()).sum::<usize>() as f64 / frames.len() as f64;
+    let net = Net::new()?;
+    eprintln!(
+        "xdp_bench: {} ({} frames, {avg:.0} bytes on average), {} s per point, {} XDP, generator on core {}, receiver on core {}",
+        a.pcap.display(),
+        frames.len(),
+        a.duration,
+        a.mode,
+        a.gen_core,
+        a.rx_core
+    );
+    let mut rows = Vec::new();
+    for &rate in &a.rates {
+        for sensor in [false, true] {
+            let r = measure(&bin, &net, &a, sensor, rate)?;
+            eprintln!(
+                "  {:8} offered {:>9} sent {:>9} rx {:>9} ({:>9.0} pps) loss {} dropped {} ring_full {} fill_empty {}",
+                r.receiver,
+                if rate == 0 { "max".to_string() } else { rate.to_string() },
+                r.sent,
+                r.rx,
+                r.pps(),
+                r.loss(),
+                r.dropped,
+                r.ring_full,
+                r.fill_empty
+            );
+            rows.push(r);
+        }
+    }
+    println!("| receiver | offered pps | sent | received | received pps | lost | rx_dropped | rx_ring_full | fill_ring_empty |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            r.receiver,
+            if r.offered == 0 {
+                "max".to_string()
+            } else {
+                r.offered.to_string()
+            },
+            r.sent,
+            r.rx,
+            r.pps(),
+            r.loss(),
+            r.dropped,
+            r.ring_full,
+            r.fill_empty
+        );
+    }
+    let best = |who: &str| {
+        rows.iter()
+            .filter(|r| r.receiver == who && r.loss() == 0)
+            .max_by(|x, y| x.pps().total_cmp(&y.pps()))
+            .cloned()
+    };
+    let top = |who: &str| {
+        rows.iter()
+            .filter(|r| r.receiver == who)
+            .map(Row::pps)
+            .fold(0.0, f64::max)
+    };
+    println!();
+    for who in ["baseline", "sensor"] {
+        match best(who) {
+            Some(r) => println!(
+                "- {who}: highest zero-loss point {:.0} pps (offered {}), peak {:.0} pps",
+                r.pps(),
+                if r.offered == 0 {
+                    "max".into()
+                } else {
+                    r.offered.to_string()
+                },
+                top(who)
+            ),
+            None => println!("- {who}: no zero-loss point; peak {:.0} pps", top(who)),
+        }
+    }
+    let (b, s) = (top("baseline"), top("sensor"));
+    if b > 0.0 {
+        println!("- sensor / baseline at peak: {:.2}", s / b);
+    }
+    Ok(())
+}
