@@ -1,1 +1,385 @@
+//! Test and benchmark harness: a real `clickhouse-server` process from a generated
+//! config in a temp dir on free loopback ports, and a collector process. Both are killed
+//! when their guard is dropped (also on panic).
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// The `clickhouse-server` binary, when installed.
+pub fn clickhouse_binary() -> Option<PathBuf> {
+    for p in ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"] {
+        if Path::new(p).exists() {
+            return Some(p.into());
+        }
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("clickhouse-server"))
+        .find(|p| p.exists())
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> std::io::Result<TempDir> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{n}-{}",
+            std::process::id(),
+            crate::log::now_us()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A ClickHouse server process.
+pub struct ClickHouse {
+    child: Option<Child>,
+    dir: TempDir,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    bin: PathBuf,
+}
+
+impl ClickHouse {
+    /// Starts a server, or `Ok(None)` when no clickhouse-server binary is installed
+    /// (the caller prints why it skips).
+    pub fn start() -> anyhow::Result<Option<ClickHouse>> {
+        let Some(bin) = clickhouse_binary() else {
+            return Ok(None);
+        };
+        let dir = TempDir::new("rstwatch-ch")?;
+        let http_port = free_port();
+        let tcp_port = free_port();
+        let d = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/err.log</errorlog><console>0</console></logger>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>268435456</mark_cache_size>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+  <mlock_executable>false</mlock_executable>
+</yandex>
+"#
+            ),
+        )?;
+        std::fs::write(
+            dir.path().join("users.xml"),
+            r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+"#,
+        )?;
+        let mut ch = ClickHouse {
+            child: None,
+            dir,
+            http_port,
+            tcp_port,
+            bin,
+        };
+        ch.launch()?;
+        Ok(Some(ch))
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("stdout.log"))?;
+        let child = Command::new(&self.bin)
+            .arg(format!(
+                "--config-file={}",
+                self.dir.path().join("config.xml").display()
+            ))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.query("SELECT 1") {
+                if r.trim() == "1" {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    bail!(
+                        "clickhouse-server exited ({st}); log: {}",
+                        std::fs::read_to_string(self.dir.path().join("err.log"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("clickhouse-server did not answer within 60 s")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Stops the server with SIGKILL (the harshest case; committed parts survive).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Wait for the port to be free again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same data and ports.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Runs a query over HTTP and returns the body (TabSeparated); errors on non-200.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
+        http_post(self.http_port, "/", sql.as_bytes())
+    }
+
+    /// Runs a query with `db` as the default database.
+    pub fn query_db(&self, db: &str, sql: &str) -> anyhow::Result<String> {
+        http_post(self.http_port, &format!("/?database={db}"), sql.as_bytes())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST to 127.0.0.1 (tests only: no extra client dependency).
+pub fn http_post(port: u16, path: &str, body: &[u8]) -> anyhow::Result<String> {
+    http_request(port, "POST", path, body)
+}
+
+/// A minimal HTTP/1.1 GET to 127.0.0.1.
+pub fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    http_request(port, "GET", path, b"")
+}
+
+fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    if status != "200" {
+        bail!("HTTP {status}: {}", body.trim());
+    }
+    Ok(body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// A collector process (`rstwatch-collector serve`), killed on drop.
+pub struct Collector {
+    child: Option<Child>,
+    bin: PathBuf,
+    args: Vec<String>,
+    pub port: u16,
+    pub metrics_port: u16,
+    log: PathBuf,
+}
+
+impl Collector {
+    /// Starts `serve` with `extra` arguments on free ports, and waits until it listens.
+    pub fn start(
+        bin: &Path,
+        ch_url: &str,
+        db: &str,
+        extra: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<Collector> {
+        let port = free_port();
+        let metrics_port = free_port();
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+            "--clickhouse-url".into(),
+            ch_url.into(),
+            "--database".into(),
+            db.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Collector {
+            child: None,
+            bin: bin.to_path_buf(),
+            args,
+            port,
+            metrics_port,
+            log: log.to_path_buf(),
+        };
+        c.launch()?;
+        Ok(c)
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_get(self.metrics_port, "/metrics").is_ok() {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    bail!("collector exited ({st}): {}", self.log_text());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("collector did not come up: {}", self.log_text())
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again with the same arguments and ports.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9();
+        self.launch()
+    }
+
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        http_get(self.metrics_port, "/metrics")
+    }
+
+    /// A metric's value (first sample whose name and labels start with `prefix`).
+    pub fn metric(&self, prefix: &str) -> u64 {
+        self.metrics()
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with(prefix) && !l.starts_with('#'))
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -68,6 +68,10 @@ pub struct ReplayArgs {
     /// Never show a progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Ship to a collector instead of printing (see `--ship`).
+    #[command(flatten)]
+    pub ship: crate::ship::ShipArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -120,6 +124,9 @@ impl ReplayArgs {
 
 pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
     let cfg = a.engine_config()?;
+    if a.ship.ship.is_some() {
+        return crate::ship::replay_shipped(&a.ship, |sink| replay_files(&a, &cfg, sink));
+    }
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
     let (bad_files, counters, written) = match a.format {
