@@ -49,7 +49,7 @@
 //! | `after-fin` | 6 flows: the client closed and the server's late response draws the client's RST; or the server closed (keep-alive timeout) and the client's next request draws the server's RST | `abort` | orig / resp | `after_fin`, `seq_exact` | no |
 //! | `injection` | see below | `abort` | orig / resp | see below | see below |
 //! | `blind-inwindow` | 2 BGP sessions × 40 bare RSTs from an off-path attacker, seq stepping by the victim's receive window; exactly one per walk lands inside (challenge ACK follows); the real peer's keepalive follows 25 ms after the walk | `abort` | orig (IPv4), resp (IPv6) | `seq_in_window` or `seq_out_of_window`, `ttl_mismatch`, `data_after` | yes |
-//! | `storm` | `--flows` (at least 1200, default 2000) flows to 203.0.113.10:443 reset by the load balancer within 200 ms; 4/5 have their handshake in the capture, 1/5 are long-lived connections from 20 NAT addresses that sent nothing during the capture | `abort` / `unsolicited` | resp / unknown | `seq_exact` / – | no |
+//! | `storm` | `--flows` (at least 1200, default 2000) flows to 203.0.113.10:443 reset by the load balancer within 200 ms; 4/5 have their handshake in the capture, 1/5 (at most 400 000) are long-lived connections from 20 NAT addresses that sent nothing during the capture | `abort` / `unsolicited` | resp / unknown | `seq_exact` / – | no |
 //! | `scan` | SYN scan from 192.0.2.66: port 23 on 36 hosts (32 closed → RST/ACK, 4 filtered), 24 ports on 203.0.113.25 (21 closed; 22, 80, 443 open → SYN-ACK, the scanner's kernel sends RST) | `reject` / `handshake_abort` | resp / orig | – | no |
 //! | `backscatter` | 80-200 RST/ACKs (seq 0) from 192.0.2.99 to 40 local addresses over a minute, no prior packets | `unsolicited` | unknown | – | no |
 //! | `mixed` | all of the above in `--flows` background flows over ten minutes | as above | | | |
@@ -83,7 +83,7 @@
 //!   client continues its upload 20-60 ms later. Label `seq_in_window`, `ipid_mismatch`,
 //!   `data_after`, suspect.
 
-mod packet;
+pub mod packet;
 mod rng;
 mod scenarios;
 mod world;

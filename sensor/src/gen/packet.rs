@@ -1,13 +1,16 @@
 //! Builds Ethernet / IPv4 / IPv6 / TCP frames by hand, with correct IPv4 header and TCP
 //! checksums, and the TCP options real stacks put on their segments.
+//!
+//! [`build`], [`Wire`] and the flag constants are public so that benchmarks and tests
+//! can craft frames of their own (no TCP state: every field is the caller's).
 
 use std::net::IpAddr;
 
-pub(crate) const FIN: u8 = 0x01;
-pub(crate) const SYN: u8 = 0x02;
-pub(crate) const RST: u8 = 0x04;
-pub(crate) const PSH: u8 = 0x08;
-pub(crate) const ACK: u8 = 0x10;
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
 
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
@@ -17,7 +20,7 @@ const PROTO_TCP: u8 = 6;
 const MIN_FRAME: usize = 60;
 
 /// Everything that ends up in one frame.
-pub(crate) struct Wire<'a> {
+pub struct Wire<'a> {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
     pub src: IpAddr,
@@ -41,7 +44,7 @@ pub(crate) struct Wire<'a> {
 }
 
 /// Serialises `w` into a complete Ethernet frame.
-pub(crate) fn build(w: &Wire<'_>) -> Vec<u8> {
+pub fn build(w: &Wire<'_>) -> Vec<u8> {
     debug_assert!(w.options.len() & 3 == 0 && w.options.len() <= 40);
     let tcp_hlen = 20 + w.options.len();
     let tcp_len = tcp_hlen + w.payload.len();
