@@ -1,0 +1,129 @@
+//! The schema and the shipped queries on both dialects: `migrate` on a real
+//! ClickHouse 18.16 server (twice, and refusing a newer schema), and the modern
+//! rendering on current ClickHouse in-process through PyPI's chdb-core.
+
+use std::path::Path;
+use std::process::Command;
+
+use rstwatch_collector::testing::ClickHouse;
+
+const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
+
+fn migrate(url: &str, db: &str) -> std::process::Output {
+    Command::new(COLLECTOR)
+        .args(["migrate", "--clickhouse-url", url, "--database", db])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn migrate_is_idempotent_and_refuses_a_newer_schema() {
+    let Some(ch) = ClickHouse::start().unwrap() else {
+        println!("SKIP migrate_is_idempotent_and_refuses_a_newer_schema: clickhouse-server is not installed");
+        return;
+    };
+    let first = migrate(&ch.url(), "rw");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1]"));
+    let second = migrate(&ch.url(), "rw");
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("nothing to do"));
+    let tables = ch
+        .query("SELECT name FROM system.tables WHERE database = 'rw' ORDER BY name")
+        .unwrap();
+    for t in [
+        "anomalies",
+        "batches",
+        "flows",
+        "rst_events",
+        "rst_minute",
+        "rst_minute_mv",
+        "schema_migrations",
+        "sensor_stats",
+    ] {
+        assert!(tables.lines().any(|l| l == t), "missing {t}: {tables}");
+    }
+    // Every shipped query runs on the empty schema.
+    for (name, q) in rstwatch_schema::sql::QUERIES {
+        ch.query_db("rw", q)
+            .unwrap_or_else(|e| panic!("query {name}: {e}"));
+    }
+    // A schema newer than this build knows: refused, clearly.
+    ch.query("INSERT INTO rw.schema_migrations VALUES (99, '099_future', now(), 'x')")
+        .unwrap();
+    let newer = migrate(&ch.url(), "rw");
+    assert!(!newer.status.success());
+    let err = String::from_utf8_lossy(&newer.stderr);
+    assert!(
+        err.contains("schema version 99, newer than this collector knows"),
+        "{err}"
+    );
+    // serve refuses it too.
+    let serve = Command::new(COLLECTOR)
+        .args([
+            "serve",
+            "--plaintext",
+            "--no-auth",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--clickhouse-url",
+            &ch.url(),
+            "--database",
+            "rw",
+        ])
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("upgrade the collector"));
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_token() {
+    let out = Command::new(COLLECTOR)
+        .args(["serve", "--plaintext", "--listen", "127.0.0.1:0"])
+        .args(["--clickhouse-url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no sensor token configured"), "{err}");
+    assert!(err.contains("--no-auth"), "{err}");
+}
+
+#[test]
+fn modern_dialect_on_chdb() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_sql_chdb.py");
+    let probe = Command::new("python3").args(["-c", "import chdb"]).output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        _ => {
+            println!("SKIP modern_dialect_on_chdb: python3 with chdb-core is not installed (pip install chdb-core)");
+            return;
+        }
+    }
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(COLLECTOR)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("DDL: 7 statements applied"), "{text}");
+    assert_eq!(
+        text.matches("query ok:").count(),
+        rstwatch_schema::sql::QUERIES.len(),
+        "{text}"
+    );
+}
