@@ -15,9 +15,9 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// The synthetic capture (all RST classes) as a pcap, and `replay`'s output for it.
-fn synthetic_capture(name: &str) -> (PathBuf, String) {
+fn synthetic_capture(name: &str, frames: &[Vec<u8>]) -> (PathBuf, String) {
     let pcap = tmp(name);
-    write_pcap(&pcap, &synthetic_frames(400), 1_700_000_000);
+    write_pcap(&pcap, frames, 1_700_000_000);
     let r = sensor_cmd(&["replay", pcap.to_str().unwrap()]);
     assert!(r.status.success(), "replay failed: {}", r.stderr);
     assert!(
@@ -29,11 +29,16 @@ fn synthetic_capture(name: &str) -> (PathBuf, String) {
 }
 
 fn run_vs_replay(test: &str, extra: &[&str], expect_mode: &str) {
+    run_vs_replay_q(test, 1, extra, expect_mode)
+}
+
+fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
     if should_skip(test) {
         return;
     }
-    let (pcap, replay) = synthetic_capture(&format!("{test}.pcap"));
-    let veth = Veth::new();
+    let frames = synthetic_frames_opt(400, queues == 1);
+    let (pcap, replay) = synthetic_capture(&format!("{test}.pcap"), &frames);
+    let veth = Veth::with_queues(queues);
     let port = free_port();
     let port_s = format!("127.0.0.1:{port}");
     let mut args = vec![
@@ -69,23 +74,41 @@ fn run_vs_replay(test: &str, extra: &[&str], expect_mode: &str) {
     assert!(o.stderr.contains("XDP program detached"), "{}", o.stderr);
 
     // Everything sent arrived, nothing was dropped, and the numbers are in the metrics.
-    let frames = synthetic_frames(400);
     let tcp = frames
         .iter()
         .filter(|f| f.len() > 23 && (f[23] == 6 || f[12] != 0x08))
         .count();
-    assert!(
-        o.stderr.contains(&format!("q0 rx={tcp} dropped=0")),
-        "expected {tcp} frames, no drops:\n{}",
-        o.stderr
-    );
-    assert!(
-        metrics.contains(&format!(
-            "rstwatch_xsk_rx_frames_total{{iface=\"{}\",queue=\"0\"}} {tcp}",
-            veth.host
-        )),
-        "metrics:\n{metrics}"
-    );
+    let last = o
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("final: stats"))
+        .unwrap_or("");
+    let mut total = 0;
+    for q in 0..queues {
+        let n: u64 = last
+            .split(&format!("q{q} rx="))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no count for queue {q}: {last}"));
+        assert!(
+            last.contains(&format!("q{q} rx={n} dropped=0 ring_full=0")),
+            "{last}"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "rstwatch_xsk_rx_frames_total{{iface=\"{}\",queue=\"{q}\"}} {n}",
+                veth.host
+            )),
+            "metrics:\n{metrics}"
+        );
+        if queues > 1 {
+            assert!(n > 0, "traffic spread over the queues: {last}");
+        }
+        total += n;
+    }
+    assert_eq!(total, tcp as u64, "expected {tcp} frames: {last}");
     assert!(
         metrics.contains("rstwatch_xsk_rx_dropped_total"),
         "{metrics}"
@@ -124,6 +147,34 @@ fn live_run_matches_replay_fanout2() {
     run_vs_replay(
         "live_run_matches_replay_fanout2",
         &["--mode", "auto", "--fanout", "2", "--cores", "0,1,1"],
+        "native",
+    );
+}
+
+#[test]
+fn live_run_matches_replay_busy_poll() {
+    run_vs_replay(
+        "live_run_matches_replay_busy_poll",
+        &[
+            "--mode",
+            "native",
+            "--busy-poll",
+            "20",
+            "--busy-poll-budget",
+            "32",
+        ],
+        "native",
+    );
+}
+
+/// Two receive queues, one socket and one engine each (per-queue mode): the kernel's
+/// symmetric flow hash keeps both directions of a flow on one queue.
+#[test]
+fn live_run_matches_replay_two_queues() {
+    run_vs_replay_q(
+        "live_run_matches_replay_two_queues",
+        2,
+        &["--queues", "0,1", "--cores", "0,1"],
         "native",
     );
 }

@@ -114,6 +114,8 @@ struct Row {
     dropped: u64,
     ring_full: u64,
     fill_empty: u64,
+    /// CPU seconds the receiver process used while the generator ran.
+    cpu_s: f64,
 }
 
 impl Row {
@@ -123,6 +125,31 @@ impl Row {
     fn loss(&self) -> u64 {
         self.sent.saturating_sub(self.rx)
     }
+    fn cpu_pct(&self) -> f64 {
+        100.0 * self.cpu_s / self.gen_secs.max(1e-9)
+    }
+    fn ns_per_pkt(&self) -> f64 {
+        if self.rx == 0 {
+            0.0
+        } else {
+            self.cpu_s * 1e9 / self.rx as f64
+        }
+    }
+}
+
+/// utime + stime of a process, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14, 15.
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks / hz
 }
 
 fn field(line: &str, key: &str) -> u64 {
@@ -236,7 +263,10 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
         .stdout(Stdio::piped());
         start(c)?
     };
+    let pid = child.id();
+    let cpu0 = cpu_seconds(pid);
     let (sent, secs) = generate(bin, net, a, rate)?;
+    row.cpu_s = cpu_seconds(pid) - cpu0;
     row.sent = sent;
     row.gen_secs = secs;
     std::thread::sleep(Duration::from_millis(500));
@@ -292,7 +322,7 @@ fn main() -> anyhow::Result<()> {
         for sensor in [false, true] {
             let r = measure(&bin, &net, &a, sensor, rate)?;
             eprintln!(
-                "  {:8} offered {:>9} sent {:>9} rx {:>9} ({:>9.0} pps) loss {} dropped {} ring_full {} fill_empty {}",
+                "  {:8} offered {:>9} sent {:>9} rx {:>9} ({:>9.0} pps) loss {} dropped {} ring_full {} fill_empty {} cpu {:.0}% {:.0} ns/pkt",
                 r.receiver,
                 if rate == 0 { "max".to_string() } else { rate.to_string() },
                 r.sent,
@@ -301,16 +331,18 @@ fn main() -> anyhow::Result<()> {
                 r.loss(),
                 r.dropped,
                 r.ring_full,
-                r.fill_empty
+                r.fill_empty,
+                r.cpu_pct(),
+                r.ns_per_pkt()
             );
             rows.push(r);
         }
     }
-    println!("| receiver | offered pps | sent | received | received pps | lost | rx_dropped | rx_ring_full | fill_ring_empty |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| receiver | offered pps | sent | received | received pps | lost | rx_dropped | rx_ring_full | fill_ring_empty | receiver CPU | CPU ns/pkt |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0}% | {:.0} |",
             r.receiver,
             if r.offered == 0 {
                 "max".to_string()
@@ -323,7 +355,9 @@ fn main() -> anyhow::Result<()> {
             r.loss(),
             r.dropped,
             r.ring_full,
-            r.fill_empty
+            r.fill_empty,
+            r.cpu_pct(),
+            r.ns_per_pkt()
         );
     }
     let best = |who: &str| {

@@ -56,6 +56,8 @@ pub type HashFn = fn(LinkType, &[u8]) -> Option<u64>;
 const TICK_EVERY: Duration = Duration::from_millis(100);
 const IDLE_WAIT_MS: i32 = 10;
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
+/// Idle ticks of a busy-polling worker (which never sleeps in poll).
+const IDLE_TICK_BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// What a finished capture saw (also logged as the last stats line).
 #[derive(Debug, Clone)]
@@ -341,6 +343,7 @@ fn queue_worker<P: Processor>(
     let mut last_tick = Instant::now();
     let mut last_snap = Instant::now();
     let mut last_ts = 0i64;
+    let busy = sock.is_busy_polling();
     loop {
         if drain.load(Ordering::Acquire) {
             // The program is detached: what is in the ring is all there will be.
@@ -356,8 +359,9 @@ fn queue_worker<P: Processor>(
                 p.tick(last_ts);
                 last_tick = Instant::now();
             }
-        } else {
-            // Ring empty: everything stamped before now has been seen.
+        } else if !busy || last_tick.elapsed() >= IDLE_TICK_BUSY_POLL {
+            // Ring empty: everything stamped before now has been seen. (A busy-polling
+            // worker comes here on every empty poll: it ticks at a bounded rate.)
             p.tick(realtime_us());
             last_tick = Instant::now();
         }

@@ -330,6 +330,11 @@ impl XskSocket {
         self.zero_copy
     }
 
+    /// Whether busy polling is on ([`XskSocket::wait`] then never sleeps).
+    pub fn is_busy_polling(&self) -> bool {
+        self.busy_poll
+    }
+
     /// Re-reads the offset between CLOCK_MONOTONIC (XDP timestamps) and CLOCK_REALTIME;
     /// call now and then (once a second) so wall-clock steps are followed.
     pub fn refresh_clock(&mut self) {
