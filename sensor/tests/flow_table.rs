@@ -2,9 +2,12 @@
 //! half-open flows before established ones.
 
 use rstwatch_schema::{CloseReason, ConnState, Record};
+use rstwatch_sensor::gen::packet::{build, Wire, ACK, FIN, PSH, SYN};
 use rstwatch_sensor::parse::LinkType;
 use rstwatch_sensor::{Engine, EngineConfig};
+use std::net::{IpAddr, Ipv4Addr};
 
+/// An Ethernet/IPv4/TCP frame with valid checksums (the scenario generator's builder).
 #[allow(clippy::too_many_arguments)]
 fn frame(
     src: [u8; 4],
@@ -16,39 +19,30 @@ fn frame(
     ack: u32,
     payload: usize,
 ) -> Vec<u8> {
-    let tcp_len = 20 + payload;
-    let ip_len = 20 + tcp_len;
-    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (ip_len >> 8) as u8,
-        ip_len as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&ack.to_be_bytes());
-    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.resize(f.len() + payload, 0x61);
-    f
+    let data = vec![0x61u8; payload];
+    build(&Wire {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: IpAddr::V4(Ipv4Addr::from(src)),
+        dst: IpAddr::V4(Ipv4Addr::from(dst)),
+        ttl: 64,
+        ip_id: 1,
+        df: true,
+        flow_label: 0,
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        window: 65535,
+        options: &[],
+        payload: &data,
+    })
 }
 
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const SYNACK: u8 = 0x12;
-const FIN_ACK: u8 = 0x11;
-const PSH_ACK: u8 = 0x18;
+const SYNACK: u8 = SYN | ACK;
+const FIN_ACK: u8 = FIN | ACK;
+const PSH_ACK: u8 = PSH | ACK;
 const SERVER: [u8; 4] = [203, 0, 113, 10];
 
 fn cfg(capacity: usize) -> EngineConfig {
@@ -170,7 +164,7 @@ fn established_flows_survive_a_syn_flood() {
     for f in established {
         assert_eq!(f.close, CloseReason::Fin, "{f:?}");
         assert_eq!(f.conn_state, ConnState::Sf, "{f:?}");
-        assert_eq!(f.history, "ShADFafA".replace("ShADFafA", &f.history));
+        assert_eq!(f.history, "ShADFf", "{f:?}");
     }
     assert!(e.raw_counters().flows_evicted > 15_000);
 }

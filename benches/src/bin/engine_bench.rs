@@ -1,0 +1,291 @@
+//! Engine benchmark: parse → track → classify on one core.
+//!
+//! ```text
+//! cargo run --release -p rstwatch-benches --bin engine_bench [-- --flows N --packets N --flood N]
+//! ```
+//!
+//! Prints, in one run on one core:
+//! 1. peak memory while a SYN flood of `--flood` random four-tuples (default 10,000,000)
+//!    goes through an engine with the default capacity (run first, so the process's
+//!    high-water mark is the engine's);
+//! 2. bytes per flow of the flow table at capacity, reserved and actually resident;
+//! 3. steady-state throughput with `--flows` concurrent flows (default 1,000,000) in the
+//!    table: data packets on those flows interleaved with the `mixed` scenario capture
+//!    (all held in memory), against a parse-only pass over the same frames in the same
+//!    run (the ratio is the figure to compare across machines; these VMs are noisy).
+
+use rstwatch_sensor::gen::packet::{build, Wire, ACK, PSH, SYN};
+use rstwatch_sensor::gen::{self, GenOptions, Scenario};
+use rstwatch_sensor::parse::{self, LinkType, ParseOptions};
+use rstwatch_sensor::sink::CountingSink;
+use rstwatch_sensor::{Engine, EngineConfig};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+const T0: i64 = 1_767_225_600_000_000;
+const SERVER_PORT: u16 = 443;
+
+/// Frames in one buffer: (timestamp, offset, length) plus the bytes. A `Vec` per frame
+/// would add 24 bytes of header and an allocation to each of tens of millions.
+#[derive(Default)]
+struct Frames {
+    bytes: Vec<u8>,
+    index: Vec<(i64, u32, u16)>,
+}
+
+impl Frames {
+    fn push(&mut self, ts_us: i64, f: &[u8]) {
+        self.index
+            .push((ts_us, self.bytes.len() as u32, f.len() as u16));
+        self.bytes.extend_from_slice(f);
+    }
+    fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.index
+            .iter()
+            .map(|&(t, o, l)| (t, &self.bytes[o as usize..o as usize + l as usize]))
+    }
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// Flow `k`'s client: 192.0.2.0/24 × ports 1024..65535 (16 M tuples), server
+/// 203.0.113.(k % 200 + 1):443.
+fn tuple(k: u64) -> (Ipv4Addr, u16, Ipv4Addr) {
+    let port = 1024 + (k % 64_000) as u16;
+    let host = (k / 64_000) as u8;
+    (
+        Ipv4Addr::new(192, 0, 2, host),
+        port,
+        Ipv4Addr::new(203, 0, 113, (k % 200) as u8 + 1),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn frame(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    build(&Wire {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        ttl: 64,
+        ip_id: (seq as u16).wrapping_mul(7),
+        df: true,
+        flow_label: 0,
+        sport,
+        dport,
+        seq,
+        ack,
+        flags,
+        window: 502,
+        options: &[],
+        payload,
+    })
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map(|w| {
+            w[1].replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
+        .unwrap_or(default)
+}
+
+fn main() {
+    let flows = arg("--flows", 1_000_000);
+    let packets = arg("--packets", 20_000_000);
+    let flood = arg("--flood", 10_000_000);
+    // One steady packet in this many comes from the mixed scenario (0: none).
+    let mixed_every = arg("--mixed-every", 4);
+    println!(
+        "engine_bench: {} flows, {} steady packets, {} flood SYNs",
+        flows, packets, flood
+    );
+
+    // 1. SYN flood with the default capacity, first: the process's peak RSS is then the
+    //    engine's (plus a small constant).
+    let rss_before = rss_kib("VmRSS:");
+    let cfg = EngineConfig::default();
+    let mut e = Engine::new(&cfg);
+    let mut sink = CountingSink::default();
+    let server = Ipv4Addr::new(203, 0, 113, 80);
+    let t = Instant::now();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..flood {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let src = Ipv4Addr::new(198, 51, 100, x as u8);
+        let f = frame(
+            src,
+            (x >> 8) as u16 | 1024,
+            server,
+            80 + (x >> 24) as u16 % 8,
+            SYN,
+            (x >> 32) as u32,
+            0,
+            &[],
+        );
+        e.process(T0 + i as i64, LinkType::Ethernet, &f, &mut sink);
+    }
+    let flood_s = t.elapsed().as_secs_f64();
+    let c = e.raw_counters();
+    println!(
+        "syn flood: {} SYNs in {:.1} s ({:.2} Mpps incl. frame building); live flows {}, evicted {}; \
+         peak RSS {} MiB (VmHWM), engine RSS {} MiB",
+        flood,
+        flood_s,
+        flood as f64 / flood_s / 1e6,
+        e.flows_live(),
+        c.flows_evicted,
+        rss_kib("VmHWM:") / 1024,
+        rss_kib("VmRSS:").saturating_sub(rss_before) / 1024
+    );
+    drop(e);
+
+    // 2 + 3. Steady state with `flows` concurrent flows.
+    let mut prefill = Frames::default();
+    for k in 0..flows {
+        let (c, p, s) = tuple(k);
+        let ts = T0 + k as i64;
+        prefill.push(ts, &frame(c, p, s, SERVER_PORT, SYN, 1000, 0, &[]));
+        prefill.push(ts, &frame(s, SERVER_PORT, c, p, SYN | ACK, 5000, 1001, &[]));
+        prefill.push(ts, &frame(c, p, s, SERVER_PORT, ACK, 1001, 5001, &[]));
+    }
+    let t_start = T0 + flows as i64 + 1_000_000;
+    let mixed = gen::generate(
+        Scenario::Mixed,
+        &GenOptions {
+            flows: 20_000,
+            start_us: t_start,
+            ..GenOptions::default()
+        },
+    );
+    let mut steady = Frames::default();
+    let mut next = vec![(1001u32, 5001u32); flows as usize];
+    let payload = [0x61u8; 18];
+    let mut mixed_frames = mixed.frames.iter().cycle();
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
+    let step_us = 10_000_000 / packets.max(1) as i64 + 1;
+    for i in 0..packets {
+        let ts = t_start + i as i64 * step_us;
+        if mixed_every > 0 && i % mixed_every == mixed_every - 1 {
+            // One packet in four from the mixed scenario (handshakes, closes, RSTs).
+            let f = mixed_frames.next().expect("cycle");
+            steady.push(ts, &f.data);
+            continue;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let k = rng % flows.max(1);
+        let (c, p, s) = tuple(k);
+        let n = &mut next[k as usize];
+        if rng & (1 << 40) == 0 {
+            steady.push(
+                ts,
+                &frame(c, p, s, SERVER_PORT, PSH | ACK, n.0, n.1, &payload),
+            );
+            n.0 = n.0.wrapping_add(payload.len() as u32);
+        } else {
+            steady.push(
+                ts,
+                &frame(s, SERVER_PORT, c, p, PSH | ACK, n.1, n.0, &payload),
+            );
+            n.1 = n.1.wrapping_add(payload.len() as u32);
+        }
+    }
+    drop(next);
+    let avg_len = steady.bytes.len() as f64 / steady.len() as f64;
+    println!(
+        "steady capture: {} frames in memory, {:.0} bytes average",
+        steady.len(),
+        avg_len
+    );
+
+    // Baseline: parse only, same frames, same run.
+    let opts = ParseOptions {
+        verify_checksum: true,
+    };
+    let t = Instant::now();
+    let mut ok = 0u64;
+    for (_, f) in steady.iter() {
+        ok += parse::parse(LinkType::Ethernet, black_box(f), opts).is_ok() as u64;
+    }
+    let parse_s = t.elapsed().as_secs_f64();
+    black_box(ok);
+
+    let rss0 = rss_kib("VmRSS:");
+    let mut e = Engine::new(&EngineConfig {
+        flow_capacity: flows.max(1) as usize,
+        ..EngineConfig::default()
+    });
+    let mut sink = CountingSink::default();
+    let t = Instant::now();
+    for (ts, f) in prefill.iter() {
+        e.process(ts, LinkType::Ethernet, f, &mut sink);
+    }
+    let fill_s = t.elapsed().as_secs_f64();
+    let live = e.flows_live();
+    let resident = (rss_kib("VmRSS:").saturating_sub(rss0)) * 1024;
+    drop(prefill);
+    // Batches of 64, like an AF_XDP receive ring hands them over.
+    let batches: Vec<Vec<(i64, &[u8])>> = {
+        let all: Vec<(i64, &[u8])> = steady.iter().collect();
+        all.chunks(64).map(|c| c.to_vec()).collect()
+    };
+    let t = Instant::now();
+    for b in &batches {
+        e.process_batch(LinkType::Ethernet, b, &mut sink);
+    }
+    let engine_s = t.elapsed().as_secs_f64();
+    let n = steady.len() as f64;
+    println!(
+        "flow table: capacity {}, {} live after fill ({:.2} M flows/s set-up); reserved {:.1} B/flow, resident {:.1} B/flow \
+         (Flow record {} B)",
+        flows,
+        live,
+        flows as f64 / fill_s / 1e6,
+        e.table_reserved_bytes() as f64 / flows as f64,
+        resident as f64 / live.max(1) as f64,
+        std::mem::size_of::<rstwatch_sensor::flow::Flow>()
+    );
+    println!(
+        "parse only:  {:.2} Mpps, {:.1} ns/packet",
+        n / parse_s / 1e6,
+        parse_s * 1e9 / n
+    );
+    println!(
+        "engine:      {:.2} Mpps, {:.1} ns/packet ({} RST events, {} flow records, {} anomalies); \
+         engine/parse-only time ratio {:.2}",
+        n / engine_s / 1e6,
+        engine_s * 1e9 / n,
+        sink.rst,
+        sink.flows,
+        sink.anomalies,
+        engine_s / parse_s
+    );
+}
