@@ -80,7 +80,7 @@ pub fn update(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update {
             d.win = p.window;
             if syn {
                 d.flags |= if f.ack() { dflags::SYNACK } else { dflags::SYN };
-                d.ws = (d.ws & 0xf0) | p.wscale.unwrap_or(NO_WSCALE);
+                d.ws = (d.ws & 0xf0) | p.opts.wscale.unwrap_or(NO_WSCALE);
             }
             if fin {
                 d.flags |= dflags::FIN;

@@ -45,7 +45,7 @@ fn valid_v4_frame() -> Vec<u8> {
     f.extend_from_slice(&[
         0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x80, 0x12, 0xff, 0xff, 0, 0, 0, 0,
     ]);
-    f.extend_from_slice(&[2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 0, 0, 0, 1]);
+    f.extend_from_slice(&[2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 1, 1]);
     f.extend_from_slice(b"hello");
     f
 }
@@ -74,9 +74,15 @@ fn the_valid_frames_parse() {
     )
     .unwrap();
     assert_eq!(
-        (p.sport, p.dport, p.vlan, p.payload_len, p.wscale),
-        (40000, 443, 7, 5, Some(7))
+        (p.sport, p.dport, p.vlan, p.payload_len),
+        (40000, 443, 7, 5)
     );
+    let o = p.opts;
+    assert_eq!(
+        (o.mss, o.wscale, o.sack_permitted, o.timestamps),
+        (Some(1460), Some(7), true, None)
+    );
+    assert!(!o.malformed);
     let p = parse(
         LinkType::Ethernet,
         &valid_v6_frame(),

@@ -15,7 +15,7 @@ mod link;
 mod tcp;
 
 pub use link::LinkType;
-pub use tcp::TcpFlags;
+pub use tcp::{TcpFlags, TcpOptions};
 
 use rstwatch_schema::IpBytes;
 
@@ -35,8 +35,8 @@ pub struct Packet {
     pub flags: TcpFlags,
     /// The raw (unscaled) window field.
     pub window: u16,
-    /// Window scale option, when present (SYN segments).
-    pub wscale: Option<u8>,
+    /// The TCP options read (window scale only on SYN segments).
+    pub opts: TcpOptions,
     /// Payload length according to the IP header (not the captured length: a snap
     /// length cut does not make a segment shorter on the wire).
     pub payload_len: u32,

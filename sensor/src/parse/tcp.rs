@@ -80,11 +80,15 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
         return Err(Reject::TruncatedTcp);
     }
     let flags = TcpFlags(t[13]);
-    let wscale = if flags.syn() && hlen > 20 {
-        window_scale(&t[20..hlen])
+    let mut opts = if hlen > 20 {
+        options(&t[20..hlen])
     } else {
-        None
+        TcpOptions::default()
     };
+    if !flags.syn() {
+        // Window scale means something only on a SYN (RFC 7323 §2.2).
+        opts.wscale = None;
+    }
     Ok(Packet {
         src: ip.src,
         dst: ip.dst,
@@ -96,7 +100,7 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
         ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         flags,
         window: u16::from_be_bytes([t[14], t[15]]),
-        wscale,
+        opts,
         payload_len: ip.l4_len - hlen as u32,
         ttl: ip.ttl,
         ip_id: ip.ip_id,
@@ -106,28 +110,60 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
     })
 }
 
-/// Walks the options for window scale. A malformed option list ends the walk: the
-/// option is then treated as absent (RFC 7323: no scaling), as a receiver would.
+/// The TCP options the sensor reads (RFC 9293 MSS, RFC 7323 window scale and
+/// timestamps, RFC 2018 SACK-permitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    /// Window scale shift (SYN segments only; capped at 14 as RFC 7323 §2.3 says).
+    pub wscale: Option<u8>,
+    pub sack_permitted: bool,
+    /// (TSval, TSecr).
+    pub timestamps: Option<(u32, u32)>,
+    /// The option list was cut short or had an impossible length; the walk stopped
+    /// there, as a receiver's would.
+    pub malformed: bool,
+}
+
+const OPT_MSS: u8 = 2;
+const OPT_SACK_PERMITTED: u8 = 4;
+const OPT_TIMESTAMPS: u8 = 8;
+
+/// Walks the option list. Options of the wrong length are ignored (a receiver would
+/// not act on them either); a length that runs past the header ends the walk.
 #[inline]
-fn window_scale(mut o: &[u8]) -> Option<u8> {
+fn options(mut o: &[u8]) -> TcpOptions {
+    let mut out = TcpOptions::default();
     while let Some(&kind) = o.first() {
         match kind {
-            OPT_END => return None,
+            OPT_END => break,
             OPT_NOP => o = &o[1..],
             _ => {
-                let len = usize::from(*o.get(1)?);
+                let Some(len) = o.get(1).map(|&l| usize::from(l)) else {
+                    out.malformed = true;
+                    break;
+                };
                 if len < 2 || len > o.len() {
-                    return None;
+                    out.malformed = true;
+                    break;
                 }
-                if kind == OPT_WSCALE && len == 3 {
-                    // RFC 7323 §2.3: shifts above 14 are used as 14.
-                    return Some(o[2].min(14));
+                let body = &o[2..len];
+                match (kind, body.len()) {
+                    (OPT_MSS, 2) => out.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+                    (OPT_WSCALE, 1) => out.wscale = Some(body[0].min(14)),
+                    (OPT_SACK_PERMITTED, 0) => out.sack_permitted = true,
+                    (OPT_TIMESTAMPS, 8) => {
+                        let v = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                        let e = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                        out.timestamps = Some((v, e));
+                    }
+                    _ => {}
                 }
                 o = &o[len..];
             }
         }
     }
-    None
+    out
 }
 
 /// Verifies the TCP checksum over the pseudo-header and the captured segment. A
@@ -161,4 +197,38 @@ fn ones_sum(b: &[u8]) -> u64 {
         s += u64::from(*last) << 8;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_usual_syn_options() {
+        // Linux SYN: MSS, SACK-permitted, timestamps, NOP, window scale.
+        let o = options(&[
+            2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 3, 7,
+        ]);
+        assert_eq!(o.mss, Some(1460));
+        assert!(o.sack_permitted);
+        assert_eq!(o.timestamps, Some((256, 0)));
+        assert_eq!(o.wscale, Some(7));
+        assert!(!o.malformed);
+    }
+
+    #[test]
+    fn caps_the_window_scale_and_stops_at_bad_lengths() {
+        assert_eq!(options(&[3, 3, 30]).wscale, Some(14));
+        let o = options(&[2, 4, 5, 0xb4, 8, 40, 0, 0]);
+        assert_eq!(o.mss, Some(1460));
+        assert!(o.malformed && o.timestamps.is_none());
+        assert!(options(&[2]).malformed);
+        assert!(options(&[2, 1]).malformed);
+        // Wrong length for the kind: ignored, not malformed.
+        let o = options(&[2, 3, 5, 1, 1]);
+        assert_eq!(o.mss, None);
+        assert!(!o.malformed);
+        // End of list stops the walk.
+        assert_eq!(options(&[0, 2, 4, 5, 0xb4]).mss, None);
+    }
 }

@@ -242,3 +242,90 @@ mod tests {
         assert_eq!(ts_units_per_second(30), None);
     }
 }
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    use pcap_file::{DataLink, Endianness, TsResolution};
+    use std::time::Duration;
+
+    /// Both byte orders and both timestamp resolutions read back to the same
+    /// microseconds.
+    #[test]
+    fn pcap_byte_orders_and_resolutions() {
+        for endianness in [Endianness::Big, Endianness::Little] {
+            for ts_resolution in [TsResolution::MicroSecond, TsResolution::NanoSecond] {
+                let dir = std::env::temp_dir().join(format!(
+                    "rstwatch-src-{}-{endianness:?}-{ts_resolution:?}",
+                    std::process::id()
+                ));
+                let header = PcapHeader {
+                    endianness,
+                    ts_resolution,
+                    datalink: DataLink::RAW,
+                    ..PcapHeader::default()
+                };
+                let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+                let ts = Duration::new(1_767_225_600, 123_456_789);
+                let data = [0x45u8, 0, 0, 20];
+                w.write_packet(&PcapPacket::new(ts, 4, &data)).unwrap();
+                std::fs::write(&dir, w.into_writer()).unwrap();
+                let mut seen = vec![];
+                read_file(&dir, None, |f| {
+                    seen.push((f.ts_us, f.link, f.data.to_vec()))
+                })
+                .unwrap();
+                std::fs::remove_file(&dir).ok();
+                // Nanoseconds are truncated to microseconds; a microsecond file holds
+                // them already truncated.
+                let want_us = 1_767_225_600_123_456;
+                assert_eq!(
+                    seen,
+                    vec![(want_us, LinkType::RawIp, data.to_vec())],
+                    "{endianness:?} {ts_resolution:?}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pcapng_tests {
+    use super::*;
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    use pcap_file::pcapng::PcapNgWriter;
+    use pcap_file::DataLink;
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    /// pcapng timestamps are counted in the interface's `if_tsresol` units.
+    #[test]
+    fn pcapng_nanosecond_interface() {
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        let idb = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 0,
+            options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+        };
+        w.write_pcapng_block(idb).unwrap();
+        // pcap-file writes the Duration's nanoseconds as the raw count: with
+        // if_tsresol 9 that is exactly right.
+        let epb = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::new(1_767_225_600, 987_654_321),
+            original_len: 14,
+            data: Cow::Borrowed(&[0u8; 14]),
+            options: vec![],
+        };
+        w.write_pcapng_block(epb).unwrap();
+        let path = std::env::temp_dir().join(format!("rstwatch-ng-{}", std::process::id()));
+        std::fs::write(&path, w.into_inner()).unwrap();
+        let mut seen = vec![];
+        let r = read_file(&path, None, |f| seen.push((f.ts_us, f.link)));
+        std::fs::remove_file(&path).ok();
+        r.unwrap();
+        assert_eq!(seen, vec![(1_767_225_600_987_654, LinkType::Ethernet)]);
+    }
+}
