@@ -35,7 +35,7 @@ pub struct Packet {
     pub flags: TcpFlags,
     /// The raw (unscaled) window field.
     pub window: u16,
-    /// The TCP options read (window scale only on SYN segments).
+    /// The TCP options, read on SYN and RST segments (empty on others).
     pub opts: TcpOptions,
     /// Payload length according to the IP header (not the captured length: a snap
     /// length cut does not make a segment shorter on the wire).

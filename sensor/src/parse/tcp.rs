@@ -80,15 +80,19 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
         return Err(Reject::TruncatedTcp);
     }
     let flags = TcpFlags(t[13]);
-    let mut opts = if hlen > 20 {
-        options(&t[20..hlen])
+    // Options are walked on SYN and RST segments only: MSS, window scale and
+    // SACK-permitted mean something only on a SYN (RFC 7323 §2.2, RFC 2018), and the
+    // tracker uses nothing from the timestamps of data segments, which would cost a
+    // walk on every packet of a bulk transfer.
+    let opts = if hlen > 20 && (flags.syn() || flags.rst()) {
+        let mut o = options(&t[20..hlen]);
+        if !flags.syn() {
+            o.wscale = None;
+        }
+        o
     } else {
         TcpOptions::default()
     };
-    if !flags.syn() {
-        // Window scale means something only on a SYN (RFC 7323 §2.2).
-        opts.wscale = None;
-    }
     Ok(Packet {
         src: ip.src,
         dst: ip.dst,
