@@ -51,6 +51,23 @@ struct Args {
     /// Extra arguments for `rstwatch-sensor run`, space-separated (e.g. "--fanout 1").
     #[arg(long, default_value = "")]
     sensor_args: String,
+    /// Run receivers (SCHED_FIFO 50) and generator (SCHED_FIFO 40) with real-time
+    /// priority through chrt(1), standing in for isolated cores on a shared machine
+    /// (0: normal scheduling).
+    #[arg(long, default_value_t = 1)]
+    rt: u8,
+}
+
+/// A command, under `chrt -f PRIO` when asked.
+fn cmd(program: PathBuf, rt_prio: Option<u8>) -> Command {
+    match rt_prio {
+        Some(p) => {
+            let mut c = Command::new("chrt");
+            c.args(["-f", &p.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 struct Net {
@@ -205,7 +222,7 @@ fn stop(mut child: Child) -> anyhow::Result<String> {
 }
 
 fn generate(bin: &Path, net: &Net, a: &Args, rate: u64) -> anyhow::Result<(u64, f64)> {
-    let o = Command::new(bin.join("xdp_gen"))
+    let o = cmd(bin.join("xdp_gen"), (a.rt != 0).then_some(40))
         .args(["--netns", &net.ns, "--iface", &net.peer, "--pcap"])
         .arg(&a.pcap)
         .args([
@@ -236,7 +253,7 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
         ..Default::default()
     };
     let (child, err) = if sensor {
-        let mut c = Command::new(bin.join("rstwatch-sensor"));
+        let mut c = cmd(bin.join("rstwatch-sensor"), (a.rt != 0).then_some(50));
         c.args([
             "run",
             "--iface",
@@ -251,7 +268,7 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
         .stdout(Stdio::null());
         start(c)?
     } else {
-        let mut c = Command::new(bin.join("xdp_drop"));
+        let mut c = cmd(bin.join("xdp_drop"), (a.rt != 0).then_some(50));
         c.args([
             "--iface",
             &net.host,
@@ -309,13 +326,14 @@ fn main() -> anyhow::Result<()> {
     let avg = frames.iter().map(|f| f.len()).sum::<usize>() as f64 / frames.len() as f64;
     let net = Net::new()?;
     eprintln!(
-        "xdp_bench: {} ({} frames, {avg:.0} bytes on average), {} s per point, {} XDP, generator on core {}, receiver on core {}",
+        "xdp_bench: {} ({} frames, {avg:.0} bytes on average), {} s per point, {} XDP, generator on core {}, receiver on core {}{}",
         a.pcap.display(),
         frames.len(),
         a.duration,
         a.mode,
         a.gen_core,
-        a.rx_core
+        a.rx_core,
+        if a.rt != 0 { ", SCHED_FIFO" } else { "" }
     );
     let mut rows = Vec::new();
     for &rate in &a.rates {

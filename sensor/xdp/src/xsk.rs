@@ -197,6 +197,31 @@ impl XskSocket {
             });
         }
         crate::raise_memlock_limit();
+        // A socket of a process that just exited may still hold the queue for a moment
+        // (the kernel releases its UMEM from deferred work): EBUSY, retried for 3 s.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut logged = false;
+        loop {
+            match Self::open_once(ifname, queue, cfg) {
+                Err(Error::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    if !logged {
+                        log::info!(
+                            "{ifname} queue {queue}: busy (a previous socket is still being \
+                             released), retrying"
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(ifname: &str, queue: u32, cfg: &XskConfig) -> Result<XskSocket> {
         let try_zc = cfg.zero_copy != ZeroCopy::Off;
         if try_zc {
             match Self::open_with(ifname, queue, cfg, true) {
