@@ -74,6 +74,39 @@ pub struct RstEvent {
     pub flow_uid: u64,
 }
 
+impl RstEvent {
+    /// An RST from `src` to `dst` with the given direction and class and every other
+    /// field zero or empty; tests and tools start from this and set what they need.
+    pub fn new(
+        ts_us: i64,
+        src: (IpBytes, u16),
+        dst: (IpBytes, u16),
+        dir: Dir,
+        class: RstClass,
+    ) -> RstEvent {
+        RstEvent {
+            ts_us,
+            src: src.0,
+            sport: src.1,
+            dst: dst.0,
+            dport: dst.1,
+            vlan: 0,
+            inner_vlan: 0,
+            dir,
+            class,
+            flags: RstFlags::EMPTY,
+            suspect: false,
+            seq: 0,
+            ack: 0,
+            ack_flag: false,
+            ttl: 0,
+            ip_id: 0,
+            payload_len: 0,
+            flow_uid: 0,
+        }
+    }
+}
+
 /// Any record of the offline contract, tagged with `"type"` in JSON.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

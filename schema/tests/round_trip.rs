@@ -207,24 +207,18 @@ fn truncated_batch_is_rejected() {
 #[test]
 fn json_field_names_follow_the_offline_contract() {
     let rst = RstEvent {
-        ts_us: 1_700_000_000_000_001,
-        src: "192.0.2.1".parse().unwrap(),
-        sport: 80,
-        dst: "198.51.100.2".parse().unwrap(),
-        dport: 40000,
-        vlan: 0,
-        inner_vlan: 0,
-        dir: Dir::Resp,
-        class: RstClass::Reject,
         flags: [RstFlag::SeqExact].into_iter().collect(),
-        suspect: false,
-        seq: 0,
         ack: 101,
         ack_flag: true,
         ttl: 64,
-        ip_id: 0,
-        payload_len: 0,
         flow_uid: 9,
+        ..RstEvent::new(
+            1_700_000_000_000_001,
+            ("192.0.2.1".parse().unwrap(), 80),
+            ("198.51.100.2".parse().unwrap(), 40000),
+            Dir::Resp,
+            RstClass::Reject,
+        )
     };
     let v: serde_json::Value = serde_json::to_value(Record::Rst(rst)).unwrap();
     for k in [

@@ -20,23 +20,14 @@ fn frame(
     payload: usize,
 ) -> Vec<u8> {
     let data = vec![0x61u8; payload];
+    let (src, dst) = (
+        IpAddr::V4(Ipv4Addr::from(src)),
+        IpAddr::V4(Ipv4Addr::from(dst)),
+    );
     build(&Wire {
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        src: IpAddr::V4(Ipv4Addr::from(src)),
-        dst: IpAddr::V4(Ipv4Addr::from(dst)),
-        ttl: 64,
         ip_id: 1,
-        df: true,
-        flow_label: 0,
-        sport,
-        dport,
-        seq,
-        ack,
-        flags,
-        window: 65535,
-        options: &[],
         payload: &data,
+        ..Wire::tcp(src, sport, dst, dport, flags, seq, ack)
     })
 }
 

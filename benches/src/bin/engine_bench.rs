@@ -73,23 +73,12 @@ fn frame(
     ack: u32,
     payload: &[u8],
 ) -> Vec<u8> {
+    let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
     build(&Wire {
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        src: IpAddr::V4(src),
-        dst: IpAddr::V4(dst),
-        ttl: 64,
         ip_id: (seq as u16).wrapping_mul(7),
-        df: true,
-        flow_label: 0,
-        sport,
-        dport,
-        seq,
-        ack,
-        flags,
         window: 502,
-        options: &[],
         payload,
+        ..Wire::tcp(src, sport, dst, dport, flags, seq, ack)
     })
 }
 

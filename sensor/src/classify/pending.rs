@@ -167,7 +167,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstwatch_schema::{Dir, RstClass, RstFlags};
+    use rstwatch_schema::{Dir, RstClass};
 
     fn held(flow: u32, deadline_us: i64) -> Held {
         Held {
@@ -175,24 +175,14 @@ mod tests {
             flow,
             role: Role::Orig,
             ev: RstEvent {
-                ts_us: deadline_us,
-                src: "192.0.2.1".parse().unwrap(),
-                sport: 1,
-                dst: "192.0.2.2".parse().unwrap(),
-                dport: 2,
-                vlan: 0,
-                inner_vlan: 0,
-                dir: Dir::Orig,
-                class: RstClass::Abort,
-                flags: RstFlags::EMPTY,
-                suspect: false,
                 seq: flow,
-                ack: 0,
-                ack_flag: false,
-                ttl: 64,
-                ip_id: 0,
-                payload_len: 0,
-                flow_uid: 0,
+                ..RstEvent::new(
+                    deadline_us,
+                    ("192.0.2.1".parse().unwrap(), 1),
+                    ("192.0.2.2".parse().unwrap(), 2),
+                    Dir::Orig,
+                    RstClass::Abort,
+                )
             },
         }
     }

@@ -41,24 +41,14 @@ mod tests {
 
     fn ev(class: RstClass, flags: &[RstFlag]) -> RstEvent {
         RstEvent {
-            ts_us: 0,
-            src: "192.0.2.1".parse().unwrap(),
-            sport: 1,
-            dst: "192.0.2.2".parse().unwrap(),
-            dport: 2,
-            vlan: 0,
-            inner_vlan: 0,
-            dir: Dir::Orig,
-            class,
             flags: flags.iter().copied().collect::<RstFlags>(),
-            suspect: false,
-            seq: 0,
-            ack: 0,
-            ack_flag: false,
-            ttl: 64,
-            ip_id: 0,
-            payload_len: 0,
-            flow_uid: 0,
+            ..RstEvent::new(
+                0,
+                ("192.0.2.1".parse().unwrap(), 1),
+                ("192.0.2.2".parse().unwrap(), 2),
+                Dir::Orig,
+                class,
+            )
         }
     }
 

@@ -43,6 +43,40 @@ pub struct Wire<'a> {
     pub payload: &'a [u8],
 }
 
+impl Wire<'static> {
+    /// A TCP segment with no options and no payload between locally administered MACs,
+    /// TTL 64, DF set, IP ID 0 and a 65535 window; set the rest with struct update
+    /// syntax (`Wire { payload: &data, ..Wire::tcp(...) }`).
+    pub fn tcp(
+        src: IpAddr,
+        sport: u16,
+        dst: IpAddr,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+    ) -> Self {
+        Wire {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src,
+            dst,
+            ttl: 64,
+            ip_id: 0,
+            df: true,
+            flow_label: 0,
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            window: 65535,
+            options: &[],
+            payload: &[],
+        }
+    }
+}
+
 /// Serialises `w` into a complete Ethernet frame.
 pub fn build(w: &Wire<'_>) -> Vec<u8> {
     debug_assert!(w.options.len() & 3 == 0 && w.options.len() <= 40);
