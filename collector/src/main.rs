@@ -107,6 +107,10 @@ struct ServeArgs {
     /// Close a sensor connection idle this many seconds.
     #[arg(long, default_value_t = 300)]
     idle_timeout_secs: u64,
+    /// Batches of one sensor connection written to ClickHouse at once (acks stay in
+    /// order).
+    #[arg(long, default_value_t = 2)]
+    store_concurrency: usize,
     /// Run `migrate` first when the database has no schema yet.
     #[arg(long)]
     migrate: bool,
@@ -250,6 +254,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tls,
             max_frame: a.max_frame_bytes,
             idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+            store_concurrency: a.store_concurrency,
         },
         store,
         metrics,

@@ -27,16 +27,22 @@ pub struct ServeConfig {
     pub max_frame: u32,
     /// Close a connection that sends nothing for this long.
     pub idle_timeout: Duration,
+    /// Batches of one connection stored concurrently (acks stay in order).
+    pub store_concurrency: usize,
 }
+
+/// (sensor id, boot id, sequence number): one batch.
+type BatchKey = (String, u64, u64);
 
 /// Shared state of the server.
 pub struct Server {
     cfg: ServeConfig,
     store: Store,
     metrics: Arc<Metrics>,
-    /// One lock per sensor id: a sensor's batches are stored one at a time, even across
-    /// a reconnect while the old connection's insert is still being retried.
-    sensor_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per batch being stored, by (sensor, boot, seq): a batch is never
+    /// stored twice at once, e.g. resent on a new connection while the old
+    /// connection's insert of it is still being retried.
+    batch_locks: Mutex<HashMap<BatchKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Loads a PEM certificate chain and private key into a rustls server config.
@@ -82,7 +88,7 @@ impl Server {
             cfg,
             store,
             metrics,
-            sensor_locks: Mutex::new(HashMap::new()),
+            batch_locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -186,23 +192,54 @@ impl Server {
         // Reader → (bounded queue) → writer: frames keep being read and checked while
         // the previous batch is being written; acks go out in order.
         let (tx, mut rx) = mpsc::channel::<Result<(FrameHeader, Vec<u8>), Refusal>>(4);
+        // Up to `store_concurrency` batches of this connection are stored at once;
+        // acks still go out strictly in order.
+        let (ack_tx, mut ack_rx) =
+            mpsc::channel::<tokio::task::JoinHandle<Result<Ack, Refusal>>>(64);
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.cfg.store_concurrency.max(1),
+        ));
+        let me = self.clone();
+        let sensor2 = sensor.clone();
+        let dispatcher = tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let handle = match item {
+                    Ok((h, payload)) => {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let me = me.clone();
+                        let sensor = sensor2.clone();
+                        tokio::spawn(async move {
+                            let r = me.handle_batch(&sensor, &h, payload).await;
+                            drop(permit);
+                            r
+                        })
+                    }
+                    Err(r) => tokio::spawn(async move { Err(r) }),
+                };
+                if ack_tx.send(handle).await.is_err() {
+                    return;
+                }
+            }
+        });
         let me = self.clone();
         let sensor2 = sensor.clone();
         let writer = tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                match item {
-                    Ok((h, payload)) => match me.handle_batch(&sensor2, &h, payload).await {
-                        Ok(ack) => {
-                            let f = frame::encode(Kind::Ack, Codec::None, 0, &ack.to_bytes());
-                            if wr.write_all(&f).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(r) => {
-                            me.refuse(&mut wr, peer, &sensor2, r.reason, r.detail).await;
+            while let Some(handle) = ack_rx.recv().await {
+                let r = handle.await.unwrap_or_else(|e| {
+                    Err(Refusal {
+                        reason: "internal",
+                        detail: format!("store task failed: {e}"),
+                    })
+                });
+                match r {
+                    Ok(ack) => {
+                        let f = frame::encode(Kind::Ack, Codec::None, 0, &ack.to_bytes());
+                        if wr.write_all(&f).await.is_err() {
                             return;
                         }
-                    },
+                    }
                     Err(r) => {
                         me.refuse(&mut wr, peer, &sensor2, r.reason, r.detail).await;
                         return;
@@ -237,6 +274,7 @@ impl Server {
             }
         }
         drop(tx);
+        let _ = dispatcher.await;
         let _ = writer.await;
         info!("{peer}: sensor {sensor:?} disconnected");
     }
@@ -264,13 +302,21 @@ impl Server {
         .await;
     }
 
-    fn sensor_lock(&self, sensor: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.sensor_locks
+    fn batch_lock(&self, key: &BatchKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.batch_locks
             .lock()
             .unwrap()
-            .entry(sensor.to_string())
+            .entry(key.clone())
             .or_default()
             .clone()
+    }
+
+    fn release_batch_lock(&self, key: &BatchKey, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.batch_locks.lock().unwrap();
+        // Only the map and this holder: nobody else waits for it.
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(key);
+        }
     }
 
     /// Checks, stores and returns the ack for one batch frame. ClickHouse failures are
@@ -312,8 +358,9 @@ impl Server {
         };
         let m = &self.metrics;
         m.batches_pending.fetch_add(1, Relaxed);
-        let lock = self.sensor_lock(sensor);
-        let _guard = lock.lock().await;
+        let key = (sensor.to_string(), ack.boot_id, ack.seq);
+        let lock = self.batch_lock(&key);
+        let guard = lock.lock().await;
         let t0 = Instant::now();
         let resent = h.is_resent();
         let wire = h.len;
@@ -335,6 +382,8 @@ impl Server {
             None,
         )
         .await;
+        drop(guard);
+        self.release_batch_lock(&key, lock);
         m.batches_pending.fetch_sub(1, Relaxed);
         m.insert_us_total
             .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
