@@ -51,6 +51,9 @@ struct Args {
     /// Extra arguments for `rstwatch-sensor run`, space-separated (e.g. "--fanout 1").
     #[arg(long, default_value = "")]
     sensor_args: String,
+    /// Wake-up coalescing for both receivers, microseconds (0: off).
+    #[arg(long, default_value_t = 50)]
+    coalesce_us: u32,
     /// Run receivers (SCHED_FIFO 50) and generator (SCHED_FIFO 40) with real-time
     /// priority through chrt(1), standing in for isolated cores on a shared machine
     /// (0: normal scheduling).
@@ -264,6 +267,7 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
             "0",
         ])
         .args(["--cores", &a.rx_core.to_string()])
+        .args(["--coalesce-us", &a.coalesce_us.to_string()])
         .args(a.sensor_args.split_whitespace())
         .stdout(Stdio::null());
         start(c)?
@@ -277,6 +281,7 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
             "--core",
             &a.rx_core.to_string(),
         ])
+        .args(["--coalesce-us", &a.coalesce_us.to_string()])
         .stdout(Stdio::piped());
         start(c)?
     };

@@ -26,6 +26,9 @@ struct Args {
     mode: String,
     #[arg(long)]
     core: Option<usize>,
+    /// Wake-up coalescing, microseconds (as the sensor's `--coalesce-us`).
+    #[arg(long, default_value_t = 50)]
+    coalesce_us: u32,
     /// Seconds to run (default: until SIGINT/SIGTERM).
     #[arg(long)]
     duration: Option<f64>,
@@ -36,7 +39,11 @@ fn main() -> anyhow::Result<()> {
     let mode: ModeRequest = a.mode.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     xdp_common::install_stop_handler();
     let mut prog = XdpProgram::attach(&a.iface, mode, false)?;
-    let mut sock = XskSocket::open(&a.iface, a.queue, &XskConfig::default())?;
+    let cfg = XskConfig {
+        coalesce_us: a.coalesce_us,
+        ..XskConfig::default()
+    };
+    let mut sock = XskSocket::open(&a.iface, a.queue, &cfg)?;
     prog.register(a.queue, sock.fd())?;
     if let Some(c) = a.core {
         xdp_common::pin(c)?;

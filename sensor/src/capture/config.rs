@@ -8,6 +8,7 @@
 //! mode = "auto"           # native | generic | auto (native, else generic)
 //! non_tcp = "drop"        # drop | pass (hand non-TCP frames to the host stack)
 //! zero_copy = "auto"      # auto | off | required
+//! coalesce_us = 50        # wake-up coalescing while traffic flows (0: off)
 //! stats_interval_s = 10   # periodic stats line on stderr (0: off)
 //! metrics_listen = "127.0.0.1:9108"   # Prometheus text endpoint (default: off)
 //! [busy_poll]             # optional: SO_PREFER_BUSY_POLL
@@ -48,6 +49,10 @@ pub struct RunConfig {
     pub ring_size: u32,
     /// Frames per receive batch.
     pub batch: u32,
+    /// Wake-up coalescing while traffic flows, microseconds (0: off): the capture
+    /// thread sleeps this long for frames to gather instead of being woken for every
+    /// few. Cuts CPU per packet at moderate rates; adds at most this much latency.
+    pub coalesce_us: u32,
     /// Seconds between stats lines on stderr (0: none).
     pub stats_interval_s: u32,
     /// Prometheus text endpoint address (off when absent).
@@ -92,6 +97,7 @@ impl Default for RunConfig {
             frame_count: 8192,
             ring_size: 4096,
             batch: 64,
+            coalesce_us: 50,
             stats_interval_s: 10,
             metrics_listen: None,
             fanout_queue_batches: 1024,
@@ -171,6 +177,12 @@ impl RunConfig {
                 self.frame_count
             );
         }
+        if self.coalesce_us > 10_000 {
+            bail!(
+                "coalesce_us: at most 10000 (10 ms), got {}",
+                self.coalesce_us
+            );
+        }
         if self.batch == 0 || self.batch > self.ring_size {
             bail!("batch: 1 to ring_size, got {}", self.batch);
         }
@@ -212,6 +224,7 @@ impl RunConfig {
             ring_size: self.ring_size,
             batch: self.batch,
             zero_copy: self.zero_copy().unwrap_or_default(),
+            coalesce_us: self.coalesce_us,
             busy_poll: self.busy_poll.map(|b| rstwatch_xdp::BusyPoll {
                 usecs: b.usecs,
                 budget: b.budget,

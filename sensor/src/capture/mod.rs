@@ -131,6 +131,38 @@ pub fn preflight(cfg: &RunConfig) -> anyhow::Result<String> {
     Ok(iface)
 }
 
+/// Keeps the calling thread (and the threads it spawns later: output, metrics) off the
+/// capture cores: pins it to the CPUs not listed in `cores`, when there are any. Capture
+/// and worker threads pin themselves to their own cores.
+pub fn pin_housekeeping(cores: &[usize]) {
+    if cores.is_empty() {
+        return;
+    }
+    let rest: Vec<usize> = rstwatch_xdp::online_cpus()
+        .into_iter()
+        .filter(|c| !cores.contains(c))
+        .collect();
+    if rest.is_empty() {
+        log::info!("every core is a capture core: output and housekeeping threads share them");
+        return;
+    }
+    // SAFETY: a cpu_set_t built with CPU_SET for cores below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in rest.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            log::warn!(
+                "cannot keep housekeeping threads off the capture cores: {}",
+                std::io::Error::last_os_error()
+            );
+            return;
+        }
+    }
+    log::debug!("housekeeping threads on cores {rest:?}");
+}
+
 /// A batch of frames copied out of the UMEM for one fan-out worker.
 struct Batch {
     data: Vec<u8>,

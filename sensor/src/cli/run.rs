@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Busy-poll budget (packets per round; default 64).
     #[arg(long, value_name = "N", requires = "busy_poll")]
     pub busy_poll_budget: Option<u32>,
+    /// Wake-up coalescing while traffic flows, microseconds (0: off).
+    #[arg(long, value_name = "USECS")]
+    pub coalesce_us: Option<u32>,
     /// Stop by itself after this many seconds (as on SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
@@ -109,6 +112,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.zero_copy {
             cfg.zero_copy = v.clone();
+        }
+        if let Some(v) = self.coalesce_us {
+            cfg.coalesce_us = v;
         }
         if let Some(us) = self.busy_poll {
             cfg.busy_poll = Some(capture::BusyPollConfig {
@@ -282,6 +288,9 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
     init_log(&a.log_level)?;
     let cfg = a.effective()?;
     capture::install_signal_handlers();
+    if capture::preflight(&cfg).is_ok() {
+        capture::pin_housekeeping(&cfg.cores);
+    }
 
     let (tx, rx) = bounded::<Record>(cfg.output_queue);
     let counters = capture::OutputCounters::default();

@@ -113,8 +113,14 @@ fn ethtool_rx_channels(name: &str) -> Option<u32> {
     (n > 0).then_some(n)
 }
 
-/// CPUs this process may run on (its affinity mask), ascending.
+/// CPUs this process may run on (the affinity mask of the first thread that asks,
+/// remembered: threads later pinned to a subset do not shrink it), ascending.
 pub fn online_cpus() -> Vec<usize> {
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CPUS.get_or_init(affinity_cpus).clone()
+}
+
+fn affinity_cpus() -> Vec<usize> {
     // SAFETY: zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -47,6 +47,11 @@ pub struct XskConfig {
     pub batch: u32,
     pub zero_copy: ZeroCopy,
     pub busy_poll: Option<BusyPoll>,
+    /// Wake-up coalescing, microseconds: while frames are flowing, [`XskSocket::wait`]
+    /// sleeps this long for more to gather before it polls again, instead of being woken
+    /// for every few frames (0: off). Bounds the wake-up rate to 1/coalesce; the rings
+    /// buffer far longer than that.
+    pub coalesce_us: u32,
 }
 
 impl Default for XskConfig {
@@ -58,6 +63,7 @@ impl Default for XskConfig {
             batch: 64,
             zero_copy: ZeroCopy::Auto,
             busy_poll: None,
+            coalesce_us: 50,
         }
     }
 }
@@ -150,6 +156,8 @@ pub struct XskSocket {
     busy_poll: bool,
     zero_copy: bool,
     clock_off_ns: i64,
+    coalesce_us: u32,
+    last_got: u32,
     queue: u32,
     ifname: String,
     stats: XskStats,
@@ -332,6 +340,8 @@ impl XskSocket {
             busy_poll: cfg.busy_poll.is_some(),
             zero_copy,
             clock_off_ns: realtime_minus_monotonic(),
+            coalesce_us: cfg.coalesce_us,
+            last_got: 0,
             queue,
             ifname: ifname.to_string(),
             stats: XskStats::default(),
@@ -444,6 +454,7 @@ impl XskSocket {
         if dq.needs_wakeup() {
             dq.wake();
         }
+        self.last_got = n;
         n
     }
 
@@ -467,6 +478,15 @@ impl XskSocket {
                 )
             };
             return self.rx.available() > 0;
+        }
+        if self.coalesce_us > 0 && self.last_got > 0 {
+            // Frames were flowing a moment ago: let more gather rather than be woken
+            // for each one.
+            self.last_got = 0;
+            std::thread::sleep(std::time::Duration::from_micros(self.coalesce_us as u64));
+            if self.rx.available() > 0 {
+                return true;
+            }
         }
         let mut p = libc::pollfd {
             fd,
