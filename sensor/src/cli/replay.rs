@@ -166,6 +166,7 @@ pub fn replay_files<S: Sink>(
 ) -> (usize, Vec<(&'static str, u64)>) {
     let mut engine = Engine::new(cfg);
     let mut bad = 0;
+    let mut other_blocks = 0;
     for path in &a.files {
         let bar = progress_bar(path, a.no_progress);
         let progress = bar.as_ref().map(|(_, p)| p.clone());
@@ -175,13 +176,23 @@ pub fn replay_files<S: Sink>(
         if let Some((bar, _)) = bar {
             bar.finish_and_clear();
         }
-        if let Err(e) = r {
-            eprintln!("rstwatch-sensor: {e}");
-            bad += 1;
+        match r {
+            Ok(st) => other_blocks += st.other_blocks,
+            Err(e) => {
+                eprintln!("rstwatch-sensor: {e}");
+                bad += 1;
+            }
         }
     }
     engine.finish(sink);
-    (bad, engine.counters())
+    let mut counters = engine.counters();
+    counters.extend([
+        ("files", a.files.len() as u64),
+        ("files_failed", bad as u64),
+        // pcapng blocks that carry no packet (statistics, name resolution, ...).
+        ("pcapng_other_blocks", other_blocks),
+    ]);
+    (bad, counters)
 }
 
 /// Files smaller than this are read too fast for a bar to help.
