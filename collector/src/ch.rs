@@ -21,6 +21,11 @@ use rstwatch_schema::{AnomalyKind, CloseReason, ConnState, Dir, RstClass};
 /// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
 pub const MAX_ROWS_PER_TABLE: usize = 1_000_000;
 
+/// A stalled ClickHouse (not refusing, just not answering) fails the insert after
+/// these, so it is retried instead of hanging the sensor's batches forever.
+const SEND_TIMEOUT: Option<Duration> = Some(Duration::from_secs(30));
+const END_TIMEOUT: Option<Duration> = Some(Duration::from_secs(300));
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ChConfig {
@@ -267,7 +272,11 @@ impl Store {
         }
         let dedup = self.dialect.has_dedup_token();
         if todo[0] {
-            let mut ins = self.client.insert::<RstRow>("rst_events").await?;
+            let mut ins = self
+                .client
+                .insert::<RstRow>("rst_events")
+                .await?
+                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("rst_events"));
             }
@@ -302,7 +311,11 @@ impl Store {
             ins.end().await?;
         }
         if todo[1] {
-            let mut ins = self.client.insert::<FlowRow>("flows").await?;
+            let mut ins = self
+                .client
+                .insert::<FlowRow>("flows")
+                .await?
+                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("flows"));
             }
@@ -337,7 +350,11 @@ impl Store {
             ins.end().await?;
         }
         if todo[2] {
-            let mut ins = self.client.insert::<AnomalyRow>("anomalies").await?;
+            let mut ins = self
+                .client
+                .insert::<AnomalyRow>("anomalies")
+                .await?
+                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("anomalies"));
             }
@@ -360,7 +377,11 @@ impl Store {
             ins.end().await?;
         }
         if todo[3] {
-            let mut ins = self.client.insert::<StatRow>("sensor_stats").await?;
+            let mut ins = self
+                .client
+                .insert::<StatRow>("sensor_stats")
+                .await?
+                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("sensor_stats"));
             }
@@ -381,7 +402,11 @@ impl Store {
             }
             ins.end().await?;
         }
-        let mut ins = self.client.insert::<LedgerRow>("batches").await?;
+        let mut ins = self
+            .client
+            .insert::<LedgerRow>("batches")
+            .await?
+            .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
         if dedup {
             ins = ins.with_setting("insert_deduplication_token", token("batches"));
         }

@@ -127,3 +127,46 @@ fn modern_dialect_on_chdb() {
         "{text}"
     );
 }
+
+#[test]
+fn retention_drops_old_day_partitions_on_servers_without_ttl() {
+    let Some(ch) = ClickHouse::start().unwrap() else {
+        println!("SKIP retention_drops_old_day_partitions_on_servers_without_ttl: clickhouse-server is not installed");
+        return;
+    };
+    assert!(migrate(&ch.url(), "ret").status.success());
+    ch.query(
+        "INSERT INTO ret.rst_events (ts, ts_us, sensor_id, flow_uid) \
+         SELECT toDateTime('2020-01-01 00:00:00'), 1577836800000000, 'old', 1",
+    )
+    .unwrap();
+    ch.query(
+        "INSERT INTO ret.rst_events (ts, ts_us, sensor_id, flow_uid) \
+         SELECT now(), toInt64(toUInt32(now())) * 1000000, 'new', 2",
+    )
+    .unwrap();
+    let dir = rstwatch_collector::testing::TempDir::new("rstwatch-ret").unwrap();
+    let _col = rstwatch_collector::testing::Collector::start(
+        Path::new(COLLECTOR),
+        &ch.url(),
+        "ret",
+        &["--plaintext", "--no-auth", "--retention-days", "30"],
+        &dir.path().join("collector.log"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let left = loop {
+        let left = ch
+            .query("SELECT groupArray(sensor_id) FROM ret.rst_events")
+            .unwrap();
+        if !left.contains("old") || std::time::Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(left.trim(), "['new']");
+    let rolled = ch
+        .query("SELECT count() FROM ret.rst_minute WHERE minute < '2021-01-01 00:00:00'")
+        .unwrap();
+    assert_eq!(rolled.trim(), "0");
+}
