@@ -101,8 +101,7 @@ impl Engine {
         sink: &mut S,
     ) {
         for chunk in frames.chunks(BATCH) {
-            let mut parsed: [Option<Looked>; BATCH] =
-                [None; BATCH];
+            let mut parsed: [Option<Looked>; BATCH] = [None; BATCH];
             for (slot, &(_, frame)) in parsed.iter_mut().zip(chunk) {
                 if let Ok(p) = parse::parse(link, frame, self.parse_opts) {
                     let (key, end) = FlowKey::of(&p);

@@ -11,20 +11,29 @@ fn rst_counts_match_tshark_and_no_frame_is_lost() {
     let dir = corpus_dir();
     let rows = read_tsv(&dir.join("GROUND_TRUTH.tsv"));
     assert!(rows.len() >= 27, "ground truth has {} rows", rows.len());
-    let cfg = EngineConfig { verify_checksum: false, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        verify_checksum: false,
+        ..EngineConfig::default()
+    };
     let mut failures = vec![];
     for row in &rows {
         let file = &row["file"];
         let (records, counters) = replay(&dir.join(file), &cfg);
-        let rst_events = records.iter().filter(|r| matches!(r, Record::Rst(_))).count() as u64;
+        let rst_events = records
+            .iter()
+            .filter(|r| matches!(r, Record::Rst(_)))
+            .count() as u64;
         let want_rst: u64 = row["rst_packets"].parse().unwrap();
         let want_frames: u64 = row["packets"].parse().unwrap();
         let want_tcp: u64 = row["tcp_packets"].parse().unwrap();
         let frames = counter(&counters, "frames");
         let tcp = counter(&counters, "tcp");
         let rejected = counter(&counters, "rejected");
-        let by_reason: u64 =
-            counters.iter().filter(|(n, _)| n.starts_with("rejected.")).map(|(_, v)| v).sum();
+        let by_reason: u64 = counters
+            .iter()
+            .filter(|(n, _)| n.starts_with("rejected."))
+            .map(|(_, v)| v)
+            .sum();
         let got = (rst_events, counter(&counters, "rst"), frames, tcp);
         let want = (want_rst, want_rst, want_frames, want_tcp);
         if got != want || frames != tcp + rejected || rejected != by_reason {
@@ -51,6 +60,8 @@ fn checksum_verification_changes_no_rst_count() {
         })
         .collect();
     assert_eq!(rsts.len(), 1);
-    assert!(rsts[0].flags.contains(rstwatch_schema::RstFlag::BadChecksum));
+    assert!(rsts[0]
+        .flags
+        .contains(rstwatch_schema::RstFlag::BadChecksum));
     assert!(!rsts[0].suspect);
 }

@@ -21,7 +21,9 @@ const IMPLEMENTED_LETTERS: &str = "^SHADFRCIQshadfrciq";
 const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 fn filtered(h: &str) -> String {
-    h.chars().filter(|c| IMPLEMENTED_LETTERS.contains(*c)).collect()
+    h.chars()
+        .filter(|c| IMPLEMENTED_LETTERS.contains(*c))
+        .collect()
 }
 
 #[test]
@@ -52,7 +54,11 @@ fn flow_records_match_zeek_conn_state_and_history() {
         flows.sort_by_key(|f| f.ts_start_us);
         let expected = read_tsv(&dir.join(&m["corpus_tsv"]));
         if expected.len() != flows.len() {
-            failures.push(format!("{trace}: {} flows, Zeek has {}", flows.len(), expected.len()));
+            failures.push(format!(
+                "{trace}: {} flows, Zeek has {}",
+                flows.len(),
+                expected.len()
+            ));
             continue;
         }
         for (want, got) in expected.iter().zip(&flows) {
@@ -71,7 +77,10 @@ fn flow_records_match_zeek_conn_state_and_history() {
             cmp("orig_pkts", got.orig_pkts.to_string());
             cmp("resp_pkts", got.resp_pkts.to_string());
             if want["history"] != "-" && filtered(&want["history"]) != filtered(&got.history) {
-                diffs.push(format!("history: ours {}, Zeek {}", got.history, want["history"]));
+                diffs.push(format!(
+                    "history: ours {}, Zeek {}",
+                    got.history, want["history"]
+                ));
             }
             checked += 1;
             if !diffs.is_empty() {
@@ -79,6 +88,10 @@ fn flow_records_match_zeek_conn_state_and_history() {
             }
         }
     }
-    assert!(failures.is_empty(), "disagreements with Zeek:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "disagreements with Zeek:\n{}",
+        failures.join("\n")
+    );
     assert!(checked >= 13, "only {checked} baseline rows checked");
 }
