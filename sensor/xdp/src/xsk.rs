@@ -57,9 +57,9 @@ pub struct XskConfig {
 impl Default for XskConfig {
     fn default() -> Self {
         XskConfig {
-            frame_size: 4096,
-            frame_count: 8192,
-            ring_size: 4096,
+            frame_size: 2048,
+            frame_count: 32768,
+            ring_size: 16384,
             batch: 64,
             zero_copy: ZeroCopy::Auto,
             busy_poll: None,
