@@ -86,6 +86,14 @@ fn mixed(test: &str, extra: &[&str], expect_mode: &str) {
         "no frame lost: {last}"
     );
     assert!(!last.contains("fanout_dropped"), "no frame lost: {last}");
+    // The periodic stats line (every second here) with rates.
+    assert!(
+        o.stderr
+            .lines()
+            .any(|l| l.contains("info: stats ") && l.contains(" pps)")),
+        "no periodic stats line:\n{}",
+        o.stderr
+    );
     assert_same_records(&replay, &o.stdout);
     let _ = std::fs::remove_dir_all(pcap.parent().unwrap());
 }
