@@ -240,3 +240,60 @@ impl RunConfig {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = RunConfig::default();
+        c.validate().unwrap();
+        let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        let mut c = RunConfig {
+            iface: Some("eth1".into()),
+            busy_poll: Some(BusyPollConfig {
+                usecs: 50,
+                budget: 64,
+            }),
+            metrics_listen: Some("127.0.0.1:9108".into()),
+            ..RunConfig::default()
+        };
+        c.engine.verdict_delay_ms = 100;
+        let back: RunConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn rejects_inconsistent_settings() {
+        let bad = |f: fn(&mut RunConfig), needle: &str| {
+            let mut c = RunConfig::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        bad(|c| c.mode = "fast".into(), "unknown XDP mode");
+        bad(|c| c.non_tcp = "keep".into(), "non_tcp");
+        bad(|c| c.zero_copy = "maybe".into(), "zero_copy");
+        bad(|c| c.queues = vec![], "at least one queue");
+        bad(|c| c.queues = vec![1, 1], "twice");
+        bad(|c| c.cores = vec![0, 1], "one core per queue");
+        bad(
+            |c| {
+                c.fanout = 2;
+                c.cores = vec![0, 1]
+            },
+            "fan-out needs 3",
+        );
+        bad(|c| c.frame_size = 3000, "frame_size");
+        bad(|c| c.ring_size = 1000, "ring_size");
+        bad(|c| c.frame_count = 100, "frame_count");
+        bad(|c| c.batch = 0, "batch");
+        bad(|c| c.coalesce_us = 1_000_000, "coalesce_us");
+        bad(
+            |c| c.metrics_listen = Some("localhost".into()),
+            "metrics_listen",
+        );
+    }
+}

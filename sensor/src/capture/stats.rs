@@ -306,3 +306,65 @@ fn escape(v: &str) -> String {
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> StatsView {
+        let out = OutputCounters::default();
+        out.written.store(7, Ordering::Relaxed);
+        let s = Shared::new("eth\"1", "native", &[0, 3], 2, out);
+        s.set_queue(
+            1,
+            XskStats {
+                rx_frames: 100,
+                rx_dropped: 2,
+                rx_ring_full: 1,
+                ..Default::default()
+            },
+        );
+        s.set_worker(0, vec![("frames", 60), ("rst", 4)]);
+        s.set_worker(1, vec![("frames", 40), ("flows-live", 2)]);
+        s.add_fanout_dropped(&[0, 5]);
+        s.view()
+    }
+
+    #[test]
+    fn totals_and_loss() {
+        let v = view();
+        assert_eq!(v.rx_frames(), 100);
+        assert_eq!(v.lost(), 2 + 5);
+        assert_eq!(
+            v.engine_totals(),
+            vec![("frames", 100), ("rst", 4), ("flows-live", 2)]
+        );
+        let line = v.line(None);
+        assert!(line.contains("q3 rx=100 dropped=2 ring_full=1"), "{line}");
+        assert!(line.contains("fanout_dropped=[0, 5]"), "{line}");
+        assert!(
+            line.contains("engine frames=100 rst=4 flows-live=2"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_format() {
+        let t = view().prometheus();
+        assert!(t.contains("# TYPE rstwatch_xsk_rx_frames_total counter\n"));
+        assert!(t.contains("rstwatch_xsk_rx_frames_total{iface=\"eth\\\"1\",queue=\"3\"} 100\n"));
+        assert!(t.contains("rstwatch_xsk_rx_dropped_total{iface=\"eth\\\"1\",queue=\"3\"} 2\n"));
+        assert!(t.contains("rstwatch_fanout_dropped_total{worker=\"1\"} 5\n"));
+        assert!(t.contains("rstwatch_output_records_total 7\n"));
+        assert!(
+            t.contains("rstwatch_engine_flows_live{worker=\"1\"} 2\n"),
+            "{t}"
+        );
+        // Every sample line is `name{labels} value` or `name value`.
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+            assert!(name.starts_with("rstwatch_"), "{l}");
+        }
+    }
+}

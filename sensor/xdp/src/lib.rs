@@ -117,3 +117,57 @@ pub fn raise_memlock_limit() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names() {
+        assert_eq!("auto".parse::<ModeRequest>(), Ok(ModeRequest::Auto));
+        assert_eq!("native".parse::<ModeRequest>(), Ok(ModeRequest::Native));
+        assert_eq!("drv".parse::<ModeRequest>(), Ok(ModeRequest::Native));
+        assert_eq!("generic".parse::<ModeRequest>(), Ok(ModeRequest::Generic));
+        assert_eq!("skb".parse::<ModeRequest>(), Ok(ModeRequest::Generic));
+        assert!("turbo"
+            .parse::<ModeRequest>()
+            .unwrap_err()
+            .contains("turbo"));
+    }
+
+    #[test]
+    fn error_messages_say_what_to_do() {
+        let e = Error::QueueOutOfRange {
+            iface: "eth1".into(),
+            queue: 4,
+            count: 2,
+        };
+        assert_eq!(
+            e.to_string(),
+            "queue 4 is out of range on eth1: it has 2 receive queue(s) (0..=1)"
+        );
+        let e = Error::os("loading", std::io::Error::from_raw_os_error(libc::EPERM));
+        let m = e.to_string();
+        for cap in ["CAP_NET_ADMIN", "CAP_BPF", "CAP_NET_RAW", "CAP_IPC_LOCK"] {
+            assert!(m.contains(cap), "{m}");
+        }
+        let e = Error::NoSuchInterface {
+            name: "nope0".into(),
+            available: vec!["lo".into(), "eth0".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no network interface named \"nope0\" (interfaces here: lo, eth0)"
+        );
+    }
+
+    #[test]
+    fn interface_lookup() {
+        assert!(matches!(
+            ifindex("rstw-no-such-if"),
+            Err(Error::NoSuchInterface { .. })
+        ));
+        assert!(ifindex("lo").is_ok());
+        assert!(!online_cpus().is_empty());
+    }
+}

@@ -236,3 +236,40 @@ pub(crate) fn detach_xdp(ifindex: u32, mode_flags: u32) -> io::Result<()> {
     }
     Err(io::Error::other("unexpected netlink answer"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_round_trip_and_stop_at_garbage() {
+        let mut nested = Vec::new();
+        attr(&mut nested, IFLA_XDP_FD, &(-1i32).to_ne_bytes());
+        attr(
+            &mut nested,
+            IFLA_XDP_FLAGS,
+            &XDP_FLAGS_SKB_MODE.to_ne_bytes(),
+        );
+        let mut buf = Vec::new();
+        attr(&mut buf, IFLA_XDP | NLA_F_NESTED, &nested);
+        attr(&mut buf, 3, b"eth0\0");
+        let top: Vec<_> = attrs(&buf).collect();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].0, IFLA_XDP, "nested flag masked off");
+        let inner: Vec<_> = attrs(top[0].1).collect();
+        assert_eq!(inner[0], (IFLA_XDP_FD, &(-1i32).to_ne_bytes()[..]));
+        assert_eq!(rd_u32(inner[1].1, 0), Some(XDP_FLAGS_SKB_MODE));
+        assert_eq!(top[1].1, b"eth0\0");
+        // A length running past the buffer ends the walk instead of reading beyond it.
+        let bad = [0xff, 0x00, 0x01, 0x00, 0, 0];
+        assert_eq!(attrs(&bad).count(), 0);
+        assert_eq!(attrs(&[1, 0]).count(), 0);
+    }
+
+    #[test]
+    fn query_of_loopback_works_unprivileged() {
+        // RTM_GETLINK needs no capability; loopback is ifindex 1 in every namespace.
+        let a = query_xdp(1).expect("query lo");
+        assert!(!a.offload);
+    }
+}
