@@ -114,3 +114,32 @@ fn capture_roundtrip_native() {
 fn capture_roundtrip_generic() {
     capture_roundtrip(ModeRequest::Generic, "generic");
 }
+
+/// `pass_non_tcp`: non-TCP frames go to the host stack (counted), TCP still to the socket.
+#[test]
+fn capture_pass_non_tcp() {
+    if should_skip("capture_pass_non_tcp") {
+        return;
+    }
+    let veth = Veth::new();
+    let mut prog = XdpProgram::attach(&veth.host, ModeRequest::Auto, true).expect("attach");
+    let mut sock = XskSocket::open(&veth.host, 0, &XskConfig::default()).expect("socket");
+    prog.register(0, sock.fd()).expect("register");
+    let mut frames: Vec<Vec<u8>> = (0..40u16).map(udp4_frame).collect();
+    frames.extend(
+        (0..60u32).map(|i| tcp4_frame([192, 0, 2, 1], [198, 51, 100, 2], 40000, 80, i, 0x10, &[])),
+    );
+    veth.send_frames(frames);
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < 60 && Instant::now() < deadline {
+        if sock.wait(100) {
+            got += sock.recv(|_| {});
+        }
+    }
+    assert_eq!(got, 60);
+    let pc = prog.counters();
+    assert_eq!(pc.non_tcp_passed, 40);
+    assert_eq!(pc.non_tcp_dropped, 0);
+    assert_eq!(pc.tcp, 60);
+}

@@ -6,7 +6,7 @@
 //! so cleanup is one step and happens on drop, also when a test fails.
 //!
 //! Tests skip (with a printed reason) only when not root or when the kernel has no
-//! AF_XDP; with `RSTWATCH_REQUIRE_XDP=1` (CI) those cases fail instead.
+//! AF_XDP; in CI (`CI=true`) or with `RSTWATCH_REQUIRE_XDP=1` those cases fail instead.
 
 #![allow(dead_code)]
 
@@ -53,8 +53,11 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
 pub fn should_skip(test: &str) -> bool {
     match skip_reason() {
         None => false,
-        Some(r) if std::env::var_os("RSTWATCH_REQUIRE_XDP").is_some() => {
-            panic!("{test}: cannot run and RSTWATCH_REQUIRE_XDP is set: {r}")
+        Some(r)
+            if std::env::var_os("RSTWATCH_REQUIRE_XDP").is_some()
+                || std::env::var("CI").is_ok_and(|v| v == "true") =>
+        {
+            panic!("{test}: cannot run in CI (CI=true or RSTWATCH_REQUIRE_XDP set): {r}")
         }
         Some(r) => {
             eprintln!("SKIPPED {test}: {r}");
