@@ -107,10 +107,19 @@ impl Net {
             format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", n.host),
             "1",
         );
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &n.ns, "sysctl", "-qw"])
-            .arg(format!("net.ipv6.conf.{}.disable_ipv6=1", n.peer))
-            .status();
+        {
+            // From inside the namespace: /proc/sys/net is per namespace.
+            let (ns, knob) = (
+                n.ns.clone(),
+                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", n.peer),
+            );
+            let _ = std::thread::spawn(move || {
+                if xdp_common::enter_netns(&ns).is_ok() {
+                    let _ = std::fs::write(knob, "1");
+                }
+            })
+            .join();
+        }
         ip(&["link", "set", "dev", &n.host, "up"])?;
         ip(&["-n", &n.ns, "link", "set", "dev", &n.peer, "up"])?;
         std::thread::sleep(Duration::from_millis(300));

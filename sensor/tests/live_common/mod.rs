@@ -134,10 +134,13 @@ impl Veth {
         );
         ip(&["link", "set", "dev", &v.host, "up"]).expect("host side up");
         ip(&["-n", &v.ns, "link", "set", "dev", "lo", "up"]).expect("lo up");
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &v.ns, "sysctl", "-qw"])
-            .arg(format!("net.ipv6.conf.{}.disable_ipv6=1", v.peer))
-            .status();
+        // No IPv6 on the peer either: no router solicitations or DAD probes that a
+        // test would count (written from inside the namespace: /proc/sys/net is
+        // per namespace).
+        let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", v.peer);
+        v.in_ns(move || {
+            let _ = std::fs::write(knob, "1");
+        });
         ip(&["-n", &v.ns, "link", "set", "dev", &v.peer, "up"]).expect("peer up");
         v.wait_up();
         v
