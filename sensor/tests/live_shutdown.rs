@@ -183,3 +183,51 @@ fn live_second_sensor_refused() {
         o.stderr
     );
 }
+
+/// When the reader of stdout goes away (`run ... | head -1`), the sensor stops by
+/// itself, cleanly, and exits 0.
+#[test]
+fn live_stops_when_stdout_closes() {
+    if should_skip("live_stops_when_stdout_closes") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let veth = Veth::new();
+    let mut child = Command::new(sensor_bin())
+        .args(["run", "--iface", &veth.host])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 && !line.contains("capturing on") {
+        line.clear();
+    }
+    let err_rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    send_some(&veth, 1);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("\"type\":\"rst\""), "{first}");
+    drop(out); // the reader goes away
+               // Keep the events coming until the sensor notices the closed pipe.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "sensor kept running");
+        send_some(&veth, 20);
+        std::thread::sleep(Duration::from_millis(700));
+    };
+    let err = err_rest.join().unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("stdout was closed"), "{err}");
+    assert!(err.contains("XDP program detached"), "{err}");
+    assert!(!attached(&veth.host).any());
+}

@@ -14,7 +14,7 @@ use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use rstwatch_schema::{Anomaly, FlowRecord, Record, RstEvent};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,7 @@ fn output_thread(
     rx: Receiver<Record>,
     written: Arc<AtomicU64>,
     mut detectors: Option<Detectors>,
+    failed: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -216,6 +217,7 @@ fn output_thread(
             Err(crossbeam::channel::TryRecvError::Empty) => {
                 if err.is_none() {
                     if let Err(e) = out.flush() {
+                        failed.store(true, Ordering::SeqCst);
                         err = Some(e);
                     }
                 }
@@ -239,6 +241,8 @@ fn output_thread(
             }
         }
         if let Err(e) = res {
+            // The reader is gone (or the disk is full): stop capturing, cleanly.
+            failed.store(true, Ordering::SeqCst);
             err = Some(e);
         }
     }
@@ -294,6 +298,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
 
     let (tx, rx) = bounded::<Record>(cfg.output_queue);
     let counters = capture::OutputCounters::default();
+    let out_failed = Arc::new(AtomicBool::new(false));
     let written = counters.written.clone();
     let engines = if cfg.fanout > 0 {
         cfg.fanout
@@ -303,10 +308,11 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
     let central = engines > 1;
     let out = {
         let written = written.clone();
+        let failed = out_failed.clone();
         let detectors = central.then(|| Detectors::new(&cfg.engine.anomaly));
         std::thread::Builder::new()
             .name("rw-output".into())
-            .spawn(move || output_thread(rx, written, detectors))?
+            .spawn(move || output_thread(rx, written, detectors, failed))?
     };
     let dropped = counters.dropped.clone();
     let engine_cfg: EngineConfig = cfg.engine.clone();
@@ -321,7 +327,11 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
     };
     let started = Instant::now();
     let limit = a.duration.map(Duration::from_secs_f64);
-    let stop = || capture::signal_received() || limit.is_some_and(|l| started.elapsed() >= l);
+    let stop = || {
+        capture::signal_received()
+            || limit.is_some_and(|l| started.elapsed() >= l)
+            || out_failed.load(Ordering::SeqCst)
+    };
     let result = capture::run(&cfg, make, crate::engine::fanout_hash, &stop, counters);
     drop(tx);
     let out_res = out
@@ -343,6 +353,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             anyhow::bail!("writing to stdout: {e}");
         }
+        log::info!("stdout was closed by its reader: stopped");
     }
     Ok(0)
 }
