@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rstwatch-live-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!("rstwatch-live-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
 }
@@ -118,6 +118,10 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
         "{metrics}"
     );
     assert_same_records(&replay, &o.stdout);
+
+    if let Some(d) = pcap.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 
     // Detached: no XDP program left on the interface.
     let idx = rstwatch_xdp::ifindex(&veth.host).unwrap();
