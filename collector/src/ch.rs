@@ -256,7 +256,7 @@ impl Store {
         if maybe_seen && self.in_ledger(sensor, boot, seq).await? {
             return Ok(Stored::Duplicate);
         }
-        let token = |table: &str| format!("{sensor}/{boot:016x}/{seq}/{table}");
+        let token_base = format!("{sensor}/{boot:016x}/{seq}");
         let mut todo = [
             !b.rst.is_empty(),
             !b.flows.is_empty(),
@@ -270,6 +270,50 @@ impl Store {
                 }
             }
         }
+        self.write_rows(&[b], todo, &token_base).await?;
+        self.write_ledger(&[(b, wire_bytes)], &token_base).await?;
+        Ok(Stored::New)
+    }
+
+    /// Stores several batches that were never sent before (one connection's
+    /// consecutive batches, none flagged as resent) with one INSERT per table, then one
+    /// ledger INSERT: fewer, bigger parts for ClickHouse. Each INSERT is atomic, so a
+    /// failure part-way is repaired batch by batch by [`Store::store_batch`] with
+    /// `maybe_seen`. The caller holds every batch's lock.
+    pub async fn store_group(&self, group: &[(&ArchivedBatch, u32)]) -> anyhow::Result<()> {
+        if let [(b, wire)] = group {
+            self.store_batch(b, false, *wire).await?;
+            return Ok(());
+        }
+        let batches: Vec<&ArchivedBatch> = group.iter().map(|(b, _)| *b).collect();
+        let mut rows = [0usize; 4];
+        for b in &batches {
+            let r = row_counts(b);
+            for i in 0..4 {
+                rows[i] += r[i];
+            }
+        }
+        if rows.iter().any(|&n| n > MAX_ROWS_PER_TABLE) {
+            bail!("batch group has {rows:?} rows, more than {MAX_ROWS_PER_TABLE} in a table");
+        }
+        let todo = rows.map(|n| n > 0);
+        let (sensor, boot, first) = ids(batches[0]);
+        let last = batches[batches.len() - 1].header.seq.to_native();
+        let token_base = format!("{sensor}/{boot:016x}/{first}-{last}");
+        self.write_rows(&batches, todo, &token_base).await?;
+        self.write_ledger(group, &token_base).await?;
+        Ok(())
+    }
+
+    /// One INSERT per table marked in `todo` (rst, flows, anomalies, stats), rows of
+    /// every batch in order, each row stamped with its batch.
+    async fn write_rows(
+        &self,
+        batches: &[&ArchivedBatch],
+        todo: [bool; 4],
+        token_base: &str,
+    ) -> anyhow::Result<()> {
+        let token = |table: &str| format!("{token_base}/{table}");
         let dedup = self.dialect.has_dedup_token();
         if todo[0] {
             let mut ins = self
@@ -280,33 +324,36 @@ impl Store {
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("rst_events"));
             }
-            for e in b.rst.iter() {
-                let ts_us = e.ts_us.to_native();
-                ins.write(&RstRow {
-                    ts: secs(ts_us),
-                    ts_us,
-                    sensor_id: sensor,
-                    boot_id: boot,
-                    batch_seq: seq,
-                    src: e.src.0,
-                    sport: e.sport.to_native(),
-                    dst: e.dst.0,
-                    dport: e.dport.to_native(),
-                    vlan: e.vlan.to_native(),
-                    inner_vlan: e.inner_vlan.to_native(),
-                    dir: Dir::from_archived(&e.dir).code() as i8,
-                    class: RstClass::from_archived(&e.class).code() as i8,
-                    flags: e.flags.0.to_native(),
-                    suspect: e.suspect as u8,
-                    seq: e.seq.to_native(),
-                    ack: e.ack.to_native(),
-                    ack_flag: e.ack_flag as u8,
-                    ttl: e.ttl,
-                    ip_id: e.ip_id.to_native(),
-                    payload_len: e.payload_len.to_native(),
-                    flow_uid: e.flow_uid.to_native(),
-                })
-                .await?;
+            for b in batches {
+                let (sensor, boot, seq) = ids(b);
+                for e in b.rst.iter() {
+                    let ts_us = e.ts_us.to_native();
+                    ins.write(&RstRow {
+                        ts: secs(ts_us),
+                        ts_us,
+                        sensor_id: sensor,
+                        boot_id: boot,
+                        batch_seq: seq,
+                        src: e.src.0,
+                        sport: e.sport.to_native(),
+                        dst: e.dst.0,
+                        dport: e.dport.to_native(),
+                        vlan: e.vlan.to_native(),
+                        inner_vlan: e.inner_vlan.to_native(),
+                        dir: Dir::from_archived(&e.dir).code() as i8,
+                        class: RstClass::from_archived(&e.class).code() as i8,
+                        flags: e.flags.0.to_native(),
+                        suspect: e.suspect as u8,
+                        seq: e.seq.to_native(),
+                        ack: e.ack.to_native(),
+                        ack_flag: e.ack_flag as u8,
+                        ttl: e.ttl,
+                        ip_id: e.ip_id.to_native(),
+                        payload_len: e.payload_len.to_native(),
+                        flow_uid: e.flow_uid.to_native(),
+                    })
+                    .await?;
+                }
             }
             ins.end().await?;
         }
@@ -319,33 +366,36 @@ impl Store {
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("flows"));
             }
-            for f in b.flows.iter() {
-                let (s, e) = (f.ts_start_us.to_native(), f.ts_end_us.to_native());
-                ins.write(&FlowRow {
-                    ts_start: secs(s),
-                    ts_start_us: s,
-                    ts_end: secs(e),
-                    ts_end_us: e,
-                    sensor_id: sensor,
-                    boot_id: boot,
-                    batch_seq: seq,
-                    orig_h: f.orig_h.0,
-                    orig_p: f.orig_p.to_native(),
-                    resp_h: f.resp_h.0,
-                    resp_p: f.resp_p.to_native(),
-                    vlan: f.vlan.to_native(),
-                    inner_vlan: f.inner_vlan.to_native(),
-                    conn_state: ConnState::from_archived(&f.conn_state).code() as i8,
-                    history: f.history.as_str(),
-                    orig_pkts: f.orig_pkts.to_native(),
-                    resp_pkts: f.resp_pkts.to_native(),
-                    orig_bytes: f.orig_bytes.to_native(),
-                    resp_bytes: f.resp_bytes.to_native(),
-                    rst_count: f.rst_count.to_native(),
-                    close: CloseReason::from_archived(&f.close).code() as i8,
-                    flow_uid: f.flow_uid.to_native(),
-                })
-                .await?;
+            for b in batches {
+                let (sensor, boot, seq) = ids(b);
+                for f in b.flows.iter() {
+                    let (s, e) = (f.ts_start_us.to_native(), f.ts_end_us.to_native());
+                    ins.write(&FlowRow {
+                        ts_start: secs(s),
+                        ts_start_us: s,
+                        ts_end: secs(e),
+                        ts_end_us: e,
+                        sensor_id: sensor,
+                        boot_id: boot,
+                        batch_seq: seq,
+                        orig_h: f.orig_h.0,
+                        orig_p: f.orig_p.to_native(),
+                        resp_h: f.resp_h.0,
+                        resp_p: f.resp_p.to_native(),
+                        vlan: f.vlan.to_native(),
+                        inner_vlan: f.inner_vlan.to_native(),
+                        conn_state: ConnState::from_archived(&f.conn_state).code() as i8,
+                        history: f.history.as_str(),
+                        orig_pkts: f.orig_pkts.to_native(),
+                        resp_pkts: f.resp_pkts.to_native(),
+                        orig_bytes: f.orig_bytes.to_native(),
+                        resp_bytes: f.resp_bytes.to_native(),
+                        rst_count: f.rst_count.to_native(),
+                        close: CloseReason::from_archived(&f.close).code() as i8,
+                        flow_uid: f.flow_uid.to_native(),
+                    })
+                    .await?;
+                }
             }
             ins.end().await?;
         }
@@ -358,21 +408,24 @@ impl Store {
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("anomalies"));
             }
-            for a in b.anomalies.iter() {
-                let ts_us = a.ts_us.to_native();
-                ins.write(&AnomalyRow {
-                    ts: secs(ts_us),
-                    ts_us,
-                    sensor_id: sensor,
-                    boot_id: boot,
-                    batch_seq: seq,
-                    kind: AnomalyKind::from_archived(&a.kind).code() as i8,
-                    subject: a.subject.as_str(),
-                    value: a.value.to_native(),
-                    baseline: a.baseline.to_native(),
-                    detail: a.detail.as_str(),
-                })
-                .await?;
+            for b in batches {
+                let (sensor, boot, seq) = ids(b);
+                for a in b.anomalies.iter() {
+                    let ts_us = a.ts_us.to_native();
+                    ins.write(&AnomalyRow {
+                        ts: secs(ts_us),
+                        ts_us,
+                        sensor_id: sensor,
+                        boot_id: boot,
+                        batch_seq: seq,
+                        kind: AnomalyKind::from_archived(&a.kind).code() as i8,
+                        subject: a.subject.as_str(),
+                        value: a.value.to_native(),
+                        baseline: a.baseline.to_native(),
+                        detail: a.detail.as_str(),
+                    })
+                    .await?;
+                }
             }
             ins.end().await?;
         }
@@ -385,23 +438,37 @@ impl Store {
             if dedup {
                 ins = ins.with_setting("insert_deduplication_token", token("sensor_stats"));
             }
-            for s in b.stats.iter() {
-                let ts_us = s.ts_us.to_native();
-                for c in s.counters.iter() {
-                    ins.write(&StatRow {
-                        ts: secs(ts_us),
-                        ts_us,
-                        sensor_id: sensor,
-                        boot_id: boot,
-                        batch_seq: seq,
-                        name: c.name.as_str(),
-                        value: c.value.to_native(),
-                    })
-                    .await?;
+            for b in batches {
+                let (sensor, boot, seq) = ids(b);
+                for s in b.stats.iter() {
+                    let ts_us = s.ts_us.to_native();
+                    for c in s.counters.iter() {
+                        ins.write(&StatRow {
+                            ts: secs(ts_us),
+                            ts_us,
+                            sensor_id: sensor,
+                            boot_id: boot,
+                            batch_seq: seq,
+                            name: c.name.as_str(),
+                            value: c.value.to_native(),
+                        })
+                        .await?;
+                    }
                 }
             }
             ins.end().await?;
         }
+        Ok(())
+    }
+
+    /// The ledger rows of stored batches (the last INSERT before the ack).
+    async fn write_ledger(
+        &self,
+        group: &[(&ArchivedBatch, u32)],
+        token_base: &str,
+    ) -> anyhow::Result<()> {
+        let dedup = self.dialect.has_dedup_token();
+        let token = |table: &str| format!("{token_base}/{table}");
         let mut ins = self
             .client
             .insert::<LedgerRow>("batches")
@@ -410,21 +477,26 @@ impl Store {
         if dedup {
             ins = ins.with_setting("insert_deduplication_token", token("batches"));
         }
-        ins.write(&LedgerRow {
-            received: secs(crate::log::now_us()),
-            sensor_id: sensor,
-            boot_id: boot,
-            seq,
-            created_us: h.created_us.to_native(),
-            rst: b.rst.len() as u32,
-            flows: b.flows.len() as u32,
-            anomalies: b.anomalies.len() as u32,
-            stats: stats_rows as u32,
-            wire_bytes,
-        })
-        .await?;
+        let received = secs(crate::log::now_us());
+        for (b, wire_bytes) in group {
+            let (sensor, boot, seq) = ids(b);
+            let r = row_counts(b);
+            ins.write(&LedgerRow {
+                received,
+                sensor_id: sensor,
+                boot_id: boot,
+                seq,
+                created_us: b.header.created_us.to_native(),
+                rst: r[0] as u32,
+                flows: r[1] as u32,
+                anomalies: r[2] as u32,
+                stats: r[3] as u32,
+                wire_bytes: *wire_bytes,
+            })
+            .await?;
+        }
         ins.end().await?;
-        Ok(Stored::New)
+        Ok(())
     }
 
     /// Retention on servers without TTL: drops whole day partitions older than
@@ -501,6 +573,25 @@ fn check_db_name(db: &str) -> anyhow::Result<()> {
         bail!("database name {db:?}: use letters, digits and underscores");
     }
     Ok(())
+}
+
+/// (sensor id, boot id, sequence) of a batch.
+fn ids(b: &ArchivedBatch) -> (&str, u64, u64) {
+    (
+        b.header.sensor_id.as_str(),
+        b.header.boot_id.to_native(),
+        b.header.seq.to_native(),
+    )
+}
+
+/// Rows per table: rst_events, flows, anomalies, sensor_stats.
+fn row_counts(b: &ArchivedBatch) -> [usize; 4] {
+    [
+        b.rst.len(),
+        b.flows.len(),
+        b.anomalies.len(),
+        b.stats.iter().map(|s| s.counters.len()).sum(),
+    ]
 }
 
 /// Seconds for `DateTime` columns (clamped to its range).

@@ -191,33 +191,70 @@ impl Server {
 
         // Reader → (bounded queue) → writer: frames keep being read and checked while
         // the previous batch is being written; acks go out in order.
-        let (tx, mut rx) = mpsc::channel::<Result<(FrameHeader, Vec<u8>), Refusal>>(4);
-        // Up to `store_concurrency` batches of this connection are stored at once;
-        // acks still go out strictly in order.
+        let (tx, mut rx) = mpsc::channel::<Result<(FrameHeader, Vec<u8>), Refusal>>(16);
+        // Up to `store_concurrency` groups of this connection's batches are stored at
+        // once; acks still go out strictly in order. Batches that queued up while
+        // ClickHouse was busy go in together (one INSERT per table for the group).
         let (ack_tx, mut ack_rx) =
-            mpsc::channel::<tokio::task::JoinHandle<Result<Ack, Refusal>>>(64);
+            mpsc::channel::<tokio::task::JoinHandle<Vec<Result<Ack, Refusal>>>>(64);
         let permits = Arc::new(tokio::sync::Semaphore::new(
             self.cfg.store_concurrency.max(1),
         ));
         let me = self.clone();
         let sensor2 = sensor.clone();
         let dispatcher = tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                let handle = match item {
-                    Ok((h, payload)) => {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let me = me.clone();
-                        let sensor = sensor2.clone();
-                        tokio::spawn(async move {
-                            let r = me.handle_batch(&sensor, &h, payload).await;
-                            drop(permit);
-                            r
-                        })
-                    }
-                    Err(r) => tokio::spawn(async move { Err(r) }),
+            let mut ready: std::collections::VecDeque<Result<Decoded, Refusal>> =
+                Default::default();
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
                 };
+                if ready.is_empty() {
+                    match rx.recv().await {
+                        Some(item) => ready.push_back(decode(item)),
+                        None => return,
+                    }
+                }
+                while let Ok(item) = rx.try_recv() {
+                    ready.push_back(decode(item));
+                }
+                let mut group = Vec::new();
+                let mut bytes = 0usize;
+                let mut refusal = None;
+                while let Some(front) = ready.front() {
+                    match front {
+                        Ok(d) => {
+                            if !group.is_empty()
+                                && (group.len() >= MAX_GROUP_BATCHES
+                                    || bytes + d.bytes.len() > MAX_GROUP_BYTES)
+                            {
+                                break;
+                            }
+                            bytes += d.bytes.len();
+                            if let Some(Ok(d)) = ready.pop_front() {
+                                group.push(d);
+                            }
+                        }
+                        Err(_) => {
+                            if group.is_empty() {
+                                if let Some(Err(r)) = ready.pop_front() {
+                                    refusal = Some(r);
+                                }
+                            }
+                            break;
+                        }
+                    }
+                }
+                let me = me.clone();
+                let sensor = sensor2.clone();
+                let handle = tokio::spawn(async move {
+                    let r = match refusal {
+                        Some(r) => vec![Err(r)],
+                        None => me.store_frames(&sensor, group).await,
+                    };
+                    drop(permit);
+                    r
+                });
                 if ack_tx.send(handle).await.is_err() {
                     return;
                 }
@@ -227,23 +264,30 @@ impl Server {
         let sensor2 = sensor.clone();
         let writer = tokio::spawn(async move {
             while let Some(handle) = ack_rx.recv().await {
-                let r = handle.await.unwrap_or_else(|e| {
-                    Err(Refusal {
+                let results = handle.await.unwrap_or_else(|e| {
+                    vec![Err(Refusal {
                         reason: "internal",
                         detail: format!("store task failed: {e}"),
-                    })
+                    })]
                 });
-                match r {
-                    Ok(ack) => {
-                        let f = frame::encode(Kind::Ack, Codec::None, 0, &ack.to_bytes());
-                        if wr.write_all(&f).await.is_err() {
+                let mut acks = Vec::new();
+                for r in results {
+                    match r {
+                        Ok(ack) => acks.extend_from_slice(&frame::encode(
+                            Kind::Ack,
+                            Codec::None,
+                            0,
+                            &ack.to_bytes(),
+                        )),
+                        Err(r) => {
+                            let _ = wr.write_all(&acks).await;
+                            me.refuse(&mut wr, peer, &sensor2, r.reason, r.detail).await;
                             return;
                         }
                     }
-                    Err(r) => {
-                        me.refuse(&mut wr, peer, &sensor2, r.reason, r.detail).await;
-                        return;
-                    }
+                }
+                if wr.write_all(&acks).await.is_err() {
+                    return;
                 }
             }
             let _ = wr.shutdown().await;
@@ -319,17 +363,13 @@ impl Server {
         }
     }
 
-    /// Checks, stores and returns the ack for one batch frame. ClickHouse failures are
-    /// retried with backoff for as long as it takes (the sensor stops getting acks and
-    /// spools meanwhile); bad frames are refused.
-    async fn handle_batch(
+    /// Checks a decoded batch: bytecheck validation, schema version, sensor id.
+    fn check<'a>(
         &self,
         sensor: &str,
-        h: &FrameHeader,
-        payload: Vec<u8>,
-    ) -> Result<Ack, Refusal> {
-        let bytes = tokio::task::block_in_place(|| frame::decode_payload(h, &payload))?;
-        let batch = rstwatch_schema::batch::access_batch(&bytes).map_err(|e| Refusal {
+        d: &'a Decoded,
+    ) -> Result<&'a rstwatch_schema::batch::ArchivedBatch, Refusal> {
+        let batch = rstwatch_schema::batch::access_batch(&d.bytes).map_err(|e| Refusal {
             reason: "bad_batch",
             detail: format!("batch does not validate: {e}"),
         })?;
@@ -352,69 +392,150 @@ impl Server {
                 ),
             });
         }
-        let ack = Ack {
-            boot_id: hd.boot_id.to_native(),
-            seq: hd.seq.to_native(),
-        };
-        let m = &self.metrics;
-        m.batches_pending.fetch_add(1, Relaxed);
-        let key = (sensor.to_string(), ack.boot_id, ack.seq);
-        let lock = self.batch_lock(&key);
-        let guard = lock.lock().await;
-        let t0 = Instant::now();
-        let resent = h.is_resent();
-        let wire = h.len;
-        let result = with_backoff(
-            |attempt| self.store.store_batch(batch, resent || attempt > 0, wire),
-            |e, attempt| {
-                m.clickhouse_errors.fetch_add(1, Relaxed);
-                m.clickhouse_up.store(0, Relaxed);
-                if attempt < 3 || attempt % 20 == 0 {
-                    warn!(
-                        "sensor {sensor:?} batch {:016x}/{}: ClickHouse write failed (attempt {}), \
-                         retrying, not acknowledging: {e:#}",
-                        ack.boot_id,
-                        ack.seq,
-                        attempt + 1
-                    );
+        Ok(batch)
+    }
+
+    /// Checks and stores a group of consecutive batch frames; returns one ack per
+    /// stored batch, in order, then the refusal of the first bad one (the rest are
+    /// dropped: the connection closes). ClickHouse failures are retried with backoff
+    /// for as long as it takes (the sensor stops getting acks and spools meanwhile).
+    async fn store_frames(&self, sensor: &str, frames: Vec<Decoded>) -> Vec<Result<Ack, Refusal>> {
+        let mut valid = Vec::new();
+        let mut refusal = None;
+        for d in &frames {
+            match self.check(sensor, d) {
+                Ok(b) => valid.push((b, d)),
+                Err(r) => {
+                    refusal = Some(r);
+                    break;
                 }
-            },
-            None,
-        )
-        .await;
-        drop(guard);
-        self.release_batch_lock(&key, lock);
-        m.batches_pending.fetch_sub(1, Relaxed);
-        m.insert_us_total
-            .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-        match result {
-            Ok(stored) => {
-                m.clickhouse_up.store(1, Relaxed);
-                m.wire_bytes.fetch_add(u64::from(wire), Relaxed);
-                match stored {
-                    Stored::New => {
-                        m.batches_stored.fetch_add(1, Relaxed);
-                        m.rst_rows.fetch_add(batch.rst.len() as u64, Relaxed);
-                        m.flow_rows.fetch_add(batch.flows.len() as u64, Relaxed);
-                        m.anomaly_rows
-                            .fetch_add(batch.anomalies.len() as u64, Relaxed);
-                        m.stats_rows.fetch_add(
-                            batch.stats.iter().map(|s| s.counters.len() as u64).sum(),
-                            Relaxed,
+            }
+        }
+        let mut out: Vec<Result<Ack, Refusal>> = Vec::new();
+        if !valid.is_empty() {
+            let m = &self.metrics;
+            let acks: Vec<Ack> = valid
+                .iter()
+                .map(|(b, _)| Ack {
+                    boot_id: b.header.boot_id.to_native(),
+                    seq: b.header.seq.to_native(),
+                })
+                .collect();
+            m.batches_pending.fetch_add(valid.len() as i64, Relaxed);
+            // Lock every batch of the group, in key order (no deadlock between groups).
+            let mut keys: Vec<BatchKey> = acks
+                .iter()
+                .map(|a| (sensor.to_string(), a.boot_id, a.seq))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let locks: Vec<_> = keys.iter().map(|k| self.batch_lock(k)).collect();
+            let mut guards = Vec::with_capacity(locks.len());
+            for l in &locks {
+                guards.push(l.clone().lock_owned().await);
+            }
+            let t0 = Instant::now();
+            let any_resent = valid.iter().any(|(_, d)| d.resent);
+            let group: Vec<(&rstwatch_schema::batch::ArchivedBatch, u32)> =
+                valid.iter().map(|(b, d)| (*b, d.wire)).collect();
+            let result = with_backoff(
+                |attempt| {
+                    let group = &group;
+                    async move {
+                        if attempt == 0 && !any_resent {
+                            self.store.store_group(group).await?;
+                            Ok(vec![Stored::New; group.len()])
+                        } else {
+                            // Possibly seen before, or a retry after a failure part-way:
+                            // batch by batch, checking what is already stored.
+                            let mut v = Vec::with_capacity(group.len());
+                            for (b, wire) in group {
+                                v.push(self.store.store_batch(b, true, *wire).await?);
+                            }
+                            Ok(v)
+                        }
+                    }
+                },
+                |e, attempt| {
+                    m.clickhouse_errors.fetch_add(1, Relaxed);
+                    m.clickhouse_up.store(0, Relaxed);
+                    if attempt < 3 || attempt % 20 == 0 {
+                        warn!(
+                            "sensor {sensor:?} batches {:016x}/{}..{}: ClickHouse write failed \
+                             (attempt {}), retrying, not acknowledging: {e:#}",
+                            acks[0].boot_id,
+                            acks[0].seq,
+                            acks[acks.len() - 1].seq,
+                            attempt + 1
                         );
                     }
-                    Stored::Duplicate => {
-                        m.batches_duplicate.fetch_add(1, Relaxed);
-                    }
-                }
-                Ok(ack)
+                },
+                None,
+            )
+            .await;
+            drop(guards);
+            for (k, l) in keys.iter().zip(locks) {
+                self.release_batch_lock(k, l);
             }
-            Err(e) => Err(Refusal {
-                reason: "store_failed",
-                detail: format!("{e:#}"),
-            }),
+            m.batches_pending.fetch_sub(valid.len() as i64, Relaxed);
+            m.insert_us_total
+                .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+            match result {
+                Ok(stored) => {
+                    m.clickhouse_up.store(1, Relaxed);
+                    for ((b, d), st) in valid.iter().zip(stored) {
+                        m.wire_bytes.fetch_add(u64::from(d.wire), Relaxed);
+                        match st {
+                            Stored::New => {
+                                m.batches_stored.fetch_add(1, Relaxed);
+                                m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
+                                m.flow_rows.fetch_add(b.flows.len() as u64, Relaxed);
+                                m.anomaly_rows.fetch_add(b.anomalies.len() as u64, Relaxed);
+                                m.stats_rows.fetch_add(
+                                    b.stats.iter().map(|s| s.counters.len() as u64).sum(),
+                                    Relaxed,
+                                );
+                            }
+                            Stored::Duplicate => {
+                                m.batches_duplicate.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                    out.extend(acks.into_iter().map(Ok));
+                }
+                Err(e) => out.push(Err(Refusal {
+                    reason: "store_failed",
+                    detail: format!("{e:#}"),
+                })),
+            }
         }
+        if let Some(r) = refusal {
+            out.push(Err(r));
+        }
+        out
     }
+}
+
+/// Batches stored together at most (count, decompressed bytes).
+const MAX_GROUP_BATCHES: usize = 16;
+const MAX_GROUP_BYTES: usize = 24 << 20;
+
+/// A batch frame whose checksum and compression checked out.
+struct Decoded {
+    bytes: rkyv::util::AlignedVec,
+    resent: bool,
+    wire: u32,
+}
+
+/// Checksum and decompression of one frame (CPU work off the async threads).
+fn decode(item: Result<(FrameHeader, Vec<u8>), Refusal>) -> Result<Decoded, Refusal> {
+    let (h, payload) = item?;
+    let bytes = tokio::task::block_in_place(|| frame::decode_payload(&h, &payload))?;
+    Ok(Decoded {
+        bytes,
+        resent: h.is_resent(),
+        wire: h.len,
+    })
 }
 
 fn parse_hello(h: &FrameHeader, p: &[u8]) -> Result<Hello, Refusal> {

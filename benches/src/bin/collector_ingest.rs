@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use rstwatch_collector::testing::{ClickHouse, Collector, TempDir};
+use rstwatch_collector::testing::{cpu_seconds, ClickHouse, Collector, TempDir};
 use rstwatch_schema::frame::Codec;
 use rstwatch_schema::{Dir, IpBytes, Record, RstClass, RstEvent, RstFlags};
 use rstwatch_sensor::ship::{ShipArgs, ShipSink};
@@ -31,6 +31,12 @@ struct Args {
     /// Wire compression.
     #[arg(long, default_value = "zstd")]
     compression: Codec,
+    /// Batches of the connection the collector writes at once.
+    #[arg(long, default_value_t = 2)]
+    store_concurrency: usize,
+    /// Runs of the shipped path (the median is reported).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// The collector binary (default: next to this one).
     #[arg(long)]
     collector: Option<PathBuf>,
@@ -107,6 +113,26 @@ fn row_binary(events: &[RstEvent], out: &mut Vec<u8>) {
     }
 }
 
+/// CPU seconds of this process (the sensor side: batcher, sender, the loop feeding it).
+fn self_cpu() -> f64 {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds of waited-for children (clickhouse-client).
+fn children_cpu() -> f64 {
+    rusage(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the struct we pass; all-zero is a valid value.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 fn count(ch: &ClickHouse, db: &str) -> anyhow::Result<u64> {
     Ok(ch
         .query_db(db, "SELECT count() FROM rst_events")?
@@ -129,14 +155,15 @@ fn main() -> anyhow::Result<()> {
     }
     let ch = ClickHouse::start()?.context("clickhouse-server is not installed")?;
     let version = ch.query("SELECT version()")?.trim().to_string();
-    for db in ["bulk", "rstwatch"] {
+    let migrate = |db: &str| -> anyhow::Result<()> {
         let out = Command::new(&collector)
             .args(["migrate", "--clickhouse-url", &ch.url(), "--database", db])
             .output()?;
         if !out.status.success() {
             bail!("migrate: {}", String::from_utf8_lossy(&out.stderr));
         }
-    }
+        Ok(())
+    };
     let n = a.events;
     eprintln!("generating {n} RST events");
     let events: Vec<RstEvent> = (0..n).map(event).collect();
@@ -146,87 +173,161 @@ fn main() -> anyhow::Result<()> {
     for e in &events {
         json_bytes += serde_json::to_vec(&Record::Rst(e.clone()))?.len() as u64 + 1;
     }
-
-    // Baseline: the same rows bulk-inserted with clickhouse-client (RowBinary, one
-    // INSERT; the client parses and sends Native blocks).
     let mut rb = Vec::with_capacity(events.len() * 96);
     row_binary(&events, &mut rb);
     let dir = TempDir::new("rstwatch-bench")?;
-    let file = dir.path().join("rows.bin");
-    std::fs::write(&file, &rb)?;
-    eprintln!("baseline: clickhouse-client bulk insert");
-    let t0 = Instant::now();
-    let mut child = Command::new("clickhouse-client")
-        .args(["--port", &ch.tcp_port.to_string(), "--database", "bulk"])
-        .args(["--query", "INSERT INTO rst_events FORMAT RowBinary"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("clickhouse-client")?;
-    child.stdin.take().expect("stdin").write_all(&rb)?;
-    let st = child.wait()?;
-    let bulk_s = t0.elapsed().as_secs_f64();
-    if !st.success() {
-        bail!("clickhouse-client failed");
-    }
-    let bulk_rows = count(&ch, "bulk")?;
-    if bulk_rows != n {
-        bail!("bulk insert stored {bulk_rows} rows, expected {n}");
-    }
-
-    // The product path: ShipSink → collector → ClickHouse, all acknowledged.
     let col = Collector::start(
         &collector,
         &ch.url(),
-        "rstwatch",
-        &["--plaintext", "--no-auth"],
+        "ship0",
+        &[
+            "--plaintext",
+            "--no-auth",
+            "--migrate",
+            "--store-concurrency",
+            &a.store_concurrency.to_string(),
+        ],
         &dir.path().join("collector.log"),
     )?;
-    let args = ShipArgs {
-        ship: Some(col.addr()),
-        plaintext: true,
-        spool_dir: dir.path().join("spool"),
-        sensor_id: Some("bench".into()),
-        batch_max_events: a.batch,
-        batch_max_bytes: 64 << 20,
-        compression: a.compression,
-        ship_timeout_secs: 600,
-        ..ShipArgs::default()
-    };
-    eprintln!("shipping through the collector");
-    let t0 = Instant::now();
-    let mut sink = ShipSink::start(&args)?;
-    for e in events {
-        sink.rst(e);
-    }
-    let report = sink.finish()?;
-    let ship_s = t0.elapsed().as_secs_f64();
-    let shipped_rows = count(&ch, "rstwatch")?;
-    let insert_s = col.metric("rstwatch_collector_insert_seconds_total");
-    if shipped_rows != n || report.events_acked != n {
-        bail!(
-            "collector stored {shipped_rows} rows, acked {}, expected {n}",
-            report.events_acked
-        );
-    }
-    let bulk_eps = n as f64 / bulk_s;
-    let ship_eps = n as f64 / ship_s;
-    let wire_per_event = report.wire_bytes as f64 / n as f64;
-    let raw_per_event = report.raw_bytes as f64 / n as f64;
     println!(
-        "ClickHouse {version}, {n} RST events, batches of {}, {}",
+        "ClickHouse {version}, {n} RST events, batches of {}, {}, store concurrency {}",
         a.batch,
-        a.compression.as_str()
+        a.compression.as_str(),
+        a.store_concurrency
     );
-    println!("clickhouse-client bulk insert (RowBinary): {bulk_s:.2} s, {bulk_eps:.0} events/s");
+    // Background merges of one phase must not run into the next one's time.
+    let settle = || {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let busy = ch
+                .query("SELECT count() FROM system.merges")
+                .map(|s| s.trim() != "0")
+                .unwrap_or(false);
+            if !busy {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let ch_pid = ch.pid().context("server pid")?;
+    let col_pid = col.pid().context("collector pid")?;
+    let ch_cpu = || cpu_seconds(ch_pid);
+    let col_cpu = || cpu_seconds(col_pid);
+    let mut cpu_ratios = Vec::new();
+    let mut cpu_per_m = Vec::new();
+    let mut ratios = Vec::new();
+    let mut rates = Vec::new();
+    let mut wire = 0.0;
+    let mut raw = 0.0;
+    for run in 0..a.runs.max(1) {
+        // Baseline: the same rows bulk-inserted with clickhouse-client (RowBinary, one
+        // INSERT; the client parses and sends Native blocks), into a fresh database.
+        let bulk_db = format!("bulk{run}");
+        migrate(&bulk_db)?;
+        settle();
+        let ch_cpu0 = ch_cpu();
+        let kids0 = children_cpu();
+        let t0 = Instant::now();
+        let mut child = Command::new("clickhouse-client")
+            .args(["--port", &ch.tcp_port.to_string(), "--database", &bulk_db])
+            .args(["--query", "INSERT INTO rst_events FORMAT RowBinary"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("clickhouse-client")?;
+        child.stdin.take().expect("stdin").write_all(&rb)?;
+        let st = child.wait()?;
+        let bulk_s = t0.elapsed().as_secs_f64();
+        let bulk_cpu = ch_cpu() - ch_cpu0 + children_cpu() - kids0;
+        if !st.success() {
+            bail!("clickhouse-client failed");
+        }
+        let bulk_rows = count(&ch, &bulk_db)?;
+        if bulk_rows != n {
+            bail!("bulk insert stored {bulk_rows} rows, expected {n}");
+        }
+
+        // The product path: ShipSink → collector → ClickHouse, all acknowledged. Each
+        // run is a new sensor id, so rows are new and counted per sensor.
+        let sensor = format!("bench{run}");
+        let args = ShipArgs {
+            ship: Some(col.addr()),
+            plaintext: true,
+            spool_dir: dir.path().join(format!("spool{run}")),
+            sensor_id: Some(sensor.clone()),
+            batch_max_events: a.batch,
+            batch_max_bytes: 64 << 20,
+            compression: a.compression,
+            ship_timeout_secs: 600,
+            ..ShipArgs::default()
+        };
+        let batch = events.clone();
+        settle();
+        let (c0, k0, s0) = (ch_cpu(), col_cpu(), self_cpu());
+        let cpu0 = c0 + k0 + s0;
+        let t0 = Instant::now();
+        let mut sink = ShipSink::start(&args)?;
+        for e in batch {
+            sink.rst(e);
+        }
+        let report = sink.finish()?;
+        let ship_s = t0.elapsed().as_secs_f64();
+        let ship_cpu = ch_cpu() + col_cpu() + self_cpu() - cpu0;
+        println!(
+            "run {run}: shipped-path CPU s: clickhouse-server {:.2}, collector {:.2}, sensor side {:.2}",
+            ch_cpu() - c0,
+            col_cpu() - k0,
+            self_cpu() - s0
+        );
+        let shipped_rows: u64 = ch
+            .query_db(
+                "ship0",
+                &format!("SELECT count() FROM rst_events WHERE sensor_id = '{sensor}'"),
+            )?
+            .trim()
+            .parse()?;
+        if shipped_rows != n || report.events_acked != n {
+            bail!(
+                "collector stored {shipped_rows} rows, acked {}, expected {n}",
+                report.events_acked
+            );
+        }
+        let bulk_eps = n as f64 / bulk_s;
+        let ship_eps = n as f64 / ship_s;
+        wire = report.wire_bytes as f64 / n as f64;
+        raw = report.raw_bytes as f64 / n as f64;
+        println!(
+            "run {run}: clickhouse-client bulk {bulk_s:.2} s ({bulk_eps:.0}/s, {bulk_cpu:.2} CPU s); \
+             shipped and acked {ship_s:.2} s ({ship_eps:.0}/s, {ship_cpu:.2} CPU s, {} batches); \
+             ratio {:.2}, CPU ratio {:.2}",
+            report.batches_acked,
+            ship_eps / bulk_eps,
+            bulk_cpu / ship_cpu
+        );
+        cpu_ratios.push(bulk_cpu / ship_cpu);
+        cpu_per_m.push(ship_cpu / (n as f64 / 1e6));
+        ratios.push(ship_eps / bulk_eps);
+        rates.push(ship_eps);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
     println!(
-        "sensor → collector → ClickHouse (acked):   {ship_s:.2} s, {ship_eps:.0} events/s ({} batches)",
-        report.batches_acked
+        "median: shipped {:.0} events/s, ratio shipped/bulk {:.2} (min {:.2}, max {:.2})",
+        median(&mut rates),
+        median(&mut ratios),
+        ratios.first().copied().unwrap_or(0.0),
+        ratios.last().copied().unwrap_or(0.0)
     );
-    println!("collector time inside store_batch: {insert_s} s");
-    println!("ratio shipped/bulk: {:.2}", ship_eps / bulk_eps);
     println!(
-        "wire bytes per RST event: {wire_per_event:.1} (archived rkyv {raw_per_event:.1}, JSON lines {:.1})",
+        "median CPU: shipped path {:.2} CPU s per million events (server + collector + sensor); \
+         CPU-normalised ratio shipped/bulk {:.2}",
+        median(&mut cpu_per_m),
+        median(&mut cpu_ratios)
+    );
+    println!(
+        "wire bytes per RST event: {wire:.1} (archived rkyv {raw:.1}, JSON lines {:.1})",
         json_bytes as f64 / n as f64
     );
     Ok(())

@@ -504,7 +504,17 @@ impl Batcher {
         c.raw_bytes.fetch_add(raw.len() as u64, Relaxed);
         let mut sp = self.shared.spool.lock().unwrap();
         let before = sp.dropped_batches;
-        sp.push(self.boot_id, b.header.seq, events, &f)?;
+        if let Err(e) = sp.push(self.boot_id, b.header.seq, events, &f) {
+            // Disk full or gone: this batch cannot be kept. Count it as lost and go on
+            // (stopping here would silently lose everything after it).
+            sp.dropped_batches += 1;
+            sp.dropped_events += events;
+            eprintln!(
+                "rstwatch-sensor: cannot spool batch {} ({events} events LOST): {e:#}",
+                b.header.seq
+            );
+            return Ok(());
+        }
         if sp.dropped_batches > before {
             eprintln!(
                 "rstwatch-sensor: spool full ({} bytes): dropped the oldest batches, {} events lost so far",
