@@ -551,6 +551,194 @@ fn sensor_bin() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// Runs `replay` (JSON) and `replay --ship` on one file and checks that ClickHouse holds
+/// exactly what the JSON says, for rows of `sensor`. Returns (rst, flows, anomalies).
+fn replay_matches(
+    ch: &ClickHouse,
+    sensor_bin: &Path,
+    collector: &str,
+    file: &Path,
+    sensor: &str,
+    spool: &Path,
+) -> (u64, u64, u64) {
+    let out = Command::new(sensor_bin)
+        .arg("replay")
+        .arg("--no-progress")
+        .arg(file)
+        .output()
+        .unwrap();
+    let mut total = (0u64, 0u64, 0u64);
+    let (mut rsts, mut flows) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        match v["type"].as_str() {
+            Some("rst") => {
+                total.0 += 1;
+                let e: RstEvent = serde_json::from_value(v.clone()).unwrap();
+                rsts.push(format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    e.ts_us,
+                    e.src,
+                    e.sport,
+                    e.dst,
+                    e.dport,
+                    e.dir,
+                    e.class,
+                    e.flags.0,
+                    e.suspect as u8,
+                    e.seq,
+                    e.ack,
+                    e.ttl
+                ));
+            }
+            Some("flow") => {
+                total.1 += 1;
+                let f: FlowRecord = serde_json::from_value(v.clone()).unwrap();
+                flows.push(format!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    f.ts_start_us,
+                    f.ts_end_us,
+                    f.orig_h,
+                    f.orig_p,
+                    f.resp_h,
+                    f.resp_p,
+                    f.conn_state,
+                    f.history,
+                    f.orig_pkts,
+                    f.resp_pkts,
+                    f.orig_bytes,
+                    f.resp_bytes,
+                    f.rst_count,
+                    f.close,
+                    f.vlan
+                ));
+            }
+            Some("anomaly") => total.2 += 1,
+            _ => panic!("unexpected line {line}"),
+        }
+    }
+    let st = Command::new(sensor_bin)
+        .arg("replay")
+        .arg("--no-progress")
+        .arg(file)
+        .args(["--ship", collector, "--plaintext", "--token", "t0k"])
+        .args(["--sensor-id", sensor])
+        .arg("--spool-dir")
+        .arg(spool)
+        .output()
+        .unwrap();
+    assert_eq!(
+        st.status.success(),
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(st.stdout.is_empty(), "--ship prints no records");
+    let rows = |sql: String| -> Vec<String> {
+        let mut v: Vec<String> = ch
+            .query_db(DB, &sql)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    let addr = |c: &str| format!("replaceRegexpOne(IPv6NumToString({c}), '^::ffff:', '')");
+    let got_rst = rows(format!(
+        "SELECT ts_us, {}, sport, {}, dport, dir, class, flags, suspect, seq, ack, ttl \
+         FROM rst_events WHERE sensor_id = '{sensor}' FORMAT TabSeparated",
+        addr("src"),
+        addr("dst")
+    ));
+    let got_flows = rows(format!(
+        "SELECT ts_start_us, ts_end_us, {}, orig_p, {}, resp_p, conn_state, history, orig_pkts, \
+         resp_pkts, orig_bytes, resp_bytes, rst_count, close, vlan \
+         FROM flows WHERE sensor_id = '{sensor}' FORMAT TabSeparated",
+        addr("orig_h"),
+        addr("resp_h")
+    ));
+    let anomalies: u64 = ch
+        .query_db(
+            DB,
+            &format!("SELECT count() FROM anomalies WHERE sensor_id = '{sensor}'"),
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rsts.sort();
+    flows.sort();
+    assert_eq!(got_rst, rsts, "{}: rst_events", file.display());
+    assert_eq!(got_flows, flows, "{}: flows", file.display());
+    assert_eq!(anomalies, total.2, "{}: anomalies", file.display());
+    total
+}
+
+#[test]
+fn gen_scenarios_replay_ship_stores_what_replay_prints() {
+    let Some(ch) = start_clickhouse("gen_scenarios_replay_ship_stores_what_replay_prints") else {
+        return;
+    };
+    let Some(sensor) = sensor_bin() else {
+        println!(
+            "SKIP gen_scenarios_replay_ship_stores_what_replay_prints: the rstwatch-sensor \
+             binary is missing (cargo build --workspace)"
+        );
+        return;
+    };
+    let dir = tmp("rstwatch-gen");
+    let col = Collector::start(
+        Path::new(COLLECTOR),
+        &ch.url(),
+        DB,
+        &["--plaintext", "--token", "t0k"],
+        &dir.path().join("collector.log"),
+    )
+    .unwrap();
+    let mut total = (0, 0, 0);
+    for scenario in [
+        "refused",
+        "abort",
+        "idle-timeout",
+        "after-fin",
+        "injection",
+        "blind-inwindow",
+        "storm",
+        "scan",
+        "backscatter",
+        "mixed",
+    ] {
+        let pcap = dir.path().join(format!("{scenario}.pcap"));
+        let g = Command::new(&sensor)
+            .args(["gen", "--scenario", scenario, "--out"])
+            .arg(&pcap)
+            .output()
+            .unwrap();
+        assert!(
+            g.status.success(),
+            "gen {scenario}: {}",
+            String::from_utf8_lossy(&g.stderr)
+        );
+        let t = replay_matches(
+            &ch,
+            &sensor,
+            &col.addr(),
+            &pcap,
+            scenario,
+            &dir.path().join("spool"),
+        );
+        total = (total.0 + t.0, total.1 + t.1, total.2 + t.2);
+    }
+    assert!(total.0 > 1000 && total.1 > 1000 && total.2 > 0, "{total:?}");
+    assert_eq!(count(&ch, "rst_events"), total.0);
+    assert_eq!(count(&ch, "flows"), total.1);
+    assert_eq!(count(&ch, "anomalies"), total.2);
+    // The rollup agrees with the raw table.
+    assert_eq!(rolled_up(&ch), total.0);
+}
+
 #[test]
 fn replay_ship_stores_what_replay_prints() {
     let Some(ch) = start_clickhouse("replay_ship_stores_what_replay_prints") else {
@@ -578,67 +766,20 @@ fn replay_ship_stores_what_replay_prints() {
         &dir.path().join("collector.log"),
     )
     .unwrap();
-    let mut total = (0u64, 0u64, 0u64);
-    let mut expected_rst = Vec::new();
-    for f in &files {
-        let out = Command::new(&sensor)
-            .arg("replay")
-            .arg("--no-progress")
-            .arg(f)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            match v["type"].as_str() {
-                Some("rst") => {
-                    total.0 += 1;
-                    let ev: RstEvent = serde_json::from_value(v.clone()).unwrap();
-                    expected_rst.push(format!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        ev.ts_us, ev.src, ev.sport, ev.dst, ev.dport, ev.class, ev.flags.0
-                    ));
-                }
-                Some("flow") => total.1 += 1,
-                Some("anomaly") => total.2 += 1,
-                _ => panic!("unexpected line {line}"),
-            }
-        }
-        let st = Command::new(&sensor)
-            .arg("replay")
-            .arg("--no-progress")
-            .arg(f)
-            .args(["--ship", &col.addr(), "--plaintext", "--token", "t0k"])
-            .args(["--sensor-id", "forensics"])
-            .arg("--spool-dir")
-            .arg(dir.path().join("spool"))
-            .output()
-            .unwrap();
-        assert_eq!(
-            st.status.success(),
-            out.status.success(),
-            "{}: {}",
-            f.display(),
-            String::from_utf8_lossy(&st.stderr)
+    let mut total = (0, 0, 0);
+    for (i, f) in files.iter().enumerate() {
+        let t = replay_matches(
+            &ch,
+            &sensor,
+            &col.addr(),
+            f,
+            &format!("corpus-{i}"),
+            &dir.path().join("spool"),
         );
-        assert!(st.stdout.is_empty(), "--ship prints no records");
+        total = (total.0 + t.0, total.1 + t.1, total.2 + t.2);
     }
     assert!(total.0 > 0 && total.1 > 0, "the corpus has RSTs and flows");
     assert_eq!(count(&ch, "rst_events"), total.0);
     assert_eq!(count(&ch, "flows"), total.1);
     assert_eq!(count(&ch, "anomalies"), total.2);
-    expected_rst.sort();
-    let mut got: Vec<String> = ch
-        .query_db(
-            DB,
-            "SELECT ts_us, replaceRegexpOne(IPv6NumToString(src), '^::ffff:', ''), sport, \
-             replaceRegexpOne(IPv6NumToString(dst), '^::ffff:', ''), dport, class, flags \
-             FROM rst_events FORMAT TabSeparated",
-        )
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    got.sort();
-    assert_eq!(got, expected_rst);
 }
