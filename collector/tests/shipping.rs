@@ -253,6 +253,33 @@ fn tls_with_tokens_stores_every_record_exactly_once() {
     assert_eq!(count(&ch, "rst_events"), n);
     assert!(col.metric("rstwatch_collector_rejected_total{reason=\"bad_token\"}") >= 1);
     assert!(col.log_text().contains("refused (bad_token)"));
+
+    // A collector certificate the sensor's CA does not vouch for: the sensor refuses
+    // it (no retrying into a man in the middle) and says so; nothing is stored.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    let mut mitm = ship_args(&col.addr(), &dir.path().join("spool-mitm"), "edge-1");
+    mitm.plaintext = false;
+    mitm.ca_cert = Some(other_pem);
+    mitm.tls_server_name = Some("localhost".into());
+    mitm.token = Some("tok-edge-1".into());
+    mitm.ship_timeout_secs = 5;
+    let mut sink = ShipSink::start(&mitm).unwrap();
+    sink.rst(rst(999_998));
+    let err = sink.finish().unwrap_err().to_string();
+    assert!(err.contains("remain in the spool"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(count(&ch, "rst_events"), n);
+    // Plain TCP to the TLS port is refused too.
+    let mut plain = ship_args(&col.addr(), &dir.path().join("spool-plain"), "edge-1");
+    plain.token = Some("tok-edge-1".into());
+    plain.ship_timeout_secs = 3;
+    let mut sink = ShipSink::start(&plain).unwrap();
+    sink.rst(rst(999_997));
+    assert!(sink.finish().is_err());
+    assert_eq!(count(&ch, "rst_events"), n);
+    assert!(col.metric("rstwatch_collector_rejected_total{reason=\"tls_handshake\"}") >= 2);
 }
 
 /// Pushes `ids` through `sink` at a bounded pace (so faults land mid-stream).
