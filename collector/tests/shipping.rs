@@ -810,3 +810,39 @@ fn replay_ship_stores_what_replay_prints() {
     assert_eq!(count(&ch, "flows"), total.1);
     assert_eq!(count(&ch, "anomalies"), total.2);
 }
+
+#[test]
+fn a_batch_closes_on_its_time_bound_without_more_records() {
+    let Some(ch) = start_clickhouse("a_batch_closes_on_its_time_bound_without_more_records") else {
+        return;
+    };
+    let dir = tmp("rstwatch-time");
+    let col = Collector::start(
+        Path::new(COLLECTOR),
+        &ch.url(),
+        DB,
+        &["--plaintext", "--no-auth"],
+        &dir.path().join("collector.log"),
+    )
+    .unwrap();
+    let mut args = ship_args(&col.addr(), &dir.path().join("spool"), "edge-t");
+    args.batch_max_ms = 300;
+    let mut sink = ShipSink::start(&args).unwrap();
+    sink.rst(rst(1));
+    sink.rst(rst(2));
+    // Live capture never calls finish: the records must arrive on the time bound alone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&ch, "rst_events") < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(count(&ch, "rst_events"), 2);
+    // Stored first, acknowledged right after.
+    while sink.report().batches_acked < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sink.report().batches_acked, 1);
+    sink.rst(rst(3));
+    let r = sink.finish().unwrap();
+    assert_eq!((r.batches_acked, r.events_acked), (2, 3));
+    assert_eq!(count(&ch, "batches"), 2);
+}
