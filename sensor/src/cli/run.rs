@@ -9,9 +9,10 @@ use crate::capture::{self, Processor, RunConfig};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::parse::LinkType;
+use crate::ship::ShipSink;
 use crate::sink::Sink;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
-use rstwatch_schema::{Anomaly, FlowRecord, Record, RstEvent};
+use rstwatch_schema::{Anomaly, FlowRecord, NamedCounter, Record, RstEvent, SensorStats};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 /// the config file.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Ship to a collector instead of printing (see `--ship`).
+    #[command(flatten)]
+    pub ship: crate::ship::ShipArgs,
     /// Capture interface.
     #[arg(long)]
     pub iface: Option<String>,
@@ -191,23 +195,33 @@ impl Processor for EngineProcessor {
     }
 }
 
-/// Writes records as JSON lines; flushes whenever the queue runs dry so a reader sees
-/// events promptly. With `detectors` (several engines), every RST also feeds the one
-/// set of aggregate detectors, whose anomalies follow the RST that raised them.
+/// Writes records as JSON lines, or hands them to `ship` (a collector) when given;
+/// flushes whenever the queue runs dry so a reader sees events promptly. With
+/// `detectors` (several engines), every RST also feeds the one set of aggregate
+/// detectors, whose anomalies follow the RST that raised them. Returns the shipper,
+/// still open, so the caller can add the final counters and wait for the acks.
 fn output_thread(
     rx: Receiver<Record>,
     written: Arc<AtomicU64>,
     mut detectors: Option<Detectors>,
     failed: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+    mut ship: Option<ShipSink>,
+) -> std::io::Result<Option<ShipSink>> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut err: Option<std::io::Error> = None;
     let mut found: Vec<Anomaly> = Vec::new();
-    let write = |out: &mut std::io::BufWriter<_>, r: &Record| -> std::io::Result<()> {
-        serde_json::to_writer(&mut *out, r)
-            .map_err(std::io::Error::from)
-            .and_then(|_| out.write_all(b"\n"))?;
+    let mut write = |out: &mut std::io::BufWriter<_>, r: &Record| -> std::io::Result<()> {
+        match ship.as_mut() {
+            Some(sink) => match r.clone() {
+                Record::Rst(ev) => sink.rst(ev),
+                Record::Flow(f) => sink.flow(f),
+                Record::Anomaly(a) => sink.anomaly(a),
+            },
+            None => serde_json::to_writer(&mut *out, r)
+                .map_err(std::io::Error::from)
+                .and_then(|_| out.write_all(b"\n"))?,
+        }
         written.fetch_add(1, Ordering::Relaxed);
         Ok(())
     };
@@ -249,7 +263,8 @@ fn output_thread(
     if let Some(e) = err {
         return Err(e);
     }
-    out.flush()
+    out.flush()?;
+    Ok(ship)
 }
 
 /// A small stderr logger for the `log` facade.
@@ -296,6 +311,13 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
         capture::pin_housekeeping(&cfg.cores);
     }
 
+    // Connects lazily and spools meanwhile: a collector that is down does not stop
+    // capture. Blocking is right here: the output thread is off the capture path, and
+    // a full output queue is counted by the workers.
+    let ship = match a.ship.ship {
+        Some(_) => Some(ShipSink::start(&a.ship)?),
+        None => None,
+    };
     let (tx, rx) = bounded::<Record>(cfg.output_queue);
     let counters = capture::OutputCounters::default();
     let out_failed = Arc::new(AtomicBool::new(false));
@@ -312,7 +334,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
         let detectors = central.then(|| Detectors::new(&cfg.engine.anomaly));
         std::thread::Builder::new()
             .name("rw-output".into())
-            .spawn(move || output_thread(rx, written, detectors, failed))?
+            .spawn(move || output_thread(rx, written, detectors, failed, ship))?
     };
     let dropped = counters.dropped.clone();
     let engine_cfg: EngineConfig = cfg.engine.clone();
@@ -349,11 +371,52 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
             String::new()
         }
     );
-    if let Err(e) = out_res {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            anyhow::bail!("writing to stdout: {e}");
+    match out_res {
+        Ok(Some(mut sink)) => {
+            // Capture health at shutdown into `sensor_stats`, then every ack.
+            let mut counters: Vec<NamedCounter> = report
+                .view
+                .engine_totals()
+                .into_iter()
+                .map(|(n, v)| NamedCounter {
+                    name: n.to_string(),
+                    value: v,
+                })
+                .collect();
+            counters.push(NamedCounter {
+                name: "capture.rx_frames".into(),
+                value: report.view.rx_frames(),
+            });
+            counters.push(NamedCounter {
+                name: "capture.lost".into(),
+                value: report.view.lost(),
+            });
+            counters.push(NamedCounter {
+                name: "output.dropped".into(),
+                value: lost_output,
+            });
+            sink.stats(SensorStats {
+                ts_us: crate::ship::now_us(),
+                counters,
+            });
+            let r = sink.finish()?;
+            log::info!(
+                "shipped {} records in {} batches, all acknowledged ({} resent, {} reconnects)",
+                r.events_acked,
+                r.batches_acked,
+                r.resent_batches,
+                r.reconnects
+            );
+            if r.dropped_events > 0 {
+                log::warn!("{} events were lost to a full spool", r.dropped_events);
+                return Ok(1);
+            }
         }
-        log::info!("stdout was closed by its reader: stopped");
+        Ok(None) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            log::info!("stdout was closed by its reader: stopped");
+        }
+        Err(e) => anyhow::bail!("writing to stdout: {e}"),
     }
     Ok(0)
 }

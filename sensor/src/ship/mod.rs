@@ -192,7 +192,7 @@ fn random_boot_id() -> u64 {
     t ^ (u64::from(std::process::id()) << 32)
 }
 
-fn now_us() -> i64 {
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
