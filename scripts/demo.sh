@@ -1,28 +1,117 @@
 #!/usr/bin/env bash
-# The main job (README): set-up, build, then the closest thing to the whole appliance
-# built so far: generate every labelled scenario capture and replay each through the
-# sensor engine, printing its RST events, flow records and anomalies.
+# The main job (README): the whole appliance end to end on a local simulated mirror
+# port. Set-up and build, then:
+#   ClickHouse (Debian's server, from a generated config in a temp dir, loopback only)
+#   → rstwatch-collector migrate + serve (loopback, token auth)
+#   → a network namespace with a veth pair: the capture side has no IP address
+#   → rstwatch-sensor run (AF_XDP) on the capture side, shipping to the collector
+#   → the `mixed` scenario (documentation addresses only) replayed into the peer side
+#   → stop the sensor (it flushes and waits for every acknowledgement)
+#   → the canonical queries in schema/queries/ against what landed in ClickHouse.
+# Needs root (namespaces, XDP). Everything it starts is stopped and removed at exit.
 #
-#   scripts/demo.sh [OUTDIR]      (captures are kept in OUTDIR, default a temp dir)
+#   scripts/demo.sh [--flows N] [--pps N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-cargo build --release -q -p rstwatch-sensor
-bin=target/release/rstwatch-sensor
-out="${1:-$(mktemp -d -t rstwatch-demo.XXXXXX)}"
-mkdir -p "$out"
-for s in refused abort idle-timeout after-fin injection blind-inwindow storm scan backscatter mixed; do
-    "$bin" gen --scenario "$s" --out "$out/$s.pcap"
-    echo
-    echo "=== $s ($out/$s.pcap) ==="
-    if [ "$s" = storm ] || [ "$s" = mixed ]; then
-        # Thousands of records: show the anomalies and a sample of the RSTs.
-        "$bin" replay --format table --only anomaly "$out/$s.pcap"
-        "$bin" replay --format table --only rst "$out/$s.pcap" | head -n 15
-        echo "... ($("$bin" replay --only rst "$out/$s.pcap" | wc -l) RST events in all)"
-    else
-        "$bin" replay --format table "$out/$s.pcap"
-    fi
+flows=2000
+pps=20000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --flows) flows="$2"; shift 2 ;;
+        --pps) pps="$2"; shift 2 ;;
+        *) echo "usage: scripts/demo.sh [--flows N] [--pps N]" >&2; exit 2 ;;
+    esac
 done
-echo
-echo "Captures are in $out; try: $bin replay $out/injection.pcap | jq 'select(.suspect)'"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "demo: needs root (network namespace, XDP); scripts/scenarios.sh is the offline tour" >&2
+    exit 1
+fi
+scripts/setup.sh
+cargo build --release -q -p rstwatch-sensor -p rstwatch-collector
+sensor=$PWD/target/release/rstwatch-sensor
+collector=$PWD/target/release/rstwatch-collector
+
+work=$(mktemp -d -t rstwatch-demo.XXXXXX)
+ns=rstw-demo-$$
+cap=rwdc$$
+inj=rwdi$$
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    ip link del "$cap" 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== ClickHouse (temp dir $work/ch)"
+http=$(free_port); tcp=$(free_port)
+mkdir -p "$work/ch"
+cat > "$work/ch/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$work/ch/server.log</log><errorlog>$work/ch/err.log</errorlog><console>0</console></logger>
+  <http_port>$http</http_port><tcp_port>$tcp</tcp_port><listen_host>127.0.0.1</listen_host>
+  <path>$work/ch/data/</path><tmp_path>$work/ch/tmp/</tmp_path>
+  <user_files_path>$work/ch/user_files/</user_files_path><format_schema_path>$work/ch/fs/</format_schema_path>
+  <users_config>users.xml</users_config><default_profile>default</default_profile>
+  <default_database>default</default_database><timezone>UTC</timezone>
+  <mark_cache_size>268435456</mark_cache_size><mlock_executable>false</mlock_executable>
+</yandex>
+XML
+cat > "$work/ch/users.xml" <<'XML'
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default/></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default/></quotas>
+</yandex>
+XML
+(cd "$work/ch" && exec clickhouse-server --config-file="$work/ch/config.xml" >"$work/ch/stdout.log" 2>&1) &
+pids+=($!)
+ch() { clickhouse-client --port "$tcp" --database rstwatch "$@"; }
+for _ in $(seq 100); do clickhouse-client --port "$tcp" -q 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
+clickhouse-client --port "$tcp" -q 'SELECT version()' | sed 's/^/   server version /'
+
+echo "== collector"
+"$collector" migrate --clickhouse-url "http://127.0.0.1:$http"
+cport=$(free_port)
+"$collector" serve --listen "127.0.0.1:$cport" --clickhouse-url "http://127.0.0.1:$http" \
+    --plaintext --token demo-token >"$work/collector.log" 2>&1 &
+pids+=($!)
+sleep 1
+
+echo "== simulated mirror port: namespace $ns, capture side $cap (no IP address), peer $inj"
+ip netns add "$ns"
+ip link add "$cap" type veth peer name "$inj" netns "$ns"
+ip link set "$cap" up
+ip -n "$ns" link set "$inj" up
+
+echo "== scenario: mixed, $flows background flows"
+"$sensor" gen --scenario mixed --flows "$flows" --out "$work/mixed.pcap"
+
+echo "== sensor: run --iface $cap --ship 127.0.0.1:$cport"
+"$sensor" run --iface "$cap" --ship "127.0.0.1:$cport" --plaintext --token demo-token \
+    --sensor-id demo-sensor --spool-dir "$work/spool" --stats-interval 5 2>"$work/sensor.log" &
+spid=$!
+pids+=($spid)
+for _ in $(seq 150); do grep -q "capturing on" "$work/sensor.log" && break; sleep 0.2; done
+sed 's/^/   /' "$work/sensor.log"
+
+echo "== replaying the capture into the mirror port at $pps packets/s"
+ip netns exec "$ns" tcpreplay -q -i "$inj" --pps "$pps" "$work/mixed.pcap" 2>&1 | sed 's/^/   /' | tail -n 3
+sleep 1
+kill -TERM "$spid"
+wait "$spid"
+tail -n 4 "$work/sensor.log" | sed 's/^/   /'
+
+echo "== what landed in ClickHouse"
+for t in rst_events flows anomalies sensor_stats batches; do
+    printf '   %-13s %s rows\n' "$t" "$(ch -q "SELECT count() FROM $t")"
+done
+for q in rst_per_minute_by_class top_reset_servers suspect_rsts anomalies_recent; do
+    echo "-- schema/queries/$q.sql"
+    ch --format PrettyCompactMonoBlock --multiquery < "schema/queries/$q.sql" | head -n 20
+done
