@@ -174,6 +174,18 @@ impl ClickHouse {
         bail!("clickhouse-server did not answer within 60 s")
     }
 
+    /// Runs `collector migrate` against this server for database `db`.
+    pub fn migrate(&self, collector: &Path, db: &str) -> anyhow::Result<()> {
+        let out = Command::new(collector)
+            .args(["migrate", "--clickhouse-url", &self.url(), "--database", db])
+            .output()
+            .with_context(|| format!("running {}", collector.display()))?;
+        if !out.status.success() {
+            bail!("migrate: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }

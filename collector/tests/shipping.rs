@@ -24,15 +24,7 @@ const DB: &str = "rstwatch";
 fn start_clickhouse(test: &str) -> Option<ClickHouse> {
     match ClickHouse::start().expect("starting clickhouse-server") {
         Some(ch) => {
-            let out = Command::new(COLLECTOR)
-                .args(["migrate", "--clickhouse-url", &ch.url(), "--database", DB])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "migrate: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            ch.migrate(Path::new(COLLECTOR), DB).unwrap();
             Some(ch)
         }
         None => {

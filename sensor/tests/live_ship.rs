@@ -6,8 +6,7 @@ mod live_common;
 
 use live_common::*;
 use rstwatch_collector::testing::{ClickHouse, Collector};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 const DB: &str = "rstwatch";
@@ -32,15 +31,7 @@ fn run_ship_stores_what_replay_prints() {
         "{} missing: build the workspace",
         collector.display()
     );
-    let out = Command::new(&collector)
-        .args(["migrate", "--clickhouse-url", &ch.url(), "--database", DB])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ch.migrate(&collector, DB).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let col = Collector::start(
@@ -133,5 +124,4 @@ fn run_ship_stores_what_replay_prints() {
         ) >= 1
     );
     drop(col);
-    let _ = Path::new(&spool);
 }
