@@ -117,6 +117,18 @@ const RST_ROWS_SQL: &str = "SELECT flow_uid, ts_us, \
     replaceRegexpOne(IPv6NumToString(dst), '^::ffff:', ''), dport, dir, class, flags, suspect, seq \
     FROM rst_events ORDER BY flow_uid FORMAT TabSeparated";
 
+/// A collector on loopback, plain TCP, shared token `t0k`, logging into `dir`.
+fn plaintext_collector(ch: &ClickHouse, dir: &Path) -> Collector {
+    Collector::start(
+        Path::new(COLLECTOR),
+        &ch.url(),
+        DB,
+        &["--plaintext", "--token", "t0k"],
+        &dir.join("collector.log"),
+    )
+    .unwrap()
+}
+
 fn count(ch: &ClickHouse, table: &str) -> u64 {
     ch.query_db(DB, &format!("SELECT count() FROM {table}"))
         .unwrap()
@@ -359,14 +371,7 @@ fn sensor_restart_with_a_non_empty_spool_resends_everything_once() {
     assert!(err.contains(spool.to_str().unwrap()), "{err}");
     // A second run (new boot id) with the same spool, collector up: both runs' data
     // arrive, once.
-    let col = Collector::start(
-        Path::new(COLLECTOR),
-        &ch.url(),
-        DB,
-        &["--plaintext", "--token", "t0k"],
-        &dir.path().join("collector.log"),
-    )
-    .unwrap();
+    let col = plaintext_collector(&ch, dir.path());
     let mut args = ship_args(&col.addr(), &spool, "edge-s");
     args.token = Some("t0k".into());
     let mut sink = ShipSink::start(&args).unwrap();
@@ -442,14 +447,7 @@ fn bad_input_is_refused_counted_and_others_keep_flowing() {
         return;
     };
     let dir = tmp("rstwatch-bad");
-    let col = Collector::start(
-        Path::new(COLLECTOR),
-        &ch.url(),
-        DB,
-        &["--plaintext", "--token", "t0k"],
-        &dir.path().join("collector.log"),
-    )
-    .unwrap();
+    let col = plaintext_collector(&ch, dir.path());
     let addr = col.addr();
     // A good sensor ships throughout.
     let good = {
@@ -708,14 +706,7 @@ fn gen_scenarios_replay_ship_stores_what_replay_prints() {
         return;
     };
     let dir = tmp("rstwatch-gen");
-    let col = Collector::start(
-        Path::new(COLLECTOR),
-        &ch.url(),
-        DB,
-        &["--plaintext", "--token", "t0k"],
-        &dir.path().join("collector.log"),
-    )
-    .unwrap();
+    let col = plaintext_collector(&ch, dir.path());
     let mut total = (0, 0, 0);
     for scenario in [
         "refused",
@@ -777,14 +768,7 @@ fn replay_ship_stores_what_replay_prints() {
         .collect();
     files.sort();
     let dir = tmp("rstwatch-replay");
-    let col = Collector::start(
-        Path::new(COLLECTOR),
-        &ch.url(),
-        DB,
-        &["--plaintext", "--token", "t0k"],
-        &dir.path().join("collector.log"),
-    )
-    .unwrap();
+    let col = plaintext_collector(&ch, dir.path());
     let mut total = (0, 0, 0);
     for (i, f) in files.iter().enumerate() {
         let t = replay_matches(
