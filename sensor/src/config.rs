@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Flows one worker's table holds at most. Memory is reserved up front.
+    /// Flows one worker's table holds at most (1 to 16,777,215). Memory is reserved
+    /// up front, about 127 bytes per flow.
     pub flow_capacity: usize,
     /// Idle timeout of a flow whose handshake has not completed, seconds.
     pub timeout_half_open_s: u32,
@@ -45,6 +46,23 @@ impl Default for EngineConfig {
             verify_checksum: true,
             anomaly: AnomalyConfig::default(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let max = crate::flow::MAX_CAPACITY;
+        if self.flow_capacity == 0 || self.flow_capacity > max {
+            anyhow::bail!(
+                "flow_capacity must be between 1 and {max} (one table), got {}",
+                self.flow_capacity
+            );
+        }
+        if self.max_pending_rst == 0 {
+            anyhow::bail!("max_pending_rst must be at least 1");
+        }
+        Ok(())
     }
 }
 

@@ -141,6 +141,20 @@ fn bad_config_is_a_clear_error() {
     assert!(r.stderr.contains("flow_capacty"), "{}", r.stderr);
 }
 
+#[test]
+fn a_flow_table_too_large_for_one_index_is_refused() {
+    let f = corpus_dir().join("zeek/single-rst.pcap");
+    let r = replay(&["--flow-capacity", "16777216", f.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("flow_capacity must be between 1 and 16777215"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.records.is_empty());
+}
+
 fn read_all(path: &Path) -> Result<u64, String> {
     let mut n = 0;
     rstwatch_sensor::source::read_file(path, None, |_| n += 1).map_err(|e| e.to_string())?;

@@ -251,9 +251,16 @@ fn main() {
         let all: Vec<(i64, &[u8])> = steady.iter().collect();
         all.chunks(64).map(|c| c.to_vec()).collect()
     };
+    let single = std::env::args().any(|a| a == "--no-batch");
     let t = Instant::now();
-    for b in &batches {
-        e.process_batch(LinkType::Ethernet, b, &mut sink);
+    if single {
+        for (ts, f) in steady.iter() {
+            e.process(ts, LinkType::Ethernet, f, &mut sink);
+        }
+    } else {
+        for b in &batches {
+            e.process_batch(LinkType::Ethernet, b, &mut sink);
+        }
     }
     let engine_s = t.elapsed().as_secs_f64();
     let n = steady.len() as f64;

@@ -133,6 +133,9 @@ impl RunConfig {
             bail!("non_tcp: expected drop or pass, got {:?}", self.non_tcp);
         }
         self.zero_copy()?;
+        self.engine
+            .validate()
+            .map_err(|e| anyhow::anyhow!("[engine] {e}"))?;
         if self.queues.is_empty() {
             bail!("queues: at least one queue is needed");
         }

@@ -101,12 +101,12 @@ impl ReplayArgs {
             cfg.idle_threshold_s = v;
         }
         if let Some(v) = self.flow_capacity {
-            anyhow::ensure!(v > 0, "--flow-capacity must be at least 1");
             cfg.flow_capacity = v;
         }
         if self.no_verify_checksum {
             cfg.verify_checksum = false;
         }
+        cfg.validate()?;
         Ok(cfg)
     }
 

@@ -19,6 +19,25 @@ use std::ptr::NonNull;
 const VICTIM_SAMPLE: usize = 16;
 /// Sentinel for "no slot".
 const NONE: u32 = u32::MAX;
+/// Index entries are a slot number in the low 24 bits and 8 more bits of the key's
+/// hash above it, so a lookup can skip most wrong candidates without reading their
+/// flow (hashbrown's own tag is 7 bits). This bounds one table to 16 M flows; a
+/// worker core holds far fewer in practice (default 1 M).
+const SLOT_BITS: u32 = 24;
+/// Largest capacity of one table (see [`SLOT_BITS`]).
+pub const MAX_CAPACITY: usize = (1 << SLOT_BITS) - 1;
+
+#[inline(always)]
+fn slot_of(entry: u32) -> u32 {
+    entry & ((1 << SLOT_BITS) - 1)
+}
+
+/// Bits 32..40 of the hash: hashbrown uses the top 7 for its tag and the low ones
+/// for the bucket, so these are independent of both.
+#[inline(always)]
+fn tag_of(hash: u64) -> u32 {
+    ((hash >> 32) & 0xff) as u32
+}
 
 /// Counters of one table.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,7 +65,7 @@ pub struct FlowTable {
 impl FlowTable {
     /// A table for at most `capacity` flows, its memory reserved now.
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
-        let capacity = capacity.clamp(1, NONE as usize - 1);
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
         let slab: Vec<Flow> = Vec::with_capacity(capacity);
         advise_huge_pages(
             slab.as_ptr() as *const u8,
@@ -95,12 +114,27 @@ impl FlowTable {
     #[inline]
     pub fn find(&self, key: &FlowKey, hash: u64) -> Option<u32> {
         let slab = &self.slab;
+        let tag = tag_of(hash);
         self.index
-            .find(hash, |&i| slab[i as usize].key == *key)
-            .copied()
+            .find(hash, |&e| {
+                e >> SLOT_BITS == tag && slab[slot_of(e) as usize].key == *key
+            })
+            .map(|&e| slot_of(e))
     }
 
-    /// Hints the CPU to bring flow `idx` into the cache (both of its cache lines).
+    /// The slot of the flow whose key probably hashes to `hash`, judged from the index
+    /// alone (hashbrown's 7-bit tag and ours): no flow is read, so several of these
+    /// can run back to back with their cache misses overlapping. The caller must check
+    /// the key before trusting it (see `Engine::process_batch`).
+    #[inline]
+    pub fn find_hint(&self, hash: u64) -> Option<u32> {
+        let tag = tag_of(hash);
+        self.index
+            .find(hash, |&e| e >> SLOT_BITS == tag)
+            .map(|&e| slot_of(e))
+    }
+
+    /// Hints the CPU to bring flow `idx` into the cache (every line it touches).
     #[inline]
     pub fn prefetch(&self, idx: u32) {
         #[cfg(target_arch = "x86_64")]
@@ -108,9 +142,11 @@ impl FlowTable {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
             let p = self.slab.as_ptr().wrapping_add(idx as usize) as *const i8;
             // SAFETY: prefetching is only a hint; it never faults, even on a bad address.
+            // A 116-byte flow at any offset spans up to three cache lines.
             unsafe {
                 _mm_prefetch(p, _MM_HINT_T0);
                 _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+                _mm_prefetch(p.wrapping_add(std::mem::size_of::<Flow>() - 1), _MM_HINT_T0);
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -149,8 +185,10 @@ impl FlowTable {
             (self.slab.len() - 1) as u32
         };
         let slab = &self.slab;
-        self.index
-            .insert_unique(hash, idx, |&i| super::hash_key(&slab[i as usize].key));
+        let entry = idx | tag_of(hash) << SLOT_BITS;
+        self.index.insert_unique(hash, entry, |&e| {
+            super::hash_key(&slab[slot_of(e) as usize].key)
+        });
         self.live += 1;
         self.stats.created += 1;
         self.stats.max_live = self.stats.max_live.max(self.live as u64);
@@ -161,7 +199,7 @@ impl FlowTable {
     pub fn remove(&mut self, idx: u32) {
         let key = self.slab[idx as usize].key;
         let hash = super::hash_key(&key);
-        if let Ok(e) = self.index.find_entry(hash, |&i| i == idx) {
+        if let Ok(e) = self.index.find_entry(hash, |&e| slot_of(e) == idx) {
             e.remove();
         }
         let f = &mut self.slab[idx as usize];
