@@ -26,8 +26,6 @@ pub struct Counters {
     pub flows_timed_out: u64,
     pub flows_evicted: u64,
     pub flows_end_of_capture: u64,
-    /// Anomaly tracker keys not tracked because a tracker was full.
-    pub anomaly_tracker_full: u64,
 }
 
 impl Counters {
@@ -56,7 +54,6 @@ impl Counters {
             ("flows_timed_out", self.flows_timed_out),
             ("flows_evicted", self.flows_evicted),
             ("flows_end_of_capture", self.flows_end_of_capture),
-            ("anomaly_tracker_full", self.anomaly_tracker_full),
         ]);
         v
     }

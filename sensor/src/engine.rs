@@ -193,16 +193,6 @@ impl Engine {
             ("rst_held", self.pending.len() as u64),
             ("anomaly_tracker_full", self.detectors.tracker_full),
         ]);
-        // `Counters::named` has a placeholder for the detectors' count; keep one entry.
-        let mut seen = false;
-        v.retain(|(n, _)| {
-            if *n != "anomaly_tracker_full" {
-                return true;
-            }
-            let keep = seen;
-            seen = true;
-            keep
-        });
         v
     }
 
