@@ -11,7 +11,7 @@ use crate::classify::{self, verdict, Context};
 use crate::config::EngineConfig;
 use crate::counters::Counters;
 use crate::flow::{bits, dflags, hash_key, End, Flow, FlowKey, FlowTable, Role, Timeouts};
-use crate::parse::{self, LinkType, Packet, ParseOptions};
+use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
 use crate::sink::Sink;
 use crate::track;
 use rstwatch_schema::{Anomaly, CloseReason, RstEvent, RstFlag};
@@ -101,12 +101,13 @@ impl Engine {
         sink: &mut S,
     ) {
         for chunk in frames.chunks(BATCH) {
-            let mut parsed: [Option<Looked>; BATCH] = [None; BATCH];
+            // Slots past the chunk's end are never read (the loops below zip with it).
+            let mut parsed: [Result<Looked, Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
             for (slot, &(_, frame)) in parsed.iter_mut().zip(chunk) {
-                if let Ok(p) = parse::parse(link, frame, self.parse_opts) {
+                *slot = parse::parse(link, frame, self.parse_opts).map(|p| {
                     let (key, end) = FlowKey::of(&p);
-                    *slot = Some((p, key, end, hash_key(&key), None));
-                }
+                    (p, key, end, hash_key(&key), None)
+                });
             }
             // Lookups in a tight loop of their own, index only: the flow itself is
             // prefetched, not read, so the cache misses of the whole batch overlap.
@@ -116,15 +117,15 @@ impl Engine {
                     self.table.prefetch(i);
                 }
             }
-            for (slot, &(ts_us, frame)) in parsed.iter().zip(chunk) {
+            for (slot, &(ts_us, _)) in parsed.iter().zip(chunk) {
                 self.counters.frames += 1;
-                let Some((p, key, end, hash, hint)) = slot else {
-                    // Parse again only to learn (and count) why it was rejected.
-                    if let Err(r) = parse::parse(link, frame, self.parse_opts) {
-                        self.counters.rejected[r as usize] += 1;
+                let (p, key, end, hash, hint) = match slot {
+                    Ok(looked) => looked,
+                    Err(r) => {
+                        self.counters.rejected[*r as usize] += 1;
+                        self.advance(ts_us, sink);
+                        continue;
                     }
-                    self.advance(ts_us, sink);
-                    continue;
                 };
                 self.counters.tcp += 1;
                 self.advance(ts_us, sink);

@@ -6,24 +6,26 @@ use rstwatch_schema::Record;
 use rstwatch_sensor::gen::{self, GenOptions, Scenario};
 use rstwatch_sensor::{Engine, EngineConfig};
 
-fn one_by_one(cfg: &EngineConfig, frames: &[(i64, &[u8])]) -> Vec<Record> {
+type Outcome = (Vec<Record>, Vec<(&'static str, u64)>);
+
+fn one_by_one(cfg: &EngineConfig, frames: &[(i64, &[u8])]) -> Outcome {
     let mut e = Engine::new(cfg);
     let mut out = vec![];
     for &(ts, f) in frames {
         e.process(ts, gen::LINK_TYPE, f, &mut out);
     }
     e.finish(&mut out);
-    out
+    (out, e.counters())
 }
 
-fn batched(cfg: &EngineConfig, frames: &[(i64, &[u8])], size: usize) -> Vec<Record> {
+fn batched(cfg: &EngineConfig, frames: &[(i64, &[u8])], size: usize) -> Outcome {
     let mut e = Engine::new(cfg);
     let mut out = vec![];
     for chunk in frames.chunks(size) {
         e.process_batch(gen::LINK_TYPE, chunk, &mut out);
     }
     e.finish(&mut out);
-    out
+    (out, e.counters())
 }
 
 #[test]
@@ -53,14 +55,24 @@ fn batches_equal_single_frames() {
             ..EngineConfig::default()
         },
     ] {
-        let want = one_by_one(&cfg, &frames);
+        let (want, want_counters) = one_by_one(&cfg, &frames);
         assert!(want.len() > 300);
+        let rejected = want_counters
+            .iter()
+            .find(|(n, _)| *n == "rejected")
+            .unwrap()
+            .1;
+        assert!(rejected > 0, "the junk frames are counted");
         for size in [1, 2, 16, 64, 1000] {
-            let got = batched(&cfg, &frames, size);
+            let (got, counters) = batched(&cfg, &frames, size);
             assert!(
                 got == want,
                 "batch size {size}, capacity {}: records differ",
                 cfg.flow_capacity
+            );
+            assert_eq!(
+                counters, want_counters,
+                "batch size {size}: counters differ"
             );
         }
     }
