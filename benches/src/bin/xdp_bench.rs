@@ -356,7 +356,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "  {:8} offered {:>9} sent {:>9} rx {:>9} ({:>9.0} pps) loss {} dropped {} ring_full {} fill_empty {} cpu {:.0}% {:.0} ns/pkt",
                 r.receiver,
-                if rate == 0 { "max".to_string() } else { rate.to_string() },
+                offered(rate),
                 r.sent,
                 r.rx,
                 r.pps(),
@@ -376,11 +376,7 @@ fn main() -> anyhow::Result<()> {
         println!(
             "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.0}% | {:.0} |",
             r.receiver,
-            if r.offered == 0 {
-                "max".to_string()
-            } else {
-                r.offered.to_string()
-            },
+            offered(r.offered),
             r.sent,
             r.rx,
             r.pps(),
@@ -425,4 +421,13 @@ fn main() -> anyhow::Result<()> {
         println!("- sensor / baseline at peak: {:.2}", s / b);
     }
     Ok(())
+}
+
+/// An offered rate as the tables show it: packets per second, or "max" for 0.
+fn offered(rate: u64) -> String {
+    if rate == 0 {
+        "max".to_string()
+    } else {
+        rate.to_string()
+    }
 }

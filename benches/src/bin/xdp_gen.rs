@@ -62,24 +62,10 @@ impl Drop for MmsgSender {
 
 impl MmsgSender {
     fn open(iface: &str) -> anyhow::Result<MmsgSender> {
-        let c = std::ffi::CString::new(iface)?;
-        // SAFETY: plain syscalls, results checked.
-        unsafe {
-            let idx = libc::if_nametoindex(c.as_ptr());
-            if idx == 0 {
-                bail!("no interface {iface}");
-            }
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-            }
-            let s = MmsgSender {
-                fd,
-                ifindex: idx as i32,
-            };
-            setopt(fd, PACKET_QDISC_BYPASS, &1i32, "PACKET_QDISC_BYPASS")?;
-            Ok(s)
-        }
+        let (fd, idx) = packet_socket(iface)?;
+        let s = MmsgSender { fd, ifindex: idx };
+        setopt(fd, PACKET_QDISC_BYPASS, &1i32, "PACKET_QDISC_BYPASS")?;
+        Ok(s)
     }
 
     /// Sends up to `n` frames (looping over `frames` from `*pos`); returns how many went.
@@ -161,6 +147,24 @@ impl Drop for TxRing {
     }
 }
 
+/// An AF_PACKET raw socket for sending on `iface`, and the interface's index. The
+/// caller owns the descriptor (both senders wrap it at once, so Drop closes it).
+fn packet_socket(iface: &str) -> anyhow::Result<(libc::c_int, i32)> {
+    let c = std::ffi::CString::new(iface)?;
+    // SAFETY: plain syscalls, results checked.
+    unsafe {
+        let idx = libc::if_nametoindex(c.as_ptr());
+        if idx == 0 {
+            bail!("no interface {iface}");
+        }
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        Ok((fd, idx as i32))
+    }
+}
+
 fn setopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T, what: &str) -> anyhow::Result<()> {
     // SAFETY: valid option buffer.
     let r = unsafe {
@@ -180,17 +184,9 @@ fn setopt<T>(fd: libc::c_int, opt: libc::c_int, v: &T, what: &str) -> anyhow::Re
 
 impl TxRing {
     fn open(iface: &str) -> anyhow::Result<TxRing> {
-        let c = std::ffi::CString::new(iface)?;
+        let (fd, idx) = packet_socket(iface)?;
         // SAFETY: plain syscalls with checked results.
         unsafe {
-            let idx = libc::if_nametoindex(c.as_ptr());
-            if idx == 0 {
-                bail!("no interface {iface}");
-            }
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
-            }
             let mut ring = TxRing {
                 fd,
                 map: std::ptr::null_mut(),
@@ -223,7 +219,7 @@ impl TxRing {
             let mut sa: libc::sockaddr_ll = std::mem::zeroed();
             sa.sll_family = libc::AF_PACKET as u16;
             sa.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-            sa.sll_ifindex = idx as i32;
+            sa.sll_ifindex = idx;
             if libc::bind(
                 fd,
                 &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
