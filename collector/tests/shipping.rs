@@ -145,6 +145,17 @@ fn rolled_up(ch: &ClickHouse) -> u64 {
         .unwrap()
 }
 
+/// Sensor `edge-1` over TLS, trusting `ca` for a certificate issued to `localhost`.
+fn tls_ship_args(addr: &str, spool: &Path, ca: &Path, token: &str) -> ShipArgs {
+    ShipArgs {
+        plaintext: false,
+        ca_cert: Some(ca.to_path_buf()),
+        tls_server_name: Some("localhost".into()),
+        token: Some(token.into()),
+        ..ship_args(addr, spool, "edge-1")
+    }
+}
+
 fn ship_args(addr: &str, spool: &Path, sensor: &str) -> ShipArgs {
     ShipArgs {
         ship: Some(addr.to_string()),
@@ -191,11 +202,12 @@ fn tls_with_tokens_stores_every_record_exactly_once() {
     )
     .unwrap();
 
-    let mut args = ship_args(&col.addr(), &dir.path().join("spool"), "edge-1");
-    args.plaintext = false;
-    args.ca_cert = Some(cert_pem.clone());
-    args.tls_server_name = Some("localhost".into());
-    args.token = Some("tok-edge-1".into());
+    let args = tls_ship_args(
+        &col.addr(),
+        &dir.path().join("spool"),
+        &cert_pem,
+        "tok-edge-1",
+    );
     let mut sink = ShipSink::start(&args).unwrap();
     let n = 30_000u64;
     for i in 0..n {
@@ -240,11 +252,12 @@ fn tls_with_tokens_stores_every_record_exactly_once() {
     }
 
     // A wrong token is refused: nothing stored, the sensor gives up naming its spool.
-    let mut bad = ship_args(&col.addr(), &dir.path().join("spool-bad"), "edge-1");
-    bad.plaintext = false;
-    bad.ca_cert = Some(cert_pem);
-    bad.tls_server_name = Some("localhost".into());
-    bad.token = Some("wrong".into());
+    let mut bad = tls_ship_args(
+        &col.addr(),
+        &dir.path().join("spool-bad"),
+        &cert_pem,
+        "wrong",
+    );
     bad.ship_timeout_secs = 5;
     let mut sink = ShipSink::start(&bad).unwrap();
     sink.rst(rst(999_999));
@@ -263,11 +276,12 @@ fn tls_with_tokens_stores_every_record_exactly_once() {
     let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let other_pem = dir.path().join("other-ca.pem");
     std::fs::write(&other_pem, other.cert.pem()).unwrap();
-    let mut mitm = ship_args(&col.addr(), &dir.path().join("spool-mitm"), "edge-1");
-    mitm.plaintext = false;
-    mitm.ca_cert = Some(other_pem);
-    mitm.tls_server_name = Some("localhost".into());
-    mitm.token = Some("tok-edge-1".into());
+    let mut mitm = tls_ship_args(
+        &col.addr(),
+        &dir.path().join("spool-mitm"),
+        &other_pem,
+        "tok-edge-1",
+    );
     mitm.ship_timeout_secs = 5;
     let mut sink = ShipSink::start(&mitm).unwrap();
     sink.rst(rst(999_998));
