@@ -10,7 +10,7 @@ use crate::classify::pending::{Held, Pending};
 use crate::classify::{self, verdict, Context};
 use crate::config::EngineConfig;
 use crate::counters::Counters;
-use crate::flow::{bits, dflags, hash_key, End, Flow, FlowKey, FlowTable, Role, Timeouts};
+use crate::flow::{bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, Role, Timeouts};
 use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
 use crate::sink::Sink;
 use crate::track;
@@ -305,10 +305,7 @@ impl Engine {
                 return;
             }
             last_seq = Some(h.ev.seq);
-            if sent_known
-                && classify::after(ev.seq, h.ev.seq)
-                && classify::after(ev.seq, me.next_seq)
-            {
+            if sent_known && seq_gt(ev.seq, h.ev.seq) && seq_gt(ev.seq, me.next_seq) {
                 h.ev.flags.insert(RstFlag::MultiSeq);
                 add.insert(RstFlag::MultiSeq);
             }

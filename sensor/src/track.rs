@@ -2,7 +2,7 @@
 //! history with one packet.
 
 use crate::flow::{bits, DirState, End, EndpointState, Flow, Role};
-use crate::flow::{dflags, seq_gt, seq_lt, NO_WSCALE};
+use crate::flow::{dflags, seq_gt, NO_WSCALE};
 use crate::parse::Packet;
 
 /// Ports Zeek's analyzers register as likely server ports (`likely_server_ports`),
@@ -256,16 +256,4 @@ fn is_established(flow: &Flow) -> bool {
         .iter()
         .any(|d| d.has(dflags::SYN) || d.has(dflags::SYNACK));
     both_acked && (!any_syn || flow.dirs.iter().any(|d| d.has(dflags::H_D)))
-}
-
-/// `a <= b` in sequence space.
-#[inline]
-pub fn seq_le(a: u32, b: u32) -> bool {
-    !seq_gt(a, b)
-}
-
-/// `a >= b` in sequence space.
-#[inline]
-pub fn seq_ge(a: u32, b: u32) -> bool {
-    !seq_lt(a, b)
 }

@@ -9,9 +9,8 @@
 pub mod pending;
 pub mod verdict;
 
-use crate::flow::{bits, dflags, seq_gt, seq_lt, Flow, Role};
+use crate::flow::{bits, dflags, seq_ge, seq_lt, Flow, Role};
 use crate::parse::Packet;
-use crate::track::seq_ge;
 use rstwatch_schema::{Dir, RstClass, RstEvent, RstFlag, RstFlags};
 
 /// A TTL differing from the sender's baseline by more than this is a mismatch. Routes
@@ -169,10 +168,4 @@ fn receive_window(flow: &Flow, role: Role) -> u32 {
         _ => 0,
     };
     u32::from(d.win) << scale
-}
-
-/// True when `a` is strictly after `b` in sequence space (re-exported for `pending`).
-#[inline]
-pub(crate) fn after(a: u32, b: u32) -> bool {
-    seq_gt(a, b)
 }

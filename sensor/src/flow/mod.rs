@@ -12,7 +12,7 @@ mod table;
 
 pub use history::History;
 pub use key::{hash_key, End, FlowKey};
-pub use state::{dflags, seq_gt, seq_lt, DirState, EndpointState, Role, NO_WSCALE};
+pub use state::{dflags, seq_ge, seq_gt, seq_lt, DirState, EndpointState, Role, NO_WSCALE};
 pub use table::{FlowTable, TableStats, MAX_CAPACITY};
 
 use rstwatch_schema::{CloseReason, ConnState, FlowRecord};

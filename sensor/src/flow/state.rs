@@ -162,3 +162,9 @@ pub fn seq_gt(a: u32, b: u32) -> bool {
 pub fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
+
+/// `a >= b` in sequence-number arithmetic.
+#[inline]
+pub fn seq_ge(a: u32, b: u32) -> bool {
+    !seq_lt(a, b)
+}
