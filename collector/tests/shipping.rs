@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use rstwatch_collector::testing::{ClickHouse, Collector, TempDir};
 use rstwatch_schema::frame::{self, Codec, Hello, Kind};
 use rstwatch_schema::{
-    Anomaly, AnomalyKind, CloseReason, ConnState, Dir, FlowRecord, IpBytes, NamedCounter, RstClass,
-    RstEvent, RstFlags, SensorStats, SCHEMA_VERSION,
+    Anomaly, AnomalyKind, Cause, CloseReason, ConnState, Dir, FlowRecord, IpBytes, NamedCounter,
+    RstClass, RstEvent, RstFlags, SensorStats, SCHEMA_VERSION,
 };
 use rstwatch_sensor::ship::{ShipArgs, ShipSink};
 use rstwatch_sensor::Sink;
@@ -60,6 +60,9 @@ fn rst(i: u64) -> RstEvent {
         ip_id: i as u16,
         payload_len: 0,
         flow_uid: i,
+        cause: Cause::ALL[(i % Cause::ALL.len() as u64) as usize],
+        cause_detail: format!("detail {i}"),
+        silence_ms: i * 7,
     }
 }
 
@@ -82,6 +85,7 @@ fn flow(i: u64) -> FlowRecord {
         rst_count: 1,
         close: CloseReason::Rst,
         flow_uid: i,
+        cause: Some(Cause::Abort),
     }
 }
 

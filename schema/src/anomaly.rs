@@ -15,6 +15,9 @@ str_enum! {
         Backscatter = 2 => "backscatter",
         /// Suspect RSTs clustering on a source, path or service.
         Injection = 3 => "injection",
+        /// A server address seen from a new source MAC, followed by `state_loss`
+        /// resets (a VIP moved: VRRP/keepalived failover).
+        Failover = 4 => "failover",
     }
 }
 

@@ -4,7 +4,10 @@ use crate::{Anomaly, FlowRecord, RstEvent, SensorStats};
 
 /// Version of these wire types. The collector refuses batches of another version.
 /// Bump it on any change to a type in this crate that alters its archived layout.
-pub const SCHEMA_VERSION: u16 = 1;
+///
+/// History: 1 — first release; 2 — `RstEvent::{cause, cause_detail, silence_ms}`,
+/// `FlowRecord::cause`, `AnomalyKind::Failover`.
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Who sent a batch and where it sits in that sensor's sequence.
 #[derive(

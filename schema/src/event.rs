@@ -1,7 +1,7 @@
 //! The RST event: one per TCP RST packet the sensor sees.
 
 use crate::str_enum::str_enum;
-use crate::{Anomaly, FlowRecord, IpBytes, RstFlags};
+use crate::{Anomaly, Cause, FlowRecord, IpBytes, RstFlags};
 
 str_enum! {
     /// Which side of the flow sent the RST. The originator is the SYN sender, else the
@@ -72,6 +72,15 @@ pub struct RstEvent {
     /// Identifies the flow record this RST belongs to (0 when unsolicited and no flow
     /// was kept).
     pub flow_uid: u64,
+    /// Why it was sent (schema version 2).
+    #[serde(default)]
+    pub cause: Cause,
+    /// One short sentence with the numbers behind `cause`.
+    #[serde(default)]
+    pub cause_detail: String,
+    /// Milliseconds since the flow's previous packet (0 when the RST opened the flow).
+    #[serde(default)]
+    pub silence_ms: u64,
 }
 
 impl RstEvent {
@@ -103,6 +112,9 @@ impl RstEvent {
             ip_id: 0,
             payload_len: 0,
             flow_uid: 0,
+            cause: Cause::Unknown,
+            cause_detail: String::new(),
+            silence_ms: 0,
         }
     }
 }

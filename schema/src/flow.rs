@@ -2,7 +2,7 @@
 //! of the capture), in Zeek conn.log terms so analysts can cross-check with Zeek.
 
 use crate::str_enum::str_enum;
-use crate::IpBytes;
+use crate::{Cause, IpBytes};
 
 str_enum! {
     /// Zeek's `conn_state` for TCP.
@@ -82,4 +82,8 @@ pub struct FlowRecord {
     pub rst_count: u32,
     pub close: CloseReason,
     pub flow_uid: u64,
+    /// The cause of the flow's first RST; `None` (JSON `""`) when no RST closed it
+    /// (schema version 2).
+    #[serde(with = "crate::cause::opt_name", default)]
+    pub cause: Option<Cause>,
 }

@@ -16,6 +16,7 @@
 pub mod addr;
 pub mod anomaly;
 pub mod batch;
+pub mod cause;
 pub mod event;
 pub mod flags;
 pub mod flow;
@@ -28,6 +29,7 @@ pub mod timefmt;
 pub use addr::IpBytes;
 pub use anomaly::{Anomaly, AnomalyKind};
 pub use batch::{Batch, BatchHeader, SCHEMA_VERSION};
+pub use cause::Cause;
 pub use event::{Dir, Record, RstClass, RstEvent};
 pub use flags::{RstFlag, RstFlags};
 pub use flow::{CloseReason, ConnState, FlowRecord};

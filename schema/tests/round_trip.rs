@@ -35,11 +35,17 @@ fn arb_rst() -> impl Strategy<Value = RstEvent> {
             any::<u16>(),
             any::<u64>(),
         ),
+        (
+            prop::sample::select(Cause::ALL),
+            "[ -~]{0,80}",
+            any::<u64>(),
+        ),
     )
         .prop_map(
             |(
                 (ts_us, src, sport, dst, dport, vlan, inner_vlan),
                 (dir, class, flags, suspect, seq, ack, ack_flag, ttl, ip_id, payload_len, uid),
+                (cause, cause_detail, silence_ms),
             )| RstEvent {
                 ts_us,
                 src,
@@ -59,6 +65,9 @@ fn arb_rst() -> impl Strategy<Value = RstEvent> {
                 ip_id,
                 payload_len,
                 flow_uid: uid,
+                cause,
+                cause_detail,
+                silence_ms,
             },
         )
 }
@@ -81,10 +90,14 @@ fn arb_flow() -> impl Strategy<Value = FlowRecord> {
             any::<u32>(),
             prop::sample::select(CloseReason::ALL),
             any::<u64>(),
+            prop::option::of(prop::sample::select(Cause::ALL)),
         ),
     )
         .prop_map(
-            |((ts, dur, oh, op, rh, rp), (conn_state, history, pk, by, rst_count, close, uid))| {
+            |(
+                (ts, dur, oh, op, rh, rp),
+                (conn_state, history, pk, by, rst_count, close, uid, cause),
+            )| {
                 FlowRecord {
                     ts_start_us: ts,
                     ts_end_us: ts + dur,
@@ -103,6 +116,7 @@ fn arb_flow() -> impl Strategy<Value = FlowRecord> {
                     rst_count,
                     close,
                     flow_uid: uid,
+                    cause,
                 }
             },
         )

@@ -79,6 +79,13 @@ fn event(i: u64) -> RstEvent {
         ip_id: (h >> 40) as u16,
         payload_len: 0,
         flow_uid: i,
+        ..RstEvent::new(
+            0,
+            (IpBytes::default(), 0),
+            (IpBytes::default(), 0),
+            Dir::Orig,
+            RstClass::Abort,
+        )
     }
 }
 

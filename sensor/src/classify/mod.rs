@@ -108,6 +108,9 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
         ip_id: p.ip_id,
         payload_len: p.payload_len.min(u32::from(u16::MAX)) as u16,
         flow_uid: flow.uid(),
+        cause: rstwatch_schema::Cause::Unknown,
+        cause_detail: String::new(),
+        silence_ms: 0,
     }
 }
 

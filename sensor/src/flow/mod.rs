@@ -249,6 +249,7 @@ impl Flow {
             rst_count: u32::from(self.rst_count),
             close,
             flow_uid: self.uid(),
+            cause: None,
         }
     }
 }
