@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod engine;
+pub mod evidence;
 pub mod flow;
 pub mod gen;
 pub mod output;
