@@ -62,6 +62,27 @@ pub fn decide(ev: &RstEvent, e: &Evidence, agg: &Aggregates) -> (Cause, String) 
     (Cause::Unknown, unknown(ev, e))
 }
 
+/// Several workers: each engine's detectors see only its share of a scanner's probes,
+/// so the output stage, whose detectors see every RST, applies the two aggregate rules
+/// again (`scan`, `backscatter`) and raises an RST's cause when they fit and precede it.
+/// Returns whether the cause changed.
+pub fn refine(ev: &mut RstEvent, detectors: &Detectors) -> bool {
+    if ev.cause <= Cause::Backscatter {
+        return false;
+    }
+    let found = scan_by(ev, detectors)
+        .map(|d| (Cause::Scan, d))
+        .or_else(|| backscatter_by(ev, detectors).map(|d| (Cause::Backscatter, d)));
+    match found {
+        Some((c, d)) => {
+            ev.cause = c;
+            ev.cause_detail = d;
+            true
+        }
+        None => false,
+    }
+}
+
 fn side(e: &Evidence) -> &'static str {
     if e.from_server {
         "server"
@@ -132,27 +153,33 @@ fn scanner_of(ev: &RstEvent) -> Option<IpBytes> {
 }
 
 fn scan(ev: &RstEvent, _: &Evidence, agg: &Aggregates) -> Option<String> {
+    scan_by(ev, agg.detectors)
+}
+
+fn scan_by(ev: &RstEvent, detectors: &Detectors) -> Option<String> {
     let s = scanner_of(ev)?;
     let port = if ev.class == RstClass::Reject {
         ev.sport
     } else {
         ev.dport
     };
-    agg.detectors
+    detectors
         .is_scanner(&s)
         .then(|| format!("{s} crossed the scan thresholds; this probe hit port {port}"))
 }
 
 fn backscatter(ev: &RstEvent, _: &Evidence, agg: &Aggregates) -> Option<String> {
-    (ev.class == RstClass::Unsolicited
-        && ev.ack_flag
-        && agg.detectors.is_backscatter_source(&ev.src))
-    .then(|| {
-        format!(
-            "unsolicited RST/ACK from {}, which sprays many local addresses",
-            ev.src
-        )
-    })
+    backscatter_by(ev, agg.detectors)
+}
+
+fn backscatter_by(ev: &RstEvent, detectors: &Detectors) -> Option<String> {
+    (ev.class == RstClass::Unsolicited && ev.ack_flag && detectors.is_backscatter_source(&ev.src))
+        .then(|| {
+            format!(
+                "unsolicited RST/ACK from {}, which sprays many local addresses",
+                ev.src
+            )
+        })
 }
 
 fn refused(ev: &RstEvent, e: &Evidence, _: &Aggregates) -> Option<String> {

@@ -776,15 +776,25 @@ pub fn sensor_cmd(args: &[&str]) -> SensorOutput {
     }
 }
 
-/// JSON-lines records as a multiset of canonical strings, timestamps and per-run ids
-/// left out.
+/// JSON-lines records as a multiset of canonical strings, timestamps, per-run ids and
+/// what is measured from timestamps (`silence_ms`, and `cause_detail`, which quotes
+/// durations) left out: live capture stamps frames when they arrive, not as the pcap
+/// says. The `cause` itself stays.
 pub fn canonical(jsonl: &str) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
     for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
         let mut v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"));
         if let Some(o) = v.as_object_mut() {
-            for k in ["ts", "ts_start", "ts_end", "flow_uid", "uid"] {
+            for k in [
+                "ts",
+                "ts_start",
+                "ts_end",
+                "flow_uid",
+                "uid",
+                "silence_ms",
+                "cause_detail",
+            ] {
                 o.remove(k);
             }
         }
