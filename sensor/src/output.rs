@@ -164,7 +164,7 @@ impl<W: Write> Sink for Table<W> {
 }
 
 /// `addr:port`, with brackets around IPv6 addresses.
-fn endpoint(a: rstwatch_schema::IpBytes, p: u16) -> String {
+pub(crate) fn endpoint(a: rstwatch_schema::IpBytes, p: u16) -> String {
     if a.is_v4() {
         format!("{a}:{p}")
     } else {
