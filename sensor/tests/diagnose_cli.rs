@@ -213,7 +213,7 @@ fn markdown_report_has_its_tables() {
         "## Anomalies",
         "| top services | resets | % |",
         "| top client networks | resets | % |",
-        "| example RST | class | sent by | flags | detail |",
+        "| example RST | class | sender | flags | detail |",
     ] {
         assert!(md.contains(needle), "missing {needle:?}:\n{md}");
     }

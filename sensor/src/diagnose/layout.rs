@@ -39,11 +39,30 @@ impl Clock {
 pub fn period(r: &Report) -> Option<String> {
     let (a, b) = (r.first?, r.last?);
     let end = Clock::for_report(r).time(b);
+    // The difference of the whole seconds shown, so the numbers add up.
+    let length = match b.div_euclid(1_000_000) - a.div_euclid(1_000_000) {
+        0 => "under 1 s".to_string(),
+        secs => duration(secs),
+    };
     Some(format!(
-        "{} to {end} UTC ({})",
+        "{} to {end} UTC ({length})",
         Clock { same_day: false }.time(a),
-        duration((b - a) / 1_000_000)
     ))
+}
+
+/// `text` cut to at most `width` characters by replacing its middle with `…` (the
+/// start and the end of a path say the most).
+pub fn elide_middle(text: &str, width: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= width || width < 3 {
+        return text.to_string();
+    }
+    let head = (width - 1) / 2;
+    let tail = width - 1 - head;
+    let mut out: String = chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&chars[chars.len() - tail..]);
+    out
 }
 
 /// A duration in the two largest units that matter: `42 s`, `4 min 10 s`, `2 h 5 min`,
@@ -67,12 +86,20 @@ pub fn four_tuple(e: &RstEvent) -> String {
     )
 }
 
-/// Who sent an RST, in words.
+/// Who sent an RST: `client (orig)`, `server (resp)` or `unknown (no flow state)`.
 pub fn sender(dir: Dir) -> &'static str {
     match dir {
         Dir::Orig => "client (orig)",
         Dir::Resp => "server (resp)",
-        Dir::Unknown => "unknown side (no flow state)",
+        Dir::Unknown => "unknown (no flow state)",
+    }
+}
+
+/// [`sender`] as a phrase: `sent by the client (orig)`.
+pub fn sent_by(dir: Dir) -> String {
+    match dir {
+        Dir::Unknown => format!("sender {}", sender(dir)),
+        _ => format!("sent by the {}", sender(dir)),
     }
 }
 
@@ -130,6 +157,17 @@ mod tests {
             "  Remedy: send keep-alives or heartbeats\n          more often than the device's\n          timeout, or raise it\n"
         );
         assert!(w.lines().all(|l| l.chars().count() <= 40));
+    }
+
+    #[test]
+    fn long_paths_lose_their_middle() {
+        assert_eq!(elide_middle("/a/b/c.pcap", 20), "/a/b/c.pcap");
+        let e = elide_middle(
+            "/work/shared/corpus/suricata-verify/long-name/input.pcap",
+            21,
+        );
+        assert_eq!(e, "/work/shar…input.pcap");
+        assert_eq!(e.chars().count(), 21);
     }
 
     #[test]

@@ -127,7 +127,7 @@ fn cause_section(s: &mut String, c: &CauseReport, clock: &Clock) {
         c.client_networks_untracked,
     );
     if !c.examples.is_empty() {
-        s.push_str("| example RST | class | sent by | flags | detail |\n|---|---|---|---|---|\n");
+        s.push_str("| example RST | class | sender | flags | detail |\n|---|---|---|---|---|\n");
     }
     for e in &c.examples {
         let _ = writeln!(

@@ -310,21 +310,33 @@ fn text_fits_80_columns_and_has_every_section() {
         "203.0.113.5",
         "02:00:00:00:00:01 → 02:00:00:00:00:02, 3 flows",
     ));
-    let r = Report::build(&c, vec!["a.pcap".into(), "b.pcap".into()]);
+    // The longest endpoints there are: the four-tuple takes two lines.
+    c.rst(rst_at(
+        Cause::Unknown,
+        "[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+        "[2001:db8:eeee:eeee:eeee:eeee:eeee:eeee]:65534",
+        5.0,
+        &[RstFlag::Idle],
+    ));
+    let long = format!("/captures/{}/b.pcap", "x".repeat(100));
+    let r = Report::build(&c, vec!["a.pcap".into(), long]);
     let t = text::render(&r);
     for l in t.lines() {
         assert!(l.chars().count() <= 80, "too wide: {l:?}");
     }
     for needle in [
-        "rstwatch diagnose: a.pcap, b.pcap",
+        "rstwatch diagnose: 2 files\n  a.pcap\n  /captures/xxx",
+        "xxx…xxx",
+        "xxx/b.pcap\n",
         "2026-01-01 00:00:00 to 00:00:09 UTC (9 s)",
-        "10 resets; 0 of 0 flows saw a reset.",
+        "11 resets; 0 of 0 flows saw a reset.",
         "Why: causes in order of precedence",
-        "  injection                   1    10.0        0  ███",
+        "  injection                   1     9.1        0  ██",
+        "    [2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535 >\n      [2001:db8:eeee:",
         "When: resets per 1 s from 00:00:00 to 00:00:10",
         "Anomalies (1)",
         "failover     203.0.113.5",
-        "── idle_timeout ── 3 resets (30.0 %), 0 flows ──",
+        "── idle_timeout ── 3 resets (27.3 %), 0 flows ──",
         "  Remedy: Send keep-alives or heartbeats more often than the device's timeout,",
         "The device's idle timeout is about 3600 s (1 of 1 silences",
         "top services",
@@ -347,7 +359,7 @@ fn markdown_has_a_table_per_section() {
         "## `abort`: 14 resets (100.0 %), 1 flows",
         "| `203.0.113.5:443` | 5 | 35.7 |",
         "| `192.0.2.0/24` | 9 | 64.3 |",
-        "| example RST | class | sent by | flags | detail |",
+        "| example RST | class | sender | flags | detail |",
     ] {
         assert!(m.contains(needle), "missing {needle:?} in\n{m}");
     }

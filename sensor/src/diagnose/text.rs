@@ -31,8 +31,17 @@ pub fn render(r: &Report) -> String {
 }
 
 fn header(s: &mut String, r: &Report) {
-    let files = r.files.join(", ");
-    s.push_str(&layout::wrap(&files, WIDTH, "rstwatch diagnose: ", "  "));
+    match r.files.as_slice() {
+        [one] if one.chars().count() <= WIDTH - 19 => {
+            let _ = writeln!(s, "rstwatch diagnose: {one}");
+        }
+        files => {
+            let _ = writeln!(s, "rstwatch diagnose: {} files", files.len());
+            for f in files {
+                let _ = writeln!(s, "  {}", layout::elide_middle(f, WIDTH - 2));
+            }
+        }
+    }
     if let Some(p) = layout::period(r) {
         let _ = writeln!(s, "{p}");
     }
@@ -225,12 +234,21 @@ fn examples(s: &mut String, c: &CauseReport) {
     for e in &c.examples {
         let _ = writeln!(
             s,
-            "  {}  {}, sent by the {}",
+            "  {}  {}, {}",
             rstwatch_schema::timefmt::rfc3339_micros(e.ts_us),
             e.class.as_str(),
-            layout::sender(e.dir)
+            layout::sent_by(e.dir)
         );
-        let _ = writeln!(s, "    {}", layout::four_tuple(e));
+        let tuple = layout::four_tuple(e);
+        match tuple.split_once(" > ") {
+            // Two long IPv6 endpoints: one per line.
+            Some((src, dst)) if tuple.chars().count() + 4 > WIDTH => {
+                let _ = writeln!(s, "    {src} >\n      {dst}");
+            }
+            _ => {
+                let _ = writeln!(s, "    {tuple}");
+            }
+        }
         s.push_str(&layout::wrap(
             &layout::flags(e),
             WIDTH,
