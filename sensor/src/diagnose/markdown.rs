@@ -66,7 +66,7 @@ fn timeline(s: &mut String, r: &Report, clock: &Clock) {
         s.push_str("No moment stands out.\n\n");
     }
     for c in &t.clusters {
-        let _ = writeln!(s, "{}\n", cluster_sentence(c, r.resets, t.bucket_s, clock));
+        let _ = writeln!(s, "{}\n", cluster_sentence(c, r.resets, clock));
     }
     s.push_str("| from | resets |\n|---|---:|\n");
     for (i, n) in t.counts.iter().enumerate().filter(|(_, &n)| n > 0) {
@@ -110,14 +110,7 @@ fn cause_section(s: &mut String, c: &CauseReport, clock: &Clock) {
         let _ = writeln!(s, "{}\n", idle_sentence(e));
     }
     for cl in &c.clusters {
-        let _ = writeln!(
-            s,
-            "Resets cluster around {} ({} of {}, {:.1} %).\n",
-            clock.time_s(cl.at_s),
-            cl.resets,
-            c.resets,
-            cl.percent
-        );
+        let _ = writeln!(s, "{}\n", cluster_sentence(cl, c.resets, clock));
     }
     shares(s, "service", &c.services, c.services_untracked);
     shares(

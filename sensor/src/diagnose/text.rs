@@ -98,7 +98,7 @@ fn timeline(s: &mut String, t: &Timeline, total: u64, clock: &Clock) {
     }
     for c in &t.clusters {
         s.push_str(&layout::wrap(
-            &cluster_sentence(c, total, t.bucket_s, clock),
+            &cluster_sentence(c, total, clock),
             WIDTH,
             "  ",
             "  ",
@@ -107,14 +107,14 @@ fn timeline(s: &mut String, t: &Timeline, total: u64, clock: &Clock) {
 }
 
 /// "Resets cluster around 00:03:12: 412 of 1530 (26.9 %) in the 10 s from 00:03:10."
-pub(super) fn cluster_sentence(c: &Cluster, total: u64, bucket_s: i64, clock: &Clock) -> String {
+pub(super) fn cluster_sentence(c: &Cluster, total: u64, clock: &Clock) -> String {
     format!(
         "Resets cluster around {}: {} of {} ({:.1} %) in the {} from {}.",
         clock.time_s(c.at_s),
         c.resets,
         total,
         c.percent,
-        layout::duration(bucket_s),
+        layout::duration(c.bucket_s),
         clock.time_s(c.bucket_start_s)
     )
 }
@@ -177,14 +177,12 @@ fn cause_section(s: &mut String, c: &CauseReport, clock: &Clock) {
         s.push_str(&layout::wrap(&idle_sentence(e), WIDTH, "  ", "  "));
     }
     for cl in &c.clusters {
-        let t = format!(
-            "Resets cluster around {} ({} of {}, {:.1} %).",
-            clock.time_s(cl.at_s),
-            cl.resets,
-            c.resets,
-            cl.percent
-        );
-        s.push_str(&layout::wrap(&t, WIDTH, "  ", "  "));
+        s.push_str(&layout::wrap(
+            &cluster_sentence(cl, c.resets, clock),
+            WIDTH,
+            "  ",
+            "  ",
+        ));
     }
     shares(s, "service", &c.services, c.services_untracked);
     shares(

@@ -51,6 +51,7 @@ pub struct Cluster {
     pub at_s: i64,
     #[serde(rename = "bucket_start", with = "secs_rfc3339")]
     pub bucket_start_s: i64,
+    pub bucket_s: i64,
     pub resets: u64,
     /// Share of all resets of the timeline, percent with one decimal.
     pub percent: f64,
@@ -109,6 +110,7 @@ fn clusters(seconds: &SecondCounts, start_s: i64, bucket_s: i64, counts: &[u64])
             Cluster {
                 at_s: busiest_second(seconds, bucket_start_s, bucket_s),
                 bucket_start_s,
+                bucket_s,
                 resets: c,
                 percent: super::percent(c, total),
             }
@@ -177,6 +179,7 @@ mod tests {
             vec![Cluster {
                 at_s: 1815,
                 bucket_start_s: 1800,
+                bucket_s: 60,
                 resets: 41,
                 percent: 41.0
             }]
