@@ -86,6 +86,25 @@ pub fn four_tuple(e: &RstEvent) -> String {
     )
 }
 
+/// `1 reset`, `2 resets`.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// The report's first sentence: `2342 resets; 2256 of 4754 flows saw a reset.`
+pub fn summary(r: &Report) -> String {
+    format!(
+        "{}; {} of {} saw a reset.",
+        count(r.resets, "reset"),
+        r.flows_reset,
+        count(r.flows, "flow")
+    )
+}
+
 /// Who sent an RST: `client (orig)`, `server (resp)` or `unknown (no flow state)`.
 pub fn sender(dir: Dir) -> &'static str {
     match dir {

@@ -27,11 +27,7 @@ fn header(s: &mut String, r: &Report) {
     if let Some(p) = layout::period(r) {
         let _ = writeln!(s, "{p}.\n");
     }
-    let _ = writeln!(
-        s,
-        "**{} resets**; {} of {} flows saw a reset.",
-        r.resets, r.flows_reset, r.flows
-    );
+    let _ = writeln!(s, "{}", layout::summary(r));
     if r.resets == 0 {
         s.push_str("\nNo TCP resets in these captures: nothing to diagnose.\n");
     }
@@ -98,11 +94,11 @@ fn anomalies(s: &mut String, r: &Report, clock: &Clock) {
 fn cause_section(s: &mut String, c: &CauseReport, clock: &Clock) {
     let _ = writeln!(
         s,
-        "\n## `{}`: {} resets ({:.1} %), {} flows\n",
+        "\n## `{}`: {} ({:.1} %), {}\n",
         c.cause.as_str(),
-        c.resets,
+        layout::count(c.resets, "reset"),
         c.percent,
-        c.flows
+        layout::count(c.flows, "flow")
     );
     let _ = writeln!(s, "{}\n", sentence(c.meaning));
     let _ = writeln!(s, "**Remedy:** {}\n", sentence(c.remedy));

@@ -45,11 +45,7 @@ fn header(s: &mut String, r: &Report) {
     if let Some(p) = layout::period(r) {
         let _ = writeln!(s, "{p}");
     }
-    let _ = writeln!(
-        s,
-        "\n{} resets; {} of {} flows saw a reset.",
-        r.resets, r.flows_reset, r.flows
-    );
+    let _ = writeln!(s, "\n{}", layout::summary(r));
     if r.resets == 0 {
         s.push_str("No TCP resets in these captures: nothing to diagnose.\n");
     }
@@ -158,11 +154,11 @@ fn anomalies(s: &mut String, r: &Report, clock: &Clock) {
 
 fn cause_section(s: &mut String, c: &CauseReport, clock: &Clock) {
     let title = format!(
-        "── {} ── {} resets ({:.1} %), {} flows ",
+        "── {} ── {} ({:.1} %), {} ",
         c.cause.as_str(),
-        c.resets,
+        layout::count(c.resets, "reset"),
         c.percent,
-        c.flows
+        layout::count(c.flows, "flow")
     );
     let fill = WIDTH.saturating_sub(title.chars().count());
     let _ = writeln!(s, "\n{title}{}", "─".repeat(fill));
