@@ -156,3 +156,13 @@ fn shares(s: &mut String, what: &str, list: &[Share], untracked: u64) {
 fn cell(t: &str) -> String {
     t.replace('|', "\\|").replace(['\n', '\r'], " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_escape_pipes_and_line_breaks() {
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+    }
+}
