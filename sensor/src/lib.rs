@@ -19,6 +19,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod diagnose;
 pub mod engine;
 pub mod evidence;
 pub mod flow;
