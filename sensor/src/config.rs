@@ -149,6 +149,8 @@ pub struct CauseConfig {
     pub keepalive_idle_s: u32,
     /// Peer payload this recent (ms) when the resetter closed means it had unread data:
     /// Linux `tcp_close` sends RST/ACK at once when data is unread (RFC 2525 §2.17).
+    /// Also bounds how late peer data may follow the RST and still count as crossing
+    /// it. 0 leaves only the zero-window sign.
     pub unread_window_ms: u32,
     /// Flows of one server address reset after its MAC changed before the `failover`
     /// anomaly is reported (keepalived moves a VIP with a gratuitous ARP; the new

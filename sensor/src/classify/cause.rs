@@ -18,7 +18,7 @@
 //! | 9 | idle_timeout | flag `idle` (silence > `idle_threshold_s` before the RST or the segment it answers) |
 //! | 10 | middlebox | `ttl_mismatch` without injection evidence |
 //! | 11 | write_after_close | resetter's FIN, peer payload after (or crossing) it, the RST answers it |
-//! | 12 | unread_data_close | no resetter FIN; the peer's payload ≤ `unread_window_ms` before, or crossing the RST, or a zero window |
+//! | 12 | unread_data_close | no resetter FIN; the peer's payload ≤ `unread_window_ms` before, or crossing the RST (within one RTT and `unread_window_ms`), or a zero window |
 //! | 13 | abort | class `abort` |
 //! | 14 | unknown | anything else |
 
@@ -317,7 +317,7 @@ fn unread_data_close(_: &RstEvent, e: &Evidence, agg: &Aggregates) -> Option<Str
     }
     if let Some(after) = e
         .peer_data_after_rst_us
-        .filter(|&a| a <= e.crossing_window_us())
+        .filter(|&a| a <= e.crossing_window_us(agg.settings.unread_window_us))
     {
         return Some(format!(
             "the {}'s data crossed the RST ({} after it): it was still sending",

@@ -99,9 +99,14 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    /// How long after the RST peer data may arrive and still have crossed it.
-    pub fn crossing_window_us(&self) -> i64 {
-        self.rtt_us.unwrap_or(DEFAULT_ANSWER_US).max(1_000)
+    /// How long after the RST peer data may arrive and still have crossed it (sent
+    /// before the peer could see the RST): one handshake RTT, at most `recent_us` (the
+    /// unread window: data that late is not "still sending" any more).
+    pub fn crossing_window_us(&self, recent_us: i64) -> i64 {
+        self.rtt_us
+            .unwrap_or(DEFAULT_ANSWER_US)
+            .max(1_000)
+            .min(recent_us)
     }
 }
 

@@ -789,3 +789,65 @@ fn a_bare_rst_with_ip_id_zero_is_no_ipid_mismatch() {
     assert!(ev.flags.contains(RstFlag::AfterFin));
     assert_eq!(ev.cause, Cause::WriteAfterClose, "{}", ev.cause_detail);
 }
+
+// ---- what the flow remembers ----------------------------------------------------------
+
+#[test]
+fn rst_count_stays_exact_past_its_one_byte() {
+    let mut cap = Cap::default();
+    let mut c = Conv::web(52_000, 179);
+    let t = c.handshake(&mut cap, T0, 20 * MS);
+    // A blind attacker walks the window: 300 RSTs on one flow.
+    for k in 0..300u32 {
+        let w = Wire {
+            ttl: 200,
+            ..Wire::tcp(
+                c.c.ip,
+                c.c.port,
+                c.s.ip,
+                179,
+                RST,
+                c.c.nxt.wrapping_add(k * 65_535),
+                0,
+            )
+        };
+        cap.push(t + S + i64::from(k) * 100, &w);
+    }
+    let out = cap.run(None);
+    let flow = out
+        .iter()
+        .find_map(|r| match r {
+            Record::Flow(f) => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(flow.rst_count, 300);
+    assert_eq!(rsts(&out).len(), 300);
+}
+
+#[test]
+fn established_flows_evicted_before_their_idle_memory_are_counted() {
+    let mut cap = Cap::default();
+    for i in 0..3u8 {
+        let mut c = Conv::web(53_000 + u16::from(i), 443);
+        c.handshake(&mut cap, T0 + i64::from(i) * S, 20 * MS);
+    }
+    let mut frames = cap.frames;
+    frames.sort_by_key(|f| f.0);
+    let cfg = EngineConfig {
+        flow_capacity: 2,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(&cfg);
+    let mut out: Vec<Record> = vec![];
+    for (t, f) in &frames {
+        e.process(*t, crate::gen::LINK_TYPE, f, &mut out);
+    }
+    let forgotten = e
+        .counters()
+        .into_iter()
+        .find(|(n, _)| *n == "flows_forgotten_early")
+        .unwrap()
+        .1;
+    assert_eq!(forgotten, 1);
+}
