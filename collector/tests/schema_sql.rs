@@ -123,12 +123,13 @@ fn modern_dialect_on_chdb() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("DDL: 7 statements applied"), "{text}");
+    assert!(text.contains("DDL: 16 statements applied"), "{text}");
     assert_eq!(
         text.matches("query ok:").count(),
         rstwatch_schema::sql::QUERIES.len(),
         "{text}"
     );
+    assert!(text.contains("resets_by_cause as expected"), "{text}");
 }
 
 #[test]
