@@ -65,7 +65,7 @@ pub const QUERIES: &[(&str, &str)] = &[
 /// The tables that carry data rows with a `(sensor_id, boot_id, batch_seq)` origin.
 pub const DATA_TABLES: &[&str] = &["rst_events", "flows", "anomalies", "sensor_stats"];
 
-/// Every table (and view) the schema creates, for retention and checks.
+/// Every table with day partitions (retention drops them on servers without TTL).
 pub const ALL_TABLES: &[&str] = &[
     "rst_events",
     "flows",
