@@ -405,6 +405,23 @@ fn every_cause_round_trips_and_resets_by_cause_counts_them() {
         })
         .collect();
     assert_eq!(rolled, want_rolled.join("\n"));
+    // The dashboard query reads the same numbers from the rollup.
+    let q = rstwatch_schema::sql::QUERIES
+        .iter()
+        .find(|(n, _)| *n == "rst_per_minute_by_cause")
+        .unwrap()
+        .1;
+    let mut per_cause = std::collections::BTreeMap::<u8, u64>::new();
+    for line in one(&ch, db, q).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let c: Cause = f[1].parse().unwrap();
+        *per_cause.entry(c.code()).or_default() += f[2].parse::<u64>().unwrap();
+    }
+    let from_query: Vec<String> = per_cause
+        .iter()
+        .map(|(code, n)| format!("{}\t{n}", Cause::ALL[usize::from(*code)]))
+        .collect();
+    assert_eq!(from_query, want_rolled);
     assert_resets_by_cause(&ch, db, &rsts[..rsts.len() - 1]);
 }
 

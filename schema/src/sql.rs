@@ -60,6 +60,10 @@ pub const QUERIES: &[(&str, &str)] = &[
         "resets_by_cause",
         include_str!("../queries/resets_by_cause.sql"),
     ),
+    (
+        "rst_per_minute_by_cause",
+        include_str!("../queries/rst_per_minute_by_cause.sql"),
+    ),
 ];
 
 /// The tables that carry data rows with a `(sensor_id, boot_id, batch_seq)` origin.
