@@ -172,10 +172,7 @@ impl Server {
             return;
         }
         if hello.schema_version != SCHEMA_VERSION {
-            let d = format!(
-                "sensor schema version {}, collector {SCHEMA_VERSION}",
-                hello.schema_version
-            );
+            let d = rstwatch_schema::compat::mismatch(hello.schema_version, SCHEMA_VERSION);
             self.refuse(&mut wr, peer, &sensor, "schema_version", d)
                 .await;
             return;
@@ -369,20 +366,23 @@ impl Server {
         sensor: &str,
         d: &'a Decoded,
     ) -> Result<&'a rstwatch_schema::batch::ArchivedBatch, Refusal> {
+        // The version first: another version's layout cannot be validated as ours.
+        if let Some(v) = rstwatch_schema::compat::batch_schema_version(&d.bytes) {
+            if v != SCHEMA_VERSION {
+                return Err(Refusal {
+                    reason: "schema_version",
+                    detail: format!(
+                        "batch of {}",
+                        rstwatch_schema::compat::mismatch(v, SCHEMA_VERSION)
+                    ),
+                });
+            }
+        }
         let batch = rstwatch_schema::batch::access_batch(&d.bytes).map_err(|e| Refusal {
             reason: "bad_batch",
             detail: format!("batch does not validate: {e}"),
         })?;
         let hd = &batch.header;
-        if hd.schema_version.to_native() != SCHEMA_VERSION {
-            return Err(Refusal {
-                reason: "schema_version",
-                detail: format!(
-                    "batch schema version {}, collector {SCHEMA_VERSION}",
-                    hd.schema_version.to_native()
-                ),
-            });
-        }
         if hd.sensor_id.as_str() != sensor {
             return Err(Refusal {
                 reason: "wrong_sensor",
