@@ -789,9 +789,9 @@ pub enum Causes {
 }
 
 /// JSON-lines records as a multiset of canonical strings, timestamps, per-run ids and
-/// what is measured from timestamps (`silence_ms`, and `cause_detail`, which quotes
-/// durations) left out: live capture stamps frames when they arrive, not as the pcap
-/// says.
+/// what is measured from timestamps (`silence_ms`, `cause_detail`, which quotes
+/// durations, and an anomaly's value, baseline and detail) left out: live capture
+/// stamps frames when they arrive, not as the pcap says.
 pub fn canonical(jsonl: &str, causes: Causes) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
     for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
@@ -811,6 +811,13 @@ pub fn canonical(jsonl: &str, causes: Causes) -> std::collections::BTreeMap<Stri
             }
             if causes == Causes::Ignored {
                 o.remove("cause");
+            }
+            if o.get("type").and_then(|t| t.as_str()) == Some("anomaly") {
+                // What an anomaly measured (a rate, a baseline, the sentence quoting
+                // them) comes from packet spacing too; which anomaly, about whom, stays.
+                for k in ["value", "baseline", "detail"] {
+                    o.remove(k);
+                }
             }
         }
         *m.entry(v.to_string()).or_insert(0) += 1;
