@@ -83,11 +83,14 @@
 //!   client continues its upload 20-60 ms later. Label `seq_in_window`, `ipid_mismatch`,
 //!   `data_after`, suspect.
 
+mod control;
 pub mod packet;
 mod rng;
 mod scenarios;
 mod world;
 
+#[cfg(test)]
+mod cause_tests;
 #[cfg(test)]
 mod tests;
 
@@ -100,7 +103,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
-use rstwatch_schema::{AnomalyKind, Dir, IpBytes, RstClass, RstFlag};
+use rstwatch_schema::{AnomalyKind, Cause, Dir, IpBytes, RstClass, RstEvent, RstFlag};
 
 use crate::parse::LinkType;
 
@@ -126,6 +129,15 @@ pub enum Scenario {
     Storm,
     Scan,
     Backscatter,
+    ServerOverload,
+    VipFailover,
+    Reboot,
+    ConnectRace,
+    KeepaliveRace,
+    WriteAfterClose,
+    UnreadClose,
+    Middlebox,
+    AppAbort,
     Mixed,
 }
 
@@ -141,6 +153,15 @@ impl Scenario {
         Scenario::Storm,
         Scenario::Scan,
         Scenario::Backscatter,
+        Scenario::ServerOverload,
+        Scenario::VipFailover,
+        Scenario::Reboot,
+        Scenario::ConnectRace,
+        Scenario::KeepaliveRace,
+        Scenario::WriteAfterClose,
+        Scenario::UnreadClose,
+        Scenario::Middlebox,
+        Scenario::AppAbort,
         Scenario::Mixed,
     ];
 
@@ -156,22 +177,60 @@ impl Scenario {
             Scenario::Storm => "storm",
             Scenario::Scan => "scan",
             Scenario::Backscatter => "backscatter",
+            Scenario::ServerOverload => "server-overload",
+            Scenario::VipFailover => "vip-failover",
+            Scenario::Reboot => "reboot",
+            Scenario::ConnectRace => "connect-race",
+            Scenario::KeepaliveRace => "keepalive-race",
+            Scenario::WriteAfterClose => "write-after-close",
+            Scenario::UnreadClose => "unread-close",
+            Scenario::Middlebox => "middlebox",
+            Scenario::AppAbort => "app-abort",
             Scenario::Mixed => "mixed",
         }
     }
 
-    /// One line saying what the scenario contains.
+    /// One line saying what the scenario contains, with the causes its RSTs get.
     pub const fn description(self) -> &'static str {
         match self {
-            Scenario::Refused => "SYNs to closed ports answered by RST/ACK (reject)",
-            Scenario::Abort => "flows reset mid-transfer by either side, seq exact (abort)",
-            Scenario::IdleTimeout => "flows silent ~400 s, then a firewall RST (abort, idle)",
-            Scenario::AfterFin => "one side closed, the other kept sending (abort, after_fin)",
-            Scenario::Injection => "forged RSTs: TTL off, GFW-style burst, data after (suspect)",
-            Scenario::BlindInWindow => "off-path RSTs walking a BGP session's window (suspect)",
-            Scenario::Storm => "VIP failover resets --flows flows in 200 ms (rst_storm)",
+            Scenario::Refused => "SYNs to closed ports answered by RST/ACK (refused)",
+            Scenario::Abort => {
+                "resets mid-response: client cancels (unread_data_close), server aborts (abort)"
+            }
+            Scenario::IdleTimeout => {
+                "flows silent ~400 s; a firewall resets the next segment's sender (idle_timeout)"
+            }
+            Scenario::AfterFin => "one side closed, the other kept sending (write_after_close)",
+            Scenario::Injection => "forged RSTs: TTL off, GFW-style burst, data after (injection)",
+            Scenario::BlindInWindow => "off-path RSTs walking a BGP session's window (injection)",
+            Scenario::Storm => "a load balancer resets --flows flows in 200 ms (rst_storm; abort)",
             Scenario::Scan => "SYN scan: 36 hosts on port 23, 24 ports on one host (scan)",
             Scenario::Backscatter => "RST/ACKs from a DoS victim to 40 local hosts (backscatter)",
+            Scenario::ServerOverload => {
+                "accept queue overflow: bare RSTs one RTT after the handshake (server_overload)"
+            }
+            Scenario::VipFailover => {
+                "keepalived VIP moves; the backup's MAC resets old flows (state_loss, failover)"
+            }
+            Scenario::Reboot => {
+                "server silent 50+ s while clients retransmit, then RSTs (state_loss)"
+            }
+            Scenario::ConnectRace => {
+                "SMB 445 vs 139 and Happy Eyeballs losers reset by the client (connect_race)"
+            }
+            Scenario::KeepaliveRace => {
+                "server closes an idle keep-alive as the next request crosses (keepalive_race)"
+            }
+            Scenario::WriteAfterClose => {
+                "data after the peer's FIN answered by RST (write_after_close)"
+            }
+            Scenario::UnreadClose => {
+                "server closes with an upload unread: RST/ACK, crossing data (unread_data_close)"
+            }
+            Scenario::Middlebox => {
+                "an inline IPS resets both ends, TTL off by its hops (middlebox)"
+            }
+            Scenario::AppAbort => "SO_LINGER 0 aborts with everything acknowledged (abort)",
             Scenario::Mixed => "all of the above in --flows background HTTP(S) flows, 10 min",
         }
     }
@@ -201,7 +260,7 @@ impl FromStr for Scenario {
 pub fn scenario_help() -> String {
     let mut s = String::from("Scenarios:\n");
     for sc in Scenario::ALL {
-        s.push_str(&format!("  {:<15} {}\n", sc.as_str(), sc.description()));
+        s.push_str(&format!("  {:<18} {}\n", sc.as_str(), sc.description()));
     }
     s
 }
@@ -236,7 +295,9 @@ pub struct Frame {
 }
 
 /// What the classifier should say about one generated RST packet, identified by its
-/// four-tuple as sent and its sequence number (unique within a [`Generated`]).
+/// timestamp, four-tuple as sent and sequence number (unique within a [`Generated`]; the
+/// timestamp is part of the key because a stack answers every segment that crosses its
+/// first RST with another RST of the same seq).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Label {
     /// The RST's timestamp.
@@ -252,16 +313,20 @@ pub struct Label {
     /// Flags that must be present (others may be too).
     pub flags: Vec<RstFlag>,
     pub suspect: bool,
+    /// Why it was sent, by DESIGN.md's cause rules (first that fits wins).
+    pub cause: Cause,
 }
 
 impl Label {
-    /// True when this label is about the RST `(src, sport, dst, dport, seq)`.
-    pub fn is_for(&self, src: IpBytes, sport: u16, dst: IpBytes, dport: u16, seq: u32) -> bool {
-        self.src == src
-            && self.sport == sport
-            && self.dst == dst
-            && self.dport == dport
-            && self.seq == seq
+    /// True when this label is about the RST event `ev` (same packet: timestamp,
+    /// four-tuple and seq).
+    pub fn is_for(&self, ev: &RstEvent) -> bool {
+        self.ts_us == ev.ts_us
+            && self.src == ev.src
+            && self.sport == ev.sport
+            && self.dst == ev.dst
+            && self.dport == ev.dport
+            && self.seq == ev.seq
     }
 
     /// The label as a JSON object (the form `gen --labels` writes, one per line).
@@ -277,6 +342,7 @@ impl Label {
             "dir": self.dir.as_str(),
             "flags": self.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
             "suspect": self.suspect,
+            "cause": self.cause.as_str(),
         })
     }
 }
@@ -292,6 +358,12 @@ pub struct Generated {
     pub anomalies: Vec<AnomalyKind>,
     /// Connections (distinct four-tuples) in the capture.
     pub flows: usize,
+    /// Frames that are not IP (ARP: a VIP's gratuitous ARPs), which the sensor counts
+    /// as `rejected.not_ip`.
+    pub not_ip: usize,
+    /// IP frames that are not TCP (VRRP advertisements, IPv6 neighbour advertisements),
+    /// counted as `rejected.not_tcp`.
+    pub not_tcp: usize,
 }
 
 /// Generates scenario `s`. Deterministic: the same options give the same frames.
@@ -309,17 +381,29 @@ pub fn generate(s: Scenario, o: &GenOptions) -> Generated {
         Scenario::Storm => scenarios::storm(&mut w, t0, o.flows.max(STORM_MIN_FLOWS)),
         Scenario::Scan => scenarios::scan(&mut w, t0),
         Scenario::Backscatter => scenarios::backscatter(&mut w, t0),
+        Scenario::ServerOverload => scenarios::server_overload(&mut w, t0),
+        Scenario::VipFailover => scenarios::vip_failover(&mut w, t0),
+        Scenario::Reboot => scenarios::reboot(&mut w, t0),
+        Scenario::ConnectRace => scenarios::connect_race(&mut w, t0),
+        Scenario::KeepaliveRace => scenarios::keepalive_race(&mut w, t0),
+        Scenario::WriteAfterClose => scenarios::write_after_close(&mut w, t0),
+        Scenario::UnreadClose => scenarios::unread_close(&mut w, t0),
+        Scenario::Middlebox => scenarios::middlebox(&mut w, t0),
+        Scenario::AppAbort => scenarios::app_abort(&mut w, t0),
         Scenario::Mixed => scenarios::mixed(&mut w, o.seed, t0, o.flows),
     }
-    let (mut frames, mut labels, anomalies, flows) = w.into_parts();
+    let out = w.into_parts();
+    let (mut frames, mut labels) = (out.frames, out.labels);
     // Stable: frames of equal timestamps keep the order they were sent in.
     frames.sort_by_key(|f| f.ts_us);
     labels.sort_by_key(|l| l.ts_us);
     Generated {
         frames,
         labels,
-        anomalies,
-        flows,
+        anomalies: out.anomalies,
+        flows: out.flows,
+        not_ip: out.not_ip,
+        not_tcp: out.not_tcp,
     }
 }
 
