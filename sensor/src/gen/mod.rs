@@ -86,7 +86,7 @@
 //!
 //! The impersonated clients (192.0.2.11-18, 2001:db8:e::11-14) are Linux hosts 12 hops
 //! away (TTL 52 at the sensor); the injector's packets arrive with TTL 243. The server is
-//! 203.0.113.30 / 2001:db8:a::30. Every forged RST carries at least two independent
+//! 203.0.113.30 / 2001:db8:a::1e. Every forged RST carries at least two independent
 //! signals, so it is `suspect` under the rule "data_after, or two or more of
 //! {ttl_mismatch, ipid_mismatch, multi_seq, multi_ack, seq_behind} and not lossy":
 //!

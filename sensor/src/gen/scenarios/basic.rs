@@ -2,7 +2,7 @@
 
 use rstwatch_schema::{Cause, Dir, RstClass};
 
-use super::{client, kernel_rst, local_windows, MS, S};
+use super::{client, kernel_rst, local6_like4, local_windows, MS, S};
 use crate::gen::packet::{ACK, FIN, RST, SYN};
 use crate::gen::world::{local4, local6, Host, Pkt, Verdict, Who, World};
 
@@ -98,11 +98,7 @@ pub(crate) fn idle_timeout(w: &mut World, t0: i64) {
         let ipv6 = i % 3 == 2;
         let cl = client(w, ipv6);
         let n = 40 + i as u8;
-        let ip = if ipv6 {
-            local6(u16::from(n))
-        } else {
-            local4(n)
-        };
+        let ip = if ipv6 { local6_like4(n) } else { local4(n) };
         let server = Host {
             ttl: 63,
             mac: FIREWALL_MAC,

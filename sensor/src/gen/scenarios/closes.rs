@@ -3,9 +3,9 @@
 
 use rstwatch_schema::{Cause, Dir, RstClass, RstFlag};
 
-use super::{client, kernel_rst, MS, S};
+use super::{client, kernel_rst, local6_like4, MS, S};
 use crate::gen::packet::{ACK, FIN, RST};
-use crate::gen::world::{local4, local6, Conn, Host, Pkt, Verdict, Who, World};
+use crate::gen::world::{local4, Conn, Host, Pkt, Verdict, Who, World};
 
 use RstFlag::{AfterFin, SeqExact};
 
@@ -16,7 +16,7 @@ fn served(w: &mut World, i: usize, n: u8, port: u16, t: i64) -> (Conn, i64) {
     let ipv6 = i % 3 == 2;
     let cl = client(w, ipv6);
     let server = if ipv6 {
-        Host::local(local6(u16::from(n)))
+        Host::local(local6_like4(n))
     } else {
         Host::local(local4(n))
     };

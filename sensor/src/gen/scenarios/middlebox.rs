@@ -2,9 +2,9 @@
 
 use rstwatch_schema::{Cause, RstClass, RstFlag};
 
-use super::{client, MS, S};
+use super::{client, local6_like4, MS, S};
 use crate::gen::packet::{ACK, RST};
-use crate::gen::world::{local4, local6, v4, v6, Host, Os, Pkt, Verdict, Who, World};
+use crate::gen::world::{local4, v4, v6, Host, Os, Pkt, Verdict, Who, World};
 
 use RstFlag::{SeqExact, TtlMismatch};
 
@@ -42,11 +42,14 @@ pub(crate) fn middlebox(w: &mut World, t0: i64) {
         let ipv6 = i % 4 >= 2;
         let inbound = i % 2 == 0;
         let (cl, server, port) = if inbound {
-            let ip = if ipv6 { local6(198) } else { local4(198) };
+            let ip = if ipv6 { local6_like4(198) } else { local4(198) };
             (client(w, ipv6), Host::local(ip), 80)
         } else {
             let (local, remote) = if ipv6 {
-                (local6(199), v6([0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x120]))
+                (
+                    local6_like4(199),
+                    v6([0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x120]),
+                )
             } else {
                 (local4(199), v4(192, 0, 2, 120))
             };

@@ -35,6 +35,13 @@ fn local_windows(ip: std::net::IpAddr) -> Host {
     }
 }
 
+/// 2001:db8:a::n written with the decimal digits of `n`, so that a dual-stack host reads
+/// 203.0.113.n and 2001:db8:a::n (e.g. 194 and ::194).
+fn local6_like4(n: u8) -> std::net::IpAddr {
+    let d = u16::from(n);
+    local6((d / 100) << 8 | (d / 10 % 10) << 4 | (d % 10))
+}
+
 /// A client of the given family.
 fn client(w: &mut World, ipv6: bool) -> Host {
     w.client(if ipv6 { 1.0 } else { 0.0 })

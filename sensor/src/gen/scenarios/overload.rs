@@ -3,9 +3,9 @@
 
 use rstwatch_schema::{Cause, Dir, RstClass, RstFlag};
 
-use super::{MS, S};
+use super::{local6_like4, MS, S};
 use crate::gen::packet::{ACK, RST, SYN};
-use crate::gen::world::{local4, local6, v4, v6, Conn, Host, Os, Pkt, Verdict, Who, World};
+use crate::gen::world::{local4, v4, v6, Conn, Host, Os, Pkt, Verdict, Who, World};
 
 const OVERLOAD: Verdict<'static> = Verdict {
     class: RstClass::Abort,
@@ -28,7 +28,7 @@ pub(crate) fn server_overload(w: &mut World, t0: i64) {
         (v4(192, 0, 2, 33), [local4(180), local4(181)], 12),
         (
             v6([0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x33]),
-            [local6(180), local6(181)],
+            [local6_like4(180), local6_like4(181)],
             8,
         ),
     ];

@@ -3,9 +3,9 @@
 
 use rstwatch_schema::{Cause, Dir, RstClass, RstFlag};
 
-use super::{MS, S};
+use super::{local6_like4, MS, S};
 use crate::gen::packet::{ACK, RST, SYN};
-use crate::gen::world::{local4, local6, v4, v6, Conn, Host, Os, Pkt, Verdict, Who, World};
+use crate::gen::world::{local4, v4, v6, Conn, Host, Os, Pkt, Verdict, Who, World};
 
 const LATE_SYNACK: Verdict<'static> = Verdict {
     class: RstClass::HandshakeAbort,
@@ -121,7 +121,7 @@ fn happy_eyeballs(w: &mut World, t: i64, v6_wins: bool) {
     };
     let server4 = Host::remote(v4(192, 0, 2, 170), Os::Linux, 54);
     let server6 = Host::remote(v6([0x2001, 0xdb8, 0xf, 0, 0, 0, 0, 0x170]), Os::Linux, 54);
-    let mut c6 = w.conn(client(local6(160)), server6, 443);
+    let mut c6 = w.conn(client(local6_like4(160)), server6, 443);
     let mut c4 = w.conn(client(local4(160)), server4, 443);
     let rtt4 = w.rng.range(40 * MS, 80 * MS);
     w.send(&mut c6, Who::O, t, Pkt::new(SYN));
@@ -135,6 +135,9 @@ fn happy_eyeballs(w: &mut World, t: i64, v6_wins: bool) {
     } else {
         synack4 + w.rng.range(20 * MS, 80 * MS)
     };
+    // The exchanges after the race see the same round trips as the handshakes.
+    c4.rtt = rtt4;
+    c6.rtt = synack6 - t;
     let (mut winner, mut loser, t_win, t_lose) = if v6_wins {
         (c6, c4, synack6, synack4)
     } else {

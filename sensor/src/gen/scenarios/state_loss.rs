@@ -5,10 +5,10 @@ use std::net::IpAddr;
 
 use rstwatch_schema::{AnomalyKind, Cause, Dir, RstClass, RstFlag};
 
-use super::{client, kernel_rst, MS, S};
+use super::{client, kernel_rst, local6_like4, MS, S};
 use crate::gen::control::{self, VrrpNode};
 use crate::gen::packet::RST;
-use crate::gen::world::{local4, local6, v4, v6, Conn, Host, NonTcp, Pkt, Verdict, Who, World};
+use crate::gen::world::{local4, v4, v6, Conn, Host, NonTcp, Pkt, Verdict, Who, World};
 
 const STATE_LOSS: Verdict<'static> = Verdict {
     class: RstClass::Abort,
@@ -50,7 +50,7 @@ struct Vrrp {
 impl Vrrp {
     fn new(w: &mut World) -> Vrrp {
         let (a4, b4) = (Host::local(local4(81)), Host::local(local4(82)));
-        let (a6, b6) = (Host::local(local6(81)), Host::local(local6(82)));
+        let (a6, b6) = (Host::local(local6_like4(81)), Host::local(local6_like4(82)));
         let node4 = |me: &Host, peer: &Host, priority| VrrpNode {
             mac: me.mac,
             addr: ip4(me),
@@ -79,7 +79,7 @@ impl Vrrp {
             },
             vip6: Host {
                 mac: a4.mac,
-                ..Host::local(local6(80))
+                ..Host::local(local6_like4(80))
             },
             ip_id: [w.rng.u16(), w.rng.u16()],
         }
@@ -209,7 +209,7 @@ pub(crate) fn reboot(w: &mut World, t0: i64) {
     let db4 = Host::local(local4(70));
     let db6 = Host {
         mac: db4.mac,
-        ..Host::local(local6(70))
+        ..Host::local(local6_like4(70))
     };
     let t_crash = t0 + 10 * S;
     let apps = [
