@@ -26,36 +26,48 @@ fn far_ipid(rng: &mut Rng, near: u16) -> u16 {
 /// `injection`: three groups of forged RSTs, each forged RST with at least two
 /// independent signals (see the module docs).
 pub(crate) fn injection(w: &mut World, t0: i64) {
-    let server4 = Host::local(local4(30));
-    let server6 = Host::local(local6(30));
-    let mut t = t0 + 100 * MS;
-    let mut next_client = 0u8;
-    let mut new_client = |ipv6: bool| {
-        next_client += 1;
+    let mut clients = Clients(0);
+    let t = t0 + 100 * MS;
+    let t = injection_a(w, &mut clients, t);
+    let t = injection_b(w, &mut clients, t);
+    injection_c(w, &mut clients, t);
+    w.expect_anomaly(AnomalyKind::Injection);
+}
+
+/// The server the injection scenario's clients talk to.
+fn servers() -> (Host, Host) {
+    (Host::local(local4(30)), Host::local(local6(30)))
+}
+
+/// The impersonated clients, numbered in order of appearance.
+struct Clients(u8);
+
+impl Clients {
+    fn next(&mut self, ipv6: bool) -> Host {
+        self.0 += 1;
         let ip = if ipv6 {
-            v6([
-                0x2001,
-                0xdb8,
-                0xe,
-                0,
-                0,
-                0,
-                0,
-                0x10 + u16::from(next_client),
-            ])
+            v6([0x2001, 0xdb8, 0xe, 0, 0, 0, 0, 0x10 + u16::from(self.0)])
         } else {
-            v4(192, 0, 2, 10 + next_client)
+            v4(192, 0, 2, 10 + self.0)
         };
         Host::remote(ip, Os::Linux, CLIENT_TTL)
-    };
+    }
+}
 
+/// Group A of `injection`; returns when the next group starts.
+fn injection_a(w: &mut World, clients: &mut Clients, mut t: i64) -> i64 {
+    let (server4, server6) = servers();
     // Group A: TTL far off + data after. An on-path injector resets the server side with
     // the exact seq and copies the client's IP ID sequence; the real client, knowing
     // nothing of it, sends its next request; the reset server answers that with a
     // stateless RST (legitimate, not suspect).
     for i in 0..4 {
         let ipv6 = i % 2 == 1;
-        let mut c = w.conn(new_client(ipv6), if ipv6 { server6 } else { server4 }, 443);
+        let mut c = w.conn(
+            clients.next(ipv6),
+            if ipv6 { server6 } else { server4 },
+            443,
+        );
         let tt = w.handshake(&mut c, t);
         let (req, resp) = (w.rng.urange(300, 600), w.rng.urange(2000, 9000));
         let think = w.rng.range(MS, 5 * MS);
@@ -97,12 +109,18 @@ pub(crate) fn injection(w: &mut World, t0: i64) {
         t += w.rng.range(500 * MS, 2 * S);
     }
 
+    t
+}
+
+/// Group B of `injection`.
+fn injection_b(w: &mut World, clients: &mut Clients, mut t: i64) -> i64 {
+    let server4 = servers().0;
     // Group B: a burst of three RST/ACKs with increasing seq (seq, seq + W/4, seq + W/2,
     // W the server's receive window) right after a request with a filtered keyword,
     // TTL far off and IP IDs from the injector's own counter. Both ends are reset (the
     // client by a forged RST the sensor does not see); nothing follows.
     for _ in 0..2 {
-        let mut c = w.conn(new_client(false), server4, 80);
+        let mut c = w.conn(clients.next(false), server4, 80);
         let tt = w.handshake(&mut c, t);
         let (req, resp) = (w.rng.urange(300, 600), w.rng.urange(2000, 9000));
         let think = w.rng.range(MS, 5 * MS);
@@ -147,11 +165,17 @@ pub(crate) fn injection(w: &mut World, t0: i64) {
         t += w.rng.range(500 * MS, 2 * S);
     }
 
+    t
+}
+
+/// Group C of `injection`.
+fn injection_c(w: &mut World, clients: &mut Clients, mut t: i64) -> i64 {
+    let server4 = servers().0;
     // Group C: TTL copied, IP ID far off, seq inside the window but not exact (three
     // segments ahead): the server answers with a challenge ACK (RFC 5961), the client
     // carries on with its upload, the flow ends with FINs.
     for _ in 0..2 {
-        let mut c = w.conn(new_client(false), server4, 443);
+        let mut c = w.conn(clients.next(false), server4, 443);
         let tt = w.handshake(&mut c, t);
         let up_len = w.rng.urange(20_000, 60_000);
         let upload = w.message(443, true, up_len);
@@ -188,7 +212,7 @@ pub(crate) fn injection(w: &mut World, t0: i64) {
         w.close(&mut c, Who::O, tt + gap);
         t += w.rng.range(500 * MS, 2 * S);
     }
-    w.expect_anomaly(AnomalyKind::Injection);
+    t
 }
 
 /// `blind-inwindow`: an off-path attacker walks the receive window of two BGP sessions
