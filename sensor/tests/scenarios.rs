@@ -4,7 +4,9 @@
 //! that are not TCP counted as such.
 //!
 //! The verdict (class, direction, flags, suspect, anomalies) and the cause are checked
-//! by separate tests, so that a failure says which of the two rule sets disagrees.
+//! by separate tests, so that a failure says which of the two rule sets disagrees; both
+//! through the engine's API and through the command line (`gen --labels` against
+//! `replay`'s JSON).
 
 use rstwatch_schema::{Anomaly, AnomalyKind, Record, RstEvent};
 use rstwatch_sensor::gen::{self, GenOptions, Scenario};
@@ -239,4 +241,96 @@ fn other_seeds_are_recovered_too() {
 #[test]
 fn other_seeds_get_their_causes_too() {
     assert_none(other_seeds(Part::Cause));
+}
+
+// ---- the same through the command line: `gen --labels` against `replay` ----
+
+/// The key a label and an `"rst"` record share: timestamp, four-tuple, seq.
+fn json_key(v: &serde_json::Value) -> String {
+    ["ts", "src", "sport", "dst", "dport", "seq"]
+        .iter()
+        .map(|k| v[*k].to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `gen --labels` and `replay` for `s` and compares every label with the
+/// `"rst"` record of the same packet.
+fn cli_problems(s: Scenario, part: Part) -> Vec<String> {
+    let bin = env!("CARGO_BIN_EXE_rstwatch-sensor");
+    let dir = std::env::temp_dir().join(format!("rstwatch-scen-{}-{s}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pcap, labels) = (dir.join("s.pcap"), dir.join("s.jsonl"));
+    let g = std::process::Command::new(bin)
+        .args(["gen", "--scenario", s.as_str(), "--flows", "300", "--out"])
+        .arg(&pcap)
+        .arg("--labels")
+        .arg(&labels)
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let r = std::process::Command::new(bin)
+        .args(["replay", "--only", "rst"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let parse = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let events: std::collections::HashMap<String, serde_json::Value> =
+        parse(&String::from_utf8_lossy(&r.stdout))
+            .into_iter()
+            .map(|v| (json_key(&v), v))
+            .collect();
+    let wanted = parse(&std::fs::read_to_string(&labels).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+    let mut problems = vec![];
+    if events.len() != wanted.len() {
+        problems.push(format!(
+            "{s}: {} records, {} labels",
+            events.len(),
+            wanted.len()
+        ));
+    }
+    let fields: &[&str] = match part {
+        Part::Verdict => &["class", "dir", "suspect"],
+        Part::Cause => &["cause"],
+    };
+    for l in &wanted {
+        let Some(ev) = events.get(&json_key(l)) else {
+            problems.push(format!("{s}: no record for {l}"));
+            continue;
+        };
+        let flags_ok = part == Part::Cause
+            || l["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| ev["flags"].as_array().unwrap().contains(f));
+        if !flags_ok || fields.iter().any(|f| ev[*f] != l[*f]) {
+            problems.push(format!("{s}: replay printed {ev}\n    label says {l}"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn replay_prints_what_gen_labels_say() {
+    let mut problems = vec![];
+    for &s in Scenario::ALL {
+        problems.extend(cli_problems(s, Part::Verdict));
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn replay_prints_the_causes_gen_labels_give() {
+    let mut problems = vec![];
+    for &s in Scenario::ALL {
+        problems.extend(cli_problems(s, Part::Cause));
+    }
+    assert_none(problems);
 }
