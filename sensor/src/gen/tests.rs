@@ -677,3 +677,30 @@ fn mixed_scales_with_flows() {
     // The embedded scenarios do not depend on the background.
     assert_eq!(a.labels, b.labels);
 }
+
+#[test]
+fn cause_scenarios_reset_flows_of_both_families() {
+    for s in [
+        Scenario::IdleTimeout,
+        Scenario::ServerOverload,
+        Scenario::VipFailover,
+        Scenario::Reboot,
+        Scenario::ConnectRace,
+        Scenario::KeepaliveRace,
+        Scenario::WriteAfterClose,
+        Scenario::UnreadClose,
+        Scenario::Middlebox,
+        Scenario::AppAbort,
+    ] {
+        let g = generate(s, &small());
+        assert!(g.labels.iter().any(|l| l.src.is_v4()), "{s}: no IPv4");
+        assert!(g.labels.iter().any(|l| !l.src.is_v4()), "{s}: no IPv6");
+        let causes: HashSet<Cause> = g.labels.iter().map(|l| l.cause).collect();
+        assert_eq!(causes.len(), 1, "{s}: one cause per scenario: {causes:?}");
+    }
+    // The failover is announced the way keepalived does it: 2 × 5 gratuitous ARPs.
+    let g = generate(Scenario::VipFailover, &small());
+    assert_eq!(g.not_ip, 10);
+    assert!(g.not_tcp > 10);
+    assert_eq!(g.anomalies, vec![AnomalyKind::Failover]);
+}
