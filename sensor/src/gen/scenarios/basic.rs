@@ -88,16 +88,16 @@ const FIREWALL_MAC: [u8; 6] = [0x02, 0x00, 0x0a, 0xf1, 0x00, 0x01];
 /// `reject with tcp reset`): a bare RST with seq = the segment's ack, IP ID 0, and the
 /// firewall's TTL, one hop closer than the real peer's.
 ///
-/// Even flows: the client's next request; the firewall is the router in front of the
-/// servers (servers one routed hop behind it: TTL 63 at the sensor, frames from its
-/// MAC; its own RST TTL 64). Odd flows: the server pushes a message to a client behind
+/// The servers (203.0.113.50-55, 2001:db8:a::52 and ::55; no other scenario uses them)
+/// sit one routed hop behind a firewall: TTL 63 at the sensor, frames from its MAC.
+/// Even flows: the client's next request, reset by that firewall (its own TTL 64). Odd flows: the server pushes a message to a client behind
 /// a firewall or NAT one hop before it (RST TTL = the client's + 1), one round trip later.
 pub(crate) fn idle_timeout(w: &mut World, t0: i64) {
     let ports = [5432u16, 8883, 443, 5222, 443, 8883];
     for (i, &port) in ports.iter().enumerate() {
         let ipv6 = i % 3 == 2;
         let cl = client(w, ipv6);
-        let n = 40 + i as u8;
+        let n = 50 + i as u8;
         let ip = if ipv6 { local6_like4(n) } else { local4(n) };
         let server = Host {
             ttl: 63,
