@@ -648,7 +648,7 @@ fn scenario_shapes() {
     assert!(g.labels.iter().any(|l| l.suspect));
     assert!(g.labels.iter().any(|l| !l.suspect));
 
-    // mixed: all four anomalies, IPv6, many flows.
+    // mixed: every anomaly kind, IPv6, many flows.
     let g = generate(Scenario::Mixed, &o);
     for k in AnomalyKind::ALL {
         assert!(g.anomalies.contains(k), "{k:?}");
