@@ -587,7 +587,7 @@ impl World {
 
     /// Records the label of an RST that `who` (or someone pretending to be `who`) sent
     /// at `t` with sequence number `seq`.
-    pub fn label(&mut self, t: i64, c: &Conn, who: Who, seq: u32, v: Verdict<'_>) {
+    fn label(&mut self, t: i64, c: &Conn, who: Who, seq: u32, v: Verdict<'_>) {
         let (src, sport, dst, dport) = c.tuple(who);
         self.labels.push(Label {
             ts_us: t,
