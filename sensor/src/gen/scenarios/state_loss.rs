@@ -173,10 +173,36 @@ fn healthy_flow(w: &mut World, cl: Host, server: Host, port: u16, start: i64) {
     w.close(&mut c, Who::O, tt + gap);
 }
 
-/// One client host's pool of connections to the rebooting server, its requests
-/// outstanding when the server died.
+/// A connection whose query was outstanding when the server died.
+struct Outstanding {
+    c: Conn,
+    seq: u32,
+    query: Vec<u8>,
+    /// When the sensor saw the query first.
+    sent: i64,
+}
+
+/// Retransmits `o`'s query with exponential backoff until one arrives after `t_up`;
+/// returns that one's time.
+fn retransmit_past(w: &mut World, o: &mut Outstanding, rto: i64, t_up: i64) -> i64 {
+    let mut k = 1;
+    loop {
+        let at = retransmission(o.sent, rto, k);
+        let again = Pkt {
+            seq: Some(o.seq),
+            ..Pkt::data(&o.query)
+        };
+        w.send(&mut o.c, Who::O, at, again);
+        if at > t_up {
+            return at;
+        }
+        k += 1;
+    }
+}
+
+/// One client host's pool of connections to the rebooting server.
 struct Pool {
-    conns: Vec<(Conn, u32, Vec<u8>, i64)>,
+    conns: Vec<Outstanding>,
     /// Linux's retransmission timeout for this path: RTT + 200 ms (`tcp_rto_min`).
     rto: i64,
 }
@@ -192,7 +218,10 @@ impl Pool {
     /// connections' `k`-th retransmission before it, others' after).
     fn splits(&self, t: i64) -> bool {
         (1..12).any(|k| {
-            let times = self.conns.iter().map(|x| retransmission(x.3, self.rto, k));
+            let times = self
+                .conns
+                .iter()
+                .map(|x| retransmission(x.sent, self.rto, k));
             let (lo, hi) = times.fold((i64::MAX, i64::MIN), |(l, h), x| (l.min(x), h.max(x)));
             lo <= t && t <= hi
         })
@@ -233,7 +262,12 @@ pub(crate) fn reboot(w: &mut World, t0: i64) {
             let query = w.message(5432, true, len);
             let sent = t_crash + w.rng.range(MS, 50 * MS);
             let seq = w.send(&mut c, Who::O, sent, Pkt::data(&query));
-            conns.push((c, seq, query, sent));
+            conns.push(Outstanding {
+                c,
+                seq,
+                query,
+                sent,
+            });
         }
         pools.push(Pool {
             conns,
@@ -246,20 +280,9 @@ pub(crate) fn reboot(w: &mut World, t0: i64) {
     }
     for pool in &mut pools {
         let rto = pool.rto;
-        for (c, seq, query, sent) in &mut pool.conns {
-            let mut k = 1;
-            let at = loop {
-                let at = retransmission(*sent, rto, k);
-                let again = Pkt {
-                    seq: Some(*seq),
-                    ..Pkt::data(query)
-                };
-                w.send(c, Who::O, at, again);
-                if at > t_up {
-                    break at;
-                }
-                k += 1;
-            };
+        for o in &mut pool.conns {
+            let at = retransmit_past(w, o, rto, t_up);
+            let c = &mut o.c;
             let tr = at + w.react(c, Who::R);
             let p = kernel_rst(c, Who::R, RST, c.r.nxt, 0);
             w.send_rst(c, Who::R, tr, p, STATE_LOSS);
