@@ -285,7 +285,7 @@ impl Engine {
             self.counters.history_truncated += u64::from(u.letters_dropped);
             let pending = flow.has(bits::HAS_PENDING);
             self.cross
-                .after_update(self.table.get(i), p, role, u.became_established);
+                .after_update(self.table.get(i), p, role, ts_us, u.became_established);
             if p.payload_len > 0 && pending {
                 self.pending.for_each_of_flow(i, |h| {
                     if h.role == role {
@@ -454,6 +454,7 @@ impl Engine {
             }
             h.ev.suspect = verdict::is_suspect(&h.ev);
             self.detectors.observe(&h.ev, &mut self.anomalies);
+            h.evidence.first_cause = self.table.get(h.flow).first_cause();
             let (cause, detail) = cause::decide(
                 &h.ev,
                 &h.evidence,

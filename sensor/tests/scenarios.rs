@@ -258,7 +258,10 @@ fn json_key(v: &serde_json::Value) -> String {
 /// `"rst"` record of the same packet.
 fn cli_problems(s: Scenario, part: Part) -> Vec<String> {
     let bin = env!("CARGO_BIN_EXE_rstwatch-sensor");
-    let dir = std::env::temp_dir().join(format!("rstwatch-scen-{}-{s}", std::process::id()));
+    // One directory per call: several tests run this for the same scenario at once.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rstwatch-scen-{}-{n}-{s}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (pcap, labels) = (dir.join("s.pcap"), dir.join("s.jsonl"));
     let g = std::process::Command::new(bin)

@@ -8,6 +8,7 @@
 //! | order | cause | rule |
 //! |---|---|---|
 //! | 1 | injection | `suspect` |
+//! | – | (the first RST's) | a follow-up RST: the resetter had already reset the flow and answers a segment that crossed its first RST (Linux sends a bare RST with the same seq); it carries the first RST's cause |
 //! | 2 | scan | the source crossed the scan thresholds: its rejects, and its own RST after a SYN-ACK |
 //! | 3 | backscatter | unsolicited RST/ACK from a remote that crossed the backscatter threshold |
 //! | 4 | refused | class `reject` |
@@ -54,6 +55,15 @@ pub fn decide(ev: &RstEvent, e: &Evidence, agg: &Aggregates) -> (Cause, String) 
         (Cause::UnreadDataClose, unread_data_close),
         (Cause::Abort, abort),
     ];
+    if let Some(first) = e.first_cause.filter(|_| e.follow_up && !ev.suspect) {
+        return (
+            first,
+            format!(
+                "follow-up: answers a segment that crossed the {side}'s first RST ({first})",
+                side = side(e)
+            ),
+        );
+    }
     for (cause, rule) in RULES {
         if let Some(detail) = rule(ev, e, agg) {
             return (cause, detail);

@@ -96,6 +96,11 @@ pub struct Evidence {
     pub peer_data_after_rst_us: Option<i64>,
     /// The resetter's own TTL baseline in this flow (0: none).
     pub ttl_baseline: u8,
+    /// The resetter had already sent an RST in this flow (and its peer had not): this
+    /// one answers a segment that crossed it.
+    pub follow_up: bool,
+    /// The cause of the flow's first RST, filled in when this one is released.
+    pub first_cause: Option<rstwatch_schema::Cause>,
 }
 
 impl Evidence {
@@ -156,6 +161,7 @@ pub fn gather(
         0
     };
     e.resetter_sent = me.payload_bytes();
+    e.follow_up = me.has(dflags::RST) && !peer.has(dflags::RST);
     e.peer_sent = peer.payload_bytes();
     e.rtt_us = flow.rtt.us();
     e.since_established_us = flow.established_us().map(|t| ts_us - t);

@@ -96,8 +96,12 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
             let step = p.ip_id.wrapping_sub(me.ip_id);
             fl.set(RstFlag::IpidMismatch, step > IPID_MAX_STEP);
         }
+        // Behind the data the sender sent: not behind its FIN, whose sequence number
+        // a kernel reset answering a segment that has not acknowledged the FIN yet
+        // carries (Linux accepts that RST).
         let sent_data = me.payload_bytes() > 0;
-        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, me.next_seq));
+        let data_end = me.next_seq.wrapping_sub(u32::from(me.has(dflags::FIN)));
+        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, data_end));
     }
     let other_flavour = if p.flags.ack() {
         dflags::RST_BARE

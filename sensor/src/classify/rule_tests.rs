@@ -851,3 +851,30 @@ fn established_flows_evicted_before_their_idle_memory_are_counted() {
         .1;
     assert_eq!(forgotten, 1);
 }
+
+#[test]
+fn an_rst_at_the_senders_unacknowledged_fin_is_not_seq_behind() {
+    let mut cap = Cap::default();
+    let mut c = Conv::web(54_000, 80);
+    let t = c.handshake(&mut cap, T0, 20 * MS);
+    c.data(&mut cap, t + MS, Who::Client, 100);
+    c.data(&mut cap, t + 3 * MS, Who::Server, 700);
+    c.ack(&mut cap, t + 13 * MS, Who::Client);
+    c.fin(&mut cap, t + 2 * S, Who::Server);
+    // The client's request crossed the FIN: it acknowledges the data, not the FIN; the
+    // closed socket's kernel answers with seq = that ack (the FIN's own seq).
+    let fin_seq = c.s.nxt.wrapping_sub(1);
+    c.c.rcv = fin_seq;
+    c.data(&mut cap, t + 2 * S + MS, Who::Client, 90);
+    let w = Wire {
+        src_mac: c.s.mac,
+        ip_id: 0,
+        window: 0,
+        ..Wire::tcp(c.s.ip, 80, c.c.ip, 54_000, RST, fin_seq, 0)
+    };
+    cap.push(t + 2 * S + MS + 40, &w);
+    let ev = only_rst(&cap.run(None));
+    assert!(!ev.flags.contains(RstFlag::SeqBehind), "{:?}", ev.flags);
+    assert!(!ev.suspect);
+    assert_eq!(ev.cause, Cause::WriteAfterClose, "{}", ev.cause_detail);
+}

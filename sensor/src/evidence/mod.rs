@@ -145,16 +145,23 @@ impl CrossFlow {
 
     /// Notes what the flow's update by `p` started: an established connection (the
     /// race book) and the server's handshake MAC.
-    pub fn after_update(&mut self, flow: &Flow, p: &Packet, role: Role, became_established: bool) {
+    pub fn after_update(
+        &mut self,
+        flow: &Flow,
+        p: &Packet,
+        role: Role,
+        ts_us: i64,
+        became_established: bool,
+    ) {
         if role == Role::Resp && p.flags.syn() && p.flags.ack() {
             self.server_macs.handshake(p.src, p.src_mac);
         }
-        if !became_established {
+        // Only handshakes: a midstream flow has no SYN time to race with. The exact
+        // time of this packet, not the flow's log-scale RTT, marks the establishment.
+        if !became_established || !flow.dir(Role::Orig).has(dflags::SYN) {
             return;
         }
-        let Some(est_us) = flow.established_us() else {
-            return;
-        };
+        let est_us = ts_us;
         let (client, client_port) = flow.key.end(flow.end_of(Role::Orig));
         let (server, server_port) = flow.key.end(flow.end_of(Role::Resp));
         let client_mac = if role == Role::Orig { p.src_mac } else { 0 };

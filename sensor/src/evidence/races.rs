@@ -6,14 +6,14 @@
 //! IPv4 attempt 250 ms apart and closes the slower one. The loser's RST looks like an
 //! abort, but nothing is wrong.
 //!
-//! When a connection becomes established, the book records it under its client: the
-//! client's source MAC where the capture has one, else its address. At an RST from a
-//! client, [`RaceBook::find`] looks for another connection of the same client whose SYN
-//! was within `race_window_ms` of this one's and that became established at most
+//! When a connection becomes established, the book records it under its client's
+//! address, and under the client's source MAC where the capture has one. At an RST from
+//! a client, [`RaceBook::find`] looks for another connection of the same client whose
+//! SYN was within `race_window_ms` of this one's and that became established at most
 //! `race_reset_ms` before the RST, to the same server address or to the same port over
-//! the other address family. A MAC seen with more than [`SHARED_MAC_ADDRS`] addresses is
-//! a router's (every remote client behind it has it): for those only the same client
-//! address counts.
+//! the other address family. The MAC is what ties a dual-stack client's IPv4 and IPv6
+//! addresses together; a MAC seen with more than [`SHARED_MAC_ADDRS`] addresses is a
+//! router's (every remote client behind it has it) and is not used.
 //!
 //! Bounded: [`MAX_CLIENTS`] clients, [`PER_CLIENT`] recent connections each (the oldest
 //! is overwritten); a client that does not fit is counted (`race_book_full`).
@@ -41,7 +41,7 @@ pub struct Established {
     pub est_us: i64,
 }
 
-/// Who a client is: its MAC, or (no MAC in the capture) its address.
+/// Under what a connection is recorded: its client's address, and its client's MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum ClientKey {
     Mac(u64),
@@ -90,17 +90,15 @@ pub struct RaceBook {
 }
 
 impl RaceBook {
-    fn key(client: IpBytes, mac: u64) -> ClientKey {
-        if mac != 0 {
-            ClientKey::Mac(mac)
-        } else {
-            ClientKey::Addr(client)
+    /// Records an established connection whose completing ACK came from `client_mac`.
+    pub fn established(&mut self, e: Established, client_mac: u64) {
+        self.record(ClientKey::Addr(e.client), e);
+        if client_mac != 0 {
+            self.record(ClientKey::Mac(client_mac), e);
         }
     }
 
-    /// Records an established connection whose completing ACK came from `client_mac`.
-    pub fn established(&mut self, e: Established, client_mac: u64) {
-        let key = Self::key(e.client, client_mac);
+    fn record(&mut self, key: ClientKey, e: Established) {
         if !self.clients.contains_key(&key) && self.clients.len() >= MAX_CLIENTS {
             // Make room from entries too old to matter, once, before giving up.
             let horizon = e.est_us - 60_000_000;
@@ -121,21 +119,23 @@ impl RaceBook {
 
     /// The parallel connection this RST's flow lost to, if any.
     pub fn find(&self, q: &RaceQuery) -> Option<RaceWinner> {
-        let c = self.clients.get(&Self::key(q.client, q.client_mac))?;
-        let shared = c.addrs.len() > SHARED_MAC_ADDRS;
-        c.recent
-            .iter()
+        let by_addr = self.clients.get(&ClientKey::Addr(q.client));
+        let by_mac = (q.client_mac != 0)
+            .then(|| self.clients.get(&ClientKey::Mac(q.client_mac)))
             .flatten()
+            .filter(|c| c.addrs.len() <= SHARED_MAC_ADDRS);
+        by_addr
+            .into_iter()
+            .chain(by_mac)
+            .flat_map(|c| c.recent.iter().flatten())
             .filter(|e| {
                 let same_flow = e.client == q.client
                     && e.client_port == q.client_port
                     && e.server == q.server
                     && e.server_port == q.server_port;
-                let same_client = e.client == q.client || !shared;
                 let parallel = e.server == q.server
                     || (e.server_port == q.server_port && e.server.is_v4() != q.server.is_v4());
                 !same_flow
-                    && same_client
                     && parallel
                     && (e.syn_us - q.syn_us).abs() <= q.window_us
                     && q.rst_us >= e.est_us
