@@ -486,11 +486,7 @@ impl Engine {
         let Some(flows) = self.cross.failover.reached(&server, ev.ts_us) else {
             return;
         };
-        let old = self
-            .cross
-            .server_macs
-            .get(&server)
-            .filter(|&m| m != e.rst_mac);
+        let old = self.cross.server_macs.before(&server, e.rst_mac);
         let f = Failover {
             ts_us: ev.ts_us,
             server,

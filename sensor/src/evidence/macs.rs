@@ -13,7 +13,8 @@ pub const MAX_ADDRS: usize = 65_536;
 
 #[derive(Default)]
 pub struct ServerMacs {
-    by_addr: HashMap<IpBytes, u64>,
+    /// Address → (current MAC, the one before it).
+    by_addr: HashMap<IpBytes, (u64, u64)>,
     pub full: u64,
 }
 
@@ -24,17 +25,22 @@ impl ServerMacs {
             return;
         }
         if let Some(m) = self.by_addr.get_mut(&server) {
-            *m = mac;
+            if m.0 != mac {
+                *m = (mac, m.0);
+            }
         } else if self.by_addr.len() < MAX_ADDRS {
-            self.by_addr.insert(server, mac);
+            self.by_addr.insert(server, (mac, 0));
         } else {
             self.full += 1;
         }
     }
 
-    /// The MAC `server` answered handshakes from, if known.
-    pub fn get(&self, server: &IpBytes) -> Option<u64> {
-        self.by_addr.get(server).copied()
+    /// The MAC `server` answered handshakes from before it used `now` (clients that
+    /// reconnect after a failover already get SYN-ACKs from the new MAC), if known.
+    pub fn before(&self, server: &IpBytes, now: u64) -> Option<u64> {
+        let &(cur, prev) = self.by_addr.get(server)?;
+        let old = if cur != now { cur } else { prev };
+        (old != 0).then_some(old)
     }
 }
 
@@ -60,13 +66,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_the_latest_handshake_mac() {
+    fn remembers_the_mac_before_the_new_one() {
         let mut m = ServerMacs::default();
         let a: IpBytes = "203.0.113.80".parse().unwrap();
         m.handshake(a, 0x0200_0000_000a);
-        assert_eq!(Mac(m.get(&a).unwrap()).to_string(), "02:00:00:00:00:0a");
+        assert_eq!(
+            Mac(m.before(&a, 0x0200_0000_000b).unwrap()).to_string(),
+            "02:00:00:00:00:0a"
+        );
+        // Reconnecting clients already reached the new MAC: the old one is still known.
         m.handshake(a, 0x0200_0000_000b);
-        assert_eq!(m.get(&a), Some(0x0200_0000_000b));
+        assert_eq!(m.before(&a, 0x0200_0000_000b), Some(0x0200_0000_000a));
+        assert_eq!(m.before(&"203.0.113.81".parse().unwrap(), 1), None);
         assert_eq!(Mac(0).to_string(), "unknown MAC");
     }
 }
