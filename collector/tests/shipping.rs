@@ -63,6 +63,8 @@ fn rst(i: u64) -> RstEvent {
         cause: Cause::ALL[(i % Cause::ALL.len() as u64) as usize],
         cause_detail: format!("detail {i}"),
         silence_ms: i * 7,
+        encap: rstwatch_schema::Encap::Vxlan,
+        tunnel_id: (i % 3) as u32,
     }
 }
 
@@ -86,6 +88,8 @@ fn flow(i: u64) -> FlowRecord {
         close: CloseReason::Rst,
         flow_uid: i,
         cause: Some(Cause::Abort),
+        encap: rstwatch_schema::Encap::Geneve,
+        tunnel_id: (i % 5) as u32,
     }
 }
 

@@ -117,7 +117,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(link in prop::sample::select(&LINKS[..]), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = parse(link, &bytes, ParseOptions { verify_checksum: true });
+        let _ = parse(link, &bytes, ParseOptions { verify_checksum: true, ..ParseOptions::default() });
     }
 
     #[test]
@@ -132,7 +132,7 @@ proptest! {
             f[i] = x;
         }
         f.truncate(cut.index(f.len() + 1));
-        let _ = parse(LinkType::Ethernet, &f, ParseOptions { verify_checksum: true });
+        let _ = parse(LinkType::Ethernet, &f, ParseOptions { verify_checksum: true, ..ParseOptions::default() });
     }
 
     #[test]

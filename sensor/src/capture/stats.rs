@@ -162,8 +162,8 @@ impl StatsView {
         }
         let _ = write!(
             s,
-            " xdp tcp={} non_tcp_dropped={} non_tcp_passed={};",
-            self.prog.tcp, self.prog.non_tcp_dropped, self.prog.non_tcp_passed
+            " xdp tcp={} tunnel={} non_tcp_dropped={} non_tcp_passed={};",
+            self.prog.tcp, self.prog.tunnel, self.prog.non_tcp_dropped, self.prog.non_tcp_passed
         );
         if self.fanout_dropped.iter().any(|&d| d > 0) {
             let _ = write!(s, " fanout_dropped={:?};", self.fanout_dropped);
@@ -179,6 +179,9 @@ impl StatsView {
             for (k, v) in eng.iter().filter(|(_, v)| *v > 0) {
                 let _ = write!(s, " {k}={v}");
             }
+        }
+        if let Some(w) = crate::counters::one_sided_warning(&eng) {
+            let _ = write!(s, "; WARNING: {w}");
         }
         s
     }
@@ -235,6 +238,11 @@ impl StatsView {
                 "rstwatch_xdp_tcp_total",
                 "TCP frames the XDP program redirected.",
                 self.prog.tcp,
+            ),
+            (
+                "rstwatch_xdp_tunnel_total",
+                "Tunnel frames (GRE, VXLAN, Geneve, MPLS, PPPoE) the XDP program redirected.",
+                self.prog.tunnel,
             ),
             (
                 "rstwatch_xdp_non_tcp_dropped_total",

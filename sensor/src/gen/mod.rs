@@ -83,6 +83,7 @@
 //!   client continues its upload 20-60 ms later. Label `seq_in_window`, `ipid_mismatch`,
 //!   `data_after`, suspect.
 
+pub mod encap;
 pub mod packet;
 mod rng;
 mod scenarios;

@@ -192,6 +192,7 @@ fn the_sensor_parser_accepts_every_frame_and_its_checksums() {
         let g = generate(s, &small());
         let opts = ParseOptions {
             verify_checksum: true,
+            ..ParseOptions::default()
         };
         for f in &g.frames {
             let p = parse::parse(LINK_TYPE, &f.data, opts)

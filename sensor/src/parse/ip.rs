@@ -146,3 +146,28 @@ fn v6(b: &[u8]) -> Result<IpView<'_>, Reject> {
     }
     Err(Reject::BadIpv6Ext)
 }
+
+/// The transport protocol and its captured bytes (cut at the IP length) of an IP packet
+/// that `parse` found not to be TCP: how the tunnel decoder reaches GRE and UDP.
+/// `None` when there is no such payload to look at (a later fragment, an IPv6
+/// extension header before it; a tunnel is never sent that way in practice).
+pub(crate) fn payload(b: &[u8]) -> Option<(u8, &[u8])> {
+    match b.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            let total = usize::from(be16(b, 2)?);
+            let frag = be16(b, 6)?;
+            if frag & 0x1fff != 0 || ihl < 20 || total < ihl {
+                return None;
+            }
+            let end = total.min(b.len());
+            Some((*b.get(9)?, b.get(ihl..end)?))
+        }
+        6 => {
+            let len = usize::from(be16(b, 4)?);
+            let end = (40 + len).min(b.len());
+            Some((*b.get(6)?, b.get(40..end)?))
+        }
+        _ => None,
+    }
+}
