@@ -32,15 +32,26 @@ pub fn wrap_frames(frames: &mut [Frame], encap: Encap) {
 }
 
 /// One Ethernet frame wrapped in `encap`; `seq` is its number (GRE sequence field).
+/// The tunnel identity is [`GEN_VNI`] or [`GEN_ERSPAN_SESSION`].
 pub fn wrap(frame: &[u8], encap: Encap, seq: u32) -> Vec<u8> {
+    let id = match encap {
+        Encap::Erspan2 | Encap::Erspan3 => u32::from(GEN_ERSPAN_SESSION),
+        _ => GEN_VNI,
+    };
+    wrap_with_id(frame, encap, seq, id)
+}
+
+/// [`wrap`] with tunnel identity `id` (a VNI, 24 bits, or an ERSPAN session, 10 bits;
+/// ignored by the encapsulations that have none).
+pub fn wrap_with_id(frame: &[u8], encap: Encap, seq: u32, id: u32) -> Vec<u8> {
     match encap {
         Encap::None => frame.to_vec(),
         Encap::Gre => gre(frame, 0x6558, 0, &[]),
         Encap::Erspan1 => gre(frame, 0x88be, 0, &[]),
-        Encap::Erspan2 => gre(frame, 0x88be, seq, &erspan2_header()),
-        Encap::Erspan3 => gre(frame, 0x22eb, seq, &erspan3_header(seq)),
-        Encap::Vxlan => udp(frame, 4789, &vxlan_header()),
-        Encap::Geneve => udp(frame, 6081, &geneve_header()),
+        Encap::Erspan2 => gre(frame, 0x88be, seq, &erspan2_header(id as u16)),
+        Encap::Erspan3 => gre(frame, 0x22eb, seq, &erspan3_header(id as u16, seq)),
+        Encap::Vxlan => udp(frame, 4789, &vxlan_header(id)),
+        Encap::Geneve => udp(frame, 6081, &geneve_header(id)),
         Encap::Mpls => relink(frame, 0x8847, |_| {
             // Label 16 (not bottom), label 17 (bottom of stack), TTL 64 each.
             vec![0x00, 0x01, 0x00, 0x40, 0x00, 0x01, 0x11, 0x40]
@@ -71,15 +82,15 @@ fn gre(frame: &[u8], proto: u16, seq: u32, erspan: &[u8]) -> Vec<u8> {
 }
 
 /// ERSPAN II: version 1, VLAN 0, CoS 0, En 0, T 0, session, index 0.
-fn erspan2_header() -> [u8; 8] {
-    let s = GEN_ERSPAN_SESSION.to_be_bytes();
+fn erspan2_header(session: u16) -> [u8; 8] {
+    let s = session.to_be_bytes();
     [0x10, 0x00, s[0] & 0x03, s[1], 0, 0, 0, 0]
 }
 
 /// ERSPAN III: version 2, session, a timestamp, frame type 0 (Ethernet), hardware ID
 /// 1, O set with an 8-byte platform sub-header (platform ID 3, all zero otherwise).
-fn erspan3_header(ts: u32) -> [u8; 20] {
-    let s = GEN_ERSPAN_SESSION.to_be_bytes();
+fn erspan3_header(session: u16, ts: u32) -> [u8; 20] {
+    let s = session.to_be_bytes();
     let t = ts.to_be_bytes();
     let mut h = [0u8; 20];
     h[..12].copy_from_slice(&[
@@ -100,14 +111,14 @@ fn erspan3_header(ts: u32) -> [u8; 20] {
     h
 }
 
-fn vxlan_header() -> [u8; 8] {
-    let v = GEN_VNI.to_be_bytes();
+fn vxlan_header(vni: u32) -> [u8; 8] {
+    let v = vni.to_be_bytes();
     [0x08, 0, 0, 0, v[1], v[2], v[3], 0]
 }
 
 /// Geneve with one 8-byte option (class 0x0108, type 1, 4 bytes of data).
-fn geneve_header() -> [u8; 16] {
-    let v = GEN_VNI.to_be_bytes();
+fn geneve_header(vni: u32) -> [u8; 16] {
+    let v = vni.to_be_bytes();
     [
         0x02, 0x00, 0x65, 0x58, v[1], v[2], v[3], 0, 0x01, 0x08, 0x01, 0x01, 0xde, 0xad, 0xbe, 0xef,
     ]
