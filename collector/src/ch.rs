@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use clickhouse::Client;
 use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::sql::{self, Dialect};
-use rstwatch_schema::{AnomalyKind, CloseReason, ConnState, Dir, RstClass};
+use rstwatch_schema::{AnomalyKind, CloseReason, ConnState, Dir, Encap, RstClass};
 
 /// Largest number of rows of one kind in a batch: below ClickHouse's
 /// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
@@ -351,6 +351,8 @@ impl Store {
                         ip_id: e.ip_id.to_native(),
                         payload_len: e.payload_len.to_native(),
                         flow_uid: e.flow_uid.to_native(),
+                        encap: Encap::from_archived(&e.encap).as_str(),
+                        tunnel_id: e.tunnel_id.to_native(),
                     })
                     .await?;
                 }
@@ -393,6 +395,8 @@ impl Store {
                         rst_count: f.rst_count.to_native(),
                         close: CloseReason::from_archived(&f.close).code() as i8,
                         flow_uid: f.flow_uid.to_native(),
+                        encap: Encap::from_archived(&f.encap).as_str(),
+                        tunnel_id: f.tunnel_id.to_native(),
                     })
                     .await?;
                 }
@@ -623,6 +627,8 @@ struct RstRow<'a> {
     ip_id: u16,
     payload_len: u16,
     flow_uid: u64,
+    encap: &'a str,
+    tunnel_id: u32,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]
@@ -649,6 +655,8 @@ struct FlowRow<'a> {
     rst_count: u32,
     close: i8,
     flow_uid: u64,
+    encap: &'a str,
+    tunnel_id: u32,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]

@@ -101,7 +101,7 @@ fn expected_rst_rows(ids: impl Iterator<Item = u64>) -> String {
             (
                 i,
                 format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
                     e.flow_uid,
                     e.ts_us,
                     e.src,
@@ -111,7 +111,9 @@ fn expected_rst_rows(ids: impl Iterator<Item = u64>) -> String {
                     e.class.as_str(),
                     e.flags.0,
                     e.suspect as u8,
-                    e.seq
+                    e.seq,
+                    e.encap.as_str(),
+                    e.tunnel_id
                 ),
             )
         })
@@ -122,7 +124,7 @@ fn expected_rst_rows(ids: impl Iterator<Item = u64>) -> String {
 
 const RST_ROWS_SQL: &str = "SELECT flow_uid, ts_us, \
     replaceRegexpOne(IPv6NumToString(src), '^::ffff:', ''), \
-    replaceRegexpOne(IPv6NumToString(dst), '^::ffff:', ''), dport, dir, class, flags, suspect, seq \
+    replaceRegexpOne(IPv6NumToString(dst), '^::ffff:', ''), dport, dir, class, flags, suspect, seq, encap, tunnel_id \
     FROM rst_events ORDER BY flow_uid FORMAT TabSeparated";
 
 /// A collector on loopback, plain TCP, shared token `t0k`, logging into `dir`.

@@ -16,11 +16,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in order. Append; never edit an applied one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_initial",
-    sql: include_str!("../sql/001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_initial",
+        sql: include_str!("../sql/001_initial.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "003_encap",
+        sql: include_str!("../sql/003_encap.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
