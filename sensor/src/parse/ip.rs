@@ -23,7 +23,9 @@ pub(crate) struct IpView<'a> {
     pub is_v6: bool,
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 pub(crate) fn parse(ethertype: u16, b: &[u8]) -> Result<IpView<'_>, Reject> {
     let version = b.first().ok_or(Reject::TruncatedIp)? >> 4;
     match (ethertype, version) {
@@ -34,7 +36,9 @@ pub(crate) fn parse(ethertype: u16, b: &[u8]) -> Result<IpView<'_>, Reject> {
     }
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 fn v4(b: &[u8]) -> Result<IpView<'_>, Reject> {
     if b.len() < 20 {
         return Err(Reject::TruncatedIp);
@@ -76,7 +80,9 @@ fn v4(b: &[u8]) -> Result<IpView<'_>, Reject> {
     })
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 fn v6(b: &[u8]) -> Result<IpView<'_>, Reject> {
     if b.len() < 40 {
         return Err(Reject::TruncatedIp);

@@ -118,7 +118,9 @@ fn sll_mac(f: &[u8], len_at: usize, addr_at: usize) -> u64 {
     }
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
     match link {
         LinkType::Ethernet => {
@@ -160,7 +162,9 @@ pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
 }
 
 /// Follows VLAN tags to the network layer.
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 pub(crate) fn ethertype_chain(mut et: u16, mut rest: &[u8]) -> Result<L3<'_>, Reject> {
     let mut tags = [0u16; 2];
     let mut n = 0;

@@ -19,7 +19,6 @@ pub use link::LinkType;
 pub use tcp::{TcpFlags, TcpOptions};
 pub use tunnel::{Tunnel, TunnelPorts, MAX_MPLS_LABELS, MAX_TUNNEL_DEPTH};
 
-use ip::IpView;
 use link::L3;
 use rstwatch_schema::{Encap, IpBytes};
 
@@ -170,29 +169,37 @@ pub struct ParseOptions {
 #[inline]
 pub fn parse(link: LinkType, frame: &[u8], opts: ParseOptions) -> Result<Packet, Reject> {
     let l3 = link::strip(link, frame)?;
-    match ip::parse(l3.ethertype, l3.bytes) {
-        Ok(ip) => segment(&ip, &l3, Tunnel::default(), opts),
+    let ip = match ip::parse(l3.ethertype, l3.bytes) {
+        Ok(ip) => ip,
         // Not plain IP/TCP: perhaps a tunnel (cold: plain Ethernet never gets here).
-        Err(r) => {
-            let (ip, l3, t) = tunnel::parse_beyond(l3, r, &opts)?;
-            segment(&ip, &l3, t, opts)
-        }
-    }
+        Err(r) => return tunnelled(l3, r, opts),
+    };
+    segment(&ip, &l3, opts)
 }
 
-/// The TCP segment in `ip`, with the link-layer fields of `l3` and the tunnel `t`.
+/// The TCP segment in `ip` with the link-layer fields of `l3`.
 #[inline(always)]
-fn segment(ip: &IpView<'_>, l3: &L3<'_>, t: Tunnel, opts: ParseOptions) -> Result<Packet, Reject> {
+fn segment(ip: &ip::IpView<'_>, l3: &L3<'_>, opts: ParseOptions) -> Result<Packet, Reject> {
     let mut p = tcp::parse(ip)?;
     p.vlan = l3.vlan;
     p.inner_vlan = l3.inner_vlan;
     p.src_mac = l3.src_mac;
-    p.encap = t.encap;
-    p.tunnel_id = t.id;
-    p.tunnel_of = t.id_of;
     if opts.verify_checksum && p.flags.is_control() {
         p.bad_checksum = !tcp::checksum_ok(ip);
     }
+    Ok(p)
+}
+
+/// [`parse`] for a frame whose network layer `l3` was not IP/TCP (`why`): peels the
+/// tunnels around the mirrored frame, then reads its segment.
+#[cold]
+#[inline(never)]
+fn tunnelled(l3: L3<'_>, why: Reject, opts: ParseOptions) -> Result<Packet, Reject> {
+    let (ip, l3, t) = tunnel::parse_beyond(l3, why, &opts)?;
+    let mut p = segment(&ip, &l3, opts)?;
+    p.encap = t.encap;
+    p.tunnel_id = t.id;
+    p.tunnel_of = t.id_of;
     Ok(p)
 }
 

@@ -96,8 +96,7 @@ struct Peeled<'a> {
 
 /// Called when `l3` did not parse as IP/TCP (`first` says why): peels encapsulations
 /// until a TCP segment, or returns the rejection that applies.
-#[cold]
-#[inline(never)]
+#[inline]
 pub(crate) fn parse_beyond<'a>(
     mut l3: L3<'a>,
     first: Reject,
