@@ -8,8 +8,10 @@ use crate::str_enum::str_enum;
 
 str_enum! {
     /// The innermost encapsulation the sensor removed to reach the mirrored frame.
+    #[derive(Default)]
     pub enum Encap {
         /// Plain Ethernet (or another link type): no tunnel.
+        #[default]
         None = 0 => "",
         /// GRE carrying Ethernet (0x6558), IPv4, IPv6 or MPLS.
         Gre = 1 => "gre",
@@ -27,12 +29,6 @@ str_enum! {
         Mpls = 7 => "mpls",
         /// A PPPoE session (0x8864) carrying PPP IPv4/IPv6.
         Pppoe = 8 => "pppoe",
-    }
-}
-
-impl Default for Encap {
-    fn default() -> Self {
-        Encap::None
     }
 }
 
