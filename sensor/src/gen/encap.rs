@@ -57,7 +57,11 @@ pub fn wrap_with_id(frame: &[u8], encap: Encap, seq: u32, id: u32) -> Vec<u8> {
             vec![0x00, 0x01, 0x00, 0x40, 0x00, 0x01, 0x11, 0x40]
         }),
         Encap::Pppoe => relink(frame, 0x8864, |ip| {
-            let ppp = if ip[0] >> 4 == 6 { 0x0057u16 } else { 0x0021 };
+            let ppp = if ip.first().is_some_and(|b| b >> 4 == 6) {
+                0x0057u16
+            } else {
+                0x0021
+            };
             let mut h = vec![0x11, 0x00, 0x00, 0x01];
             h.extend_from_slice(&((ip.len() + 2) as u16).to_be_bytes());
             h.extend_from_slice(&ppp.to_be_bytes());
@@ -160,20 +164,25 @@ fn outer_ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// The same frame with `ethertype` and `header(ip)` between its link header (MACs and
-/// VLAN tags) and its IP packet (trimmed of Ethernet padding).
+/// VLAN tags) and its IP packet (trimmed of Ethernet padding). A frame that is not
+/// Ethernet with IP is returned as it is.
 fn relink(frame: &[u8], ethertype: u16, header: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let be16 = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
     let mut at = 12;
-    while matches!(
-        u16::from_be_bytes([frame[at], frame[at + 1]]),
-        0x8100 | 0x88a8 | 0x9100
-    ) {
+    while matches!(be16(at), Some(0x8100 | 0x88a8 | 0x9100)) {
         at += 4;
     }
-    let ip = &frame[at + 2..];
-    let ip_len = if ip[0] >> 4 == 6 {
-        40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]))
-    } else {
-        usize::from(u16::from_be_bytes([ip[2], ip[3]]))
+    let Some(ip) = frame.get(at + 2..).filter(|ip| ip.len() >= 20) else {
+        return frame.to_vec();
+    };
+    let ip_len = match ip[0] >> 4 {
+        6 => 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+        4 => usize::from(u16::from_be_bytes([ip[2], ip[3]])),
+        _ => return frame.to_vec(),
     };
     let ip = &ip[..ip_len.min(ip.len())];
     let mut f = frame[..at].to_vec();
@@ -199,6 +208,15 @@ mod tests {
             payload: b"hello",
             ..Wire::tcp(a, 40000, b, 443, 0x18, 1000, 2000)
         })
+    }
+
+    #[test]
+    fn short_or_foreign_frames_are_wrapped_without_panicking() {
+        for f in [vec![], vec![0u8; 13], vec![0u8; 40]] {
+            for &e in Encap::ALL {
+                let _ = wrap(&f, e, 1);
+            }
+        }
     }
 
     #[test]
