@@ -467,3 +467,55 @@ fn tshark_counts_the_same_inner_rsts() {
         assert_eq!(theirs, ours, "{e:?}: tshark's inner RSTs vs ours");
     }
 }
+
+fn sensor(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
+        .args(args)
+        .output()
+        .expect("running rstwatch-sensor")
+}
+
+#[test]
+fn gen_encap_on_the_command_line_and_replay_report_the_tunnel() {
+    let plain = tmp("cli-plain.pcap");
+    let wrapped = tmp("cli-erspan3.pcap");
+    for (out, extra) in [(&plain, vec![]), (&wrapped, vec!["--encap", "erspan3"])] {
+        let mut args = vec![
+            "gen",
+            "--scenario",
+            "refused",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        assert!(sensor(&args).status.success());
+    }
+    let o = sensor(&["replay", "--stats", wrapped.to_str().unwrap()]);
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let rsts: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"type\":\"rst\""))
+        .collect();
+    assert!(!rsts.is_empty());
+    for l in rsts {
+        assert!(l.contains("\"encap\":\"erspan3\",\"tunnel_id\":42"), "{l}");
+    }
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("\"rejected\":0"), "{stderr}");
+    assert!(!stderr.contains("one direction only"), "{stderr}");
+    let p = sensor(&["replay", plain.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&p.stdout).contains("\"encap\":\"\",\"tunnel_id\":0"));
+    let bad = sensor(&[
+        "gen",
+        "--scenario",
+        "refused",
+        "--encap",
+        "ipip",
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(!bad.status.success());
+    std::fs::remove_file(&plain).ok();
+    std::fs::remove_file(&wrapped).ok();
+}
