@@ -71,6 +71,10 @@ impl ChArgs {
 struct MigrateArgs {
     #[command(flatten)]
     ch: ChArgs,
+    /// Create the schema on this ClickHouse cluster (a name in the servers'
+    /// `remote_servers`): replicated tables, Distributed tables in front, DDL ON CLUSTER.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +154,16 @@ fn main() {
 }
 
 async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
+    if let Some(cluster) = &a.cluster {
+        let applied =
+            rstwatch_collector::cluster::migrate(&a.ch.config(), cluster, a.ch.retention_days)
+                .await?;
+        println!(
+            "database {} on cluster {cluster}: applied schema versions {applied:?}",
+            a.ch.database
+        );
+        return Ok(());
+    }
     let store = Store::connect(&a.ch.config(), a.ch.retention_days).await?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
