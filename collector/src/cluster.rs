@@ -5,10 +5,17 @@
 //!
 //! Writes need nothing else from the collector: with `Distributed` tables named as the
 //! single-server tables, `serve` inserts and checks its ledger through them. The
-//! writer's profile must set `insert_distributed_sync = 1` (an INSERT returns only when
-//! the shard has the block, so an ack means stored) and `load_balancing = in_order`
-//! (reads and writes of a shard go to the same replica while it is up); the clickhouse
-//! Ansible role sets both in cluster mode.
+//! writer's profile must set (the clickhouse Ansible role does, in cluster mode):
+//! - `insert_distributed_sync = 1`: an INSERT returns only when the shard has the block,
+//!   so an ack means stored;
+//! - `insert_quorum = 2` (every replica of a shard) and `select_sequential_consistency
+//!   = 1`: a batch acknowledged, or half-written before a collector died, is on every
+//!   replica of its shard, so the ledger check of a resent batch finds it whichever
+//!   replica answers. Without these, a batch written to one replica that then dies is
+//!   invisible to a check on the other and is written twice (scripts/test-cluster.sh
+//!   caught exactly that);
+//! - `load_balancing = in_order`: a shard's reads and writes go to the same replica
+//!   while it is up.
 
 use anyhow::{bail, Context};
 use rstwatch_schema::cluster::Cluster;
