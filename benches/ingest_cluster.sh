@@ -46,5 +46,11 @@ for r in $(seq "$runs"); do
     done
 done
 for n in single s2r2; do
-    echo "$n: rst_events $(ch "$n" --database rstwatch -q 'SELECT count() FROM rst_events'), flows $(ch "$n" --database rstwatch -q 'SELECT count() FROM flows')"
+    echo "$n: rst_events $(ch "$n" --database rstwatch -q 'SELECT count() FROM rst_events'), flows $(ch "$n" --database rstwatch -q 'SELECT count() FROM flows') (through $([ $n = single ] && echo the tables || echo the Distributed tables))"
 done
+# Disk per million rows on the single server, after merges settle (compressed parts).
+ch single -q "OPTIMIZE TABLE rstwatch.rst_events FINAL" >/dev/null 2>&1 || true
+ch single -q "OPTIMIZE TABLE rstwatch.flows FINAL" >/dev/null 2>&1 || true
+ch single -q "SELECT table, sum(rows) AS rows, round(sum(bytes) / sum(rows) * 1e6 / 1048576, 1) AS mib_per_million_rows
+    FROM system.parts WHERE database = 'rstwatch' AND active AND table IN ('rst_events', 'flows', 'rst_minute')
+    GROUP BY table ORDER BY table FORMAT PrettyCompactMonoBlock"
