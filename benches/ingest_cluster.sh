@@ -6,17 +6,19 @@
 # Reports records per second from the first frame to the last acknowledgement, and the
 # rows that landed. Release binaries:
 #   cargo build --release -p rstwatch-sensor -p rstwatch-collector
-#   benches/ingest_cluster.sh [--flows N] [--runs N]
+#   benches/ingest_cluster.sh [--scenario mixed|storm] [--flows N] [--runs N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
+scenario=mixed
 flows=20000
 runs=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --flows) flows=$2; shift 2 ;;
         --runs) runs=$2; shift 2 ;;
-        *) echo "usage: benches/ingest_cluster.sh [--flows N] [--runs N]" >&2; exit 2 ;;
+        --scenario) scenario=$2; shift 2 ;;
+        *) echo "usage: benches/ingest_cluster.sh [--scenario mixed|storm] [--flows N] [--runs N]" >&2; exit 2 ;;
     esac
 done
 t0=$(date +%s)
@@ -30,9 +32,9 @@ source "$repo/scripts/cluster-lib.sh"
 col_start 1 s1r1
 col_start 2 single
 start=$(date -u -d '-300 sec' +%Y-%m-%dT%H:%M:%SZ)
-"$sensor" gen --scenario mixed --flows "$flows" --start-time "$start" --out "$work/cap.pcap" 2>/dev/null
+"$sensor" gen --scenario "$scenario" --flows "$flows" --start-time "$start" --out "$work/cap.pcap" 2>/dev/null
 records=$("$sensor" replay "$work/cap.pcap" | wc -l)
-echo "ClickHouse $(ch s1r1 -q 'SELECT version()'), mixed scenario with $flows background flows: $records records per run, $(nproc) CPUs"
+echo "ClickHouse $(ch s1r1 -q 'SELECT version()'), $scenario scenario with --flows $flows: $records records per run, $(nproc) CPUs"
 printf '%-8s %4s %10s %12s\n' target run seconds records/s
 for r in $(seq "$runs"); do
     for target in single cluster; do
@@ -51,6 +53,6 @@ done
 # Disk per million rows on the single server, after merges settle (compressed parts).
 ch single -q "OPTIMIZE TABLE rstwatch.rst_events FINAL" >/dev/null 2>&1 || true
 ch single -q "OPTIMIZE TABLE rstwatch.flows FINAL" >/dev/null 2>&1 || true
-ch single -q "SELECT table, sum(rows) AS rows, round(sum(bytes) / sum(rows) * 1e6 / 1048576, 1) AS mib_per_million_rows
+ch single -q "SELECT table, sum(rows) AS total_rows, round(sum(bytes) / sum(rows) * 1e6 / 1048576, 1) AS mib_per_million_rows
     FROM system.parts WHERE database = 'rstwatch' AND active AND table IN ('rst_events', 'flows', 'rst_minute')
     GROUP BY table ORDER BY table FORMAT PrettyCompactMonoBlock"
