@@ -60,7 +60,7 @@ pub enum Stored {
     Duplicate,
 }
 
-fn base_client(c: &ChConfig) -> Client {
+pub fn base_client(c: &ChConfig) -> Client {
     // No HTTP body compression: the collector sits next to ClickHouse (loopback or
     // LAN), where LZ4 costs both sides CPU and saves nothing that matters.
     let mut client = Client::default()
