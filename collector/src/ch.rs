@@ -22,7 +22,7 @@ use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, Encap, Rs
 pub const MAX_ROWS_PER_TABLE: usize = 1_000_000;
 
 /// The schema version that created `cause_remedies`.
-const CAUSE_REMEDIES_SINCE: u32 = 2;
+pub(crate) const CAUSE_REMEDIES_SINCE: u32 = 2;
 
 /// A stalled ClickHouse (not refusing, just not answering) fails the insert after
 /// these, so it is retried instead of hanging the sensor's batches forever.

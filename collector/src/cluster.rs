@@ -115,5 +115,12 @@ pub async fn migrate(
             .await?;
         applied.push(m.version);
     }
+    if current.max(applied.last().copied().unwrap_or(0)) >= crate::ch::CAUSE_REMEDIES_SINCE {
+        // Reference rows, the same on every node (one replication path): refreshed
+        // on each migrate like a single server's.
+        for st in sql::cause_remedies_refresh(&format!("`{}`", cfg.database)) {
+            exec(st).await.context("refreshing cause_remedies")?;
+        }
+    }
     Ok(applied)
 }

@@ -114,6 +114,11 @@ impl Cluster {
             Ok(vec![self.materialized_view(st, tables)?])
         } else if head.starts_with("ALTER TABLE") {
             self.alter_table(st)
+        } else if head.starts_with("INSERT INTO") && head.contains("SELECT") {
+            // A backfill (002 fills the cause rollup from existing RSTs): run once,
+            // through the Distributed tables, which read every shard and route each
+            // row by the sharding key the rollup's own rows follow.
+            Ok(vec![st.to_string()])
         } else {
             Err(ClusterError(format!(
                 "no cluster form for this statement (add one to schema/src/cluster.rs): {}",
@@ -127,6 +132,9 @@ impl Cluster {
     fn create_table(&self, st: &str) -> Result<Vec<String>, ClusterError> {
         let (name_start, name_end) = object_name(st, "TABLE")?;
         let table = self.bare_name(&st[name_start..name_end])?;
+        if !is_sharded(st) {
+            return self.reference_table(st, &table, name_start, name_end);
+        }
         let local = format!("{table}{LOCAL_SUFFIX}");
         let engine_at = st
             .find("ENGINE = ")
@@ -158,15 +166,46 @@ impl Cluster {
             &st[name_end..engine_at],
             &st[close + 1..]
         );
-        let distributed = format!(
+        let distributed = self.distributed(&table);
+        Ok(vec![local_stmt, distributed])
+    }
+
+    /// The `Distributed` table `T` in front of `T_local`, with `T_local`'s columns.
+    fn distributed(&self, table: &str) -> String {
+        let local = format!("{table}{LOCAL_SUFFIX}");
+        format!(
             "CREATE TABLE IF NOT EXISTS {}{} AS {} ENGINE = Distributed(`{}`, `{}`, {local}, {SHARDING_KEY})",
-            self.qualified(&table),
+            self.qualified(table),
             self.on_cluster(),
             self.qualified(&local),
             self.name,
             self.db
-        );
-        Ok(vec![local_stmt, distributed])
+        )
+    }
+
+    /// A table without `sensor_id` (reference data such as `cause_remedies`): the same
+    /// rows on every node (one replication path for the whole cluster), so queries can
+    /// join it locally; no Distributed table in front (it would repeat each row once
+    /// per shard).
+    fn reference_table(
+        &self,
+        st: &str,
+        table: &str,
+        name_start: usize,
+        name_end: usize,
+    ) -> Result<Vec<String>, ClusterError> {
+        let engine_at = st.find("ENGINE = MergeTree()").ok_or_else(|| {
+            ClusterError(format!("{table}: only plain MergeTree() reference tables"))
+        })?;
+        let rest = &st[engine_at + "ENGINE = MergeTree()".len()..];
+        Ok(vec![format!(
+            "{}{}{}{}ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/{}/{table}', '{{replica}}'){rest}",
+            &st[..name_start],
+            self.qualified(table),
+            self.on_cluster(),
+            &st[name_end..engine_at],
+            self.db
+        )])
     }
 
     /// A materialized view on every node, reading and writing the local tables.
@@ -195,7 +234,15 @@ impl Cluster {
         };
         let mut out = vec![on(&format!("{table}{LOCAL_SUFFIX}"))];
         if rest.to_ascii_uppercase().contains(" COLUMN ") {
-            out.push(on(&table));
+            // ClickHouse refuses ALTER ... ON CLUSTER on a non-replicated table of a
+            // cluster with internal replication (18.16: code 371); a Distributed table
+            // holds no data, so it is recreated from its local table's new columns.
+            out.push(format!(
+                "DROP TABLE IF EXISTS {}{}",
+                self.qualified(&table),
+                self.on_cluster()
+            ));
+            out.push(self.distributed(&table));
         }
         Ok(out)
     }
@@ -214,6 +261,11 @@ impl Cluster {
     }
 }
 
+/// Does a `CREATE TABLE` hold per-sensor rows (sharded), or reference data?
+fn is_sharded(st: &str) -> bool {
+    st.contains("sensor_id")
+}
+
 /// The schema's tables plus those created by these statements (bare names), longest
 /// first so that replacing references never touches a prefix of a longer name.
 fn created_tables(statements: &[String], prefix: &str) -> Vec<String> {
@@ -223,6 +275,7 @@ fn created_tables(statements: &[String], prefix: &str) -> Vec<String> {
             s.trim_start()
                 .to_ascii_uppercase()
                 .starts_with("CREATE TABLE")
+                && is_sharded(s)
         })
         .filter_map(|s| {
             let (a, b) = object_name(s, "TABLE").ok()?;
@@ -332,8 +385,17 @@ mod tests {
                 );
                 assert!(all.contains(&format!(
                     "ReplicatedMergeTree('/clickhouse/tables/{{shard}}/rstwatch/{t}_local', '{{replica}}')"
-                )) || *t == "rst_minute");
+                )) || t.starts_with("rst_minute"));
             }
+            // Reference rows: one replicated table on every node, no Distributed.
+            assert!(
+                all.contains("`rstwatch`.cause_remedies ON CLUSTER `rw` (\n    cause Enum8("),
+                "{v}"
+            );
+            assert!(all.contains(
+                "ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/rstwatch/cause_remedies', '{replica}')"
+            ), "{v}");
+            assert!(!all.contains("cause_remedies_local"), "{v}");
             assert!(all.contains(
                 "ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/rstwatch/rst_minute_local', '{replica}', (rsts, suspect_rsts))"
             ));
@@ -371,7 +433,8 @@ mod tests {
             out,
             [
                 "ALTER TABLE `db`.rst_events_local ON CLUSTER `rw` ADD COLUMN cause UInt8",
-                "ALTER TABLE `db`.rst_events ON CLUSTER `rw` ADD COLUMN cause UInt8",
+                "DROP TABLE IF EXISTS `db`.rst_events ON CLUSTER `rw`",
+                "CREATE TABLE IF NOT EXISTS `db`.rst_events ON CLUSTER `rw` AS `db`.rst_events_local ENGINE = Distributed(`rw`, `db`, rst_events_local, cityHash64(sensor_id))",
                 "ALTER TABLE `db`.flows_local ON CLUSTER `rw` MODIFY TTL ts_end + INTERVAL 1 DAY",
             ]
         );
@@ -383,11 +446,11 @@ mod tests {
         let e = c.render_migration("DROP TABLE `db`.x;").unwrap_err();
         assert!(e.to_string().contains("no cluster form"), "{e}");
         let e = c
-            .render_migration("CREATE TABLE `db`.x (a UInt8) ENGINE = Log;")
+            .render_migration("CREATE TABLE `db`.x (sensor_id String) ENGINE = Log;")
             .unwrap_err();
         assert!(e.to_string().contains("no engine arguments"), "{e}");
         let e = c
-            .render_migration("CREATE TABLE `db`.x (a UInt8) ENGINE = Memory();")
+            .render_migration("CREATE TABLE `db`.x (sensor_id String) ENGINE = Memory();")
             .unwrap_err();
         assert!(e.to_string().contains("only the MergeTree family"), "{e}");
         let e = c
