@@ -89,7 +89,10 @@ fn live_error_no_permission() {
         stderr: String::from_utf8_lossy(&o.stderr).into(),
     };
     fails_with(&o, "permission denied");
-    fails_with(&o, "CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW and CAP_IPC_LOCK");
+    fails_with(
+        &o,
+        "CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW and CAP_IPC_LOCK",
+    );
     let idx = rstwatch_xdp::ifindex(&veth.host).unwrap();
     assert!(!rstwatch_xdp::query_xdp(idx).unwrap().any());
 }

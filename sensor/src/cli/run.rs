@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// Capture live with AF_XDP on a mirror/TAP port and print RST events, flow records and
 /// anomalies as JSON lines (the same as `replay`).
 ///
-/// Needs CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW and CAP_IPC_LOCK (or root). Flags override
+/// Needs CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW and CAP_IPC_LOCK (or root). Flags override
 /// the config file.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {

@@ -14,7 +14,9 @@
 //!   lends each received frame to a callback as a `&[u8]` borrowed from the UMEM (no
 //!   copy) with its arrival timestamp, then returns the frame to the fill ring.
 //!
-//! Everything needs CAP_NET_ADMIN, CAP_BPF, CAP_NET_RAW and CAP_IPC_LOCK (or root);
+//! Everything needs CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON (the verifier asks for it on
+//! current kernels: loading failed with EACCES without it on 6.18), CAP_NET_RAW and
+//! CAP_IPC_LOCK (or root);
 //! errors say so ([`Error::Permission`]).
 
 mod iface;
@@ -38,8 +40,8 @@ pub enum Error {
     },
     #[error(
         "permission denied while {what}: live capture needs CAP_NET_ADMIN, CAP_BPF, \
-         CAP_NET_RAW and CAP_IPC_LOCK (run as root or grant them, e.g. \
-         `setcap cap_net_admin,cap_bpf,cap_net_raw,cap_ipc_lock+ep rstwatch-sensor`)"
+         CAP_PERFMON, CAP_NET_RAW and CAP_IPC_LOCK (run as root or grant them, e.g. \
+         `setcap cap_net_admin,cap_bpf,cap_perfmon,cap_net_raw,cap_ipc_lock+ep rstwatch-sensor`)"
     )]
     Permission { what: String },
     #[error("XDP is not supported on {iface} in {mode} mode: {detail}")]
@@ -148,7 +150,13 @@ mod tests {
         );
         let e = Error::os("loading", std::io::Error::from_raw_os_error(libc::EPERM));
         let m = e.to_string();
-        for cap in ["CAP_NET_ADMIN", "CAP_BPF", "CAP_NET_RAW", "CAP_IPC_LOCK"] {
+        for cap in [
+            "CAP_NET_ADMIN",
+            "CAP_BPF",
+            "CAP_PERFMON",
+            "CAP_NET_RAW",
+            "CAP_IPC_LOCK",
+        ] {
             assert!(m.contains(cap), "{m}");
         }
         let e = Error::NoSuchInterface {
