@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rstwatch_collector::ch::{ChConfig, Store};
 use rstwatch_collector::config::{Auth, ConfigFile};
+use rstwatch_collector::limits::ConnLimits;
 use rstwatch_collector::metrics::{self, Metrics};
 use rstwatch_collector::server::{self, ServeConfig, Server};
 use rstwatch_collector::{info, warn};
@@ -26,7 +27,7 @@ enum Command {
     /// Create or upgrade the ClickHouse schema (safe to run twice).
     Migrate(MigrateArgs),
     /// Receive sensor batches and write them into ClickHouse.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the schema DDL and the canonical queries rendered for a server version.
     PrintSchema(PrintArgs),
 }
@@ -89,9 +90,14 @@ struct ServeArgs {
     /// Accept sensors without a token.
     #[arg(long)]
     no_auth: bool,
-    /// Plain TCP instead of TLS (loopback tests).
+    /// Plain TCP instead of TLS (loopback tests). Refused on a non-loopback address
+    /// unless `--plaintext-anywhere` is given too.
     #[arg(long)]
     plaintext: bool,
+    /// Allow `--plaintext` on a non-loopback address: tokens and data cross the
+    /// network unencrypted.
+    #[arg(long, requires = "plaintext")]
+    plaintext_anywhere: bool,
     /// TLS certificate chain (PEM).
     #[arg(long, required_unless_present = "plaintext")]
     tls_cert: Option<PathBuf>,
@@ -104,9 +110,24 @@ struct ServeArgs {
     /// Largest frame payload accepted, in bytes.
     #[arg(long, default_value_t = 32 << 20)]
     max_frame_bytes: u32,
-    /// Close a sensor connection idle this many seconds.
-    #[arg(long, default_value_t = 300)]
+    /// Largest batch accepted after decompression, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_raw_bytes: u32,
+    /// Connections held at most (authenticated or not); more are closed at once.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Connections from one address that have not authenticated yet, at most.
+    #[arg(long, default_value_t = 16)]
+    max_unauth_per_ip: usize,
+    /// Seconds a new connection has for its TLS handshake and hello.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout_secs: u64,
+    /// Close an authenticated sensor connection idle this many seconds.
+    #[arg(long, default_value_t = 120)]
     idle_timeout_secs: u64,
+    /// `/healthz` fails and `clickhouse_up` is 0 while an insert runs longer than this.
+    #[arg(long, default_value_t = 10)]
+    insert_stall_secs: u64,
     /// Batches of one sensor connection written to ClickHouse at once (acks stay in
     /// order).
     #[arg(long, default_value_t = 2)]
@@ -139,7 +160,7 @@ fn main() {
     let r = rt.block_on(async move {
         match cli.command {
             Command::Migrate(a) => migrate(a).await,
-            Command::Serve(a) => serve(a).await,
+            Command::Serve(a) => serve(*a).await,
             Command::PrintSchema(a) => print_schema(a),
         }
     });
@@ -174,7 +195,27 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Plain TCP only on loopback, unless the operator says otherwise in so many words.
+fn check_plaintext(a: &ServeArgs) -> anyhow::Result<()> {
+    if a.plaintext && !a.listen.ip().is_loopback() {
+        if !a.plaintext_anywhere {
+            anyhow::bail!(
+                "--plaintext on {} (not loopback) would send tokens and data unencrypted: \
+                 use TLS, listen on 127.0.0.1, or add --plaintext-anywhere",
+                a.listen
+            );
+        }
+        warn!(
+            "PLAINTEXT on {}: sensor tokens and data cross the network unencrypted \
+             (--plaintext-anywhere)",
+            a.listen
+        );
+    }
+    Ok(())
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    check_plaintext(&a)?;
     let file = a.config.as_deref().map(ConfigFile::load).transpose()?;
     let auth = Auth::new(a.token.clone(), file, a.no_auth)?;
     let tls = if a.plaintext {
@@ -186,6 +227,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Some(server::load_tls(cert, key)?)
     };
     let metrics = Metrics::new();
+    metrics.stall_after_us.store(
+        a.insert_stall_secs.max(1) * 1_000_000,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let cfg = a.ch.config();
     // ClickHouse may not be up yet: wait for it with backoff, saying so.
     let store = rstwatch_collector::ch::with_backoff(
@@ -242,7 +287,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let up = st.ping().await.is_ok();
+                // A frozen server answers nothing: a probe that hangs is a failure.
+                let ping = tokio::time::timeout(Duration::from_secs(5), st.ping()).await;
+                let up = matches!(ping, Ok(Ok(())));
                 m.clickhouse_up
                     .store(up as u64, std::sync::atomic::Ordering::Relaxed);
             }
@@ -253,7 +300,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             auth,
             tls,
             max_frame: a.max_frame_bytes,
-            idle_timeout: Duration::from_secs(a.idle_timeout_secs),
+            max_raw: a.max_raw_bytes,
+            conn: ConnLimits {
+                max_connections: a.max_connections.max(1),
+                max_unauth_per_ip: a.max_unauth_per_ip.max(1),
+                handshake_timeout: Duration::from_secs(a.handshake_timeout_secs.max(1)),
+                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+            },
             store_concurrency: a.store_concurrency,
         },
         store,

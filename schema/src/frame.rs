@@ -586,6 +586,32 @@ pub fn read_frame<R: Read>(r: &mut R, max_len: u32) -> Result<(FrameHeader, Vec<
     }
 }
 
+/// Checks an encoded frame held in memory without decompressing it: header, exact
+/// length and checksum (cheap enough to run on every spooled batch before it is sent).
+pub fn check_frame(frame: &[u8]) -> Result<FrameHeader, FrameError> {
+    let hb: &[u8; HEADER_LEN] = frame
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(FrameError::Truncated)?;
+    let h = FrameHeader::parse_with(hb, Limits::new(MAX_WIRE_LEN, MAX_RAW_LEN))?;
+    let payload = &frame[HEADER_LEN..];
+    match payload.len().cmp(&(h.len as usize)) {
+        std::cmp::Ordering::Less => return Err(FrameError::Truncated),
+        std::cmp::Ordering::Greater => {
+            return Err(FrameError::TrailingBytes(payload.len() - h.len as usize))
+        }
+        std::cmp::Ordering::Equal => {}
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != h.crc32 {
+        return Err(FrameError::Checksum {
+            expected: h.crc32,
+            actual,
+        });
+    }
+    Ok(h)
+}
+
 /// Checks a whole encoded frame held in memory (a spool file): header, exact length,
 /// checksum, decompression. Returns the header and the decoded payload.
 pub fn verify_frame(
