@@ -47,14 +47,15 @@ pub(crate) enum ConnectError {
     Protocol { addr: String, why: String },
 }
 
-/// Hello refusals that may pass: try another collector, or this one later.
-const TRANSIENT_REFUSALS: &[&str] = &[
-    "timeout",
-    "too_many_connections",
-    "too_many_unauthenticated",
-    "truncated",
-    "io",
-    "internal",
+/// Hello refusals that name this sensor's configuration: retrying cannot help. Every
+/// other refusal (busy, timeout, a frame damaged on the way: the hello's payload is
+/// checksummed, so a token or id cannot be damaged into another one) may pass.
+const FATAL_REFUSALS: &[&str] = &[
+    "bad_token",
+    "unknown_sensor",
+    "bad_sensor_id",
+    "schema_version",
+    "bad_hello",
 ];
 
 impl ConnectError {
@@ -228,14 +229,14 @@ impl Dialer {
             Kind::Reject => {
                 let (reason, detail) = split_reject(&f.payload);
                 let addr = addr.to_string();
-                Err(if TRANSIENT_REFUSALS.contains(&reason.as_str()) {
-                    ConnectError::Busy {
+                Err(if FATAL_REFUSALS.contains(&reason.as_str()) {
+                    ConnectError::Refused {
                         addr,
                         reason,
                         detail,
                     }
                 } else {
-                    ConnectError::Refused {
+                    ConnectError::Busy {
                         addr,
                         reason,
                         detail,

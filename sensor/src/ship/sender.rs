@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rstwatch_schema::frame::{self, Ack, Kind, Limits, MAX_RAW_LEN, MAX_WIRE_LEN};
+use rstwatch_schema::frame::{self, Ack, Kind, Limits, HEADER_LEN, MAX_RAW_LEN, MAX_WIRE_LEN};
 use rstwatch_schema::SCHEMA_VERSION;
 
 use super::backoff::Backoff;
@@ -21,12 +21,16 @@ use super::connect::{split_reject, ConnectError, Dialer, Session};
 use super::spool::Entry;
 use super::{Link, Shared};
 
-/// Batch refusals that resending the same bytes cannot change.
-fn permanent_refusal(reason: &str) -> bool {
-    matches!(
-        reason,
-        "wrong_sensor" | "schema_version" | "too_long" | "bad_batch"
-    ) || reason.starts_with("invalid_")
+/// Batch refusals that resending the same bytes cannot change (all of them are about
+/// checksummed content, so the wire cannot have caused them), given the spooled copy
+/// passed the same checks here. `too_long` is permanent only when the collector read
+/// the length this sensor wrote (a damaged length field is the wire's doing).
+fn permanent_refusal(reason: &str, detail: &str, wire_len: u64) -> bool {
+    match reason {
+        "wrong_sensor" | "schema_version" | "bad_batch" => true,
+        "too_long" => detail.starts_with(&format!("payload length {wire_len} ")),
+        r => r.starts_with("invalid_"),
+    }
 }
 
 pub(crate) struct SenderLoop {
@@ -415,7 +419,11 @@ impl SenderLoop {
             .and_then(|d| self.check_contents(&d));
         match local {
             Err(why) => self.quarantine(&e, &format!("{why}; {said}")),
-            Ok(()) if permanent_refusal(reason) => self.quarantine(&e, &said),
+            Ok(())
+                if permanent_refusal(reason, detail, b.bytes.saturating_sub(HEADER_LEN as u64)) =>
+            {
+                self.quarantine(&e, &said)
+            }
             Ok(()) => {
                 self.shared.c.transit_refusals.fetch_add(1, Relaxed);
                 return ConnEnd::Lost {
