@@ -33,12 +33,20 @@ pub fn start_clickhouse(test: &str) -> Option<ClickHouse> {
     }
 }
 
+/// The collector binary under test: this build's, or `RSTWATCH_TEST_COLLECTOR` (to show
+/// that a test fails against an older build).
+pub fn collector_bin() -> std::path::PathBuf {
+    std::env::var_os("RSTWATCH_TEST_COLLECTOR")
+        .map(Into::into)
+        .unwrap_or_else(|| COLLECTOR.into())
+}
+
 /// A plaintext collector on loopback with the shared token and `extra` arguments.
 pub fn collector(ch: &ClickHouse, dir: &Path, name: &str, extra: &[&str]) -> Collector {
     let mut args = vec!["--plaintext", "--token", TOKEN];
     args.extend_from_slice(extra);
     Collector::start(
-        Path::new(COLLECTOR),
+        &collector_bin(),
         &ch.url(),
         DB,
         &args,
