@@ -108,6 +108,59 @@ fn connections_are_bounded_globally_and_per_address() {
     drop(sensors);
 }
 
+/// Break 1: 2,000 connections that never say hello (a slowloris) are held to the
+/// global bound; the rest are closed at accept, and memory stays flat.
+#[test]
+fn a_flood_of_silent_connections_is_held_to_the_global_bound() {
+    let Some(ch) = start_clickhouse("a_flood_of_silent_connections") else {
+        return;
+    };
+    let dir = tmp("rstwatch-flood");
+    // All from 127.0.0.1: lift the per-address bound to see the global one.
+    let col = collector(
+        &ch,
+        dir.path(),
+        "collector",
+        &["--max-unauth-per-ip", "100000"],
+    );
+    let pid = col.pid().unwrap();
+    let before = rss(pid);
+    // 2,000: more than that overflow the listen backlog and their SYN retries stretch
+    // the flood past any timeout.
+    let flood: Vec<TcpStream> = (0..2_000)
+        .filter_map(|_| TcpStream::connect(col.addr()).ok())
+        .collect();
+    // Past the listen backlog, the kernel completes the rest as SYN-ACKs are retried:
+    // wait until every connection was either held or closed.
+    let t0 = Instant::now();
+    let (mut held, mut refused) = (0, 0);
+    while t0.elapsed() < Duration::from_secs(60) {
+        held = col.metric("rstwatch_collector_connections_open");
+        refused = col.metric("rstwatch_collector_rejected_total{reason=\"too_many_connections\"}");
+        if held + refused >= flood.len() as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = rss(pid);
+    println!(
+        "flood: {} connections opened, {held} held, {refused} closed at accept; collector RSS \
+         {before} -> {after} bytes",
+        flood.len()
+    );
+    assert_eq!(held, 512);
+    assert_eq!(refused, flood.len() as u64 - 512);
+    assert!(
+        after.saturating_sub(before) < 48 << 20,
+        "{before} -> {after}"
+    );
+    // A sensor gets in as soon as the strangers are gone.
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_s, kind, text) = Raw::hello(&col.addr(), "edge-1", TOKEN);
+    assert_eq!(kind, Kind::Welcome, "{text}");
+}
+
 /// Break 4: the same batch twice without the resent flag, on one and on two
 /// connections, is stored once; the ledger has one row per key.
 #[test]
