@@ -358,6 +358,52 @@ fn a_permanently_refused_batch_is_quarantined_and_the_rest_drains() {
     assert!(col.metric("rstwatch_collector_connections_total") <= 3);
 }
 
+/// Break 2: a collector that keeps refusing every batch for a reason the wire could
+/// have caused (the spooled copy is intact) is retried with backoff, not in a storm.
+#[test]
+fn refusals_are_retried_with_backoff_not_in_a_storm() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let dir = tmp("rstwatch-storm");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let n = accepted.clone();
+    // A fake collector: welcome, then "bad_checksum" for whatever batch comes.
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { continue };
+            n.fetch_add(1, Relaxed);
+            std::thread::spawn(move || {
+                let mut r = Raw::from_stream(s);
+                if r.next().is_none() {
+                    return;
+                }
+                r.send(&frame::encode(Kind::Welcome, Codec::None, 0, b""));
+                if r.next().is_some() {
+                    let no = b"bad_checksum: checksum mismatch (header 00000000, payload 00000001)";
+                    let _ =
+                        r.s.write_all(&frame::encode(Kind::Reject, Codec::None, 0, no));
+                }
+            });
+        }
+    });
+    let mut args = ship_args(&addr, &dir.path().join("spool"), "edge-s");
+    args.retry_max_secs = 30;
+    args.ship_timeout_secs = 10;
+    let mut sink = ShipSink::start(&args).unwrap();
+    sink.rst(rst(1));
+    let err = sink.finish().unwrap_err().to_string();
+    assert!(
+        err.contains("1 events in 1 batches remain in the spool"),
+        "{err}"
+    );
+    let conns = accepted.load(Relaxed);
+    println!("{conns} connections in 10 s of refusals");
+    // 0.1 s doubling: at most ~8 attempts fit in 10 s (each wait at least half its step).
+    assert!((2..=9).contains(&conns), "{conns} connections in 10 s");
+}
+
 /// Break 2: a host renamed with its spool kept: the old batches are set aside at once
 /// (checked before sending), not refused one reconnect at a time.
 #[test]

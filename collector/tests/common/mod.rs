@@ -138,6 +138,15 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// Frames over a socket accepted elsewhere (a fake collector).
+    pub fn from_stream(s: TcpStream) -> Raw {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Raw {
+            s,
+            d: Deframer::new(Limits::new(64 << 20, 256 << 20)),
+        }
+    }
+
     pub fn connect(addr: &str) -> Raw {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
