@@ -192,8 +192,15 @@ fn a_damaging_link_loses_and_duplicates_nothing() {
     assert_eq!(r.events_acked, n);
     assert_exactly_once(&ch, n);
     let f = &proxy.faults;
+    // The schedule is seeded, but chunking follows the kernel: assert only that faults
+    // of each family happened.
+    assert!(f.corrupted.load(Relaxed) > 0, "{f:?}");
     assert!(
-        f.corrupted.load(Relaxed) > 0 && f.dropped.load(Relaxed) > 0,
+        f.truncated.load(Relaxed) + f.dropped.load(Relaxed) > 0,
+        "{f:?}"
+    );
+    assert!(
+        f.duplicated.load(Relaxed) + f.delayed.load(Relaxed) > 0,
         "{f:?}"
     );
     // Retry rate: bounded by the backoff, not by how fast the collector refuses.
