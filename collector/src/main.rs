@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -266,52 +267,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         store.db
     );
     tokio::spawn(metrics::serve_http(mlistener, metrics.clone()));
-    if a.ch.retention_days > 0 && !store.dialect.has_ttl() {
-        let st = store.clone();
-        let days = a.ch.retention_days;
-        tokio::spawn(async move {
-            loop {
-                match st.drop_expired_partitions(days).await {
-                    Ok(0) => {}
-                    Ok(n) => info!("retention: dropped {n} day partitions older than {days} days"),
-                    Err(e) => warn!("retention: {e:#}"),
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-        });
-    }
-    {
-        // Health probe: keeps `clickhouse_up` honest when no batches flow.
-        let st = store.clone();
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                // A frozen server answers nothing: a probe that hangs is a failure.
-                let ping = tokio::time::timeout(Duration::from_secs(5), st.ping()).await;
-                let up = matches!(ping, Ok(Ok(())));
-                m.clickhouse_up
-                    .store(up as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
-    let server = Server::new(
-        ServeConfig {
-            auth,
-            tls,
-            max_frame: a.max_frame_bytes,
-            max_raw: a.max_raw_bytes,
-            conn: ConnLimits {
-                max_connections: a.max_connections.max(1),
-                max_unauth_per_ip: a.max_unauth_per_ip.max(1),
-                handshake_timeout: Duration::from_secs(a.handshake_timeout_secs.max(1)),
-                idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
-            },
-            store_concurrency: a.store_concurrency,
-        },
-        store,
-        metrics,
-    );
+    spawn_retention(&store, a.ch.retention_days);
+    spawn_health_probe(&store, metrics.clone());
+    let server = Server::new(serve_config(&a, auth, tls), store, metrics);
     let run = server.run(listener);
     tokio::select! {
         _ = run => Ok(()),
@@ -320,6 +278,55 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn serve_config(a: &ServeArgs, auth: Auth, tls: Option<Arc<rustls::ServerConfig>>) -> ServeConfig {
+    ServeConfig {
+        auth,
+        tls,
+        max_frame: a.max_frame_bytes,
+        max_raw: a.max_raw_bytes,
+        conn: ConnLimits {
+            max_connections: a.max_connections.max(1),
+            max_unauth_per_ip: a.max_unauth_per_ip.max(1),
+            handshake_timeout: Duration::from_secs(a.handshake_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+        },
+        store_concurrency: a.store_concurrency,
+    }
+}
+
+/// Retention on servers without TTL: drops expired day partitions every hour.
+fn spawn_retention(store: &Store, days: u32) {
+    if days == 0 || store.dialect.has_ttl() {
+        return;
+    }
+    let st = store.clone();
+    tokio::spawn(async move {
+        loop {
+            match st.drop_expired_partitions(days).await {
+                Ok(0) => {}
+                Ok(n) => info!("retention: dropped {n} day partitions older than {days} days"),
+                Err(e) => warn!("retention: {e:#}"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+}
+
+/// Health probe: keeps `clickhouse_up` honest when no batches flow. A frozen server
+/// answers nothing: a probe that gets no answer in 5 s is a failure.
+fn spawn_health_probe(store: &Store, m: Arc<Metrics>) {
+    let st = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let ping = tokio::time::timeout(Duration::from_secs(5), st.ping()).await;
+            let up = matches!(ping, Ok(Ok(())));
+            m.clickhouse_up
+                .store(up as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::frame::{self, Ack, Codec, Deframer, Frame, FrameError, Hello, Kind, Limits};
 use rstwatch_schema::SCHEMA_VERSION;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -475,11 +476,7 @@ impl Server {
     }
 
     /// Checks a decoded batch: bytecheck validation, schema version, sensor id.
-    fn check<'a>(
-        &self,
-        sensor: &str,
-        d: &'a Decoded,
-    ) -> Result<&'a rstwatch_schema::batch::ArchivedBatch, Refusal> {
+    fn check<'a>(&self, sensor: &str, d: &'a Decoded) -> Result<&'a ArchivedBatch, Refusal> {
         let batch = rstwatch_schema::batch::access_batch(&d.bytes).map_err(|e| Refusal {
             reason: "bad_batch",
             detail: format!("batch does not validate: {e}"),
@@ -528,102 +525,9 @@ impl Server {
         }
         let mut out: Vec<Result<Ack, Refusal>> = Vec::new();
         if !valid.is_empty() {
-            let m = &self.metrics;
-            let acks: Vec<Ack> = valid
-                .iter()
-                .map(|(b, _)| Ack {
-                    boot_id: b.header.boot_id.to_native(),
-                    seq: b.header.seq.to_native(),
-                })
-                .collect();
-            m.batches_pending.fetch_add(valid.len() as i64, Relaxed);
-            // Lock every batch of the group, in key order (no deadlock between groups).
-            let mut keys: Vec<BatchKey> = acks
-                .iter()
-                .map(|a| (sensor.to_string(), a.boot_id, a.seq))
-                .collect();
-            keys.sort();
-            keys.dedup();
-            let locks: Vec<_> = keys.iter().map(|k| self.batch_lock(k)).collect();
-            let mut guards = Vec::with_capacity(locks.len());
-            for l in &locks {
-                guards.push(l.clone().lock_owned().await);
-            }
-            let t0 = Instant::now();
-            // Batch by batch, checking what is stored, when any batch may have been
-            // seen before: flagged as resent, or the same key twice in this group.
-            let maybe_seen = valid.iter().any(|(_, d)| d.resent) || keys.len() < valid.len();
-            let group: Vec<(&rstwatch_schema::batch::ArchivedBatch, u32)> =
-                valid.iter().map(|(b, d)| (*b, d.wire)).collect();
-            let result = with_backoff(
-                |attempt| {
-                    let group = &group;
-                    async move {
-                        let _insert = m.insert_begin();
-                        if attempt == 0 && !maybe_seen && self.store.store_group(group).await? {
-                            Ok(vec![Stored::New; group.len()])
-                        } else {
-                            // Possibly seen before, or a retry after a failure part-way:
-                            // batch by batch, checking what is already stored.
-                            let mut v = Vec::with_capacity(group.len());
-                            for (b, wire) in group {
-                                v.push(self.store.store_batch(b, true, *wire).await?);
-                            }
-                            Ok(v)
-                        }
-                    }
-                },
-                |e, attempt| {
-                    m.clickhouse_errors.fetch_add(1, Relaxed);
-                    m.clickhouse_up.store(0, Relaxed);
-                    if attempt < 3 || attempt % 20 == 0 {
-                        warn!(
-                            "sensor {sensor:?} batches {:016x}/{}..{}: ClickHouse write failed \
-                             (attempt {}), retrying, not acknowledging: {e:#}",
-                            acks[0].boot_id,
-                            acks[0].seq,
-                            acks[acks.len() - 1].seq,
-                            attempt + 1
-                        );
-                    }
-                },
-                None,
-            )
-            .await;
-            drop(guards);
-            for (k, l) in keys.iter().zip(locks) {
-                self.release_batch_lock(k, l);
-            }
-            m.batches_pending.fetch_sub(valid.len() as i64, Relaxed);
-            m.insert_us_total
-                .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-            match result {
-                Ok(stored) => {
-                    m.clickhouse_up.store(1, Relaxed);
-                    for ((b, d), st) in valid.iter().zip(stored) {
-                        m.wire_bytes.fetch_add(u64::from(d.wire), Relaxed);
-                        match st {
-                            Stored::New => {
-                                m.batches_stored.fetch_add(1, Relaxed);
-                                m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
-                                m.flow_rows.fetch_add(b.flows.len() as u64, Relaxed);
-                                m.anomaly_rows.fetch_add(b.anomalies.len() as u64, Relaxed);
-                                m.stats_rows.fetch_add(
-                                    b.stats.iter().map(|s| s.counters.len() as u64).sum(),
-                                    Relaxed,
-                                );
-                            }
-                            Stored::Duplicate => {
-                                m.batches_duplicate.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
-                    out.extend(acks.into_iter().map(Ok));
-                }
-                Err(e) => out.push(Err(Refusal {
-                    reason: "store_failed",
-                    detail: format!("{e:#}"),
-                })),
+            match self.store_checked(sensor, &valid).await {
+                Ok(acks) => out.extend(acks.into_iter().map(Ok)),
+                Err(r) => out.push(Err(r)),
             }
         }
         if let Some(r) = refusal {
@@ -631,7 +535,129 @@ impl Server {
         }
         out
     }
+
+    /// Stores checked batches under their locks (taken in key order, so groups never
+    /// deadlock) and counts them. Returns their acks, in order.
+    async fn store_checked(
+        &self,
+        sensor: &str,
+        valid: &[Checked<'_>],
+    ) -> Result<Vec<Ack>, Refusal> {
+        let m = &self.metrics;
+        let acks: Vec<Ack> = valid
+            .iter()
+            .map(|(b, _)| Ack {
+                boot_id: b.header.boot_id.to_native(),
+                seq: b.header.seq.to_native(),
+            })
+            .collect();
+        m.batches_pending.fetch_add(valid.len() as i64, Relaxed);
+        let mut keys: Vec<BatchKey> = acks
+            .iter()
+            .map(|a| (sensor.to_string(), a.boot_id, a.seq))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let locks: Vec<_> = keys.iter().map(|k| self.batch_lock(k)).collect();
+        let mut guards = Vec::with_capacity(locks.len());
+        for l in &locks {
+            guards.push(l.clone().lock_owned().await);
+        }
+        let t0 = Instant::now();
+        // Batch by batch, checking what is stored, when any batch may have been seen
+        // before: flagged as resent, or the same key twice in this group.
+        let maybe_seen = valid.iter().any(|(_, d)| d.resent) || keys.len() < valid.len();
+        let result = self
+            .store_with_retry(sensor, valid, maybe_seen, &acks)
+            .await;
+        drop(guards);
+        for (k, l) in keys.iter().zip(locks) {
+            self.release_batch_lock(k, l);
+        }
+        m.batches_pending.fetch_sub(valid.len() as i64, Relaxed);
+        m.insert_us_total
+            .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+        let stored = result.map_err(|e| Refusal {
+            reason: "store_failed",
+            detail: format!("{e:#}"),
+        })?;
+        m.clickhouse_up.store(1, Relaxed);
+        self.count_stored(valid, &stored);
+        Ok(acks)
+    }
+
+    /// Writes a group into ClickHouse, retrying with backoff until it is in: in one
+    /// go when no batch can have been seen before, else batch by batch with checks.
+    async fn store_with_retry(
+        &self,
+        sensor: &str,
+        valid: &[Checked<'_>],
+        maybe_seen: bool,
+        acks: &[Ack],
+    ) -> anyhow::Result<Vec<Stored>> {
+        let m = &self.metrics;
+        let group: Vec<(&ArchivedBatch, u32)> = valid.iter().map(|(b, d)| (*b, d.wire)).collect();
+        with_backoff(
+            |attempt| {
+                let group = &group;
+                async move {
+                    let _insert = m.insert_begin();
+                    if attempt == 0 && !maybe_seen && self.store.store_group(group).await? {
+                        return Ok(vec![Stored::New; group.len()]);
+                    }
+                    // Possibly seen before, or a retry after a failure part-way.
+                    let mut v = Vec::with_capacity(group.len());
+                    for (b, wire) in group {
+                        v.push(self.store.store_batch(b, true, *wire).await?);
+                    }
+                    Ok(v)
+                }
+            },
+            |e, attempt| {
+                m.clickhouse_errors.fetch_add(1, Relaxed);
+                m.clickhouse_up.store(0, Relaxed);
+                if attempt < 3 || attempt % 20 == 0 {
+                    warn!(
+                        "sensor {sensor:?} batches {:016x}/{}..{}: ClickHouse write failed \
+                         (attempt {}), retrying, not acknowledging: {e:#}",
+                        acks[0].boot_id,
+                        acks[0].seq,
+                        acks[acks.len() - 1].seq,
+                        attempt + 1
+                    );
+                }
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Counts what a group's storing did, batch by batch.
+    fn count_stored(&self, valid: &[Checked<'_>], stored: &[Stored]) {
+        let m = &self.metrics;
+        for ((b, d), st) in valid.iter().zip(stored) {
+            m.wire_bytes.fetch_add(u64::from(d.wire), Relaxed);
+            match st {
+                Stored::New => {
+                    m.batches_stored.fetch_add(1, Relaxed);
+                    m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
+                    m.flow_rows.fetch_add(b.flows.len() as u64, Relaxed);
+                    m.anomaly_rows.fetch_add(b.anomalies.len() as u64, Relaxed);
+                    m.stats_rows.fetch_add(
+                        b.stats.iter().map(|s| s.counters.len() as u64).sum(),
+                        Relaxed,
+                    );
+                }
+                Stored::Duplicate => {
+                    m.batches_duplicate.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
 }
+
+/// A batch that passed every check, with its frame.
+type Checked<'a> = (&'a ArchivedBatch, &'a Decoded);
 
 /// Batches stored together at most (count, decompressed bytes).
 const MAX_GROUP_BATCHES: usize = 16;
