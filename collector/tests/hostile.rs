@@ -591,3 +591,67 @@ fn tls_mismatches_are_named_and_not_retried() {
     assert!(err.contains("this sensor does not trust"), "{err}");
     assert!(!err.contains("refused this sensor"), "{err}");
 }
+
+/// The sensor binary, built next to the collector's by `cargo build --workspace`.
+fn sensor_bin() -> Option<std::path::PathBuf> {
+    let p = Path::new(COLLECTOR).with_file_name("rstwatch-sensor");
+    p.exists().then_some(p)
+}
+
+/// Breaks 3 and 6 at the command line: `replay --ship` exits 0 only when everything
+/// arrived, and otherwise names what was lost and why.
+#[test]
+fn replay_ship_exit_status_and_summary_are_truthful() {
+    let Some(ch) = start_clickhouse("replay_ship_exit_status_is_truthful") else {
+        return;
+    };
+    let Some(sensor) = sensor_bin() else {
+        println!("SKIP: rstwatch-sensor is not built (cargo build --workspace)");
+        return;
+    };
+    let dir = tmp("rstwatch-cli");
+    let pcap = dir.path().join("abort.pcap");
+    let gen = Command::new(&sensor)
+        .args(["gen", "--scenario", "abort", "--out"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(gen.status.success());
+    let spool = dir.path().join("spool");
+    let replay = |addr: &str, spool: &Path, timeout: &str| {
+        let o = Command::new(&sensor)
+            .args(["replay", "--ship", addr, "--plaintext", "--token", TOKEN])
+            .args(["--sensor-id", "edge-cli", "--ship-timeout-secs", timeout])
+            .arg("--spool-dir")
+            .arg(spool)
+            .arg(&pcap)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // Nobody answers: exit 1, the events are named as left in the spool.
+    let down = format!("127.0.0.1:{}", rstwatch_collector::testing::free_port());
+    let (code, err) = replay(&down, &spool, "1");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("remain in the spool"), "{err}");
+    // One spooled batch emptied (a crash mid-write on a careless filesystem).
+    let file = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "rwb"))
+        .unwrap();
+    std::fs::write(&file, b"").unwrap();
+    let col = collector(&ch, dir.path(), "collector", &[]);
+    let (code, err) = replay(&col.addr(), &spool, "60");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("events LOST"), "{err}");
+    assert!(err.contains("set aside"), "{err}");
+    assert!(!err.contains("all acknowledged"), "{err}");
+    // Everything delivered: exit 0.
+    let (code, err) = replay(&col.addr(), &dir.path().join("spool2"), "60");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("all acknowledged"), "{err}");
+}
