@@ -23,6 +23,15 @@
 //!
 //! Everything here treats its input as untrusted: a bad header, an oversized length,
 //! a checksum mismatch or a decompression bomb is an error value, never a panic.
+//!
+//! This module is the protocol's one implementation, without I/O: [`encode`] builds a
+//! frame, [`Deframer`] turns bytes into frames (the sensor's blocking sockets through
+//! [`read_frame_from`], the collector's tokio tasks by feeding it what they read),
+//! [`mark_resent`] flags a stored frame, [`check_frame`] / [`verify_frame`] check a
+//! frame held in memory (a spool file). Limits are checked at the header, before the
+//! payload is read; memory grows only with bytes that arrived, and decompression is
+//! streamed, so nothing a peer declares sizes an allocation. The property tests in
+//! `schema/tests/wire.rs` are its fuzz run (bounded in CI; `PROPTEST_CASES` for more).
 
 use std::fmt;
 use std::io::{Read, Write};

@@ -27,6 +27,10 @@ pub(crate) struct Batcher {
     pub(crate) codec: Codec,
     /// The memory fallback was announced already.
     pub(crate) warned_memory: bool,
+    /// While the spool is full: since when the sender has made no progress, and its
+    /// progress count then. Kept across batches, so once draining has stalled, later
+    /// batches evict at once instead of each waiting again.
+    pub(crate) full_since: Option<(Instant, u64)>,
 }
 
 impl Batcher {
@@ -126,12 +130,12 @@ impl Batcher {
         self.shared.cv.notify_all();
         Ok(())
     }
+
     /// Puts a sealed batch into the spool. When the spool is full, waits for the
     /// sender to drain it while a collector answers (or has not been tried yet), and
     /// evicts the oldest batches only while none does, or when draining stalls.
     fn spool_batch(&mut self, seq: u64, events: u64, f: &[u8]) {
         let mut sp = self.shared.spool.lock().unwrap();
-        let mut waited_since: Option<(Instant, u64)> = None;
         loop {
             match sp.push(self.boot_id, seq, events, f) {
                 Pushed::Disk => return,
@@ -153,11 +157,12 @@ impl Batcher {
                 Pushed::Full => {}
             }
             let acked = self.shared.c.batches_acked.load(Relaxed) + sp.losses.quarantined_batches;
-            let (since, at) = *waited_since.get_or_insert((Instant::now(), acked));
-            if acked != at {
-                waited_since = Some((Instant::now(), acked));
-            }
-            let stalled = since.elapsed() > DRAIN_STALL && acked == at;
+            let (since, at) = match self.full_since {
+                Some((t, n)) if n == acked => (t, n),
+                _ => (Instant::now(), acked),
+            };
+            self.full_since = Some((since, at));
+            let stalled = since.elapsed() > DRAIN_STALL;
             if self.shared.link() == Link::Down || self.shared.stop.load(Relaxed) || stalled {
                 sp.evict_oldest();
                 eprintln!(

@@ -368,6 +368,7 @@ impl ShipSink {
             max_age: Duration::from_millis(args.batch_max_ms.max(1)),
             codec: args.compression,
             warned_memory: false,
+            full_since: None,
         };
         let batcher = std::thread::Builder::new()
             .name("ship-batcher".into())
