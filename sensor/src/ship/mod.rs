@@ -16,7 +16,7 @@
 //!
 //! Defaults: a batch closes at 16,384 events, 4 MiB (archived) or 1 s after its first
 //! record, whichever comes first; zstd level 1; up to 16 batches in flight; spool 1 GiB,
-//! fsynced per batch; memory fallback 64 MiB; reconnect backoff 0.1 s doubling to 30 s.
+//! not fsynced (`--spool-fsync batch` to fsync each); memory fallback 64 MiB; reconnect backoff 0.1 s doubling to 30 s.
 
 mod backoff;
 mod batcher;
@@ -70,10 +70,11 @@ pub struct ShipArgs {
     /// only while no collector answers are the oldest batches dropped (and counted).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub spool_max_bytes: u64,
-    /// When spool writes reach the disk: `batch` (fsync every batch before sending:
-    /// a power cut loses nothing acknowledged or sealed) or `off` (the kernel decides:
-    /// a power cut can lose the batches of the last seconds).
-    #[arg(long, value_enum, default_value_t = Fsync::Batch)]
+    /// When spool writes reach the disk: `off` (the kernel decides: a power cut can
+    /// lose the unacknowledged batches of the last seconds) or `batch` (each batch file
+    /// and its directory entry are fsynced before it is sent: a power cut loses only
+    /// records not yet sealed into a batch; costs throughput, see benches/RESULTS.md).
+    #[arg(long, value_enum, default_value_t = Fsync::Off)]
     pub spool_fsync: Fsync,
     /// When the spool directory cannot be written, batches are held in memory up to
     /// this many bytes (and lost if the sensor stops before they are acknowledged).
@@ -115,7 +116,7 @@ impl Default for ShipArgs {
             tls_server_name: None,
             spool_dir: PathBuf::from("/var/spool/rstwatch"),
             spool_max_bytes: 1 << 30,
-            spool_fsync: Fsync::Batch,
+            spool_fsync: Fsync::Off,
             spool_memory_bytes: 64 << 20,
             retry_max_secs: 30,
             sensor_id: None,

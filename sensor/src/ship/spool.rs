@@ -34,10 +34,12 @@ use anyhow::Context;
 /// When spool writes reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Fsync {
-    /// Leave it to the kernel: fastest; a power cut can lose the last batches.
+    /// Leave it to the kernel: a power cut can lose the batches written in the last
+    /// seconds (the default: an fsync per batch costs the pipeline its group commit,
+    /// see benches/RESULTS.md).
+    #[default]
     Off,
     /// fsync every batch file and the directory before sending it.
-    #[default]
     Batch,
 }
 
