@@ -111,7 +111,7 @@ echo "== what landed in ClickHouse"
 for t in rst_events flows anomalies sensor_stats batches; do
     printf '   %-13s %s rows\n' "$t" "$(ch -q "SELECT count() FROM $t")"
 done
-for q in rst_per_minute_by_class top_reset_servers suspect_rsts anomalies_recent; do
+for q in rst_per_minute_by_class resets_by_cause top_reset_servers suspect_rsts anomalies_recent; do
     echo "-- schema/queries/$q.sql"
     ch --format PrettyCompactMonoBlock --multiquery < "schema/queries/$q.sql" | head -n 20
 done

@@ -15,11 +15,14 @@ use anyhow::{bail, Context};
 use clickhouse::Client;
 use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::sql::{self, Dialect};
-use rstwatch_schema::{AnomalyKind, CloseReason, ConnState, Dir, RstClass};
+use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, RstClass};
 
 /// Largest number of rows of one kind in a batch: below ClickHouse's
 /// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
 pub const MAX_ROWS_PER_TABLE: usize = 1_000_000;
+
+/// The schema version that created `cause_remedies`.
+const CAUSE_REMEDIES_SINCE: u32 = 2;
 
 /// A stalled ClickHouse (not refusing, just not answering) fails the insert after
 /// these, so it is retried instead of hanging the sensor's batches forever.
@@ -130,9 +133,45 @@ impl Store {
         Ok(v)
     }
 
-    /// Creates or upgrades the schema. Safe to run twice; refuses a newer schema.
-    /// Returns the versions applied now.
+    /// Creates or upgrades the schema to the newest version. Safe to run twice;
+    /// refuses a newer schema. Returns the versions applied now.
     pub async fn migrate(&self) -> anyhow::Result<Vec<u32>> {
+        self.migrate_to(sql::latest_version()).await
+    }
+
+    /// Creates or upgrades the schema up to version `target` (staged upgrades, tests),
+    /// then refreshes `cause_remedies` from this build's causes when the schema has it.
+    /// Returns the versions applied now.
+    pub async fn migrate_to(&self, target: u32) -> anyhow::Result<Vec<u32>> {
+        let latest = sql::latest_version();
+        if target > latest {
+            bail!("schema version {target} is unknown to this collector (newest: {latest})");
+        }
+        self.create_database().await?;
+        let current = self.schema_version().await?;
+        if current > latest {
+            bail!(
+                "database {} has schema version {current}, newer than this collector knows \
+                 ({latest}): upgrade the collector, do not migrate with this one",
+                self.db
+            );
+        }
+        let mut applied = Vec::new();
+        for m in sql::MIGRATIONS
+            .iter()
+            .filter(|m| m.version > current && m.version <= target)
+        {
+            self.apply(m).await?;
+            applied.push(m.version);
+        }
+        if current.max(target) >= CAUSE_REMEDIES_SINCE {
+            self.refresh_cause_remedies().await?;
+        }
+        Ok(applied)
+    }
+
+    /// The database and the `schema_migrations` table, when missing.
+    async fn create_database(&self) -> anyhow::Result<()> {
         check_db_name(&self.db)?;
         self.qa(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.db))
             .execute()
@@ -146,37 +185,56 @@ impl Store {
         .execute()
         .await
         .context("creating schema_migrations")?;
-        let current = self.schema_version().await?;
-        let latest = sql::latest_version();
-        if current > latest {
-            bail!(
-                "database {} has schema version {current}, newer than this collector knows \
-                 ({latest}): upgrade the collector, do not migrate with this one",
-                self.db
-            );
-        }
-        let mut applied = Vec::new();
-        for m in sql::MIGRATIONS.iter().filter(|m| m.version > current) {
-            let rendered = self.dialect.render(m.sql, &format!("`{}`", self.db));
-            for (i, st) in sql::statements(&rendered).iter().enumerate() {
-                self.qa(st)
-                    .execute()
-                    .await
-                    .with_context(|| format!("migration {} statement {}: {st}", m.name, i + 1))?;
+        Ok(())
+    }
+
+    /// Runs one migration's statements, then records it.
+    async fn apply(&self, m: &sql::Migration) -> anyhow::Result<()> {
+        let rendered = self.dialect.render(m.sql, &format!("`{}`", self.db));
+        for (i, st) in sql::statements(&rendered).iter().enumerate() {
+            if let Err(e) = self.qa(st).execute().await {
+                if self.already_applied(st, &e) {
+                    continue;
+                }
+                return Err(anyhow::Error::new(e).context(format!(
+                    "migration {} statement {}: {st}",
+                    m.name,
+                    i + 1
+                )));
             }
-            self.qa(&format!(
-                "INSERT INTO `{}`.schema_migrations (version, name, applied, server_version) \
-                 VALUES (?, ?, now(), ?)",
-                self.db
-            ))
-            .bind(m.version)
-            .bind(m.name)
-            .bind(&self.version)
-            .execute()
-            .await?;
-            applied.push(m.version);
         }
-        Ok(applied)
+        self.qa(&format!(
+            "INSERT INTO `{}`.schema_migrations (version, name, applied, server_version) \
+             VALUES (?, ?, now(), ?)",
+            self.db
+        ))
+        .bind(m.version)
+        .bind(m.name)
+        .bind(&self.version)
+        .execute()
+        .await?;
+        Ok(())
+    }
+
+    /// 18.x has no `ADD COLUMN IF NOT EXISTS`: when a migration that failed part-way is
+    /// run again, its ALTER finds its columns there ("already exists", code 44). That
+    /// ALTER is all-or-nothing, so the columns are the migration's own.
+    fn already_applied(&self, statement: &str, e: &clickhouse::error::Error) -> bool {
+        !self.dialect.modern()
+            && statement.contains("ADD COLUMN")
+            && e.to_string().contains("Code: 44")
+            && e.to_string().contains("already exists")
+    }
+
+    /// Makes `cause_remedies` match this build's `Cause` (meaning, remedy, order).
+    async fn refresh_cause_remedies(&self) -> anyhow::Result<()> {
+        for st in sql::cause_remedies_refresh(&format!("`{}`", self.db)) {
+            self.qa(&st)
+                .execute()
+                .await
+                .context("refreshing cause_remedies")?;
+        }
+        Ok(())
     }
 
     /// Fails unless the database has exactly the schema this build writes.
@@ -383,6 +441,9 @@ impl Store {
                         ip_id: e.ip_id.to_native(),
                         payload_len: e.payload_len.to_native(),
                         flow_uid: e.flow_uid.to_native(),
+                        cause: Cause::from_archived(&e.cause).code() as i8,
+                        cause_detail: e.cause_detail.as_str(),
+                        silence_ms: e.silence_ms.to_native(),
                     })
                     .await?;
                 }
@@ -425,6 +486,7 @@ impl Store {
                         rst_count: f.rst_count.to_native(),
                         close: CloseReason::from_archived(&f.close).code() as i8,
                         flow_uid: f.flow_uid.to_native(),
+                        cause: sql::flow_cause_code(f.cause.as_ref().map(Cause::from_archived)),
                     })
                     .await?;
                 }
@@ -655,6 +717,9 @@ struct RstRow<'a> {
     ip_id: u16,
     payload_len: u16,
     flow_uid: u64,
+    cause: i8,
+    cause_detail: &'a str,
+    silence_ms: u64,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]
@@ -681,6 +746,8 @@ struct FlowRow<'a> {
     rst_count: u32,
     close: i8,
     flow_uid: u64,
+    /// `sql::NO_CAUSE_CODE` ('') when no RST closed the flow.
+    cause: i8,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]

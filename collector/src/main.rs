@@ -73,6 +73,9 @@ impl ChArgs {
 struct MigrateArgs {
     #[command(flatten)]
     ch: ChArgs,
+    /// Stop at this schema version (default: the newest this build knows).
+    #[arg(long)]
+    to_version: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -173,12 +176,13 @@ fn main() {
 
 async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     let store = Store::connect(&a.ch.config(), a.ch.retention_days).await?;
-    let applied = store.migrate().await?;
+    let target = a.to_version.unwrap_or_else(sql::latest_version);
+    let applied = store.migrate_to(target).await?;
     if applied.is_empty() {
         println!(
             "database {} is at schema version {} (ClickHouse {}), nothing to do",
             store.db,
-            sql::latest_version(),
+            store.schema_version().await?,
             store.version
         );
     } else {
@@ -351,6 +355,10 @@ fn print_schema(a: PrintArgs) -> anyhow::Result<()> {
             for st in sql::statements(&d.render(m.sql, &format!("`{}`", a.database))) {
                 println!("{st};\n");
             }
+        }
+        println!("-- cause_remedies, refilled by every migrate");
+        for st in sql::cause_remedies_refresh(&format!("`{}`", a.database)) {
+            println!("{st};\n");
         }
     }
     Ok(())

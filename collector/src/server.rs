@@ -296,10 +296,7 @@ impl Server {
             return None;
         }
         if hello.schema_version != SCHEMA_VERSION {
-            let d = format!(
-                "sensor schema version {}, collector {SCHEMA_VERSION}",
-                hello.schema_version
-            );
+            let d = rstwatch_schema::compat::mismatch(hello.schema_version, SCHEMA_VERSION);
             self.refuse(wr, peer, &hello.sensor_id, "schema_version", d)
                 .await;
             return None;
@@ -483,20 +480,23 @@ impl Server {
 
     /// Checks a decoded batch: bytecheck validation, schema version, sensor id.
     fn check<'a>(&self, sensor: &str, d: &'a Decoded) -> Result<&'a ArchivedBatch, Refusal> {
+        // The version first: another version's layout cannot be validated as ours.
+        if let Some(v) = rstwatch_schema::compat::batch_schema_version(&d.bytes) {
+            if v != SCHEMA_VERSION {
+                return Err(Refusal {
+                    reason: "schema_version",
+                    detail: format!(
+                        "batch of {}",
+                        rstwatch_schema::compat::mismatch(v, SCHEMA_VERSION)
+                    ),
+                });
+            }
+        }
         let batch = rstwatch_schema::batch::access_batch(&d.bytes).map_err(|e| Refusal {
             reason: "bad_batch",
             detail: format!("batch does not validate: {e}"),
         })?;
         let hd = &batch.header;
-        if hd.schema_version.to_native() != SCHEMA_VERSION {
-            return Err(Refusal {
-                reason: "schema_version",
-                detail: format!(
-                    "batch schema version {}, collector {SCHEMA_VERSION}",
-                    hd.schema_version.to_native()
-                ),
-            });
-        }
         crate::validate::check(batch, crate::log::now_us()).map_err(|e| Refusal {
             reason: e.reason,
             detail: e.detail,

@@ -28,7 +28,7 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1]"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1, 2]"));
     let second = migrate(&ch.url(), "rw");
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("nothing to do"));
@@ -38,9 +38,12 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
     for t in [
         "anomalies",
         "batches",
+        "cause_remedies",
         "flows",
         "rst_events",
         "rst_minute",
+        "rst_minute_cause",
+        "rst_minute_cause_mv",
         "rst_minute_mv",
         "schema_migrations",
         "sensor_stats",
@@ -120,12 +123,13 @@ fn modern_dialect_on_chdb() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("DDL: 7 statements applied"), "{text}");
+    assert!(text.contains("DDL: 16 statements applied"), "{text}");
     assert_eq!(
         text.matches("query ok:").count(),
         rstwatch_schema::sql::QUERIES.len(),
         "{text}"
     );
+    assert!(text.contains("resets_by_cause as expected"), "{text}");
 }
 
 #[test]

@@ -586,6 +586,11 @@ fn sensor_bin() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// ClickHouse's `hex()` of a string: free text compared without TSV escaping.
+fn hex_upper(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02X}")).collect()
+}
+
 /// Runs `replay` (JSON) and `replay --ship` on one file and checks that ClickHouse holds
 /// exactly what the JSON says, for rows of `sensor`. Returns (rst, flows, anomalies).
 fn replay_matches(
@@ -611,7 +616,7 @@ fn replay_matches(
                 total.0 += 1;
                 let e: RstEvent = serde_json::from_value(v.clone()).unwrap();
                 rsts.push(format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     e.ts_us,
                     e.src,
                     e.sport,
@@ -623,14 +628,17 @@ fn replay_matches(
                     e.suspect as u8,
                     e.seq,
                     e.ack,
-                    e.ttl
+                    e.ttl,
+                    e.cause,
+                    hex_upper(&e.cause_detail),
+                    e.silence_ms
                 ));
             }
             Some("flow") => {
                 total.1 += 1;
                 let f: FlowRecord = serde_json::from_value(v.clone()).unwrap();
                 flows.push(format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     f.ts_start_us,
                     f.ts_end_us,
                     f.orig_h,
@@ -645,7 +653,8 @@ fn replay_matches(
                     f.resp_bytes,
                     f.rst_count,
                     f.close,
-                    f.vlan
+                    f.vlan,
+                    f.cause.map_or("", Cause::as_str)
                 ));
             }
             Some("anomaly") => total.2 += 1,
@@ -682,14 +691,15 @@ fn replay_matches(
     };
     let addr = |c: &str| format!("replaceRegexpOne(IPv6NumToString({c}), '^::ffff:', '')");
     let got_rst = rows(format!(
-        "SELECT ts_us, {}, sport, {}, dport, dir, class, flags, suspect, seq, ack, ttl \
+        "SELECT ts_us, {}, sport, {}, dport, dir, class, flags, suspect, seq, ack, ttl, \
+         cause, hex(cause_detail), silence_ms \
          FROM rst_events WHERE sensor_id = '{sensor}' FORMAT TabSeparated",
         addr("src"),
         addr("dst")
     ));
     let got_flows = rows(format!(
         "SELECT ts_start_us, ts_end_us, {}, orig_p, {}, resp_p, conn_state, history, orig_pkts, \
-         resp_pkts, orig_bytes, resp_bytes, rst_count, close, vlan \
+         resp_pkts, orig_bytes, resp_bytes, rst_count, close, vlan, cause \
          FROM flows WHERE sensor_id = '{sensor}' FORMAT TabSeparated",
         addr("orig_h"),
         addr("resp_h")

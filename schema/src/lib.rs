@@ -17,6 +17,7 @@ pub mod addr;
 pub mod anomaly;
 pub mod batch;
 pub mod cause;
+pub mod compat;
 pub mod event;
 pub mod flags;
 pub mod flow;

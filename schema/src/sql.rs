@@ -5,7 +5,7 @@
 //! where a modern feature matters (IPv6 type, LowCardinality, codecs, TTL, insert
 //! deduplication on plain MergeTree) a placeholder is rendered by [`Dialect`].
 
-use crate::{AnomalyKind, CloseReason, ConnState, Dir, RstClass};
+use crate::{AnomalyKind, Cause, CloseReason, ConnState, Dir, RstClass};
 
 /// One versioned migration.
 #[derive(Debug, Clone, Copy)]
@@ -16,11 +16,18 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, in order. Append; never edit an applied one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "001_initial",
-    sql: include_str!("../sql/001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "001_initial",
+        sql: include_str!("../sql/001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "002_causes",
+        sql: include_str!("../sql/002_causes.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
@@ -49,12 +56,20 @@ pub const QUERIES: &[(&str, &str)] = &[
         "anomalies_recent",
         include_str!("../queries/anomalies_recent.sql"),
     ),
+    (
+        "resets_by_cause",
+        include_str!("../queries/resets_by_cause.sql"),
+    ),
+    (
+        "rst_per_minute_by_cause",
+        include_str!("../queries/rst_per_minute_by_cause.sql"),
+    ),
 ];
 
 /// The tables that carry data rows with a `(sensor_id, boot_id, batch_seq)` origin.
 pub const DATA_TABLES: &[&str] = &["rst_events", "flows", "anomalies", "sensor_stats"];
 
-/// Every table (and view) the schema creates, for retention and checks.
+/// Every table with day partitions (retention drops them on servers without TTL).
 pub const ALL_TABLES: &[&str] = &[
     "rst_events",
     "flows",
@@ -62,7 +77,47 @@ pub const ALL_TABLES: &[&str] = &[
     "sensor_stats",
     "batches",
     "rst_minute",
+    "rst_minute_cause",
 ];
+
+/// The `flows.cause` value of a flow that no RST closed (`FlowRecord::cause == None`).
+pub const NO_CAUSE_CODE: i8 = -1;
+
+/// The `flows.cause` code of a flow record: the cause's own code, or
+/// [`NO_CAUSE_CODE`] when no RST closed it.
+pub fn flow_cause_code(cause: Option<Cause>) -> i8 {
+    cause.map_or(NO_CAUSE_CODE, |c| c.code() as i8)
+}
+
+/// The statements that make `cause_remedies` match this build's [`Cause`] exactly
+/// (`migrate` runs them every time): empty it, then one row per cause from
+/// `meaning()` / `remedy()`, `precedence` = the rule order.
+pub fn cause_remedies_refresh(db: &str) -> Vec<String> {
+    let rows: Vec<String> = Cause::ALL
+        .iter()
+        .map(|c| {
+            format!(
+                "('{}', {}, {}, {})",
+                c.as_str(),
+                sql_string(c.meaning()),
+                sql_string(c.remedy()),
+                c.code()
+            )
+        })
+        .collect();
+    vec![
+        format!("TRUNCATE TABLE {db}.cause_remedies"),
+        format!(
+            "INSERT INTO {db}.cause_remedies (cause, meaning, remedy, precedence) VALUES {}",
+            rows.join(", ")
+        ),
+    ]
+}
+
+/// A ClickHouse string literal (backslash and quote escaped).
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
 
 /// How to render the schema for one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,55 +160,76 @@ impl Dialect {
 
     /// Renders a SQL text for this server and database.
     pub fn render(&self, sql: &str, db: &str) -> String {
+        let mut out = sql.replace("{{DB}}", db);
+        for (placeholder, value) in self.substitutions() {
+            out = out.replace(placeholder, &value);
+        }
+        self.render_ttl(out)
+    }
+
+    /// Every `{{NAME}}` placeholder but `{{DB}}` and `{{TTL:col}}`, with its rendering.
+    fn substitutions(&self) -> Vec<(&'static str, String)> {
         let modern = self.modern();
-        let mut out = sql
-            .replace("{{DB}}", db)
-            .replace("{{ADDR}}", if modern { "IPv6" } else { "FixedString(16)" })
-            .replace(
-                "{{LC}}",
-                if modern {
-                    "LowCardinality(String)"
-                } else {
-                    "String"
-                },
-            )
-            .replace(
-                "{{CODEC_TS}}",
-                if modern {
-                    "CODEC(DoubleDelta, ZSTD)"
-                } else {
-                    ""
-                },
-            )
-            .replace(
-                "{{MT_SETTINGS}}",
-                if self.has_dedup_token() {
-                    "SETTINGS non_replicated_deduplication_window = 10000"
-                } else {
-                    ""
-                },
-            )
-            .replace(
+        let pick = |new: &str, old: &str| if modern { new } else { old }.to_string();
+        let dedup = if self.has_dedup_token() {
+            "SETTINGS non_replicated_deduplication_window = 10000"
+        } else {
+            ""
+        };
+        vec![
+            ("{{ADDR}}", pick("IPv6", "FixedString(16)")),
+            ("{{LC}}", pick("LowCardinality(String)", "String")),
+            ("{{CODEC_TS}}", pick("CODEC(DoubleDelta, ZSTD)", "")),
+            ("{{MT_SETTINGS}}", dedup.to_string()),
+            (
+                "{{ADD_COLUMN}}",
+                pick("ADD COLUMN IF NOT EXISTS", "ADD COLUMN"),
+            ),
+            (
                 "{{ENUM:Dir}}",
-                &enum8(Dir::ALL.iter().map(|v| (v.as_str(), v.code()))),
-            )
-            .replace(
+                enum8(names(Dir::ALL, Dir::as_str, Dir::code)),
+            ),
+            (
                 "{{ENUM:RstClass}}",
-                &enum8(RstClass::ALL.iter().map(|v| (v.as_str(), v.code()))),
-            )
-            .replace(
+                enum8(names(RstClass::ALL, RstClass::as_str, RstClass::code)),
+            ),
+            (
                 "{{ENUM:ConnState}}",
-                &enum8(ConnState::ALL.iter().map(|v| (v.as_str(), v.code()))),
-            )
-            .replace(
+                enum8(names(ConnState::ALL, ConnState::as_str, ConnState::code)),
+            ),
+            (
                 "{{ENUM:CloseReason}}",
-                &enum8(CloseReason::ALL.iter().map(|v| (v.as_str(), v.code()))),
-            )
-            .replace(
+                enum8(names(
+                    CloseReason::ALL,
+                    CloseReason::as_str,
+                    CloseReason::code,
+                )),
+            ),
+            (
                 "{{ENUM:AnomalyKind}}",
-                &enum8(AnomalyKind::ALL.iter().map(|v| (v.as_str(), v.code()))),
-            );
-        // {{TTL:column}}
+                enum8(names(
+                    AnomalyKind::ALL,
+                    AnomalyKind::as_str,
+                    AnomalyKind::code,
+                )),
+            ),
+            (
+                "{{ENUM:Cause}}",
+                enum8(names(Cause::ALL, Cause::as_str, Cause::code)),
+            ),
+            (
+                "{{ENUM:FlowCause}}",
+                enum8(
+                    std::iter::once(("", NO_CAUSE_CODE))
+                        .chain(names(Cause::ALL, Cause::as_str, Cause::code))
+                        .collect(),
+                ),
+            ),
+        ]
+    }
+
+    /// `{{TTL:column}}`: a TTL clause when the server has TTL and retention is set.
+    fn render_ttl(&self, mut out: String) -> String {
         while let Some(start) = out.find("{{TTL:") {
             let Some(end_rel) = out[start..].find("}}") else {
                 break;
@@ -170,8 +246,17 @@ impl Dialect {
     }
 }
 
-fn enum8<'a>(vals: impl Iterator<Item = (&'a str, u8)>) -> String {
-    let parts: Vec<String> = vals.map(|(n, c)| format!("'{n}' = {c}")).collect();
+/// (name, code) of every value of a schema enum, codes as `Enum8` wants them.
+fn names<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    code: fn(T) -> u8,
+) -> Vec<(&'static str, i8)> {
+    all.iter().map(|&v| (name(v), code(v) as i8)).collect()
+}
+
+fn enum8(vals: Vec<(&str, i8)>) -> String {
+    let parts: Vec<String> = vals.iter().map(|(n, c)| format!("'{n}' = {c}")).collect();
     format!("Enum8({})", parts.join(", "))
 }
 
@@ -206,27 +291,75 @@ pub fn statements(sql: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn rendered(version: &str, retention_days: u32, m: &Migration) -> Vec<String> {
+        let d = Dialect::from_version(version, retention_days).unwrap();
+        statements(&d.render(m.sql, "rstwatch"))
+    }
+
     #[test]
     fn renders_both_dialects_without_placeholders() {
         for (v, modern) in [("18.16.1", false), ("26.9.1.1", true)] {
-            let d = Dialect::from_version(v, 30).unwrap();
-            assert_eq!(d.modern(), modern);
             for m in MIGRATIONS {
-                let r = d.render(m.sql, "rstwatch");
-                for st in statements(&r) {
+                for st in rendered(v, 30, m) {
                     assert!(!st.contains("{{"), "{v}: {st}");
                 }
-                let r = statements(&r).join(";\n");
-                assert_eq!(r.contains(" IPv6,"), modern);
-                assert_eq!(r.contains("TTL "), modern);
-                assert!(r.contains("Enum8('reject' = 0, 'handshake_abort' = 1"));
-                assert_eq!(statements(&r).len(), 7);
             }
+            let r = rendered(v, 30, &MIGRATIONS[0]).join(";\n");
+            assert_eq!(r.contains(" IPv6,"), modern);
+            assert_eq!(r.contains("TTL "), modern);
+            assert!(r.contains("Enum8('reject' = 0, 'handshake_abort' = 1"));
+            assert_eq!(rendered(v, 30, &MIGRATIONS[0]).len(), 7);
+            let r = rendered(v, 30, &MIGRATIONS[1]);
+            assert_eq!(r.len(), 7);
+            let r = r.join(";\n");
+            assert_eq!(r.contains("ADD COLUMN IF NOT EXISTS cause"), modern);
+            assert_eq!(r.contains("TTL minute"), modern);
         }
-        let d = Dialect::from_version("26.9", 0).unwrap();
-        assert!(!statements(&d.render(MIGRATIONS[0].sql, "x"))
+        assert!(!rendered("26.9", 0, &MIGRATIONS[0])
             .join(";")
             .contains("TTL "));
+    }
+
+    /// The cause columns' Enum8 lists every cause with its code, in precedence order;
+    /// the flows' variant adds '' for "no RST"; `failover` joins the anomaly kinds.
+    #[test]
+    fn cause_enums_follow_the_rust_definition() {
+        let r = rendered("18.16.1", 0, &MIGRATIONS[1]).join(";\n");
+        let causes: Vec<String> = Cause::ALL
+            .iter()
+            .map(|c| format!("'{}' = {}", c.as_str(), c.code()))
+            .collect();
+        let list = causes.join(", ");
+        assert!(
+            r.contains(&format!("cause Enum8({list}) DEFAULT 'unknown'")),
+            "{r}"
+        );
+        assert!(
+            r.contains(&format!("cause Enum8('' = -1, {list}) DEFAULT")),
+            "{r}"
+        );
+        assert!(r.contains("'injection' = 0") && r.contains("'unknown' = 13"));
+        assert!(r.contains("'failover' = 4)"), "{r}");
+        assert_eq!(flow_cause_code(None), -1);
+        assert_eq!(flow_cause_code(Some(Cause::Abort)), 12);
+    }
+
+    #[test]
+    fn cause_remedies_rows_come_from_cause() {
+        let st = cause_remedies_refresh("`db`");
+        assert_eq!(st[0], "TRUNCATE TABLE `db`.cause_remedies");
+        for c in Cause::ALL {
+            let row = format!(
+                "('{}', {}, {}, {})",
+                c.as_str(),
+                sql_string(c.meaning()),
+                sql_string(c.remedy()),
+                c.code()
+            );
+            assert!(st[1].contains(&row), "{row}");
+        }
+        assert_eq!(st[1].matches("), (").count(), Cause::ALL.len() - 1);
+        assert_eq!(sql_string(r"it's a \ test"), r"'it\'s a \\ test'");
     }
 
     #[test]

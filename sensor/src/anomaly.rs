@@ -40,6 +40,10 @@ pub struct Detectors {
     endpoint_runs: HashMap<IpBytes, (i64, u32)>,
     services: HashMap<Endpoint, ServiceRate>,
     reported: HashSet<(AnomalyKind, String)>,
+    /// Sources that crossed a scan threshold in this window (the `scan` cause).
+    scanners: HashSet<IpBytes>,
+    /// Remotes that crossed the backscatter threshold in this window.
+    backscatter_sources: HashSet<IpBytes>,
     /// Keys not tracked because a map was full.
     pub tracker_full: u64,
 }
@@ -56,6 +60,8 @@ impl Detectors {
             endpoint_runs: HashMap::new(),
             services: HashMap::new(),
             reported: HashSet::new(),
+            scanners: HashSet::new(),
+            backscatter_sources: HashSet::new(),
             tracker_full: 0,
         }
     }
@@ -80,6 +86,8 @@ impl Detectors {
             self.backscatter.clear();
             self.injection.clear();
             self.reported.clear();
+            self.scanners.clear();
+            self.backscatter_sources.clear();
         }
     }
 
@@ -100,6 +108,7 @@ impl Detectors {
             &mut self.tracker_full,
         ) {
             if n == need_hosts {
+                self.scanners.insert(scanner);
                 let detail = format!("{scanner} collected rejects from {n} hosts on port {port}");
                 self.report(
                     ev.ts_us,
@@ -121,6 +130,7 @@ impl Detectors {
             &mut self.tracker_full,
         ) {
             if n == need_ports {
+                self.scanners.insert(scanner);
                 let detail = format!("{scanner} collected rejects from {n} ports on {host}");
                 self.report(
                     ev.ts_us,
@@ -148,6 +158,7 @@ impl Detectors {
             &mut self.tracker_full,
         ) {
             if n == need {
+                self.backscatter_sources.insert(ev.src);
                 let detail = format!(
                     "unsolicited RST/ACKs from {} to {n} local addresses",
                     ev.src
@@ -275,6 +286,36 @@ impl Detectors {
         }
     }
 
+    /// Has `addr` crossed a scan threshold in the current window (after the RSTs
+    /// observed so far)?
+    pub fn is_scanner(&self, addr: &IpBytes) -> bool {
+        self.scanners.contains(addr)
+    }
+
+    /// Has `addr` crossed the backscatter threshold in the current window?
+    pub fn is_backscatter_source(&self, addr: &IpBytes) -> bool {
+        self.backscatter_sources.contains(addr)
+    }
+
+    /// A server address moved to another MAC and `flows` of its flows were reset
+    /// since (`state_loss`): reported once per window.
+    pub fn failover(&mut self, f: &Failover, out: &mut Vec<Anomaly>) {
+        self.roll_window(f.ts_us);
+        let detail = format!(
+            "{} moved from {} to {}: {} flows reset by the new MAC",
+            f.server, f.old_mac, f.new_mac, f.flows
+        );
+        self.report(
+            f.ts_us,
+            AnomalyKind::Failover,
+            f.server.to_string(),
+            f.flows as f64,
+            f.need as f64,
+            detail,
+            out,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
@@ -297,6 +338,16 @@ impl Detectors {
             });
         }
     }
+}
+
+/// A VIP failover seen through the resets that follow it.
+pub struct Failover {
+    pub ts_us: i64,
+    pub server: IpBytes,
+    pub old_mac: crate::evidence::macs::Mac,
+    pub new_mac: crate::evidence::macs::Mac,
+    pub flows: usize,
+    pub need: usize,
 }
 
 /// The server side of an RST's flow: the responder when the direction is known,

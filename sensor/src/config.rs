@@ -14,7 +14,12 @@ pub struct EngineConfig {
     pub flow_capacity: usize,
     /// Idle timeout of a flow whose handshake has not completed, seconds.
     pub timeout_half_open_s: u32,
-    /// Idle timeout of an established flow, seconds.
+    /// How long an established flow is remembered in silence, seconds (also accepted as
+    /// `idle_memory_s`). Firewalls commonly drop idle established TCP after an hour
+    /// (Cisco ASA, Palo Alto) and their RST comes when the flow next speaks; a sensor
+    /// that forgot the flow sooner could only call that RST `unsolicited`. Default
+    /// 7200 s; evictions before this much silence are counted (`flows_forgotten_early`).
+    #[serde(alias = "idle_memory_s")]
     pub timeout_established_s: u32,
     /// Idle timeout of a flow after FIN or RST, seconds (catches retransmissions and
     /// data after the reset before the record is closed).
@@ -31,6 +36,8 @@ pub struct EngineConfig {
     pub verify_checksum: bool,
     /// Thresholds of the aggregate anomaly detectors.
     pub anomaly: AnomalyConfig,
+    /// Thresholds of the cause rules.
+    pub cause: CauseConfig,
 }
 
 impl Default for EngineConfig {
@@ -38,13 +45,14 @@ impl Default for EngineConfig {
         EngineConfig {
             flow_capacity: 1_000_000,
             timeout_half_open_s: 30,
-            timeout_established_s: 600,
+            timeout_established_s: 7200,
             timeout_closed_s: 10,
             idle_threshold_s: 300,
             verdict_delay_ms: 500,
             max_pending_rst: 65_536,
             verify_checksum: true,
             anomaly: AnomalyConfig::default(),
+            cause: CauseConfig::default(),
         }
     }
 }
@@ -105,6 +113,64 @@ impl Default for AnomalyConfig {
             storm_min_rate: 100,
             backscatter_hosts: 25,
             injection_count: 3,
+        }
+    }
+}
+
+/// Thresholds of the cause rules (DESIGN.md, "Why was it reset: causes"; the rules
+/// themselves are in `classify::cause`). Defaults are argued beside each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CauseConfig {
+    /// Two connections of one client are parallel attempts when their SYNs are at most
+    /// this far apart, ms. RFC 8305 (Happy Eyeballs) waits 250 ms before the second
+    /// family's attempt; Windows SMB clients open 139 and 445 within ~5 ms (Samba).
+    pub race_window_ms: u32,
+    /// ...and the loser is reset at most this long after the winner is established,
+    /// ms: clients drop the loser at once (a late SYN-ACK is answered within an RTT).
+    pub race_reset_ms: u32,
+    /// A server RST at most this long (plus one handshake RTT) after the handshake
+    /// completed is an accept-queue overflow, ms. Linux with `tcp_abort_on_overflow`
+    /// answers the handshake ACK within 2-30 µs; a sensor near the clients sees it one
+    /// RTT later.
+    pub overload_rst_ms: u32,
+    /// Such RSTs on at least this many flows of one service...
+    pub overload_flows: u32,
+    /// ...within this window, seconds (an overflow comes in bursts).
+    pub overload_window_s: u32,
+    /// A server host silent this long on every flow, then resetting flows whose client
+    /// data went unanswered, rebooted (or lost its state), seconds. Longer than the
+    /// TCP retransmission backoff's early steps, shorter than a reboot.
+    pub reboot_silence_s: u32,
+    /// ...on at least this many flows of that host.
+    pub reboot_flows: u32,
+    /// The resetter's FIN after at least this much silence is an idle keep-alive close,
+    /// seconds: Apache's `KeepAliveTimeout` is 5 s, nginx's 75 s, Node's 5 s.
+    pub keepalive_idle_s: u32,
+    /// Peer payload this recent (ms) when the resetter closed means it had unread data:
+    /// Linux `tcp_close` sends RST/ACK at once when data is unread (RFC 2525 §2.17).
+    /// Also bounds how late peer data may follow the RST and still count as crossing
+    /// it. 0 leaves only the zero-window sign.
+    pub unread_window_ms: u32,
+    /// Flows of one server address reset after its MAC changed before the `failover`
+    /// anomaly is reported (keepalived moves a VIP with a gratuitous ARP; the new
+    /// master answers old connections with RSTs).
+    pub failover_flows: u32,
+}
+
+impl Default for CauseConfig {
+    fn default() -> Self {
+        CauseConfig {
+            race_window_ms: 250,
+            race_reset_ms: 100,
+            overload_rst_ms: 5,
+            overload_flows: 5,
+            overload_window_s: 10,
+            reboot_silence_s: 30,
+            reboot_flows: 3,
+            keepalive_idle_s: 5,
+            unread_window_ms: 100,
+            failover_flows: 2,
         }
     }
 }

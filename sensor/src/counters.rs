@@ -3,6 +3,7 @@
 //! is dropped without a name.
 
 use crate::parse::Reject;
+use rstwatch_schema::Cause;
 
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -26,6 +27,10 @@ pub struct Counters {
     pub flows_timed_out: u64,
     pub flows_evicted: u64,
     pub flows_end_of_capture: u64,
+    /// Established flows evicted (table full) before their idle memory ran out.
+    pub flows_forgotten_early: u64,
+    /// RSTs released, by cause (`Cause as usize`).
+    pub causes: [u64; Cause::ALL.len()],
 }
 
 impl Counters {
@@ -54,9 +59,34 @@ impl Counters {
             ("flows_timed_out", self.flows_timed_out),
             ("flows_evicted", self.flows_evicted),
             ("flows_end_of_capture", self.flows_end_of_capture),
+            ("flows_forgotten_early", self.flows_forgotten_early),
         ]);
+        for c in Cause::ALL {
+            v.push((cause_counter_name(*c), self.causes[*c as usize]));
+        }
         v
     }
+}
+
+/// `cause.<name>`: RSTs released with that cause.
+fn cause_counter_name(c: Cause) -> &'static str {
+    const NAMES: [&str; Cause::ALL.len()] = [
+        "cause.injection",
+        "cause.scan",
+        "cause.backscatter",
+        "cause.refused",
+        "cause.connect_race",
+        "cause.server_overload",
+        "cause.state_loss",
+        "cause.keepalive_race",
+        "cause.idle_timeout",
+        "cause.middlebox",
+        "cause.write_after_close",
+        "cause.unread_data_close",
+        "cause.abort",
+        "cause.unknown",
+    ];
+    NAMES[c as usize]
 }
 
 fn reject_counter_name(r: Reject) -> &'static str {
@@ -85,6 +115,13 @@ fn reject_counter_name(r: Reject) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cause_counter_names_extend_the_cause_names() {
+        for c in Cause::ALL {
+            assert_eq!(cause_counter_name(*c), format!("cause.{}", c.as_str()));
+        }
+    }
 
     #[test]
     fn reject_counter_names_extend_the_reject_names() {

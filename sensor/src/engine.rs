@@ -5,16 +5,20 @@
 //! fed to it (or `advance` on a quiet live link), so replaying a capture gives the same
 //! records as seeing it live.
 
-use crate::anomaly::Detectors;
+use crate::anomaly::{Detectors, Failover};
+use crate::classify::cause::{self, Aggregates};
+use crate::classify::evidence::{self, CauseSettings, Evidence, RstAt};
 use crate::classify::pending::{Held, Pending};
 use crate::classify::{self, verdict, Context};
 use crate::config::EngineConfig;
 use crate::counters::Counters;
+use crate::evidence::macs::Mac;
+use crate::evidence::{CrossFlow, NoteThresholds};
 use crate::flow::{bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, Role, Timeouts};
 use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
 use crate::sink::Sink;
 use crate::track;
-use rstwatch_schema::{Anomaly, CloseReason, RstEvent, RstFlag};
+use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
 
 /// A parsed segment with its flow key, sending end, key hash and lookup result.
 type Looked = (Packet, FlowKey, End, u64, Option<u32>);
@@ -31,8 +35,10 @@ pub struct Engine {
     table: FlowTable,
     pending: Pending,
     detectors: Detectors,
+    /// Evidence across packets and flows for the cause rules.
+    cross: CrossFlow,
+    settings: CauseSettings,
     counters: Counters,
-    idle_threshold_us: i64,
     verdict_delay_us: i64,
     /// Latest packet time seen (packet time never runs backwards for deadlines).
     now_us: i64,
@@ -54,8 +60,9 @@ impl Engine {
             table: FlowTable::new(cfg.flow_capacity, Timeouts::from_config(cfg)),
             pending: Pending::new(cfg.max_pending_rst),
             detectors: Detectors::new(&cfg.anomaly),
+            cross: CrossFlow::new(&cfg.cause),
+            settings: CauseSettings::from_config(cfg),
             counters: Counters::default(),
-            idle_threshold_us: i64::from(cfg.idle_threshold_s) * 1_000_000,
             verdict_delay_us: i64::from(cfg.verdict_delay_ms) * 1000,
             now_us: i64::MIN,
             next_sweep_us: i64::MIN,
@@ -194,6 +201,7 @@ impl Engine {
             ("rst_held", self.pending.len() as u64),
             ("anomaly_tracker_full", self.detectors.tracker_full),
         ]);
+        v.extend(self.cross.counters());
         v
     }
 
@@ -246,46 +254,84 @@ impl Engine {
             self.counters.history_truncated += u64::from(u.letters_dropped);
             if p.flags.rst() {
                 self.counters.rst += 1;
-                let ev = self.classify(i, p, role, ts_us, fresh);
-                self.hold(i, role, ev, sink);
+                let (ev, evd) = self.classify(i, p, role, ts_us, fresh);
+                self.hold(i, role, ev, evd, sink);
             }
             return;
         }
 
+        let th = self.note_thresholds();
+        self.cross
+            .before_update(self.table.get_mut(i), i, p, role, ts_us, &th);
         if p.flags.rst() {
             self.counters.rst += 1;
-            let mut ev = self.classify(i, p, role, ts_us, fresh);
+            let (mut ev, evd) = self.classify(i, p, role, ts_us, fresh);
             let repeat_r = self.correlate_rsts(i, role, &mut ev);
             let flow = self.table.get_mut(i);
             let u = track::update(flow, p, role, ts_us);
-            flow.rst_count = flow.rst_count.saturating_add(1);
+            if flow.rst_count == u8::MAX {
+                self.cross.more_rsts(flow, i);
+            } else {
+                flow.rst_count += 1;
+            }
             if repeat_r && !flow.history.push(role.letter(b'R')) {
                 self.counters.history_truncated += 1;
             }
             self.counters.history_truncated += u64::from(u.letters_dropped);
-            self.hold(i, role, ev, sink);
+            self.hold(i, role, ev, evd, sink);
         } else {
             let flow = self.table.get_mut(i);
             let u = track::update(flow, p, role, ts_us);
             self.counters.history_truncated += u64::from(u.letters_dropped);
-            if p.payload_len > 0 && flow.has(bits::HAS_PENDING) {
-                // The purported sender of a held RST keeps sending: it did not send it.
+            let pending = flow.has(bits::HAS_PENDING);
+            self.cross
+                .after_update(self.table.get(i), p, role, ts_us, u.became_established);
+            if p.payload_len > 0 && pending {
                 self.pending.for_each_of_flow(i, |h| {
                     if h.role == role {
+                        // The purported sender of a held RST keeps sending: it did
+                        // not send it.
                         h.ev.flags.insert(RstFlag::DataAfter);
+                    } else if h.evidence.peer_data_after_rst_us.is_none() {
+                        // Its peer was still sending (crossing data, if soon enough).
+                        h.evidence.peer_data_after_rst_us = Some(ts_us - h.ev.ts_us);
                     }
                 });
             }
         }
     }
 
-    fn classify(&self, i: u32, p: &Packet, role: Role, ts_us: i64, fresh: bool) -> RstEvent {
+    fn note_thresholds(&self) -> NoteThresholds {
+        NoteThresholds {
+            idle_threshold_us: self.settings.idle_threshold_us,
+            keepalive_idle_us: self.settings.keepalive_idle_us,
+        }
+    }
+
+    /// Classifies an RST and gathers the evidence for its cause (flow state before it).
+    fn classify(
+        &mut self,
+        i: u32,
+        p: &Packet,
+        role: Role,
+        ts_us: i64,
+        fresh: bool,
+    ) -> (RstEvent, Evidence) {
+        let flow = self.table.get(i);
+        let at = RstAt {
+            slot: i,
+            role,
+            ts_us,
+            fresh,
+        };
+        let evd = evidence::gather(flow, p, at, &mut self.cross, &self.settings);
         let cx = Context {
             ts_us,
             fresh,
-            idle_threshold_us: self.idle_threshold_us,
+            idle_threshold_us: self.settings.idle_threshold_us,
+            silence_us: evd.silence_us,
         };
-        classify::classify(self.table.get(i), p, role, &cx)
+        (classify::classify(flow, p, role, &cx), evd)
     }
 
     /// Cross-checks a new RST with the held RSTs of its flow from the same side:
@@ -322,7 +368,14 @@ impl Engine {
         last_seq.is_some_and(|s| s != ev.seq)
     }
 
-    fn hold<S: Sink + ?Sized>(&mut self, i: u32, role: Role, ev: RstEvent, sink: &mut S) {
+    fn hold<S: Sink + ?Sized>(
+        &mut self,
+        i: u32,
+        role: Role,
+        ev: RstEvent,
+        evidence: Evidence,
+        sink: &mut S,
+    ) {
         let deadline_us = ev.ts_us.saturating_add(self.verdict_delay_us);
         self.table.get_mut(i).bits |= bits::HAS_PENDING;
         let mut released = std::mem::take(&mut self.released);
@@ -333,6 +386,7 @@ impl Engine {
                 flow: i,
                 role,
                 ev,
+                evidence,
             },
             &mut released,
         );
@@ -352,6 +406,11 @@ impl Engine {
     ) -> u32 {
         if self.table.is_full() {
             if let Some(v) = self.table.pick_victim(ts_us) {
+                // An established flow evicted before its idle memory ran out: a late
+                // RST (a firewall's, after an hour) will find no state.
+                if self.table.get(v).has(bits::ESTABLISHED) && !self.table.is_expired(v, ts_us) {
+                    self.counters.flows_forgotten_early += 1;
+                }
                 self.close(v, CloseReason::Evicted, sink);
                 self.table.stats.evicted += 1;
             }
@@ -372,7 +431,8 @@ impl Engine {
             self.emit_released(&mut released, sink);
             self.released = released;
         }
-        let rec = self.table.get(i).record(trigger);
+        let more_rsts = self.cross.forget(self.table.get(i), i);
+        let rec = self.table.get(i).record(trigger, more_rsts);
         let c = &mut self.counters;
         match rec.close {
             CloseReason::Fin => c.flows_closed_fin += 1,
@@ -385,7 +445,7 @@ impl Engine {
         self.table.remove(i);
     }
 
-    /// Gives released RSTs their verdict, feeds the detectors and emits both.
+    /// Gives released RSTs their verdict and cause, feeds the detectors and emits both.
     fn emit_released<S: Sink + ?Sized>(&mut self, released: &mut Vec<Held>, sink: &mut S) {
         for mut h in released.drain(..) {
             if !self.pending.holds(h.flow) {
@@ -394,11 +454,48 @@ impl Engine {
             }
             h.ev.suspect = verdict::is_suspect(&h.ev);
             self.detectors.observe(&h.ev, &mut self.anomalies);
+            h.evidence.first_cause = self.table.get(h.flow).first_cause();
+            let (cause, detail) = cause::decide(
+                &h.ev,
+                &h.evidence,
+                &Aggregates {
+                    detectors: &self.detectors,
+                    overload: &self.cross.overload,
+                    reboot: &self.cross.reboot,
+                    settings: &self.settings,
+                },
+            );
+            h.ev.cause = cause;
+            h.ev.cause_detail = detail;
+            self.counters.causes[cause as usize] += 1;
+            self.table.get_mut(h.flow).note_cause(cause);
+            if cause == Cause::StateLoss && h.evidence.mac_changed {
+                self.failover(&h.ev, &h.evidence);
+            }
             sink.rst(h.ev);
             for a in self.anomalies.drain(..) {
                 sink.anomaly(a);
             }
         }
+    }
+
+    /// Counts a flow reset from a server's new MAC; reports `failover` at the threshold.
+    fn failover(&mut self, ev: &RstEvent, e: &Evidence) {
+        let server = e.server;
+        self.cross.failover.note(server, ev.flow_uid, ev.ts_us);
+        let Some(flows) = self.cross.failover.reached(&server, ev.ts_us) else {
+            return;
+        };
+        let old = self.cross.server_macs.before(&server, e.rst_mac);
+        let f = Failover {
+            ts_us: ev.ts_us,
+            server,
+            old_mac: Mac(old.unwrap_or(0)),
+            new_mac: Mac(e.rst_mac),
+            flows,
+            need: self.cross.failover.need(),
+        };
+        self.detectors.failover(&f, &mut self.anomalies);
     }
 }
 

@@ -1,4 +1,6 @@
-//! Record writers: JSON lines (the offline contract) and a table for people.
+//! Record writers: JSON lines (the offline contract) and a table for people (one line
+//! per record; an RST's line names its cause after its class, a flow's line ends with
+//! the cause of its first RST).
 
 use crate::sink::Sink;
 use rstwatch_schema::timefmt::rfc3339_micros;
@@ -118,12 +120,13 @@ impl<W: Write> Sink for Table<W> {
         }
         let flags = e.flags.names().join(",");
         self.line(format!(
-            "rst     {}  {:>22} > {:<22} {:<7} {:<15} {}{}",
+            "rst     {}  {:>22} > {:<22} {:<7} {:<15} {:<17} {}{}",
             rfc3339_micros(e.ts_us),
             endpoint(e.src, e.sport),
             endpoint(e.dst, e.dport),
             e.dir.as_str(),
             e.class.as_str(),
+            e.cause.as_str(),
             if e.suspect { "SUSPECT " } else { "" },
             flags
         ));
@@ -134,7 +137,7 @@ impl<W: Write> Sink for Table<W> {
             return;
         }
         self.line(format!(
-            "flow    {}  {} > {} {:<6} {:<12} pkts {}/{} bytes {}/{} rst {} close {}",
+            "flow    {}  {} > {} {:<6} {:<12} pkts {}/{} bytes {}/{} rst {} close {}{}",
             rfc3339_micros(f.ts_start_us),
             endpoint(f.orig_h, f.orig_p),
             endpoint(f.resp_h, f.resp_p),
@@ -145,7 +148,8 @@ impl<W: Write> Sink for Table<W> {
             f.orig_bytes,
             f.resp_bytes,
             f.rst_count,
-            f.close.as_str()
+            f.close.as_str(),
+            f.cause.map(|c| format!(" cause {c}")).unwrap_or_default()
         ));
     }
 
@@ -164,10 +168,106 @@ impl<W: Write> Sink for Table<W> {
 }
 
 /// `addr:port`, with brackets around IPv6 addresses.
-fn endpoint(a: rstwatch_schema::IpBytes, p: u16) -> String {
+pub(crate) fn endpoint(a: rstwatch_schema::IpBytes, p: u16) -> String {
     if a.is_v4() {
         format!("{a}:{p}")
     } else {
         format!("[{a}]:{p}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstwatch_schema::{Cause, CloseReason, ConnState, Dir, RstClass, RstFlag, RstFlags};
+
+    fn rst_event() -> RstEvent {
+        RstEvent {
+            ts_us: 0,
+            src: "203.0.113.5".parse().unwrap(),
+            sport: 443,
+            dst: "192.0.2.10".parse().unwrap(),
+            dport: 40000,
+            vlan: 0,
+            inner_vlan: 0,
+            dir: Dir::Resp,
+            class: RstClass::Abort,
+            flags: [RstFlag::SeqExact, RstFlag::Idle]
+                .into_iter()
+                .collect::<RstFlags>(),
+            suspect: false,
+            seq: 1,
+            ack: 0,
+            ack_flag: false,
+            ttl: 63,
+            ip_id: 0,
+            payload_len: 0,
+            flow_uid: 7,
+            cause: Cause::IdleTimeout,
+            cause_detail: "silent 3605 s".into(),
+            silence_ms: 3_605_000,
+        }
+    }
+
+    fn flow_record(cause: Option<Cause>) -> FlowRecord {
+        FlowRecord {
+            ts_start_us: 0,
+            ts_end_us: 1,
+            orig_h: "192.0.2.10".parse().unwrap(),
+            orig_p: 40000,
+            resp_h: "203.0.113.5".parse().unwrap(),
+            resp_p: 443,
+            vlan: 0,
+            inner_vlan: 0,
+            conn_state: ConnState::Rstr,
+            history: "ShADr".into(),
+            orig_pkts: 2,
+            resp_pkts: 2,
+            orig_bytes: 0,
+            resp_bytes: 0,
+            rst_count: 1,
+            close: CloseReason::Rst,
+            flow_uid: 7,
+            cause,
+        }
+    }
+
+    fn table_lines(write: impl FnOnce(&mut Table<&mut Vec<u8>>)) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut t = Table::new(&mut buf, Select::default());
+        write(&mut t);
+        t.finish().unwrap();
+        String::from_utf8(buf)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn table_rst_line_names_the_cause_after_the_class() {
+        let lines = table_lines(|t| t.rst(rst_event()));
+        assert_eq!(
+            lines,
+            vec![
+                "rst     1970-01-01T00:00:00.000000Z         203.0.113.5:443 > 192.0.2.10:40000       \
+                 resp    abort           idle_timeout      seq_exact,idle"
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn table_flow_line_ends_with_the_cause_of_its_first_rst() {
+        let lines = table_lines(|t| {
+            t.flow(flow_record(Some(Cause::IdleTimeout)));
+            t.flow(flow_record(None));
+        });
+        assert!(
+            lines[0].ends_with("rst 1 close rst cause idle_timeout"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].ends_with("rst 1 close rst"), "{}", lines[1]);
     }
 }

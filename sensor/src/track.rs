@@ -1,7 +1,7 @@
 //! The TCP tracker: updates a flow's per-direction state, Zeek endpoint states and
 //! history with one packet.
 
-use crate::flow::{bits, DirState, End, EndpointState, Flow, Role};
+use crate::flow::{bits, mac_tag, DirState, End, EndpointState, Flow, Role, RttCode};
 use crate::flow::{dflags, seq_gt, NO_WSCALE};
 use crate::parse::Packet;
 
@@ -40,6 +40,8 @@ pub fn orientation(p: &Packet, sender: End) -> (End, bool) {
 pub struct Update {
     /// History letters dropped (history full).
     pub letters_dropped: u32,
+    /// This packet completed the handshake (or established a midstream flow).
+    pub became_established: bool,
 }
 
 /// Records a packet with a bad checksum: only the history learns of it (Zeek: `C`).
@@ -95,11 +97,36 @@ pub fn update(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update {
     if f.ack() && !f.rst() && peer_sent && seq_gt(p.ack, peer_next) {
         flow.dir_mut(role.other()).flags |= dflags::LOSSY;
     }
+    if !f.rst() {
+        payload_order(flow, role, len);
+        if role == Role::Resp && flow.resp_mac == 0 {
+            flow.resp_mac = mac_tag(p.src_mac);
+        }
+    }
     if !flow.has(bits::ESTABLISHED) && is_established(flow) {
         flow.bits |= bits::ESTABLISHED;
+        u.became_established = true;
+        if flow.dir(Role::Orig).has(dflags::SYN) {
+            flow.rtt = RttCode::encode(ts_us - flow.first_us());
+        }
     }
     flow.last_us = ts_us;
     u
+}
+
+/// Who sent the latest payload, and whether that sender has sent anything but payload
+/// since (its peer answering does not count): the cause rules ask whether an RST
+/// answers the peer's data.
+#[inline]
+fn payload_order(flow: &mut Flow, role: Role, len: u32) {
+    let resp = role == Role::Resp;
+    if len > 0 {
+        flow.bits = (flow.bits & !bits::LAST_PAYLOAD_RESP)
+            | bits::LAST_PAYLOAD_FRESH
+            | if resp { bits::LAST_PAYLOAD_RESP } else { 0 };
+    } else if flow.has(bits::LAST_PAYLOAD_RESP) == resp {
+        flow.bits &= !bits::LAST_PAYLOAD_FRESH;
+    }
 }
 
 fn track_sequence(d: &mut DirState, p: &Packet, syn: bool, fin: bool, len: u32) {

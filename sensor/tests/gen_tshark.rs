@@ -1,4 +1,5 @@
-//! Generated captures read cleanly by tshark (checksums verified, nothing malformed), and
+//! Generated captures read cleanly by tshark (checksums verified, nothing malformed),
+//! tshark counts the same RSTs and the same frames that are not TCP as the labels, and
 //! the `gen` command line works end to end.
 
 use std::path::{Path, PathBuf};
@@ -74,7 +75,12 @@ fn tshark_reads_every_scenario_cleanly() {
         );
         assert!(bad.is_empty(), "{s}: tshark flags frames {bad:?}");
         let all = run_tshark(bin, &path, "tcp");
-        assert_eq!(all.len(), g.frames.len(), "{s}: tshark frame count");
+        let tcp_frames = g.frames.len() - g.not_ip - g.not_tcp;
+        assert_eq!(all.len(), tcp_frames, "{s}: tshark TCP frame count");
+        let arp = run_tshark(bin, &path, "arp.isgratuitous");
+        assert_eq!(arp.len(), g.not_ip, "{s}: gratuitous ARPs per tshark");
+        let other = run_tshark(bin, &path, "vrrp || icmpv6.type == 136");
+        assert_eq!(other.len(), g.not_tcp, "{s}: VRRP and NA frames per tshark");
         let rst = run_tshark(bin, &path, "tcp.flags.reset == 1");
         assert_eq!(rst.len(), g.labels.len(), "{s}: RSTs per tshark vs labels");
         std::fs::remove_file(&path).ok();

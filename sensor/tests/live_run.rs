@@ -117,7 +117,12 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
         metrics.contains("rstwatch_xdp_non_tcp_dropped_total"),
         "{metrics}"
     );
-    assert_same_records(&replay, &o.stdout);
+    let causes = if queues > 1 || extra.contains(&"--fanout") {
+        Causes::Ignored
+    } else {
+        Causes::Exact
+    };
+    assert_same_records(&replay, &o.stdout, causes);
 
     if let Some(d) = pcap.parent() {
         let _ = std::fs::remove_dir_all(d);

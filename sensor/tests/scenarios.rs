@@ -1,9 +1,16 @@
 //! Every `gen` scenario's labels are recovered by the engine exactly: for each RST
-//! packet, its class, direction, the scenario's key flags and the suspect verdict; no
-//! RST without a label; and the anomalies the scenario must raise.
+//! packet, its class, direction, the scenario's key flags, the suspect verdict and the
+//! cause; no RST without a label; the anomalies the scenario must raise; and the frames
+//! that are not TCP counted as such.
+//!
+//! The verdict (class, direction, flags, suspect, anomalies) and the cause are checked
+//! by separate tests, so that a failure says which of the two rule sets disagrees; both
+//! through the engine's API and through the command line (`gen --labels` against
+//! `replay`'s JSON).
 
-use rstwatch_schema::{Anomaly, Record, RstEvent};
+use rstwatch_schema::{Anomaly, AnomalyKind, Record, RstEvent};
 use rstwatch_sensor::gen::{self, GenOptions, Scenario};
+use rstwatch_sensor::parse::Reject;
 use rstwatch_sensor::{Engine, EngineConfig};
 
 fn run(s: Scenario, o: &GenOptions) -> (gen::Generated, Vec<RstEvent>, Vec<Anomaly>) {
@@ -15,10 +22,17 @@ fn run(s: Scenario, o: &GenOptions) -> (gen::Generated, Vec<RstEvent>, Vec<Anoma
     }
     e.finish(&mut out);
     let c = e.raw_counters();
+    let not_ip = c.rejected[Reject::NotIp as usize] as usize;
+    let not_tcp = c.rejected[Reject::NotTcp as usize] as usize;
     assert_eq!(
-        c.rejected_total(),
-        0,
-        "{s}: generated frames rejected: {:?}",
+        (not_ip, not_tcp),
+        (g.not_ip, g.not_tcp),
+        "{s}: frames that are not TCP, counted as (not_ip, not_tcp)"
+    );
+    assert_eq!(
+        c.rejected_total() as usize,
+        g.not_ip + g.not_tcp,
+        "{s}: generated TCP frames rejected: {:?}",
         e.counters()
     );
     assert_eq!(
@@ -37,7 +51,28 @@ fn run(s: Scenario, o: &GenOptions) -> (gen::Generated, Vec<RstEvent>, Vec<Anoma
     (g, rst, anomalies)
 }
 
-fn check(s: Scenario, o: &GenOptions) -> Vec<String> {
+/// What a check compares between a label and its event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Class, direction, required flags, suspect; the expected anomalies.
+    Verdict,
+    /// The cause.
+    Cause,
+}
+
+fn describe(ev: &RstEvent) -> String {
+    format!(
+        "{} {}:{} > {}:{} seq {}",
+        rstwatch_schema::timefmt::rfc3339_micros(ev.ts_us),
+        ev.src,
+        ev.sport,
+        ev.dst,
+        ev.dport,
+        ev.seq
+    )
+}
+
+fn check(s: Scenario, o: &GenOptions, part: Part) -> Vec<String> {
     let (g, events, anomalies) = run(s, o);
     let mut problems = vec![];
     if events.len() != g.labels.len() {
@@ -48,56 +83,67 @@ fn check(s: Scenario, o: &GenOptions) -> Vec<String> {
         ));
     }
     for l in &g.labels {
-        let Some(ev) = events
-            .iter()
-            .find(|e| l.is_for(e.src, e.sport, e.dst, e.dport, e.seq))
-        else {
+        let Some(ev) = events.iter().find(|e| l.is_for(e)) else {
             problems.push(format!("{s}: no event for {l:?}"));
             continue;
         };
-        let missing: Vec<_> = l.flags.iter().filter(|f| !ev.flags.contains(**f)).collect();
-        if ev.class != l.class || ev.dir != l.dir || !missing.is_empty() || ev.suspect != l.suspect
-        {
-            problems.push(format!(
-                "{s}: {}:{} > {}:{} seq {}: got {} {} {:?} suspect={}, want {} {} {:?} suspect={}",
-                ev.src,
-                ev.sport,
-                ev.dst,
-                ev.dport,
-                ev.seq,
-                ev.class,
-                ev.dir,
-                ev.flags,
-                ev.suspect,
-                l.class,
-                l.dir,
-                l.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-                l.suspect
-            ));
+        match part {
+            Part::Verdict => {
+                let missing: Vec<_> = l.flags.iter().filter(|f| !ev.flags.contains(**f)).collect();
+                if ev.class != l.class
+                    || ev.dir != l.dir
+                    || !missing.is_empty()
+                    || ev.suspect != l.suspect
+                {
+                    problems.push(format!(
+                        "{s}: {}: got {} {} {:?} suspect={}, want {} {} {:?} suspect={}",
+                        describe(ev),
+                        ev.class,
+                        ev.dir,
+                        ev.flags,
+                        ev.suspect,
+                        l.class,
+                        l.dir,
+                        l.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                        l.suspect
+                    ));
+                }
+            }
+            Part::Cause => {
+                if ev.cause != l.cause {
+                    problems.push(format!(
+                        "{s}: {}: cause {} ({:?}), want {}",
+                        describe(ev),
+                        ev.cause,
+                        ev.cause_detail,
+                        l.cause
+                    ));
+                }
+            }
         }
     }
-    for kind in &g.anomalies {
-        if !anomalies.iter().any(|a| a.kind == *kind) {
-            problems.push(format!(
-                "{s}: no {kind} anomaly (got {:?})",
-                anomalies.iter().map(|a| a.kind).collect::<Vec<_>>()
-            ));
+    if part == Part::Verdict {
+        for kind in &g.anomalies {
+            if !anomalies.iter().any(|a| a.kind == *kind) {
+                problems.push(format!(
+                    "{s}: no {kind} anomaly (got {:?})",
+                    anomalies.iter().map(|a| a.kind).collect::<Vec<_>>()
+                ));
+            }
         }
     }
     problems
 }
 
-#[test]
-fn every_scenario_is_recovered_exactly() {
-    let mut problems = vec![];
-    for s in Scenario::ALL {
-        let o = GenOptions {
-            flows: if *s == Scenario::Mixed { 400 } else { 2000 },
-            ..GenOptions::default()
-        };
-        problems.extend(check(*s, &o));
+fn options(s: Scenario) -> GenOptions {
+    GenOptions {
+        flows: if s == Scenario::Mixed { 400 } else { 2000 },
+        ..GenOptions::default()
     }
-    let shown: Vec<_> = problems.iter().take(40).cloned().collect();
+}
+
+fn assert_none(problems: Vec<String>) {
+    let shown: Vec<_> = problems.iter().take(60).cloned().collect();
     assert!(
         problems.is_empty(),
         "{} problems:\n{}",
@@ -107,15 +153,46 @@ fn every_scenario_is_recovered_exactly() {
 }
 
 #[test]
+fn every_scenario_is_recovered_exactly() {
+    let mut problems = vec![];
+    for &s in Scenario::ALL {
+        problems.extend(check(s, &options(s), Part::Verdict));
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn every_scenario_gets_its_causes() {
+    let mut problems = vec![];
+    for &s in Scenario::ALL {
+        problems.extend(check(s, &options(s), Part::Cause));
+    }
+    assert_none(problems);
+}
+
+/// Scenarios without forged RSTs: nothing suspect, no injection anomaly.
+const BENIGN: &[Scenario] = &[
+    Scenario::Refused,
+    Scenario::Abort,
+    Scenario::IdleTimeout,
+    Scenario::AfterFin,
+    Scenario::Storm,
+    Scenario::Scan,
+    Scenario::Backscatter,
+    Scenario::ServerOverload,
+    Scenario::VipFailover,
+    Scenario::Reboot,
+    Scenario::ConnectRace,
+    Scenario::KeepaliveRace,
+    Scenario::WriteAfterClose,
+    Scenario::UnreadClose,
+    Scenario::Middlebox,
+    Scenario::AppAbort,
+];
+
+#[test]
 fn benign_scenarios_raise_no_suspect_and_no_injection_anomaly() {
-    for s in [
-        Scenario::Refused,
-        Scenario::Abort,
-        Scenario::IdleTimeout,
-        Scenario::AfterFin,
-        Scenario::Storm,
-        Scenario::Scan,
-    ] {
+    for &s in BENIGN {
         let (_, events, anomalies) = run(s, &GenOptions::default());
         assert!(!events.is_empty(), "{s}: no RSTs at all");
         let suspects: Vec<_> = events.iter().filter(|e| e.suspect).collect();
@@ -126,16 +203,24 @@ fn benign_scenarios_raise_no_suspect_and_no_injection_anomaly() {
             suspects[0]
         );
         assert!(
-            anomalies
-                .iter()
-                .all(|a| a.kind != rstwatch_schema::AnomalyKind::Injection),
+            anomalies.iter().all(|a| a.kind != AnomalyKind::Injection),
             "{s}"
         );
     }
 }
 
 #[test]
-fn other_seeds_are_recovered_too() {
+fn benign_list_is_every_scenario_without_forged_rsts() {
+    for &s in Scenario::ALL {
+        let forged = gen::generate(s, &GenOptions::default())
+            .labels
+            .iter()
+            .any(|l| l.suspect);
+        assert_eq!(BENIGN.contains(&s), !forged, "{s}");
+    }
+}
+
+fn other_seeds(part: Part) -> Vec<String> {
     let mut problems = vec![];
     for seed in [2, 3] {
         let o = GenOptions {
@@ -143,7 +228,112 @@ fn other_seeds_are_recovered_too() {
             flows: 300,
             ..GenOptions::default()
         };
-        problems.extend(check(Scenario::Mixed, &o));
+        problems.extend(check(Scenario::Mixed, &o, part));
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    problems
+}
+
+#[test]
+fn other_seeds_are_recovered_too() {
+    assert_none(other_seeds(Part::Verdict));
+}
+
+#[test]
+fn other_seeds_get_their_causes_too() {
+    assert_none(other_seeds(Part::Cause));
+}
+
+// ---- the same through the command line: `gen --labels` against `replay` ----
+
+/// The key a label and an `"rst"` record share: timestamp, four-tuple, seq.
+fn json_key(v: &serde_json::Value) -> String {
+    ["ts", "src", "sport", "dst", "dport", "seq"]
+        .iter()
+        .map(|k| v[*k].to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs `gen --labels` and `replay` for `s` and compares every label with the
+/// `"rst"` record of the same packet.
+fn cli_problems(s: Scenario, part: Part) -> Vec<String> {
+    let bin = env!("CARGO_BIN_EXE_rstwatch-sensor");
+    // One directory per call: several tests run this for the same scenario at once.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rstwatch-scen-{}-{n}-{s}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pcap, labels) = (dir.join("s.pcap"), dir.join("s.jsonl"));
+    let g = std::process::Command::new(bin)
+        .args(["gen", "--scenario", s.as_str(), "--flows", "300", "--out"])
+        .arg(&pcap)
+        .arg("--labels")
+        .arg(&labels)
+        .output()
+        .unwrap();
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let r = std::process::Command::new(bin)
+        .args(["replay", "--only", "rst"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let parse = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let events: std::collections::HashMap<String, serde_json::Value> =
+        parse(&String::from_utf8_lossy(&r.stdout))
+            .into_iter()
+            .map(|v| (json_key(&v), v))
+            .collect();
+    let wanted = parse(&std::fs::read_to_string(&labels).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+    let mut problems = vec![];
+    if events.len() != wanted.len() {
+        problems.push(format!(
+            "{s}: {} records, {} labels",
+            events.len(),
+            wanted.len()
+        ));
+    }
+    let fields: &[&str] = match part {
+        Part::Verdict => &["class", "dir", "suspect"],
+        Part::Cause => &["cause"],
+    };
+    for l in &wanted {
+        let Some(ev) = events.get(&json_key(l)) else {
+            problems.push(format!("{s}: no record for {l}"));
+            continue;
+        };
+        let flags_ok = part == Part::Cause
+            || l["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| ev["flags"].as_array().unwrap().contains(f));
+        if !flags_ok || fields.iter().any(|f| ev[*f] != l[*f]) {
+            problems.push(format!("{s}: replay printed {ev}\n    label says {l}"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn replay_prints_what_gen_labels_say() {
+    let mut problems = vec![];
+    for &s in Scenario::ALL {
+        problems.extend(cli_problems(s, Part::Verdict));
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn replay_prints_the_causes_gen_labels_give() {
+    let mut problems = vec![];
+    for &s in Scenario::ALL {
+        problems.extend(cli_problems(s, Part::Cause));
+    }
+    assert_none(problems);
 }

@@ -6,19 +6,29 @@
 //! its verdict delay (see [`pending`]); [`verdict::is_suspect`] decides `suspect` when
 //! it is released.
 
+pub mod cause;
+pub mod evidence;
 pub mod pending;
 pub mod verdict;
+
+#[cfg(test)]
+mod rule_tests;
 
 use crate::flow::{bits, dflags, seq_ge, seq_lt, Flow, Role};
 use crate::parse::Packet;
 use rstwatch_schema::{Dir, RstClass, RstEvent, RstFlag, RstFlags};
 
-/// A TTL differing from the sender's baseline by more than this is a mismatch. Routes
-/// change by a hop or two; an injector a few hops away, or one that picks its own
-/// initial TTL, is usually much further off.
-pub const TTL_TOLERANCE: u8 = 2;
+/// A TTL differing from the sender's baseline in this flow by more than this is a
+/// mismatch. Zero: within one flow a sender's TTL at the sensor is constant (one path,
+/// one initial TTL), and a firewall resetting on the endpoint's behalf is often just
+/// one hop closer, so a difference of 1 can be the only sign (DESIGN.md). A route
+/// change inside a flow would also show; `ttl_mismatch` alone is never `suspect` (the
+/// verdict needs a second signal), it only makes the cause `middlebox`.
+pub const TTL_TOLERANCE: u8 = 0;
 /// An IPv4 ID more than this far ahead of (or at all behind) the sender's last one is a
 /// mismatch: stacks with per-connection counters move forward by one per segment.
+/// An RST with ID 0 is never a mismatch: Linux sends bare RSTs for segments without a
+/// socket (refused, after close, overload, follow-ups) with ID 0.
 pub const IPID_MAX_STEP: u16 = 1024;
 
 /// What the classifier needs besides the flow and packet.
@@ -27,6 +37,8 @@ pub struct Context {
     /// The flow was created by this very RST: nothing was known of the four-tuple.
     pub fresh: bool,
     pub idle_threshold_us: i64,
+    /// The silence the RST ended (see `evidence::Evidence::silence_us`).
+    pub silence_us: i64,
 }
 
 /// Classifies RST `p`, sent by `role` of `flow`. `flow` is the state before `p`.
@@ -37,7 +49,15 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
     let established = flow.has(bits::ESTABLISHED);
     let any_handshake = any & (dflags::SYN | dflags::SYNACK) != 0;
 
-    let class = if cx.fresh || (!established && !any_handshake) {
+    // Zeek: a flow whose responder was never seen is OTH when the originator sent more
+    // than SYNs before its RST, RSTOS0 when it sent only SYNs.
+    // (Every non-SYN packet of the originator leaves a trace: payload 'D', a pure ACK
+    // 'A', or a FIN.)
+    let one_sided_midstream = !peer.has(dflags::SEEN)
+        && role == Role::Orig
+        && me.has(dflags::SYN)
+        && me.has(dflags::H_A | dflags::H_D | dflags::FIN);
+    let class = if cx.fresh || (!established && !any_handshake) || one_sided_midstream {
         RstClass::Unsolicited
     } else if established {
         RstClass::Abort
@@ -59,10 +79,9 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
         fl.insert(v);
     }
     fl.set(RstFlag::AfterFin, any & dflags::FIN != 0);
-    let last = flow.last_us;
     fl.set(
         RstFlag::Idle,
-        !cx.fresh && cx.ts_us.saturating_sub(last) > cx.idle_threshold_us,
+        !cx.fresh && cx.silence_us > cx.idle_threshold_us,
     );
     fl.set(RstFlag::WithPayload, p.payload_len > 0);
     fl.set(RstFlag::SynRst, p.flags.syn());
@@ -73,12 +92,16 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
     if me.has(dflags::SENT_NON_RST) {
         // Injection evidence against the purported sender's own baseline.
         fl.set(RstFlag::TtlMismatch, p.ttl.abs_diff(me.ttl) > TTL_TOLERANCE);
-        if !p.is_v6 {
+        if !p.is_v6 && p.ip_id != 0 {
             let step = p.ip_id.wrapping_sub(me.ip_id);
             fl.set(RstFlag::IpidMismatch, step > IPID_MAX_STEP);
         }
+        // Behind the data the sender sent: not behind its FIN, whose sequence number
+        // a kernel reset answering a segment that has not acknowledged the FIN yet
+        // carries (Linux accepts that RST).
         let sent_data = me.payload_bytes() > 0;
-        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, me.next_seq));
+        let data_end = me.next_seq.wrapping_sub(u32::from(me.has(dflags::FIN)));
+        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, data_end));
     }
     let other_flavour = if p.flags.ack() {
         dflags::RST_BARE
@@ -110,7 +133,7 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
         flow_uid: flow.uid(),
         cause: rstwatch_schema::Cause::Unknown,
         cause_detail: String::new(),
-        silence_ms: 0,
+        silence_ms: (cx.silence_us.max(0) / 1000) as u64,
     }
 }
 

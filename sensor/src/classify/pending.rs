@@ -6,6 +6,7 @@
 //! Bounded: when `max` RSTs are held, the oldest is released early (counted by the
 //! engine as `rst_released_early`).
 
+use super::evidence::Evidence;
 use crate::flow::Role;
 use rstwatch_schema::RstEvent;
 use std::collections::VecDeque;
@@ -19,6 +20,8 @@ pub struct Held {
     /// Which side of the flow sent it.
     pub role: Role,
     pub ev: RstEvent,
+    /// What the cause rules will look at when it is released.
+    pub evidence: Evidence,
 }
 
 /// RSTs one flow holds at most (see [`Pending::hold`]).
@@ -184,6 +187,7 @@ mod tests {
                     RstClass::Abort,
                 )
             },
+            evidence: Evidence::default(),
         }
     }
 

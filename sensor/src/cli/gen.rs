@@ -11,8 +11,9 @@ use crate::gen::{self, GenOptions, Scenario};
 ///
 /// The capture is Ethernet with microsecond timestamps; every address is from the
 /// documentation prefixes (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32).
-/// The same options always give the same file. `--labels` writes what the classifier
-/// should say about each RST (class, direction, required flags, suspect) as JSON lines.
+/// The same options always give the same file. `--labels` writes what the sensor
+/// should say about each RST (class, direction, required flags, suspect, cause) as JSON
+/// lines.
 #[derive(Debug, clap::Args)]
 #[command(after_help = gen::scenario_help())]
 pub struct GenArgs {

@@ -38,27 +38,8 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "TYPE")]
     pub only: Vec<RecordType>,
 
-    /// Configuration file (TOML); its [engine] table sets flow table size, timeouts
-    /// and thresholds (see `check-config`).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// How long an RST is held for evidence from later packets, milliseconds [default: 500].
-    #[arg(long, value_name = "MS")]
-    pub verdict_delay_ms: Option<u32>,
-
-    /// Silence before an RST that earns the `idle` flag, seconds [default: 300].
-    #[arg(long, value_name = "SECONDS")]
-    pub idle_threshold_s: Option<u32>,
-
-    /// Flows held at most [default: 1000000].
-    #[arg(long, value_name = "N")]
-    pub flow_capacity: Option<usize>,
-
-    /// Do not verify TCP checksums (for captures taken on a host with checksum
-    /// offloading, where outgoing segments carry no valid checksum yet).
-    #[arg(long)]
-    pub no_verify_checksum: bool,
+    #[command(flatten)]
+    pub engine: EngineFlags,
 
     /// Print the engine's counters (frames, rejections by reason, flows) to stderr
     /// at the end, as JSON.
@@ -87,7 +68,33 @@ pub enum RecordType {
     Anomaly,
 }
 
-impl ReplayArgs {
+/// The engine options every offline command takes (`replay`, `diagnose`).
+#[derive(Debug, clap::Args)]
+pub struct EngineFlags {
+    /// Configuration file (TOML); its [engine] table sets flow table size, timeouts
+    /// and thresholds (see `check-config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How long an RST is held for evidence from later packets, milliseconds [default: 500].
+    #[arg(long, value_name = "MS")]
+    pub verdict_delay_ms: Option<u32>,
+
+    /// Silence before an RST that earns the `idle` flag, seconds [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_threshold_s: Option<u32>,
+
+    /// Flows held at most [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub flow_capacity: Option<usize>,
+
+    /// Do not verify TCP checksums (for captures taken on a host with checksum
+    /// offloading, where outgoing segments carry no valid checksum yet).
+    #[arg(long)]
+    pub no_verify_checksum: bool,
+}
+
+impl EngineFlags {
     /// The engine configuration: defaults, then the file, then flags.
     pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
         let mut cfg = match &self.config {
@@ -109,7 +116,9 @@ impl ReplayArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
 
+impl ReplayArgs {
     fn select(&self) -> Select {
         if self.only.is_empty() {
             return Select::default();
@@ -123,21 +132,23 @@ impl ReplayArgs {
 }
 
 pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
-    let cfg = a.engine_config()?;
+    let cfg = a.engine.engine_config()?;
     if a.ship.ship.is_some() {
-        return crate::ship::replay_shipped(&a.ship, |sink| replay_files(&a, &cfg, sink));
+        return crate::ship::replay_shipped(&a.ship, |sink| {
+            replay_files(&a.files, a.no_progress, &cfg, sink)
+        });
     }
     let stdout = std::io::stdout().lock();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
     let (bad_files, counters, written) = match a.format {
         Format::Json => {
             let mut sink = JsonLines::new(out, a.select());
-            let (bad, counters) = replay_files(&a, &cfg, &mut sink);
+            let (bad, counters) = replay_files(&a.files, a.no_progress, &cfg, &mut sink);
             (bad, counters, sink.finish())
         }
         Format::Table => {
             let mut sink = Table::new(out, a.select());
-            let (bad, counters) = replay_files(&a, &cfg, &mut sink);
+            let (bad, counters) = replay_files(&a.files, a.no_progress, &cfg, &mut sink);
             (bad, counters, sink.finish())
         }
     };
@@ -158,17 +169,19 @@ pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
 }
 
 /// Runs every file through one engine into `sink`. Returns the number of files that
-/// had a problem (each reported on stderr) and the engine's counters.
+/// had a problem (each reported on stderr) and the engine's counters. `replay` and
+/// `diagnose` both read captures through this one function.
 pub fn replay_files<S: Sink>(
-    a: &ReplayArgs,
+    files: &[PathBuf],
+    no_progress: bool,
     cfg: &EngineConfig,
     sink: &mut S,
 ) -> (usize, Vec<(&'static str, u64)>) {
     let mut engine = Engine::new(cfg);
     let mut bad = 0;
     let mut other_blocks = 0;
-    for path in &a.files {
-        let bar = progress_bar(path, a.no_progress);
+    for path in files {
+        let bar = progress_bar(path, no_progress);
         let progress = bar.as_ref().map(|(_, p)| p.clone());
         let r = source::read_file(path, progress, |f| {
             engine.process(f.ts_us, f.link, f.data, sink)
@@ -187,7 +200,7 @@ pub fn replay_files<S: Sink>(
     engine.finish(sink);
     let mut counters = engine.counters();
     counters.extend([
-        ("files", a.files.len() as u64),
+        ("files", files.len() as u64),
         ("files_failed", bad as u64),
         // pcapng blocks that carry no packet (statistics, name resolution, ...).
         ("pcapng_other_blocks", other_blocks),

@@ -12,7 +12,9 @@ use crate::parse::LinkType;
 use crate::ship::ShipSink;
 use crate::sink::Sink;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
-use rstwatch_schema::{Anomaly, FlowRecord, NamedCounter, Record, RstEvent, SensorStats};
+use rstwatch_schema::{
+    Anomaly, AnomalyKind, FlowRecord, NamedCounter, Record, RstEvent, SensorStats,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -140,6 +142,8 @@ struct ChannelSink {
     /// Several engines each see only part of the traffic, so their aggregate detectors
     /// (scan, storm, backscatter, injection) would each see a fraction: their anomalies
     /// are dropped here and one set of detectors in the output stage sees every RST.
+    /// `failover` is kept: it comes from the engine's own cause evidence (flows of one
+    /// server address reset by a new MAC), which the output stage does not have.
     drop_anomalies: bool,
 }
 
@@ -166,7 +170,7 @@ impl Sink for ChannelSink {
         self.put(Record::Flow(rec));
     }
     fn anomaly(&mut self, a: Anomaly) {
-        if !self.drop_anomalies {
+        if !self.drop_anomalies || a.kind == AnomalyKind::Failover {
             self.put(Record::Anomaly(a));
         }
     }
@@ -195,6 +199,41 @@ impl Processor for EngineProcessor {
     }
 }
 
+/// Causes the output stage raised (several engines): RST flow → cause, so the flow's
+/// record, which follows its RSTs, says the same. Bounded; what does not fit keeps the
+/// engine's cause in its flow record (counted).
+#[derive(Default)]
+struct Refined {
+    by_flow: hashbrown::HashMap<u64, rstwatch_schema::Cause>,
+    full: u64,
+}
+
+impl Refined {
+    const MAX: usize = 65_536;
+
+    /// Feeds `r` to the one set of detectors and applies the aggregate cause rules.
+    fn apply(&mut self, d: &mut Detectors, r: &mut Record, found: &mut Vec<Anomaly>) {
+        match r {
+            Record::Rst(ev) => {
+                d.observe(ev, found);
+                if crate::classify::cause::refine(ev, d) {
+                    if self.by_flow.len() < Self::MAX {
+                        self.by_flow.insert(ev.flow_uid, ev.cause);
+                    } else {
+                        self.full += 1;
+                    }
+                }
+            }
+            Record::Flow(f) => {
+                if let Some(c) = self.by_flow.remove(&f.flow_uid) {
+                    f.cause = Some(c);
+                }
+            }
+            Record::Anomaly(_) => {}
+        }
+    }
+}
+
 /// Writes records as JSON lines, or hands them to `ship` (a collector) when given;
 /// flushes whenever the queue runs dry so a reader sees events promptly. With
 /// `detectors` (several engines), every RST also feeds the one set of aggregate
@@ -211,6 +250,7 @@ fn output_thread(
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut err: Option<std::io::Error> = None;
     let mut found: Vec<Anomaly> = Vec::new();
+    let mut refined = Refined::default();
     let mut write = |out: &mut std::io::BufWriter<_>, r: &Record| -> std::io::Result<()> {
         match ship.as_mut() {
             Some(sink) => match r.clone() {
@@ -226,7 +266,7 @@ fn output_thread(
         Ok(())
     };
     loop {
-        let r = match rx.try_recv() {
+        let mut r = match rx.try_recv() {
             Ok(r) => r,
             Err(crossbeam::channel::TryRecvError::Empty) => {
                 if err.is_none() {
@@ -245,8 +285,8 @@ fn output_thread(
         if err.is_some() {
             continue; // keep draining so workers never block
         }
-        if let (Some(d), Record::Rst(ev)) = (detectors.as_mut(), &r) {
-            d.observe(ev, &mut found);
+        if let Some(d) = detectors.as_mut() {
+            refined.apply(d, &mut r, &mut found);
         }
         let mut res = write(&mut out, &r);
         for a in found.drain(..) {

@@ -4,6 +4,20 @@
 //! about 127 bytes per flow at a table's capacity (the 128-byte budget in issue 2,
 //! measured by `benches` `engine_bench`). Keep it that way: every field here is paid a
 //! million times per core.
+//!
+//! What the cause rules needed (issue 7) was found inside the same 116 bytes:
+//! - the start time is kept as seconds plus a 20-bit microsecond fraction (lossless),
+//!   which frees a byte for the handshake RTT ([`RttCode`], log scale, ±4.5 %) and four
+//!   bits for the cause of the flow's first RST;
+//! - `rst_count` became one byte (saturating; counts past 255 continue in the cold
+//!   per-flow memo, `crate::evidence::memo`, so records stay exact);
+//! - the freed byte holds an 8-bit tag of the responder's source MAC (a changed MAC is
+//!   missed with probability 1/255: a false negative, never a false positive);
+//! - three flow bits: who sent the latest payload, whether that sender has sent only
+//!   payload since, and whether the flow has a memo entry.
+//!
+//! Rare evidence (a silence before a segment, FINs after idle, data after a FIN) lives
+//! in that memo, a bounded side table written only when such an event happens.
 
 mod history;
 mod key;
@@ -15,7 +29,7 @@ pub use key::{hash_key, End, FlowKey};
 pub use state::{dflags, seq_ge, seq_gt, seq_lt, DirState, EndpointState, Role, NO_WSCALE};
 pub use table::{FlowTable, TableStats, MAX_CAPACITY};
 
-use rstwatch_schema::{CloseReason, ConnState, FlowRecord};
+use rstwatch_schema::{Cause, CloseReason, ConnState, FlowRecord};
 
 /// Flow-level bits (`Flow::bits`).
 pub mod bits {
@@ -29,6 +43,40 @@ pub mod bits {
     pub const ESTABLISHED: u8 = 1 << 3;
     /// Letters were dropped from the history (more than it holds).
     pub const HISTORY_FULL: u8 = 1 << 4;
+    /// The flow has an entry in the engine's cold evidence memo.
+    pub const HAS_MEMO: u8 = 1 << 5;
+    /// The latest payload in the flow was sent by the responder (else the originator).
+    pub const LAST_PAYLOAD_RESP: u8 = 1 << 6;
+    /// The sender of the latest payload has sent nothing but payload since (a pure ACK,
+    /// keep-alive or FIN from it clears this): its peer has not answered yet.
+    pub const LAST_PAYLOAD_FRESH: u8 = 1 << 7;
+}
+
+/// A handshake round-trip time in one byte: `1 + round(8 * log2(µs))`, 0 = unknown.
+/// Covers 1 µs to about an hour in steps of 9 % (±4.5 %), plenty for "within one RTT".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RttCode(pub u8);
+
+impl RttCode {
+    pub fn encode(us: i64) -> RttCode {
+        let us = us.max(1) as f64;
+        RttCode((1.0 + (8.0 * us.log2()).round()).clamp(1.0, 255.0) as u8)
+    }
+
+    /// The RTT in microseconds, `None` when unknown.
+    pub fn us(self) -> Option<i64> {
+        (self.0 != 0).then(|| (f64::from(self.0 - 1) / 8.0).exp2().round() as i64)
+    }
+}
+
+/// An 8-bit tag of a MAC address, never 0 (0 = unknown).
+#[inline]
+pub fn mac_tag(mac: u64) -> u8 {
+    if mac == 0 {
+        return 0;
+    }
+    let h = mac.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
+    (h as u8) | ((h == 0) as u8)
 }
 
 /// One tracked TCP flow.
@@ -36,9 +84,14 @@ pub mod bits {
 #[repr(C, packed(4))]
 pub struct Flow {
     pub key: FlowKey,
-    /// First packet, microseconds since the epoch.
-    pub first_us: i64,
-    /// Last packet.
+    /// First packet: whole seconds since the epoch (see [`Flow::first_us`]).
+    first_s: u32,
+    /// Little-endian 24 bits: the first packet's microseconds within its second (low
+    /// 20 bits), and the cause code of the flow's first RST plus one (high 4 bits).
+    first_frac: [u8; 3],
+    /// Handshake RTT: SYN to the handshake-completing ACK at the sensor.
+    pub rtt: RttCode,
+    /// Last packet, microseconds since the epoch.
     pub last_us: i64,
     pub history: History,
     /// Indexed by [`Role`]: originator first.
@@ -46,7 +99,10 @@ pub struct Flow {
     /// Zeek endpoint states: originator in the low nibble, responder in the high.
     pub states: u8,
     pub bits: u8,
-    pub rst_count: u16,
+    /// RSTs seen, saturating at 255 (the memo continues the count).
+    pub rst_count: u8,
+    /// [`mac_tag`] of the responder's source MAC on its first non-RST packet.
+    pub resp_mac: u8,
 }
 
 const _: () = assert!(std::mem::size_of::<Flow>() == 116);
@@ -54,16 +110,76 @@ const _: () = assert!(std::mem::size_of::<Flow>() == 116);
 impl Flow {
     /// A new flow whose first packet is at `ts_us`, originator at `orig` end of `key`.
     pub fn new(key: FlowKey, orig: End, ts_us: i64) -> Flow {
+        // Seconds saturate to the u32 range (pcap timestamps are u32 seconds anyway).
+        let secs = ts_us.div_euclid(1_000_000).clamp(0, i64::from(u32::MAX));
+        let frac = if ts_us < 0 {
+            0
+        } else {
+            ts_us.rem_euclid(1_000_000) as u32
+        };
+        let f = frac.to_le_bytes();
         Flow {
             key,
-            first_us: ts_us,
+            first_s: secs as u32,
+            first_frac: [f[0], f[1], f[2]],
+            rtt: RttCode::default(),
             last_us: ts_us,
             history: History::default(),
             dirs: [DirState::default(); 2],
             states: 0,
             bits: bits::LIVE | if orig == End::Hi { bits::ORIG_IS_HI } else { 0 },
             rst_count: 0,
+            resp_mac: 0,
         }
+    }
+
+    fn frac_word(&self) -> u32 {
+        let f = self.first_frac;
+        u32::from_le_bytes([f[0], f[1], f[2], 0])
+    }
+
+    fn set_frac_word(&mut self, w: u32) {
+        let b = w.to_le_bytes();
+        self.first_frac = [b[0], b[1], b[2]];
+    }
+
+    /// The first packet's time, microseconds since the epoch.
+    #[inline]
+    pub fn first_us(&self) -> i64 {
+        i64::from(self.first_s) * 1_000_000 + i64::from(self.frac_word() & 0x000f_ffff)
+    }
+
+    /// The cause of the flow's first RST, once that RST has been released.
+    pub fn first_cause(&self) -> Option<Cause> {
+        match self.frac_word() >> 20 {
+            0 => None,
+            c => Cause::ALL.get(c as usize - 1).copied(),
+        }
+    }
+
+    /// Records the cause of the flow's first RST (later calls change nothing).
+    pub fn note_cause(&mut self, c: Cause) {
+        let w = self.frac_word();
+        if w >> 20 == 0 {
+            self.set_frac_word((w & 0x000f_ffff) | (u32::from(c.code()) + 1) << 20);
+        }
+    }
+
+    /// When the handshake completed (first packet + RTT), if it was seen.
+    pub fn established_us(&self) -> Option<i64> {
+        self.rtt.us().map(|rtt| self.first_us() + rtt)
+    }
+
+    /// The role that sent the latest payload, if any payload was seen.
+    pub fn last_payload_role(&self) -> Option<Role> {
+        if self.dirs[0].payload_bytes() == 0 && self.dirs[1].payload_bytes() == 0 {
+            return None;
+        }
+        Some(if self.has(bits::LAST_PAYLOAD_RESP) {
+            Role::Resp
+        } else {
+            Role::Orig
+        })
     }
 
     #[inline]
@@ -129,7 +245,7 @@ impl Flow {
     /// A stable identifier of this flow (key and start time), shared by its RST events
     /// and its flow record so they can be joined.
     pub fn uid(&self) -> u64 {
-        let first = self.first_us;
+        let first = self.first_us();
         let k = self.key;
         hash_key(&k) ^ (first as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
@@ -216,8 +332,9 @@ impl Flow {
     }
 
     /// The flow record for this flow, closed for `trigger` (timeout, eviction or end of
-    /// capture; a flow that saw an RST or FINs says so instead).
-    pub fn record(&self, trigger: CloseReason) -> FlowRecord {
+    /// capture; a flow that saw an RST or FINs says so instead). `more_rsts` are RSTs
+    /// counted past `rst_count`'s 255 (kept in the memo).
+    pub fn record(&self, trigger: CloseReason, more_rsts: u32) -> FlowRecord {
         let any = self.dirs[0].flags | self.dirs[1].flags;
         let close = if trigger == CloseReason::Evicted {
             CloseReason::Evicted
@@ -232,7 +349,7 @@ impl Flow {
         let (orig_h, orig_p) = key.end(self.end_of(Role::Orig));
         let (resp_h, resp_p) = key.end(self.end_of(Role::Resp));
         FlowRecord {
-            ts_start_us: self.first_us,
+            ts_start_us: self.first_us(),
             ts_end_us: self.last_us,
             orig_h,
             orig_p,
@@ -246,10 +363,16 @@ impl Flow {
             resp_pkts: u64::from(self.dirs[1].pkts),
             orig_bytes: self.dirs[0].payload_bytes(),
             resp_bytes: self.dirs[1].payload_bytes(),
-            rst_count: u32::from(self.rst_count),
+            rst_count: u32::from(self.rst_count).saturating_add(more_rsts),
             close,
             flow_uid: self.uid(),
-            cause: None,
+            // The first RST's cause; a flow that saw an RST whose cause was never
+            // decided (it is still held: cannot happen at close) says `unknown`.
+            cause: match self.first_cause() {
+                Some(c) => Some(c),
+                None if any & dflags::RST != 0 => Some(Cause::Unknown),
+                None => None,
+            },
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Labelled scenario captures for tests, demos and benchmarks (`rstwatch-sensor gen`).
 //!
 //! [`generate`] builds the frames of a [`Scenario`] (Ethernet, IPv4/IPv6, TCP with correct
-//! checksums) together with one [`Label`] per RST packet it contains: the class, the
-//! flags that must be present and the `suspect` verdict the classifier should reach, per
-//! DESIGN.md. [`write_pcap`] writes them as a classic pcap (link type Ethernet,
-//! microsecond timestamps, little-endian). A seed gives byte-identical output.
+//! checksums, and the few frames that are not TCP a scenario needs) together with one
+//! [`Label`] per RST packet it contains: the class, the flags that must be present, the
+//! `suspect` verdict and the cause the sensor should reach, per DESIGN.md. [`write_pcap`]
+//! writes them as a classic pcap (link type Ethernet, microsecond timestamps,
+//! little-endian). A seed gives byte-identical output.
 //!
 //! # The simulated network
 //!
@@ -16,53 +17,76 @@
 //! is the same in every packet it really sends. Round trips to remote hosts are 10-150 ms,
 //! local hosts react within 30-280 µs.
 //!
+//! Every local host has its own MAC (02:00:0a: and the last three bytes of its
+//! address; a dual-stack host one MAC for both); frames from and to remote hosts carry
+//! the router's MAC. Hosts behind a routed firewall (`idle-timeout`'s servers) arrive
+//! with the firewall's MAC and one hop less TTL; a keepalived VIP carries the MAC of the
+//! node that holds it.
+//!
 //! Stacks behave as Linux and Windows do: SYNs carry MSS, SACK-permitted, timestamps
 //! (Linux only) and window scale (Linux 7, Windows 8); the window field is constant after
 //! the handshake (Linux 502, Windows 513, scaled), so "inside the receive window" has one
 //! meaning per flow. IPv4 packets have DF set and an IP ID from a per-connection counter
 //! with a random start, +1 per packet (Linux's per-socket `inet_id`; a per-host counter
 //! would make IDs jump within a flow whenever the host talks to others). Resets a kernel
-//! sends without a socket (closed port, data to a closed socket) carry IP ID 0, no
-//! options and window 0, as Linux's `tcp_v4_send_reset` does; an RST to a segment with
-//! ACK has seq = that segment's ack and no ACK flag, an RST to a SYN is RST/ACK with seq
-//! 0 and ack = ISN+1. Sockets that abort (`tcp_send_active_reset`) send RST/ACK with seq =
-//! SND.NXT and ack = RCV.NXT and keep counting IP IDs.
+//! sends without a socket (closed port, data to a closed socket, accept queue overflow)
+//! carry IP ID 0, no options and window 0, as Linux's `tcp_v4_send_reset` does; an RST
+//! to a segment with ACK has seq = that segment's ack and no ACK flag, an RST to a SYN is
+//! RST/ACK with seq 0 and ack = ISN+1. Sockets that abort (`tcp_send_active_reset`, also
+//! `close()` with unread data) send RST/ACK with seq = SND.NXT and ack = RCV.NXT and keep
+//! counting IP IDs. Segments that cross a first RST each draw another bare RST with the
+//! same seq (so a label is identified by its timestamp too).
 //!
 //! Every RST that carries a `seq_*` label is sent when everything its sender sent has
-//! been acknowledged, so "the receiver's next expected seq" is the same whether taken
-//! from the highest byte the sender sent or from the receiver's last ACK. No flow has
-//! sequence gaps (never `lossy`).
+//! been acknowledged, or with the seq its receiver last acknowledged (`keepalive-race`:
+//! the FIN's own seq, which the client had not acknowledged yet), so the sensor's
+//! "receiver's next expected seq" has one meaning. No flow has sequence gaps (never
+//! `lossy`).
+//!
+//! Frames that are not TCP (`vip-failover`'s gratuitous ARPs, IPv6 neighbour
+//! advertisements and VRRP advertisements) are counted in [`Generated::not_ip`] and
+//! [`Generated::not_tcp`], as the sensor's parser rejects them.
 //!
 //! # Labels by scenario
 //!
 //! `flags` lists the flags that must be present; the classifier may add others (for
-//! example `rst_and_rstack`, or `ipid_mismatch` on a Linux stateless reset whose IP ID 0
-//! differs from the socket's counter) as long as the verdict stays as labelled. Direction
-//! follows Zeek: the originator is the SYN sender; an RST with no flow state has
-//! direction `unknown`.
+//! example `rst_and_rstack`) as long as the verdict stays as labelled. Direction follows
+//! Zeek: the originator is the SYN sender; an RST with no flow state has direction
+//! `unknown`. The cause is what DESIGN's rules give, the first that fits in the order of
+//! its table, with the default thresholds; `cause_tests` checks that each label's
+//! evidence is in the packets.
 //!
-//! | scenario | RSTs | class | dir | flags | suspect |
-//! |---|---|---|---|---|---|
-//! | `refused` | 24 RST/ACKs to SYNs on closed ports (6 IPv6, some from Windows servers) | `reject` | resp | – | no |
-//! | `abort` | 12 flows reset mid-response, 6 by the client (download cancelled), 6 by the server (abortive close); 4 IPv6 | `abort` | orig / resp | `seq_exact` | no |
-//! | `idle-timeout` | 4 flows, silent 380-440 s, then an RST/ACK from the server's side (its firewall: same hop count and IP ID sequence), the first packet after the silence | `abort` | resp | `idle`, `seq_exact` | no |
-//! | `after-fin` | 6 flows: the client closed and the server's late response draws the client's RST; or the server closed (keep-alive timeout) and the client's next request draws the server's RST | `abort` | orig / resp | `after_fin`, `seq_exact` | no |
-//! | `injection` | see below | `abort` | orig / resp | see below | see below |
-//! | `blind-inwindow` | 2 BGP sessions × 40 bare RSTs from an off-path attacker, seq stepping by the victim's receive window; exactly one per walk lands inside (challenge ACK follows); the real peer's keepalive follows 25 ms after the walk | `abort` | orig (IPv4), resp (IPv6) | `seq_in_window` or `seq_out_of_window`, `ttl_mismatch`, `data_after` | yes |
-//! | `storm` | `--flows` (at least 1200, default 2000) flows to 203.0.113.10:443 reset by the load balancer within 200 ms; 4/5 have their handshake in the capture, 1/5 (at most 400 000) are long-lived connections from 20 NAT addresses that sent nothing during the capture | `abort` / `unsolicited` | resp / unknown | `seq_exact` / – | no |
-//! | `scan` | SYN scan from 192.0.2.66: port 23 on 36 hosts (32 closed → RST/ACK, 4 filtered), 24 ports on 203.0.113.25 (21 closed; 22, 80, 443 open → SYN-ACK, the scanner's kernel sends RST) | `reject` / `handshake_abort` | resp / orig | – | no |
-//! | `backscatter` | 80-200 RST/ACKs (seq 0) from 192.0.2.99 to 40 local addresses over a minute, no prior packets | `unsolicited` | unknown | – | no |
-//! | `mixed` | all of the above in `--flows` background flows over ten minutes | as above | | | |
+//! | scenario | RSTs | class | dir | flags | suspect | cause |
+//! |---|---|---|---|---|---|---|
+//! | `refused` | 24 RST/ACKs to SYNs on closed ports (6 IPv6, some from Windows servers) | `reject` | resp | – | no | `refused` |
+//! | `abort` | 12 flows reset mid-response (4 IPv6): 6 by the client, 5-90 ms after the response's last bytes (download cancelled, data unread); 6 by the server 5-300 ms after its last segment was acknowledged (SO_LINGER 0) | `abort` | orig / resp | `seq_exact` | no | `unread_data_close` / `abort` |
+//! | `idle-timeout` | 6 flows (2 IPv6) silent 380-440 s; then the client's request is reset by the firewall in front of the servers (TTL 64 vs the servers' 63), or the server's push by the firewall one hop before the client (TTL client's + 1); bare RST, IP ID 0, to the segment's sender only | `abort` | resp / orig | `idle`, `seq_exact`, `ttl_mismatch` | no | `idle_timeout` |
+//! | `after-fin` | 6 flows: the client closed and the server's late response draws the client's RST; or the server closed after 1-4 s idle, the client acknowledged the FIN and its next request draws the server's RST | `abort` | orig / resp | `after_fin`, `seq_exact` | no | `write_after_close` |
+//! | `injection` | see below | `abort` | orig / resp | see below | see below | `injection`; the server's genuine RST in group A: `unread_data_close` |
+//! | `blind-inwindow` | 2 BGP sessions × 40 bare RSTs from an off-path attacker, seq stepping by the victim's receive window; exactly one per walk lands inside (challenge ACK follows); the real peer's keepalive follows 25 ms after the walk | `abort` | orig (IPv4), resp (IPv6) | `seq_in_window` or `seq_out_of_window`, `ttl_mismatch`, `data_after` | yes | `injection` |
+//! | `storm` | `--flows` (at least 1200, default 2000) flows to 203.0.113.10:443 reset by the load balancer within 200 ms (its pool went down); 4/5 have their handshake in the capture, 1/5 (at most 400 000) are long-lived connections from 20 NAT addresses that sent nothing during the capture | `abort` / `unsolicited` | resp / unknown | `seq_exact` / – | no | `abort` / `unknown` |
+//! | `scan` | SYN scan from 192.0.2.66, one probe every 0.6-0.9 s: port 23 on 36 hosts (32 closed → RST/ACK, 4 filtered), 24 ports on 203.0.113.25 (21 closed; 22, 80, 443 open → SYN-ACK, the scanner's kernel sends RST) | `reject` / `handshake_abort` | resp / orig | – | no | `refused` for the first 24 rejects, `scan` from the 25th rejecting host on |
+//! | `backscatter` | 80-200 RST/ACKs (seq 0), 0.6-1.2 s apart, from 192.0.2.99 to 40 local addresses, no prior packets | `unsolicited` | unknown | – | no | `unknown` until the 25th address, then `backscatter` |
+//! | `server-overload` | pool warm-ups of local clients to a remote MySQL (192.0.2.33, 2001:db8:f::33): 12 + 8 connections 2-10 ms apart, 8 + 5 of them reset by a bare RST (seq ISN+1, ack 0, window 0, no options, ID 0) one round trip after the handshake ACK; the rest work | `abort` | resp | `seq_exact` | no | `server_overload` |
+//! | `vip-failover` | 9 clients (3 IPv6) idle on a keepalived VIP (203.0.113.80, 2001:db8:a::80) when node A dies; node B takes over 3.6 s later (GARPs, NAs, VRRP: not TCP) and answers each client's next request with a bare RST from its MAC, ID 0; the clients reconnect | `abort` | resp | `seq_exact` | no | `state_loss` |
+//! | `reboot` | a PostgreSQL host (203.0.113.70, 2001:db8:a::70) dies with queries outstanding on 4 + 3 pooled connections; the clients retransmit with backoff; 45+ s later its kernel answers each next retransmission with a bare RST (same MAC, ID 0); the clients reconnect | `abort` | resp | `seq_exact` | no | `state_loss` |
+//! | `connect-race` | twice each: smbclient (Linux) 445 then 139 5 ms later, 139's late SYN-ACK reset by the kernel; Windows 445 and 139 together, 139 reset with RST/ACK once established; Happy Eyeballs (curl, 200 ms) from a local dual-stack host, IPv4 or IPv6 winning, the loser's late SYN-ACK reset by the kernel | `handshake_abort` / `abort` (Windows) | orig | `seq_exact` | no | `connect_race` |
+//! | `keepalive-race` | 6 HTTP flows (2 IPv6) idle 5 s; the server's FIN crosses the client's next request, which does not acknowledge it; bare RST (seq = the FIN's), then a second one (FIN+1) for the client's late ACK of the FIN | `abort` | resp | `after_fin`, `seq_exact` | no | `keepalive_race` |
+//! | `write-after-close` | 6 flows: `Connection: close` response and FIN; the client acknowledges the FIN and sends another request 50 ms-2 s later; bare RST | `abort` | resp | `after_fin`, `seq_exact` | no | `write_after_close` |
+//! | `unread-close` | 8 uploads the server closes unread: complete and acknowledged; last segment unacknowledged (the RST/ACK acknowledges it); mid-upload with 3 crossing segments, each answered by a bare RST; zero window and probes, closed seconds later | `abort` | resp | `seq_exact` | no | `unread_data_close` |
+//! | `middlebox` | 8 flows (4 IPv6) blocked by an inline IPS three hops upstream that resets both ends (TTL 61, ID 0, RST/ACK); the sensor sees the RST towards the local end: to local servers "from" remote clients, to local clients "from" remote servers | `abort` | orig / resp | `seq_exact`, `ttl_mismatch` | no | `middlebox` |
+//! | `app-abort` | 6 flows: SO_LINGER 0 closes with everything acknowledged, 0.15-4 s after the last response: the client's pool (3) or the server (3) | `abort` | orig / resp | `seq_exact` | no | `abort` |
+//! | `mixed` | all of the above in `--flows` background flows over ten minutes | as above | | | | |
 //!
 //! Expected anomalies: `storm` → `rst_storm`; `scan` → `scan`; `backscatter` →
 //! `backscatter`; `injection` and `blind-inwindow` → `injection` (three or more suspect
-//! RSTs from one source within seconds); `mixed` → all four.
+//! RSTs from one source within seconds); `vip-failover` → `failover`; `mixed` → all five.
 //!
 //! ## `injection`
 //!
 //! The impersonated clients (192.0.2.11-18, 2001:db8:e::11-14) are Linux hosts 12 hops
 //! away (TTL 52 at the sensor); the injector's packets arrive with TTL 243. The server is
-//! 203.0.113.30 / 2001:db8:a::30. Every forged RST carries at least two independent
+//! 203.0.113.30 / 2001:db8:a::1e. Every forged RST carries at least two independent
 //! signals, so it is `suspect` under the rule "data_after, or two or more of
 //! {ttl_mismatch, ipid_mismatch, multi_seq, multi_ack, seq_behind} and not lossy":
 //!
@@ -83,11 +107,14 @@
 //!   client continues its upload 20-60 ms later. Label `seq_in_window`, `ipid_mismatch`,
 //!   `data_after`, suspect.
 
+mod control;
 pub mod packet;
 mod rng;
 mod scenarios;
 mod world;
 
+#[cfg(test)]
+mod cause_tests;
 #[cfg(test)]
 mod tests;
 
@@ -100,7 +127,7 @@ use std::time::Duration;
 use anyhow::Context;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, TsResolution};
-use rstwatch_schema::{AnomalyKind, Dir, IpBytes, RstClass, RstFlag};
+use rstwatch_schema::{AnomalyKind, Cause, Dir, IpBytes, RstClass, RstEvent, RstFlag};
 
 use crate::parse::LinkType;
 
@@ -126,6 +153,15 @@ pub enum Scenario {
     Storm,
     Scan,
     Backscatter,
+    ServerOverload,
+    VipFailover,
+    Reboot,
+    ConnectRace,
+    KeepaliveRace,
+    WriteAfterClose,
+    UnreadClose,
+    Middlebox,
+    AppAbort,
     Mixed,
 }
 
@@ -141,6 +177,15 @@ impl Scenario {
         Scenario::Storm,
         Scenario::Scan,
         Scenario::Backscatter,
+        Scenario::ServerOverload,
+        Scenario::VipFailover,
+        Scenario::Reboot,
+        Scenario::ConnectRace,
+        Scenario::KeepaliveRace,
+        Scenario::WriteAfterClose,
+        Scenario::UnreadClose,
+        Scenario::Middlebox,
+        Scenario::AppAbort,
         Scenario::Mixed,
     ];
 
@@ -156,22 +201,54 @@ impl Scenario {
             Scenario::Storm => "storm",
             Scenario::Scan => "scan",
             Scenario::Backscatter => "backscatter",
+            Scenario::ServerOverload => "server-overload",
+            Scenario::VipFailover => "vip-failover",
+            Scenario::Reboot => "reboot",
+            Scenario::ConnectRace => "connect-race",
+            Scenario::KeepaliveRace => "keepalive-race",
+            Scenario::WriteAfterClose => "write-after-close",
+            Scenario::UnreadClose => "unread-close",
+            Scenario::Middlebox => "middlebox",
+            Scenario::AppAbort => "app-abort",
             Scenario::Mixed => "mixed",
         }
     }
 
-    /// One line saying what the scenario contains.
+    /// One line saying what the scenario contains, with the causes its RSTs get.
     pub const fn description(self) -> &'static str {
         match self {
-            Scenario::Refused => "SYNs to closed ports answered by RST/ACK (reject)",
-            Scenario::Abort => "flows reset mid-transfer by either side, seq exact (abort)",
-            Scenario::IdleTimeout => "flows silent ~400 s, then a firewall RST (abort, idle)",
-            Scenario::AfterFin => "one side closed, the other kept sending (abort, after_fin)",
-            Scenario::Injection => "forged RSTs: TTL off, GFW-style burst, data after (suspect)",
-            Scenario::BlindInWindow => "off-path RSTs walking a BGP session's window (suspect)",
-            Scenario::Storm => "VIP failover resets --flows flows in 200 ms (rst_storm)",
+            Scenario::Refused => "SYNs to closed ports answered by RST/ACK (refused)",
+            Scenario::Abort => "mid-response resets: client (unread_data_close), server (abort)",
+            Scenario::IdleTimeout => {
+                "silent ~400 s, then a firewall RST to the next sender (idle_timeout)"
+            }
+            Scenario::AfterFin => "one side closed, the other kept sending (write_after_close)",
+            Scenario::Injection => "forged RSTs: TTL off, GFW-style burst, data after (injection)",
+            Scenario::BlindInWindow => "off-path RSTs walking a BGP session's window (injection)",
+            Scenario::Storm => "a load balancer resets --flows flows in 200 ms (rst_storm; abort)",
             Scenario::Scan => "SYN scan: 36 hosts on port 23, 24 ports on one host (scan)",
             Scenario::Backscatter => "RST/ACKs from a DoS victim to 40 local hosts (backscatter)",
+            Scenario::ServerOverload => {
+                "accept queue overflow, bare RSTs after handshake (server_overload)"
+            }
+            Scenario::VipFailover => {
+                "keepalived VIP moves; backup's MAC resets old flows (state_loss)"
+            }
+            Scenario::Reboot => "server silent 45+ s, clients retransmit, then RSTs (state_loss)",
+            Scenario::ConnectRace => "SMB 445/139 and Happy Eyeballs losers reset (connect_race)",
+            Scenario::KeepaliveRace => {
+                "idle keep-alive closed as the next request crosses (keepalive_race)"
+            }
+            Scenario::WriteAfterClose => {
+                "data after the peer's FIN answered by RST (write_after_close)"
+            }
+            Scenario::UnreadClose => {
+                "upload closed unread: RST/ACK, crossing data (unread_data_close)"
+            }
+            Scenario::Middlebox => {
+                "an inline IPS resets both ends, TTL off by its hops (middlebox)"
+            }
+            Scenario::AppAbort => "SO_LINGER 0 aborts with everything acknowledged (abort)",
             Scenario::Mixed => "all of the above in --flows background HTTP(S) flows, 10 min",
         }
     }
@@ -201,7 +278,7 @@ impl FromStr for Scenario {
 pub fn scenario_help() -> String {
     let mut s = String::from("Scenarios:\n");
     for sc in Scenario::ALL {
-        s.push_str(&format!("  {:<15} {}\n", sc.as_str(), sc.description()));
+        s.push_str(&format!("  {:<18} {}\n", sc.as_str(), sc.description()));
     }
     s
 }
@@ -236,7 +313,9 @@ pub struct Frame {
 }
 
 /// What the classifier should say about one generated RST packet, identified by its
-/// four-tuple as sent and its sequence number (unique within a [`Generated`]).
+/// timestamp, four-tuple as sent and sequence number (unique within a [`Generated`]; the
+/// timestamp is part of the key because a stack answers every segment that crosses its
+/// first RST with another RST of the same seq).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Label {
     /// The RST's timestamp.
@@ -252,16 +331,20 @@ pub struct Label {
     /// Flags that must be present (others may be too).
     pub flags: Vec<RstFlag>,
     pub suspect: bool,
+    /// Why it was sent, by DESIGN.md's cause rules (first that fits wins).
+    pub cause: Cause,
 }
 
 impl Label {
-    /// True when this label is about the RST `(src, sport, dst, dport, seq)`.
-    pub fn is_for(&self, src: IpBytes, sport: u16, dst: IpBytes, dport: u16, seq: u32) -> bool {
-        self.src == src
-            && self.sport == sport
-            && self.dst == dst
-            && self.dport == dport
-            && self.seq == seq
+    /// True when this label is about the RST event `ev` (same packet: timestamp,
+    /// four-tuple and seq).
+    pub fn is_for(&self, ev: &RstEvent) -> bool {
+        self.ts_us == ev.ts_us
+            && self.src == ev.src
+            && self.sport == ev.sport
+            && self.dst == ev.dst
+            && self.dport == ev.dport
+            && self.seq == ev.seq
     }
 
     /// The label as a JSON object (the form `gen --labels` writes, one per line).
@@ -277,6 +360,7 @@ impl Label {
             "dir": self.dir.as_str(),
             "flags": self.flags.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
             "suspect": self.suspect,
+            "cause": self.cause.as_str(),
         })
     }
 }
@@ -292,6 +376,12 @@ pub struct Generated {
     pub anomalies: Vec<AnomalyKind>,
     /// Connections (distinct four-tuples) in the capture.
     pub flows: usize,
+    /// Frames that are not IP (ARP: a VIP's gratuitous ARPs), which the sensor counts
+    /// as `rejected.not_ip`.
+    pub not_ip: usize,
+    /// IP frames that are not TCP (VRRP advertisements, IPv6 neighbour advertisements),
+    /// counted as `rejected.not_tcp`.
+    pub not_tcp: usize,
 }
 
 /// Generates scenario `s`. Deterministic: the same options give the same frames.
@@ -309,17 +399,29 @@ pub fn generate(s: Scenario, o: &GenOptions) -> Generated {
         Scenario::Storm => scenarios::storm(&mut w, t0, o.flows.max(STORM_MIN_FLOWS)),
         Scenario::Scan => scenarios::scan(&mut w, t0),
         Scenario::Backscatter => scenarios::backscatter(&mut w, t0),
+        Scenario::ServerOverload => scenarios::server_overload(&mut w, t0),
+        Scenario::VipFailover => scenarios::vip_failover(&mut w, t0),
+        Scenario::Reboot => scenarios::reboot(&mut w, t0),
+        Scenario::ConnectRace => scenarios::connect_race(&mut w, t0),
+        Scenario::KeepaliveRace => scenarios::keepalive_race(&mut w, t0),
+        Scenario::WriteAfterClose => scenarios::write_after_close(&mut w, t0),
+        Scenario::UnreadClose => scenarios::unread_close(&mut w, t0),
+        Scenario::Middlebox => scenarios::middlebox(&mut w, t0),
+        Scenario::AppAbort => scenarios::app_abort(&mut w, t0),
         Scenario::Mixed => scenarios::mixed(&mut w, o.seed, t0, o.flows),
     }
-    let (mut frames, mut labels, anomalies, flows) = w.into_parts();
+    let out = w.into_parts();
+    let (mut frames, mut labels) = (out.frames, out.labels);
     // Stable: frames of equal timestamps keep the order they were sent in.
     frames.sort_by_key(|f| f.ts_us);
     labels.sort_by_key(|l| l.ts_us);
     Generated {
         frames,
         labels,
-        anomalies,
-        flows,
+        anomalies: out.anomalies,
+        flows: out.flows,
+        not_ip: out.not_ip,
+        not_tcp: out.not_tcp,
     }
 }
 

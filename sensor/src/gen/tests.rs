@@ -5,14 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use pcap_file::pcap::PcapReader;
-use rstwatch_schema::{AnomalyKind, Dir, IpBytes, RstClass, RstFlag};
+use rstwatch_schema::{AnomalyKind, Cause, Dir, IpBytes, RstClass, RstFlag};
 
 use super::packet::{finish, sum, tcp_checksum};
 use super::*;
 use crate::parse::{self, ParseOptions};
 
 /// Small options so the whole suite runs fast in debug builds.
-fn small() -> GenOptions {
+pub(super) fn small() -> GenOptions {
     GenOptions {
         seed: 7,
         flows: 300,
@@ -23,50 +23,57 @@ fn small() -> GenOptions {
 /// A TCP segment decoded by the test itself (not by the sensor's parser), with both
 /// checksums verified.
 #[derive(Debug, Clone)]
-struct Seg {
-    ts: i64,
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    flags: u8,
-    window: u16,
-    wscale: Option<u8>,
-    payload: usize,
-    ttl: u8,
-    ipid: u16,
-    v6: bool,
+pub(super) struct Seg {
+    pub(super) ts: i64,
+    pub(super) src: IpAddr,
+    pub(super) dst: IpAddr,
+    pub(super) sport: u16,
+    pub(super) dport: u16,
+    pub(super) seq: u32,
+    pub(super) ack: u32,
+    pub(super) flags: u8,
+    pub(super) window: u16,
+    /// Source MAC.
+    pub(super) mac: [u8; 6],
+    pub(super) wscale: Option<u8>,
+    pub(super) payload: usize,
+    pub(super) ttl: u8,
+    pub(super) ipid: u16,
+    pub(super) v6: bool,
 }
 
 impl Seg {
-    fn rst(&self) -> bool {
+    pub(super) fn rst(&self) -> bool {
         self.flags & 0x04 != 0
     }
-    fn syn(&self) -> bool {
+    pub(super) fn syn(&self) -> bool {
         self.flags & 0x02 != 0
     }
-    fn fin(&self) -> bool {
+    pub(super) fn fin(&self) -> bool {
         self.flags & 0x01 != 0
     }
-    fn ackf(&self) -> bool {
+    pub(super) fn ackf(&self) -> bool {
         self.flags & 0x10 != 0
     }
     /// Sequence space the segment occupies.
-    fn len(&self) -> u32 {
+    pub(super) fn len(&self) -> u32 {
         self.payload as u32 + u32::from(self.syn()) + u32::from(self.fin())
     }
 }
 
-fn decode(ts: i64, f: &[u8]) -> Seg {
+/// Decodes a TCP segment; `None` for the frames that are not TCP (ARP, VRRP, ICMPv6).
+fn decode(ts: i64, f: &[u8]) -> Option<Seg> {
     assert!(f.len() >= 60, "frame shorter than the Ethernet minimum");
     let et = u16::from_be_bytes([f[12], f[13]]);
     let (src, dst, ttl, ipid, l4, v6): (IpAddr, IpAddr, u8, u16, &[u8], bool) = match et {
+        0x0806 => return None,
         0x0800 => {
             let ip = &f[14..];
             assert_eq!(ip[0], 0x45);
             assert_eq!(finish(sum(&ip[..20], 0)), 0, "bad IPv4 header checksum");
-            assert_eq!(ip[9], 6);
+            if ip[9] != 6 {
+                return None;
+            }
             let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
             let s: [u8; 4] = ip[12..16].try_into().unwrap();
             let d: [u8; 4] = ip[16..20].try_into().unwrap();
@@ -82,7 +89,9 @@ fn decode(ts: i64, f: &[u8]) -> Seg {
         0x86dd => {
             let ip = &f[14..];
             assert_eq!(ip[0] >> 4, 6);
-            assert_eq!(ip[6], 6);
+            if ip[6] != 6 {
+                return None;
+            }
             let plen = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
             let s: [u8; 16] = ip[8..24].try_into().unwrap();
             let d: [u8; 16] = ip[24..40].try_into().unwrap();
@@ -111,13 +120,15 @@ fn decode(ts: i64, f: &[u8]) -> Seg {
         }
     }
     let be32 = |i: usize| u32::from_be_bytes(l4[i..i + 4].try_into().unwrap());
-    Seg {
+    Some(Seg {
         ts,
         src,
         dst,
         sport: u16::from_be_bytes([l4[0], l4[1]]),
         dport: u16::from_be_bytes([l4[2], l4[3]]),
         seq: be32(4),
+        ack: be32(8),
+        mac: f[6..12].try_into().unwrap(),
         flags,
         window: u16::from_be_bytes([l4[14], l4[15]]),
         wscale,
@@ -125,15 +136,26 @@ fn decode(ts: i64, f: &[u8]) -> Seg {
         ttl,
         ipid,
         v6,
-    }
+    })
 }
 
-fn decode_all(g: &Generated) -> Vec<Seg> {
-    g.frames.iter().map(|f| decode(f.ts_us, &f.data)).collect()
+/// The TCP segments of `g`, decoded.
+pub(super) fn decode_all(g: &Generated) -> Vec<Seg> {
+    g.frames
+        .iter()
+        .filter_map(|f| decode(f.ts_us, &f.data))
+        .collect()
 }
 
-fn key(s: &Seg) -> (IpBytes, u16, IpBytes, u16, u32) {
-    (s.src.into(), s.sport, s.dst.into(), s.dport, s.seq)
+/// A label's identity: timestamp, four-tuple, seq.
+pub(super) type Key = (i64, IpBytes, u16, IpBytes, u16, u32);
+
+pub(super) fn key(s: &Seg) -> Key {
+    (s.ts, s.src.into(), s.sport, s.dst.into(), s.dport, s.seq)
+}
+
+pub(super) fn label_key(l: &Label) -> Key {
+    (l.ts_us, l.src, l.sport, l.dst, l.dport, l.seq)
 }
 
 #[test]
@@ -148,12 +170,19 @@ fn every_scenario_has_sorted_valid_frames_and_one_label_per_rst() {
         );
         assert!(g.labels.windows(2).all(|w| w[0].ts_us <= w[1].ts_us));
         let segs = decode_all(&g);
+        assert_eq!(
+            g.frames.len() - segs.len(),
+            g.not_ip + g.not_tcp,
+            "{s}: frames that are not TCP"
+        );
         let rsts: Vec<&Seg> = segs.iter().filter(|x| x.rst()).collect();
         assert_eq!(rsts.len(), g.labels.len(), "{s}: RSTs vs labels");
         let mut by_key = HashMap::new();
         for l in &g.labels {
-            let k = (l.src, l.sport, l.dst, l.dport, l.seq);
-            assert!(by_key.insert(k, l).is_none(), "{s}: duplicate label {l:?}");
+            assert!(
+                by_key.insert(label_key(l), l).is_none(),
+                "{s}: duplicate label {l:?}"
+            );
             for a in [l.src, l.dst] {
                 assert!(
                     documentation_prefix(a),
@@ -193,11 +222,16 @@ fn the_sensor_parser_accepts_every_frame_and_its_checksums() {
         let opts = ParseOptions {
             verify_checksum: true,
         };
+        let (mut not_ip, mut not_tcp) = (0, 0);
         for f in &g.frames {
-            let p = parse::parse(LINK_TYPE, &f.data, opts)
-                .unwrap_or_else(|e| panic!("{s}: parser rejects a frame: {e:?}"));
-            assert!(!p.bad_checksum, "{s}: bad checksum");
+            match parse::parse(LINK_TYPE, &f.data, opts) {
+                Ok(p) => assert!(!p.bad_checksum, "{s}: bad checksum"),
+                Err(parse::Reject::NotIp) => not_ip += 1,
+                Err(parse::Reject::NotTcp) => not_tcp += 1,
+                Err(e) => panic!("{s}: parser rejects a frame: {e:?}"),
+            }
         }
+        assert_eq!((not_ip, not_tcp), (g.not_ip, g.not_tcp), "{s}");
     }
 }
 
@@ -293,6 +327,8 @@ struct Dirn {
     window: u32,
     ttl: Option<u8>,
     last_ipid: Option<u16>,
+    /// The ack number of this side's last segment with ACK.
+    last_ack: Option<u32>,
     syn: bool,
     synack: bool,
     fin: bool,
@@ -301,14 +337,17 @@ struct Dirn {
 #[derive(Default, Clone)]
 struct Flow {
     last_ts: Option<i64>,
+    /// The silence before the flow's latest packet, and who sent that packet.
+    last_gap: i64,
+    last_sender: Option<(IpAddr, u16)>,
     dirs: HashMap<(IpAddr, u16), Dirn>,
     /// RSTs so far: (ts, src, seq).
     rsts: Vec<(i64, IpAddr, u32)>,
 }
 
-type FlowKey = (IpAddr, u16, IpAddr, u16);
+pub(super) type FlowKey = (IpAddr, u16, IpAddr, u16);
 
-fn fkey(s: &Seg) -> FlowKey {
+pub(super) fn fkey(s: &Seg) -> FlowKey {
     if (s.src, s.sport) <= (s.dst, s.dport) {
         (s.src, s.sport, s.dst, s.dport)
     } else {
@@ -320,20 +359,23 @@ const VERDICT_DELAY_US: i64 = 500_000;
 
 /// What holds for one RST, computed from the packets only.
 #[derive(Debug, Default)]
-struct Truth {
-    class: Option<RstClass>,
-    exact: bool,
-    in_window: bool,
-    out_of_window: bool,
-    idle: bool,
-    after_fin: bool,
-    data_after: bool,
-    ttl_mismatch: bool,
-    ipid_mismatch: bool,
-    multi_seq: bool,
+pub(super) struct Truth {
+    pub(super) class: Option<RstClass>,
+    pub(super) exact: bool,
+    pub(super) in_window: bool,
+    pub(super) out_of_window: bool,
+    pub(super) idle: bool,
+    pub(super) after_fin: bool,
+    pub(super) data_after: bool,
+    pub(super) ttl_mismatch: bool,
+    pub(super) ipid_mismatch: bool,
+    pub(super) multi_seq: bool,
 }
 
-fn truths(segs: &[Seg]) -> HashMap<(IpBytes, u16, IpBytes, u16, u32), Truth> {
+/// DESIGN's `idle_threshold_s` default.
+pub(super) const IDLE_US: i64 = 300_000_000;
+
+pub(super) fn truths(segs: &[Seg]) -> HashMap<Key, Truth> {
     let mut flows: HashMap<FlowKey, Flow> = HashMap::new();
     let mut out = HashMap::new();
     for (i, s) in segs.iter().enumerate() {
@@ -370,11 +412,17 @@ fn truths(segs: &[Seg]) -> HashMap<(IpBytes, u16, IpBytes, u16, u32), Truth> {
                     } else {
                         0
                     };
-                t.exact = off == 0;
-                t.in_window = off != 0 && off < win;
-                t.out_of_window = off >= win;
+                // Exact: the sender's next seq, or what the receiver last acknowledged
+                // (a FIN the receiver has not acknowledged yet).
+                t.exact = off == 0 || peer.last_ack == Some(s.seq);
+                t.in_window = !t.exact && off < win;
+                t.out_of_window = !t.exact && off >= win;
             }
-            t.idle = fl.last_ts.is_some_and(|l| s.ts - l > 300_000_000);
+            // Silent before the RST, or before the segment it answers (the flow's
+            // latest packet, from the RST's receiver).
+            let answers_latest = fl.last_sender == Some((s.dst, s.dport));
+            t.idle = fl.last_ts.is_some_and(|l| s.ts - l > IDLE_US)
+                || (answers_latest && fl.last_gap > IDLE_US);
             t.after_fin = me.fin || peer.fin;
             t.data_after = segs[i + 1..]
                 .iter()
@@ -386,8 +434,11 @@ fn truths(segs: &[Seg]) -> HashMap<(IpBytes, u16, IpBytes, u16, u32), Truth> {
                         && p.dport == s.dport
                         && p.payload > 0
                 });
-            t.ttl_mismatch = me.ttl.is_some_and(|b| b.abs_diff(s.ttl) >= 10);
+            // A firewall one hop closer than the endpoint differs by exactly 1.
+            t.ttl_mismatch = me.ttl.is_some_and(|b| b.abs_diff(s.ttl) >= 1);
+            // Genuine bare RSTs carry IP ID 0: never a mismatch.
             t.ipid_mismatch = !s.v6
+                && s.ipid != 0
                 && me.last_ipid.is_some_and(|b| {
                     s.ipid.wrapping_sub(b) > 1000 && b.wrapping_sub(s.ipid) > 1000
                 });
@@ -418,8 +469,13 @@ fn truths(segs: &[Seg]) -> HashMap<(IpBytes, u16, IpBytes, u16, u32), Truth> {
             d.fin |= s.fin();
             d.ttl.get_or_insert(s.ttl);
             d.last_ipid = Some(s.ipid);
+            if s.ackf() {
+                d.last_ack = Some(s.ack);
+            }
         }
         // RSTs count as activity too (they are packets of the flow).
+        fl.last_gap = fl.last_ts.map_or(0, |l| s.ts - l);
+        fl.last_sender = Some((s.src, s.sport));
         fl.last_ts = Some(s.ts);
     }
     out
@@ -429,14 +485,17 @@ fn truths(segs: &[Seg]) -> HashMap<(IpBytes, u16, IpBytes, u16, u32), Truth> {
 fn labels_claim_only_what_the_packets_show() {
     let mut seen_flags: HashSet<RstFlag> = HashSet::new();
     let mut seen_classes: HashSet<RstClass> = HashSet::new();
+    let mut seen_causes: HashSet<Cause> = HashSet::new();
     for &s in Scenario::ALL {
         let g = generate(s, &small());
         let truth = truths(&decode_all(&g));
         for l in &g.labels {
-            let t = &truth[&(l.src, l.sport, l.dst, l.dport, l.seq)];
+            let t = &truth[&label_key(l)];
             let ctx = format!("{s}: {l:?} vs {t:?}");
             assert_eq!(t.class, Some(l.class), "class: {ctx}");
             seen_classes.insert(l.class);
+            seen_causes.insert(l.cause);
+            assert_eq!(l.suspect, l.cause == Cause::Injection, "{ctx}");
             for f in &l.flags {
                 seen_flags.insert(*f);
                 let ok = match f {
@@ -478,8 +537,7 @@ fn labels_claim_only_what_the_packets_show() {
                     "abort without exactly one seq flag: {ctx}"
                 );
             }
-            // ...and the suspect verdict follows the documented rule on the truth
-            // (ipid_mismatch on kernel resets, IP ID 0, counts as a signal here too).
+            // ...and the suspect verdict follows the documented rule on the truth.
             let signals = [t.ttl_mismatch, t.ipid_mismatch, t.multi_seq]
                 .iter()
                 .filter(|x| **x)
@@ -506,6 +564,9 @@ fn labels_claim_only_what_the_packets_show() {
         assert!(seen_flags.contains(&f), "no scenario exercises {f:?}");
     }
     assert_eq!(seen_classes.len(), 4);
+    for c in Cause::ALL {
+        assert!(seen_causes.contains(c), "no scenario labels an RST {c}");
+    }
 }
 
 #[test]
@@ -587,7 +648,7 @@ fn scenario_shapes() {
     assert!(g.labels.iter().any(|l| l.suspect));
     assert!(g.labels.iter().any(|l| !l.suspect));
 
-    // mixed: all four anomalies, IPv6, many flows.
+    // mixed: every anomaly kind, IPv6, many flows.
     let g = generate(Scenario::Mixed, &o);
     for k in AnomalyKind::ALL {
         assert!(g.anomalies.contains(k), "{k:?}");
@@ -615,4 +676,31 @@ fn mixed_scales_with_flows() {
     assert_eq!(b.flows - a.flows, 900);
     // The embedded scenarios do not depend on the background.
     assert_eq!(a.labels, b.labels);
+}
+
+#[test]
+fn cause_scenarios_reset_flows_of_both_families() {
+    for s in [
+        Scenario::IdleTimeout,
+        Scenario::ServerOverload,
+        Scenario::VipFailover,
+        Scenario::Reboot,
+        Scenario::ConnectRace,
+        Scenario::KeepaliveRace,
+        Scenario::WriteAfterClose,
+        Scenario::UnreadClose,
+        Scenario::Middlebox,
+        Scenario::AppAbort,
+    ] {
+        let g = generate(s, &small());
+        assert!(g.labels.iter().any(|l| l.src.is_v4()), "{s}: no IPv4");
+        assert!(g.labels.iter().any(|l| !l.src.is_v4()), "{s}: no IPv6");
+        let causes: HashSet<Cause> = g.labels.iter().map(|l| l.cause).collect();
+        assert_eq!(causes.len(), 1, "{s}: one cause per scenario: {causes:?}");
+    }
+    // The failover is announced the way keepalived does it: 2 × 5 gratuitous ARPs.
+    let g = generate(Scenario::VipFailover, &small());
+    assert_eq!(g.not_ip, 10);
+    assert!(g.not_tcp > 10);
+    assert_eq!(g.anomalies, vec![AnomalyKind::Failover]);
 }

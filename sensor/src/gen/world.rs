@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use rstwatch_schema::{AnomalyKind, Dir, IpBytes, RstClass, RstFlag};
+use rstwatch_schema::{AnomalyKind, Cause, Dir, IpBytes, RstClass, RstFlag};
 
 use super::packet::{self, OptLayout, Wire, ACK, FIN, PSH, RST, SYN};
 use super::rng::{mix64, Rng};
@@ -267,6 +267,59 @@ impl<'a> Pkt<'a> {
     }
 }
 
+/// What a frame that is not a TCP segment is, as the sensor's parser rejects it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NonTcp {
+    /// Not IP at all (ARP).
+    NotIp,
+    /// IP, another protocol (VRRP, ICMPv6).
+    NotTcp,
+}
+
+/// Everything a scenario produced.
+pub(crate) struct Output {
+    pub frames: Vec<Frame>,
+    pub labels: Vec<Label>,
+    pub anomalies: Vec<AnomalyKind>,
+    pub flows: usize,
+    pub not_ip: usize,
+    pub not_tcp: usize,
+}
+
+/// What the classifier must say about one RST (see [`Label`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Verdict<'a> {
+    pub class: RstClass,
+    pub dir: Dir,
+    pub flags: &'a [RstFlag],
+    pub suspect: bool,
+    pub cause: Cause,
+}
+
+impl<'a> Verdict<'a> {
+    /// A genuine (not suspect) RST.
+    pub fn genuine(class: RstClass, dir: Dir, flags: &'a [RstFlag], cause: Cause) -> Self {
+        Verdict {
+            class,
+            dir,
+            flags,
+            suspect: false,
+            cause,
+        }
+    }
+
+    /// A forged RST the classifier must call `suspect` (cause `injection`).
+    pub fn forged(dir: Dir, flags: &'a [RstFlag]) -> Self {
+        Verdict {
+            class: RstClass::Abort,
+            dir,
+            flags,
+            suspect: true,
+            cause: Cause::Injection,
+        }
+    }
+}
+
 /// The generator's state: output, randomness, address allocation.
 pub(crate) struct World {
     pub rng: Rng,
@@ -275,6 +328,8 @@ pub(crate) struct World {
     anomalies: Vec<AnomalyKind>,
     /// Connections (distinct 4-tuples) generated.
     pub flows: usize,
+    not_ip: usize,
+    not_tcp: usize,
     /// Next ephemeral port per client address.
     ports: HashMap<IpAddr, u16>,
     scratch: Vec<u8>,
@@ -291,13 +346,31 @@ impl World {
             labels: Vec::new(),
             anomalies: Vec::new(),
             flows: 0,
+            not_ip: 0,
+            not_tcp: 0,
             ports: HashMap::new(),
             scratch: Vec::new(),
         }
     }
 
-    pub fn into_parts(self) -> (Vec<Frame>, Vec<Label>, Vec<AnomalyKind>, usize) {
-        (self.frames, self.labels, self.anomalies, self.flows)
+    pub fn into_parts(self) -> Output {
+        Output {
+            frames: self.frames,
+            labels: self.labels,
+            anomalies: self.anomalies,
+            flows: self.flows,
+            not_ip: self.not_ip,
+            not_tcp: self.not_tcp,
+        }
+    }
+
+    /// Adds a frame that is not a TCP segment (built by `gen::control`).
+    pub fn push_non_tcp(&mut self, ts_us: i64, data: Vec<u8>, kind: NonTcp) {
+        match kind {
+            NonTcp::NotIp => self.not_ip += 1,
+            NonTcp::NotTcp => self.not_tcp += 1,
+        }
+        self.frames.push(Frame { ts_us, data });
     }
 
     /// Runs `f` with its own random stream (so each part of `mixed` is the same whatever
@@ -512,19 +585,9 @@ impl World {
         seq
     }
 
-    /// Records the label of an RST that `who` (or someone pretending to be `who`) sent.
-    #[allow(clippy::too_many_arguments)]
-    pub fn label(
-        &mut self,
-        t: i64,
-        c: &Conn,
-        who: Who,
-        seq: u32,
-        class: RstClass,
-        dir: Dir,
-        flags: &[RstFlag],
-        suspect: bool,
-    ) {
+    /// Records the label of an RST that `who` (or someone pretending to be `who`) sent
+    /// at `t` with sequence number `seq`.
+    fn label(&mut self, t: i64, c: &Conn, who: Who, seq: u32, v: Verdict<'_>) {
         let (src, sport, dst, dport) = c.tuple(who);
         self.labels.push(Label {
             ts_us: t,
@@ -533,11 +596,20 @@ impl World {
             dst,
             dport,
             seq,
-            class,
-            dir,
-            flags: flags.to_vec(),
-            suspect,
+            class: v.class,
+            dir: v.dir,
+            flags: v.flags.to_vec(),
+            suspect: v.suspect,
+            cause: v.cause,
         });
+    }
+
+    /// Sends RST `p` from `who` at `t` and labels it with `v`; returns its seq.
+    pub fn send_rst(&mut self, c: &mut Conn, who: Who, t: i64, p: Pkt<'_>, v: Verdict<'_>) -> u32 {
+        debug_assert!(p.flags & RST != 0);
+        let seq = self.send(c, who, t, p);
+        self.label(t, c, who, seq, v);
+        seq
     }
 
     // ---- conversation building blocks ----

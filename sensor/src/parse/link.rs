@@ -71,6 +71,45 @@ pub(crate) struct L3<'a> {
     pub bytes: &'a [u8],
     pub vlan: u16,
     pub inner_vlan: u16,
+    /// The link-layer source address as a number (48-bit MAC), 0 when the link type
+    /// has none (raw IP, loopback) or it is not a 6-byte address.
+    pub src_mac: u64,
+}
+
+impl<'a> L3<'a> {
+    /// A network layer with no VLAN tags and no link-layer source address.
+    fn bare(ethertype: u16, bytes: &'a [u8]) -> L3<'a> {
+        L3 {
+            ethertype,
+            bytes,
+            vlan: 0,
+            inner_vlan: 0,
+            src_mac: 0,
+        }
+    }
+
+    fn with_src_mac(mut self, mac: u64) -> L3<'a> {
+        self.src_mac = mac;
+        self
+    }
+}
+
+/// The 6-byte address at `at` as a number, 0 past the end.
+#[inline]
+fn mac_at(f: &[u8], at: usize) -> u64 {
+    match f.get(at..at + 6) {
+        Some(m) => u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]),
+        None => 0,
+    }
+}
+
+/// The source address of a cooked capture header when it is a 6-byte one (Ethernet).
+#[inline]
+fn sll_mac(f: &[u8], len_at: usize, addr_at: usize) -> u64 {
+    match be16(f, len_at).map(|l| l & 0xff) {
+        Some(6) => mac_at(f, addr_at),
+        _ => 0,
+    }
 }
 
 #[inline]
@@ -78,38 +117,26 @@ pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
     match link {
         LinkType::Ethernet => {
             let et = be16(f, 12).ok_or(Reject::TruncatedLink)?;
-            ethertype_chain(et, &f[14..])
+            // The frame holds at least 14 bytes here: one 8-byte load, no byte shuffling.
+            let w = u64::from_be_bytes([f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]]);
+            Ok(ethertype_chain(et, &f[14..])?.with_src_mac(w & 0xffff_ffff_ffff))
         }
-        LinkType::RawIp => Ok(L3 {
-            ethertype: ETH_RAW,
-            bytes: f,
-            vlan: 0,
-            inner_vlan: 0,
-        }),
-        LinkType::Ipv4 => Ok(L3 {
-            ethertype: ETH_IPV4,
-            bytes: f,
-            vlan: 0,
-            inner_vlan: 0,
-        }),
-        LinkType::Ipv6 => Ok(L3 {
-            ethertype: ETH_IPV6,
-            bytes: f,
-            vlan: 0,
-            inner_vlan: 0,
-        }),
+        LinkType::RawIp => Ok(L3::bare(ETH_RAW, f)),
+        LinkType::Ipv4 => Ok(L3::bare(ETH_IPV4, f)),
+        LinkType::Ipv6 => Ok(L3::bare(ETH_IPV6, f)),
         LinkType::LinuxSll => {
-            // 16-byte header; protocol (an ethertype) in the last two bytes.
+            // 16-byte header: packet type, ARPHRD, address length, 8 address bytes,
+            // protocol (an ethertype) in the last two bytes.
             let et = be16(f, 14).ok_or(Reject::TruncatedLink)?;
-            ethertype_chain(et, &f[16..])
+            Ok(ethertype_chain(et, &f[16..])?.with_src_mac(sll_mac(f, 4, 6)))
         }
         LinkType::LinuxSll2 => {
-            // 20-byte header; protocol first.
+            // 20-byte header; protocol first, address length at 11, address at 12.
             let et = be16(f, 0).ok_or(Reject::TruncatedLink)?;
             if f.len() < 20 {
                 return Err(Reject::TruncatedLink);
             }
-            ethertype_chain(et, &f[20..])
+            Ok(ethertype_chain(et, &f[20..])?.with_src_mac(sll_mac(f, 10, 12)))
         }
         LinkType::Null => {
             let fam = f.get(0..4).ok_or(Reject::TruncatedLink)?;
@@ -122,12 +149,7 @@ pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
                 (24 | 28 | 30 | 10, _) | (_, 24 | 28 | 30 | 10) => ETH_IPV6,
                 _ => return Err(Reject::NotIp),
             };
-            Ok(L3 {
-                ethertype: et,
-                bytes: &f[4..],
-                vlan: 0,
-                inner_vlan: 0,
-            })
+            Ok(L3::bare(et, &f[4..]))
         }
         LinkType::Other(_) => Err(Reject::UnsupportedLinkType),
     }
@@ -152,10 +174,9 @@ fn ethertype_chain(mut et: u16, mut rest: &[u8]) -> Result<L3<'_>, Reject> {
     }
     match et {
         ETH_IPV4 | ETH_IPV6 => Ok(L3 {
-            ethertype: et,
-            bytes: rest,
             vlan: tags[0],
             inner_vlan: tags[1],
+            ..L3::bare(et, rest)
         }),
         _ => Err(Reject::NotIp),
     }

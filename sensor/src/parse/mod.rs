@@ -30,6 +30,8 @@ pub struct Packet {
     pub vlan: u16,
     /// Inner VLAN id of a QinQ frame (0 when absent).
     pub inner_vlan: u16,
+    /// Link-layer source address (48-bit MAC as a number), 0 when the capture has none.
+    pub src_mac: u64,
     pub seq: u32,
     pub ack: u32,
     pub flags: TcpFlags,
@@ -139,6 +141,7 @@ pub fn parse(link: LinkType, frame: &[u8], opts: ParseOptions) -> Result<Packet,
     let mut p = tcp::parse(&ip)?;
     p.vlan = l3.vlan;
     p.inner_vlan = l3.inner_vlan;
+    p.src_mac = l3.src_mac;
     if opts.verify_checksum && p.flags.is_control() {
         p.bad_checksum = !tcp::checksum_ok(&ip);
     }

@@ -100,6 +100,7 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
         dport: u16::from_be_bytes([t[2], t[3]]),
         vlan: 0,
         inner_vlan: 0,
+        src_mac: 0,
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         flags,
