@@ -25,7 +25,7 @@ pub(crate) enum ConnectError {
         reason: String,
         detail: String,
     },
-    #[error("collector {addr} refused this sensor ({reason}: {detail})")]
+    #[error("collector refused: {reason}: {detail} (collector {addr})")]
     Refused {
         addr: String,
         reason: String,
