@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 use clickhouse::Client;
 use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::sql::{self, Dialect};
-use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, RstClass};
+use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, Encap, RstClass};
 
 /// Largest number of rows of one kind in a batch: below ClickHouse's
 /// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
@@ -60,7 +60,7 @@ pub enum Stored {
     Duplicate,
 }
 
-fn base_client(c: &ChConfig) -> Client {
+pub fn base_client(c: &ChConfig) -> Client {
     // No HTTP body compression: the collector sits next to ClickHouse (loopback or
     // LAN), where LZ4 costs both sides CPU and saves nothing that matters.
     let mut client = Client::default()
@@ -444,6 +444,8 @@ impl Store {
                         cause: Cause::from_archived(&e.cause).code() as i8,
                         cause_detail: e.cause_detail.as_str(),
                         silence_ms: e.silence_ms.to_native(),
+                        encap: Encap::from_archived(&e.encap).as_str(),
+                        tunnel_id: e.tunnel_id.to_native(),
                     })
                     .await?;
                 }
@@ -487,6 +489,8 @@ impl Store {
                         close: CloseReason::from_archived(&f.close).code() as i8,
                         flow_uid: f.flow_uid.to_native(),
                         cause: sql::flow_cause_code(f.cause.as_ref().map(Cause::from_archived)),
+                        encap: Encap::from_archived(&f.encap).as_str(),
+                        tunnel_id: f.tunnel_id.to_native(),
                     })
                     .await?;
                 }
@@ -720,6 +724,8 @@ struct RstRow<'a> {
     cause: i8,
     cause_detail: &'a str,
     silence_ms: u64,
+    encap: &'a str,
+    tunnel_id: u32,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]
@@ -748,6 +754,8 @@ struct FlowRow<'a> {
     flow_uid: u64,
     /// `sql::NO_CAUSE_CODE` ('') when no RST closed the flow.
     cause: i8,
+    encap: &'a str,
+    tunnel_id: u32,
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]

@@ -10,6 +10,7 @@
 //! ```
 
 pub mod ch;
+pub mod cluster;
 pub mod config;
 pub mod limits;
 pub mod log;

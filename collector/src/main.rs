@@ -76,6 +76,10 @@ struct MigrateArgs {
     /// Stop at this schema version (default: the newest this build knows).
     #[arg(long)]
     to_version: Option<u32>,
+    /// Create the schema on this ClickHouse cluster (a name in the servers'
+    /// `remote_servers`): replicated tables, Distributed tables in front, DDL ON CLUSTER.
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +179,16 @@ fn main() {
 }
 
 async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
+    if let Some(cluster) = &a.cluster {
+        let applied =
+            rstwatch_collector::cluster::migrate(&a.ch.config(), cluster, a.ch.retention_days)
+                .await?;
+        println!(
+            "database {} on cluster {cluster}: applied schema versions {applied:?}",
+            a.ch.database
+        );
+        return Ok(());
+    }
     let store = Store::connect(&a.ch.config(), a.ch.retention_days).await?;
     let target = a.to_version.unwrap_or_else(sql::latest_version);
     let applied = store.migrate_to(target).await?;

@@ -292,6 +292,8 @@ fn flow_of(uid: u64, cause: Option<Cause>, ts_us: i64) -> FlowRecord {
         },
         flow_uid: uid,
         cause,
+        encap: rstwatch_schema::Encap::None,
+        tunnel_id: 0,
     }
 }
 

@@ -63,6 +63,8 @@ fn rst(i: u64) -> RstEvent {
         cause: Cause::ALL[(i % Cause::ALL.len() as u64) as usize],
         cause_detail: format!("detail {i}"),
         silence_ms: i * 7,
+        encap: rstwatch_schema::Encap::Vxlan,
+        tunnel_id: (i % 3) as u32,
     }
 }
 
@@ -86,6 +88,8 @@ fn flow(i: u64) -> FlowRecord {
         close: CloseReason::Rst,
         flow_uid: i,
         cause: Some(Cause::Abort),
+        encap: rstwatch_schema::Encap::Geneve,
+        tunnel_id: (i % 5) as u32,
     }
 }
 
@@ -97,7 +101,7 @@ fn expected_rst_rows(ids: impl Iterator<Item = u64>) -> String {
             (
                 i,
                 format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
                     e.flow_uid,
                     e.ts_us,
                     e.src,
@@ -107,7 +111,9 @@ fn expected_rst_rows(ids: impl Iterator<Item = u64>) -> String {
                     e.class.as_str(),
                     e.flags.0,
                     e.suspect as u8,
-                    e.seq
+                    e.seq,
+                    e.encap.as_str(),
+                    e.tunnel_id
                 ),
             )
         })
@@ -118,7 +124,7 @@ fn expected_rst_rows(ids: impl Iterator<Item = u64>) -> String {
 
 const RST_ROWS_SQL: &str = "SELECT flow_uid, ts_us, \
     replaceRegexpOne(IPv6NumToString(src), '^::ffff:', ''), \
-    replaceRegexpOne(IPv6NumToString(dst), '^::ffff:', ''), dport, dir, class, flags, suspect, seq \
+    replaceRegexpOne(IPv6NumToString(dst), '^::ffff:', ''), dport, dir, class, flags, suspect, seq, encap, tunnel_id \
     FROM rst_events ORDER BY flow_uid FORMAT TabSeparated";
 
 /// A collector on loopback, plain TCP, shared token `t0k`, logging into `dir`.

@@ -1,7 +1,7 @@
 //! The RST event: one per TCP RST packet the sensor sees.
 
 use crate::str_enum::str_enum;
-use crate::{Anomaly, Cause, FlowRecord, IpBytes, RstFlags};
+use crate::{Anomaly, Cause, Encap, FlowRecord, IpBytes, RstFlags};
 
 str_enum! {
     /// Which side of the flow sent the RST. The originator is the SYN sender, else the
@@ -81,6 +81,12 @@ pub struct RstEvent {
     /// Milliseconds since the flow's previous packet (0 when the RST opened the flow).
     #[serde(default)]
     pub silence_ms: u64,
+    /// The encapsulation the RST arrived in (`""`: plain, a local SPAN port).
+    #[serde(default)]
+    pub encap: Encap,
+    /// The tunnel identity: VXLAN/Geneve VNI or ERSPAN session ID (0 when none).
+    #[serde(default)]
+    pub tunnel_id: u32,
 }
 
 impl RstEvent {
@@ -115,6 +121,8 @@ impl RstEvent {
             cause: Cause::Unknown,
             cause_detail: String::new(),
             silence_ms: 0,
+            encap: Encap::None,
+            tunnel_id: 0,
         }
     }
 }

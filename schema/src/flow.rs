@@ -2,7 +2,7 @@
 //! of the capture), in Zeek conn.log terms so analysts can cross-check with Zeek.
 
 use crate::str_enum::str_enum;
-use crate::{Cause, IpBytes};
+use crate::{Cause, Encap, IpBytes};
 
 str_enum! {
     /// Zeek's `conn_state` for TCP.
@@ -86,4 +86,11 @@ pub struct FlowRecord {
     /// (schema version 2).
     #[serde(with = "crate::cause::opt_name", default)]
     pub cause: Option<Cause>,
+    /// The encapsulation the flow's packets arrived in (`""`: plain).
+    #[serde(default)]
+    pub encap: Encap,
+    /// The tunnel identity: VXLAN/Geneve VNI or ERSPAN session ID (0 when none, or
+    /// when the tunnel identity is configured out of the flow key).
+    #[serde(default)]
+    pub tunnel_id: u32,
 }

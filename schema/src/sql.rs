@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "002_causes",
         sql: include_str!("../sql/002_causes.sql"),
     },
+    Migration {
+        version: 3,
+        name: "003_encap",
+        sql: include_str!("../sql/003_encap.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
@@ -360,6 +365,28 @@ mod tests {
         }
         assert_eq!(st[1].matches("), (").count(), Cause::ALL.len() - 1);
         assert_eq!(sql_string(r"it's a \ test"), r"'it\'s a \\ test'");
+    }
+
+    #[test]
+    fn encap_migration_adds_the_columns_in_both_dialects() {
+        let m = MIGRATIONS.iter().find(|m| m.name == "003_encap").unwrap();
+        for (v, lc) in [
+            ("18.16.1", "String"),
+            ("26.9.1.1", "LowCardinality(String)"),
+        ] {
+            let d = Dialect::from_version(v, 30).unwrap();
+            let r = d.render(m.sql, "rstwatch");
+            let st = statements(&r);
+            assert_eq!(st.len(), 2, "{v}: {r}");
+            for (s, table) in st.iter().zip(["rst_events", "flows"]) {
+                assert!(s.contains(&format!("ALTER TABLE rstwatch.{table}")), "{s}");
+                assert!(
+                    s.contains(&format!("ADD COLUMN encap {lc} DEFAULT ''")),
+                    "{s}"
+                );
+                assert!(s.contains("ADD COLUMN tunnel_id UInt32 DEFAULT 0"), "{s}");
+            }
+        }
     }
 
     #[test]

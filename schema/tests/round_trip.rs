@@ -68,6 +68,8 @@ fn arb_rst() -> impl Strategy<Value = RstEvent> {
                 cause,
                 cause_detail,
                 silence_ms,
+                encap: rstwatch_schema::Encap::None,
+                tunnel_id: 0,
             },
         )
 }
@@ -117,6 +119,8 @@ fn arb_flow() -> impl Strategy<Value = FlowRecord> {
                     close,
                     flow_uid: uid,
                     cause,
+                    encap: rstwatch_schema::Encap::None,
+                    tunnel_id: 0,
                 }
             },
         )

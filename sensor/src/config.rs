@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub anomaly: AnomalyConfig,
     /// Thresholds of the cause rules.
     pub cause: CauseConfig,
+    /// Remote-mirroring encapsulations (`[engine.encap]`).
+    pub encap: EncapConfig,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +55,7 @@ impl Default for EngineConfig {
             verify_checksum: true,
             anomaly: AnomalyConfig::default(),
             cause: CauseConfig::default(),
+            encap: EncapConfig::default(),
         }
     }
 }
@@ -70,6 +73,9 @@ impl EngineConfig {
         if self.max_pending_rst == 0 {
             anyhow::bail!("max_pending_rst must be at least 1");
         }
+        self.encap
+            .ports()
+            .map_err(|e| anyhow::anyhow!("[engine.encap] {e}"))?;
         Ok(())
     }
 }
@@ -172,6 +178,39 @@ impl Default for CauseConfig {
             unread_window_ms: 100,
             failover_flows: 2,
         }
+    }
+}
+
+/// Remote mirroring (issue 11): which UDP ports are tunnels, and whether the tunnel
+/// identity separates flows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncapConfig {
+    /// UDP destination ports decoded as VXLAN (at most 4). AWS Traffic Mirroring: 4789.
+    pub vxlan_ports: Vec<u16>,
+    /// UDP destination ports decoded as Geneve (at most 4). AWS GWLB: 6081.
+    pub geneve_ports: Vec<u16>,
+    /// Keep the tunnel identity (VXLAN/Geneve VNI, ERSPAN session ID) in the flow key,
+    /// so equal inner addresses in two tunnels are two flows. Turn off when several
+    /// mirror sessions deliver the two directions of the same traffic.
+    pub tunnel_id_in_key: bool,
+}
+
+impl Default for EncapConfig {
+    fn default() -> Self {
+        let p = crate::parse::TunnelPorts::default();
+        EncapConfig {
+            vxlan_ports: p.vxlan.iter().copied().filter(|&x| x != 0).collect(),
+            geneve_ports: p.geneve.iter().copied().filter(|&x| x != 0).collect(),
+            tunnel_id_in_key: true,
+        }
+    }
+}
+
+impl EncapConfig {
+    /// The parser's port lists.
+    pub fn ports(&self) -> Result<crate::parse::TunnelPorts, String> {
+        crate::parse::TunnelPorts::from_lists(&self.vxlan_ports, &self.geneve_ports)
     }
 }
 

@@ -31,6 +31,12 @@ pub struct Counters {
     pub flows_forgotten_early: u64,
     /// RSTs released, by cause (`Cause as usize`).
     pub causes: [u64; Cause::ALL.len()],
+    /// Flows ended in which a side acknowledged or sent data (not mere SYNs or RSTs:
+    /// a scan's or backscatter's flows are one-sided by nature).
+    pub flows_conversing: u64,
+    /// Of those, flows of which only one direction was seen: the mirror may be missing
+    /// a direction (asymmetric routing, a half-duplex mirror port).
+    pub flows_one_sided: u64,
 }
 
 impl Counters {
@@ -60,12 +66,39 @@ impl Counters {
             ("flows_evicted", self.flows_evicted),
             ("flows_end_of_capture", self.flows_end_of_capture),
             ("flows_forgotten_early", self.flows_forgotten_early),
+            ("flows_conversing", self.flows_conversing),
+            ("flows_one_sided", self.flows_one_sided),
         ]);
         for c in Cause::ALL {
             v.push((cause_counter_name(*c), self.causes[*c as usize]));
         }
         v
     }
+}
+
+/// Conversing flows needed before the one-sided warning is given.
+pub const ONE_SIDED_MIN_FLOWS: u64 = 10;
+/// Share of conversing flows seen one-sided (percent) from which the warning is given.
+pub const ONE_SIDED_WARN_PERCENT: u64 = 20;
+
+/// The warning for an operator whose mirror delivers one direction only, from named
+/// counters (one engine's or summed over workers); `None` when the mirror looks whole.
+pub fn one_sided_warning(counters: &[(&str, u64)]) -> Option<String> {
+    let get = |name: &str| {
+        counters
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
+    let (all, one) = (get("flows_conversing"), get("flows_one_sided"));
+    if all < ONE_SIDED_MIN_FLOWS || one * 100 < all * ONE_SIDED_WARN_PERCENT {
+        return None;
+    }
+    Some(format!(
+        "{} % of flows seen in one direction only ({one} of {all}): is the mirror missing a direction?",
+        one * 100 / all
+    ))
 }
 
 /// `cause.<name>`: RSTs released with that cause.
@@ -109,6 +142,11 @@ fn reject_counter_name(r: Reject) -> &'static str {
         BadIpv6Ext => "rejected.bad_ipv6_ext",
         TruncatedTcp => "rejected.truncated_tcp",
         BadTcpOffset => "rejected.bad_tcp_offset",
+        TunnelTooDeep => "rejected.tunnel_too_deep",
+        UnknownGreProtocol => "rejected.unknown_gre_protocol",
+        TruncatedTunnel => "rejected.truncated_tunnel",
+        BadTunnelHeader => "rejected.bad_tunnel_header",
+        UnknownTunnelPayload => "rejected.unknown_tunnel_payload",
     }
 }
 
@@ -121,6 +159,19 @@ mod tests {
         for c in Cause::ALL {
             assert_eq!(cause_counter_name(*c), format!("cause.{}", c.as_str()));
         }
+    }
+
+    #[test]
+    fn one_sided_warning_needs_enough_flows_and_a_large_share() {
+        let c = |all, one| vec![("flows_conversing", all), ("flows_one_sided", one)];
+        assert_eq!(one_sided_warning(&c(9, 9)), None);
+        assert_eq!(one_sided_warning(&c(100, 19)), None);
+        let w = one_sided_warning(&c(100, 92)).unwrap();
+        assert!(
+            w.starts_with("92 % of flows seen in one direction only"),
+            "{w}"
+        );
+        assert!(w.ends_with("is the mirror missing a direction?"), "{w}");
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::config::EngineConfig;
 use crate::counters::Counters;
 use crate::evidence::macs::Mac;
 use crate::evidence::{CrossFlow, NoteThresholds};
-use crate::flow::{bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, Role, Timeouts};
+use crate::flow::{
+    bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, Role, Timeouts, TunnelSlots,
+};
 use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
 use crate::sink::Sink;
 use crate::track;
@@ -39,6 +41,8 @@ pub struct Engine {
     cross: CrossFlow,
     settings: CauseSettings,
     counters: Counters,
+    /// Tunnel identities of the flows, as slots in their keys (issue 11).
+    tunnels: TunnelSlots,
     verdict_delay_us: i64,
     /// Latest packet time seen (packet time never runs backwards for deadlines).
     now_us: i64,
@@ -56,6 +60,8 @@ impl Engine {
         Engine {
             parse_opts: ParseOptions {
                 verify_checksum: cfg.verify_checksum,
+                // Validated with the configuration; defaults if it never was.
+                tunnel_ports: cfg.encap.ports().unwrap_or_default(),
             },
             table: FlowTable::new(cfg.flow_capacity, Timeouts::from_config(cfg)),
             pending: Pending::new(cfg.max_pending_rst),
@@ -63,6 +69,7 @@ impl Engine {
             cross: CrossFlow::new(&cfg.cause),
             settings: CauseSettings::from_config(cfg),
             counters: Counters::default(),
+            tunnels: TunnelSlots::new(cfg.encap.tunnel_id_in_key),
             verdict_delay_us: i64::from(cfg.verdict_delay_ms) * 1000,
             now_us: i64::MIN,
             next_sweep_us: i64::MIN,
@@ -91,7 +98,8 @@ impl Engine {
         };
         self.counters.tcp += 1;
         self.advance(ts_us, sink);
-        let (key, end) = FlowKey::of(&p);
+        self.tunnels.next_epoch();
+        let (key, end) = self.key_of(&p);
         let hash = hash_key(&key);
         let found = self.table.find(&key, hash);
         self.packet(ts_us, &p, key, end, hash, found, sink);
@@ -110,9 +118,10 @@ impl Engine {
         for chunk in frames.chunks(BATCH) {
             // Slots past the chunk's end are never read (the loops below zip with it).
             let mut parsed: [Result<Looked, Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
+            self.tunnels.next_epoch();
             for (slot, &(_, frame)) in parsed.iter_mut().zip(chunk) {
                 *slot = parse::parse(link, frame, self.parse_opts).map(|p| {
-                    let (key, end) = FlowKey::of(&p);
+                    let (key, end) = self.key_of(&p);
                     (p, key, end, hash_key(&key), None)
                 });
             }
@@ -147,6 +156,13 @@ impl Engine {
                 self.packet(ts_us, p, *key, *end, *hash, found, sink);
             }
         }
+    }
+
+    /// The flow key of `p`, with its tunnel's slot.
+    #[inline]
+    fn key_of(&mut self, p: &Packet) -> (FlowKey, End) {
+        let (key, end) = FlowKey::of(p);
+        (key.in_tunnel_slot(self.tunnels.slot_of(p)), end)
     }
 
     /// Lets time pass (live capture on a quiet link; called by `process` too): releases
@@ -200,6 +216,7 @@ impl Engine {
             ("flows_max_live", t.max_live),
             ("rst_held", self.pending.len() as u64),
             ("anomaly_tracker_full", self.detectors.tracker_full),
+            ("tunnel_slot_overflow", self.tunnels.overflow),
         ]);
         v.extend(self.cross.counters());
         v
@@ -420,6 +437,7 @@ impl Engine {
         if flipped {
             flow.history.push(b'^');
         }
+        self.tunnels.hold(key.tunnel_slot());
         self.table.insert(hash, flow)
     }
 
@@ -432,7 +450,12 @@ impl Engine {
             self.released = released;
         }
         let more_rsts = self.cross.forget(self.table.get(i), i);
-        let rec = self.table.get(i).record(trigger, more_rsts);
+        let mut rec = self.table.get(i).record(trigger, more_rsts);
+        let slot = self.table.get(i).key.tunnel_slot();
+        let tunnel = self.tunnels.identity(slot);
+        (rec.encap, rec.tunnel_id) = (tunnel.encap, tunnel.id);
+        self.tunnels.release(slot);
+        self.count_one_sided(&rec);
         let c = &mut self.counters;
         match rec.close {
             CloseReason::Fin => c.flows_closed_fin += 1,
@@ -443,6 +466,21 @@ impl Engine {
         }
         sink.flow(rec);
         self.table.remove(i);
+    }
+
+    /// Counts a flow of which one direction was never seen although the other side
+    /// acknowledged something (it heard from a peer the sensor did not see).
+    fn count_one_sided(&mut self, rec: &rstwatch_schema::FlowRecord) {
+        let acked = rec
+            .history
+            .bytes()
+            .any(|c| matches!(c, b'A' | b'a' | b'D' | b'd'));
+        if acked {
+            self.counters.flows_conversing += 1;
+            if rec.orig_pkts == 0 || rec.resp_pkts == 0 {
+                self.counters.flows_one_sided += 1;
+            }
+        }
     }
 
     /// Gives released RSTs their verdict and cause, feeds the detectors and emits both.
@@ -513,9 +551,16 @@ fn restarts(flow: &Flow, p: &Packet, sender: End) -> bool {
     !(d.has(dflags::SYN) && d.base == p.seq.wrapping_add(1))
 }
 
+/// The parser options fan-out uses (the tunnel ports of the engines' configuration);
+/// set once by `run` before capture starts, defaults otherwise.
+pub static FANOUT_PARSE_OPTIONS: std::sync::OnceLock<ParseOptions> = std::sync::OnceLock::new();
+
 /// A symmetric hash of a frame's flow key for fan-out (both directions of a flow give
-/// the same value), or `None` when the frame is not TCP.
+/// the same value), or `None` when the frame is not TCP. Tunnelled frames hash their
+/// inner four-tuple (the key without its tunnel slot, which is each engine's own): both
+/// directions of an inner flow meet on one worker whatever the outer addresses.
 pub fn fanout_hash(link: LinkType, frame: &[u8]) -> Option<u64> {
-    let p = parse::parse(link, frame, ParseOptions::default()).ok()?;
+    let opts = FANOUT_PARSE_OPTIONS.get().copied().unwrap_or_default();
+    let p = parse::parse(link, frame, opts).ok()?;
     Some(hash_key(&FlowKey::of(&p).0))
 }

@@ -206,6 +206,8 @@ mod tests {
             cause: Cause::IdleTimeout,
             cause_detail: "silent 3605 s".into(),
             silence_ms: 3_605_000,
+            encap: rstwatch_schema::Encap::None,
+            tunnel_id: 0,
         }
     }
 
@@ -229,6 +231,8 @@ mod tests {
             close: CloseReason::Rst,
             flow_uid: 7,
             cause,
+            encap: rstwatch_schema::Encap::None,
+            tunnel_id: 0,
         }
     }
 

@@ -5,7 +5,9 @@
 //! Bounded in time: the case count is fixed (override with PROPTEST_CASES).
 
 use proptest::prelude::*;
+use rstwatch_schema::Encap;
 use rstwatch_schema::Record;
+use rstwatch_sensor::gen::encap::wrap;
 use rstwatch_sensor::parse::{parse, LinkType, ParseOptions};
 use rstwatch_sensor::{Engine, EngineConfig};
 
@@ -117,7 +119,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(link in prop::sample::select(&LINKS[..]), bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = parse(link, &bytes, ParseOptions { verify_checksum: true });
+        let _ = parse(link, &bytes, ParseOptions { verify_checksum: true, ..ParseOptions::default() });
     }
 
     #[test]
@@ -132,7 +134,7 @@ proptest! {
             f[i] = x;
         }
         f.truncate(cut.index(f.len() + 1));
-        let _ = parse(LinkType::Ethernet, &f, ParseOptions { verify_checksum: true });
+        let _ = parse(LinkType::Ethernet, &f, ParseOptions { verify_checksum: true, ..ParseOptions::default() });
     }
 
     #[test]
@@ -151,6 +153,40 @@ proptest! {
                     f[i] = x;
                 }
                 f.truncate(cut.index(f.len() + 1).max(f.len() / 2));
+                (LinkType::Ethernet, f)
+            })
+            .collect();
+        run_engine(&frames);
+    }
+
+    /// The tunnel decoders (issue 11): valid frames in every encapsulation, nested up
+    /// to one level past the bound, then damaged. Flips land in the tunnel headers
+    /// about half the time (they are the front of the frame).
+    #[test]
+    fn damaged_tunnel_frames_are_counted(
+        frames in prop::collection::vec(
+            (
+                any::<bool>(),
+                prop::collection::vec(prop::sample::select(&Encap::ALL[1..]), 1..=6),
+                any::<prop::sample::Index>(),
+                prop::collection::vec((0usize..96, any::<u8>()), 0..4),
+            ),
+            1..24,
+        )
+    ) {
+        let frames: Vec<(LinkType, Vec<u8>)> = frames
+            .into_iter()
+            .map(|(v6, layers, cut, flips)| {
+                let mut f = if v6 { valid_v6_frame() } else { valid_v4_frame() };
+                for e in layers {
+                    f = wrap(&f, e, 7);
+                }
+                for (i, x) in flips {
+                    let i = i % f.len();
+                    f[i] = x;
+                }
+                f.truncate(cut.index(f.len() + 1));
+                let _ = parse(LinkType::Ethernet, &f, ParseOptions { verify_checksum: true, ..ParseOptions::default() });
                 (LinkType::Ethernet, f)
             })
             .collect();

@@ -224,6 +224,7 @@ fn main() {
     // Baseline: parse only, same frames, same run.
     let opts = ParseOptions {
         verify_checksum: true,
+        ..ParseOptions::default()
     };
     let t = Instant::now();
     let mut ok = 0u64;

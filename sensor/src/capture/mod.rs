@@ -210,7 +210,13 @@ where
     F: Fn(usize) -> P,
 {
     let iface = preflight(cfg)?;
-    let mut prog = XdpProgram::attach(&iface, cfg.mode_request(), cfg.non_tcp == "pass")?;
+    let ports = cfg.engine.encap.ports().unwrap_or_default();
+    let ports = rstwatch_xdp::TunnelPortFilter {
+        vxlan: ports.vxlan,
+        geneve: ports.geneve,
+    };
+    let mut prog =
+        XdpProgram::attach_with_ports(&iface, cfg.mode_request(), cfg.non_tcp == "pass", ports)?;
     let mode = match prog.mode() {
         rstwatch_xdp::AttachMode::Native => "native",
         rstwatch_xdp::AttachMode::Generic => "generic",

@@ -162,8 +162,8 @@ impl StatsView {
         }
         let _ = write!(
             s,
-            " xdp tcp={} non_tcp_dropped={} non_tcp_passed={};",
-            self.prog.tcp, self.prog.non_tcp_dropped, self.prog.non_tcp_passed
+            " xdp tcp={} tunnel={} non_tcp_dropped={} non_tcp_passed={};",
+            self.prog.tcp, self.prog.tunnel, self.prog.non_tcp_dropped, self.prog.non_tcp_passed
         );
         if self.fanout_dropped.iter().any(|&d| d > 0) {
             let _ = write!(s, " fanout_dropped={:?};", self.fanout_dropped);
@@ -179,6 +179,9 @@ impl StatsView {
             for (k, v) in eng.iter().filter(|(_, v)| *v > 0) {
                 let _ = write!(s, " {k}={v}");
             }
+        }
+        if let Some(w) = crate::counters::one_sided_warning(&eng) {
+            let _ = write!(s, "; WARNING: {w}");
         }
         s
     }
@@ -237,6 +240,11 @@ impl StatsView {
                 self.prog.tcp,
             ),
             (
+                "rstwatch_xdp_tunnel_total",
+                "Tunnel frames (GRE, VXLAN, Geneve, MPLS, PPPoE) the XDP program redirected.",
+                self.prog.tunnel,
+            ),
+            (
                 "rstwatch_xdp_non_tcp_dropped_total",
                 "Non-TCP frames the XDP program dropped.",
                 self.prog.non_tcp_dropped,
@@ -274,6 +282,26 @@ impl StatsView {
             family(&mut s, name, help, "counter");
             let _ = writeln!(s, "{name} {v}");
         }
+        // One-sided flows (issue 11): the share an operator alerts on.
+        let eng = self.engine_totals();
+        let get = |n: &str| eng.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v);
+        let (all, one) = (get("flows_conversing"), get("flows_one_sided"));
+        family(
+            &mut s,
+            "rstwatch_flows_one_sided_ratio",
+            "Share of ended flows with ACKs or data seen in one direction only; high means \
+             the mirror is missing a direction (asymmetric routing, half-duplex port).",
+            "gauge",
+        );
+        let ratio = if all == 0 {
+            0.0
+        } else {
+            one as f64 / all as f64
+        };
+        let _ = writeln!(
+            s,
+            "rstwatch_flows_one_sided_ratio{{iface=\"{iface}\"}} {ratio}"
+        );
         // Engine counters: one family per counter name, a series per worker.
         let names: Vec<&'static str> = self.engine_totals().into_iter().map(|(k, _)| k).collect();
         for k in names {
@@ -346,6 +374,30 @@ mod tests {
             line.contains("engine frames=100 rst=4 flows-live=2"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn one_sided_mirror_warns_in_the_line_and_the_metrics() {
+        let s = Shared::new("mirror0", "native", &[0], 2, OutputCounters::default());
+        s.set_worker(0, vec![("flows_conversing", 30), ("flows_one_sided", 28)]);
+        s.set_worker(1, vec![("flows_conversing", 20), ("flows_one_sided", 18)]);
+        let v = s.view();
+        let line = v.line(None);
+        assert!(
+            line.ends_with(
+                "WARNING: 92 % of flows seen in one direction only (46 of 50): \
+                 is the mirror missing a direction?"
+            ),
+            "{line}"
+        );
+        let t = v.prometheus();
+        assert!(
+            t.contains("rstwatch_flows_one_sided_ratio{iface=\"mirror0\"} 0.92\n"),
+            "{t}"
+        );
+        let whole = Shared::new("mirror0", "native", &[0], 1, OutputCounters::default());
+        whole.set_worker(0, vec![("flows_conversing", 50), ("flows_one_sided", 1)]);
+        assert!(!whole.view().line(None).contains("WARNING"));
     }
 
     #[test]

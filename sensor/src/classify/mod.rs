@@ -134,6 +134,8 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
         cause: rstwatch_schema::Cause::Unknown,
         cause_detail: String::new(),
         silence_ms: (cx.silence_us.max(0) / 1000) as u64,
+        encap: p.encap,
+        tunnel_id: p.tunnel_id,
     }
 }
 

@@ -36,6 +36,11 @@ pub struct GenArgs {
     /// Also write the labels, one JSON object per RST, to this file.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
+    /// Wrap every frame as a remote mirror or carrier link delivers it: erspan1,
+    /// erspan2, erspan3, gre, vxlan (VNI 4242, UDP 4789), geneve (VNI 4242, UDP 6081),
+    /// mpls or pppoe. ERSPAN session 42.
+    #[arg(long, value_name = "ENCAP")]
+    pub encap: Option<rstwatch_schema::Encap>,
 }
 
 pub fn main(a: GenArgs) -> anyhow::Result<i32> {
@@ -52,7 +57,8 @@ pub fn main(a: GenArgs) -> anyhow::Result<i32> {
         flows: a.flows,
         start_us,
     };
-    let g = gen::generate(a.scenario, &opts);
+    let mut g = gen::generate(a.scenario, &opts);
+    gen::encap::wrap_frames(&mut g.frames, a.encap.unwrap_or_default());
     gen::write_pcap(&a.out, &g.frames)?;
     if let Some(path) = &a.labels {
         let f =

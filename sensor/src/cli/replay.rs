@@ -154,10 +154,13 @@ pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
     };
     if a.stats {
         let map: serde_json::Map<String, serde_json::Value> = counters
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into()))
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
             .collect();
         eprintln!("{}", serde_json::Value::Object(map));
+        if let Some(w) = crate::counters::one_sided_warning(&counters) {
+            eprintln!("rstwatch-sensor: warning: {w}");
+        }
     }
     match written {
         Ok(_) => {}

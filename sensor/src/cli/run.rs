@@ -394,6 +394,10 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
             || limit.is_some_and(|l| started.elapsed() >= l)
             || out_failed.load(Ordering::SeqCst)
     };
+    let _ = crate::engine::FANOUT_PARSE_OPTIONS.set(crate::parse::ParseOptions {
+        verify_checksum: false,
+        tunnel_ports: cfg.engine.encap.ports().unwrap_or_default(),
+    });
     let result = capture::run(&cfg, make, crate::engine::fanout_hash, &stop, counters);
     drop(tx);
     let out_res = out

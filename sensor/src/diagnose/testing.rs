@@ -32,6 +32,8 @@ pub fn rst(src: &str, sport: u16, dst: &str, dport: u16) -> RstEvent {
         cause: Cause::Unknown,
         cause_detail: String::new(),
         silence_ms: 0,
+        encap: rstwatch_schema::Encap::None,
+        tunnel_id: 0,
     }
 }
 
@@ -77,6 +79,8 @@ pub fn flow(cause: Option<Cause>) -> FlowRecord {
         },
         flow_uid: 0,
         cause,
+        encap: rstwatch_schema::Encap::None,
+        tunnel_id: 0,
     }
 }
 

@@ -8,7 +8,8 @@ use crate::parse::Packet;
 use rstwatch_schema::IpBytes;
 use std::hash::BuildHasher;
 
-/// Addresses, ports and VLAN ids of a flow, lower (address, port) pair first.
+/// Addresses, ports, VLAN ids and tunnel slot of a flow, lower (address, port) pair
+/// first.
 #[derive(Debug, Clone, Copy, Eq, Default)]
 #[repr(C)]
 pub struct FlowKey {
@@ -16,8 +17,11 @@ pub struct FlowKey {
     pub hi: IpBytes,
     pub lo_port: u16,
     pub hi_port: u16,
-    /// Outer VLAN id in the high 16 bits, inner in the low 16 bits.
-    pub vlans: u32,
+    /// Bits 24-31: the tunnel slot (`super::tunnels`: 0 = no tunnel; a per-engine index
+    /// of the (encapsulation, tunnel identity) the flow arrived in, so inner addresses
+    /// that overlap in two VXLAN networks or ERSPAN sessions stay two flows).
+    /// Bits 12-23: outer VLAN id; bits 0-11: inner VLAN id (12 bits each, 802.1Q).
+    vlans: u32,
 }
 
 impl FlowKey {
@@ -61,7 +65,7 @@ impl FlowKey {
     /// The key of `p`'s flow and which end sent `p`.
     #[inline]
     pub fn of(p: &Packet) -> (FlowKey, End) {
-        let vlans = (u32::from(p.vlan) << 16) | u32::from(p.inner_vlan);
+        let vlans = (u32::from(p.vlan & 0x0fff) << 12) | u32::from(p.inner_vlan & 0x0fff);
         // Numeric comparison of the big-endian addresses is the byte order, without a
         // byte-by-byte compare on the packet path.
         let (s, d) = (u128::from_be_bytes(p.src.0), u128::from_be_bytes(p.dst.0));
@@ -100,11 +104,23 @@ impl FlowKey {
     }
 
     pub fn vlan(&self) -> u16 {
-        (self.vlans >> 16) as u16
+        ((self.vlans >> 12) & 0x0fff) as u16
     }
 
     pub fn inner_vlan(&self) -> u16 {
-        self.vlans as u16
+        (self.vlans & 0x0fff) as u16
+    }
+
+    /// The tunnel slot (0: the flow arrived in no tunnel, or the engine keeps none).
+    pub fn tunnel_slot(&self) -> u8 {
+        (self.vlans >> 24) as u8
+    }
+
+    /// The same key in tunnel slot `slot`.
+    #[inline]
+    pub fn in_tunnel_slot(mut self, slot: u8) -> FlowKey {
+        self.vlans = (self.vlans & 0x00ff_ffff) | u32::from(slot) << 24;
+        self
     }
 }
 

@@ -23,11 +23,13 @@ mod history;
 mod key;
 mod state;
 mod table;
+mod tunnels;
 
 pub use history::History;
 pub use key::{hash_key, End, FlowKey};
 pub use state::{dflags, seq_ge, seq_gt, seq_lt, DirState, EndpointState, Role, NO_WSCALE};
 pub use table::{FlowTable, TableStats, MAX_CAPACITY};
+pub use tunnels::{TunnelIdentity, TunnelSlots};
 
 use rstwatch_schema::{Cause, CloseReason, ConnState, FlowRecord};
 
@@ -373,6 +375,9 @@ impl Flow {
                 None if any & dflags::RST != 0 => Some(Cause::Unknown),
                 None => None,
             },
+            // Filled in by the engine from its tunnel table (the key holds an index).
+            encap: rstwatch_schema::Encap::None,
+            tunnel_id: 0,
         }
     }
 }

@@ -108,6 +108,7 @@
 //!   `data_after`, suspect.
 
 mod control;
+pub mod encap;
 pub mod packet;
 mod rng;
 mod scenarios;

@@ -221,6 +221,7 @@ fn the_sensor_parser_accepts_every_frame_and_its_checksums() {
         let g = generate(s, &small());
         let opts = ParseOptions {
             verify_checksum: true,
+            ..ParseOptions::default()
         };
         let (mut not_ip, mut not_tcp) = (0, 0);
         for f in &g.frames {

@@ -23,7 +23,9 @@ pub(crate) struct IpView<'a> {
     pub is_v6: bool,
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 pub(crate) fn parse(ethertype: u16, b: &[u8]) -> Result<IpView<'_>, Reject> {
     let version = b.first().ok_or(Reject::TruncatedIp)? >> 4;
     match (ethertype, version) {
@@ -34,7 +36,9 @@ pub(crate) fn parse(ethertype: u16, b: &[u8]) -> Result<IpView<'_>, Reject> {
     }
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 fn v4(b: &[u8]) -> Result<IpView<'_>, Reject> {
     if b.len() < 20 {
         return Err(Reject::TruncatedIp);
@@ -76,7 +80,9 @@ fn v4(b: &[u8]) -> Result<IpView<'_>, Reject> {
     })
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 fn v6(b: &[u8]) -> Result<IpView<'_>, Reject> {
     if b.len() < 40 {
         return Err(Reject::TruncatedIp);
@@ -145,4 +151,29 @@ fn v6(b: &[u8]) -> Result<IpView<'_>, Reject> {
         }
     }
     Err(Reject::BadIpv6Ext)
+}
+
+/// The transport protocol and its captured bytes (cut at the IP length) of an IP packet
+/// that `parse` found not to be TCP: how the tunnel decoder reaches GRE and UDP.
+/// `None` when there is no such payload to look at (a later fragment, an IPv6
+/// extension header before it; a tunnel is never sent that way in practice).
+pub(crate) fn payload(b: &[u8]) -> Option<(u8, &[u8])> {
+    match b.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            let total = usize::from(be16(b, 2)?);
+            let frag = be16(b, 6)?;
+            if frag & 0x1fff != 0 || ihl < 20 || total < ihl {
+                return None;
+            }
+            let end = total.min(b.len());
+            Some((*b.get(9)?, b.get(ihl..end)?))
+        }
+        6 => {
+            let len = usize::from(be16(b, 4)?);
+            let end = (40 + len).min(b.len());
+            Some((*b.get(6)?, b.get(40..end)?))
+        }
+        _ => None,
+    }
 }

@@ -59,6 +59,11 @@ pub(crate) const ETH_IPV4: u16 = 0x0800;
 pub(crate) const ETH_IPV6: u16 = 0x86dd;
 /// Pseudo ethertype for raw IP: decide by the version nibble.
 pub(crate) const ETH_RAW: u16 = 0;
+/// MPLS unicast and multicast label stacks (RFC 3032).
+pub(crate) const ETH_MPLS_UC: u16 = 0x8847;
+pub(crate) const ETH_MPLS_MC: u16 = 0x8848;
+/// PPPoE session stage (RFC 2516).
+pub(crate) const ETH_PPPOE_SESSION: u16 = 0x8864;
 const ETH_8021Q: u16 = 0x8100;
 const ETH_8021AD: u16 = 0x88a8;
 const ETH_QINQ_OLD: u16 = 0x9100;
@@ -66,6 +71,7 @@ const ETH_QINQ_OLD: u16 = 0x9100;
 const MAX_VLAN_TAGS: usize = 4;
 
 /// The network-layer part of a frame.
+#[derive(Clone, Copy)]
 pub(crate) struct L3<'a> {
     pub ethertype: u16,
     pub bytes: &'a [u8],
@@ -78,7 +84,7 @@ pub(crate) struct L3<'a> {
 
 impl<'a> L3<'a> {
     /// A network layer with no VLAN tags and no link-layer source address.
-    fn bare(ethertype: u16, bytes: &'a [u8]) -> L3<'a> {
+    pub(crate) fn bare(ethertype: u16, bytes: &'a [u8]) -> L3<'a> {
         L3 {
             ethertype,
             bytes,
@@ -96,7 +102,7 @@ impl<'a> L3<'a> {
 
 /// The 6-byte address at `at` as a number, 0 past the end.
 #[inline]
-fn mac_at(f: &[u8], at: usize) -> u64 {
+pub(crate) fn mac_at(f: &[u8], at: usize) -> u64 {
     match f.get(at..at + 6) {
         Some(m) => u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]]),
         None => 0,
@@ -112,7 +118,9 @@ fn sll_mac(f: &[u8], len_at: usize, addr_at: usize) -> u64 {
     }
 }
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
     match link {
         LinkType::Ethernet => {
@@ -156,8 +164,10 @@ pub(crate) fn strip(link: LinkType, f: &[u8]) -> Result<L3<'_>, Reject> {
 }
 
 /// Follows VLAN tags to the network layer.
-#[inline]
-fn ethertype_chain(mut et: u16, mut rest: &[u8]) -> Result<L3<'_>, Reject> {
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
+pub(crate) fn ethertype_chain(mut et: u16, mut rest: &[u8]) -> Result<L3<'_>, Reject> {
     let mut tags = [0u16; 2];
     let mut n = 0;
     while matches!(et, ETH_8021Q | ETH_8021AD | ETH_QINQ_OLD) {
@@ -172,8 +182,10 @@ fn ethertype_chain(mut et: u16, mut rest: &[u8]) -> Result<L3<'_>, Reject> {
         n += 1;
         rest = &rest[4..];
     }
+    // MPLS and PPPoE are handed on too: `parse` peels them when IP parsing fails
+    // (off the plain-Ethernet fast path, see `tunnel`).
     match et {
-        ETH_IPV4 | ETH_IPV6 => Ok(L3 {
+        ETH_IPV4 | ETH_IPV6 | ETH_MPLS_UC | ETH_MPLS_MC | ETH_PPPOE_SESSION => Ok(L3 {
             vlan: tags[0],
             inner_vlan: tags[1],
             ..L3::bare(et, rest)

@@ -13,11 +13,14 @@
 mod ip;
 mod link;
 mod tcp;
+mod tunnel;
 
 pub use link::LinkType;
 pub use tcp::{TcpFlags, TcpOptions};
+pub use tunnel::{Tunnel, TunnelPorts, MAX_MPLS_LABELS, MAX_TUNNEL_DEPTH};
 
-use rstwatch_schema::IpBytes;
+use link::L3;
+use rstwatch_schema::{Encap, IpBytes};
 
 /// The fields of one TCP segment that the tracker and classifier use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +29,19 @@ pub struct Packet {
     pub dst: IpBytes,
     pub sport: u16,
     pub dport: u16,
-    /// Outer VLAN id (0 when untagged).
+    /// Outer VLAN id (0 when untagged) of the mirrored frame (inside any tunnel).
     pub vlan: u16,
     /// Inner VLAN id of a QinQ frame (0 when absent).
     pub inner_vlan: u16,
-    /// Link-layer source address (48-bit MAC as a number), 0 when the capture has none.
+    /// Link-layer source address (48-bit MAC as a number) of the mirrored frame, 0 when
+    /// the capture has none (or the tunnel carried bare IP).
     pub src_mac: u64,
+    /// The innermost encapsulation removed to reach the segment (`None`: plain).
+    pub encap: Encap,
+    /// The tunnel identity (VNI, ERSPAN session ID) of the innermost layer with one.
+    pub tunnel_id: u32,
+    /// The encapsulation `tunnel_id` belongs to (`None`: no identity).
+    pub tunnel_of: Encap,
     pub seq: u32,
     pub ack: u32,
     pub flags: TcpFlags,
@@ -84,6 +94,16 @@ pub enum Reject {
     TruncatedTcp,
     /// TCP data offset below 5 or beyond the segment.
     BadTcpOffset,
+    /// More nested encapsulations (or MPLS labels) than the decoder peels.
+    TunnelTooDeep,
+    /// GRE carrying a protocol other than Ethernet, IP, MPLS or ERSPAN.
+    UnknownGreProtocol,
+    /// Frame ends inside a tunnel header (or the frame inside it has no link header).
+    TruncatedTunnel,
+    /// A tunnel header with a version or flags this decoder does not know.
+    BadTunnelHeader,
+    /// ERSPAN III or Geneve carrying a frame type other than Ethernet or IP.
+    UnknownTunnelPayload,
 }
 
 impl Reject {
@@ -101,6 +121,11 @@ impl Reject {
         Reject::BadIpv6Ext,
         Reject::TruncatedTcp,
         Reject::BadTcpOffset,
+        Reject::TunnelTooDeep,
+        Reject::UnknownGreProtocol,
+        Reject::TruncatedTunnel,
+        Reject::BadTunnelHeader,
+        Reject::UnknownTunnelPayload,
     ];
 
     /// Counter name, as shown by `replay --stats` and exported as metrics.
@@ -119,6 +144,11 @@ impl Reject {
             Reject::BadIpv6Ext => "bad_ipv6_ext",
             Reject::TruncatedTcp => "truncated_tcp",
             Reject::BadTcpOffset => "bad_tcp_offset",
+            Reject::TunnelTooDeep => "tunnel_too_deep",
+            Reject::UnknownGreProtocol => "unknown_gre_protocol",
+            Reject::TruncatedTunnel => "truncated_tunnel",
+            Reject::BadTunnelHeader => "bad_tunnel_header",
+            Reject::UnknownTunnelPayload => "unknown_tunnel_payload",
         }
     }
 }
@@ -131,20 +161,45 @@ pub struct ParseOptions {
     /// receiver, so it matters for the verdict; data segments are not checked, which
     /// keeps the per-packet cost flat on bulk traffic.
     pub verify_checksum: bool,
+    /// UDP ports decoded as VXLAN and Geneve.
+    pub tunnel_ports: TunnelPorts,
 }
 
 /// Parses one captured frame of link type `link`.
 #[inline]
 pub fn parse(link: LinkType, frame: &[u8], opts: ParseOptions) -> Result<Packet, Reject> {
     let l3 = link::strip(link, frame)?;
-    let ip = ip::parse(l3.ethertype, l3.bytes)?;
-    let mut p = tcp::parse(&ip)?;
+    let ip = match ip::parse(l3.ethertype, l3.bytes) {
+        Ok(ip) => ip,
+        // Not plain IP/TCP: perhaps a tunnel (cold: plain Ethernet never gets here).
+        Err(r) => return tunnelled(l3, r, opts),
+    };
+    segment(&ip, &l3, opts)
+}
+
+/// The TCP segment in `ip` with the link-layer fields of `l3`.
+#[inline(always)]
+fn segment(ip: &ip::IpView<'_>, l3: &L3<'_>, opts: ParseOptions) -> Result<Packet, Reject> {
+    let mut p = tcp::parse(ip)?;
     p.vlan = l3.vlan;
     p.inner_vlan = l3.inner_vlan;
     p.src_mac = l3.src_mac;
     if opts.verify_checksum && p.flags.is_control() {
-        p.bad_checksum = !tcp::checksum_ok(&ip);
+        p.bad_checksum = !tcp::checksum_ok(ip);
     }
+    Ok(p)
+}
+
+/// [`parse`] for a frame whose network layer `l3` was not IP/TCP (`why`): peels the
+/// tunnels around the mirrored frame, then reads its segment.
+#[cold]
+#[inline(never)]
+fn tunnelled(l3: L3<'_>, why: Reject, opts: ParseOptions) -> Result<Packet, Reject> {
+    let (ip, l3, t) = tunnel::parse_beyond(l3, why, &opts)?;
+    let mut p = segment(&ip, &l3, opts)?;
+    p.encap = t.encap;
+    p.tunnel_id = t.id;
+    p.tunnel_of = t.id_of;
     Ok(p)
 }
 

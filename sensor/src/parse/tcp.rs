@@ -62,7 +62,9 @@ const OPT_END: u8 = 0;
 const OPT_NOP: u8 = 1;
 const OPT_WSCALE: u8 = 3;
 
-#[inline]
+// Always: the tunnel decoder calls this too, which must not cost plain frames
+// their inlined fast path.
+#[inline(always)]
 pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
     let t = ip.l4;
     if t.len() < 20 {
@@ -101,6 +103,9 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
         vlan: 0,
         inner_vlan: 0,
         src_mac: 0,
+        encap: rstwatch_schema::Encap::None,
+        tunnel_id: 0,
+        tunnel_of: rstwatch_schema::Encap::None,
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         flags,
@@ -136,7 +141,9 @@ const OPT_TIMESTAMPS: u8 = 8;
 
 /// Walks the option list. Options of the wrong length are ignored (a receiver would
 /// not act on them either); a length that runs past the header ends the walk.
-#[inline]
+// Out of line: SYNs and RSTs only, and the hot path stays small (the compiler chose
+// this itself while `parse` had one caller).
+#[inline(never)]
 fn options(mut o: &[u8]) -> TcpOptions {
     let mut out = TcpOptions::default();
     while let Some(&kind) = o.first() {

@@ -62,6 +62,26 @@ pub struct ProgCounters {
     pub non_tcp_passed: u64,
     /// TCP frames that could not carry a timestamp (stamped in user space instead).
     pub no_meta: u64,
+    /// Tunnel frames (GRE, VXLAN/Geneve ports, MPLS, PPPoE) handed to the redirect, to
+    /// be decoded in user space.
+    pub tunnel: u64,
+}
+
+/// Which UDP destination ports the program hands up as VXLAN and Geneve tunnels (up
+/// to four each, 0 = unused slot); the engine's parser must use the same lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelPortFilter {
+    pub vxlan: [u16; 4],
+    pub geneve: [u16; 4],
+}
+
+impl Default for TunnelPortFilter {
+    fn default() -> Self {
+        TunnelPortFilter {
+            vxlan: [4789, 0, 0, 0],
+            geneve: [6081, 0, 0, 0],
+        }
+    }
 }
 
 /// The loaded and attached XDP program of one interface.
@@ -148,6 +168,16 @@ impl XdpProgram {
     /// [`Error::Busy`]. A program we attach ourselves is held by a BPF link: it goes away
     /// when this process exits, even by `kill -9`.
     pub fn attach(ifname: &str, req: ModeRequest, pass_non_tcp: bool) -> Result<XdpProgram> {
+        Self::attach_with_ports(ifname, req, pass_non_tcp, TunnelPortFilter::default())
+    }
+
+    /// [`XdpProgram::attach`] with other VXLAN/Geneve ports than the IANA ones.
+    pub fn attach_with_ports(
+        ifname: &str,
+        req: ModeRequest,
+        pass_non_tcp: bool,
+        ports: TunnelPortFilter,
+    ) -> Result<XdpProgram> {
         let ifindex = iface::ifindex(ifname)?;
         crate::raise_memlock_limit();
         remove_stale(ifname, ifindex)?;
@@ -155,6 +185,8 @@ impl XdpProgram {
         let pass: u32 = pass_non_tcp as u32;
         let mut ebpf = EbpfLoader::new()
             .override_global("rstwatch_pass_non_tcp", &pass, true)
+            .override_global("rstwatch_vxlan_ports", &ports.vxlan, true)
+            .override_global("rstwatch_geneve_ports", &ports.geneve, true)
             .load(PROGRAM)
             .map_err(|e| ebpf_err("loading the XDP program", e))?;
         let prog: &mut Xdp = ebpf
@@ -281,6 +313,7 @@ impl XdpProgram {
         out.non_tcp_dropped = sum(1);
         out.non_tcp_passed = sum(2);
         out.no_meta = sum(3);
+        out.tunnel = sum(4);
         out
     }
 

@@ -1,0 +1,104 @@
+# Shared by scripts/test-cluster.sh and benches/ingest_cluster.sh (sourced, not run):
+# a loopback ClickHouse cluster `rw` (Debian's 18.16, 2 shards x 2 replicas, ZooKeeper)
+# plus one stand-alone server, the rstwatch schema on both, and helpers to start
+# collectors. Needs: repo sensor collector step fail t0 (set by the caller). Everything it
+# starts is killed and its temp dir removed when the caller exits.
+work=$(mktemp -d -t rstwatch-cluster.XXXXXX)
+declare -A pid=()
+cleanup() {
+    for k in "${!pid[@]}"; do kill -KILL "${pid[$k]}" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -n "${RSTWATCH_CLUSTER_KEEP:-}" ]; then echo "kept $work" >&2; return; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # what seconds command...
+    local what=$1 secs=$2; shift 2
+    for _ in $(seq $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    fail "$what did not happen within $secs s"
+}
+
+step "ZooKeeper"
+zk_port=$(free_port)
+mkdir -p "$work/zk/data"
+printf 'tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\n' \
+    "$work/zk/data" "$zk_port" > "$work/zk/zoo.cfg"
+java -Xmx256m -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar \
+    org.apache.zookeeper.server.ZooKeeperServerMain "$work/zk/zoo.cfg" > "$work/zk/zk.log" 2>&1 &
+pid[zk]=$!
+zk_ok() { [ "$(python3 -c "import socket;s=socket.create_connection(('127.0.0.1',$zk_port));s.send(b'ruok');print(s.recv(4).decode())")" = imok ]; }
+wait_for "ZooKeeper" 30 zk_ok
+
+# Nodes: name shard; "single" is the stand-alone comparison server.
+nodes=(s1r1 s1r2 s2r1 s2r2 single)
+declare -A shard=([s1r1]=1 [s1r2]=1 [s2r1]=2 [s2r2]=2) http=() tcp=() isp=()
+for n in "${nodes[@]}"; do http[$n]=$(free_port); tcp[$n]=$(free_port); isp[$n]=$(free_port); done
+remote_servers() {
+    echo "<remote_servers><rw>"
+    for s in 1 2; do
+        echo "<shard><internal_replication>true</internal_replication>"
+        for n in s${s}r1 s${s}r2; do echo "<replica><host>127.0.0.1</host><port>${tcp[$n]}</port></replica>"; done
+        echo "</shard>"
+    done
+    echo "</rw></remote_servers>"
+}
+ch_config() { # node
+    local n=$1 d=$work/$1
+    mkdir -p "$d"
+    cat > "$d/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$d/server.log</log><errorlog>$d/err.log</errorlog><console>0</console></logger>
+  <http_port>${http[$n]}</http_port><tcp_port>${tcp[$n]}</tcp_port>
+  <interserver_http_port>${isp[$n]}</interserver_http_port><interserver_http_host>127.0.0.1</interserver_http_host>
+  <listen_host>127.0.0.1</listen_host>
+  <path>$d/data/</path><tmp_path>$d/tmp/</tmp_path>
+  <user_files_path>$d/user_files/</user_files_path><format_schema_path>$d/fs/</format_schema_path>
+  <users_config>users.xml</users_config><default_profile>default</default_profile>
+  <default_database>default</default_database><timezone>UTC</timezone>
+  <mark_cache_size>268435456</mark_cache_size><mlock_executable>false</mlock_executable>
+  $( [ "$n" = single ] || remote_servers )
+  $( [ "$n" = single ] || echo "<zookeeper><node><host>127.0.0.1</host><port>$zk_port</port></node><session_timeout_ms>6000</session_timeout_ms></zookeeper>" )
+  $( [ "$n" = single ] || echo "<macros><shard>${shard[$n]}</shard><replica>$n</replica></macros>" )
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+</yandex>
+XML
+    # The writer's settings the clickhouse role gives in cluster mode (collector/src/cluster.rs).
+    cat > "$d/users.xml" <<'XML'
+<?xml version="1.0"?>
+<yandex>
+  <profiles><default><insert_distributed_sync>1</insert_distributed_sync><load_balancing>in_order</load_balancing><insert_quorum>2</insert_quorum><select_sequential_consistency>1</select_sequential_consistency></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default/></quotas>
+</yandex>
+XML
+}
+ch_start() {
+    (cd "$work/$1" && exec clickhouse-server --config-file="$work/$1/config.xml" >>"$work/$1/stdout.log" 2>&1) &
+    pid[$1]=$!
+}
+ch() { local n=$1; shift; clickhouse-client --port "${tcp[$n]}" "$@"; }
+step "ClickHouse: 2 shards x 2 replicas + a single server"
+for n in "${nodes[@]}"; do ch_config "$n"; ch_start "$n"; done
+for n in "${nodes[@]}"; do wait_for "ClickHouse $n" 60 ch "$n" -q "SELECT 1"; done
+ch s1r1 -q "SELECT version()" | sed 's/^/   server version /'
+
+step "migrate --cluster rw (on s1r1), migrate (single)"
+"$collector" migrate --clickhouse-url "http://127.0.0.1:${http[s1r1]}" --cluster rw
+"$collector" migrate --clickhouse-url "http://127.0.0.1:${http[single]}"
+for n in s1r1 s1r2 s2r1 s2r2; do
+    engines=$(ch "$n" -q "SELECT groupArray(engine) FROM (SELECT engine FROM system.tables WHERE database='rstwatch' AND name IN ('rst_events','rst_events_local') ORDER BY name)")
+    [ "$engines" = "['Distributed','ReplicatedMergeTree']" ] || fail "$n: rst_events engines $engines"
+done
+
+col_port=()
+col_start() { # index node
+    local i=$1 n=$2
+    [ -n "${col_port[$i]:-}" ] || col_port[$i]=$(free_port)
+    "$collector" serve --listen "127.0.0.1:${col_port[$i]}" --metrics-listen "127.0.0.1:0" \
+        --clickhouse-url "http://127.0.0.1:${http[$n]}" --plaintext --token cluster-test \
+        >>"$work/collector$i.log" 2>&1 &
+    pid[col$i]=$!
+    wait_for "collector $i listening" 30 grep -q "listening on" "$work/collector$i.log"
+}

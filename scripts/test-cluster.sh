@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The ClickHouse cluster test (part of scripts/test.sh, so CI runs it): loopback only.
+#   ZooKeeper (Debian's) + four ClickHouse servers (Debian's 18.16): cluster `rw`,
+#   2 shards x 2 replicas; `rstwatch-collector migrate --cluster rw` on one node.
+#   Two collectors (one on s1r1, one on s1r2), two sensors (`replay --ship`, small
+#   batches), one per collector. Mid-stream: collector 1 is killed (SIGKILL) and
+#   restarted, and replica s2r1 is killed and restarted; the sensors' spools resend.
+#   Afterwards, through the Distributed tables: every batch in the ledger exactly once,
+#   each table's rows per batch equal to the ledger's counts, totals equal to what
+#   `replay` prints offline, and every canonical query (schema/queries/) gives the same
+#   answer as a single server fed the same captures.
+# Everything it starts is stopped and its temp dir removed. Prints timings.
+#   scripts/test-cluster.sh [--flows N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+flows=3000
+[ "${1:-}" = --flows ] && flows=$2
+t0=$(date +%s)
+step() { echo "== test-cluster [$(( $(date +%s) - t0 )) s] $*"; }
+fail() { echo "test-cluster: $*" >&2; exit 1; }
+
+cargo build -q -p rstwatch-sensor -p rstwatch-collector
+sensor=$repo/target/debug/rstwatch-sensor
+collector=$repo/target/debug/rstwatch-collector
+
+source "$repo/scripts/cluster-lib.sh"
+step "two collectors (on s1r1 and s1r2)"
+col_start 1 s1r1
+col_start 2 s1r2
+
+# Captures that start two minutes ago: the canonical queries look at recent windows.
+start=$(date -u -d '-120 sec' +%Y-%m-%dT%H:%M:%SZ)
+for i in 1 2; do
+    "$sensor" gen --scenario mixed --seed "$i" --flows "$flows" --start-time "$start" \
+        --out "$work/cap$i.pcap" 2>/dev/null
+done
+ship() { # sensor-index collector-port spool
+    "$sensor" replay "$work/cap$1.pcap" --ship "127.0.0.1:$2" --plaintext --token cluster-test \
+        --sensor-id "sensor-$1" --spool-dir "$3" --batch-max-events 100 --ship-timeout-secs 120 \
+        > /dev/null 2>>"$work/sensor$1.log"
+}
+step "sensors ship; collector 1 and replica s2r1 are killed and restarted mid-stream"
+ts=$(date +%s%N)
+ship 1 "${col_port[1]}" "$work/spool1" & pid[sensor1]=$!
+ship 2 "${col_port[2]}" "$work/spool2" & pid[sensor2]=$!
+stored_more_than() { # collector-index n: its metrics say more than n batches stored
+    local m
+    m=$(sed -n 's/.*metrics on http:\/\/\([^/]*\).*/\1/p' "$work/collector$1.log" | tail -n 1)
+    [ "$(curl -s "http://$m/metrics" | awk '/^rstwatch_collector_batches_stored_total/{print $2}')" -gt "$2" ]
+}
+wait_for "first batches stored by collector 1" 60 stored_more_than 1 5
+kill -KILL "${pid[col1]}"; echo "   collector 1 killed"
+kill -KILL "${pid[s2r1]}"; echo "   replica s2r1 killed"
+sleep 2
+col_start 1 s1r1; echo "   collector 1 restarted"
+sleep 2
+ch_start s2r1; wait_for "ClickHouse s2r1 back" 60 ch s2r1 -q "SELECT 1"; echo "   replica s2r1 restarted"
+wait "${pid[sensor1]}" || fail "sensor 1 did not get every batch acknowledged: $(tail -n 3 "$work/sensor1.log")"
+wait "${pid[sensor2]}" || fail "sensor 2 did not get every batch acknowledged: $(tail -n 3 "$work/sensor2.log")"
+cluster_ms=$(( ($(date +%s%N) - ts) / 1000000 ))
+grep -h "shipped" "$work"/sensor*.log | sed 's/^/   /'
+
+step "the same captures into the single server"
+col_start 3 single
+ts=$(date +%s%N)
+ship 1 "${col_port[3]}" "$work/spool1s"
+ship 2 "${col_port[3]}" "$work/spool2s"
+single_ms=$(( ($(date +%s%N) - ts) / 1000000 ))
+
+step "checks (through the Distributed tables, read on s2r2)"
+q() { ch "$1" --database rstwatch -q "$2"; }
+# Replication is asynchronous: wait until every replica has fetched what its peer wrote
+# (a replica that was down catches up here), then the two replicas of a shard agree.
+synced() {
+    local n
+    for n in s1r1 s1r2 s2r1 s2r2; do
+        [ "$(q "$n" "SELECT sum(queue_size) + sum(inserts_in_queue) FROM system.replicas WHERE database = 'rstwatch'")" = 0 ] || return 1
+    done
+}
+wait_for "replicas in sync" 120 synced
+for t in rst_events flows anomalies sensor_stats batches rst_minute; do
+    for s in 1 2; do
+        a=$(q "s${s}r1" "SELECT count() FROM ${t}_local"); b=$(q "s${s}r2" "SELECT count() FROM ${t}_local")
+        [ "$a" = "$b" ] || fail "shard $s: ${t}_local has $a rows on s${s}r1, $b on s${s}r2"
+    done
+done
+echo "   replicas agree on every table"
+# Every batch once in the ledger; rows per batch as the ledger says.
+dup=$(q s2r2 "SELECT count() FROM (SELECT sensor_id, boot_id, seq, count() AS n FROM batches GROUP BY sensor_id, boot_id, seq HAVING n > 1)")
+[ "$dup" = 0 ] || fail "$dup batches in the ledger more than once"
+for t in "rst_events rst" "flows flows" "anomalies anomalies" "sensor_stats stats"; do
+    set -- $t
+    bad=$(q s2r2 "SELECT count() FROM (SELECT sensor_id, boot_id, seq, $2 AS want FROM batches) ALL LEFT JOIN (SELECT sensor_id, boot_id, batch_seq AS seq, count() AS got FROM $1 GROUP BY sensor_id, boot_id, seq) USING (sensor_id, boot_id, seq) WHERE got != want")
+    if [ "$bad" != 0 ]; then
+        q s2r2 "SELECT sensor_id, seq, want, got FROM (SELECT sensor_id, boot_id, seq, $2 AS want FROM batches) ALL LEFT JOIN (SELECT sensor_id, boot_id, batch_seq AS seq, count() AS got FROM $1 GROUP BY sensor_id, boot_id, seq) USING (sensor_id, boot_id, seq) WHERE got != want ORDER BY sensor_id, seq LIMIT 10" >&2
+        fail "$1: $bad batches whose rows differ from the ledger (sensor, seq, ledger, rows)"
+    fi
+    c=$(q s2r2 "SELECT count() FROM $1"); s=$(q single "SELECT count() FROM $1")
+    echo "   $1: cluster $c rows, single server $s rows, every batch exactly once"
+    [ "$1" = sensor_stats ] || [ "$c" = "$s" ] || fail "$1: cluster $c rows, single $s"
+done
+want=0
+for i in 1 2; do want=$((want + $("$sensor" replay "$work/cap$i.pcap" | grep -c '"type":"rst"'))); done
+got=$(q s2r2 "SELECT count() FROM rst_events")
+[ "$got" = "$want" ] || fail "rst_events: $got rows, replay prints $want RSTs"
+echo "   rst_events equals replay's $want RSTs; shard 1 holds $(q s1r2 "SELECT count() FROM rst_events_local"), shard 2 $(q s2r2 "SELECT count() FROM rst_events_local")"
+for f in schema/queries/*.sql; do
+    name=$(basename "$f" .sql)
+    a=$(ch s1r2 --database rstwatch --multiquery < "$f" | sort)
+    b=$(ch single --database rstwatch --multiquery < "$f" | sort)
+    [ "$a" = "$b" ] || { diff <(echo "$b") <(echo "$a") | head -n 10 >&2; fail "query $name differs from the single server"; }
+    rows=$(echo "$a" | grep -c . || true)
+    [ "$rows" -gt 0 ] || fail "query $name answers nothing: the comparison would prove nothing"
+    echo "   query $name: same answer as the single server ($rows rows)"
+done
+echo "   ingest wall time: cluster $cluster_ms ms (with the failures), single $single_ms ms"
+step "done"
