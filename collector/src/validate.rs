@@ -114,36 +114,18 @@ pub fn check(b: &ArchivedBatch, now_us: i64) -> Result<(), Invalid> {
 mod tests {
     use super::*;
     use rstwatch_schema::batch::access_batch;
-    use rstwatch_schema::{
-        Batch, BatchHeader, Cause, Dir, IpBytes, RstClass, RstEvent, RstFlags, SCHEMA_VERSION,
-    };
+    use rstwatch_schema::{Batch, BatchHeader, Dir, IpBytes, RstClass, RstEvent, SCHEMA_VERSION};
 
     const NOW: i64 = 1_764_000_000_000_000;
 
     fn batch(ts_us: i64, created_us: i64) -> Batch {
-        let e = RstEvent {
+        let e = RstEvent::new(
             ts_us,
-            src: IpBytes::from_v4([192, 0, 2, 1]),
-            sport: 1,
-            dst: IpBytes::from_v4([198, 51, 100, 1]),
-            dport: 2,
-            vlan: 0,
-            inner_vlan: 0,
-            dir: Dir::Orig,
-            class: RstClass::Abort,
-            flags: RstFlags(0),
-            suspect: false,
-            seq: 1,
-            ack: 0,
-            ack_flag: false,
-            ttl: 64,
-            ip_id: 0,
-            payload_len: 0,
-            flow_uid: 1,
-            cause: Cause::Abort,
-            cause_detail: String::new(),
-            silence_ms: 0,
-        };
+            (IpBytes::from_v4([192, 0, 2, 1]), 1),
+            (IpBytes::from_v4([198, 51, 100, 1]), 2),
+            Dir::Orig,
+            RstClass::Abort,
+        );
         Batch {
             header: BatchHeader {
                 schema_version: SCHEMA_VERSION,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rstwatch_collector::testing::{ClickHouse, Collector, TempDir};
 use rstwatch_schema::frame::{self, Codec, Deframer, Frame, Hello, Kind, Limits};
 use rstwatch_schema::{
-    Batch, BatchHeader, Cause, Dir, IpBytes, RstClass, RstEvent, RstFlags, SCHEMA_VERSION,
+    Batch, BatchHeader, Cause, Dir, IpBytes, RstClass, RstEvent, SCHEMA_VERSION,
 };
 use rstwatch_sensor::ship::ShipArgs;
 
@@ -70,29 +70,21 @@ pub fn rows(ch: &ClickHouse, table: &str) -> u64 {
 /// RST events whose `flow_uid`s are unique: `SELECT uniqExact(flow_uid)` equals the row
 /// count exactly when nothing is duplicated.
 pub fn rst(i: u64) -> RstEvent {
-    RstEvent {
-        ts_us: T0 + i as i64 * 1_000,
-        src: IpBytes::from_v4([192, 0, 2, (i % 250) as u8 + 1]),
-        sport: 443,
-        dst: IpBytes::from_v4([198, 51, 100, (i % 200) as u8 + 1]),
-        dport: 40_000 + (i % 20_000) as u16,
-        vlan: 0,
-        inner_vlan: 0,
-        dir: Dir::Resp,
-        class: RstClass::Abort,
-        flags: RstFlags(0),
-        suspect: false,
-        seq: i as u32,
-        ack: 0,
-        ack_flag: false,
-        ttl: 64,
-        ip_id: 0,
-        payload_len: 0,
-        flow_uid: i,
-        cause: Cause::Abort,
-        cause_detail: String::new(),
-        silence_ms: 0,
-    }
+    let mut e = RstEvent::new(
+        T0 + i as i64 * 1_000,
+        (IpBytes::from_v4([192, 0, 2, (i % 250) as u8 + 1]), 443),
+        (
+            IpBytes::from_v4([198, 51, 100, (i % 200) as u8 + 1]),
+            40_000 + (i % 20_000) as u16,
+        ),
+        Dir::Resp,
+        RstClass::Abort,
+    );
+    e.seq = i as u32;
+    e.ttl = 64;
+    e.flow_uid = i;
+    e.cause = Cause::Abort;
+    e
 }
 
 pub fn batch(sensor: &str, boot: u64, seq: u64, ids: std::ops::Range<u64>) -> Batch {
