@@ -311,7 +311,9 @@ impl Store {
                 bail!("batch has {n} {what} rows, more than {MAX_ROWS_PER_TABLE}");
             }
         }
-        if maybe_seen && self.in_ledger(sensor, boot, seq).await? {
+        // The ledger is checked whatever the sender's resent flag says: a batch sent
+        // twice without it must not be stored twice.
+        if self.in_ledger(sensor, boot, seq).await? {
             return Ok(Stored::Duplicate);
         }
         let token_base = format!("{sensor}/{boot:016x}/{seq}");
@@ -338,10 +340,16 @@ impl Store {
     /// ledger INSERT: fewer, bigger parts for ClickHouse. Each INSERT is atomic, so a
     /// failure part-way is repaired batch by batch by [`Store::store_batch`] with
     /// `maybe_seen`. The caller holds every batch's lock.
-    pub async fn store_group(&self, group: &[(&ArchivedBatch, u32)]) -> anyhow::Result<()> {
+    ///
+    /// Returns `Ok(false)`, writing nothing, when a batch of the group is already in
+    /// the ledger (sent again without the resent flag): the caller then stores the
+    /// group batch by batch, which acknowledges that one as a duplicate.
+    pub async fn store_group(&self, group: &[(&ArchivedBatch, u32)]) -> anyhow::Result<bool> {
         if let [(b, wire)] = group {
-            self.store_batch(b, false, *wire).await?;
-            return Ok(());
+            return Ok(self.store_batch(b, false, *wire).await? == Stored::New);
+        }
+        if self.any_in_ledger(group).await? {
+            return Ok(false);
         }
         let batches: Vec<&ArchivedBatch> = group.iter().map(|(b, _)| *b).collect();
         let mut rows = [0usize; 4];
@@ -360,7 +368,31 @@ impl Store {
         let token_base = format!("{sensor}/{boot:016x}/{first}-{last}");
         self.write_rows(&batches, todo, &token_base).await?;
         self.write_ledger(group, &token_base).await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether any batch of `group` (one sensor's) is already in the ledger: one query.
+    async fn any_in_ledger(&self, group: &[(&ArchivedBatch, u32)]) -> anyhow::Result<bool> {
+        let Some((first, _)) = group.first() else {
+            return Ok(false);
+        };
+        // Numbers only: formatting them into the query cannot inject anything.
+        let keys: Vec<String> = group
+            .iter()
+            .map(|(b, _)| {
+                let (_, boot, seq) = ids(b);
+                format!("({boot}, {seq})")
+            })
+            .collect();
+        let n: u64 = self
+            .q(&format!(
+                "SELECT count() FROM batches WHERE sensor_id = ? AND (boot_id, seq) IN ({})",
+                keys.join(", ")
+            ))
+            .bind(ids(first).0)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
     }
 
     /// One INSERT per table marked in `todo` (rst, flows, anomalies, stats), rows of

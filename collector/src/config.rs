@@ -31,6 +31,9 @@ impl ConfigFile {
         let c: ConfigFile =
             toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
         for (id, tok) in &c.sensors {
+            if let Err(e) = rstwatch_schema::sensor_id::check(id) {
+                anyhow::bail!("config file {}: [sensors] {id:?}: {e}", path.display());
+            }
             if tok.is_empty() {
                 anyhow::bail!(
                     "config file {}: empty token for sensor {id:?}",
@@ -54,8 +57,10 @@ pub enum Auth {
 }
 
 /// Why a sensor was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthError {
+    /// The id is not in canonical form (see `rstwatch_schema::sensor_id`).
+    BadSensorId(rstwatch_schema::sensor_id::SensorIdError),
     /// The sensor id is not configured and no shared token exists.
     UnknownSensor,
     /// Wrong token.
@@ -63,10 +68,20 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
+            AuthError::BadSensorId(_) => "bad_sensor_id",
             AuthError::UnknownSensor => "unknown_sensor",
             AuthError::BadToken => "bad_token",
+        }
+    }
+
+    /// What an operator reads in the log.
+    pub fn detail(&self) -> String {
+        match self {
+            AuthError::BadSensorId(e) => e.to_string(),
+            AuthError::UnknownSensor => "sensor id not configured and no shared token".into(),
+            AuthError::BadToken => "wrong token".into(),
         }
     }
 }
@@ -99,7 +114,10 @@ impl Auth {
         })
     }
 
+    /// Checks a hello's id and token. The id must be canonical, even with `--no-auth`;
+    /// an id with its own token can only be claimed with that token.
     pub fn check(&self, sensor_id: &str, token: &str) -> Result<(), AuthError> {
+        rstwatch_schema::sensor_id::check(sensor_id).map_err(AuthError::BadSensorId)?;
         match self {
             Auth::None => Ok(()),
             Auth::Tokens { shared, per_sensor } => {
@@ -151,6 +169,21 @@ mod tests {
         assert_eq!(auth.check("b", "nope"), Err(AuthError::BadToken));
         let auth = Auth::new(None, Some(f), false).unwrap();
         assert_eq!(auth.check("b", "ta"), Err(AuthError::UnknownSensor));
+    }
+
+    #[test]
+    fn a_per_sensor_id_cannot_be_claimed_by_a_look_alike_with_the_shared_token() {
+        let mut f = ConfigFile::default();
+        f.sensors.insert("edge-1".into(), "t1".into());
+        let auth = Auth::new(Some("shared".into()), Some(f), false).unwrap();
+        assert_eq!(auth.check("edge-1", "shared"), Err(AuthError::BadToken));
+        for look_alike in ["EDGE-1", "edge-1 ", " edge-1", ""] {
+            let e = auth.check(look_alike, "shared").unwrap_err();
+            assert_eq!(e.name(), "bad_sensor_id", "{look_alike:?}");
+        }
+        // Even without auth, ids are canonical.
+        let open = Auth::new(None, None, true).unwrap();
+        assert_eq!(open.check("Edge", "").unwrap_err().name(), "bad_sensor_id");
     }
 
     #[test]

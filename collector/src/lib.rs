@@ -12,7 +12,9 @@
 pub mod ch;
 pub mod cluster;
 pub mod config;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod testing;
+pub mod validate;

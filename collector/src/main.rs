@@ -2,12 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rstwatch_collector::ch::{ChConfig, Store};
 use rstwatch_collector::config::{Auth, ConfigFile};
+use rstwatch_collector::limits::ConnLimits;
 use rstwatch_collector::metrics::{self, Metrics};
 use rstwatch_collector::server::{self, ServeConfig, Server};
 use rstwatch_collector::{info, warn};
@@ -26,7 +28,7 @@ enum Command {
     /// Create or upgrade the ClickHouse schema (safe to run twice).
     Migrate(MigrateArgs),
     /// Receive sensor batches and write them into ClickHouse.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the schema DDL and the canonical queries rendered for a server version.
     PrintSchema(PrintArgs),
 }
@@ -96,9 +98,14 @@ struct ServeArgs {
     /// Accept sensors without a token.
     #[arg(long)]
     no_auth: bool,
-    /// Plain TCP instead of TLS (loopback tests).
+    /// Plain TCP instead of TLS (loopback tests). Refused on a non-loopback address
+    /// unless `--plaintext-anywhere` is given too.
     #[arg(long)]
     plaintext: bool,
+    /// Allow `--plaintext` on a non-loopback address: tokens and data cross the
+    /// network unencrypted.
+    #[arg(long, requires = "plaintext")]
+    plaintext_anywhere: bool,
     /// TLS certificate chain (PEM).
     #[arg(long, required_unless_present = "plaintext")]
     tls_cert: Option<PathBuf>,
@@ -111,9 +118,24 @@ struct ServeArgs {
     /// Largest frame payload accepted, in bytes.
     #[arg(long, default_value_t = 32 << 20)]
     max_frame_bytes: u32,
-    /// Close a sensor connection idle this many seconds.
-    #[arg(long, default_value_t = 300)]
+    /// Largest batch accepted after decompression, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_raw_bytes: u32,
+    /// Connections held at most (authenticated or not); more are closed at once.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// Connections from one address that have not authenticated yet, at most.
+    #[arg(long, default_value_t = 16)]
+    max_unauth_per_ip: usize,
+    /// Seconds a new connection has for its TLS handshake and hello.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout_secs: u64,
+    /// Close an authenticated sensor connection idle this many seconds.
+    #[arg(long, default_value_t = 120)]
     idle_timeout_secs: u64,
+    /// `/healthz` fails and `clickhouse_up` is 0 while an insert runs longer than this.
+    #[arg(long, default_value_t = 10)]
+    insert_stall_secs: u64,
     /// Batches of one sensor connection written to ClickHouse at once (acks stay in
     /// order).
     #[arg(long, default_value_t = 2)]
@@ -146,7 +168,7 @@ fn main() {
     let r = rt.block_on(async move {
         match cli.command {
             Command::Migrate(a) => migrate(a).await,
-            Command::Serve(a) => serve(a).await,
+            Command::Serve(a) => serve(*a).await,
             Command::PrintSchema(a) => print_schema(a),
         }
     });
@@ -192,7 +214,27 @@ async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Plain TCP only on loopback, unless the operator says otherwise in so many words.
+fn check_plaintext(a: &ServeArgs) -> anyhow::Result<()> {
+    if a.plaintext && !a.listen.ip().is_loopback() {
+        if !a.plaintext_anywhere {
+            anyhow::bail!(
+                "--plaintext on {} (not loopback) would send tokens and data unencrypted: \
+                 use TLS, listen on 127.0.0.1, or add --plaintext-anywhere",
+                a.listen
+            );
+        }
+        warn!(
+            "PLAINTEXT on {}: sensor tokens and data cross the network unencrypted \
+             (--plaintext-anywhere)",
+            a.listen
+        );
+    }
+    Ok(())
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    check_plaintext(&a)?;
     let file = a.config.as_deref().map(ConfigFile::load).transpose()?;
     let auth = Auth::new(a.token.clone(), file, a.no_auth)?;
     let tls = if a.plaintext {
@@ -204,6 +246,10 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         Some(server::load_tls(cert, key)?)
     };
     let metrics = Metrics::new();
+    metrics.stall_after_us.store(
+        a.insert_stall_secs.max(1) * 1_000_000,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let cfg = a.ch.config();
     // ClickHouse may not be up yet: wait for it with backoff, saying so.
     let store = rstwatch_collector::ch::with_backoff(
@@ -239,44 +285,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         store.db
     );
     tokio::spawn(metrics::serve_http(mlistener, metrics.clone()));
-    if a.ch.retention_days > 0 && !store.dialect.has_ttl() {
-        let st = store.clone();
-        let days = a.ch.retention_days;
-        tokio::spawn(async move {
-            loop {
-                match st.drop_expired_partitions(days).await {
-                    Ok(0) => {}
-                    Ok(n) => info!("retention: dropped {n} day partitions older than {days} days"),
-                    Err(e) => warn!("retention: {e:#}"),
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-        });
-    }
-    {
-        // Health probe: keeps `clickhouse_up` honest when no batches flow.
-        let st = store.clone();
-        let m = metrics.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let up = st.ping().await.is_ok();
-                m.clickhouse_up
-                    .store(up as u64, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
-    let server = Server::new(
-        ServeConfig {
-            auth,
-            tls,
-            max_frame: a.max_frame_bytes,
-            idle_timeout: Duration::from_secs(a.idle_timeout_secs),
-            store_concurrency: a.store_concurrency,
-        },
-        store,
-        metrics,
-    );
+    spawn_retention(&store, a.ch.retention_days);
+    spawn_health_probe(&store, metrics.clone());
+    let server = Server::new(serve_config(&a, auth, tls), store, metrics);
     let run = server.run(listener);
     tokio::select! {
         _ = run => Ok(()),
@@ -285,6 +296,55 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn serve_config(a: &ServeArgs, auth: Auth, tls: Option<Arc<rustls::ServerConfig>>) -> ServeConfig {
+    ServeConfig {
+        auth,
+        tls,
+        max_frame: a.max_frame_bytes,
+        max_raw: a.max_raw_bytes,
+        conn: ConnLimits {
+            max_connections: a.max_connections.max(1),
+            max_unauth_per_ip: a.max_unauth_per_ip.max(1),
+            handshake_timeout: Duration::from_secs(a.handshake_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+        },
+        store_concurrency: a.store_concurrency,
+    }
+}
+
+/// Retention on servers without TTL: drops expired day partitions every hour.
+fn spawn_retention(store: &Store, days: u32) {
+    if days == 0 || store.dialect.has_ttl() {
+        return;
+    }
+    let st = store.clone();
+    tokio::spawn(async move {
+        loop {
+            match st.drop_expired_partitions(days).await {
+                Ok(0) => {}
+                Ok(n) => info!("retention: dropped {n} day partitions older than {days} days"),
+                Err(e) => warn!("retention: {e:#}"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+}
+
+/// Health probe: keeps `clickhouse_up` honest when no batches flow. A frozen server
+/// answers nothing: a probe that gets no answer in 5 s is a failure.
+fn spawn_health_probe(store: &Store, m: Arc<Metrics>) {
+    let st = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let ping = tokio::time::timeout(Duration::from_secs(5), st.ping()).await;
+            let up = matches!(ping, Ok(Ok(())));
+            m.clickhouse_up
+                .store(up as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -27,6 +28,25 @@ pub struct Metrics {
     pub insert_us_total: AtomicU64,
     /// Refused frames and connections, by reason.
     pub rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Log lines held back by the per-peer, per-reason rate limit.
+    pub log_suppressed: AtomicU64,
+    /// ClickHouse writes in progress, by id, with their start.
+    inserts: Mutex<BTreeMap<u64, Instant>>,
+    next_insert: AtomicU64,
+    /// An insert running longer than this makes the collector unhealthy (µs; 0: 10 s).
+    pub stall_after_us: AtomicU64,
+}
+
+/// A ClickHouse write in progress; dropping it ends it.
+pub struct InsertGuard<'a> {
+    m: &'a Metrics,
+    id: u64,
+}
+
+impl Drop for InsertGuard<'_> {
+    fn drop(&mut self) {
+        self.m.lock_inserts().remove(&self.id);
+    }
 }
 
 impl Metrics {
@@ -34,6 +54,44 @@ impl Metrics {
         let m = Metrics::default();
         m.clickhouse_up.store(1, Relaxed);
         Arc::new(m)
+    }
+
+    fn lock_inserts(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Instant>> {
+        self.inserts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks a ClickHouse write as started (until the guard drops).
+    pub fn insert_begin(&self) -> InsertGuard<'_> {
+        let id = self.next_insert.fetch_add(1, Relaxed);
+        self.lock_inserts().insert(id, Instant::now());
+        InsertGuard { m: self, id }
+    }
+
+    /// How long the oldest write in progress has been running.
+    pub fn oldest_insert(&self) -> Option<Duration> {
+        self.lock_inserts().values().min().map(|t| t.elapsed())
+    }
+
+    fn stall_after(&self) -> Duration {
+        match self.stall_after_us.load(Relaxed) {
+            0 => Duration::from_secs(10),
+            us => Duration::from_micros(us),
+        }
+    }
+
+    /// Healthy while the last ClickHouse operation succeeded and no write has been
+    /// stalled past the bound; otherwise why not.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(age) = self.oldest_insert().filter(|a| *a > self.stall_after()) {
+            return Err(format!(
+                "clickhouse stalled: an insert has been running for {:.1} s",
+                age.as_secs_f64()
+            ));
+        }
+        if self.clickhouse_up.load(Relaxed) != 1 {
+            return Err("clickhouse unavailable".into());
+        }
+        Ok(())
     }
 
     pub fn reject(&self, reason: &'static str) {
@@ -119,9 +177,26 @@ impl Metrics {
         c(
             &mut s,
             "rstwatch_collector_clickhouse_up",
-            "1 when the last ClickHouse operation succeeded, 0 while it is failing.",
+            "1 when the last ClickHouse operation succeeded and no insert is stalled, 0 otherwise.",
             "gauge",
-            self.clickhouse_up.load(Relaxed).to_string(),
+            u8::from(self.health().is_ok()).to_string(),
+        );
+        c(
+            &mut s,
+            "rstwatch_collector_oldest_insert_seconds",
+            "Age of the oldest ClickHouse insert in progress (0 when none).",
+            "gauge",
+            format!(
+                "{:.3}",
+                self.oldest_insert().unwrap_or_default().as_secs_f64()
+            ),
+        );
+        c(
+            &mut s,
+            "rstwatch_collector_log_suppressed_total",
+            "Log lines held back by the per-peer, per-reason rate limit.",
+            "counter",
+            self.log_suppressed.load(Relaxed).to_string(),
         );
         c(
             &mut s,
@@ -145,8 +220,8 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` and `GET /healthz` (200 `ok` while ClickHouse answers, 503
-/// otherwise) until the process ends.
+/// Serves `GET /metrics` and `GET /healthz` (200 `ok` while ClickHouse answers and no
+/// insert is stalled, 503 with the reason otherwise) until the process ends.
 pub async fn serve_http(listener: TcpListener, m: Arc<Metrics>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
@@ -176,17 +251,10 @@ pub async fn serve_http(listener: TcpListener, m: Arc<Metrics>) {
             let path = head.split_whitespace().nth(1).unwrap_or("");
             let (status, body, ctype) = match path {
                 "/metrics" => ("200 OK", m.render(), "text/plain; version=0.0.4"),
-                "/healthz" => {
-                    if m.clickhouse_up.load(Relaxed) == 1 {
-                        ("200 OK", "ok\n".to_string(), "text/plain")
-                    } else {
-                        (
-                            "503 Service Unavailable",
-                            "clickhouse unavailable\n".to_string(),
-                            "text/plain",
-                        )
-                    }
-                }
+                "/healthz" => match m.health() {
+                    Ok(()) => ("200 OK", "ok\n".to_string(), "text/plain"),
+                    Err(why) => ("503 Service Unavailable", format!("{why}\n"), "text/plain"),
+                },
                 _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
             };
             let resp = format!(

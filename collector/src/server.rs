@@ -1,6 +1,12 @@
 //! The sensor-facing server: framed TCP (TLS by default), one task per connection.
+//!
+//! A connection goes through named steps: [`Server::run`] admits it (connection
+//! bounds, see [`crate::limits`]), `handshake` reads the hello under the handshake
+//! limits and authenticates it, then `serve_batches` runs three tasks: the reader
+//! (frames through the shared [`Deframer`]), the dispatcher (checks, groups and stores
+//! batches) and the ack writer (acks strictly in order).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,14 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rstwatch_schema::frame::{self, Ack, Codec, FrameError, FrameHeader, Hello, Kind, HEADER_LEN};
+use rstwatch_schema::batch::ArchivedBatch;
+use rstwatch_schema::frame::{self, Ack, Codec, Deframer, Frame, FrameError, Hello, Kind, Limits};
 use rstwatch_schema::SCHEMA_VERSION;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::ch::{with_backoff, Store, Stored};
 use crate::config::Auth;
+use crate::limits::{Admission, ConnLimits, Slot};
+use crate::log::{RateLimit, Verdict};
 use crate::metrics::Metrics;
 use crate::{info, warn};
 
@@ -23,10 +32,12 @@ use crate::{info, warn};
 pub struct ServeConfig {
     pub auth: Auth,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Largest frame payload accepted (compressed bytes).
+    /// Largest frame payload accepted after authentication (compressed bytes).
     pub max_frame: u32,
-    /// Close a connection that sends nothing for this long.
-    pub idle_timeout: Duration,
+    /// Largest batch accepted after decompression.
+    pub max_raw: u32,
+    /// Connection bounds and timeouts.
+    pub conn: ConnLimits,
     /// Batches of one connection stored concurrently (acks stay in order).
     pub store_concurrency: usize,
 }
@@ -39,6 +50,8 @@ pub struct Server {
     cfg: ServeConfig,
     store: Store,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
+    log_limit: RateLimit,
     /// One lock per batch being stored, by (sensor, boot, seq): a batch is never
     /// stored twice at once, e.g. resent on a new connection while the old
     /// connection's insert of it is still being retried.
@@ -82,12 +95,69 @@ impl From<FrameError> for Refusal {
     }
 }
 
+/// Bytes read from a socket per call: small while the peer is nobody, larger once it
+/// authenticated (batches are megabytes; fewer reads, fewer wake-ups).
+const READ_CHUNK: usize = 16 << 10;
+const READ_CHUNK_AUTHENTICATED: usize = 128 << 10;
+
+/// The reading half of a connection, framed by the shared decoder.
+struct FrameReader<R> {
+    rd: R,
+    deframer: Deframer,
+    chunk: Box<[u8]>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    fn new(rd: R, limits: Limits) -> Self {
+        FrameReader {
+            rd,
+            deframer: Deframer::new(limits),
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    /// The peer authenticated: frames up to `limits`, read in larger chunks.
+    fn authenticated(&mut self, limits: Limits) {
+        self.deframer.set_limits(limits);
+        self.chunk = vec![0u8; READ_CHUNK_AUTHENTICATED].into_boxed_slice();
+    }
+
+    /// The next frame; `Ok(None)` on a clean close between frames.
+    async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(f) = self.deframer.next_frame()? {
+                return Ok(Some(f));
+            }
+            let n = self
+                .rd
+                .read(&mut self.chunk)
+                .await
+                .map_err(|e| FrameError::Io(e.to_string()))?;
+            if n == 0 {
+                return self.deframer.at_eof().map(|()| None);
+            }
+            self.deframer.push(&self.chunk[..n]);
+        }
+    }
+}
+
+/// An authenticated connection, ready for batches.
+struct Session<S> {
+    reader: FrameReader<ReadHalf<S>>,
+    wr: WriteHalf<S>,
+    peer: SocketAddr,
+    sensor: String,
+}
+
 impl Server {
     pub fn new(cfg: ServeConfig, store: Store, metrics: Arc<Metrics>) -> Arc<Server> {
+        let admission = Admission::new(cfg.conn);
         Arc::new(Server {
             cfg,
             store,
             metrics,
+            admission,
+            log_limit: RateLimit::new(5, Duration::from_secs(60)),
             batch_locks: Mutex::new(HashMap::new()),
         })
     }
@@ -103,212 +173,158 @@ impl Server {
                     continue;
                 }
             };
-            let _ = sock.set_nodelay(true);
-            let me = self.clone();
-            tokio::spawn(async move {
-                me.metrics.connections_total.fetch_add(1, Relaxed);
-                me.metrics.connections_open.fetch_add(1, Relaxed);
-                match &me.cfg.tls {
-                    Some(tls) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock))
-                            .await
-                        {
-                            Ok(Ok(s)) => me.clone().connection(s, peer).await,
-                            Ok(Err(e)) => {
-                                me.metrics.reject("tls_handshake");
-                                warn!("{peer}: TLS handshake failed: {e}");
-                            }
-                            Err(_) => {
-                                me.metrics.reject("tls_handshake");
-                                warn!("{peer}: TLS handshake timed out");
-                            }
-                        }
-                    }
-                    None => me.clone().connection(sock, peer).await,
+            let slot = match self.admission.admit(peer.ip()) {
+                Ok(s) => s,
+                Err(r) => {
+                    // Not worth a frame or a task: close at once, count, log sparsely.
+                    self.metrics.reject(r.name());
+                    self.log_refusal(peer, "-", r.name(), "connection limit reached");
+                    continue;
                 }
-                me.metrics.connections_open.fetch_sub(1, Relaxed);
-            });
+            };
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(self.clone().accepted(sock, peer, slot));
         }
     }
 
-    async fn connection<S>(self: Arc<Self>, sock: S, peer: SocketAddr)
+    /// One admitted connection: TLS (when configured), then the conversation.
+    async fn accepted(self: Arc<Self>, sock: tokio::net::TcpStream, peer: SocketAddr, slot: Slot) {
+        self.metrics.connections_total.fetch_add(1, Relaxed);
+        self.metrics.connections_open.fetch_add(1, Relaxed);
+        match &self.cfg.tls {
+            Some(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                let timeout = self.cfg.conn.handshake_timeout;
+                match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
+                    Ok(Ok(s)) => self.clone().connection(s, peer, slot).await,
+                    Ok(Err(e)) => self.tls_failed(peer, &e.to_string()),
+                    Err(_) => self.tls_failed(peer, "timed out"),
+                }
+            }
+            None => self.clone().connection(sock, peer, slot).await,
+        }
+        self.metrics.connections_open.fetch_sub(1, Relaxed);
+    }
+
+    fn tls_failed(&self, peer: SocketAddr, why: &str) {
+        self.metrics.reject("tls_handshake");
+        self.log_refusal(
+            peer,
+            "-",
+            "tls_handshake",
+            &format!("TLS handshake failed: {why}"),
+        );
+    }
+
+    /// Logs a refusal, at most a few lines per peer address and reason per minute.
+    fn log_refusal(&self, peer: SocketAddr, sensor: &str, reason: &'static str, detail: &str) {
+        match self.log_limit.check(peer.ip(), reason) {
+            Verdict::Emit { held: 0 } => {
+                warn!("{peer}: sensor {sensor:?}: refused ({reason}): {detail}")
+            }
+            Verdict::Emit { held } => warn!(
+                "{peer}: sensor {sensor:?}: refused ({reason}): {detail} \
+                 ({held} more like it from {} in the last minute not logged)",
+                peer.ip()
+            ),
+            Verdict::Suppress => {
+                self.metrics.log_suppressed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    async fn connection<S>(self: Arc<Self>, sock: S, peer: SocketAddr, mut slot: Slot)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut rd, mut wr) = tokio::io::split(sock);
-        // Hello: small, and within 10 s.
-        let hello =
-            match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rd, 64 * 1024))
-                .await
-            {
-                Err(_) => {
-                    self.refuse(&mut wr, peer, "-", "timeout", "no hello within 10 s".into())
-                        .await;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    let r = Refusal::from(e);
-                    self.refuse(&mut wr, peer, "-", r.reason, r.detail).await;
-                    return;
-                }
-                Ok(Ok((h, p))) => match parse_hello(&h, &p) {
-                    Ok(hello) => hello,
-                    Err(r) => {
-                        self.refuse(&mut wr, peer, "-", r.reason, r.detail).await;
-                        return;
-                    }
-                },
-            };
-        let sensor = hello.sensor_id.clone();
-        if let Err(e) = self.cfg.auth.check(&hello.sensor_id, &hello.token) {
-            let detail = match e {
-                crate::config::AuthError::UnknownSensor => {
-                    "sensor id not configured and no shared token".to_string()
-                }
-                crate::config::AuthError::BadToken => "wrong token".to_string(),
-            };
-            self.refuse(&mut wr, peer, &sensor, e.name(), detail).await;
+        let (rd, mut wr) = tokio::io::split(sock);
+        let mut reader = FrameReader::new(rd, Limits::HANDSHAKE);
+        let Some(hello) = self.handshake(&mut reader, &mut wr, peer).await else {
             return;
+        };
+        slot.authenticated();
+        // Only now may frames be as large as the configuration allows.
+        reader.authenticated(Limits::new(self.cfg.max_frame, self.cfg.max_raw));
+        info!(
+            "{peer}: sensor {:?} connected (boot {:016x}, {})",
+            hello.sensor_id, hello.boot_id, hello.software
+        );
+        let session = Session {
+            reader,
+            wr,
+            peer,
+            sensor: hello.sensor_id,
+        };
+        let sensor = session.sensor.clone();
+        self.serve_batches(session).await;
+        info!("{peer}: sensor {sensor:?} disconnected");
+    }
+
+    /// Reads and checks the hello (within the handshake timeout), authenticates it and
+    /// answers welcome; or refuses and returns None.
+    async fn handshake<R, W>(
+        &self,
+        reader: &mut FrameReader<R>,
+        wr: &mut W,
+        peer: SocketAddr,
+    ) -> Option<Hello>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let timeout = self.cfg.conn.handshake_timeout;
+        let read = tokio::time::timeout(timeout, reader.next()).await;
+        let hello = match read {
+            Err(_) => Err(Refusal {
+                reason: "timeout",
+                detail: format!("no hello within {timeout:?}"),
+            }),
+            Ok(Err(e)) => Err(Refusal::from(e)),
+            Ok(Ok(None)) => Err(Refusal::from(FrameError::Truncated)),
+            Ok(Ok(Some(f))) => parse_hello(&f),
+        };
+        let hello = match hello {
+            Ok(h) => h,
+            Err(r) => {
+                self.refuse(wr, peer, "-", r.reason, r.detail).await;
+                return None;
+            }
+        };
+        if let Err(e) = self.cfg.auth.check(&hello.sensor_id, &hello.token) {
+            self.refuse(wr, peer, &hello.sensor_id, e.name(), e.detail())
+                .await;
+            return None;
         }
         if hello.schema_version != SCHEMA_VERSION {
             let d = rstwatch_schema::compat::mismatch(hello.schema_version, SCHEMA_VERSION);
-            self.refuse(&mut wr, peer, &sensor, "schema_version", d)
+            self.refuse(wr, peer, &hello.sensor_id, "schema_version", d)
                 .await;
-            return;
+            return None;
         }
         let welcome = frame::encode(Kind::Welcome, Codec::None, 0, b"");
-        if wr.write_all(&welcome).await.is_err() {
-            return;
-        }
-        info!(
-            "{peer}: sensor {sensor:?} connected (boot {:016x}, {})",
-            hello.boot_id, hello.software
-        );
+        wr.write_all(&welcome).await.ok()?;
+        Some(hello)
+    }
 
-        // Reader → (bounded queue) → writer: frames keep being read and checked while
-        // the previous batch is being written; acks go out in order.
-        let (tx, mut rx) = mpsc::channel::<Result<(FrameHeader, Vec<u8>), Refusal>>(16);
-        // Up to `store_concurrency` groups of this connection's batches are stored at
-        // once; acks still go out strictly in order. Batches that queued up while
-        // ClickHouse was busy go in together (one INSERT per table for the group).
-        let (ack_tx, mut ack_rx) =
-            mpsc::channel::<tokio::task::JoinHandle<Vec<Result<Ack, Refusal>>>>(64);
-        let permits = Arc::new(tokio::sync::Semaphore::new(
-            self.cfg.store_concurrency.max(1),
-        ));
-        let me = self.clone();
-        let sensor2 = sensor.clone();
-        let dispatcher = tokio::spawn(async move {
-            let mut ready: std::collections::VecDeque<Result<Decoded, Refusal>> =
-                Default::default();
-            loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                if ready.is_empty() {
-                    match rx.recv().await {
-                        Some(item) => ready.push_back(decode(item)),
-                        None => return,
-                    }
-                }
-                while let Ok(item) = rx.try_recv() {
-                    ready.push_back(decode(item));
-                }
-                let mut group = Vec::new();
-                let mut bytes = 0usize;
-                let mut refusal = None;
-                while let Some(front) = ready.front() {
-                    match front {
-                        Ok(d) => {
-                            if !group.is_empty()
-                                && (group.len() >= MAX_GROUP_BATCHES
-                                    || bytes + d.bytes.len() > MAX_GROUP_BYTES)
-                            {
-                                break;
-                            }
-                            bytes += d.bytes.len();
-                            if let Some(Ok(d)) = ready.pop_front() {
-                                group.push(d);
-                            }
-                        }
-                        Err(_) => {
-                            if group.is_empty() {
-                                if let Some(Err(r)) = ready.pop_front() {
-                                    refusal = Some(r);
-                                }
-                            }
-                            break;
-                        }
-                    }
-                }
-                let me = me.clone();
-                let sensor = sensor2.clone();
-                let handle = tokio::spawn(async move {
-                    let r = match refusal {
-                        Some(r) => vec![Err(r)],
-                        None => me.store_frames(&sensor, group).await,
-                    };
-                    drop(permit);
-                    r
-                });
-                if ack_tx.send(handle).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let me = self.clone();
-        let sensor2 = sensor.clone();
-        let writer = tokio::spawn(async move {
-            while let Some(handle) = ack_rx.recv().await {
-                let results = handle.await.unwrap_or_else(|e| {
-                    vec![Err(Refusal {
-                        reason: "internal",
-                        detail: format!("store task failed: {e}"),
-                    })]
-                });
-                let mut acks = Vec::new();
-                for r in results {
-                    match r {
-                        Ok(ack) => acks.extend_from_slice(&frame::encode(
-                            Kind::Ack,
-                            Codec::None,
-                            0,
-                            &ack.to_bytes(),
-                        )),
-                        Err(r) => {
-                            let _ = wr.write_all(&acks).await;
-                            me.refuse(&mut wr, peer, &sensor2, r.reason, r.detail).await;
-                            return;
-                        }
-                    }
-                }
-                if wr.write_all(&acks).await.is_err() {
-                    return;
-                }
-            }
-            let _ = wr.shutdown().await;
-        });
+    /// Reader → (bounded queue) → dispatcher → ack writer: frames keep being read and
+    /// checked while earlier batches are written; acks go out in order.
+    async fn serve_batches<S>(self: Arc<Self>, s: Session<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Session {
+            mut reader,
+            wr,
+            peer,
+            sensor,
+        } = s;
+        let (tx, rx) = mpsc::channel::<Result<Frame, Refusal>>(16);
+        let (ack_tx, ack_rx) = mpsc::channel::<StoreTask>(64);
+        let dispatcher = tokio::spawn(self.clone().dispatch(sensor.clone(), rx, ack_tx));
+        let writer = tokio::spawn(self.clone().write_acks(wr, peer, sensor, ack_rx));
         loop {
-            let r = tokio::time::timeout(
-                self.cfg.idle_timeout,
-                read_frame_or_close(&mut rd, self.cfg.max_frame),
-            )
-            .await;
-            let item = match r {
-                Err(_) => Err(Refusal {
-                    reason: "timeout",
-                    detail: format!("idle for {:?}", self.cfg.idle_timeout),
-                }),
-                // A clean close between frames.
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => Err(Refusal::from(e)),
-                Ok(Ok(Some((h, _)))) if h.kind != Kind::Batch => Err(Refusal {
-                    reason: "unexpected_frame",
-                    detail: format!("expected a batch frame, got {:?}", h.kind),
-                }),
-                Ok(Ok(Some(x))) => Ok(x),
-            };
+            let item = self.next_batch_frame(&mut reader).await;
+            let Some(item) = item else { break };
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {
                 break;
@@ -317,7 +333,109 @@ impl Server {
         drop(tx);
         let _ = dispatcher.await;
         let _ = writer.await;
-        info!("{peer}: sensor {sensor:?} disconnected");
+    }
+
+    /// The next batch frame, a refusal, or None on a clean close.
+    async fn next_batch_frame<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut FrameReader<R>,
+    ) -> Option<Result<Frame, Refusal>> {
+        let idle = self.cfg.conn.idle_timeout;
+        match tokio::time::timeout(idle, reader.next()).await {
+            Err(_) => Some(Err(Refusal {
+                reason: "timeout",
+                detail: format!("idle for {idle:?}"),
+            })),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(Err(Refusal::from(e))),
+            Ok(Ok(Some(f))) if f.header.kind != Kind::Batch => Some(Err(Refusal {
+                reason: "unexpected_frame",
+                detail: format!("expected a batch frame, got {:?}", f.header.kind),
+            })),
+            Ok(Ok(Some(f))) => Some(Ok(f)),
+        }
+    }
+
+    /// Decodes the frames of one connection and stores them in groups: up to
+    /// `store_concurrency` groups at once, each handed to the ack writer in order.
+    async fn dispatch(
+        self: Arc<Self>,
+        sensor: String,
+        mut rx: mpsc::Receiver<Result<Frame, Refusal>>,
+        ack_tx: mpsc::Sender<StoreTask>,
+    ) {
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.cfg.store_concurrency.max(1),
+        ));
+        let max_raw = self.cfg.max_raw;
+        let mut ready: VecDeque<Result<Decoded, Refusal>> = VecDeque::new();
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            if ready.is_empty() {
+                match rx.recv().await {
+                    Some(item) => ready.push_back(decode(item, max_raw)),
+                    None => return,
+                }
+            }
+            while let Ok(item) = rx.try_recv() {
+                ready.push_back(decode(item, max_raw));
+            }
+            let next = next_group(&mut ready);
+            let me = self.clone();
+            let sensor = sensor.clone();
+            let handle = tokio::spawn(async move {
+                let r = match next {
+                    Err(r) => vec![Err(r)],
+                    Ok(group) => me.store_frames(&sensor, group).await,
+                };
+                drop(permit);
+                r
+            });
+            if ack_tx.send(handle).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Writes each stored group's acks in order; a refusal ends the connection.
+    async fn write_acks<W: AsyncWrite + Unpin>(
+        self: Arc<Self>,
+        mut wr: W,
+        peer: SocketAddr,
+        sensor: String,
+        mut ack_rx: mpsc::Receiver<StoreTask>,
+    ) {
+        while let Some(handle) = ack_rx.recv().await {
+            let results = handle.await.unwrap_or_else(|e| {
+                vec![Err(Refusal {
+                    reason: "internal",
+                    detail: format!("store task failed: {e}"),
+                })]
+            });
+            let mut acks = Vec::new();
+            for r in results {
+                match r {
+                    Ok(ack) => acks.extend_from_slice(&frame::encode(
+                        Kind::Ack,
+                        Codec::None,
+                        0,
+                        &ack.to_bytes(),
+                    )),
+                    Err(r) => {
+                        let _ = wr.write_all(&acks).await;
+                        self.refuse(&mut wr, peer, &sensor, r.reason, r.detail)
+                            .await;
+                        return;
+                    }
+                }
+            }
+            if wr.write_all(&acks).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
     }
 
     async fn refuse<W: AsyncWrite + Unpin>(
@@ -329,7 +447,7 @@ impl Server {
         detail: String,
     ) {
         self.metrics.reject(reason);
-        warn!("{peer}: sensor {sensor:?}: refused ({reason}): {detail}");
+        self.log_refusal(peer, sensor, reason, &detail);
         let f = frame::encode(
             Kind::Reject,
             Codec::None,
@@ -361,11 +479,7 @@ impl Server {
     }
 
     /// Checks a decoded batch: bytecheck validation, schema version, sensor id.
-    fn check<'a>(
-        &self,
-        sensor: &str,
-        d: &'a Decoded,
-    ) -> Result<&'a rstwatch_schema::batch::ArchivedBatch, Refusal> {
+    fn check<'a>(&self, sensor: &str, d: &'a Decoded) -> Result<&'a ArchivedBatch, Refusal> {
         // The version first: another version's layout cannot be validated as ours.
         if let Some(v) = rstwatch_schema::compat::batch_schema_version(&d.bytes) {
             if v != SCHEMA_VERSION {
@@ -383,6 +497,10 @@ impl Server {
             detail: format!("batch does not validate: {e}"),
         })?;
         let hd = &batch.header;
+        crate::validate::check(batch, crate::log::now_us()).map_err(|e| Refusal {
+            reason: e.reason,
+            detail: e.detail,
+        })?;
         if hd.sensor_id.as_str() != sensor {
             return Err(Refusal {
                 reason: "wrong_sensor",
@@ -413,100 +531,9 @@ impl Server {
         }
         let mut out: Vec<Result<Ack, Refusal>> = Vec::new();
         if !valid.is_empty() {
-            let m = &self.metrics;
-            let acks: Vec<Ack> = valid
-                .iter()
-                .map(|(b, _)| Ack {
-                    boot_id: b.header.boot_id.to_native(),
-                    seq: b.header.seq.to_native(),
-                })
-                .collect();
-            m.batches_pending.fetch_add(valid.len() as i64, Relaxed);
-            // Lock every batch of the group, in key order (no deadlock between groups).
-            let mut keys: Vec<BatchKey> = acks
-                .iter()
-                .map(|a| (sensor.to_string(), a.boot_id, a.seq))
-                .collect();
-            keys.sort();
-            keys.dedup();
-            let locks: Vec<_> = keys.iter().map(|k| self.batch_lock(k)).collect();
-            let mut guards = Vec::with_capacity(locks.len());
-            for l in &locks {
-                guards.push(l.clone().lock_owned().await);
-            }
-            let t0 = Instant::now();
-            let any_resent = valid.iter().any(|(_, d)| d.resent);
-            let group: Vec<(&rstwatch_schema::batch::ArchivedBatch, u32)> =
-                valid.iter().map(|(b, d)| (*b, d.wire)).collect();
-            let result = with_backoff(
-                |attempt| {
-                    let group = &group;
-                    async move {
-                        if attempt == 0 && !any_resent {
-                            self.store.store_group(group).await?;
-                            Ok(vec![Stored::New; group.len()])
-                        } else {
-                            // Possibly seen before, or a retry after a failure part-way:
-                            // batch by batch, checking what is already stored.
-                            let mut v = Vec::with_capacity(group.len());
-                            for (b, wire) in group {
-                                v.push(self.store.store_batch(b, true, *wire).await?);
-                            }
-                            Ok(v)
-                        }
-                    }
-                },
-                |e, attempt| {
-                    m.clickhouse_errors.fetch_add(1, Relaxed);
-                    m.clickhouse_up.store(0, Relaxed);
-                    if attempt < 3 || attempt % 20 == 0 {
-                        warn!(
-                            "sensor {sensor:?} batches {:016x}/{}..{}: ClickHouse write failed \
-                             (attempt {}), retrying, not acknowledging: {e:#}",
-                            acks[0].boot_id,
-                            acks[0].seq,
-                            acks[acks.len() - 1].seq,
-                            attempt + 1
-                        );
-                    }
-                },
-                None,
-            )
-            .await;
-            drop(guards);
-            for (k, l) in keys.iter().zip(locks) {
-                self.release_batch_lock(k, l);
-            }
-            m.batches_pending.fetch_sub(valid.len() as i64, Relaxed);
-            m.insert_us_total
-                .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-            match result {
-                Ok(stored) => {
-                    m.clickhouse_up.store(1, Relaxed);
-                    for ((b, d), st) in valid.iter().zip(stored) {
-                        m.wire_bytes.fetch_add(u64::from(d.wire), Relaxed);
-                        match st {
-                            Stored::New => {
-                                m.batches_stored.fetch_add(1, Relaxed);
-                                m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
-                                m.flow_rows.fetch_add(b.flows.len() as u64, Relaxed);
-                                m.anomaly_rows.fetch_add(b.anomalies.len() as u64, Relaxed);
-                                m.stats_rows.fetch_add(
-                                    b.stats.iter().map(|s| s.counters.len() as u64).sum(),
-                                    Relaxed,
-                                );
-                            }
-                            Stored::Duplicate => {
-                                m.batches_duplicate.fetch_add(1, Relaxed);
-                            }
-                        }
-                    }
-                    out.extend(acks.into_iter().map(Ok));
-                }
-                Err(e) => out.push(Err(Refusal {
-                    reason: "store_failed",
-                    detail: format!("{e:#}"),
-                })),
+            match self.store_checked(sensor, &valid).await {
+                Ok(acks) => out.extend(acks.into_iter().map(Ok)),
+                Err(r) => out.push(Err(r)),
             }
         }
         if let Some(r) = refusal {
@@ -514,11 +541,136 @@ impl Server {
         }
         out
     }
+
+    /// Stores checked batches under their locks (taken in key order, so groups never
+    /// deadlock) and counts them. Returns their acks, in order.
+    async fn store_checked(
+        &self,
+        sensor: &str,
+        valid: &[Checked<'_>],
+    ) -> Result<Vec<Ack>, Refusal> {
+        let m = &self.metrics;
+        let acks: Vec<Ack> = valid
+            .iter()
+            .map(|(b, _)| Ack {
+                boot_id: b.header.boot_id.to_native(),
+                seq: b.header.seq.to_native(),
+            })
+            .collect();
+        m.batches_pending.fetch_add(valid.len() as i64, Relaxed);
+        let mut keys: Vec<BatchKey> = acks
+            .iter()
+            .map(|a| (sensor.to_string(), a.boot_id, a.seq))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let locks: Vec<_> = keys.iter().map(|k| self.batch_lock(k)).collect();
+        let mut guards = Vec::with_capacity(locks.len());
+        for l in &locks {
+            guards.push(l.clone().lock_owned().await);
+        }
+        let t0 = Instant::now();
+        // Batch by batch, checking what is stored, when any batch may have been seen
+        // before: flagged as resent, or the same key twice in this group.
+        let maybe_seen = valid.iter().any(|(_, d)| d.resent) || keys.len() < valid.len();
+        let result = self
+            .store_with_retry(sensor, valid, maybe_seen, &acks)
+            .await;
+        drop(guards);
+        for (k, l) in keys.iter().zip(locks) {
+            self.release_batch_lock(k, l);
+        }
+        m.batches_pending.fetch_sub(valid.len() as i64, Relaxed);
+        m.insert_us_total
+            .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
+        let stored = result.map_err(|e| Refusal {
+            reason: "store_failed",
+            detail: format!("{e:#}"),
+        })?;
+        m.clickhouse_up.store(1, Relaxed);
+        self.count_stored(valid, &stored);
+        Ok(acks)
+    }
+
+    /// Writes a group into ClickHouse, retrying with backoff until it is in: in one
+    /// go when no batch can have been seen before, else batch by batch with checks.
+    async fn store_with_retry(
+        &self,
+        sensor: &str,
+        valid: &[Checked<'_>],
+        maybe_seen: bool,
+        acks: &[Ack],
+    ) -> anyhow::Result<Vec<Stored>> {
+        let m = &self.metrics;
+        let group: Vec<(&ArchivedBatch, u32)> = valid.iter().map(|(b, d)| (*b, d.wire)).collect();
+        with_backoff(
+            |attempt| {
+                let group = &group;
+                async move {
+                    let _insert = m.insert_begin();
+                    if attempt == 0 && !maybe_seen && self.store.store_group(group).await? {
+                        return Ok(vec![Stored::New; group.len()]);
+                    }
+                    // Possibly seen before, or a retry after a failure part-way.
+                    let mut v = Vec::with_capacity(group.len());
+                    for (b, wire) in group {
+                        v.push(self.store.store_batch(b, true, *wire).await?);
+                    }
+                    Ok(v)
+                }
+            },
+            |e, attempt| {
+                m.clickhouse_errors.fetch_add(1, Relaxed);
+                m.clickhouse_up.store(0, Relaxed);
+                if attempt < 3 || attempt % 20 == 0 {
+                    warn!(
+                        "sensor {sensor:?} batches {:016x}/{}..{}: ClickHouse write failed \
+                         (attempt {}), retrying, not acknowledging: {e:#}",
+                        acks[0].boot_id,
+                        acks[0].seq,
+                        acks[acks.len() - 1].seq,
+                        attempt + 1
+                    );
+                }
+            },
+            None,
+        )
+        .await
+    }
+
+    /// Counts what a group's storing did, batch by batch.
+    fn count_stored(&self, valid: &[Checked<'_>], stored: &[Stored]) {
+        let m = &self.metrics;
+        for ((b, d), st) in valid.iter().zip(stored) {
+            m.wire_bytes.fetch_add(u64::from(d.wire), Relaxed);
+            match st {
+                Stored::New => {
+                    m.batches_stored.fetch_add(1, Relaxed);
+                    m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
+                    m.flow_rows.fetch_add(b.flows.len() as u64, Relaxed);
+                    m.anomaly_rows.fetch_add(b.anomalies.len() as u64, Relaxed);
+                    m.stats_rows.fetch_add(
+                        b.stats.iter().map(|s| s.counters.len() as u64).sum(),
+                        Relaxed,
+                    );
+                }
+                Stored::Duplicate => {
+                    m.batches_duplicate.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
 }
+
+/// A batch that passed every check, with its frame.
+type Checked<'a> = (&'a ArchivedBatch, &'a Decoded);
 
 /// Batches stored together at most (count, decompressed bytes).
 const MAX_GROUP_BATCHES: usize = 16;
 const MAX_GROUP_BYTES: usize = 24 << 20;
+
+/// A group being stored: its acks (or the refusal that ends the connection).
+type StoreTask = tokio::task::JoinHandle<Vec<Result<Ack, Refusal>>>;
 
 /// A batch frame whose checksum and compression checked out.
 struct Decoded {
@@ -528,67 +680,59 @@ struct Decoded {
 }
 
 /// Checksum and decompression of one frame (CPU work off the async threads).
-fn decode(item: Result<(FrameHeader, Vec<u8>), Refusal>) -> Result<Decoded, Refusal> {
-    let (h, payload) = item?;
-    let bytes = tokio::task::block_in_place(|| frame::decode_payload(&h, &payload))?;
+fn decode(item: Result<Frame, Refusal>, max_raw: u32) -> Result<Decoded, Refusal> {
+    let f = item?;
+    let bytes = tokio::task::block_in_place(|| {
+        frame::decode_payload_limited(&f.header, &f.payload, max_raw)
+    })?;
     Ok(Decoded {
         bytes,
-        resent: h.is_resent(),
-        wire: h.len,
+        resent: f.header.is_resent(),
+        wire: f.header.len,
     })
 }
 
-fn parse_hello(h: &FrameHeader, p: &[u8]) -> Result<Hello, Refusal> {
-    if h.kind != Kind::Hello {
+/// Takes the next group off `ready`: consecutive good batches within the group
+/// bounds, or the refusal at its front.
+fn next_group(ready: &mut VecDeque<Result<Decoded, Refusal>>) -> Result<Vec<Decoded>, Refusal> {
+    let mut group = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(front) = ready.front() {
+        match front {
+            Ok(d) => {
+                if !group.is_empty()
+                    && (group.len() >= MAX_GROUP_BATCHES || bytes + d.bytes.len() > MAX_GROUP_BYTES)
+                {
+                    break;
+                }
+                bytes += d.bytes.len();
+                if let Some(Ok(d)) = ready.pop_front() {
+                    group.push(d);
+                }
+            }
+            Err(_) => {
+                if group.is_empty() {
+                    if let Some(Err(r)) = ready.pop_front() {
+                        return Err(r);
+                    }
+                }
+                break;
+            }
+        }
+    }
+    Ok(group)
+}
+
+fn parse_hello(f: &Frame) -> Result<Hello, Refusal> {
+    if f.header.kind != Kind::Hello {
         return Err(Refusal {
             reason: "unexpected_frame",
-            detail: format!("expected hello, got {:?}", h.kind),
+            detail: format!("expected hello, got {:?}", f.header.kind),
         });
     }
-    let raw = frame::decode_payload(h, p)?;
+    let raw = frame::decode_payload_limited(&f.header, &f.payload, Limits::HANDSHAKE.max_raw)?;
     serde_json::from_slice::<Hello>(&raw).map_err(|e| Refusal {
         reason: "bad_hello",
         detail: format!("hello is not valid JSON: {e}"),
-    })
-}
-
-/// Reads one frame (async): checked header, raw payload.
-async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max_len: u32,
-) -> Result<(FrameHeader, Vec<u8>), FrameError> {
-    match read_frame_or_close(r, max_len).await? {
-        Some(x) => Ok(x),
-        None => Err(FrameError::Truncated),
-    }
-}
-
-/// Like [`read_frame`], but a close before the first header byte is `Ok(None)`.
-async fn read_frame_or_close<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max_len: u32,
-) -> Result<Option<(FrameHeader, Vec<u8>)>, FrameError> {
-    let mut hb = [0u8; HEADER_LEN];
-    let first = r
-        .read(&mut hb)
-        .await
-        .map_err(|e| FrameError::Io(e.to_string()))?;
-    if first == 0 {
-        return Ok(None);
-    }
-    read_exact(r, &mut hb[first..]).await?;
-    let h = FrameHeader::parse(&hb, max_len)?;
-    let mut payload = vec![0u8; h.len as usize];
-    read_exact(r, &mut payload).await?;
-    Ok(Some((h, payload)))
-}
-
-async fn read_exact<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), FrameError> {
-    r.read_exact(buf).await.map(|_| ()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e.to_string())
-        }
     })
 }

@@ -75,12 +75,16 @@ impl Batch {
 ///
 /// This is the only way the collector looks at bytes from the network: never
 /// `access_unchecked`. The bytes must be 16-byte aligned (use an `AlignedVec`).
-pub fn access_batch(bytes: &[u8]) -> Result<&ArchivedBatch, rkyv::rancor::Error> {
-    rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(bytes)
+///
+/// The error is rancor's `BoxedError` in every build profile: it carries bytecheck's
+/// reason (which field, what was wrong), where `rancor::Error` says nothing in release
+/// builds.
+pub fn access_batch(bytes: &[u8]) -> Result<&ArchivedBatch, rkyv::rancor::BoxedError> {
+    rkyv::access::<ArchivedBatch, rkyv::rancor::BoxedError>(bytes)
 }
 
 /// Checks untrusted bytes and deserialises them into an owned [`Batch`].
-pub fn decode_batch(bytes: &[u8]) -> Result<Batch, rkyv::rancor::Error> {
+pub fn decode_batch(bytes: &[u8]) -> Result<Batch, rkyv::rancor::BoxedError> {
     let archived = access_batch(bytes)?;
-    rkyv::deserialize::<Batch, rkyv::rancor::Error>(archived)
+    rkyv::deserialize::<Batch, rkyv::rancor::BoxedError>(archived)
 }

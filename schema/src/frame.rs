@@ -23,6 +23,15 @@
 //!
 //! Everything here treats its input as untrusted: a bad header, an oversized length,
 //! a checksum mismatch or a decompression bomb is an error value, never a panic.
+//!
+//! This module is the protocol's one implementation, without I/O: [`encode`] builds a
+//! frame, [`Deframer`] turns bytes into frames (the sensor's blocking sockets through
+//! [`read_frame_from`], the collector's tokio tasks by feeding it what they read),
+//! [`mark_resent`] flags a stored frame, [`check_frame`] / [`verify_frame`] check a
+//! frame held in memory (a spool file). Limits are checked at the header, before the
+//! payload is read; memory grows only with bytes that arrived, and decompression is
+//! streamed, so nothing a peer declares sizes an allocation. The property tests in
+//! `schema/tests/wire.rs` are its fuzz run (bounded in CI; `PROPTEST_CASES` for more).
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -113,12 +122,28 @@ pub enum FrameError {
     BadVersion(u8),
     BadKind(u8),
     BadCodec(u8),
-    TooLong { len: u32, max: u32 },
-    RawTooLong { len: u32, max: u32 },
-    Checksum { expected: u32, actual: u32 },
+    TooLong {
+        len: u32,
+        max: u32,
+    },
+    RawTooLong {
+        len: u32,
+        max: u32,
+    },
+    Checksum {
+        expected: u32,
+        actual: u32,
+    },
     Decompress(String),
-    RawLenMismatch { declared: u32, actual: usize },
+    RawLenMismatch {
+        declared: u32,
+        actual: usize,
+    },
     Truncated,
+    /// The peer speaks TLS where plain frames were expected (or the other way round).
+    Tls,
+    /// Bytes after the end of a frame that should stand alone.
+    TrailingBytes(usize),
     Io(String),
 }
 
@@ -136,6 +161,8 @@ impl FrameError {
             FrameError::Decompress(_) => "bad_compression",
             FrameError::RawLenMismatch { .. } => "bad_compression",
             FrameError::Truncated => "truncated",
+            FrameError::Tls => "tls_mismatch",
+            FrameError::TrailingBytes(_) => "trailing_bytes",
             FrameError::Io(_) => "io",
         }
     }
@@ -166,12 +193,60 @@ impl fmt::Display for FrameError {
                 "payload decompresses to {actual} bytes, header says {declared}"
             ),
             FrameError::Truncated => write!(f, "connection closed inside a frame"),
+            FrameError::Tls => write!(
+                f,
+                "the peer speaks TLS: use TLS on both sides (or --plaintext on both)"
+            ),
+            FrameError::TrailingBytes(n) => write!(f, "{n} bytes after the end of the frame"),
             FrameError::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
 }
 
 impl std::error::Error for FrameError {}
+
+/// Byte ranges of the fixed header, named once.
+pub mod field {
+    use std::ops::Range;
+    pub const MAGIC: Range<usize> = 0..4;
+    pub const VERSION: usize = 4;
+    pub const KIND: usize = 5;
+    pub const CODEC: usize = 6;
+    pub const FLAGS: usize = 7;
+    pub const LEN: Range<usize> = 8..12;
+    pub const RAW_LEN: Range<usize> = 12..16;
+    pub const CRC32: Range<usize> = 16..20;
+}
+
+/// What a reader accepts: nothing a peer declares may size memory beyond these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload on the wire (compressed), at most [`MAX_WIRE_LEN`].
+    pub max_wire: u32,
+    /// Largest payload after decompression, at most [`MAX_RAW_LEN`].
+    pub max_raw: u32,
+}
+
+impl Limits {
+    /// Before authentication: a hello is a few hundred bytes of JSON.
+    pub const HANDSHAKE: Limits = Limits {
+        max_wire: 64 << 10,
+        max_raw: 64 << 10,
+    };
+    /// Frames a collector sends (welcome, ack, reject).
+    pub const CONTROL: Limits = Limits {
+        max_wire: 1 << 20,
+        max_raw: 1 << 20,
+    };
+
+    /// Limits capped at the protocol's own maxima.
+    pub fn new(max_wire: u32, max_raw: u32) -> Limits {
+        Limits {
+            max_wire: max_wire.min(MAX_WIRE_LEN),
+            max_raw: max_raw.min(MAX_RAW_LEN),
+        }
+    }
+}
 
 /// A parsed, checked frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,30 +259,57 @@ pub struct FrameHeader {
     pub crc32: u32,
 }
 
+fn le32(b: &[u8], r: std::ops::Range<usize>) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[r]);
+    u32::from_le_bytes(a)
+}
+
+/// The first bytes of a TLS record (handshake or alert, TLS 1.0 to 1.3): what a
+/// plaintext peer reads when the other side speaks TLS, and the other way round.
+pub fn looks_like_tls(b: &[u8]) -> bool {
+    match b {
+        [0x15 | 0x16, 0x03] => true,
+        [0x15 | 0x16, 0x03, v, ..] => *v <= 0x04,
+        _ => false,
+    }
+}
+
 impl FrameHeader {
     /// Checks the fixed header. `max_len` caps the wire length (use [`MAX_WIRE_LEN`] or
     /// less); the raw length is capped at [`MAX_RAW_LEN`].
     pub fn parse(b: &[u8; HEADER_LEN], max_len: u32) -> Result<FrameHeader, FrameError> {
+        FrameHeader::parse_with(b, Limits::new(max_len, MAX_RAW_LEN))
+    }
+
+    /// Checks the fixed header against `limits`.
+    pub fn parse_with(b: &[u8; HEADER_LEN], limits: Limits) -> Result<FrameHeader, FrameError> {
         let magic = [b[0], b[1], b[2], b[3]];
         if magic != MAGIC {
+            if looks_like_tls(b) {
+                return Err(FrameError::Tls);
+            }
             return Err(FrameError::BadMagic(magic));
         }
-        if b[4] != FRAME_VERSION {
-            return Err(FrameError::BadVersion(b[4]));
+        let version = b[field::VERSION];
+        if version != FRAME_VERSION {
+            return Err(FrameError::BadVersion(version));
         }
-        let kind = Kind::from_u8(b[5]).ok_or(FrameError::BadKind(b[5]))?;
-        let codec = Codec::from_u8(b[6]).ok_or(FrameError::BadCodec(b[6]))?;
-        let len = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-        let raw_len = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
-        let crc32 = u32::from_le_bytes([b[16], b[17], b[18], b[19]]);
-        let max_len = max_len.min(MAX_WIRE_LEN);
-        if len > max_len {
-            return Err(FrameError::TooLong { len, max: max_len });
+        let kind = Kind::from_u8(b[field::KIND]).ok_or(FrameError::BadKind(b[field::KIND]))?;
+        let codec = Codec::from_u8(b[field::CODEC]).ok_or(FrameError::BadCodec(b[field::CODEC]))?;
+        let len = le32(b, field::LEN);
+        let raw_len = le32(b, field::RAW_LEN);
+        let limits = Limits::new(limits.max_wire, limits.max_raw);
+        if len > limits.max_wire {
+            return Err(FrameError::TooLong {
+                len,
+                max: limits.max_wire,
+            });
         }
-        if raw_len > MAX_RAW_LEN {
+        if raw_len > limits.max_raw {
             return Err(FrameError::RawTooLong {
                 len: raw_len,
-                max: MAX_RAW_LEN,
+                max: limits.max_raw,
             });
         }
         if codec == Codec::None && raw_len != len {
@@ -219,29 +321,42 @@ impl FrameHeader {
         Ok(FrameHeader {
             kind,
             codec,
-            flags: b[7],
+            flags: b[field::FLAGS],
             len,
             raw_len,
-            crc32,
+            crc32: le32(b, field::CRC32),
         })
     }
 
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
-        b[..4].copy_from_slice(&MAGIC);
-        b[4] = FRAME_VERSION;
-        b[5] = self.kind as u8;
-        b[6] = self.codec as u8;
-        b[7] = self.flags;
-        b[8..12].copy_from_slice(&self.len.to_le_bytes());
-        b[12..16].copy_from_slice(&self.raw_len.to_le_bytes());
-        b[16..20].copy_from_slice(&self.crc32.to_le_bytes());
+        b[field::MAGIC].copy_from_slice(&MAGIC);
+        b[field::VERSION] = FRAME_VERSION;
+        b[field::KIND] = self.kind as u8;
+        b[field::CODEC] = self.codec as u8;
+        b[field::FLAGS] = self.flags;
+        b[field::LEN].copy_from_slice(&self.len.to_le_bytes());
+        b[field::RAW_LEN].copy_from_slice(&self.raw_len.to_le_bytes());
+        b[field::CRC32].copy_from_slice(&self.crc32.to_le_bytes());
         b
     }
 
     pub fn is_resent(&self) -> bool {
         self.flags & FLAG_RESENT != 0
     }
+}
+
+/// Marks an encoded frame (header and payload, e.g. read back from a spool file) as
+/// possibly sent before. The flag is outside the checksum, so the payload is untouched.
+/// Fails when `frame` does not start with a valid header.
+pub fn mark_resent(frame: &mut [u8]) -> Result<(), FrameError> {
+    let hb: &[u8; HEADER_LEN] = frame
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(FrameError::Truncated)?;
+    FrameHeader::parse_with(hb, Limits::new(MAX_WIRE_LEN, MAX_RAW_LEN))?;
+    frame[field::FLAGS] |= FLAG_RESENT;
+    Ok(())
 }
 
 /// Compresses `raw` with `codec` and returns the whole frame (header + payload).
@@ -271,13 +386,33 @@ pub fn encode_level(kind: Kind, codec: Codec, flags: u8, raw: &[u8], zstd_level:
 }
 
 /// Checks the payload's checksum and decompresses it into 16-byte aligned memory (what
-/// rkyv's validated access needs).
+/// rkyv's validated access needs). The raw length is capped at [`MAX_RAW_LEN`].
 pub fn decode_payload(
     h: &FrameHeader,
     payload: &[u8],
 ) -> Result<rkyv::util::AlignedVec, FrameError> {
+    decode_payload_limited(h, payload, MAX_RAW_LEN)
+}
+
+/// lz4's block format cannot expand more than this: 255 output bytes per input byte.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// [`decode_payload`] with a configured cap on the decompressed size. Memory grows with
+/// the bytes that actually come out of the decompressor, never with the size the
+/// header declares: a lying header costs the sender, not the receiver.
+pub fn decode_payload_limited(
+    h: &FrameHeader,
+    payload: &[u8],
+    max_raw: u32,
+) -> Result<rkyv::util::AlignedVec, FrameError> {
     if payload.len() != h.len as usize {
         return Err(FrameError::Truncated);
+    }
+    if h.raw_len > max_raw.min(MAX_RAW_LEN) {
+        return Err(FrameError::RawTooLong {
+            len: h.raw_len,
+            max: max_raw.min(MAX_RAW_LEN),
+        });
     }
     let actual = crc32fast::hash(payload);
     if actual != h.crc32 {
@@ -286,55 +421,220 @@ pub fn decode_payload(
             actual,
         });
     }
-    let mut out = rkyv::util::AlignedVec::<16>::with_capacity(h.raw_len as usize);
+    let declared = h.raw_len as usize;
+    let mut out = rkyv::util::AlignedVec::<16>::new();
     match h.codec {
         Codec::None => out.extend_from_slice(payload),
         Codec::Lz4 => {
-            // Decompress straight into a zeroed buffer of the declared size: the
-            // declared size is capped, so a bomb cannot allocate more than that.
-            out.resize(h.raw_len as usize, 0);
+            // The block format needs its output buffer up front: size it by what this
+            // payload can possibly expand to, not by the declared length alone.
+            let room = declared.min(payload.len().saturating_mul(LZ4_MAX_RATIO));
+            out.resize(room, 0);
             let n = lz4_flex::block::decompress_into(payload, &mut out)
                 .map_err(|e| FrameError::Decompress(e.to_string()))?;
-            if n != h.raw_len as usize {
-                return Err(FrameError::RawLenMismatch {
-                    declared: h.raw_len,
-                    actual: n,
-                });
-            }
+            out.resize(n, 0);
         }
-        Codec::Zstd => {
-            out.resize(h.raw_len as usize, 0);
-            let n = zstd::bulk::decompress_to_buffer(payload, &mut out[..])
-                .map_err(|e| FrameError::Decompress(e.to_string()))?;
-            if n != h.raw_len as usize {
-                return Err(FrameError::RawLenMismatch {
-                    declared: h.raw_len,
-                    actual: n,
-                });
-            }
-        }
+        Codec::Zstd => zstd_stream_into(payload, declared, &mut out)?,
+    }
+    if out.len() != declared {
+        return Err(FrameError::RawLenMismatch {
+            declared: h.raw_len,
+            actual: out.len(),
+        });
     }
     Ok(out)
 }
 
-/// Reads one frame (blocking): header and raw payload bytes, not yet decoded.
-pub fn read_frame<R: Read>(r: &mut R, max_len: u32) -> Result<(FrameHeader, Vec<u8>), FrameError> {
-    let mut hb = [0u8; HEADER_LEN];
-    read_exact(r, &mut hb)?;
-    let h = FrameHeader::parse(&hb, max_len)?;
-    let mut payload = vec![0u8; h.len as usize];
-    read_exact(r, &mut payload)?;
-    Ok((h, payload))
+/// Streams a zstd payload into `out`, at most `declared + 1` bytes (one more shows a
+/// lie), growing `out` only as output arrives.
+fn zstd_stream_into(
+    payload: &[u8],
+    declared: usize,
+    out: &mut rkyv::util::AlignedVec,
+) -> Result<(), FrameError> {
+    let mut dec = zstd::stream::read::Decoder::with_buffer(payload)
+        .map_err(|e| FrameError::Decompress(e.to_string()))?
+        .single_frame();
+    let mut chunk = [0u8; 32 << 10];
+    let limit = declared + 1;
+    while out.len() < limit {
+        let want = chunk.len().min(limit - out.len());
+        let n = dec
+            .read(&mut chunk[..want])
+            .map_err(|e| FrameError::Decompress(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
 }
 
-fn read_exact<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), FrameError> {
-    r.read_exact(buf).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e.to_string())
+/// One frame as read: checked header, payload bytes not yet decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub header: FrameHeader,
+    pub payload: Vec<u8>,
+}
+
+/// The one frame reader, without I/O: bytes in, frames out.
+///
+/// The sensor (blocking sockets) and the collector (tokio) both feed it whatever they
+/// read. The header is checked against [`Limits`] as soon as its 20 bytes are in, so
+/// an oversized or foreign frame is refused before its payload is read; the payload
+/// buffer grows only with bytes that actually arrived.
+#[derive(Debug)]
+pub struct Deframer {
+    buf: Vec<u8>,
+    header: Option<FrameHeader>,
+    limits: Limits,
+}
+
+impl Deframer {
+    pub fn new(limits: Limits) -> Deframer {
+        Deframer {
+            buf: Vec::new(),
+            header: None,
+            limits: Limits::new(limits.max_wire, limits.max_raw),
         }
-    })
+    }
+
+    /// New limits for the frames to come (e.g. after the peer authenticated).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = Limits::new(limits.max_wire, limits.max_raw);
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Appends bytes read from the peer.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered and not yet returned as a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// How many more bytes the next frame needs at least (0: a frame is ready or an
+    /// error is pending). Callers read at most this much to never buffer ahead.
+    pub fn wanted(&self) -> usize {
+        let need = match &self.header {
+            None => HEADER_LEN,
+            Some(h) => HEADER_LEN + h.len as usize,
+        };
+        need.saturating_sub(self.buf.len())
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed, or why the
+    /// stream is bad (after an error the stream cannot be resynchronised: close it).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let h = match self.header {
+            Some(h) => h,
+            None => {
+                let Some(hb) = self.buf.get(..HEADER_LEN) else {
+                    if self.buf.len() >= 3 && looks_like_tls(&self.buf) {
+                        return Err(FrameError::Tls);
+                    }
+                    return Ok(None);
+                };
+                let hb: &[u8; HEADER_LEN] = hb.try_into().map_err(|_| FrameError::Truncated)?;
+                let h = FrameHeader::parse_with(hb, self.limits)?;
+                self.header = Some(h);
+                h
+            }
+        };
+        let total = HEADER_LEN + h.len as usize;
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let payload = self.buf[HEADER_LEN..total].to_vec();
+        self.buf.drain(..total);
+        self.header = None;
+        Ok(Some(Frame { header: h, payload }))
+    }
+
+    /// The peer closed: `Ok(())` between frames, otherwise why the last frame is bad.
+    pub fn at_eof(&self) -> Result<(), FrameError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else if self.header.is_none() && looks_like_tls(&self.buf) {
+            Err(FrameError::Tls)
+        } else {
+            Err(FrameError::Truncated)
+        }
+    }
+}
+
+/// Reads one frame (blocking) through `d`: `Ok(None)` on a clean close between frames.
+pub fn read_frame_from<R: Read>(r: &mut R, d: &mut Deframer) -> Result<Option<Frame>, FrameError> {
+    let mut chunk = [0u8; 16 << 10];
+    loop {
+        if let Some(f) = d.next_frame()? {
+            return Ok(Some(f));
+        }
+        let want = d.wanted().clamp(1, chunk.len());
+        match r.read(&mut chunk[..want]) {
+            Ok(0) => return d.at_eof().map(|()| None),
+            Ok(n) => d.push(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e.to_string())),
+        }
+    }
+}
+
+/// Reads one frame (blocking): header and raw payload bytes, not yet decoded. A close
+/// before the frame is complete is [`FrameError::Truncated`].
+pub fn read_frame<R: Read>(r: &mut R, max_len: u32) -> Result<(FrameHeader, Vec<u8>), FrameError> {
+    let mut d = Deframer::new(Limits::new(max_len, MAX_RAW_LEN));
+    match read_frame_from(r, &mut d)? {
+        Some(f) => Ok((f.header, f.payload)),
+        None => Err(FrameError::Truncated),
+    }
+}
+
+/// Checks an encoded frame held in memory without decompressing it: header, exact
+/// length and checksum (cheap enough to run on every spooled batch before it is sent).
+pub fn check_frame(frame: &[u8]) -> Result<FrameHeader, FrameError> {
+    let hb: &[u8; HEADER_LEN] = frame
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(FrameError::Truncated)?;
+    let h = FrameHeader::parse_with(hb, Limits::new(MAX_WIRE_LEN, MAX_RAW_LEN))?;
+    let payload = &frame[HEADER_LEN..];
+    match payload.len().cmp(&(h.len as usize)) {
+        std::cmp::Ordering::Less => return Err(FrameError::Truncated),
+        std::cmp::Ordering::Greater => {
+            return Err(FrameError::TrailingBytes(payload.len() - h.len as usize))
+        }
+        std::cmp::Ordering::Equal => {}
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != h.crc32 {
+        return Err(FrameError::Checksum {
+            expected: h.crc32,
+            actual,
+        });
+    }
+    Ok(h)
+}
+
+/// Checks a whole encoded frame held in memory (a spool file): header, exact length,
+/// checksum, decompression. Returns the header and the decoded payload.
+pub fn verify_frame(
+    frame: &[u8],
+    limits: Limits,
+) -> Result<(FrameHeader, rkyv::util::AlignedVec), FrameError> {
+    let mut d = Deframer::new(limits);
+    d.push(frame);
+    let f = d.next_frame()?.ok_or(FrameError::Truncated)?;
+    if d.buffered() != 0 {
+        return Err(FrameError::TrailingBytes(d.buffered()));
+    }
+    let raw = decode_payload_limited(&f.header, &f.payload, limits.max_raw)?;
+    Ok((f.header, raw))
 }
 
 /// Writes a frame built by [`encode`].

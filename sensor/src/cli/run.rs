@@ -444,15 +444,11 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
                 counters,
             });
             let r = sink.finish()?;
-            log::info!(
-                "shipped {} records in {} batches, all acknowledged ({} resent, {} reconnects)",
-                r.events_acked,
-                r.batches_acked,
-                r.resent_batches,
-                r.reconnects
-            );
-            if r.dropped_events > 0 {
-                log::warn!("{} events were lost to a full spool", r.dropped_events);
+            let (line, complete) = r.summary();
+            if complete {
+                log::info!("{line}");
+            } else {
+                log::warn!("{line}");
                 return Ok(1);
             }
         }

@@ -9,37 +9,47 @@
 //! Every sealed batch goes to the disk spool first, and is deleted only when the
 //! collector acknowledges it (which it does only after ClickHouse committed it). After a
 //! reconnect, or a restart of the sensor, unacknowledged batches are resent in order with
-//! the resent flag, so the collector deduplicates them. The spool is bounded; when full,
-//! the oldest batches are dropped and counted (the only way shipped data is lost).
+//! the resent flag, so the collector deduplicates them. Every way a batch can be lost
+//! (evicted from a full spool while no collector answers, not spoolable at all, set
+//! aside as damaged or refused for good) is counted by reason in [`ShipReport`]; see
+//! [`spool`] for the faults and [`sender`] for refusals and failover.
 //!
 //! Defaults: a batch closes at 16,384 events, 4 MiB (archived) or 1 s after its first
-//! record, whichever comes first; zstd level 1; up to 16 batches in flight; spool 1 GiB.
+//! record, whichever comes first; zstd level 1; up to 16 batches in flight; spool 1 GiB,
+//! not fsynced (`--spool-fsync batch` to fsync each); memory fallback 64 MiB; reconnect backoff 0.1 s doubling to 30 s.
 
+mod backoff;
+mod batcher;
+mod connect;
+mod sender;
 pub mod spool;
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender, TrySendError};
-use rstwatch_schema::frame::{self, Ack, Codec, FrameHeader, Hello, Kind, FLAG_RESENT, HEADER_LEN};
-use rstwatch_schema::{
-    Anomaly, Batch, BatchHeader, FlowRecord, NamedCounter, RstEvent, SensorStats, SCHEMA_VERSION,
-};
+use crossbeam::channel::{self, Sender, TrySendError};
+use rstwatch_schema::frame::{Codec, Hello};
+use rstwatch_schema::{Anomaly, FlowRecord, NamedCounter, RstEvent, SensorStats, SCHEMA_VERSION};
 
 use crate::sink::Sink;
-use spool::Spool;
+use backoff::Backoff;
+use batcher::Batcher;
+use connect::Dialer;
+use sender::SenderLoop;
+use spool::{Fsync, Losses, Spool, SpoolConfig};
 
 /// Options for shipping to a collector (flattened into `replay` and `run`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShipArgs {
     /// Send records to the collector at ADDR (host:port) instead of printing them.
-    #[arg(long, value_name = "ADDR")]
+    /// A comma-separated list names several collectors (sharing one ClickHouse): the
+    /// first that answers is used, the next ones on failure.
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
     pub ship: Option<String>,
     /// The sensor's token (as configured on the collector).
     #[arg(long, value_name = "TOKEN")]
@@ -56,9 +66,23 @@ pub struct ShipArgs {
     /// Spool directory: unacknowledged batches live here, across restarts.
     #[arg(long, value_name = "DIR", default_value = "/var/spool/rstwatch")]
     pub spool_dir: PathBuf,
-    /// Spool size bound; past it the oldest batches are dropped (and counted).
+    /// Spool size bound. When full, the sensor waits for the collector to drain it;
+    /// only while no collector answers are the oldest batches dropped (and counted).
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub spool_max_bytes: u64,
+    /// When spool writes reach the disk: `off` (the kernel decides: a power cut can
+    /// lose the unacknowledged batches of the last seconds) or `batch` (each batch file
+    /// and its directory entry are fsynced before it is sent: a power cut loses only
+    /// records not yet sealed into a batch; costs throughput, see benches/RESULTS.md).
+    #[arg(long, value_enum, default_value_t = Fsync::Off)]
+    pub spool_fsync: Fsync,
+    /// When the spool directory cannot be written, batches are held in memory up to
+    /// this many bytes (and lost if the sensor stops before they are acknowledged).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub spool_memory_bytes: u64,
+    /// Longest wait between reconnection attempts, seconds (the backoff's cap).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub retry_max_secs: u64,
     /// This sensor's name (default: the host name).
     #[arg(long, value_name = "ID")]
     pub sensor_id: Option<String>,
@@ -92,6 +116,9 @@ impl Default for ShipArgs {
             tls_server_name: None,
             spool_dir: PathBuf::from("/var/spool/rstwatch"),
             spool_max_bytes: 1 << 30,
+            spool_fsync: Fsync::Off,
+            spool_memory_bytes: 64 << 20,
+            retry_max_secs: 30,
             sensor_id: None,
             batch_max_events: 16_384,
             batch_max_bytes: 4 << 20,
@@ -116,15 +143,84 @@ pub struct ShipReport {
     pub raw_bytes: u64,
     pub reconnects: u64,
     pub resent_batches: u64,
-    /// Dropped from a full spool (lost, counted).
+    /// Lost or set aside, all reasons together (see `losses`).
     pub dropped_batches: u64,
     pub dropped_events: u64,
+    /// Lost or set aside, by reason.
+    pub losses: Losses,
+    /// Batches refused by a collector although intact here (damaged on the way), and
+    /// resent.
+    pub transit_refusals: u64,
     /// Left in the spool at the end.
     pub spool_batches: u64,
     pub spool_events: u64,
+    /// Of those, held only in memory (the spool directory could not be written).
+    pub memory_events: u64,
     pub spool_dir: PathBuf,
     /// Records refused because the queue to the shipper was full (non-blocking mode).
     pub queue_full: u64,
+}
+
+impl ShipReport {
+    /// Events that did not reach the collector (lost, set aside, refused by a full
+    /// queue, or held only in memory at the end).
+    pub fn lost_events(&self) -> u64 {
+        self.losses.events() + self.queue_full + self.memory_events
+    }
+
+    /// One line for the operator, true only when everything arrived.
+    pub fn summary(&self) -> (String, bool) {
+        let head = format!(
+            "shipped {} records in {} batches ({} bytes on the wire, {} resent, {} reconnects)",
+            self.events_acked,
+            self.batches_acked,
+            self.wire_bytes,
+            self.resent_batches,
+            self.reconnects
+        );
+        if self.lost_events() == 0 && self.spool_batches == 0 {
+            return (format!("{head}: all acknowledged"), true);
+        }
+        let l = &self.losses;
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (
+                l.evicted_events,
+                "evicted from a full spool while no collector answered".to_string(),
+            ),
+            (
+                l.unspooled_events,
+                "could not be spooled (disk and memory bound)".to_string(),
+            ),
+            (
+                l.quarantined_events,
+                format!(
+                    "set aside as damaged or refused, in {}",
+                    self.spool_dir.join("quarantine").display()
+                ),
+            ),
+            (
+                self.queue_full,
+                "dropped: the queue to the shipper was full".to_string(),
+            ),
+            (
+                self.memory_events,
+                "held only in memory, not acknowledged".to_string(),
+            ),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        (
+            format!(
+                "{head}; {} events LOST: {}",
+                self.lost_events(),
+                parts.join("; ")
+            ),
+            false,
+        )
+    }
 }
 
 enum Msg {
@@ -146,10 +242,21 @@ struct Counters {
     reconnects: AtomicU64,
     resent_batches: AtomicU64,
     queue_full: AtomicU64,
+    transit_refusals: AtomicU64,
+}
+
+/// What the batcher knows of the sender's link (it evicts only while it is down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// No attempt finished yet.
+    Unknown = 0,
+    Up = 1,
+    Down = 2,
 }
 
 struct Shared {
     spool: Mutex<Spool>,
+    link: AtomicU8,
     /// Signalled when the spool gains an entry, the batcher finishes, or on stop.
     cv: Condvar,
     batcher_done: AtomicBool,
@@ -157,6 +264,21 @@ struct Shared {
     stop: AtomicBool,
     fatal: Mutex<Option<String>>,
     c: Counters,
+}
+
+impl Shared {
+    fn link(&self) -> Link {
+        match self.link.load(Relaxed) {
+            1 => Link::Up,
+            2 => Link::Down,
+            _ => Link::Unknown,
+        }
+    }
+
+    fn set_link(&self, l: Link) {
+        self.link.store(l as u8, Relaxed);
+        self.cv.notify_all();
+    }
 }
 
 /// A [`Sink`] that ships every record to a collector.
@@ -169,11 +291,12 @@ pub struct ShipSink {
     timeout: Duration,
 }
 
+/// The host name in canonical sensor-id form (lowercase; see
+/// `rstwatch_schema::sensor_id`), or `sensor`.
 fn default_sensor_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
         .ok()
-        .filter(|s| !s.is_empty())
+        .and_then(|h| rstwatch_schema::sensor_id::from_hostname(&h))
         .unwrap_or_else(|| "sensor".to_string())
 }
 
@@ -204,27 +327,29 @@ impl ShipSink {
     /// address, TLS files or spool directory (not on an unreachable collector: that is
     /// what the spool is for).
     pub fn start(args: &ShipArgs) -> anyhow::Result<ShipSink> {
-        let addr = args.ship.clone().context("--ship ADDR is needed to ship")?;
-        let sensor_id = args.sensor_id.clone().unwrap_or_else(default_sensor_id);
-        if sensor_id.is_empty() {
-            bail!("--sensor-id must not be empty");
+        let list = args.ship.clone().context("--ship ADDR is needed to ship")?;
+        let addrs: Vec<String> = list
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect();
+        if addrs.is_empty() {
+            bail!("--ship {list:?}: no collector address");
         }
+        for a in &addrs {
+            connect::host_of(a)?;
+        }
+        let sensor_id = args.sensor_id.clone().unwrap_or_else(default_sensor_id);
+        rstwatch_schema::sensor_id::check(&sensor_id)
+            .with_context(|| format!("--sensor-id {sensor_id:?}"))?;
         let tls = if args.plaintext {
             None
         } else {
-            Some(tls_config(args.ca_cert.as_deref())?)
+            Some(connect::tls_config(args.ca_cert.as_deref())?)
         };
-        let host = addr
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
-            .with_context(|| format!("--ship {addr}: expected HOST:PORT"))?;
-        let server_name = args.tls_server_name.clone().unwrap_or(host);
-        let server_name = rustls_pki_types::ServerName::try_from(server_name.clone())
-            .with_context(|| format!("bad TLS server name {server_name:?}"))?
-            .to_owned();
-        let spool = Spool::open(&args.spool_dir, args.spool_max_bytes)?;
         let shared = Arc::new(Shared {
-            spool: Mutex::new(spool),
+            spool: Mutex::new(open_spool(args)?),
+            link: AtomicU8::new(Link::Unknown as u8),
             cv: Condvar::new(),
             batcher_done: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -243,23 +368,32 @@ impl ShipSink {
             max_bytes: args.batch_max_bytes.max(1024),
             max_age: Duration::from_millis(args.batch_max_ms.max(1)),
             codec: args.compression,
+            warned_memory: false,
+            full_since: None,
         };
         let batcher = std::thread::Builder::new()
             .name("ship-batcher".into())
             .spawn(move || b.run())?;
         let s = SenderLoop {
             shared: shared.clone(),
-            addr,
-            tls,
-            server_name,
-            hello: Hello {
-                sensor_id,
-                token: args.token.clone().unwrap_or_default(),
-                boot_id,
-                schema_version: SCHEMA_VERSION,
-                software: format!("rstwatch-sensor {}", env!("CARGO_PKG_VERSION")),
+            addrs,
+            dialer: Dialer {
+                tls,
+                server_name: args.tls_server_name.clone(),
+                hello: Hello {
+                    sensor_id,
+                    token: args.token.clone().unwrap_or_default(),
+                    boot_id,
+                    schema_version: SCHEMA_VERSION,
+                    software: format!("rstwatch-sensor {}", env!("CARGO_PKG_VERSION")),
+                },
             },
             window: args.ship_window.clamp(1, 1024),
+            backoff: Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(args.retry_max_secs.max(1)),
+            ),
+            current: 0,
         };
         let sender = std::thread::Builder::new()
             .name("ship-sender".into())
@@ -327,7 +461,7 @@ impl ShipSink {
         }
         let report = self.report();
         res?;
-        if report.spool_batches > 0 {
+        if report.spool_batches > 0 && report.memory_events < report.spool_events {
             let why = self
                 .shared
                 .fatal
@@ -359,10 +493,15 @@ impl ShipSink {
             raw_bytes: c.raw_bytes.load(Relaxed),
             reconnects: c.reconnects.load(Relaxed),
             resent_batches: c.resent_batches.load(Relaxed),
-            dropped_batches: sp.dropped_batches,
-            dropped_events: sp.dropped_events,
+            dropped_batches: sp.losses.evicted_batches
+                + sp.losses.unspooled_batches
+                + sp.losses.quarantined_batches,
+            dropped_events: sp.losses.events(),
+            losses: sp.losses,
+            transit_refusals: c.transit_refusals.load(Relaxed),
             spool_batches: sp.len() as u64,
             spool_events: sp.events(),
+            memory_events: sp.memory_events(),
             spool_dir: sp.dir().to_path_buf(),
             queue_full: c.queue_full.load(Relaxed),
         }
@@ -397,469 +536,6 @@ impl Sink for ShipSink {
     }
 }
 
-struct Batcher {
-    rx: Receiver<Msg>,
-    shared: Arc<Shared>,
-    sensor_id: String,
-    boot_id: u64,
-    seq: u64,
-    max_events: usize,
-    max_bytes: usize,
-    max_age: Duration,
-    codec: Codec,
-}
-
-impl Batcher {
-    fn empty(&self) -> Batch {
-        Batch {
-            header: BatchHeader {
-                schema_version: SCHEMA_VERSION,
-                sensor_id: self.sensor_id.clone(),
-                boot_id: self.boot_id,
-                seq: 0,
-                created_us: 0,
-            },
-            rst: Vec::new(),
-            flows: Vec::new(),
-            anomalies: Vec::new(),
-            stats: Vec::new(),
-        }
-    }
-
-    fn run(mut self) -> anyhow::Result<()> {
-        let mut batch = self.empty();
-        let mut bytes = 0usize;
-        let mut opened: Option<Instant> = None;
-        loop {
-            let msg = match opened {
-                None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(t) => self
-                    .rx
-                    .recv_timeout((t + self.max_age).saturating_duration_since(Instant::now())),
-            };
-            let finish = match msg {
-                Ok(Msg::Finish) | Err(RecvTimeoutError::Disconnected) => true,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.seal(&mut batch)?;
-                    bytes = 0;
-                    opened = None;
-                    continue;
-                }
-                Ok(m) => {
-                    bytes += match m {
-                        Msg::Rst(e) => {
-                            batch.rst.push(e);
-                            80
-                        }
-                        Msg::Flow(f) => {
-                            let n = 128 + f.history.len();
-                            batch.flows.push(f);
-                            n
-                        }
-                        Msg::Anomaly(a) => {
-                            let n = 64 + a.subject.len() + a.detail.len();
-                            batch.anomalies.push(a);
-                            n
-                        }
-                        Msg::Stats(s) => {
-                            let n =
-                                32 + s.counters.iter().map(|c| 24 + c.name.len()).sum::<usize>();
-                            batch.stats.push(s);
-                            n
-                        }
-                        Msg::Finish => unreachable!(),
-                    };
-                    opened.get_or_insert_with(Instant::now);
-                    false
-                }
-            };
-            if finish {
-                if !batch.is_empty() {
-                    self.seal(&mut batch)?;
-                }
-                return Ok(());
-            }
-            if batch.len() >= self.max_events || bytes >= self.max_bytes {
-                self.seal(&mut batch)?;
-                bytes = 0;
-                opened = None;
-            }
-        }
-    }
-
-    fn seal(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut b = std::mem::replace(batch, self.empty());
-        b.header.seq = self.seq;
-        b.header.created_us = now_us();
-        self.seq += 1;
-        let events = b.len() as u64;
-        let raw = b.to_bytes();
-        let f = frame::encode(Kind::Batch, self.codec, 0, &raw);
-        let c = &self.shared.c;
-        c.batches_sealed.fetch_add(1, Relaxed);
-        c.events_sealed.fetch_add(events, Relaxed);
-        c.raw_bytes.fetch_add(raw.len() as u64, Relaxed);
-        let mut sp = self.shared.spool.lock().unwrap();
-        let before = sp.dropped_batches;
-        if let Err(e) = sp.push(self.boot_id, b.header.seq, events, &f) {
-            // Disk full or gone: this batch cannot be kept. Count it as lost and go on
-            // (stopping here would silently lose everything after it).
-            sp.dropped_batches += 1;
-            sp.dropped_events += events;
-            eprintln!(
-                "rstwatch-sensor: cannot spool batch {} ({events} events LOST): {e:#}",
-                b.header.seq
-            );
-            return Ok(());
-        }
-        if sp.dropped_batches > before {
-            eprintln!(
-                "rstwatch-sensor: spool full ({} bytes): dropped the oldest batches, {} events lost so far",
-                sp.bytes(),
-                sp.dropped_events
-            );
-        }
-        drop(sp);
-        self.shared.cv.notify_all();
-        Ok(())
-    }
-}
-
-fn tls_config(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let path = match ca {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let sys = Path::new("/etc/ssl/certs/ca-certificates.crt");
-            if !sys.exists() {
-                bail!("TLS needs --ca-cert PEM (no system CA bundle found), or --plaintext");
-            }
-            sys.to_path_buf()
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
-        .with_context(|| format!("reading CA certificates {}", path.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing CA certificates {}", path.display()))?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        bail!("no usable CA certificate in {}", path.display());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-trait Conn: Read + Write + Send {}
-impl<T: Read + Write + Send> Conn for T {}
-
-struct SenderLoop {
-    shared: Arc<Shared>,
-    addr: String,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    server_name: rustls_pki_types::ServerName<'static>,
-    hello: Hello,
-    window: usize,
-}
-
-/// An in-flight batch.
-struct InFlight {
-    order: u64,
-    boot_id: u64,
-    seq: u64,
-    events: u64,
-    bytes: u64,
-}
-
-enum ConnEnd {
-    /// Drained and told to stop, or stopped.
-    Done,
-    /// Lost: reconnect.
-    Lost(String),
-}
-
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
-const ACK_TIMEOUT: Duration = Duration::from_secs(120);
-
-impl SenderLoop {
-    fn stopping(&self) -> bool {
-        self.shared.stop.load(Relaxed)
-    }
-
-    fn run(self) {
-        let mut delay = Duration::from_millis(100);
-        let mut attempt = 0u64;
-        while !self.stopping() {
-            // Nothing to send: wait.
-            {
-                let sp = self.shared.spool.lock().unwrap();
-                if sp.is_empty() {
-                    let _ = self.shared.cv.wait_timeout(sp, Duration::from_millis(200));
-                    continue;
-                }
-            }
-            match self.connect() {
-                Ok((conn, _handle)) => {
-                    if attempt > 0 {
-                        self.shared.c.reconnects.fetch_add(1, Relaxed);
-                    }
-                    attempt += 1;
-                    delay = Duration::from_millis(100);
-                    match self.session(conn) {
-                        ConnEnd::Done => return,
-                        ConnEnd::Lost(why) => {
-                            eprintln!("rstwatch-sensor: connection to collector {} lost: {why}; resending unacknowledged batches", self.addr);
-                            self.shared.spool.lock().unwrap().mark_all_sent();
-                        }
-                    }
-                }
-                Err(e) => {
-                    if let ConnectError::Fatal(msg) = &e {
-                        eprintln!(
-                            "rstwatch-sensor: collector {} refused this sensor: {msg}",
-                            self.addr
-                        );
-                        *self.shared.fatal.lock().unwrap() =
-                            Some(format!("collector refused: {msg}"));
-                        self.shared.cv.notify_all();
-                        return;
-                    }
-                    if attempt == 0 || delay >= Duration::from_secs(5) {
-                        eprintln!("rstwatch-sensor: collector {} unreachable ({e}); spooling to {}, retrying", self.addr, self.shared.spool.lock().unwrap().dir().display());
-                    }
-                    attempt += 1;
-                    // Sleep, but wake up for a stop.
-                    let end = Instant::now() + delay;
-                    while Instant::now() < end && !self.stopping() {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-    }
-
-    fn connect(&self) -> Result<(Box<dyn Conn>, TcpStream), ConnectError> {
-        let addrs: Vec<_> = self
-            .addr
-            .to_socket_addrs()
-            .map_err(|e| ConnectError::Retry(format!("resolving: {e}")))?
-            .collect();
-        let mut last = String::from("no address");
-        let mut sock = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-                Ok(s) => {
-                    sock = Some(s);
-                    break;
-                }
-                Err(e) => last = e.to_string(),
-            }
-        }
-        let sock = sock.ok_or(ConnectError::Retry(last))?;
-        let _ = sock.set_nodelay(true);
-        sock.set_write_timeout(Some(IO_TIMEOUT)).ok();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        let handle = sock
-            .try_clone()
-            .map_err(|e| ConnectError::Retry(e.to_string()))?;
-        let mut conn: Box<dyn Conn> = match &self.tls {
-            None => Box::new(sock),
-            Some(cfg) => {
-                let c = rustls::ClientConnection::new(cfg.clone(), self.server_name.clone())
-                    .map_err(|e| ConnectError::Fatal(format!("TLS setup: {e}")))?;
-                Box::new(rustls::StreamOwned::new(c, sock))
-            }
-        };
-        let hello = serde_json::to_vec(&self.hello).expect("hello serialises");
-        conn.write_all(&frame::encode(Kind::Hello, Codec::None, 0, &hello))
-            .and_then(|_| conn.flush())
-            .map_err(|e| tls_or_retry(e, "sending hello"))?;
-        let (h, p) = frame::read_frame(&mut conn, 1 << 20)
-            .map_err(|e| ConnectError::Retry(format!("waiting for welcome: {e}")))?;
-        match h.kind {
-            Kind::Welcome => {
-                // From now on reads poll for acks.
-                handle
-                    .set_read_timeout(Some(Duration::from_millis(20)))
-                    .ok();
-                Ok((conn, handle))
-            }
-            Kind::Reject => Err(ConnectError::Fatal(
-                String::from_utf8_lossy(&p).into_owned(),
-            )),
-            k => Err(ConnectError::Retry(format!(
-                "unexpected {k:?} instead of welcome"
-            ))),
-        }
-    }
-
-    /// Sends spooled batches in order with a window, collects acks.
-    fn session(&self, mut conn: Box<dyn Conn>) -> ConnEnd {
-        let mut inflight: std::collections::VecDeque<InFlight> = Default::default();
-        let mut cursor = 0u64; // spool order of the next batch to send on this connection
-        let mut rbuf: Vec<u8> = Vec::with_capacity(4096);
-        let mut last_progress = Instant::now();
-        loop {
-            if self.stopping() {
-                return ConnEnd::Done;
-            }
-            // Fill the window.
-            let mut sent_any = false;
-            while inflight.len() < self.window {
-                let next = {
-                    let sp = self.shared.spool.lock().unwrap();
-                    sp.next_from(cursor).map(|e| (e.clone(), sp.read(&e)))
-                };
-                let Some((e, data)) = next else { break };
-                let mut data = match data {
-                    Ok(d) => d,
-                    Err(err) => {
-                        // Dropped from the spool meanwhile (full), or unreadable.
-                        eprintln!("rstwatch-sensor: spool entry {} unreadable: {err}", e.order);
-                        self.shared.spool.lock().unwrap().remove(e.order);
-                        cursor = e.order + 1;
-                        continue;
-                    }
-                };
-                if data.len() < HEADER_LEN {
-                    self.shared.spool.lock().unwrap().remove(e.order);
-                    cursor = e.order + 1;
-                    continue;
-                }
-                if e.sent_before {
-                    data[7] |= FLAG_RESENT;
-                    self.shared.c.resent_batches.fetch_add(1, Relaxed);
-                }
-                if let Err(err) = conn.write_all(&data) {
-                    return ConnEnd::Lost(format!("sending: {err}"));
-                }
-                self.shared.spool.lock().unwrap().mark_sent(e.order);
-                inflight.push_back(InFlight {
-                    order: e.order,
-                    boot_id: e.boot_id,
-                    seq: e.seq,
-                    events: e.events,
-                    bytes: data.len() as u64,
-                });
-                cursor = e.order + 1;
-                sent_any = true;
-            }
-            if sent_any {
-                if let Err(err) = conn.flush() {
-                    return ConnEnd::Lost(format!("sending: {err}"));
-                }
-            }
-            if inflight.is_empty() {
-                // All acknowledged: done if the batcher is done and the spool is empty.
-                let sp = self.shared.spool.lock().unwrap();
-                if sp.is_empty() && self.shared.batcher_done.load(Relaxed) {
-                    return ConnEnd::Done;
-                }
-                if sp.next_from(cursor).is_none() {
-                    let _ = self.shared.cv.wait_timeout(sp, Duration::from_millis(100));
-                }
-                last_progress = Instant::now();
-                continue;
-            }
-            // Read acks (short timeout so new batches and stops are noticed).
-            let mut tmp = [0u8; 4096];
-            match conn.read(&mut tmp) {
-                Ok(0) => return ConnEnd::Lost("collector closed the connection".into()),
-                Ok(n) => rbuf.extend_from_slice(&tmp[..n]),
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(e) => return ConnEnd::Lost(format!("reading: {e}")),
-            }
-            // Parse complete frames.
-            loop {
-                if rbuf.len() < HEADER_LEN {
-                    break;
-                }
-                let hb: [u8; HEADER_LEN] = rbuf[..HEADER_LEN].try_into().expect("len");
-                let h = match FrameHeader::parse(&hb, 1 << 20) {
-                    Ok(h) => h,
-                    Err(e) => return ConnEnd::Lost(format!("bad frame from collector: {e}")),
-                };
-                let total = HEADER_LEN + h.len as usize;
-                if rbuf.len() < total {
-                    break;
-                }
-                let payload: Vec<u8> = rbuf[HEADER_LEN..total].to_vec();
-                rbuf.drain(..total);
-                match h.kind {
-                    Kind::Ack => {
-                        let Some(ack) = frame::decode_payload(&h, &payload)
-                            .ok()
-                            .and_then(|p| Ack::from_bytes(&p))
-                        else {
-                            return ConnEnd::Lost("malformed ack".into());
-                        };
-                        let Some(f) = inflight.pop_front() else {
-                            return ConnEnd::Lost("ack for nothing in flight".into());
-                        };
-                        if (f.boot_id, f.seq) != (ack.boot_id, ack.seq) {
-                            return ConnEnd::Lost(format!(
-                                "ack for {:016x}/{} while {:016x}/{} was next",
-                                ack.boot_id, ack.seq, f.boot_id, f.seq
-                            ));
-                        }
-                        let c = &self.shared.c;
-                        c.batches_acked.fetch_add(1, Relaxed);
-                        c.events_acked.fetch_add(f.events, Relaxed);
-                        c.wire_bytes.fetch_add(f.bytes, Relaxed);
-                        self.shared.spool.lock().unwrap().remove(f.order);
-                        self.shared.cv.notify_all();
-                        last_progress = Instant::now();
-                    }
-                    Kind::Reject => {
-                        return ConnEnd::Lost(format!(
-                            "collector refused a batch: {}",
-                            String::from_utf8_lossy(&payload)
-                        ));
-                    }
-                    k => return ConnEnd::Lost(format!("unexpected {k:?} frame")),
-                }
-            }
-            if last_progress.elapsed() > ACK_TIMEOUT {
-                return ConnEnd::Lost(format!("no acknowledgement for {ACK_TIMEOUT:?}"));
-            }
-        }
-    }
-}
-
-enum ConnectError {
-    Retry(String),
-    Fatal(String),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Retry(s) | ConnectError::Fatal(s) => f.write_str(s),
-        }
-    }
-}
-
-fn tls_or_retry(e: std::io::Error, what: &str) -> ConnectError {
-    // A certificate the CA does not vouch for will not get better by retrying.
-    let s = e.to_string();
-    if s.contains("certificate") || s.contains("InvalidCertificate") {
-        ConnectError::Fatal(format!("{what}: TLS: {s}"))
-    } else {
-        ConnectError::Retry(format!("{what}: {s}"))
-    }
-}
-
 /// A [`NamedCounter`] list of the shipper's counters (for a `SensorStats` record).
 pub fn report_counters(r: &ShipReport) -> Vec<NamedCounter> {
     [
@@ -869,6 +545,10 @@ pub fn report_counters(r: &ShipReport) -> Vec<NamedCounter> {
         ("ship.resent_batches", r.resent_batches),
         ("ship.spool_dropped_batches", r.dropped_batches),
         ("ship.spool_dropped_events", r.dropped_events),
+        ("ship.spool_evicted_events", r.losses.evicted_events),
+        ("ship.spool_unspooled_events", r.losses.unspooled_events),
+        ("ship.quarantined_events", r.losses.quarantined_events),
+        ("ship.transit_refusals", r.transit_refusals),
         ("ship.queue_full", r.queue_full),
     ]
     .into_iter()
@@ -899,22 +579,26 @@ pub fn replay_shipped(
             .collect(),
     });
     let r = sink.finish()?;
-    eprintln!(
-        "rstwatch-sensor: shipped {} records in {} batches, all acknowledged ({} bytes on the wire, {} resent, {} reconnects{})",
-        r.events_acked,
-        r.batches_acked,
-        r.wire_bytes,
-        r.resent_batches,
-        r.reconnects,
-        if r.dropped_events > 0 {
-            format!(", {} events LOST to a full spool", r.dropped_events)
-        } else {
-            String::new()
-        }
-    );
-    Ok(if bad_files > 0 || r.dropped_events > 0 {
-        1
-    } else {
-        0
-    })
+    let (line, complete) = r.summary();
+    eprintln!("rstwatch-sensor: {line}");
+    Ok(if bad_files > 0 || !complete { 1 } else { 0 })
+}
+
+/// Opens the spool of `args`; a directory that cannot be used is reported and the
+/// spool lives in memory.
+fn open_spool(args: &ShipArgs) -> anyhow::Result<Spool> {
+    let sp = Spool::open_with(&SpoolConfig {
+        dir: args.spool_dir.clone(),
+        max_bytes: args.spool_max_bytes,
+        mem_max_bytes: args.spool_memory_bytes,
+        fsync: args.spool_fsync,
+    })?;
+    if let Some(why) = &sp.unusable {
+        eprintln!(
+            "rstwatch-sensor: {why}: shipping from memory (up to {} bytes); batches held \
+             only in memory are lost if the sensor stops before they are acknowledged",
+            args.spool_memory_bytes
+        );
+    }
+    Ok(sp)
 }

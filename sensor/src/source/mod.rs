@@ -4,6 +4,8 @@
 //! Every problem with a file becomes one [`SourceError`] naming the file and what is
 //! wrong with it; frames read before the problem have already been handed on.
 
+mod damage;
+
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -84,9 +86,9 @@ pub fn read_file(
     };
     let input = BufReader::with_capacity(1 << 20, std::io::Cursor::new(magic).chain(rest));
     if PCAP_MAGICS.contains(&magic) {
-        read_pcap(input, on_frame).map_err(err)
+        read_pcap(input, on_frame).map_err(|e| err(explain(e, || damage::pcap(path))))
     } else if magic == PCAPNG_MAGIC {
-        read_pcapng(input, on_frame).map_err(err)
+        read_pcapng(input, on_frame).map_err(|e| err(explain(e, || damage::pcapng(path))))
     } else {
         Err(err(format!(
             "not a pcap or pcapng file (starts with {:02x}{:02x}{:02x}{:02x})",
@@ -95,13 +97,60 @@ pub fn read_file(
     }
 }
 
-fn read_pcap<R: Read>(input: R, mut on_frame: impl FnMut(Frame<'_>)) -> Result<FileStats, String> {
-    let mut reader = PcapReader::new(input).map_err(|e| format!("bad pcap header: {e}"))?;
+/// Why reading stopped: a problem the reader named precisely, or one it could only call
+/// "Error reading bytes" (then the file's own structure is examined to say more).
+enum ReadError {
+    Named(String),
+    Damaged(String),
+}
+
+/// The message for a read error: for a damaged file, where and how it is damaged.
+fn explain(e: ReadError, diagnose: impl FnOnce() -> Option<String>) -> String {
+    match e {
+        ReadError::Named(s) => s,
+        ReadError::Damaged(fallback) => diagnose().unwrap_or(fallback),
+    }
+}
+
+/// The text of a pcap-file error with its cause (its own text is often generic).
+fn pcap_error(e: &pcap_file::PcapError) -> String {
+    match std::error::Error::source(e) {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    }
+}
+
+/// A link type the parser cannot read: an error, not a file of silently ignored frames.
+fn check_link(link: LinkType, what: &str) -> Result<LinkType, ReadError> {
+    match link {
+        LinkType::Other(v) => Err(ReadError::Named(format!(
+            "{what} link type {v} is not supported (supported: Ethernet 1, raw IP \
+             12/14/101/228/229, Linux cooked 113/276, BSD loopback 0/108)"
+        ))),
+        l => Ok(l),
+    }
+}
+
+fn read_pcap<R: Read>(
+    input: R,
+    mut on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileStats, ReadError> {
+    let mut reader = PcapReader::new(input)
+        .map_err(|e| ReadError::Named(format!("bad pcap header: {}", pcap_error(&e))))?;
     let header = reader.header();
-    let link = LinkType::from_linktype(u32::from(header.datalink));
+    let link = check_link(
+        LinkType::from_linktype(u32::from(header.datalink)),
+        "the file's",
+    )?;
     let mut stats = FileStats::default();
     while let Some(pkt) = reader.next_packet() {
-        let pkt = pkt.map_err(|e| format!("packet record {}: {e}", stats.frames + 1))?;
+        let pkt = pkt.map_err(|e| {
+            ReadError::Damaged(format!(
+                "packet record {}: {}",
+                stats.frames + 1,
+                pcap_error(&e)
+            ))
+        })?;
         // pcap-file has already applied the header's resolution (micro or nano).
         let ts_us = duration_us(pkt.timestamp);
         stats.frames += 1;
@@ -117,16 +166,18 @@ fn read_pcap<R: Read>(input: R, mut on_frame: impl FnMut(Frame<'_>)) -> Result<F
 fn read_pcapng<R: Read>(
     input: R,
     mut on_frame: impl FnMut(Frame<'_>),
-) -> Result<FileStats, String> {
-    let mut reader =
-        PcapNgReader::new(input).map_err(|e| format!("bad pcapng section header: {e}"))?;
+) -> Result<FileStats, ReadError> {
+    let mut reader = PcapNgReader::new(input).map_err(|e| {
+        ReadError::Damaged(format!("bad pcapng section header: {}", pcap_error(&e)))
+    })?;
     let mut stats = FileStats::default();
     // Per interface: link type and timestamp units per second.
     let mut ifaces: Vec<(LinkType, u64)> = Vec::new();
     let mut block_no = 1u64;
     while let Some(block) = reader.next_block() {
         block_no += 1;
-        let block = block.map_err(|e| format!("block {block_no}: {e}"))?;
+        let block = block
+            .map_err(|e| ReadError::Damaged(format!("block {block_no}: {}", pcap_error(&e))))?;
         match block {
             Block::SectionHeader(_) => ifaces.clear(),
             Block::InterfaceDescription(idb) => {
@@ -134,18 +185,22 @@ fn read_pcapng<R: Read>(
                 for o in &idb.options {
                     if let InterfaceDescriptionOption::IfTsResol(r) = o {
                         units = ts_units_per_second(*r).ok_or_else(|| {
-                            format!("block {block_no}: unsupported if_tsresol {r:#04x}")
+                            ReadError::Named(format!(
+                                "block {block_no}: unsupported if_tsresol {r:#04x}"
+                            ))
                         })?;
                     }
                 }
-                ifaces.push((LinkType::from_linktype(u32::from(idb.linktype)), units));
+                let what = format!("block {block_no}: interface {}", ifaces.len());
+                let link = check_link(LinkType::from_linktype(u32::from(idb.linktype)), &what)?;
+                ifaces.push((link, units));
             }
             Block::EnhancedPacket(epb) => {
                 let &(link, units) = ifaces.get(epb.interface_id as usize).ok_or_else(|| {
-                    format!(
+                    ReadError::Named(format!(
                         "block {block_no}: packet names interface {} which was never described",
                         epb.interface_id
-                    )
+                    ))
                 })?;
                 // pcap-file hands the raw 64-bit timestamp over as nanoseconds; it is
                 // really in the interface's units.
@@ -160,7 +215,9 @@ fn read_pcapng<R: Read>(
             }
             Block::SimplePacket(spb) => {
                 let &(link, _) = ifaces.first().ok_or_else(|| {
-                    format!("block {block_no}: simple packet before any interface")
+                    ReadError::Named(format!(
+                        "block {block_no}: simple packet before any interface"
+                    ))
                 })?;
                 stats.frames += 1;
                 // Simple packet blocks carry no timestamp.
@@ -172,7 +229,9 @@ fn read_pcapng<R: Read>(
             }
             Block::Packet(pb) => {
                 let &(link, units) = ifaces.get(usize::from(pb.interface_id)).ok_or_else(|| {
-                    format!("block {block_no}: packet names an undescribed interface")
+                    ReadError::Named(format!(
+                        "block {block_no}: packet names an undescribed interface"
+                    ))
                 })?;
                 let ts_us = (u128::from(pb.timestamp) * 1_000_000 / u128::from(units))
                     .min(i64::MAX as u128) as i64;
@@ -287,6 +346,60 @@ mod format_tests {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    use pcap_file::DataLink;
+    use std::time::Duration;
+
+    fn write(name: &str, datalink: DataLink, cut: usize) -> PathBuf {
+        let header = PcapHeader {
+            datalink,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        for i in 0..3u8 {
+            w.write_packet(&PcapPacket::new(Duration::new(1, 0), 60, &[i; 60]))
+                .unwrap();
+        }
+        let mut bytes = w.into_writer();
+        bytes.truncate(bytes.len() - cut);
+        let p = std::env::temp_dir().join(format!("rstwatch-{name}-{}", std::process::id()));
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn problem(p: &Path) -> (u64, String) {
+        let mut frames = 0;
+        let r = read_file(p, None, |_| frames += 1);
+        std::fs::remove_file(p).ok();
+        (
+            frames,
+            r.map(|_| String::new()).unwrap_or_else(|e| e.problem),
+        )
+    }
+
+    #[test]
+    fn a_file_cut_inside_a_record_says_where_and_by_how_much() {
+        let (frames, why) = problem(&write("cut", DataLink::ETHERNET, 7));
+        assert_eq!(frames, 2);
+        assert_eq!(
+            why,
+            "packet record 3 at byte 176: cut short: 60 bytes of packet data declared, 53 left"
+        );
+        let (_, why) = problem(&write("cut-header", DataLink::ETHERNET, 70));
+        assert!(why.contains("its header needs 16 bytes, 6 left"), "{why}");
+    }
+
+    #[test]
+    fn an_unsupported_link_type_is_an_error() {
+        let (frames, why) = problem(&write("wifi", DataLink::IEEE802_11, 0));
+        assert_eq!(frames, 0);
+        assert!(why.contains("link type 105 is not supported"), "{why}");
     }
 }
 
