@@ -316,6 +316,13 @@ impl Detectors {
         );
     }
 
+    /// An anomaly raised elsewhere (a worker's `failover`): true the first time its
+    /// (kind, subject) is seen in the current window, so several workers report it once.
+    pub fn first_report(&mut self, a: &Anomaly) -> bool {
+        self.roll_window(a.ts_us);
+        self.reported.insert((a.kind, a.subject.clone()))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,

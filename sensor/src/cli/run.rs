@@ -212,7 +212,9 @@ impl Refined {
     const MAX: usize = 65_536;
 
     /// Feeds `r` to the one set of detectors and applies the aggregate cause rules.
-    fn apply(&mut self, d: &mut Detectors, r: &mut Record, found: &mut Vec<Anomaly>) {
+    /// Returns false for a record to drop: a `failover` another worker already
+    /// reported (each worker reports the flows it saw reset).
+    fn apply(&mut self, d: &mut Detectors, r: &mut Record, found: &mut Vec<Anomaly>) -> bool {
         match r {
             Record::Rst(ev) => {
                 d.observe(ev, found);
@@ -229,8 +231,9 @@ impl Refined {
                     f.cause = Some(c);
                 }
             }
-            Record::Anomaly(_) => {}
+            Record::Anomaly(a) => return d.first_report(a),
         }
+        true
     }
 }
 
@@ -285,10 +288,11 @@ fn output_thread(
         if err.is_some() {
             continue; // keep draining so workers never block
         }
-        if let Some(d) = detectors.as_mut() {
-            refined.apply(d, &mut r, &mut found);
-        }
-        let mut res = write(&mut out, &r);
+        let keep = match detectors.as_mut() {
+            Some(d) => refined.apply(d, &mut r, &mut found),
+            None => true,
+        };
+        let mut res = if keep { write(&mut out, &r) } else { Ok(()) };
         for a in found.drain(..) {
             if res.is_ok() {
                 res = write(&mut out, &Record::Anomaly(a));
