@@ -227,7 +227,14 @@ impl Dialer {
                 Ok(Session { conn, deframer })
             }
             Kind::Reject => {
-                let (reason, detail) = split_reject(&f.payload);
+                let (reason, mut detail) = split_reject(&f.payload);
+                // A collector of another schema version (older ones do not say what to
+                // upgrade): name the side.
+                if let Some(advice) = rstwatch_schema::compat::explain_refusal(&detail) {
+                    if !detail.contains(&advice) {
+                        detail = format!("{detail}: {advice}");
+                    }
+                }
                 let addr = addr.to_string();
                 Err(if FATAL_REFUSALS.contains(&reason.as_str()) {
                     ConnectError::Refused {
