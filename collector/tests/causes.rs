@@ -191,8 +191,11 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
 
     // A migration that failed after its ALTERs is run again: 18.16 has no
     // ADD COLUMN IF NOT EXISTS, the backfill must not count twice.
-    ch.query_db(db, "ALTER TABLE schema_migrations DELETE WHERE version >= 2")
-        .unwrap();
+    ch.query_db(
+        db,
+        "ALTER TABLE schema_migrations DELETE WHERE version >= 2",
+    )
+    .unwrap();
     let deadline = Instant::now() + std::time::Duration::from_secs(30);
     while num(&ch, db, "SELECT max(version) FROM schema_migrations") != 1 {
         assert!(Instant::now() < deadline, "mutation did not finish");

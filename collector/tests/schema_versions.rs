@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use rstwatch_collector::testing::{ClickHouse, Collector, TempDir};
-use rstwatch_schema::compat;
 use rstwatch_schema::frame::{self, Codec, Hello, Kind};
 use rstwatch_schema::{
     BatchHeader, CloseReason, ConnState, Dir, IpBytes, RstClass, RstFlags, SCHEMA_VERSION,
