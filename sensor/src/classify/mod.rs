@@ -66,7 +66,9 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
     } else {
         RstClass::HandshakeAbort
     };
-    let dir = if cx.fresh {
+    // Unsolicited: nothing says which end is which (a one-sided mirror, a midstream
+    // pickup), so say unknown rather than guess from port numbers.
+    let dir = if cx.fresh || class == RstClass::Unsolicited {
         Dir::Unknown
     } else if role == Role::Orig {
         Dir::Orig

@@ -4,7 +4,7 @@
 
 use crate::gen::packet::{build, Wire, ACK, FIN, RST, SYN};
 use crate::{Engine, EngineConfig};
-use rstwatch_schema::{Anomaly, AnomalyKind, Cause, Record, RstClass, RstEvent, RstFlag};
+use rstwatch_schema::{Anomaly, AnomalyKind, Cause, Dir, Record, RstClass, RstEvent, RstFlag};
 use std::net::IpAddr;
 
 const MS: i64 = 1_000;
@@ -765,7 +765,12 @@ fn one_sided_flow_with_more_than_syns_is_unsolicited_only_syns_is_handshake_abor
         c.socket_rst(&mut cap, T0 + S, Who::Client);
         only_rst(&cap.run(None))
     };
-    assert_eq!(run(true).class, RstClass::Unsolicited);
+    let one_sided = run(true);
+    assert_eq!(one_sided.class, RstClass::Unsolicited);
+    assert_eq!(
+        (one_sided.dir, one_sided.cause),
+        (Dir::Unknown, Cause::Unknown)
+    );
     let syn_only = run(false);
     assert_eq!(syn_only.class, RstClass::HandshakeAbort);
     assert_eq!(syn_only.cause, Cause::Unknown);
