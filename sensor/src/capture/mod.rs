@@ -472,8 +472,13 @@ fn fanout_capture(
             while recv_once(&mut sock, &mut cur, &mut dropped) > 0 {}
             break;
         }
-        if sock.wait(IDLE_WAIT_MS) {
-            recv_once(&mut sock, &mut cur, &mut dropped);
+        let before = realtime_us();
+        if !sock.wait(IDLE_WAIT_MS) || recv_once(&mut sock, &mut cur, &mut dropped) == 0 {
+            // The ring was empty: every frame stamped before `before` is with the
+            // workers, so their idle ticks may move time that far (not further: a
+            // worker ticking to the wall clock while frames still wait in the ring
+            // would release held RSTs before the packets that complete them).
+            shared.set_fanout_watermark(before);
         }
         if last_snap.elapsed() >= SNAPSHOT_EVERY {
             sock.refresh_clock();
@@ -519,7 +524,7 @@ fn fanout_worker<P: Processor>(
                 }
             }
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                p.tick(realtime_us());
+                p.tick(realtime_us().min(shared.fanout_watermark()));
                 last_tick = Instant::now();
             }
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,

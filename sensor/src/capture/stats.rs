@@ -3,7 +3,7 @@
 
 use rstwatch_xdp::{ProgCounters, XskStats};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ pub struct Shared {
     queue_stats: Vec<Mutex<XskStats>>,
     worker_counters: Vec<Mutex<Vec<(&'static str, u64)>>>,
     fanout_dropped: Vec<AtomicU64>,
+    /// Fan-out: every frame stamped before this (µs) has been handed to the workers
+    /// (the capture thread found its ring empty then). 0 until known.
+    fanout_watermark: AtomicI64,
     prog: Mutex<ProgCounters>,
     output: OutputCounters,
 }
@@ -57,6 +60,7 @@ impl Shared {
             queue_stats: queues.iter().map(|_| Mutex::default()).collect(),
             worker_counters: (0..workers).map(|_| Mutex::default()).collect(),
             fanout_dropped: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            fanout_watermark: AtomicI64::new(0),
             prog: Mutex::default(),
             output,
         }
@@ -72,6 +76,14 @@ impl Shared {
         if let Some(m) = self.worker_counters.get(i) {
             *m.lock().unwrap_or_else(|e| e.into_inner()) = c;
         }
+    }
+
+    pub(super) fn set_fanout_watermark(&self, us: i64) {
+        self.fanout_watermark.store(us, Ordering::Release);
+    }
+
+    pub(super) fn fanout_watermark(&self) -> i64 {
+        self.fanout_watermark.load(Ordering::Acquire)
     }
 
     pub(super) fn add_fanout_dropped(&self, d: &[u64]) {
