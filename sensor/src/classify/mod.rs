@@ -43,29 +43,7 @@ pub struct Context {
 
 /// Classifies RST `p`, sent by `role` of `flow`. `flow` is the state before `p`.
 pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
-    let me = flow.dir(role);
-    let peer = flow.dir(role.other());
-    let any = me.flags | peer.flags;
-    let established = flow.has(bits::ESTABLISHED);
-    let any_handshake = any & (dflags::SYN | dflags::SYNACK) != 0;
-
-    // Zeek: a flow whose responder was never seen is OTH when the originator sent more
-    // than SYNs before its RST, RSTOS0 when it sent only SYNs.
-    // (Every non-SYN packet of the originator leaves a trace: payload 'D', a pure ACK
-    // 'A', or a FIN.)
-    let one_sided_midstream = !peer.has(dflags::SEEN)
-        && role == Role::Orig
-        && me.has(dflags::SYN)
-        && me.has(dflags::H_A | dflags::H_D | dflags::FIN);
-    let class = if cx.fresh || (!established && !any_handshake) || one_sided_midstream {
-        RstClass::Unsolicited
-    } else if established {
-        RstClass::Abort
-    } else if role == Role::Resp && peer.has(dflags::SYN) && !me.has(dflags::SYNACK) {
-        RstClass::Reject
-    } else {
-        RstClass::HandshakeAbort
-    };
+    let class = base_class(flow, role, cx.fresh);
     // Unsolicited: nothing says which end is which (a one-sided mirror, a midstream
     // pickup), so say unknown rather than guess from port numbers.
     let dir = if cx.fresh || class == RstClass::Unsolicited {
@@ -75,51 +53,15 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
     } else {
         Dir::Resp
     };
+    let mut fl = flow_flags(flow, p, role, cx);
+    fl.0 |= injection_evidence(flow, p, role).0;
 
-    let mut fl = RstFlags::EMPTY;
-    if let Some(v) = seq_validity(flow, p, role) {
-        fl.insert(v);
-    }
-    fl.set(RstFlag::AfterFin, any & dflags::FIN != 0);
-    fl.set(
-        RstFlag::Idle,
-        !cx.fresh && cx.silence_us > cx.idle_threshold_us,
-    );
-    fl.set(RstFlag::WithPayload, p.payload_len > 0);
-    fl.set(RstFlag::SynRst, p.flags.syn());
-    fl.set(RstFlag::FinRst, p.flags.fin());
-    fl.set(RstFlag::Lossy, any & dflags::LOSSY != 0);
-    fl.set(RstFlag::BadChecksum, p.bad_checksum);
-
-    if me.has(dflags::SENT_NON_RST) {
-        // Injection evidence against the purported sender's own baseline.
-        fl.set(RstFlag::TtlMismatch, p.ttl.abs_diff(me.ttl) > TTL_TOLERANCE);
-        if !p.is_v6 && p.ip_id != 0 {
-            let step = p.ip_id.wrapping_sub(me.ip_id);
-            fl.set(RstFlag::IpidMismatch, step > IPID_MAX_STEP);
-        }
-        // Behind the data the sender sent: not behind its FIN, whose sequence number
-        // a kernel reset answering a segment that has not acknowledged the FIN yet
-        // carries (Linux accepts that RST).
-        let sent_data = me.payload_bytes() > 0;
-        let data_end = me.next_seq.wrapping_sub(u32::from(me.has(dflags::FIN)));
-        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, data_end));
-    }
-    let other_flavour = if p.flags.ack() {
-        dflags::RST_BARE
-    } else {
-        dflags::RST_ACK
-    };
-    fl.set(RstFlag::RstAndRstack, me.has(other_flavour));
-
-    let (src, sport) = (p.src, p.sport);
-    let (dst, dport) = (p.dst, p.dport);
     RstEvent {
         ts_us: cx.ts_us,
-        src,
-        sport,
-        dst,
-        dport,
+        src: p.src,
+        sport: p.sport,
+        dst: p.dst,
+        dport: p.dport,
         vlan: p.vlan,
         inner_vlan: p.inner_vlan,
         dir,
@@ -139,6 +81,79 @@ pub fn classify(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstEvent {
         encap: p.encap,
         tunnel_id: p.tunnel_id,
     }
+}
+
+/// The base class (DESIGN.md's table) of an RST from `role`.
+fn base_class(flow: &Flow, role: Role, fresh: bool) -> RstClass {
+    let me = flow.dir(role);
+    let peer = flow.dir(role.other());
+    let any = me.flags | peer.flags;
+    let established = flow.has(bits::ESTABLISHED);
+    let any_handshake = any & (dflags::SYN | dflags::SYNACK) != 0;
+    // Zeek: a flow whose responder was never seen is OTH when the originator sent more
+    // than SYNs before its RST, RSTOS0 when it sent only SYNs.
+    // (Every non-SYN packet of the originator leaves a trace: payload 'D', a pure ACK
+    // 'A', or a FIN.)
+    let one_sided_midstream = !peer.has(dflags::SEEN)
+        && role == Role::Orig
+        && me.has(dflags::SYN)
+        && me.has(dflags::H_A | dflags::H_D | dflags::FIN);
+    if fresh || (!established && !any_handshake) || one_sided_midstream {
+        RstClass::Unsolicited
+    } else if established {
+        RstClass::Abort
+    } else if role == Role::Resp && peer.has(dflags::SYN) && !me.has(dflags::SYNACK) {
+        RstClass::Reject
+    } else {
+        RstClass::HandshakeAbort
+    }
+}
+
+/// Sequence validity and what the flow and the packet say of themselves.
+fn flow_flags(flow: &Flow, p: &Packet, role: Role, cx: &Context) -> RstFlags {
+    let any = flow.dir(role).flags | flow.dir(role.other()).flags;
+    let mut fl = RstFlags::EMPTY;
+    if let Some(v) = seq_validity(flow, p, role) {
+        fl.insert(v);
+    }
+    fl.set(RstFlag::AfterFin, any & dflags::FIN != 0);
+    fl.set(
+        RstFlag::Idle,
+        !cx.fresh && cx.silence_us > cx.idle_threshold_us,
+    );
+    fl.set(RstFlag::WithPayload, p.payload_len > 0);
+    fl.set(RstFlag::SynRst, p.flags.syn());
+    fl.set(RstFlag::FinRst, p.flags.fin());
+    fl.set(RstFlag::Lossy, any & dflags::LOSSY != 0);
+    fl.set(RstFlag::BadChecksum, p.bad_checksum);
+    fl
+}
+
+/// Header and sequence signals against the purported sender's own baseline (the
+/// ones held RSTs gain later are added by the engine).
+fn injection_evidence(flow: &Flow, p: &Packet, role: Role) -> RstFlags {
+    let me = flow.dir(role);
+    let mut fl = RstFlags::EMPTY;
+    if me.has(dflags::SENT_NON_RST) {
+        fl.set(RstFlag::TtlMismatch, p.ttl.abs_diff(me.ttl) > TTL_TOLERANCE);
+        if !p.is_v6 && p.ip_id != 0 {
+            let step = p.ip_id.wrapping_sub(me.ip_id);
+            fl.set(RstFlag::IpidMismatch, step > IPID_MAX_STEP);
+        }
+        // Behind the data the sender sent: not behind its FIN, whose sequence number
+        // a kernel reset answering a segment that has not acknowledged the FIN yet
+        // carries (Linux accepts that RST).
+        let sent_data = me.payload_bytes() > 0;
+        let data_end = me.next_seq.wrapping_sub(u32::from(me.has(dflags::FIN)));
+        fl.set(RstFlag::SeqBehind, sent_data && seq_lt(p.seq, data_end));
+    }
+    let other_flavour = if p.flags.ack() {
+        dflags::RST_BARE
+    } else {
+        dflags::RST_ACK
+    };
+    fl.set(RstFlag::RstAndRstack, me.has(other_flavour));
+    fl
 }
 
 /// RFC 9293 §3.10.7.4 from the receiver's side: is the RST's seq the receiver's next
