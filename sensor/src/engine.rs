@@ -13,7 +13,7 @@ use crate::classify::{self, verdict, Context};
 use crate::config::EngineConfig;
 use crate::counters::Counters;
 use crate::evidence::macs::Mac;
-use crate::evidence::{CrossFlow, NoteThresholds};
+use crate::evidence::CrossFlow;
 use crate::flow::{
     bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, Role, Timeouts, TunnelSlots,
 };
@@ -277,9 +277,8 @@ impl Engine {
             return;
         }
 
-        let th = self.note_thresholds();
         self.cross
-            .before_update(self.table.get_mut(i), i, p, role, ts_us, &th);
+            .before_update(self.table.get_mut(i), i, p, role, ts_us, &self.settings);
         if p.flags.rst() {
             self.counters.rst += 1;
             let (mut ev, evd) = self.classify(i, p, role, ts_us, fresh);
@@ -315,13 +314,6 @@ impl Engine {
                     }
                 });
             }
-        }
-    }
-
-    fn note_thresholds(&self) -> NoteThresholds {
-        NoteThresholds {
-            idle_threshold_us: self.settings.idle_threshold_us,
-            keepalive_idle_us: self.settings.keepalive_idle_us,
         }
     }
 

@@ -61,16 +61,10 @@ impl CrossFlow {
     }
 }
 
+use crate::classify::evidence::CauseSettings;
 use crate::flow::{bits, dflags, seq_lt, Flow, Role};
 use crate::parse::Packet;
 use memo::{FinNote, SilenceNote};
-
-/// Thresholds the packet path needs to decide what is worth a memo entry.
-#[derive(Debug, Clone, Copy)]
-pub struct NoteThresholds {
-    pub idle_threshold_us: i64,
-    pub keepalive_idle_us: i64,
-}
 
 impl CrossFlow {
     /// Notes what packet `p` (from `role` of flow `slot`, not yet applied to `flow`)
@@ -84,7 +78,7 @@ impl CrossFlow {
         p: &Packet,
         role: Role,
         ts_us: i64,
-        th: &NoteThresholds,
+        st: &CauseSettings,
     ) {
         if role == Role::Resp {
             self.hosts.sent(&p.src, ts_us);
@@ -94,8 +88,8 @@ impl CrossFlow {
         }
         let gap = ts_us.saturating_sub(flow.last_us);
         let to_closed = p.payload_len > 0 && flow.dir(role.other()).has(dflags::FIN);
-        if gap > th.idle_threshold_us || p.flags.fin() || to_closed {
-            self.note_rare(flow, slot, p, role, ts_us, gap, th);
+        if gap > st.idle_threshold_us || p.flags.fin() || to_closed {
+            self.note_rare(flow, slot, p, role, ts_us, gap, st);
         }
     }
 
@@ -111,9 +105,9 @@ impl CrossFlow {
         role: Role,
         ts_us: i64,
         gap: i64,
-        th: &NoteThresholds,
+        st: &CauseSettings,
     ) {
-        if gap > th.idle_threshold_us && flow.dirs.iter().any(|d| d.has(dflags::SEEN)) {
+        if gap > st.idle_threshold_us && flow.dirs.iter().any(|d| d.has(dflags::SEEN)) {
             self.note(flow, slot, |m| {
                 m.silence = Some(SilenceNote {
                     seg_us: ts_us,
@@ -128,7 +122,7 @@ impl CrossFlow {
             // The first FIN of the flow. Worth remembering when it ends an idle period
             // (a keep-alive close) or does not acknowledge payload the peer sent.
             let crossed = other.payload_bytes() > 0 && seq_lt(p.ack, other.next_seq);
-            if gap >= th.keepalive_idle_us || crossed {
+            if gap >= st.keepalive_idle_us || crossed {
                 let peer_data = (crossed && flow.last_payload_role() == Some(role.other()))
                     .then_some(flow.last_us);
                 self.note(flow, slot, |m| {
