@@ -23,6 +23,14 @@ use rstwatch_schema::sql::{self, Dialect};
 
 use crate::ch::{base_client, ChConfig};
 
+/// Names spliced into `ON CLUSTER` DDL: letters, digits and underscores only.
+fn check_identifier(what: &str, name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("{what} name {name:?}: use letters, digits and underscores");
+    }
+    Ok(())
+}
+
 /// Creates or upgrades the schema on every node of `cluster`. Returns the versions
 /// applied now.
 pub async fn migrate(
@@ -30,24 +38,8 @@ pub async fn migrate(
     cluster: &str,
     retention_days: u32,
 ) -> anyhow::Result<Vec<u32>> {
-    if cluster.is_empty()
-        || !cluster
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        bail!("cluster name {cluster:?}: use letters, digits and underscores");
-    }
-    if cfg.database.is_empty()
-        || !cfg
-            .database
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
-        bail!(
-            "database name {:?}: use letters, digits and underscores",
-            cfg.database
-        );
-    }
+    check_identifier("cluster", cluster)?;
+    check_identifier("database", &cfg.database)?;
     let client = base_client(cfg);
     let version: String = client
         .query("SELECT version()")
