@@ -116,12 +116,20 @@ fn a_flood_of_silent_connections_is_held_to_the_global_bound() {
         return;
     };
     let dir = tmp("rstwatch-flood");
-    // All from 127.0.0.1: lift the per-address bound to see the global one.
+    // All from 127.0.0.1: lift the per-address bound to see the global one. The
+    // handshake timeout is lifted too: on a loaded machine the flood takes longer than
+    // the default 10 s to arrive, and the first held connections would time out (and
+    // free their slots) before the last ones were counted.
     let col = collector(
         &ch,
         dir.path(),
         "collector",
-        &["--max-unauth-per-ip", "100000"],
+        &[
+            "--max-unauth-per-ip",
+            "100000",
+            "--handshake-timeout-secs",
+            "600",
+        ],
     );
     let pid = col.pid().unwrap();
     let before = rss(pid);
