@@ -22,6 +22,9 @@ pub struct ConfigFile {
     /// Per-sensor tokens, by sensor id.
     #[serde(default)]
     pub sensors: BTreeMap<String, String>,
+    /// Alerts (see `alert::config`): sinks, dedup window, threshold rules.
+    #[serde(default)]
+    pub alerts: Option<crate::alert::AlertConfig>,
 }
 
 impl ConfigFile {

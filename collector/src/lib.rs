@@ -9,6 +9,7 @@
 //!        ─▶ ack ─▶ sensor drops the batch from its spool
 //! ```
 
+pub mod alert;
 pub mod ch;
 pub mod cluster;
 pub mod config;

@@ -92,7 +92,8 @@ struct ServeArgs {
     /// Shared token accepted from any sensor.
     #[arg(long, env = "RSTWATCH_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Config file (TOML) with per-sensor tokens: `[sensors]` `name = "token"`.
+    /// Config file (TOML): per-sensor tokens (`[sensors]` `name = "token"`) and alerts
+    /// (`[alerts]`, see the README).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Accept sensors without a token.
@@ -235,7 +236,12 @@ fn check_plaintext(a: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     check_plaintext(&a)?;
-    let file = a.config.as_deref().map(ConfigFile::load).transpose()?;
+    let mut file = a.config.as_deref().map(ConfigFile::load).transpose()?;
+    let alerts = file
+        .as_mut()
+        .and_then(|f| f.alerts.take())
+        .map(|c| c.settings())
+        .transpose()?;
     let auth = Auth::new(a.token.clone(), file, a.no_auth)?;
     let tls = if a.plaintext {
         None
@@ -287,6 +293,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(metrics::serve_http(mlistener, metrics.clone()));
     spawn_retention(&store, a.ch.retention_days);
     spawn_health_probe(&store, metrics.clone());
+    if let Some(alerts) = alerts {
+        rstwatch_collector::alert::spawn(alerts, cfg.clone(), metrics.clone())?;
+    }
     let server = Server::new(serve_config(&a, auth, tls), store, metrics);
     let run = server.run(listener);
     tokio::select! {

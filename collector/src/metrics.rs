@@ -35,6 +35,8 @@ pub struct Metrics {
     next_insert: AtomicU64,
     /// An insert running longer than this makes the collector unhealthy (µs; 0: 10 s).
     pub stall_after_us: AtomicU64,
+    /// `rstwatch_collector_alerts_*` (the alerter's deliveries, per sink).
+    pub alerts: crate::alert::AlertCounters,
 }
 
 /// A ClickHouse write in progress; dropping it ends it.
@@ -216,6 +218,7 @@ impl Metrics {
                 "rstwatch_collector_rejected_total{{reason=\"{reason}\"}} {v}"
             );
         }
+        self.alerts.render(&mut s);
         s
     }
 }

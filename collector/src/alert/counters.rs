@@ -1,0 +1,125 @@
+//! Alert counters, rendered into the collector's `/metrics` as `rstwatch_collector_alerts_*`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// What happened to notices, per sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Delivered (2xx, datagram sent, line written).
+    Sent,
+    /// A failed attempt that will be tried again (5xx, 429, connection error, timeout).
+    Retried,
+    /// Given up: attempts used up, or the receiver refused it (4xx).
+    Failed,
+    /// Dropped from a full queue before any attempt.
+    Dropped,
+}
+
+impl Outcome {
+    fn metric(self) -> &'static str {
+        match self {
+            Outcome::Sent => "rstwatch_collector_alerts_sent_total",
+            Outcome::Retried => "rstwatch_collector_alerts_retries_total",
+            Outcome::Failed => "rstwatch_collector_alerts_failed_total",
+            Outcome::Dropped => "rstwatch_collector_alerts_dropped_total",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Outcome::Sent => "Alert notices delivered, by sink.",
+            Outcome::Retried => "Failed delivery attempts that were retried, by sink.",
+            Outcome::Failed => "Alert notices given up after the last attempt or refused, by sink.",
+            Outcome::Dropped => "Alert notices dropped because the sink's queue was full, by sink.",
+        }
+    }
+
+    const ALL: [Outcome; 4] = [
+        Outcome::Sent,
+        Outcome::Retried,
+        Outcome::Failed,
+        Outcome::Dropped,
+    ];
+}
+
+#[derive(Debug, Default)]
+pub struct AlertCounters {
+    by_sink: Mutex<BTreeMap<(Outcome, &'static str), u64>>,
+    /// Notices decided, by status (`firing`, `resolved`).
+    decided: Mutex<BTreeMap<&'static str, u64>>,
+    /// Failed ClickHouse polls or rule evaluations, and failed state writes.
+    pub source_errors: std::sync::atomic::AtomicU64,
+    pub state_errors: std::sync::atomic::AtomicU64,
+    /// Notices waiting per sink.
+    queued: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AlertCounters {
+    pub fn count(&self, outcome: Outcome, sink: &'static str) {
+        *lock(&self.by_sink).entry((outcome, sink)).or_insert(0) += 1;
+    }
+
+    pub fn get(&self, outcome: Outcome, sink: &'static str) -> u64 {
+        lock(&self.by_sink)
+            .get(&(outcome, sink))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn decided(&self, status: &'static str) {
+        *lock(&self.decided).entry(status).or_insert(0) += 1;
+    }
+
+    pub fn set_queued(&self, sink: &'static str, n: usize) {
+        lock(&self.queued).insert(sink, n as u64);
+    }
+
+    /// Appends the alert families to a Prometheus exposition.
+    pub fn render(&self, s: &mut String) {
+        let by_sink = lock(&self.by_sink).clone();
+        for o in Outcome::ALL {
+            let name = o.metric();
+            let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} counter", o.help());
+            for ((_, sink), v) in by_sink.iter().filter(|((oo, _), _)| *oo == o) {
+                let _ = writeln!(s, "{name}{{sink=\"{sink}\"}} {v}");
+            }
+        }
+        let name = "rstwatch_collector_alerts_total";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Alert notices decided, by status.\n# TYPE {name} counter"
+        );
+        for (st, v) in lock(&self.decided).iter() {
+            let _ = writeln!(s, "{name}{{status=\"{st}\"}} {v}");
+        }
+        let name = "rstwatch_collector_alerts_queued";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Alert notices waiting for delivery, by sink.\n# TYPE {name} gauge"
+        );
+        for (sink, v) in lock(&self.queued).iter() {
+            let _ = writeln!(s, "{name}{{sink=\"{sink}\"}} {v}");
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, v) in [
+            (
+                "rstwatch_collector_alerts_source_errors_total",
+                "Failed ClickHouse reads of the alerter (anomaly polls, rule queries).",
+                self.source_errors.load(Relaxed),
+            ),
+            (
+                "rstwatch_collector_alerts_state_errors_total",
+                "Failed writes of the alerter's state file.",
+                self.state_errors.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+    }
+}

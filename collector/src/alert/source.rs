@@ -1,0 +1,126 @@
+//! What the alerter reads from ClickHouse: anomaly rows of batches in the ledger since
+//! a cursor, and threshold rules' results. Read-only; SQL that 18.16 and current
+//! servers both run.
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::config::Rule;
+use super::model::{Alert, Origin, Severity};
+
+/// One `anomalies` row with the ledger time of its batch.
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+pub struct AnomalyRow {
+    pub received: u32,
+    pub sensor_id: String,
+    pub boot_id: u64,
+    pub batch_seq: u64,
+    pub ts_us: i64,
+    pub kind: String,
+    pub subject: String,
+    pub value: f64,
+    pub baseline: f64,
+    pub detail: String,
+}
+
+impl AnomalyRow {
+    /// The batch that delivered it: the unit the alerter marks as handled.
+    pub fn batch_key(&self) -> String {
+        format!("{}/{}/{}", self.sensor_id, self.boot_id, self.batch_seq)
+    }
+
+    pub fn alert(&self) -> Alert {
+        Alert {
+            origin: Origin::Anomaly,
+            rule: self.kind.clone(),
+            sensor_id: self.sensor_id.clone(),
+            subject: self.subject.clone(),
+            severity: Severity::of_anomaly(&self.kind),
+            starts_us: self.ts_us,
+            last_us: self.ts_us,
+            value: self.value,
+            baseline: self.baseline,
+            detail: self.detail.clone(),
+            rows: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, clickhouse::Row, Deserialize)]
+struct RuleRow {
+    subject: String,
+    value: f64,
+}
+
+/// Read access for the alerter.
+#[derive(Clone)]
+pub struct Source {
+    client: clickhouse::Client,
+    db: String,
+}
+
+/// The ledger row is written after the batch's data rows, so a batch visible in the
+/// ledger has all its anomalies visible too. A batch resent after a lost ack has one
+/// ledger row per delivery at most once (the collector dedups), but GROUP BY keeps the
+/// join one-to-one even if a ledger row were doubled.
+const NEW_ANOMALIES: &str = "\
+SELECT received, sensor_id, boot_id, batch_seq, ts_us, toString(kind) AS kind, \
+       subject, value, baseline, detail \
+FROM anomalies \
+ALL INNER JOIN ( \
+    SELECT sensor_id, boot_id, seq AS batch_seq, min(received) AS received \
+    FROM batches WHERE received >= ? AND anomalies > 0 \
+    GROUP BY sensor_id, boot_id, seq \
+) USING (sensor_id, boot_id, batch_seq) \
+ORDER BY received, sensor_id, boot_id, batch_seq, ts_us";
+
+impl Source {
+    pub fn new(cfg: &crate::ch::ChConfig) -> Source {
+        Source {
+            client: crate::ch::base_client(cfg).with_database(cfg.database.clone()),
+            db: cfg.database.clone(),
+        }
+    }
+
+    /// Anomaly rows of batches received at or after `cursor` (seconds).
+    pub async fn anomalies_since(&self, cursor: u32) -> anyhow::Result<Vec<AnomalyRow>> {
+        self.client
+            .query(NEW_ANOMALIES)
+            .bind(cursor)
+            .fetch_all::<AnomalyRow>()
+            .await
+            .context("reading new anomalies")
+    }
+
+    /// Subjects whose value is above the rule's line now.
+    pub async fn evaluate(&self, rule: &Rule, now_us: i64) -> anyhow::Result<Vec<Alert>> {
+        let inner = rule.sql.replace("{{DB}}", &format!("`{}`", self.db));
+        let sql = format!(
+            "SELECT toString(subject) AS subject, toFloat64(value) AS value FROM ({inner}) \
+             WHERE value > {}",
+            rule.above
+        );
+        let rows = self
+            .client
+            .query(&sql)
+            .fetch_all::<RuleRow>()
+            .await
+            .with_context(|| format!("rule {}", rule.name))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Alert {
+                origin: Origin::Threshold,
+                rule: rule.name.clone(),
+                sensor_id: String::new(),
+                detail: format!("{} = {} is above {}", rule.name, r.value, rule.above),
+                subject: r.subject,
+                severity: rule.severity,
+                starts_us: now_us,
+                last_us: now_us,
+                value: r.value,
+                baseline: rule.above,
+                rows: 1,
+            })
+            .collect())
+    }
+}
