@@ -345,4 +345,16 @@ mod tests {
         assert!(toml::from_str::<AlertConfig>("state_dir = \"x\"\nbogus = 1").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            alerts: AlertConfig,
+        }
+        let f: File = toml::from_str(include_str!("../../config/alerts.example.toml")).unwrap();
+        assert_eq!(f.alerts.rule.len(), 1);
+        assert!(f.alerts.webhook.is_some() && f.alerts.syslog.is_some());
+        assert_eq!(f.alerts.retry.attempts, 6);
+    }
 }

@@ -16,7 +16,8 @@ pub struct AnomalyRow {
     pub boot_id: u64,
     pub batch_seq: u64,
     pub ts_us: i64,
-    pub kind: String,
+    /// `kind` as text (an alias of its own name would be cyclic on old servers).
+    pub kind_name: String,
     pub subject: String,
     pub value: f64,
     pub baseline: f64,
@@ -32,10 +33,10 @@ impl AnomalyRow {
     pub fn alert(&self) -> Alert {
         Alert {
             origin: Origin::Anomaly,
-            rule: self.kind.clone(),
+            rule: self.kind_name.clone(),
             sensor_id: self.sensor_id.clone(),
             subject: self.subject.clone(),
-            severity: Severity::of_anomaly(&self.kind),
+            severity: Severity::of_anomaly(&self.kind_name),
             starts_us: self.ts_us,
             last_us: self.ts_us,
             value: self.value,
@@ -64,7 +65,7 @@ pub struct Source {
 /// ledger row per delivery at most once (the collector dedups), but GROUP BY keeps the
 /// join one-to-one even if a ledger row were doubled.
 const NEW_ANOMALIES: &str = "\
-SELECT received, sensor_id, boot_id, batch_seq, ts_us, toString(kind) AS kind, \
+SELECT received, sensor_id, boot_id, batch_seq, ts_us, toString(kind) AS kind_name, \
        subject, value, baseline, detail \
 FROM anomalies \
 ALL INNER JOIN ( \
@@ -96,8 +97,8 @@ impl Source {
     pub async fn evaluate(&self, rule: &Rule, now_us: i64) -> anyhow::Result<Vec<Alert>> {
         let inner = rule.sql.replace("{{DB}}", &format!("`{}`", self.db));
         let sql = format!(
-            "SELECT toString(subject) AS subject, toFloat64(value) AS value FROM ({inner}) \
-             WHERE value > {}",
+            "SELECT toString(s) AS subject, toFloat64(v) AS value \
+             FROM (SELECT subject AS s, value AS v FROM ({inner})) WHERE v > {}",
             rule.above
         );
         let rows = self
