@@ -65,15 +65,15 @@ pub struct Source {
 /// ledger row per delivery at most once (the collector dedups), but GROUP BY keeps the
 /// join one-to-one even if a ledger row were doubled.
 const NEW_ANOMALIES: &str = "\
-SELECT received, sensor_id, boot_id, batch_seq, ts_us, toString(kind) AS kind_name, \
+SELECT first_received AS received, sensor_id, boot_id, batch_seq, ts_us, toString(kind) AS kind_name, \
        subject, value, baseline, detail \
 FROM anomalies \
 ALL INNER JOIN ( \
-    SELECT sensor_id, boot_id, seq AS batch_seq, min(received) AS received \
+    SELECT sensor_id, boot_id, seq AS batch_seq, min(received) AS first_received \
     FROM batches WHERE received >= ? AND anomalies > 0 \
     GROUP BY sensor_id, boot_id, seq \
 ) USING (sensor_id, boot_id, batch_seq) \
-ORDER BY received, sensor_id, boot_id, batch_seq, ts_us";
+ORDER BY first_received, sensor_id, boot_id, batch_seq, ts_us";
 
 impl Source {
     pub fn new(cfg: &crate::ch::ChConfig) -> Source {
