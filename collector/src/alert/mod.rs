@@ -32,3 +32,4 @@ pub use config::{AlertConfig, Settings};
 pub use counters::AlertCounters;
 pub use format::{cef_escape_ext, cef_escape_header};
 pub use run::spawn;
+pub use source::{poll_sql, rule_sql};

@@ -93,13 +93,7 @@ async fn run(shared: Arc<Shared>, source: Source, sinks: Vec<Deliverer>) {
     );
     let mut rules_due: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
-        if let Err(e) = poll_once(&shared, &source, &names, &mut rules_due).await {
-            shared
-                .counters()
-                .source_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            crate::warn!("alerts: {e:#}");
-        }
+        poll_once(&shared, &source, &names, &mut rules_due).await;
         for (_, w) in &wakers {
             w.notify_one();
         }
@@ -107,17 +101,64 @@ async fn run(shared: Arc<Shared>, source: Source, sinks: Vec<Deliverer>) {
     }
 }
 
-/// One round: read new anomalies and due rules, decide, queue, save.
+/// One round: read new anomalies and due rules, decide, queue, save. A failed read
+/// is counted and skips only its own part: rules still run while the anomaly poll
+/// fails, and nothing expires while the poll cannot tell whether rows came in.
 async fn poll_once(
     shared: &Shared,
     source: &Source,
     sinks: &[&'static str],
     rules_due: &mut BTreeMap<String, Instant>,
-) -> anyhow::Result<()> {
+) {
     let t0 = now_us();
     let cursor = shared.lock().cursor;
-    let rows = source.anomalies_since(cursor).await?;
-    let mut evaluated = Vec::new();
+    let rows = match source.anomalies_since(cursor).await {
+        Ok(rows) => Some(rows),
+        Err(e) => {
+            source_error(shared, &e);
+            None
+        }
+    };
+    let evaluated = due_rules(shared, source, rules_due, t0).await;
+    let s = &shared.settings;
+    let mut st = shared.lock();
+    let mut decisions: Vec<Decision> = Vec::new();
+    if let Some(rows) = rows {
+        for r in &rows {
+            // Rows of one batch are all handled in the round that first sees it.
+            if !st.handled.contains_key(&r.batch_key()) {
+                st.open.observe(r.alert(), t0, s.window_us, &mut decisions);
+            }
+        }
+        for r in &rows {
+            st.handled.insert(r.batch_key(), r.received);
+        }
+        st.open.expire(t0, s.window_us, &mut decisions);
+        st.advance(((t0 / 1_000_000) as u32).saturating_sub(s.lookback_secs));
+    }
+    for (rule, above) in evaluated {
+        st.open.threshold(&rule, above, t0, &mut decisions);
+    }
+    enqueue(shared, &mut st, decisions, sinks, t0);
+    shared.save(&st);
+}
+
+fn source_error(shared: &Shared, e: &anyhow::Error) {
+    shared
+        .counters()
+        .source_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::warn!("alerts: {e:#}");
+}
+
+/// Evaluates the rules that are due; a rule whose query fails is tried again next round.
+async fn due_rules(
+    shared: &Shared,
+    source: &Source,
+    rules_due: &mut BTreeMap<String, Instant>,
+    t0: i64,
+) -> Vec<(String, Vec<super::model::Alert>)> {
+    let mut out = Vec::new();
     for rule in &shared.settings.rules {
         if rules_due
             .get(&rule.name)
@@ -125,32 +166,15 @@ async fn poll_once(
         {
             continue;
         }
-        evaluated.push((rule.name.clone(), source.evaluate(rule, t0).await?));
-        rules_due.insert(rule.name.clone(), Instant::now() + rule.every);
-    }
-    let s = &shared.settings;
-    let mut st = shared.lock();
-    let mut decisions: Vec<Decision> = Vec::new();
-    for r in &rows {
-        let key = r.batch_key();
-        // Rows of one batch are all handled in the round that first sees it.
-        if st.handled.contains_key(&key) {
-            continue;
+        match source.evaluate(rule, t0).await {
+            Ok(above) => {
+                out.push((rule.name.clone(), above));
+                rules_due.insert(rule.name.clone(), Instant::now() + rule.every);
+            }
+            Err(e) => source_error(shared, &e),
         }
-        st.open.observe(r.alert(), t0, s.window_us, &mut decisions);
     }
-    for r in &rows {
-        st.handled.insert(r.batch_key(), r.received);
-    }
-    st.open.expire(t0, s.window_us, &mut decisions);
-    for (rule, above) in evaluated {
-        st.open.threshold(&rule, above, t0, &mut decisions);
-    }
-    enqueue(shared, &mut st, decisions, sinks, t0);
-    let lookback = s.lookback_secs;
-    st.advance(((t0 / 1_000_000) as u32).saturating_sub(lookback));
-    shared.save(&st);
-    Ok(())
+    out
 }
 
 fn enqueue(

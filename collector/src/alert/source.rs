@@ -72,8 +72,24 @@ ALL INNER JOIN ( \
     SELECT sensor_id, boot_id, seq AS batch_seq, min(received) AS first_received \
     FROM batches WHERE received >= ? AND anomalies > 0 \
     GROUP BY sensor_id, boot_id, seq \
-) USING (sensor_id, boot_id, batch_seq) \
+) AS ledger USING (sensor_id, boot_id, batch_seq) \
 ORDER BY first_received, sensor_id, boot_id, batch_seq, ts_us";
+
+/// The anomaly poll as text, with the cursor in place (for checks on other servers;
+/// the alerter binds the cursor).
+pub fn poll_sql(cursor: u32) -> String {
+    NEW_ANOMALIES.replace('?', &cursor.to_string())
+}
+
+/// A threshold rule's query as the alerter runs it: the user's SELECT, typed and
+/// filtered (inner aliases differ from the outer names: 18.16 calls `x AS x` cyclic).
+pub fn rule_sql(db: &str, sql: &str, above: f64) -> String {
+    let inner = sql.replace("{{DB}}", &format!("`{db}`"));
+    format!(
+        "SELECT toString(s) AS subject, toFloat64(v) AS value \
+         FROM (SELECT subject AS s, value AS v FROM ({inner})) WHERE v > {above}"
+    )
+}
 
 impl Source {
     pub fn new(cfg: &crate::ch::ChConfig) -> Source {
@@ -95,12 +111,7 @@ impl Source {
 
     /// Subjects whose value is above the rule's line now.
     pub async fn evaluate(&self, rule: &Rule, now_us: i64) -> anyhow::Result<Vec<Alert>> {
-        let inner = rule.sql.replace("{{DB}}", &format!("`{}`", self.db));
-        let sql = format!(
-            "SELECT toString(s) AS subject, toFloat64(v) AS value \
-             FROM (SELECT subject AS s, value AS v FROM ({inner})) WHERE v > {}",
-            rule.above
-        );
+        let sql = rule_sql(&self.db, &rule.sql, rule.above);
         let rows = self
             .client
             .query(&sql)
