@@ -622,7 +622,22 @@ fn a_threshold_rule_fires_per_service_and_resolves_when_the_rate_drops() {
     let rule = "[[alerts.rule]]\nname = \"service_resets\"\nevery_secs = 1\nabove = 20\nseverity = \"critical\"\n\
         sql = \"SELECT toString(sport) AS subject, count() AS value FROM {{DB}}.rst_events \
         WHERE ts >= now() - 6 GROUP BY sport\"\n";
-    let cfg = config(dir.path(), "window_secs = 3600", rule);
+    // Syslog over TCP too: one newline-framed line per notice.
+    let syslog = TcpListener::bind("127.0.0.1:0").unwrap();
+    let syslog_port = syslog.local_addr().unwrap().port();
+    let tcp_lines: Arc<Mutex<Vec<String>>> = Default::default();
+    let got = tcp_lines.clone();
+    std::thread::spawn(move || {
+        for mut s in syslog.incoming().flatten() {
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            got.lock().unwrap().extend(text.lines().map(String::from));
+        }
+    });
+    let sinks = format!(
+        "{rule}[alerts.syslog]\naddress = \"127.0.0.1:{syslog_port}\"\ntransport = \"tcp\"\n"
+    );
+    let cfg = config(dir.path(), "window_secs = 3600", &sinks);
     let col = alerting(&ch, dir.path(), "rule", &cfg);
     let t = now_us();
     let mut rsts: Vec<RstEvent> = (0..50).map(|i| rst(t + i, 443)).collect();
@@ -648,6 +663,15 @@ fn a_threshold_rule_fires_per_service_and_resolves_when_the_rate_drops() {
     }
     assert_eq!(f["rstwatch"]["value"], 50.0);
     assert_eq!(f["rstwatch"]["baseline"], 20.0);
+    let tcp = tcp_lines.lock().unwrap().clone();
+    assert_eq!(tcp.len(), 2, "{tcp:#?}");
+    assert!(
+        tcp[0].contains("|rstwatch_rule_service_resets|service_resets firing|9|"),
+        "{}",
+        tcp[0]
+    );
+    assert!(tcp[1].contains(" act=resolved "), "{}", tcp[1]);
+    assert!(tcp[0].contains(" cs1=443 "), "{}", tcp[0]);
 }
 
 fn sensor_bin() -> Option<PathBuf> {

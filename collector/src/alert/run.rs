@@ -143,12 +143,17 @@ async fn poll_once(
     shared.save(&st);
 }
 
+/// Counts a failed read; logs the first few and then every 60th (a ClickHouse outage
+/// must not write a line per poll).
 fn source_error(shared: &Shared, e: &anyhow::Error) {
-    shared
+    let n = shared
         .counters()
         .source_errors
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::warn!("alerts: {e:#}");
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    if n <= 3 || n % 60 == 0 {
+        crate::warn!("alerts: {e:#} ({n} failed reads so far)");
+    }
 }
 
 /// Evaluates the rules that are due; a rule whose query fails is tried again next round.
