@@ -151,7 +151,7 @@ fn source_error(shared: &Shared, e: &anyhow::Error) {
         .source_errors
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         + 1;
-    if n <= 3 || n % 60 == 0 {
+    if n <= 3 || n.is_multiple_of(60) {
         crate::warn!("alerts: {e:#} ({n} failed reads so far)");
     }
 }
