@@ -52,7 +52,7 @@ impl Shared {
 /// an fsync, a slow query) can hold up the ingest runtime. Fails at once on a state
 /// file it cannot read.
 pub fn spawn(settings: Settings, ch: ChConfig, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let state = match State::load(&settings.state_dir)? {
+    let mut state = match State::load(&settings.state_dir)? {
         Some(s) => s,
         // First start: alert on what arrived in the last lookback, then on all that is new.
         None => State {
@@ -64,6 +64,19 @@ pub fn spawn(settings: Settings, ch: ChConfig, metrics: Arc<Metrics>) -> anyhow:
         .into_iter()
         .map(|s| Deliverer::new(s, &settings))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Notices queued for a sink no longer configured would wait forever: say so, drop.
+    let names: Vec<&str> = sinks.iter().map(|d| d.sink.name()).collect();
+    for (sink, q) in &state.outbox {
+        if !names.contains(&sink.as_str()) && !q.is_empty() {
+            crate::warn!(
+                "alerts: dropping {} undelivered notices of the removed sink {sink}",
+                q.len()
+            );
+        }
+    }
+    state
+        .outbox
+        .retain(|sink, _| names.contains(&sink.as_str()));
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         settings,
