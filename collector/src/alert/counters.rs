@@ -52,6 +52,8 @@ pub struct AlertCounters {
     /// Failed ClickHouse polls or rule evaluations, and failed state writes.
     pub source_errors: std::sync::atomic::AtomicU64,
     pub state_errors: std::sync::atomic::AtomicU64,
+    /// Mirrors the open-alert table's count of alerts it refused (it is persisted).
+    pub untracked: std::sync::atomic::AtomicU64,
     /// Notices waiting per sink.
     queued: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -117,6 +119,11 @@ impl AlertCounters {
                 "rstwatch_collector_alerts_state_errors_total",
                 "Failed writes of the alerter's state file.",
                 self.state_errors.load(Relaxed),
+            ),
+            (
+                "rstwatch_collector_alerts_untracked_total",
+                "New alerts not sent because 10000 alerts were open.",
+                self.untracked.load(Relaxed),
             ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

@@ -24,7 +24,15 @@ struct Open {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OpenAlerts {
     open: BTreeMap<String, Open>,
+    /// New alerts not opened because [`MAX_OPEN`] were open (a metric).
+    #[serde(default)]
+    pub untracked: u64,
 }
+
+/// Open alerts held at most: the state file is rewritten every poll, and a rule
+/// returning a million subjects, or an attacker spraying addresses, must not grow it
+/// without bound. A new key past this is counted and not sent.
+pub const MAX_OPEN: usize = 10_000;
 
 /// A decision: send this alert with this status.
 pub type Decision = (Status, Alert);
@@ -56,6 +64,10 @@ impl OpenAlerts {
             }
             let ended = self.open.remove(&key).expect("present");
             out.push((Status::Resolved, ended.alert));
+        }
+        if self.open.len() >= MAX_OPEN {
+            self.untracked += 1;
+            return;
         }
         out.push((Status::Firing, row.clone()));
         self.open.insert(
@@ -112,6 +124,7 @@ impl OpenAlerts {
             out.push((Status::Resolved, o.alert));
         }
         for (k, a) in current {
+            let full = self.open.len() >= MAX_OPEN;
             match self.open.get_mut(&k) {
                 Some(o) => {
                     o.alert.last_us = now_us;
@@ -120,6 +133,7 @@ impl OpenAlerts {
                     o.alert.rows += 1;
                     o.seen_us = now_us;
                 }
+                None if full => self.untracked += 1,
                 None => {
                     out.push((Status::Firing, a.clone()));
                     self.open.insert(
@@ -211,6 +225,25 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn past_max_open_new_alerts_are_counted_not_sent() {
+        let mut o = OpenAlerts::default();
+        let mut out = Vec::new();
+        for i in 0..MAX_OPEN + 5 {
+            o.observe(
+                row(Origin::Anomaly, &format!("s{i}"), 0),
+                0,
+                300 * S,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), MAX_OPEN);
+        assert_eq!(o.untracked, 5);
+        // An open one still takes its rows.
+        o.observe(row(Origin::Anomaly, "s0", 1), 0, 300 * S, &mut out);
+        assert_eq!((out.len(), o.untracked), (MAX_OPEN, 5));
     }
 
     #[test]

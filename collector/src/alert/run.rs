@@ -153,6 +153,10 @@ async fn poll_once(
         st.open.threshold(&rule, above, t0, &mut decisions);
     }
     enqueue(shared, &mut st, decisions, sinks, t0);
+    shared
+        .counters()
+        .untracked
+        .store(st.open.untracked, std::sync::atomic::Ordering::Relaxed);
     shared.save(&st);
 }
 
