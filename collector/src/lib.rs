@@ -12,9 +12,12 @@
 pub mod ch;
 pub mod cluster;
 pub mod config;
+pub mod insight;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod report;
 pub mod server;
 pub mod testing;
 pub mod validate;
+pub mod web;
