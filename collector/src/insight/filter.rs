@@ -87,8 +87,12 @@ impl Filter {
                 "to" => to = Some(parse_time(&v)?),
                 "sensor" => f.sensor = Some(v.into_owned()),
                 "port" => f.service_port = Some(v.parse().context("bad port")?),
-                "cause" => f.cause = Some(v.parse().map_err(|_| anyhow::anyhow!("bad cause {v:?}"))?),
-                "class" => f.class = Some(v.parse().map_err(|_| anyhow::anyhow!("bad class {v:?}"))?),
+                "cause" => {
+                    f.cause = Some(v.parse().map_err(|_| anyhow::anyhow!("bad cause {v:?}"))?)
+                }
+                "class" => {
+                    f.class = Some(v.parse().map_err(|_| anyhow::anyhow!("bad class {v:?}"))?)
+                }
                 "kind" => f.kind = Some(v.parse().map_err(|_| anyhow::anyhow!("bad kind {v:?}"))?),
                 "server" => f.server = Some(v.parse().context("bad server address")?),
                 "suspect" => f.suspect = v == "1",
@@ -154,11 +158,7 @@ impl Filter {
 
     /// One line saying what this filter selects, for page titles.
     pub fn describe(&self) -> String {
-        let mut s = format!(
-            "{} – {} UTC",
-            fmt_time(self.from),
-            fmt_time(self.to)
-        );
+        let mut s = format!("{} – {} UTC", fmt_time(self.from), fmt_time(self.to));
         if let Some(x) = &self.sensor {
             let _ = write!(s, ", sensor {x}");
         }

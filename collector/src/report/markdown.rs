@@ -70,7 +70,13 @@ fn sparklines(t: &Table, key: &str, from: i64, to: i64) -> String {
         let max = v.iter().copied().fold(0.0, f64::max).max(1.0);
         let line: String = v
             .iter()
-            .map(|x| if *x == 0.0 { ' ' } else { BARS[((x / max) * 7.0).round() as usize] })
+            .map(|x| {
+                if *x == 0.0 {
+                    ' '
+                } else {
+                    BARS[((x / max) * 7.0).round() as usize]
+                }
+            })
             .collect();
         let _ = writeln!(s, "{name:<18} {:>10}  {line}", fmt_num(v.iter().sum()));
     }
@@ -81,8 +87,13 @@ fn sparklines(t: &Table, key: &str, from: i64, to: i64) -> String {
 pub fn render(ov: &Overview, generated: &str) -> String {
     let f = &ov.filter;
     let t = &ov.totals;
-    let mut s = format!("# rstwatch report: TCP resets\n\n{}  \n_generated {generated}_\n\n", f.describe());
-    let anomalies: f64 = (0..ov.anomaly_kinds.rows.len()).map(|r| ov.anomaly_kinds.num(r, "anomalies")).sum();
+    let mut s = format!(
+        "# rstwatch report: TCP resets\n\n{}  \n_generated {generated}_\n\n",
+        f.describe()
+    );
+    let anomalies: f64 = (0..ov.anomaly_kinds.rows.len())
+        .map(|r| ov.anomaly_kinds.num(r, "anomalies"))
+        .sum();
     let _ = writeln!(
         s,
         "| RSTs | suspected injections | refused | idle timeouts | services reset | anomalies |\n\
@@ -99,13 +110,94 @@ pub fn render(ov: &Overview, generated: &str) -> String {
     s.push_str("\n## RSTs by cause\n\n");
     s.push_str(&sparklines(&ov.by_cause, "cause", f.from, f.to));
     let sections: [(&str, &Table, &[(&str, &str)], usize); 7] = [
-        ("Why: RSTs by cause, with remedies", &ov.causes, &[("cause", "cause"), ("rsts", "RSTs"), ("suspect", "suspect"), ("example", "first example"), ("remedy", "what to do")], 20),
-        ("Top services", &ov.top_services, &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("suspect", "suspect"), ("flows", "flows ended"), ("ratio", "RSTs / flow"), ("top_cause", "top cause")], 15),
-        ("Suspected injections", &ov.injections, &[("time", "time (UTC)"), ("src_addr", "RST from"), ("sport", "port"), ("dst_addr", "to"), ("dport", "port"), ("evidence", "evidence"), ("ttl", "TTL")], 20),
-        ("Top anomalies", &ov.anomalies, &[("time", "time (UTC)"), ("kind", "kind"), ("subject", "subject"), ("value", "value"), ("baseline", "baseline"), ("detail", "detail")], 20),
-        ("Firewall / NAT idle timeouts", &ov.idle, &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("timeout_estimate_s", "timeout estimate s"), ("at_estimate", "RSTs at estimate")], 10),
-        ("Refused-connection hotspots", &ov.refused, &[("server_addr", "server"), ("server_port", "port"), ("rsts", "refused"), ("clients", "clients")], 10),
-        ("Sensor health", &ov.sensor_health, &[("sensor_id", "sensor"), ("name", "counter"), ("value", "value"), ("batches", "batches"), ("last_batch", "last batch (UTC)")], 50),
+        (
+            "Why: RSTs by cause, with remedies",
+            &ov.causes,
+            &[
+                ("cause", "cause"),
+                ("rsts", "RSTs"),
+                ("suspect", "suspect"),
+                ("example", "first example"),
+                ("remedy", "what to do"),
+            ],
+            20,
+        ),
+        (
+            "Top services",
+            &ov.top_services,
+            &[
+                ("server_addr", "server"),
+                ("server_port", "port"),
+                ("rsts", "RSTs"),
+                ("suspect", "suspect"),
+                ("flows", "flows ended"),
+                ("ratio", "RSTs / flow"),
+                ("top_cause", "top cause"),
+            ],
+            15,
+        ),
+        (
+            "Suspected injections",
+            &ov.injections,
+            &[
+                ("time", "time (UTC)"),
+                ("src_addr", "RST from"),
+                ("sport", "port"),
+                ("dst_addr", "to"),
+                ("dport", "port"),
+                ("evidence", "evidence"),
+                ("ttl", "TTL"),
+            ],
+            20,
+        ),
+        (
+            "Top anomalies",
+            &ov.anomalies,
+            &[
+                ("time", "time (UTC)"),
+                ("kind", "kind"),
+                ("subject", "subject"),
+                ("value", "value"),
+                ("baseline", "baseline"),
+                ("detail", "detail"),
+            ],
+            20,
+        ),
+        (
+            "Firewall / NAT idle timeouts",
+            &ov.idle,
+            &[
+                ("server_addr", "server"),
+                ("server_port", "port"),
+                ("rsts", "RSTs"),
+                ("timeout_estimate_s", "timeout estimate s"),
+                ("at_estimate", "RSTs at estimate"),
+            ],
+            10,
+        ),
+        (
+            "Refused-connection hotspots",
+            &ov.refused,
+            &[
+                ("server_addr", "server"),
+                ("server_port", "port"),
+                ("rsts", "refused"),
+                ("clients", "clients"),
+            ],
+            10,
+        ),
+        (
+            "Sensor health",
+            &ov.sensor_health,
+            &[
+                ("sensor_id", "sensor"),
+                ("name", "counter"),
+                ("value", "value"),
+                ("batches", "batches"),
+                ("last_batch", "last batch (UTC)"),
+            ],
+            50,
+        ),
     ];
     for (title, t, cols, limit) in sections {
         let _ = write!(s, "\n## {title}\n\n{}", table(t, cols, limit));

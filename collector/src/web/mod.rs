@@ -133,7 +133,14 @@ impl App {
         };
         let page = match path.as_str() {
             "/" => self.overview(&filter, &query).await,
-            "/rows" => rows::page(&self.insight, &filter, has_pair(&query, "what", "anomalies")).await,
+            "/rows" => {
+                rows::page(
+                    &self.insight,
+                    &filter,
+                    has_pair(&query, "what", "anomalies"),
+                )
+                .await
+            }
             _ => return error_page(StatusCode::NOT_FOUND, "no such page"),
         };
         match page {

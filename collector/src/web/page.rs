@@ -48,7 +48,10 @@ pub fn num(mode: &Mode, v: f64, key: &str, rows: Option<(&Filter, bool)>) -> Str
             esc(key),
             esc(&href)
         ),
-        None => format!("<span class=\"n\" data-k=\"{}\" data-v=\"{v}\">{text}</span>", esc(key)),
+        None => format!(
+            "<span class=\"n\" data-k=\"{}\" data-v=\"{v}\">{text}</span>",
+            esc(key)
+        ),
     }
 }
 
@@ -70,7 +73,7 @@ a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}a.n
 .kpi a.n{border:0}table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 th{text-align:left;color:var(--dim);font-weight:500;border-bottom:1px solid var(--line);padding:4px 6px;white-space:nowrap}
 td{border-bottom:1px solid #1f2832;padding:4px 6px;vertical-align:top}td.r,th.r{text-align:right}
-td.detail{color:var(--dim);max-width:420px}tr:hover td{background:#1b2430}
+td.detail{color:var(--dim);max-width:420px}td[data-col=time],td[data-col=last_batch]{white-space:nowrap}tr:hover td{background:#1b2430}
 .chart{width:100%;height:auto;display:block}.chart .grid{stroke:var(--line)}.chart .axis{fill:var(--dim);font-size:11px}
 .chart .empty{fill:var(--dim)}.chart a:hover rect{opacity:.75}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin-top:4px;color:var(--dim)}.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
@@ -132,7 +135,11 @@ fn header(f: &Filter, mode: &Mode) -> String {
             s.push_str("<option value=\"\" selected>custom</option>");
         }
         for r in RANGES {
-            let sel = if range.as_deref() == Some(r) { " selected" } else { "" };
+            let sel = if range.as_deref() == Some(r) {
+                " selected"
+            } else {
+                ""
+            };
             let _ = write!(s, "<option value=\"{r}\"{sel}>last {r}</option>");
         }
         s.push_str("</select>");
@@ -151,7 +158,11 @@ fn header(f: &Filter, mode: &Mode) -> String {
             f.service_port.map(|p| p.to_string()).unwrap_or_default()
         );
         for (n, label) in REFRESH {
-            let sel = if refresh.unwrap_or(0) == n { " selected" } else { "" };
+            let sel = if refresh.unwrap_or(0) == n {
+                " selected"
+            } else {
+                ""
+            };
             let _ = write!(s, "<option value=\"{n}\"{sel}>refresh {label}</option>");
         }
         s.push_str("</select><button type=\"submit\">Apply</button></form>");
@@ -173,10 +184,38 @@ fn kpis(ov: &Overview, mode: &Mode) -> String {
     };
     let tiles: [(&str, &str, f64, Filter, bool, &str); 6] = [
         ("RSTs", "rsts", t.num(0, "rsts"), f.clone(), false, ""),
-        ("suspected injections", "suspect", t.num(0, "suspect"), with(&|x| x.suspect = true), false, "bad"),
-        ("refused", "refused", t.num(0, "refused"), with(&|x| x.class = Some(RstClass::Reject)), false, ""),
-        ("idle timeouts", "idle", t.num(0, "idle"), with(&|x| x.cause = Some(Cause::IdleTimeout)), false, ""),
-        ("services reset", "services", t.num(0, "services"), f.clone(), false, ""),
+        (
+            "suspected injections",
+            "suspect",
+            t.num(0, "suspect"),
+            with(&|x| x.suspect = true),
+            false,
+            "bad",
+        ),
+        (
+            "refused",
+            "refused",
+            t.num(0, "refused"),
+            with(&|x| x.class = Some(RstClass::Reject)),
+            false,
+            "",
+        ),
+        (
+            "idle timeouts",
+            "idle",
+            t.num(0, "idle"),
+            with(&|x| x.cause = Some(Cause::IdleTimeout)),
+            false,
+            "",
+        ),
+        (
+            "services reset",
+            "services",
+            t.num(0, "services"),
+            f.clone(),
+            false,
+            "",
+        ),
         ("anomalies", "anomalies", anomalies, f.clone(), true, "warn"),
     ];
     let mut s = String::from("<section class=\"wide\"><div class=\"kpis\">");

@@ -18,7 +18,9 @@ pub async fn page(i: &Insight, f: &Filter, anomalies: bool) -> anyhow::Result<St
             i.fetch(Query::Anomalies, f),
             i.fetch(Query::AnomalyKinds, f)
         )?;
-        let n = (0..kinds.rows.len()).map(|r| kinds.num(r, "anomalies")).sum();
+        let n = (0..kinds.rows.len())
+            .map(|r| kinds.num(r, "anomalies"))
+            .sum();
         (rows, n, &ANOMALY_COLS)
     } else {
         let (rows, totals) =

@@ -12,7 +12,10 @@ use crate::insight::{Filter, Overview, Table};
 
 fn section(id: &str, title: &str, wide: bool, body: &str) -> String {
     let cls = if wide { " class=\"wide\"" } else { "" };
-    format!("<section{cls} id=\"s-{id}\"><h2>{}</h2>{body}</section>", esc(title))
+    format!(
+        "<section{cls} id=\"s-{id}\"><h2>{}</h2>{body}</section>",
+        esc(title)
+    )
 }
 
 /// The filter narrowed to one service (address and port of row `r`).
@@ -21,6 +24,14 @@ fn service(f: &Filter, t: &Table, r: usize) -> Filter {
     x.server = t.text(r, "server_addr").parse().ok();
     x.service_port = t.text(r, "server_port").parse().ok();
     x
+}
+
+/// The first `n` rows of `t` (the overview shows the newest; the rows page all).
+fn first_rows(t: &Table, n: usize) -> Table {
+    Table {
+        columns: t.columns.clone(),
+        rows: t.rows.iter().take(n).cloned().collect(),
+    }
 }
 
 /// Causes in the range, with the same range a week earlier and the remedy.
@@ -39,7 +50,10 @@ pub fn causes(ov: &Overview, mode: &Mode) -> String {
         let n = t.num(r, "rsts");
         match c {
             "rsts" => Some(num(mode, n, "cause.rsts", Some((&x, false)))),
-            "share" => Some(format!("{:.1}%", if total > 0.0 { n / total * 100.0 } else { 0.0 })),
+            "share" => Some(format!(
+                "{:.1}%",
+                if total > 0.0 { n / total * 100.0 } else { 0.0 }
+            )),
             "previous" => {
                 let p = previous.get(&t.text(r, "cause")).copied().unwrap_or(0.0);
                 let mut w = x.clone();
@@ -54,7 +68,10 @@ pub fn causes(ov: &Overview, mode: &Mode) -> String {
                     }
                     _ => String::new(),
                 };
-                Some(format!("{} {trend}", num(mode, p, "cause.previous", Some((&w, false)))))
+                Some(format!(
+                    "{} {trend}",
+                    num(mode, p, "cause.previous", Some((&w, false)))
+                ))
             }
             _ => None,
         }
@@ -81,11 +98,21 @@ pub fn services(ov: &Overview, mode: &Mode) -> String {
     let cell = |r: usize, c: &str| -> Option<String> {
         let x = service(f, t, r);
         match c {
-            "rsts" => Some(num(mode, t.num(r, "rsts"), "service.rsts", Some((&x, false)))),
+            "rsts" => Some(num(
+                mode,
+                t.num(r, "rsts"),
+                "service.rsts",
+                Some((&x, false)),
+            )),
             "suspect" => {
                 let mut s = x.clone();
                 s.suspect = true;
-                Some(num(mode, t.num(r, "suspect"), "service.suspect", Some((&s, false))))
+                Some(num(
+                    mode,
+                    t.num(r, "suspect"),
+                    "service.suspect",
+                    Some((&s, false)),
+                ))
             }
             _ => None,
         }
@@ -117,9 +144,10 @@ pub fn injections(ov: &Overview, mode: &Mode) -> String {
                 .collect()
         })
     };
+    let shown = first_rows(t, 12);
     let body = table(
         "injections",
-        t,
+        &shown,
         &[
             ("time", "time (UTC)"),
             ("src_addr", "RST from"),
@@ -136,10 +164,21 @@ pub fn injections(ov: &Overview, mode: &Mode) -> String {
     let mut all = ov.filter.clone();
     all.suspect = true;
     let head = format!(
-        "<p>{} suspect RSTs (newest 50 shown)</p>",
-        num(mode, ov.totals.num(0, "suspect"), "injections.total", Some((&all, false)))
+        "<p>{} suspect RSTs; newest {} shown, the number lists them all</p>",
+        num(
+            mode,
+            ov.totals.num(0, "suspect"),
+            "injections.total",
+            Some((&all, false))
+        ),
+        shown.rows.len()
     );
-    section("injections", "Suspected injections (forged RSTs) with evidence", true, &(head + &body))
+    section(
+        "injections",
+        "Suspected injections (forged RSTs) with evidence",
+        true,
+        &(head + &body),
+    )
 }
 
 pub fn anomalies(ov: &Overview, mode: &Mode) -> String {
@@ -153,13 +192,18 @@ pub fn anomalies(ov: &Overview, mode: &Mode) -> String {
             summary,
             "<span class=\"tag\">{} {}</span> ",
             esc(&k.text(r, "kind")),
-            num(mode, k.num(r, "anomalies"), &format!("anomalies.{}", k.text(r, "kind")), Some((&x, true)))
+            num(
+                mode,
+                k.num(r, "anomalies"),
+                &format!("anomalies.{}", k.text(r, "kind")),
+                Some((&x, true))
+            )
         );
     }
     summary.push_str("</p>");
     let body = table(
         "anomalies",
-        &ov.anomalies,
+        &first_rows(&ov.anomalies, 15),
         &[
             ("time", "time (UTC)"),
             ("kind", "kind"),
@@ -170,7 +214,12 @@ pub fn anomalies(ov: &Overview, mode: &Mode) -> String {
         ],
         &|_, _| None,
     );
-    section("anomalies", "Anomalies: storms, scans, backscatter, failovers, injections", true, &(summary + &body))
+    section(
+        "anomalies",
+        "Anomalies: storms, scans, backscatter, failovers, injections",
+        true,
+        &(summary + &body),
+    )
 }
 
 pub fn idle(ov: &Overview, mode: &Mode) -> String {
@@ -207,7 +256,12 @@ pub fn idle(ov: &Overview, mode: &Mode) -> String {
     );
     let note = "<p class=\"none\">A firewall or NAT forgets idle flows at one value: the most \
                 frequent silence before its resets is its timeout.</p>";
-    section("idle", "Firewall / NAT idle timeouts", false, &(body + note))
+    section(
+        "idle",
+        "Firewall / NAT idle timeouts",
+        false,
+        &(body + note),
+    )
 }
 
 pub fn refused(ov: &Overview, mode: &Mode) -> String {

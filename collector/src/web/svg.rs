@@ -44,7 +44,11 @@ const BOTTOM: f64 = 26.0;
 
 /// Per bucket start: series → RSTs.
 fn buckets(b: &Bars) -> BTreeMap<i64, BTreeMap<String, f64>> {
-    let (tc, kc, vc) = (b.table.col("t"), b.table.col(b.key_col), b.table.col("rsts"));
+    let (tc, kc, vc) = (
+        b.table.col("t"),
+        b.table.col(b.key_col),
+        b.table.col("rsts"),
+    );
     let mut out: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
     let (Some(tc), Some(kc), Some(vc)) = (tc, kc, vc) else {
         return out;
@@ -186,7 +190,12 @@ fn legend(b: &Bars, data: &BTreeMap<i64, BTreeMap<String, f64>>) -> String {
         }
     }
     let mut s = String::from("<div class=\"legend\">");
-    let mut names: Vec<&str> = b.order.iter().copied().filter(|n| totals.contains_key(n)).collect();
+    let mut names: Vec<&str> = b
+        .order
+        .iter()
+        .copied()
+        .filter(|n| totals.contains_key(n))
+        .collect();
     names.extend(totals.keys().copied().filter(|k| !b.order.contains(k)));
     for name in names {
         let _ = write!(
