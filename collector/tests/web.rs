@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 
+use base64::Engine as _;
 use rstwatch_collector::testing::{free_port, ClickHouse, TempDir};
 use serde_json::json;
 use soc::cdp::{chromium, Browser};
@@ -197,6 +198,20 @@ fn follow(b: &mut Browser, key: &str, col: &str) -> (f64, Vec<String>) {
     (v["total"].as_f64().unwrap(), cells)
 }
 
+/// The token is required, by bearer or basic auth; health is open; bad input is a 400.
+fn assert_token_required(port: u16) {
+    let bearer = format!("Bearer {TOKEN}");
+    assert!(raw_get(port, "/", None).contains(" 401 "));
+    assert!(raw_get(port, "/", None).contains("www-authenticate: Basic"));
+    assert!(raw_get(port, "/", Some("Bearer wrong")).contains(" 401 "));
+    assert!(raw_get(port, "/", Some(&bearer)).contains(" 200 "));
+    // "anyone:view-t0ken"
+    assert!(raw_get(port, "/", Some("Basic YW55b25lOnZpZXctdDBrZW4=")).contains(" 200 "));
+    assert!(raw_get(port, "/healthz", None).contains(" 200 "));
+    assert!(raw_get(port, "/?range=0h", Some(&bearer)).contains(" 400 "));
+    assert!(raw_get(port, "/?sensor=x%27", Some(&bearer)).contains(" 200 "));
+}
+
 #[test]
 fn a_browser_sees_the_charts_and_the_numbers_of_the_sql_for_any_range() {
     let test = "a_browser_sees_the_charts_and_the_numbers_of_the_sql_for_any_range";
@@ -213,15 +228,7 @@ fn a_browser_sees_the_charts_and_the_numbers_of_the_sql_for_any_range() {
     let col = collector(&ch, dir.path(), &["--http", &addr, "--http-token", TOKEN]);
     let loaded = load_two_periods(&col, &dir);
 
-    // The token is required, by bearer or basic auth; health is open.
-    assert!(raw_get(port, "/", None).contains(" 401 "));
-    assert!(raw_get(port, "/", None).contains("www-authenticate: Basic"));
-    assert!(raw_get(port, "/", Some("Bearer wrong")).contains(" 401 "));
-    assert!(raw_get(port, "/", Some(&format!("Bearer {TOKEN}"))).contains(" 200 "));
-    // "anyone:view-t0ken"
-    assert!(raw_get(port, "/", Some("Basic YW55b25lOnZpZXctdDBrZW4=")).contains(" 200 "));
-    assert!(raw_get(port, "/healthz", None).contains(" 200 "));
-    assert!(raw_get(port, "/?range=0h", Some(&format!("Bearer {TOKEN}"))).contains(" 400 "));
+    assert_token_required(port);
 
     let mut b = Browser::start(&bin, 1400, 900).unwrap();
     b.headers(json!({ "Authorization": format!("Bearer {TOKEN}") }))
@@ -282,7 +289,15 @@ fn save_screenshot(b: &mut Browser) {
     let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
     assert_eq!(width, 1400);
     assert!(height > 900, "page height {height}");
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("soc-view.png");
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let top = b
+        .call("Page.captureScreenshot", json!({"format": "png"}))
+        .unwrap();
+    let top = base64::engine::general_purpose::STANDARD
+        .decode(top["data"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(tmp.join("soc-view-top.png"), top).unwrap();
+    let out = tmp.join("soc-view.png");
     std::fs::write(&out, &png).unwrap();
     println!("screenshot: {} ({width}x{height})", out.display());
     if std::env::var_os("RSTWATCH_UPDATE_SCREENSHOT").is_some() {

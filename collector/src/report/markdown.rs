@@ -109,8 +109,34 @@ pub fn render(ov: &Overview, generated: &str) -> String {
     s.push_str(&sparklines(&ov.by_class, "class", f.from, f.to));
     s.push_str("\n## RSTs by cause\n\n");
     s.push_str(&sparklines(&ov.by_cause, "cause", f.from, f.to));
-    let sections: [(&str, &Table, &[(&str, &str)], usize); 7] = [
-        (
+    for sec in sections(ov) {
+        let _ = write!(
+            s,
+            "\n## {}\n\n{}",
+            sec.title,
+            table(sec.table, sec.cols, sec.limit)
+        );
+    }
+    s
+}
+
+/// One table of the report: heading, data, (column, heading) pairs, rows at most.
+struct Section<'a> {
+    title: &'static str,
+    table: &'a Table,
+    cols: &'static [(&'static str, &'static str)],
+    limit: usize,
+}
+
+fn sections(ov: &Overview) -> [Section<'_>; 7] {
+    let sec = |title, table, cols, limit| Section {
+        title,
+        table,
+        cols,
+        limit,
+    };
+    [
+        sec(
             "Why: RSTs by cause, with remedies",
             &ov.causes,
             &[
@@ -122,7 +148,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             20,
         ),
-        (
+        sec(
             "Top services",
             &ov.top_services,
             &[
@@ -136,7 +162,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             15,
         ),
-        (
+        sec(
             "Suspected injections",
             &ov.injections,
             &[
@@ -150,7 +176,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             20,
         ),
-        (
+        sec(
             "Top anomalies",
             &ov.anomalies,
             &[
@@ -163,7 +189,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             20,
         ),
-        (
+        sec(
             "Firewall / NAT idle timeouts",
             &ov.idle,
             &[
@@ -175,7 +201,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             10,
         ),
-        (
+        sec(
             "Refused-connection hotspots",
             &ov.refused,
             &[
@@ -186,7 +212,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             10,
         ),
-        (
+        sec(
             "Sensor health",
             &ov.sensor_health,
             &[
@@ -198,9 +224,5 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             ],
             50,
         ),
-    ];
-    for (title, t, cols, limit) in sections {
-        let _ = write!(s, "\n## {title}\n\n{}", table(t, cols, limit));
-    }
-    s
+    ]
 }

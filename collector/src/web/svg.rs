@@ -11,8 +11,8 @@ use crate::insight::{as_f64, cell_text, Table};
 
 /// Colours with enough contrast to each other on a dark background, in series order.
 const PALETTE: [&str; 14] = [
-    "#e45756", "#f58518", "#eeca3b", "#54a24b", "#4c78a8", "#b279a2", "#ff9da6", "#9d755d",
-    "#72b7b2", "#bab0ac", "#88d27a", "#d67195", "#439894", "#79706e",
+    "#e45756", "#f58518", "#eeca3b", "#54a24b", "#9467bd", "#b279a2", "#ff9da6", "#9d755d",
+    "#17becf", "#bab0ac", "#88d27a", "#d67195", "#5b8ff9", "#79706e",
 ];
 
 /// The colour of series `name` among `order` (the enum's order, so a cause keeps its
@@ -35,8 +35,8 @@ pub struct Bars<'a> {
     pub title: &'a str,
 }
 
-const W: f64 = 900.0;
-const H: f64 = 220.0;
+const W: f64 = 1300.0;
+const H: f64 = 230.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 10.0;
@@ -63,11 +63,12 @@ fn buckets(b: &Bars) -> BTreeMap<i64, BTreeMap<String, f64>> {
     out
 }
 
-/// A y-axis top that reads well: 1, 2 or 5 times a power of ten.
+/// A y-axis top that reads well (its half too): 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8
+/// times a power of ten.
 fn nice_max(v: f64) -> f64 {
     let mut m = 1.0;
     loop {
-        for k in [1.0, 2.0, 5.0] {
+        for k in [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0] {
             if m * k >= v {
                 return m * k;
             }
@@ -218,10 +219,11 @@ mod tests {
     #[test]
     fn y_axis_tops_are_round() {
         assert_eq!(nice_max(1.0), 1.0);
-        assert_eq!(nice_max(3.0), 5.0);
-        assert_eq!(nice_max(7.0), 10.0);
-        assert_eq!(nice_max(11.0), 20.0);
-        assert_eq!(nice_max(4200.0), 5000.0);
+        assert_eq!(nice_max(3.0), 3.0);
+        assert_eq!(nice_max(7.0), 8.0);
+        assert_eq!(nice_max(11.0), 12.0);
+        assert_eq!(nice_max(2270.0), 2500.0);
+        assert_eq!(nice_max(8001.0), 10_000.0);
     }
 
     #[test]

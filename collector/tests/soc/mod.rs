@@ -48,10 +48,17 @@ pub fn collector(ch: &ClickHouse, dir: &Path, extra: &[&str]) -> Collector {
 
 /// Generates `scenario` starting at `start_us`, writes it as a pcap, replays it
 /// through the sensor's engine and ships it to `col`; waits for every acknowledgement.
-pub fn load(col: &Collector, dir: &Path, scenario: Scenario, seed: u64, start_us: i64) {
+pub fn load(
+    col: &Collector,
+    dir: &Path,
+    scenario: Scenario,
+    seed: u64,
+    flows: usize,
+    start_us: i64,
+) {
     let opts = GenOptions {
         seed,
-        flows: 300,
+        flows,
         start_us,
     };
     let g = gen::generate(scenario, &opts);
@@ -84,8 +91,9 @@ pub fn load(col: &Collector, dir: &Path, scenario: Scenario, seed: u64, start_us
     assert_eq!(code, 0, "replay --ship of {scenario:?} did not complete");
 }
 
-/// The two loads every test uses: a `mixed` capture 5 h ago and another 40 min ago, so
-/// "last 1h" and "last 6h" differ.
+/// The loads every test uses: `mixed` captures (10 min each, different seeds and
+/// sizes) starting 5, 4, 3 and 2 hours ago and 40 minutes ago, a storm 3.5 h ago and
+/// backscatter 1.5 h ago, so "last 1h" holds only the last and "last 6h" all of them.
 pub struct Loaded {
     pub now: i64,
     pub old_start: i64,
@@ -99,14 +107,25 @@ pub fn load_two_periods(col: &Collector, dir: &TempDir) -> Loaded {
         old_start: now - 5 * 3600,
         recent_start: now - 40 * 60,
     };
-    load(col, dir.path(), Scenario::Mixed, 2, l.old_start * 1_000_000);
-    load(
-        col,
-        dir.path(),
-        Scenario::Mixed,
-        1,
-        l.recent_start * 1_000_000,
-    );
+    let loads = [
+        (Scenario::Mixed, 2, 300, 5 * 3600),
+        (Scenario::Mixed, 3, 150, 4 * 3600),
+        (Scenario::Storm, 1, 1500, 3 * 3600 + 1800),
+        (Scenario::Mixed, 4, 450, 3 * 3600),
+        (Scenario::Mixed, 5, 200, 2 * 3600),
+        (Scenario::Backscatter, 1, 0, 5400),
+        (Scenario::Mixed, 1, 300, 40 * 60),
+    ];
+    for (scenario, seed, flows, ago) in loads {
+        load(
+            col,
+            dir.path(),
+            scenario,
+            seed,
+            flows,
+            (now - ago) * 1_000_000,
+        );
+    }
     l
 }
 
