@@ -90,13 +90,19 @@ pub fn overview(ov: &Overview, mode: &Mode) -> String {
     s.push_str("<main>");
     s.push_str(&kpis(ov, mode));
     s.push_str(&charts(ov, mode));
-    s.push_str(&super::sections::causes(ov, mode));
-    s.push_str(&super::sections::services(ov, mode));
-    s.push_str(&super::sections::injections(ov, mode));
-    s.push_str(&super::sections::anomalies(ov, mode));
-    s.push_str(&super::sections::idle(ov, mode));
-    s.push_str(&super::sections::refused(ov, mode));
-    s.push_str(&super::sections::health(ov, mode));
+    // Half-width sections come in pairs, so the grid has no holes.
+    use super::sections as sec;
+    for part in [
+        sec::causes(ov, mode),
+        sec::services(ov, mode),
+        sec::refused(ov, mode),
+        sec::injections(ov, mode),
+        sec::anomalies(ov, mode),
+        sec::idle(ov, mode),
+        sec::health(ov, mode),
+    ] {
+        s.push_str(&part);
+    }
     s.push_str("</main>");
     s.push_str(&footer(mode));
     s
