@@ -33,6 +33,23 @@ pub enum Query {
 }
 
 impl Query {
+    /// Every query, the cookbook's first.
+    pub const ALL: [Query; 13] = [
+        Query::ResetRateByClass,
+        Query::ResetRateByCause,
+        Query::TopServices,
+        Query::RefusedHotspots,
+        Query::SuspectedInjections,
+        Query::IdleTimeouts,
+        Query::Anomalies,
+        Query::WeekOverWeek,
+        Query::SensorHealth,
+        Query::Totals,
+        Query::AnomalyKinds,
+        Query::CauseBreakdown,
+        Query::RstRows,
+    ];
+
     /// The cookbook file name (without `.sql`) this query stands for.
     pub const fn name(self) -> &'static str {
         match self {
@@ -189,7 +206,7 @@ impl Sql<'_> {
         let step = bucket_seconds(self.f.seconds());
         format!(
             "SELECT intDiv(toUInt32(minute), {step}) * {step} AS t, toString({by}) AS {by}, \
-             sum(rsts) AS rsts, sum(suspect_rsts) AS suspect \
+             sum(rsts) AS rsts, sum(suspect_rsts) AS suspect_rsts \
              FROM {table} WHERE {}{}{} GROUP BY t, {by} ORDER BY t, {by}",
             self.range("minute", 0),
             self.sensor(),
@@ -199,7 +216,7 @@ impl Sql<'_> {
 
     fn totals(&self) -> String {
         format!(
-            "SELECT count() AS rsts, sum(suspect) AS suspect, \
+            "SELECT count() AS rsts, sum(suspect) AS suspect_rsts, \
              countIf(class = 'reject') AS refused, countIf(cause = 'idle_timeout') AS idle, \
              uniqExact({SERVER}, {SERVER_PORT}) AS services \
              FROM rst_events WHERE {}",
@@ -209,13 +226,13 @@ impl Sql<'_> {
 
     fn top_services(&self) -> String {
         format!(
-            "SELECT {} AS server_addr, server_port, rsts, suspect, flows, \
+            "SELECT {} AS server_addr, server_port, rsts, suspect_rsts, flows, \
              if(flows = 0, 0, round(rsts / flows, 3)) AS ratio, top_cause \
              FROM (SELECT {SERVER} AS server, {SERVER_PORT} AS server_port, count() AS rsts, \
-             sum(suspect) AS suspect, topK(1)(toString(cause))[1] AS top_cause \
-             FROM rst_events WHERE {} GROUP BY server, server_port) \
+             sum(suspect) AS suspect_rsts, topK(1)(toString(cause))[1] AS top_cause \
+             FROM rst_events WHERE {} GROUP BY server, server_port) AS r \
              ANY LEFT JOIN (SELECT resp_h AS server, resp_p AS server_port, count() AS flows \
-             FROM flows WHERE {}{}{} GROUP BY server, server_port) USING (server, server_port) \
+             FROM flows WHERE {}{}{} GROUP BY server, server_port) AS fl USING (server, server_port) \
              ORDER BY rsts DESC, server_addr, server_port LIMIT 15",
             addr("server"),
             self.rst_where(0),
@@ -307,10 +324,10 @@ impl Sql<'_> {
 
     fn cause_breakdown(&self) -> String {
         format!(
-            "SELECT cause, rsts, suspect, example, remedy FROM \
-             (SELECT toString(cause) AS cause, count() AS rsts, sum(suspect) AS suspect, \
-             argMin(cause_detail, ts_us) AS example FROM rst_events WHERE {} GROUP BY cause) \
-             ANY LEFT JOIN (SELECT toString(cause) AS cause, remedy FROM cause_remedies) \
+            "SELECT cause, rsts, suspect_rsts, example, remedy FROM \
+             (SELECT toString(cause) AS cause, count() AS rsts, sum(suspect) AS suspect_rsts, \
+             argMin(cause_detail, ts_us) AS example FROM rst_events WHERE {} GROUP BY cause) AS r \
+             ANY LEFT JOIN (SELECT toString(cause) AS cause, remedy FROM cause_remedies) AS c \
              USING (cause) ORDER BY rsts DESC, cause",
             self.rst_where(0)
         )
@@ -323,9 +340,9 @@ impl Sql<'_> {
             "SELECT sensor_id, name, value, batches, last_batch FROM \
              (SELECT sensor_id, name, argMax(value, ts_us) AS value FROM sensor_stats \
              WHERE {}{} AND (name IN ('frames', 'rst', 'rejected', 'flows_evicted') \
-             OR match(name, 'drop|full|lost|spool|backlog')) GROUP BY sensor_id, name) \
+             OR match(name, 'drop|full|lost|spool|backlog')) GROUP BY sensor_id, name) AS s \
              ANY LEFT JOIN (SELECT sensor_id, count() AS batches, \
-             toString(max(received)) AS last_batch FROM batches WHERE {}{} GROUP BY sensor_id) \
+             toString(max(received)) AS last_batch FROM batches WHERE {}{} GROUP BY sensor_id) AS b \
              USING (sensor_id) ORDER BY sensor_id, name",
             self.range("ts", 0),
             self.sensor(),
@@ -338,7 +355,7 @@ impl Sql<'_> {
         format!(
             "SELECT {} AS time, sensor_id, {} AS src_addr, sport, {} AS dst_addr, dport, \
              toString(dir) AS dir, toString(class) AS class, toString(cause) AS cause, \
-             {} AS flags, ttl, silence_ms, cause_detail FROM rst_events WHERE {} \
+             {} AS flag_names, ttl, silence_ms, cause_detail FROM rst_events WHERE {} \
              ORDER BY ts_us DESC LIMIT 1000",
             time_us("ts_us"),
             addr("src"),

@@ -99,7 +99,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
         "| RSTs | suspected injections | refused | idle timeouts | services reset | anomalies |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: |\n| {} | {} | {} | {} | {} | {} |\n",
         fmt_num(t.num(0, "rsts")),
-        fmt_num(t.num(0, "suspect")),
+        fmt_num(t.num(0, "suspect_rsts")),
         fmt_num(t.num(0, "refused")),
         fmt_num(t.num(0, "idle")),
         fmt_num(t.num(0, "services")),
@@ -142,7 +142,7 @@ fn sections(ov: &Overview) -> [Section<'_>; 7] {
             &[
                 ("cause", "cause"),
                 ("rsts", "RSTs"),
-                ("suspect", "suspect"),
+                ("suspect_rsts", "suspect"),
                 ("example", "first example"),
                 ("remedy", "what to do"),
             ],
@@ -155,7 +155,7 @@ fn sections(ov: &Overview) -> [Section<'_>; 7] {
                 ("server_addr", "server"),
                 ("server_port", "port"),
                 ("rsts", "RSTs"),
-                ("suspect", "suspect"),
+                ("suspect_rsts", "suspect"),
                 ("flows", "flows ended"),
                 ("ratio", "RSTs / flow"),
                 ("top_cause", "top cause"),

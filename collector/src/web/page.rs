@@ -193,7 +193,7 @@ fn kpis(ov: &Overview, mode: &Mode) -> String {
         (
             "suspected injections",
             "suspect",
-            t.num(0, "suspect"),
+            t.num(0, "suspect_rsts"),
             with(&|x| x.suspect = true),
             false,
             "bad",

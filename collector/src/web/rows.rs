@@ -59,7 +59,7 @@ const RST_COLS: [(&str, &str); 13] = [
     ("dir", "dir"),
     ("class", "class"),
     ("cause", "cause"),
-    ("flags", "flags"),
+    ("flag_names", "flags"),
     ("ttl", "TTL"),
     ("silence_ms", "silence ms"),
     ("cause_detail", "detail"),

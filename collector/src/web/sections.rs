@@ -104,12 +104,12 @@ pub fn services(ov: &Overview, mode: &Mode) -> String {
                 "service.rsts",
                 Some((&x, false)),
             )),
-            "suspect" => {
+            "suspect_rsts" => {
                 let mut s = x.clone();
                 s.suspect = true;
                 Some(num(
                     mode,
-                    t.num(r, "suspect"),
+                    t.num(r, "suspect_rsts"),
                     "service.suspect",
                     Some((&s, false)),
                 ))
@@ -124,7 +124,7 @@ pub fn services(ov: &Overview, mode: &Mode) -> String {
             ("server_addr", "server"),
             ("server_port", "port"),
             ("rsts", "RSTs"),
-            ("suspect", "suspect"),
+            ("suspect_rsts", "suspect"),
             ("flows", "flows ended"),
             ("ratio", "RSTs / flow"),
             ("top_cause", "top cause"),
@@ -167,7 +167,7 @@ pub fn injections(ov: &Overview, mode: &Mode) -> String {
         "<p>{} suspect RSTs; newest {} shown, the number lists them all</p>",
         num(
             mode,
-            ov.totals.num(0, "suspect"),
+            ov.totals.num(0, "suspect_rsts"),
             "injections.total",
             Some((&all, false))
         ),
