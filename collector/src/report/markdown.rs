@@ -109,120 +109,40 @@ pub fn render(ov: &Overview, generated: &str) -> String {
     s.push_str(&sparklines(&ov.by_class, "class", f.from, f.to));
     s.push_str("\n## RSTs by cause\n\n");
     s.push_str(&sparklines(&ov.by_cause, "cause", f.from, f.to));
-    for sec in sections(ov) {
+    for sec in &SECTIONS {
         let _ = write!(
             s,
             "\n## {}\n\n{}",
             sec.title,
-            table(sec.table, sec.cols, sec.limit)
+            table((sec.table)(ov), sec.cols, sec.limit)
         );
     }
     s
 }
 
-/// One table of the report: heading, data, (column, heading) pairs, rows at most.
-struct Section<'a> {
+/// One table of the report: heading, where its data is, (column, heading) pairs,
+/// rows at most.
+struct Section {
     title: &'static str,
-    table: &'a Table,
+    table: fn(&Overview) -> &Table,
     cols: &'static [(&'static str, &'static str)],
     limit: usize,
 }
 
-fn sections(ov: &Overview) -> [Section<'_>; 7] {
-    let sec = |title, table, cols, limit| Section {
-        title,
-        table,
-        cols,
-        limit,
-    };
-    [
-        sec(
-            "Why: RSTs by cause, with remedies",
-            &ov.causes,
-            &[
-                ("cause", "cause"),
-                ("rsts", "RSTs"),
-                ("suspect_rsts", "suspect"),
-                ("example", "first example"),
-                ("remedy", "what to do"),
-            ],
-            20,
-        ),
-        sec(
-            "Top services",
-            &ov.top_services,
-            &[
-                ("server_addr", "server"),
-                ("server_port", "port"),
-                ("rsts", "RSTs"),
-                ("suspect_rsts", "suspect"),
-                ("flows", "flows ended"),
-                ("ratio", "RSTs / flow"),
-                ("top_cause", "top cause"),
-            ],
-            15,
-        ),
-        sec(
-            "Suspected injections",
-            &ov.injections,
-            &[
-                ("time", "time (UTC)"),
-                ("src_addr", "RST from"),
-                ("sport", "port"),
-                ("dst_addr", "to"),
-                ("dport", "port"),
-                ("evidence", "evidence"),
-                ("ttl", "TTL"),
-            ],
-            20,
-        ),
-        sec(
-            "Top anomalies",
-            &ov.anomalies,
-            &[
-                ("time", "time (UTC)"),
-                ("kind", "kind"),
-                ("subject", "subject"),
-                ("value", "value"),
-                ("baseline", "baseline"),
-                ("detail", "detail"),
-            ],
-            20,
-        ),
-        sec(
-            "Firewall / NAT idle timeouts",
-            &ov.idle,
-            &[
-                ("server_addr", "server"),
-                ("server_port", "port"),
-                ("rsts", "RSTs"),
-                ("timeout_estimate_s", "timeout estimate s"),
-                ("at_estimate", "RSTs at estimate"),
-            ],
-            10,
-        ),
-        sec(
-            "Refused-connection hotspots",
-            &ov.refused,
-            &[
-                ("server_addr", "server"),
-                ("server_port", "port"),
-                ("rsts", "refused"),
-                ("clients", "clients"),
-            ],
-            10,
-        ),
-        sec(
-            "Sensor health",
-            &ov.sensor_health,
-            &[
-                ("sensor_id", "sensor"),
-                ("name", "counter"),
-                ("value", "value"),
-                ("batches", "batches"),
-                ("last_batch", "last batch (UTC)"),
-            ],
-            50,
-        ),
-    ]
-}
+#[rustfmt::skip]
+const SECTIONS: [Section; 7] = [
+    Section { title: "Why: RSTs by cause, with remedies", table: |o| &o.causes, limit: 20,
+        cols: &[("cause", "cause"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("example", "first example"), ("remedy", "what to do")] },
+    Section { title: "Top services", table: |o| &o.top_services, limit: 15,
+        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("flows", "flows ended"), ("ratio", "RSTs / flow"), ("top_cause", "top cause")] },
+    Section { title: "Suspected injections", table: |o| &o.injections, limit: 20,
+        cols: &[("time", "time (UTC)"), ("src_addr", "RST from"), ("sport", "port"), ("dst_addr", "to"), ("dport", "port"), ("evidence", "evidence"), ("ttl", "TTL")] },
+    Section { title: "Top anomalies", table: |o| &o.anomalies, limit: 20,
+        cols: &[("time", "time (UTC)"), ("kind", "kind"), ("subject", "subject"), ("value", "value"), ("baseline", "baseline"), ("detail", "detail")] },
+    Section { title: "Firewall / NAT idle timeouts", table: |o| &o.idle, limit: 10,
+        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("timeout_estimate_s", "timeout estimate s"), ("at_estimate", "RSTs at estimate")] },
+    Section { title: "Refused-connection hotspots", table: |o| &o.refused, limit: 10,
+        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "refused"), ("clients", "clients")] },
+    Section { title: "Sensor health", table: |o| &o.sensor_health, limit: 50,
+        cols: &[("sensor_id", "sensor"), ("name", "counter"), ("value", "value"), ("batches", "batches"), ("last_batch", "last batch (UTC)")] },
+];
