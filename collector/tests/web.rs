@@ -267,18 +267,48 @@ fn a_browser_sees_the_charts_and_the_numbers_of_the_sql_for_any_range() {
         "the numbers did not change"
     );
     save_screenshot(&mut b);
+    assert_auto_refresh(&mut b, &addr);
 
     // Every number leads to its rows: the total, and one cause.
     let (total, _) = follow(&mut b, "rsts", "time");
     assert_eq!(total, six.one("rsts"));
     b.goto(&format!("http://{addr}/?range=6h")).unwrap();
     let (n, causes) = follow(&mut b, "idle", "cause");
+    let rows_png = b.screenshot().unwrap();
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("soc-rows.png"),
+        rows_png,
+    )
+    .unwrap();
     assert_eq!(n, six.one("idle"));
     assert_eq!(causes.len() as f64, n.min(1000.0));
     assert!(causes.iter().all(|c| c == "idle_timeout"), "{causes:?}");
     b.goto(&format!("http://{addr}/?range=6h")).unwrap();
     let (n, _) = follow(&mut b, "anomalies", "kind");
     assert_eq!(n, six.one("anomalies"));
+}
+
+/// Auto-refresh: off by default; when picked, the page reloads itself at that period
+/// and keeps the relative range (so it moves with the clock).
+fn assert_auto_refresh(b: &mut Browser, addr: &str) {
+    let refresh = "(document.querySelector('meta[http-equiv=refresh]') || {}).content || 'none'";
+    assert_eq!(b.eval(refresh).unwrap(), json!("none"));
+    b.eval(
+        "document.querySelector('#picker select[name=refresh]').value = '30'; \
+         document.getElementById('picker').submit()",
+    )
+    .unwrap();
+    b.wait_loaded(&format!("http://{addr}/?range=6h")).unwrap();
+    assert_eq!(
+        b.eval("location.search.includes('refresh=30')").unwrap(),
+        json!(true)
+    );
+    assert_eq!(b.eval(refresh).unwrap(), json!("30"));
+    assert_eq!(
+        b.eval("document.querySelector('#picker select[name=range]').value")
+            .unwrap(),
+        json!("6h")
+    );
 }
 
 /// The full page as PNG: kept under target/, and in docs/ when asked to update it.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::insight::queries::bucket_seconds;
 use crate::insight::{as_f64, cell_text, Overview, Table};
-use crate::web::html::fmt_num;
+use crate::web::html::{fmt_num, is_label_column};
 
 /// A Markdown table cell: no line breaks, pipes escaped.
 fn cell(s: &str) -> String {
@@ -40,7 +40,7 @@ pub fn table(t: &Table, cols: &[(&str, &str)], limit: usize) -> String {
         for ((c, _), n) in cols.iter().zip(&numeric) {
             let v = t.col(c).map(|i| &t.rows[r][i]);
             let text = match v {
-                Some(v) if *n => fmt_num(as_f64(v)),
+                Some(v) if *n && !is_label_column(c) => fmt_num(as_f64(v)),
                 Some(v) => cell(&cell_text(v)),
                 None => String::new(),
             };

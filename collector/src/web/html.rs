@@ -17,6 +17,12 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// Columns that hold numbers which are names, not quantities (ports, TTLs): printed
+/// as they are, never `50,912`.
+pub fn is_label_column(col: &str) -> bool {
+    col.ends_with("port") || col == "ttl"
+}
+
 /// `1234567` as `1,234,567`; fractions keep up to three decimals.
 pub fn fmt_num(v: f64) -> String {
     if v.fract() != 0.0 {

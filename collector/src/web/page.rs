@@ -73,7 +73,7 @@ a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}a.n
 .kpi a.n{border:0}table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 th{text-align:left;color:var(--dim);font-weight:500;border-bottom:1px solid var(--line);padding:4px 6px;white-space:nowrap}
 td{border-bottom:1px solid #1f2832;padding:4px 6px;vertical-align:top}td.r,th.r{text-align:right}
-td.detail{color:var(--dim);max-width:420px}td[data-col=time],td[data-col=last_batch]{white-space:nowrap}tr:hover td{background:#1b2430}
+td.detail{color:var(--dim);max-width:420px}td[data-col=time],td[data-col=last_batch],td[data-col=sensor_id]{white-space:nowrap}tr:hover td{background:#1b2430}
 .chart{width:100%;height:auto;display:block}.chart .grid{stroke:var(--line)}.chart .axis{fill:var(--dim);font-size:11px}
 .chart .empty{fill:var(--dim)}.chart a:hover rect{opacity:.75}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin-top:4px;color:var(--dim)}.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
@@ -324,7 +324,9 @@ pub fn table(
         s.push_str("<tr>");
         for (c, _) in cols {
             let html = cell(r, c).unwrap_or_else(|| match t.col(c).map(|i| &t.rows[r][i]) {
-                Some(v) if v.is_number() => fmt_num(crate::insight::as_f64(v)),
+                Some(v) if v.is_number() && !super::html::is_label_column(c) => {
+                    fmt_num(crate::insight::as_f64(v))
+                }
                 _ => esc(&t.text(r, c)),
             });
             let cls = if numeric(c) {
