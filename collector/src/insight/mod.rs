@@ -96,11 +96,10 @@ impl Insight {
     /// Runs query `q` for `f`.
     pub async fn fetch(&self, q: Query, f: &Filter) -> anyhow::Result<Table> {
         let sql = self.sql(q, f);
+        // No per-query settings: a user in a `readonly=1` profile may change none.
         let bytes = self
             .client
             .query(&sql)
-            .with_setting("output_format_json_quote_64bit_integers", "0")
-            .with_setting("readonly", "2")
             .fetch_bytes("JSONCompact")?
             .collect()
             .await
@@ -109,18 +108,41 @@ impl Insight {
     }
 }
 
-/// ClickHouse's `JSONCompact` output: `{"meta": [{"name": ..}], "data": [[..]]}`.
+/// ClickHouse's `JSONCompact` output: `{"meta": [{"name": .., "type": ..}], "data":
+/// [[..]]}`. 64-bit integers arrive quoted (the server default, kept so a read-only
+/// user works): they are turned back into numbers by their column type.
 fn parse_json_compact(bytes: &[u8]) -> anyhow::Result<Table> {
     #[derive(serde::Deserialize)]
     struct Meta {
         name: String,
+        #[serde(rename = "type")]
+        ty: String,
     }
     #[derive(serde::Deserialize)]
     struct Out {
         meta: Vec<Meta>,
         data: Vec<Vec<Value>>,
     }
-    let out: Out = serde_json::from_slice(bytes)?;
+    let mut out: Out = serde_json::from_slice(bytes)?;
+    let quoted: Vec<bool> = out
+        .meta
+        .iter()
+        .map(|m| {
+            m.ty.trim_start_matches("Nullable(").starts_with("UInt64")
+                || m.ty.trim_start_matches("Nullable(").starts_with("Int64")
+        })
+        .collect();
+    for row in &mut out.data {
+        for (cell, q) in row.iter_mut().zip(&quoted) {
+            if let (true, Value::String(s)) = (*q, &*cell) {
+                if let Ok(n) = s.parse::<i64>() {
+                    *cell = Value::from(n);
+                } else if let Ok(n) = s.parse::<u64>() {
+                    *cell = Value::from(n);
+                }
+            }
+        }
+    }
     Ok(Table {
         columns: out.meta.into_iter().map(|m| m.name).collect(),
         rows: out.data,
@@ -179,5 +201,25 @@ impl Overview {
             week_over_week,
             sensor_health,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_64_bit_integers_become_numbers_strings_stay_strings() {
+        let t = parse_json_compact(
+            br#"{"meta":[{"name":"n","type":"UInt64"},{"name":"s","type":"String"},{"name":"i","type":"Int64"}],
+                "data":[["18446744073709551615","7",{"x":1}],["3","x","-5"]],"rows":2}"#,
+        )
+        .unwrap();
+        assert_eq!(t.rows[0][0], Value::from(u64::MAX));
+        assert_eq!(t.rows[0][1], Value::from("7"));
+        assert_eq!(t.rows[1][0], Value::from(3));
+        assert_eq!(t.rows[1][2], Value::from(-5));
+        assert_eq!(t.num(1, "n"), 3.0);
+        assert_eq!(t.text(1, "s"), "x");
     }
 }
