@@ -381,10 +381,16 @@ async fn spawn_web(addr: SocketAddr, auth: WebAuth, cfg: &ChConfig) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr} (SOC view)"))?;
-    if matches!(auth, WebAuth::None) && !addr.ip().is_loopback() {
-        warn!(
-            "SOC view on {addr} WITHOUT a token (--http-no-auth): anyone who reaches it reads it"
-        );
+    if !addr.ip().is_loopback() {
+        match auth {
+            WebAuth::None => warn!(
+                "SOC view on {addr} WITHOUT a token (--http-no-auth): anyone who reaches it reads it"
+            ),
+            WebAuth::Token(_) => warn!(
+                "SOC view on {addr} is plain HTTP: the token crosses the network in clear; \
+                 put a TLS reverse proxy in front or keep it on loopback"
+            ),
+        }
     }
     info!("SOC view on http://{}/", listener.local_addr()?);
     let app = std::sync::Arc::new(web::App { insight, auth });

@@ -174,7 +174,7 @@ fn the_markdown_report_has_the_numbers_of_the_sql_and_the_remedies() {
         let mut seen = BTreeMap::new();
         for r in &rows {
             let c: Cause = r[0].parse().unwrap();
-            assert_eq!(r[4], c.remedy().replace('|', "\\|"), "{c}");
+            assert_eq!(r[5], c.remedy().replace('|', "\\|"), "{c}");
             seen.insert(r[0].clone(), r[1].replace(',', "").parse::<f64>().unwrap());
         }
         assert_eq!(seen, causes(&ch, since));

@@ -167,6 +167,22 @@ pub struct Overview {
 }
 
 impl Overview {
+    /// The cause breakdown with a `previous` column: the same cause's RSTs in the same
+    /// range a week earlier (from `week_over_week`).
+    pub fn causes_with_previous(&self) -> Table {
+        let wow = &self.week_over_week;
+        let mut t = self.causes.clone();
+        t.columns.push("previous".into());
+        for r in 0..t.rows.len() {
+            let cause = t.text(r, "cause");
+            let p = (0..wow.rows.len())
+                .find(|w| wow.text(*w, "cause") == cause)
+                .map_or(0.0, |w| wow.num(w, "previous"));
+            t.rows[r].push(Value::from(p));
+        }
+        t
+    }
+
     /// Runs every query of the overview (concurrently: each is one HTTP request).
     pub async fn load(i: &Insight, f: &Filter) -> anyhow::Result<Overview> {
         let f = f.base();

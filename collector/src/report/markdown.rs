@@ -1,6 +1,7 @@
 //! The report as Markdown (GitHub-flavoured tables): for ticket systems that render
 //! Markdown but not HTML. Charts become one sparkline per series.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -114,7 +115,7 @@ pub fn render(ov: &Overview, generated: &str) -> String {
             s,
             "\n## {}\n\n{}",
             sec.title,
-            table((sec.table)(ov), sec.cols, sec.limit)
+            table(&(sec.table)(ov), sec.cols, sec.limit)
         );
     }
     s
@@ -124,25 +125,25 @@ pub fn render(ov: &Overview, generated: &str) -> String {
 /// rows at most.
 struct Section {
     title: &'static str,
-    table: fn(&Overview) -> &Table,
+    table: fn(&Overview) -> Cow<'_, Table>,
     cols: &'static [(&'static str, &'static str)],
     limit: usize,
 }
 
 #[rustfmt::skip]
 const SECTIONS: [Section; 7] = [
-    Section { title: "Why: RSTs by cause, with remedies", table: |o| &o.causes, limit: 20,
-        cols: &[("cause", "cause"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("example", "first example"), ("remedy", "what to do")] },
-    Section { title: "Top services", table: |o| &o.top_services, limit: 15,
+    Section { title: "Why: RSTs by cause, with remedies", table: |o| Cow::Owned(o.causes_with_previous()), limit: 20,
+        cols: &[("cause", "cause"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("previous", "week before"), ("example", "first example"), ("remedy", "what to do")] },
+    Section { title: "Top services", table: |o| Cow::Borrowed(&o.top_services), limit: 15,
         cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("flows", "flows ended"), ("ratio", "RSTs / flow"), ("top_cause", "top cause")] },
-    Section { title: "Suspected injections", table: |o| &o.injections, limit: 20,
+    Section { title: "Suspected injections", table: |o| Cow::Borrowed(&o.injections), limit: 20,
         cols: &[("time", "time (UTC)"), ("src_addr", "RST from"), ("sport", "port"), ("dst_addr", "to"), ("dport", "port"), ("evidence", "evidence"), ("ttl", "TTL")] },
-    Section { title: "Top anomalies", table: |o| &o.anomalies, limit: 20,
+    Section { title: "Top anomalies", table: |o| Cow::Borrowed(&o.anomalies), limit: 20,
         cols: &[("time", "time (UTC)"), ("kind", "kind"), ("subject", "subject"), ("value", "value"), ("baseline", "baseline"), ("detail", "detail")] },
-    Section { title: "Firewall / NAT idle timeouts", table: |o| &o.idle, limit: 10,
+    Section { title: "Firewall / NAT idle timeouts", table: |o| Cow::Borrowed(&o.idle), limit: 10,
         cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("timeout_estimate_s", "timeout estimate s"), ("at_estimate", "RSTs at estimate")] },
-    Section { title: "Refused-connection hotspots", table: |o| &o.refused, limit: 10,
+    Section { title: "Refused-connection hotspots", table: |o| Cow::Borrowed(&o.refused), limit: 10,
         cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "refused"), ("clients", "clients")] },
-    Section { title: "Sensor health", table: |o| &o.sensor_health, limit: 50,
+    Section { title: "Sensor health", table: |o| Cow::Borrowed(&o.sensor_health), limit: 50,
         cols: &[("sensor_id", "sensor"), ("name", "counter"), ("value", "value"), ("batches", "batches"), ("last_batch", "last batch (UTC)")] },
 ];

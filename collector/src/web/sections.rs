@@ -1,7 +1,6 @@
 //! The tables of the overview: each answers one analyst question, and every count in
 //! them links (live view) to the rows it counts.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use rstwatch_schema::{AnomalyKind, Cause, RstClass};
@@ -37,12 +36,8 @@ fn first_rows(t: &Table, n: usize) -> Table {
 /// Causes in the range, with the same range a week earlier and the remedy.
 pub fn causes(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
-    let t = &ov.causes;
+    let t = &ov.causes_with_previous();
     let total: f64 = (0..t.rows.len()).map(|r| t.num(r, "rsts")).sum();
-    let wow = &ov.week_over_week;
-    let previous: HashMap<String, f64> = (0..wow.rows.len())
-        .map(|r| (wow.text(r, "cause"), wow.num(r, "previous")))
-        .collect();
     let cell = |r: usize, c: &str| -> Option<String> {
         let cause: Option<Cause> = t.text(r, "cause").parse().ok();
         let mut x = f.clone();
@@ -55,7 +50,7 @@ pub fn causes(ov: &Overview, mode: &Mode) -> String {
                 if total > 0.0 { n / total * 100.0 } else { 0.0 }
             )),
             "previous" => {
-                let p = previous.get(&t.text(r, "cause")).copied().unwrap_or(0.0);
+                let p = t.num(r, "previous");
                 let mut w = x.clone();
                 w.from -= 7 * 86_400;
                 w.to -= 7 * 86_400;
