@@ -334,15 +334,18 @@ impl Sql<'_> {
     }
 
     /// Counters that say whether a sensor keeps up, latest value in the range, with the
-    /// batches it delivered in the range and the newest one's arrival.
+    /// batches it delivered in the range, the newest one's arrival and its age now (a
+    /// sensor that fell behind or went quiet shows a growing age).
     fn sensor_health(&self) -> String {
         format!(
-            "SELECT sensor_id, name, value, batches, last_batch FROM \
+            "SELECT sensor_id, name, value, batches, last_batch, last_batch_age_s FROM \
              (SELECT sensor_id, name, argMax(value, ts_us) AS value FROM sensor_stats \
              WHERE {}{} AND (name IN ('frames', 'rst', 'rejected', 'flows_evicted') \
              OR match(name, 'drop|full|lost|spool|backlog')) GROUP BY sensor_id, name) AS s \
              ANY LEFT JOIN (SELECT sensor_id, count() AS batches, \
-             toString(max(received)) AS last_batch FROM batches WHERE {}{} GROUP BY sensor_id) AS b \
+             toString(max(received)) AS last_batch, \
+             toInt64(toUInt32(now())) - toInt64(toUInt32(max(received))) AS last_batch_age_s \
+             FROM batches WHERE {}{} GROUP BY sensor_id) AS b \
              USING (sensor_id) ORDER BY sensor_id, name",
             self.range("ts", 0),
             self.sensor(),

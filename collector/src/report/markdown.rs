@@ -145,5 +145,5 @@ const SECTIONS: [Section; 7] = [
     Section { title: "Refused-connection hotspots", table: |o| Cow::Borrowed(&o.refused), limit: 10,
         cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "refused"), ("clients", "clients")] },
     Section { title: "Sensor health", table: |o| Cow::Borrowed(&o.sensor_health), limit: 50,
-        cols: &[("sensor_id", "sensor"), ("name", "counter"), ("value", "value"), ("batches", "batches"), ("last_batch", "last batch (UTC)")] },
+        cols: &[("sensor_id", "sensor"), ("name", "counter"), ("value", "value"), ("batches", "batches"), ("last_batch", "last batch (UTC)"), ("last_batch_age_s", "age s")] },
 ];

@@ -293,6 +293,7 @@ pub fn health(ov: &Overview, _mode: &Mode) -> String {
             ("value", "value"),
             ("batches", "batches in range"),
             ("last_batch", "last batch (UTC)"),
+            ("last_batch_age_s", "age s"),
         ],
         &|_, _| None,
     );
