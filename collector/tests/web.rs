@@ -272,7 +272,13 @@ fn a_browser_sees_the_charts_and_the_numbers_of_the_sql_for_any_range() {
     // Every number leads to its rows: the total, and one cause.
     let (total, _) = follow(&mut b, "rsts", "time");
     assert_eq!(total, six.one("rsts"));
+    let t0 = std::time::Instant::now();
     b.goto(&format!("http://{addr}/?range=6h")).unwrap();
+    println!(
+        "overview of 6 h ({} RSTs) served and drawn in {:?}",
+        six.one("rsts"),
+        t0.elapsed()
+    );
     let (n, causes) = follow(&mut b, "idle", "cause");
     let rows_png = b.screenshot().unwrap();
     std::fs::write(
