@@ -9,9 +9,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rstwatch_collector::ch::{ChConfig, Store};
 use rstwatch_collector::config::{Auth, ConfigFile};
+use rstwatch_collector::insight::{filter, Filter, Insight};
 use rstwatch_collector::limits::ConnLimits;
 use rstwatch_collector::metrics::{self, Metrics};
+use rstwatch_collector::report;
 use rstwatch_collector::server::{self, ServeConfig, Server};
+use rstwatch_collector::web::{self, WebAuth};
 use rstwatch_collector::{info, warn};
 use rstwatch_schema::sql::{self, Dialect};
 
@@ -31,6 +34,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the schema DDL and the canonical queries rendered for a server version.
     PrintSchema(PrintArgs),
+    /// Write a self-contained report (HTML with inline SVG charts, or Markdown).
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +149,57 @@ struct ServeArgs {
     /// Run `migrate` first when the database has no schema yet.
     #[arg(long)]
     migrate: bool,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// The built-in SOC view (read-only web app).
+#[derive(Debug, Args)]
+struct HttpArgs {
+    /// Serve the SOC view on this address (`--http` alone: 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    http: Option<SocketAddr>,
+    /// Token for the SOC view: `Authorization: Bearer TOKEN`, or basic auth with any
+    /// user name and the token as password.
+    #[arg(long, env = "RSTWATCH_HTTP_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
+    /// Serve the SOC view without a token.
+    #[arg(long)]
+    http_no_auth: bool,
+}
+
+impl HttpArgs {
+    /// The view's access rule; refuses to run open unless told `--http-no-auth`.
+    fn auth(&self) -> anyhow::Result<WebAuth> {
+        match (&self.http_token, self.http_no_auth) {
+            (Some(t), _) if !t.is_empty() => Ok(WebAuth::Token(t.clone())),
+            (_, true) => Ok(WebAuth::None),
+            _ => anyhow::bail!(
+                "--http needs --http-token (or RSTWATCH_HTTP_TOKEN), or --http-no-auth to \
+                 serve the view to anyone who can reach it"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    ch: ChArgs,
+    /// The report covers this much time up to now (e.g. 1h, 24h, 7d).
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// Only this sensor.
+    #[arg(long)]
+    sensor: Option<String>,
+    /// Only this service port.
+    #[arg(long)]
+    port: Option<u16>,
+    #[arg(long, default_value = "html", value_parser = ["html", "markdown"])]
+    format: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +227,7 @@ fn main() {
             Command::Migrate(a) => migrate(a).await,
             Command::Serve(a) => serve(*a).await,
             Command::PrintSchema(a) => print_schema(a),
+            Command::Report(a) => report(a).await,
         }
     });
     if let Err(e) = r {
@@ -236,6 +293,7 @@ fn check_plaintext(a: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     check_plaintext(&a)?;
+    let web_auth = a.http.http.map(|_| a.http.auth()).transpose()?;
     let mut file = a.config.as_deref().map(ConfigFile::load).transpose()?;
     let alerts = file
         .as_mut()
@@ -291,6 +349,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         store.db
     );
     tokio::spawn(metrics::serve_http(mlistener, metrics.clone()));
+    if let (Some(addr), Some(auth)) = (a.http.http, web_auth) {
+        spawn_web(addr, auth, &a.ch.config()).await?;
+    }
     spawn_retention(&store, a.ch.retention_days);
     spawn_health_probe(&store, metrics.clone());
     if let Some(alerts) = alerts {
@@ -321,6 +382,47 @@ fn serve_config(a: &ServeArgs, auth: Auth, tls: Option<Arc<rustls::ServerConfig>
         },
         store_concurrency: a.store_concurrency,
     }
+}
+
+/// The SOC view on `addr`. Warns when it is open to more than this host.
+async fn spawn_web(addr: SocketAddr, auth: WebAuth, cfg: &ChConfig) -> anyhow::Result<()> {
+    let insight = Insight::connect(cfg).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (SOC view)"))?;
+    if !addr.ip().is_loopback() {
+        match auth {
+            WebAuth::None => warn!(
+                "SOC view on {addr} WITHOUT a token (--http-no-auth): anyone who reaches it reads it"
+            ),
+            WebAuth::Token(_) => warn!(
+                "SOC view on {addr} is plain HTTP: the token crosses the network in clear; \
+                 put a TLS reverse proxy in front or keep it on loopback"
+            ),
+        }
+    }
+    info!("SOC view on http://{}/", listener.local_addr()?);
+    let app = std::sync::Arc::new(web::App { insight, auth });
+    tokio::spawn(web::serve(listener, app));
+    Ok(())
+}
+
+async fn report(a: ReportArgs) -> anyhow::Result<()> {
+    let secs = filter::parse_duration(&a.since)?;
+    let mut f = Filter::last(secs, rstwatch_collector::log::now_us() / 1_000_000);
+    f.sensor = a.sensor;
+    f.service_port = a.port;
+    let format = match a.format.as_str() {
+        "markdown" => report::Format::Markdown,
+        _ => report::Format::Html,
+    };
+    let insight = Insight::connect(&a.ch.config()).await?;
+    let text = report::render(&insight, &f, format).await?;
+    match &a.out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 /// Retention on servers without TTL: drops expired day partitions every hour.
