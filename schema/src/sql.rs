@@ -39,36 +39,47 @@ pub fn latest_version() -> u32 {
     MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
 }
 
-/// The canonical queries shipped for analysts and dashboards (name, SQL). They use
-/// unqualified table names: run them with the rstwatch database as the default.
+/// The SQL cookbook shipped for analysts, dashboards, the web view and the report
+/// (name = file name without `.sql`, SQL). They use unqualified table names (run them
+/// with the rstwatch database as the default) and `{name:Type}` query parameters:
+/// bind them with [`crate::cookbook::bind`]. Documented in `schema/README.md`.
 pub const QUERIES: &[(&str, &str)] = &[
     (
-        "rst_per_minute_by_class",
-        include_str!("../queries/rst_per_minute_by_class.sql"),
+        "reset_rate_by_class",
+        include_str!("../queries/reset_rate_by_class.sql"),
     ),
     (
-        "top_reset_servers",
-        include_str!("../queries/top_reset_servers.sql"),
+        "reset_rate_by_cause",
+        include_str!("../queries/reset_rate_by_cause.sql"),
     ),
-    ("suspect_rsts", include_str!("../queries/suspect_rsts.sql")),
-    ("scan_sources", include_str!("../queries/scan_sources.sql")),
-    ("conn_states", include_str!("../queries/conn_states.sql")),
+    ("top_services", include_str!("../queries/top_services.sql")),
+    (
+        "refused_hotspots",
+        include_str!("../queries/refused_hotspots.sql"),
+    ),
+    (
+        "suspected_injections",
+        include_str!("../queries/suspected_injections.sql"),
+    ),
+    (
+        "idle_timeouts",
+        include_str!("../queries/idle_timeouts.sql"),
+    ),
+    ("anomalies", include_str!("../queries/anomalies.sql")),
+    (
+        "week_over_week",
+        include_str!("../queries/week_over_week.sql"),
+    ),
     (
         "sensor_health",
         include_str!("../queries/sensor_health.sql"),
     ),
     (
-        "anomalies_recent",
-        include_str!("../queries/anomalies_recent.sql"),
-    ),
-    (
         "resets_by_cause",
         include_str!("../queries/resets_by_cause.sql"),
     ),
-    (
-        "rst_per_minute_by_cause",
-        include_str!("../queries/rst_per_minute_by_cause.sql"),
-    ),
+    ("scan_sources", include_str!("../queries/scan_sources.sql")),
+    ("conn_states", include_str!("../queries/conn_states.sql")),
 ];
 
 /// The tables that carry data rows with a `(sensor_id, boot_id, batch_seq)` origin.
@@ -407,12 +418,12 @@ mod tests {
 mod query_tests {
     use super::*;
 
-    /// `suspect_rsts.sql` spells the flag names by bit: they must match the Rust flags.
+    /// `suspected_injections.sql` spells the flag names by bit: they must match the Rust flags.
     #[test]
     fn flag_names_in_queries_follow_the_bits() {
         let q = QUERIES
             .iter()
-            .find(|(n, _)| *n == "suspect_rsts")
+            .find(|(n, _)| *n == "suspected_injections")
             .unwrap()
             .1;
         let names: Vec<String> = crate::RstFlag::ALL
