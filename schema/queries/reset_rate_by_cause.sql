@@ -9,7 +9,7 @@ SELECT
     cause,
     sum(rsts) AS rsts,
     sum(suspect_rsts) AS suspect_rsts,
-    round(sum(rsts) * 60 / {step:UInt32}, 3) AS rsts_per_minute
+    round(rsts * 60 / {step:UInt32}, 3) AS rsts_per_minute
 FROM rst_minute_cause
 WHERE minute >= {from:DateTime} AND minute < {to:DateTime}
     AND ({sensor:String} = '' OR sensor_id = {sensor:String})

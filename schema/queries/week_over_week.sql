@@ -6,16 +6,16 @@
 -- whole minutes), {sensor:String} ('' = all), {service_port:UInt16} (0 = all).
 SELECT
     cause_name AS cause,
-    rsts,
-    previous_rsts,
-    toInt64(rsts) - toInt64(previous_rsts) AS change,
-    if(previous_rsts = 0, NULL, round(100 * (toInt64(rsts) - toInt64(previous_rsts)) / previous_rsts, 1)) AS change_pct
+    current_rsts AS rsts,
+    earlier_rsts AS previous_rsts,
+    toInt64(current_rsts) - toInt64(earlier_rsts) AS change,
+    if(earlier_rsts = 0, NULL, round(100 * (toInt64(current_rsts) - toInt64(earlier_rsts)) / earlier_rsts, 1)) AS change_pct
 FROM
 (
     SELECT
         if(by_cause = 1, toString(cause), 'all') AS cause_name,
-        sumIf(rsts, minute >= {from:DateTime} AND minute < {to:DateTime}) AS rsts,
-        sumIf(rsts, minute >= {from:DateTime} - 604800 AND minute < {to:DateTime} - 604800) AS previous_rsts
+        sumIf(rsts, minute >= {from:DateTime} AND minute < {to:DateTime}) AS current_rsts,
+        sumIf(rsts, minute >= {from:DateTime} - 604800 AND minute < {to:DateTime} - 604800) AS earlier_rsts
     FROM rst_minute_cause
     ARRAY JOIN [0, 1] AS by_cause
     WHERE ((minute >= {from:DateTime} AND minute < {to:DateTime})
@@ -24,4 +24,4 @@ FROM
         AND ({service_port:UInt16} = 0 OR server_port = {service_port:UInt16})
     GROUP BY cause_name
 )
-ORDER BY cause_name = 'all' DESC, rsts DESC, cause_name
+ORDER BY cause_name = 'all' DESC, current_rsts DESC, cause_name
