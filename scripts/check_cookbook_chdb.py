@@ -261,7 +261,7 @@ def check_types(title, meta, rows, timeseries):
         check(any(NUMERIC.match(c["type"]) for c in meta[1:]), f"{title}: a numeric series")
     for name, ty in types.items():
         if name.endswith("_utc") and name != "time_utc":
-            check(ty.startswith("DateTime"), f"{title}: {name} is {ty}")
+            check(re.match(r"^(Nullable\()?DateTime", ty), f"{title}: {name} is {ty}")
         if name in COUNTS:
             check(NUMERIC.match(ty), f"{title}: {name} is {ty}")
     if "time_utc" in types:

@@ -93,7 +93,13 @@ fn in_range(ts_us: i64, from: i64, to: i64) -> bool {
 
 /// Generates `scenario`, runs it through the engine and ships what the engine says,
 /// with its counters as the boot's `sensor_stats` (stamped with the last packet's time).
-fn ship_scenario(col: &Collector, dir: &Path, sensor: &'static str, s: Scenario, start: i64) -> Shipped {
+fn ship_scenario(
+    col: &Collector,
+    dir: &Path,
+    sensor: &'static str,
+    s: Scenario,
+    start: i64,
+) -> Shipped {
     let opts = GenOptions {
         start_us: start * 1_000_000,
         flows: 1_200,
@@ -135,7 +141,10 @@ fn ship_scenario(col: &Collector, dir: &Path, sensor: &'static str, s: Scenario,
             .collect(),
     });
     let report = sink.finish().unwrap();
-    assert_eq!(report.events_acked, report.events_sealed, "{s}: all delivered");
+    assert_eq!(
+        report.events_acked, report.events_sealed,
+        "{s}: all delivered"
+    );
     Shipped {
         sensor,
         labels: g.labels,
@@ -155,7 +164,12 @@ struct Answer {
 impl Answer {
     fn parse(tsv: &str) -> Answer {
         let mut lines = tsv.lines();
-        let cols = lines.next().unwrap_or("").split('\t').map(String::from).collect();
+        let cols = lines
+            .next()
+            .unwrap_or("")
+            .split('\t')
+            .map(String::from)
+            .collect();
         let rows = lines
             .map(|l| l.split('\t').map(String::from).collect())
             .collect();
@@ -180,8 +194,7 @@ impl Answer {
 
     fn num(&self, row: usize, name: &str) -> f64 {
         let v = &self.rows[row][self.col(name)];
-        v.parse()
-            .unwrap_or_else(|e| panic!("{name} = {v:?}: {e}"))
+        v.parse().unwrap_or_else(|e| panic!("{name} = {v:?}: {e}"))
     }
 }
 
@@ -287,7 +300,8 @@ fn reset_rate_by_class(ch: &ClickHouse, w: &World) {
         for (s, l) in w.labels(from, to) {
             if (sensor.is_empty() || s == sensor) && (port == 0 || label_server(l).1 == port) {
                 let bucket = l.ts_us.div_euclid(1_000_000 * step) * step;
-                *m.entry(vec![utc(bucket), l.class.as_str().into()]).or_default() += 1;
+                *m.entry(vec![utc(bucket), l.class.as_str().into()])
+                    .or_default() += 1;
             }
         }
         rows(m)
@@ -309,7 +323,11 @@ fn reset_rate_by_class(ch: &ClickHouse, w: &World) {
         assert_eq!(got, expected, "reset_rate_by_class {p:?}");
     }
     // The rate column: RSTs per minute of the bucket.
-    let a = run(ch, "reset_rate_by_class", &params(T0, T0 + DAY, "", 0, Step::Hour));
+    let a = run(
+        ch,
+        "reset_rate_by_class",
+        &params(T0, T0 + DAY, "", 0, Step::Hour),
+    );
     for r in 0..a.rows.len() {
         let per_min = a.num(r, "rsts") / 60.0;
         assert!((a.num(r, "rsts_per_minute") - per_min).abs() < 0.001);
@@ -323,7 +341,9 @@ fn reset_rate_by_cause(ch: &ClickHouse, w: &World) {
         for (s, l) in w.labels(T0, T0 + DAY) {
             if (sensor.is_empty() || s == sensor) && (port == 0 || label_server(l).1 == port) {
                 let hour = l.ts_us.div_euclid(1_000_000 * HOUR) * HOUR;
-                let e = m.entry(vec![utc(hour), l.cause.as_str().into()]).or_default();
+                let e = m
+                    .entry(vec![utc(hour), l.cause.as_str().into()])
+                    .or_default();
                 e.0 += 1;
                 e.1 += u64::from(l.suspect);
             }
@@ -358,19 +378,29 @@ fn top_services(ch: &ClickHouse, w: &World) {
     }
     let a = run(ch, "top_services", &params(from, to, "", 0, Step::Hour));
     assert_eq!(a.rows.len(), rsts.len().min(50));
-    for (i, r) in a.pick(&["server_addr", "server_port", "rsts", "flows"]).iter().enumerate() {
+    for (i, r) in a
+        .pick(&["server_addr", "server_port", "rsts", "flows"])
+        .iter()
+        .enumerate()
+    {
         let key = (r[0].clone(), r[1].parse::<u16>().unwrap());
         assert_eq!(r[2], rsts[&key].to_string(), "rsts of {key:?}");
         let nflows = flows.get(&key).copied().unwrap_or(0);
         assert_eq!(r[3], nflows.to_string(), "flows of {key:?}");
         if nflows > 0 {
             let ratio = rsts[&key] as f64 / nflows as f64;
-            assert!((a.num(i, "resets_per_flow") - ratio).abs() < 0.0001, "{key:?}");
+            assert!(
+                (a.num(i, "resets_per_flow") - ratio).abs() < 0.0001,
+                "{key:?}"
+            );
         }
     }
     let most = rsts.values().max().unwrap();
     assert_eq!(a.num(0, "rsts"), *most as f64, "most RSTs first");
-    assert_eq!(a.pick(&["server_addr", "server_port", "top_cause"])[0], ["203.0.113.10", "443", "abort"]);
+    assert_eq!(
+        a.pick(&["server_addr", "server_port", "top_cause"])[0],
+        ["203.0.113.10", "443", "abort"]
+    );
     // The storm resets 1200 flows; the 4/5 with their handshake in the capture are
     // the service's own (the rest are unsolicited: their server is the other end).
     assert_eq!(*most, 1_200 * 4 / 5, "the storm");
@@ -380,7 +410,10 @@ fn top_services(ch: &ClickHouse, w: &World) {
 /// the scanner (cause `scan`), all from the labels.
 fn refused_hotspots(ch: &ClickHouse, w: &World) {
     let mut m: BTreeMap<(String, u16), (u64, BTreeSet<IpBytes>, u64, i64, i64)> = BTreeMap::new();
-    for (_, l) in w.labels(T0, T0 + DAY).filter(|(_, l)| l.class == RstClass::Reject) {
+    for (_, l) in w
+        .labels(T0, T0 + DAY)
+        .filter(|(_, l)| l.class == RstClass::Reject)
+    {
         let e = m
             .entry(label_server(l))
             .or_insert((0, BTreeSet::new(), 0, i64::MAX, i64::MIN));
@@ -415,10 +448,14 @@ fn refused_hotspots(ch: &ClickHouse, w: &World) {
         "first_utc",
         "last_utc",
     ];
-    let got: BTreeSet<Vec<String>> = run(ch, "refused_hotspots", &params(T0, T0 + DAY, "", 0, Step::Hour))
-        .pick(&cols)
-        .into_iter()
-        .collect();
+    let got: BTreeSet<Vec<String>> = run(
+        ch,
+        "refused_hotspots",
+        &params(T0, T0 + DAY, "", 0, Step::Hour),
+    )
+    .pick(&cols)
+    .into_iter()
+    .collect();
     // refused (24 RST/ACKs) and scan (32 on port 23, 21 on 203.0.113.25).
     let total: u64 = got.iter().map(|r| r[2].parse::<u64>().unwrap()).sum();
     assert_eq!(total, 24 + 32 + 21);
@@ -428,22 +465,45 @@ fn refused_hotspots(ch: &ClickHouse, w: &World) {
 /// Every suspect RST of the day, to the microsecond, with its flags; the `injection`
 /// scenario's injector (TTL 243) impersonates clients at TTL 52: delta 191.
 fn suspected_injections(ch: &ClickHouse, w: &World) {
-    let a = run(ch, "suspected_injections", &params(T0, T0 + DAY, "", 0, Step::Hour));
+    let a = run(
+        ch,
+        "suspected_injections",
+        &params(T0, T0 + DAY, "", 0, Step::Hour),
+    );
     let expected: BTreeSet<String> = w
         .labels(T0, T0 + DAY)
         .filter(|(_, l)| l.suspect)
         .map(|(_, l)| utc_us(l.ts_us))
         .collect();
-    let got: BTreeSet<String> = a.pick(&["time_utc"]).into_iter().map(|r| r[0].clone()).collect();
+    let got: BTreeSet<String> = a
+        .pick(&["time_utc"])
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
     assert_eq!(a.rows.len(), expected.len(), "one row per suspect RST");
     assert_eq!(got, expected);
     let injection_start = T0 + 2 * HOUR;
     let mut with_delta = 0;
-    for r in a.pick(&["time_utc", "flag_names", "ttl", "ttl_baseline", "ttl_delta", "class"]) {
+    for r in a.pick(&[
+        "time_utc",
+        "flag_names",
+        "ttl",
+        "ttl_baseline",
+        "ttl_delta",
+        "class",
+    ]) {
         let ttl_flag = r[1].contains("'ttl_mismatch'");
-        assert_eq!(r[3] != "0", ttl_flag, "a baseline exactly when the TTL is off: {r:?}");
+        assert_eq!(
+            r[3] != "0",
+            ttl_flag,
+            "a baseline exactly when the TTL is off: {r:?}"
+        );
         if ttl_flag && r[0] < utc(injection_start + 1_800) {
-            assert_eq!((&r[2][..], &r[3][..], &r[4][..]), ("243", "52", "191"), "{r:?}");
+            assert_eq!(
+                (&r[2][..], &r[3][..], &r[4][..]),
+                ("243", "52", "191"),
+                "{r:?}"
+            );
             with_delta += 1;
         }
         assert_eq!(r[5], "abort");
@@ -455,7 +515,10 @@ fn suspected_injections(ch: &ClickHouse, w: &World) {
 /// Idle-timeout resets per service: counts from the labels, silences from the engine.
 fn idle_timeouts(ch: &ClickHouse, w: &World) {
     let mut m: BTreeMap<(String, u16), Vec<u64>> = BTreeMap::new();
-    for e in w.rsts(T0, T0 + DAY).filter(|e| e.cause == Cause::IdleTimeout) {
+    for e in w
+        .rsts(T0, T0 + DAY)
+        .filter(|e| e.cause == Cause::IdleTimeout)
+    {
         let key = server_of(e.dir, (e.src, e.sport), (e.dst, e.dport));
         m.entry(key).or_default().push((e.silence_ms + 500) / 1_000);
     }
@@ -464,14 +527,30 @@ fn idle_timeouts(ch: &ClickHouse, w: &World) {
         .filter(|(_, l)| l.cause == Cause::IdleTimeout)
         .count();
     assert_eq!(m.values().map(Vec::len).sum::<usize>(), labelled);
-    let a = run(ch, "idle_timeouts", &params(T0, T0 + DAY, "", 0, Step::Hour));
+    let a = run(
+        ch,
+        "idle_timeouts",
+        &params(T0, T0 + DAY, "", 0, Step::Hour),
+    );
     assert_eq!(a.rows.len(), m.len());
-    let got = a.pick(&["server_addr", "server_port", "resets", "min_silence_s", "max_silence_s", "estimate", "estimated_timeout_s"]);
+    let got = a.pick(&[
+        "server_addr",
+        "server_port",
+        "resets",
+        "min_silence_s",
+        "max_silence_s",
+        "estimate",
+        "estimated_timeout_s",
+    ]);
     for r in got {
         let s = &m[&(r[0].clone(), r[1].parse().unwrap())];
         let (min, max) = (s.iter().min().unwrap(), s.iter().max().unwrap());
         assert_eq!(r[2], s.len().to_string(), "{r:?}");
-        assert_eq!((&r[3], &r[4]), (&min.to_string(), &max.to_string()), "{r:?}");
+        assert_eq!(
+            (&r[3], &r[4]),
+            (&min.to_string(), &max.to_string()),
+            "{r:?}"
+        );
         // The scenario's silences are 380-440 s, one flow each: no spike, so the
         // estimate is the shortest silence, an upper bound of the timeout.
         assert!((380..=440).contains(min), "{r:?}");
@@ -486,10 +565,16 @@ fn episode_rsts(w: &World, kind: &str, subject: &str) -> (u64, BTreeSet<String>)
     let mut services = BTreeSet::new();
     for (_, l) in w.labels(T0, T0 + DAY) {
         let svc = service(&label_server(l));
-        let scanner = if l.class == RstClass::Reject { l.dst } else { l.src };
+        let scanner = if l.class == RstClass::Reject {
+            l.dst
+        } else {
+            l.src
+        };
         let hits = match kind {
             "scan" => u64::from(l.cause == Cause::Scan && scanner.to_string() == subject),
-            "backscatter" => u64::from(l.cause == Cause::Backscatter && l.src.to_string() == subject),
+            "backscatter" => {
+                u64::from(l.cause == Cause::Backscatter && l.src.to_string() == subject)
+            }
             "rst_storm" => u64::from(svc == subject) + u64::from(l.src.to_string() == subject),
             "injection" => u64::from(l.suspect && svc == subject),
             "failover" => u64::from(l.cause == Cause::StateLoss && label_server(l).0 == subject),
@@ -525,7 +610,16 @@ fn anomalies(ch: &ClickHouse, w: &World) {
     );
     let a = run(ch, "anomalies", &params(T0, T0 + DAY, "", 0, Step::Hour));
     assert_eq!(a.rows.len(), want.len());
-    let cols = ["kind", "subject", "sensor_id", "start_utc", "reports", "peak_value", "rsts", "services"];
+    let cols = [
+        "kind",
+        "subject",
+        "sensor_id",
+        "start_utc",
+        "reports",
+        "peak_value",
+        "rsts",
+        "services",
+    ];
     for r in a.pick(&cols) {
         let reports = &want[&(r[0].clone(), r[1].clone(), r[2].clone())];
         let start = reports.iter().map(|a| a.ts_us).min().unwrap();
@@ -535,12 +629,21 @@ fn anomalies(ch: &ClickHouse, w: &World) {
         assert_eq!(r[5].parse::<f64>().unwrap(), peak, "{r:?}");
         let (n, services) = episode_rsts(w, &r[0], &r[1]);
         assert!(n > 0, "every episode has RSTs behind it: {r:?}");
-        assert_eq!((&r[6], &r[7]), (&n.to_string(), &services.len().to_string()), "{r:?}");
+        assert_eq!(
+            (&r[6], &r[7]),
+            (&n.to_string(), &services.len().to_string()),
+            "{r:?}"
+        );
     }
     // A service filter keeps only the episodes whose RSTs hit it: the storm's port.
     let only = run(ch, "anomalies", &params(T0, T0 + DAY, "", 443, Step::Hour));
     let storm = only.pick(&["kind", "affected_services"]);
-    assert!(storm.iter().any(|r| r[0] == "rst_storm" && r[1].contains("'203.0.113.10:443'")), "{storm:?}");
+    assert!(
+        storm
+            .iter()
+            .any(|r| r[0] == "rst_storm" && r[1].contains("'203.0.113.10:443'")),
+        "{storm:?}"
+    );
     assert!(storm.len() < a.rows.len());
 }
 
@@ -559,11 +662,18 @@ fn week_over_week(ch: &ClickHouse, w: &World) {
     let expected: BTreeSet<Vec<String>> = causes
         .into_iter()
         .map(|c| {
-            let (n, b) = (now.get(c).copied().unwrap_or(0), before.get(c).copied().unwrap_or(0));
+            let (n, b) = (
+                now.get(c).copied().unwrap_or(0),
+                before.get(c).copied().unwrap_or(0),
+            );
             vec![c.clone(), n.to_string(), b.to_string(), (n - b).to_string()]
         })
         .collect();
-    let a = run(ch, "week_over_week", &params(T0, T0 + DAY, "", 0, Step::Hour));
+    let a = run(
+        ch,
+        "week_over_week",
+        &params(T0, T0 + DAY, "", 0, Step::Hour),
+    );
     assert_eq!(a.rows[0][a.col("cause")], "all", "the total first");
     let got: BTreeSet<Vec<String>> = a
         .pick(&["cause", "rsts", "previous_rsts", "change"])
@@ -574,7 +684,10 @@ fn week_over_week(ch: &ClickHouse, w: &World) {
     // rejects: +100 %.
     assert_eq!((before["refused"], now["refused"]), (24, 48));
     let refused = a.pick(&["cause", "change_pct"]);
-    assert!(refused.contains(&vec!["refused".into(), "100".into()]), "{refused:?}");
+    assert!(
+        refused.contains(&vec!["refused".into(), "100".into()]),
+        "{refused:?}"
+    );
 }
 
 /// Per sensor: the engine's frames, no loss, every batch in the ledger.
@@ -583,7 +696,11 @@ fn sensor_health(ch: &ClickHouse, w: &World) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let a = run(ch, "sensor_health", &params(T0 - 8 * DAY, now + HOUR, "", 0, Step::Hour));
+    let a = run(
+        ch,
+        "sensor_health",
+        &params(T0 - 8 * DAY, now + HOUR, "", 0, Step::Hour),
+    );
     let sensors: BTreeSet<&str> = w.shipped.iter().map(|s| s.sensor).collect();
     assert_eq!(a.rows.len(), sensors.len());
     for (i, sensor) in sensors.into_iter().enumerate() {
@@ -592,11 +709,31 @@ fn sensor_health(ch: &ClickHouse, w: &World) {
             .flat_map(|s| s.records.iter())
             .filter(|r| matches!(r, Record::Flow(f) if f.close == rstwatch_schema::CloseReason::Evicted))
             .count();
-        let last = mine().flat_map(|s| s.labels.last()).map(|l| l.ts_us).max().unwrap();
-        let r = a.pick(&["sensor_id", "frames", "capture_lost", "flows_evicted", "spool_backlog_batches", "batches", "missing_batches"]);
+        let last = mine()
+            .flat_map(|s| s.labels.last())
+            .map(|l| l.ts_us)
+            .max()
+            .unwrap();
+        let r = a.pick(&[
+            "sensor_id",
+            "frames",
+            "capture_lost",
+            "flows_evicted",
+            "spool_backlog_batches",
+            "batches",
+            "missing_batches",
+        ]);
         let frames: u64 = mine().map(|s| s.frames).sum();
         let batches: u64 = mine().map(|s| s.batches).sum();
-        let expected = [sensor.to_string(), frames.to_string(), "0".into(), evicted.to_string(), "0".into(), batches.to_string(), "0".into()];
+        let expected = [
+            sensor.to_string(),
+            frames.to_string(),
+            "0".into(),
+            evicted.to_string(),
+            "0".into(),
+            batches.to_string(),
+            "0".into(),
+        ];
         assert_eq!(r[i], expected);
         let since = a.num(i, "seconds_since_last_batch");
         assert!((0.0..600.0).contains(&since), "{since}");
@@ -604,23 +741,44 @@ fn sensor_health(ch: &ClickHouse, w: &World) {
         let stats = &a.rows[i][a.col("last_stats_utc")];
         assert!(stats >= &utc(last.div_euclid(1_000_000)), "{stats}");
     }
-    let one = run(ch, "sensor_health", &params(T0 - 8 * DAY, now + HOUR, "edge-b", 0, Step::Hour));
+    let one = run(
+        ch,
+        "sensor_health",
+        &params(T0 - 8 * DAY, now + HOUR, "edge-b", 0, Step::Hour),
+    );
     assert_eq!(one.pick(&["sensor_id"]), vec![vec!["edge-b".to_string()]]);
 }
 
 /// The remaining shipped queries answer the scan's and the refused scenario's numbers.
 fn other_queries_run(ch: &ClickHouse) {
-    let scan = run(ch, "scan_sources", &params(T0 + 3 * HOUR, T0 + 4 * HOUR, "", 0, Step::Hour));
+    let scan = run(
+        ch,
+        "scan_sources",
+        &params(T0 + 3 * HOUR, T0 + 4 * HOUR, "", 0, Step::Hour),
+    );
     // 32 closed hosts on port 23, and 203.0.113.25, whose port 23 is among its 21
     // closed ones.
-    assert_eq!(scan.pick(&["scanner", "port", "hosts"]), vec![vec!["192.0.2.66", "23", "33"]]);
-    let refused = run(ch, "resets_by_cause", &params(T0, T0 + HOUR, "", 0, Step::Hour));
-    let total: f64 = (0..refused.rows.len()).map(|i| refused.num(i, "rsts")).sum();
-    let share: f64 = (0..refused.rows.len()).map(|i| refused.num(i, "share")).sum();
+    assert_eq!(
+        scan.pick(&["scanner", "port", "hosts"]),
+        vec![vec!["192.0.2.66", "23", "33"]]
+    );
+    let refused = run(
+        ch,
+        "resets_by_cause",
+        &params(T0, T0 + HOUR, "", 0, Step::Hour),
+    );
+    let total: f64 = (0..refused.rows.len())
+        .map(|i| refused.num(i, "rsts"))
+        .sum();
+    let share: f64 = (0..refused.rows.len())
+        .map(|i| refused.num(i, "share"))
+        .sum();
     assert_eq!(total, 24.0);
     assert!((share - 1.0).abs() < 0.01, "{share}");
     let states = run(ch, "conn_states", &params(T0, T0 + HOUR, "", 0, Step::Hour));
-    assert!(states.pick(&["conn_state"]).contains(&vec!["REJ".to_string()]));
+    assert!(states
+        .pick(&["conn_state"])
+        .contains(&vec!["REJ".to_string()]));
 }
 
 /// Columns whose value depends on when the query runs.
@@ -631,7 +789,13 @@ const VOLATILE: &[&str] = &["seconds_since_last_batch"];
 /// chdb loads. The rollups are not exported: chdb's materialized views rebuild them.
 fn export_tables(ch: &ClickHouse, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    for table in ["rst_events", "flows", "anomalies", "sensor_stats", "batches"] {
+    for table in [
+        "rst_events",
+        "flows",
+        "anomalies",
+        "sensor_stats",
+        "batches",
+    ] {
         let cols = ch
             .query_db(
                 DB,
@@ -649,7 +813,10 @@ fn export_tables(ch: &ClickHouse, dir: &Path) {
         let tsv = ch
             .query_db(
                 DB,
-                &format!("SELECT {} FROM {table} FORMAT TabSeparatedWithNames", select.join(", ")),
+                &format!(
+                    "SELECT {} FROM {table} FORMAT TabSeparatedWithNames",
+                    select.join(", ")
+                ),
             )
             .unwrap();
         std::fs::write(dir.join(format!("{table}.tsv")), tsv).unwrap();
@@ -690,8 +857,11 @@ fn same_answers_on_chdb_and_grafana(ch: &ClickHouse, dir: &Path) {
     let spec: Vec<serde_json::Value> = jobs
         .iter()
         .map(|(id, name, p)| {
-            let params: serde_json::Map<String, serde_json::Value> =
-                p.native().into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+            let params: serde_json::Map<String, serde_json::Value> = p
+                .native()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into()))
+                .collect();
             serde_json::json!({"id": id, "name": name, "params": params})
         })
         .collect();
@@ -708,7 +878,10 @@ fn same_answers_on_chdb_and_grafana(ch: &ClickHouse, dir: &Path) {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "check_cookbook_chdb.py failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "check_cookbook_chdb.py failed:\n{stderr}"
+    );
     print!("{stderr}");
     let answers: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answers.len(), jobs.len());
@@ -717,10 +890,22 @@ fn same_answers_on_chdb_and_grafana(ch: &ClickHouse, dir: &Path) {
         let old = run(ch, name, p);
         let new = Answer::parse(&answers[id]);
         assert_eq!(new.cols, old.cols, "{id}: columns");
-        let keep: Vec<&str> = old.cols.iter().map(String::as_str).filter(|c| !VOLATILE.contains(c)).collect();
-        assert_eq!(new.pick(&keep), old.pick(&keep), "{id}: 18.16 and chdb differ");
+        let keep: Vec<&str> = old
+            .cols
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !VOLATILE.contains(c))
+            .collect();
+        assert_eq!(
+            new.pick(&keep),
+            old.pick(&keep),
+            "{id}: 18.16 and chdb differ"
+        );
         nonempty += usize::from(!old.rows.is_empty());
     }
-    println!("chdb: {} cookbook answers equal to 18.16's ({nonempty} non-empty)", jobs.len());
+    println!(
+        "chdb: {} cookbook answers equal to 18.16's ({nonempty} non-empty)",
+        jobs.len()
+    );
     assert!(stderr.contains("grafana ok:"), "{stderr}");
 }

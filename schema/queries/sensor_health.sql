@@ -8,14 +8,15 @@
 --   spool_backlog_batches: sealed but not yet acknowledged (the spool's backlog);
 --   spool_lost_events: events dropped or evicted from a full spool, or lost from memory;
 --   batches, rows: delivered in the range; last_batch_utc and
---     seconds_since_last_batch (to {to}, or now when {to} is in the future);
+--     seconds_since_last_batch (to {to}, or now when {to} is in the future; NULL
+--     and -1 when no batch arrived in the range; last_stats_utc NULL: no counters);
 --   missing_batches: gaps in the batch sequence per boot (batches the collector never
 --     received: still spooled on the sensor, or lost).
 -- Parameters (schema/README.md): {from:DateTime}, {to:DateTime} ([from, to), UTC),
 -- {sensor:String} ('' = all); {service_port:UInt16} does not apply (accepted, ignored).
 SELECT
     sensor_id,
-    toDateTime(intDiv(last_stats_us, 1000000), 'UTC') AS last_stats_utc,
+    if(last_stats_us = 0, NULL, toDateTime(intDiv(last_stats_us, 1000000), 'UTC')) AS last_stats_utc,
     frames,
     capture_lost,
     if(frames + capture_lost = 0, 0, round(100 * capture_lost / (frames + capture_lost), 3)) AS capture_lost_pct,
@@ -25,7 +26,7 @@ SELECT
     spool_lost_events,
     batches,
     rows,
-    toDateTime(last_batch, 'UTC') AS last_batch_utc,
+    if(batches = 0, NULL, toDateTime(last_batch, 'UTC')) AS last_batch_utc,
     if(batches = 0, -1, toInt64(least(toUInt32({to:DateTime}), toUInt32(now()))) - toInt64(toUInt32(last_batch))) AS seconds_since_last_batch,
     missing_batches
 FROM
