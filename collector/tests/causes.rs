@@ -69,6 +69,12 @@ fn unescape_tsv(s: &str) -> String {
     out
 }
 
+/// The cookbook's parameters for the last `secs` seconds (and a minute ahead).
+fn last_seconds(secs: u32) -> rstwatch_schema::cookbook::Params {
+    let now = now_s() as u32;
+    rstwatch_schema::cookbook::Params::range(now - secs, now + 60)
+}
+
 fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -410,14 +416,11 @@ fn every_cause_round_trips_and_resets_by_cause_counts_them() {
         })
         .collect();
     assert_eq!(rolled, want_rolled.join("\n"));
-    // The dashboard query reads the same numbers from the rollup.
-    let q = rstwatch_schema::sql::QUERIES
-        .iter()
-        .find(|(n, _)| *n == "rst_per_minute_by_cause")
-        .unwrap()
-        .1;
+    // The cookbook's rate query reads the same numbers from the rollup.
+    let day = last_seconds(86_400);
+    let q = rstwatch_schema::cookbook::bound("reset_rate_by_cause", &day).unwrap();
     let mut per_cause = std::collections::BTreeMap::<u8, u64>::new();
-    for line in one(&ch, db, q).lines() {
+    for line in one(&ch, db, &q).lines() {
         let f: Vec<&str> = line.split('\t').collect();
         let c: Cause = f[1].parse().unwrap();
         *per_cause.entry(c.code()).or_default() += f[2].parse::<u64>().unwrap();
@@ -433,12 +436,8 @@ fn every_cause_round_trips_and_resets_by_cause_counts_them() {
 /// `resets_by_cause.sql` on `in_hour` (the RSTs of the last hour): one row per cause
 /// and service with its count, share, first detail and remedy, most frequent first.
 fn assert_resets_by_cause(ch: &ClickHouse, db: &str, in_hour: &[RstEvent]) {
-    let q = rstwatch_schema::sql::QUERIES
-        .iter()
-        .find(|(n, _)| *n == "resets_by_cause")
-        .unwrap()
-        .1;
-    let rows: Vec<Vec<String>> = one(ch, db, q)
+    let q = rstwatch_schema::cookbook::bound("resets_by_cause", &last_seconds(3_600)).unwrap();
+    let rows: Vec<Vec<String>> = one(ch, db, &q)
         .lines()
         .map(|l| l.split('\t').map(unescape_tsv).collect())
         .collect();

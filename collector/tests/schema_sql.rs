@@ -51,7 +51,13 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
         assert!(tables.lines().any(|l| l == t), "missing {t}: {tables}");
     }
     // Every shipped query runs on the empty schema.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let day = rstwatch_schema::cookbook::Params::range(now - 86_400, now + 60);
     for (name, q) in rstwatch_schema::sql::QUERIES {
+        let q = &rstwatch_schema::cookbook::bind(q, &day).unwrap();
         ch.query_db("rw", q)
             .unwrap_or_else(|e| panic!("query {name}: {e}"));
     }
