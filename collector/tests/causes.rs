@@ -159,7 +159,7 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
     assert_eq!(before[..3], [V1_RSTS, V1_FLOWS, 2]);
 
     let t0 = Instant::now();
-    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3]"));
+    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3, 4]"));
     println!(
         "migration 002 on 18.16 with {V1_RSTS} rst_events and {V1_FLOWS} flows: {:?}",
         t0.elapsed()
@@ -188,6 +188,23 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
         ),
         format!("unknown\t{V1_RSTS}\t{}", V1_RSTS / 10)
     );
+    // So is the hourly rollup (migration 4).
+    assert_eq!(
+        one(
+            &ch,
+            db,
+            "SELECT sum(rsts), sum(suspect_rsts), uniqExact(hour) FROM rst_hour"
+        ),
+        format!(
+            "{V1_RSTS}\t{}\t{}",
+            V1_RSTS / 10,
+            num(
+                &ch,
+                db,
+                "SELECT uniqExact(toStartOfHour(ts)) FROM rst_events"
+            )
+        )
+    );
     assert_cause_remedies_match_the_code(&ch, db);
     ch.query_db(
         db,
@@ -207,7 +224,7 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
         assert!(Instant::now() < deadline, "mutation did not finish");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3]"));
+    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3, 4]"));
     assert_eq!(
         num(&ch, db, "SELECT sum(rsts) FROM rst_minute_cause"),
         V1_RSTS

@@ -28,7 +28,7 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1, 2, 3]"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1, 2, 3, 4]"));
     let second = migrate(&ch.url(), "rw");
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("nothing to do"));
@@ -45,6 +45,8 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
         "rst_minute_cause",
         "rst_minute_cause_mv",
         "rst_minute_mv",
+        "rst_hour",
+        "rst_hour_mv",
         "schema_migrations",
         "sensor_stats",
     ] {
@@ -129,7 +131,7 @@ fn modern_dialect_on_chdb() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("DDL: 18 statements applied"), "{text}");
+    assert!(text.contains("DDL: 21 statements applied"), "{text}");
     assert_eq!(
         text.matches("query ok:").count(),
         rstwatch_schema::sql::QUERIES.len(),
