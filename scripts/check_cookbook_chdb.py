@@ -195,7 +195,29 @@ def check_datasource(gdir):
     check("password" not in jd, "no password in jsonData")
     prov = yaml.safe_load(open(os.path.join(gdir, "dashboards.yaml")))
     check(prov["apiVersion"] == 1 and prov["providers"][0]["type"] == "file", "dashboard provider")
-    return d["uid"]
+    return d["uid"], jd["username"]
+
+
+def check_readonly_user(ch, gdir, username):
+    """The read-only user the data source names: the users.d snippet (readonly = 1,
+    max_execution_time changeable, the rstwatch database only) and the SQL form, which
+    current ClickHouse must parse (formatQuery; chdb cannot create users)."""
+    import xml.etree.ElementTree as ET
+    root = ET.parse(os.path.join(gdir, "clickhouse-readonly-user.xml")).getroot()
+    user = root.find(f"users/{username}")
+    check(user is not None, f"users.xml snippet: no user {username}")
+    profile = root.find(f"profiles/{user.findtext('profile')}")
+    check(profile is not None and profile.findtext("readonly") == "1", "profile with readonly = 1")
+    check(profile.find("constraints/max_execution_time/changeable_in_readonly") is not None,
+          "max_execution_time changeable in readonly mode (the plugin sends it)")
+    check([d.text for d in user.findall("allow_databases/database")] == ["rstwatch"], "rstwatch only")
+    text = open(os.path.join(gdir, "readonly-user.sql")).read()
+    sts = statements(text)
+    check(len(sts) == 3 and any("readonly = 1" in st for st in sts), "readonly-user.sql: profile, user, grant")
+    for st in sts:
+        literal = st.replace("\\", "\\\\").replace("'", "\\'").replace("\n", " ")
+        ch.tsv(f"SELECT formatQuery('{literal}')")
+        check(username in st, f"readonly-user.sql names {username}: {st[:60]}")
 
 
 PANEL_TYPES = {"timeseries", "table", "stat", "bargauge", "barchart"}
@@ -270,7 +292,8 @@ def check_types(title, meta, rows, timeseries):
 
 
 def grafana(ch, gdir, t0):
-    uid = check_datasource(gdir)
+    uid, username = check_datasource(gdir)
+    check_readonly_user(ch, gdir, username)
     dash = json.load(open(os.path.join(gdir, "dashboards", "tcp-resets.json")))
     variables = check_structure(dash, uid)
     cookbook = {}
