@@ -406,35 +406,48 @@ fn top_services(ch: &ClickHouse, w: &World) {
     assert_eq!(*most, 1_200 * 4 / 5, "the storm");
 }
 
+/// One service's refusals, as the labels count them.
+#[derive(Default)]
+struct Hotspot {
+    refusals: u64,
+    clients: BTreeSet<IpBytes>,
+    scan: u64,
+    first: i64,
+    last: i64,
+}
+
 /// Every service that refused a SYN, with its clients and how many refusals went to
 /// the scanner (cause `scan`), all from the labels.
 fn refused_hotspots(ch: &ClickHouse, w: &World) {
-    let mut m: BTreeMap<(String, u16), (u64, BTreeSet<IpBytes>, u64, i64, i64)> = BTreeMap::new();
+    let mut m: BTreeMap<(String, u16), Hotspot> = BTreeMap::new();
     for (_, l) in w
         .labels(T0, T0 + DAY)
         .filter(|(_, l)| l.class == RstClass::Reject)
     {
-        let e = m
-            .entry(label_server(l))
-            .or_insert((0, BTreeSet::new(), 0, i64::MAX, i64::MIN));
-        e.0 += 1;
-        e.1.insert(if l.dir == Dir::Resp { l.dst } else { l.src });
-        e.2 += u64::from(l.cause == Cause::Scan);
-        e.3 = e.3.min(l.ts_us);
-        e.4 = e.4.max(l.ts_us);
+        let e = m.entry(label_server(l)).or_insert(Hotspot {
+            first: i64::MAX,
+            last: i64::MIN,
+            ..Hotspot::default()
+        });
+        e.refusals += 1;
+        e.clients
+            .insert(if l.dir == Dir::Resp { l.dst } else { l.src });
+        e.scan += u64::from(l.cause == Cause::Scan);
+        e.first = e.first.min(l.ts_us);
+        e.last = e.last.max(l.ts_us);
     }
     let expected: BTreeSet<Vec<String>> = m
         .into_iter()
-        .map(|((a, p), (n, clients, scan, first, last))| {
+        .map(|((a, p), h)| {
             vec![
                 a,
                 p.to_string(),
-                n.to_string(),
-                clients.len().to_string(),
-                scan.to_string(),
-                (n - scan).to_string(),
-                utc(first.div_euclid(1_000_000)),
-                utc(last.div_euclid(1_000_000)),
+                h.refusals.to_string(),
+                h.clients.len().to_string(),
+                h.scan.to_string(),
+                (h.refusals - h.scan).to_string(),
+                utc(h.first.div_euclid(1_000_000)),
+                utc(h.last.div_euclid(1_000_000)),
             ]
         })
         .collect();
