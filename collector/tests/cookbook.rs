@@ -289,6 +289,7 @@ fn cookbook_answers_what_the_scenarios_imply_on_18_16_and_chdb() {
     week_over_week(&ch, &w);
     sensor_health(&ch, &w);
     other_queries_run(&ch);
+    idle_timeout_spike(&ch);
     same_answers_on_chdb_and_grafana(&ch, dir.path());
 }
 
@@ -760,6 +761,52 @@ fn sensor_health(ch: &ClickHouse, w: &World) {
         &params(T0 - 8 * DAY, now + HOUR, "edge-b", 0, Step::Hour),
     );
     assert_eq!(one.pick(&["sensor_id"]), vec![vec!["edge-b".to_string()]]);
+}
+
+/// A firewall that resets when its timer expires: 5 of 6 resets after 300 s of
+/// silence (± 0.4 s), one after 410 s. No scenario has one, so these rows are written
+/// directly, two days after the scenarios (no other check looks there).
+fn idle_timeout_spike(ch: &ClickHouse) {
+    let t = T0 + 2 * DAY;
+    let rows: Vec<String> = [300_100u64, 299_800, 300_400, 300_000, 299_700, 410_000]
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| {
+            format!(
+                "(toDateTime({t}), {}, 'edge-a', toFixedString(IPv6StringToNum('::ffff:203.0.113.90'), 16), 8443, \
+                 toFixedString(IPv6StringToNum('::ffff:198.51.100.9'), 16), {}, 'resp', 'abort', 'idle_timeout', {ms}, {})",
+                t * 1_000_000 + i as i64,
+                40_000 + i,
+                9_000 + i
+            )
+        })
+        .collect();
+    ch.query_db(
+        DB,
+        &format!(
+            "INSERT INTO rst_events (ts, ts_us, sensor_id, src, sport, dst, dport, dir, class, cause, silence_ms, flow_uid) VALUES {}",
+            rows.join(", ")
+        ),
+    )
+    .unwrap();
+    let a = run(
+        ch,
+        "idle_timeouts",
+        &params(t, t + HOUR, "", 8443, Step::Hour),
+    );
+    let got = a.pick(&[
+        "server_addr",
+        "resets",
+        "min_silence_s",
+        "mode_silence_s",
+        "mode_resets",
+        "estimate",
+        "estimated_timeout_s",
+    ]);
+    assert_eq!(
+        got,
+        vec![vec!["203.0.113.90", "6", "300", "300", "5", "spike", "300"]]
+    );
 }
 
 /// The remaining shipped queries answer the scan's and the refused scenario's numbers.
