@@ -111,8 +111,13 @@ qfrom=$(( $(date +%s) - 86400 )); qto=$(( $(date +%s) + 3600 ))
 for f in schema/queries/*.sql; do
     name=$(basename "$f" .sql)
     bound=$("$collector" print-schema --server-version 18.16 --queries --query "$name" --from "$qfrom" --to "$qto")
-    a=$(ch s1r2 --database rstwatch --multiquery <<< "$bound" | sort)
-    b=$(ch single --database rstwatch --multiquery <<< "$bound" | sort)
+    # Not compared: sensor_health's times (when each side received its batches) and
+    # suspected_injections' flow_uid (a per-process hash of the flow).
+    cols=1-
+    [ "$name" = sensor_health ] && cols=1,3-11,14
+    [ "$name" = suspected_injections ] && cols=1-16
+    a=$(ch s1r2 --database rstwatch --multiquery <<< "$bound" | cut -f "$cols" | sort)
+    b=$(ch single --database rstwatch --multiquery <<< "$bound" | cut -f "$cols" | sort)
     if [ "$a" != "$b" ] && grep -q "FROM rst_minute" "$f"; then
         # Queries over the per-minute rollups (materialized views): once in five runs
         # the cluster's rollup lacked a minute's rows after the replica kill while the
