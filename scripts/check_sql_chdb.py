@@ -9,13 +9,15 @@ codecs, TTL, insert-dedup settings). This script applies migration 1 alone, inse
 version-1 rows (IPv4-mapped and IPv6 addresses), applies the later migrations and the
 cause_remedies refill, checks that the old rows survived with cause 'unknown' (or ''
 for a flow no RST closed), inserts version-2 rows with causes, checks both rollups,
-runs each canonical query from schema/queries and checks the numbers of
+runs each cookbook query from schema/queries (native query parameters: the last
+day) and checks the numbers of
 resets_by_cause. Exits non-zero on the first failure.
 """
 import re
 import subprocess
 import sys
 import tempfile
+import time
 
 try:
     import chdb  # noqa: F401
@@ -128,8 +130,8 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         s = chs.Session(d)
 
-        def q(sql):
-            return s.query(sql, "TSV").bytes().decode().rstrip("\n")
+        def q(sql, params=None):
+            return s.query(sql, "TSV", params=params or {}).bytes().decode().rstrip("\n")
 
         version = q("SELECT version()").strip('"')
         target = sys.argv[2] if len(sys.argv) > 2 else version
@@ -152,16 +154,21 @@ def main():
             remedies = dict(line.split("\t") for line in
                             q("SELECT toString(cause), remedy FROM rstwatch.cause_remedies").splitlines())
             q("USE rstwatch")
+            # The cookbook's parameters, bound by the server (schema/README.md): the
+            # last day, every sensor and port, minute buckets.
+            now = int(time.time())
+            params = {"from": str(now - 86400), "to": str(now + 60), "sensor": "",
+                      "service_port": "0", "step": "60"}
             nq = 0
             for chunk in queries.split("-- query: ")[1:]:
                 name, body = chunk.split("\n", 1)
                 name = name.strip()
                 for st in statements(body):
-                    out = q(st)
+                    out = q(st, params)
                     nq += 1
                     print(f"query ok: {name} ({len(out.splitlines())} rows)")
                     if name == "resets_by_cause":
-                        resets_by_cause(q, st, remedies)
+                        resets_by_cause(lambda sql: q(sql, params), st, remedies)
             top = q("SELECT replaceRegexpOne(IPv6NumToString(server), '^::ffff:', '') AS a "
                     "FROM rstwatch.rst_minute ORDER BY a").split()
             if "192.0.2.1" not in top or "2001:db8::2" not in top:

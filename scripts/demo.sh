@@ -111,7 +111,10 @@ echo "== what landed in ClickHouse"
 for t in rst_events flows anomalies sensor_stats batches; do
     printf '   %-13s %s rows\n' "$t" "$(ch -q "SELECT count() FROM $t")"
 done
-for q in rst_per_minute_by_class resets_by_cause top_reset_servers suspect_rsts anomalies_recent; do
+# The cookbook with its parameters bound for 18.16: the last day, every sensor and port.
+qfrom=$(( $(date +%s) - 86400 )); qto=$(( $(date +%s) + 3600 ))
+for q in reset_rate_by_class resets_by_cause top_services suspected_injections anomalies sensor_health; do
     echo "-- schema/queries/$q.sql"
-    ch --format PrettyCompactMonoBlock --multiquery < "schema/queries/$q.sql" | head -n 20
+    "$collector" print-schema --server-version 18.16 --queries --query "$q" --from "$qfrom" --to "$qto" \
+        | ch --format PrettyCompactMonoBlock --multiquery | head -n 20
 done

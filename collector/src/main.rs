@@ -16,6 +16,7 @@ use rstwatch_collector::report;
 use rstwatch_collector::server::{self, ServeConfig, Server};
 use rstwatch_collector::web::{self, WebAuth};
 use rstwatch_collector::{info, warn};
+use rstwatch_schema::cookbook;
 use rstwatch_schema::sql::{self, Dialect};
 
 /// rstwatch collector: receives sensor batches and writes them into ClickHouse.
@@ -211,9 +212,47 @@ struct PrintArgs {
     database: String,
     #[arg(long, default_value_t = 0)]
     retention_days: u32,
-    /// Print the canonical queries instead of the DDL.
+    /// Print the canonical queries (the SQL cookbook) instead of the DDL.
     #[arg(long)]
     queries: bool,
+    /// With --queries: only this one (file name without .sql), without its header.
+    #[arg(long, value_name = "NAME", requires = "queries")]
+    query: Option<String>,
+    /// With --queries: bind the parameters as literals for servers without query
+    /// parameters (18.16): the range [FROM, TO) in Unix seconds, UTC.
+    #[arg(long, value_name = "SECS", requires_all = ["queries", "to"])]
+    from: Option<u32>,
+    #[arg(long, value_name = "SECS", requires = "from")]
+    to: Option<u32>,
+    /// With --from: one sensor ('' = all).
+    #[arg(long, default_value = "")]
+    sensor: String,
+    /// With --from: one server port (0 = all).
+    #[arg(long, default_value_t = 0)]
+    service_port: u16,
+    /// With --from: the rate queries' bucket in seconds: 60, 3600 or 86400 (default:
+    /// chosen from the range).
+    #[arg(long, value_name = "SECS")]
+    step: Option<u32>,
+}
+
+/// The cookbook parameters of `print-schema --queries --from ...`, if given.
+fn cookbook_params(a: &PrintArgs) -> anyhow::Result<Option<cookbook::Params>> {
+    let (Some(from_s), Some(to_s)) = (a.from, a.to) else {
+        return Ok(None);
+    };
+    let mut p = cookbook::Params::range(from_s, to_s);
+    p.sensor = a.sensor.clone();
+    p.service_port = a.service_port;
+    if let Some(s) = a.step {
+        p.step = match s {
+            60 => cookbook::Step::Minute,
+            3_600 => cookbook::Step::Hour,
+            86_400 => cookbook::Step::Day,
+            _ => anyhow::bail!("--step {s}: one of 60, 3600, 86400"),
+        };
+    }
+    Ok(Some(p))
 }
 
 fn main() {
@@ -471,8 +510,25 @@ fn print_schema(a: PrintArgs) -> anyhow::Result<()> {
     let d = Dialect::from_version(&a.server_version, a.retention_days)
         .with_context(|| format!("bad server version {:?}", a.server_version))?;
     if a.queries {
+        let p = cookbook_params(&a)?;
+        let mut found = false;
         for (name, q) in sql::QUERIES {
-            println!("-- query: {name}\n{};\n", q.trim().trim_end_matches(';'));
+            if a.query.as_deref().is_some_and(|only| only != *name) {
+                continue;
+            }
+            found = true;
+            let q = match &p {
+                Some(p) => cookbook::bind(q, p).with_context(|| format!("query {name}"))?,
+                None => q.to_string(),
+            };
+            let body = q.trim().trim_end_matches(';');
+            match a.query {
+                Some(_) => println!("{body}"),
+                None => println!("-- query: {name}\n{body};\n"),
+            }
+        }
+        if !found {
+            anyhow::bail!("no cookbook query named {:?}", a.query.unwrap_or_default());
         }
     } else {
         for m in sql::MIGRATIONS {

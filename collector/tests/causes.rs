@@ -69,6 +69,12 @@ fn unescape_tsv(s: &str) -> String {
     out
 }
 
+/// The cookbook's parameters for the last `secs` seconds (and a minute ahead).
+fn last_seconds(secs: u32) -> rstwatch_schema::cookbook::Params {
+    let now = now_s() as u32;
+    rstwatch_schema::cookbook::Params::range(now - secs, now + 60)
+}
+
 fn now_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,7 +159,7 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
     assert_eq!(before[..3], [V1_RSTS, V1_FLOWS, 2]);
 
     let t0 = Instant::now();
-    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3]"));
+    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3, 4]"));
     println!(
         "migration 002 on 18.16 with {V1_RSTS} rst_events and {V1_FLOWS} flows: {:?}",
         t0.elapsed()
@@ -182,6 +188,23 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
         ),
         format!("unknown\t{V1_RSTS}\t{}", V1_RSTS / 10)
     );
+    // So is the hourly rollup (migration 4).
+    assert_eq!(
+        one(
+            &ch,
+            db,
+            "SELECT sum(rsts), sum(suspect_rsts), uniqExact(hour) FROM rst_hour"
+        ),
+        format!(
+            "{V1_RSTS}\t{}\t{}",
+            V1_RSTS / 10,
+            num(
+                &ch,
+                db,
+                "SELECT uniqExact(toStartOfHour(ts)) FROM rst_events"
+            )
+        )
+    );
     assert_cause_remedies_match_the_code(&ch, db);
     ch.query_db(
         db,
@@ -201,7 +224,7 @@ fn upgrade_from_version_1_keeps_every_row_and_labels_old_ones() {
         assert!(Instant::now() < deadline, "mutation did not finish");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3]"));
+    assert!(migrate(&ch, db, None).contains("applied schema versions [2, 3, 4]"));
     assert_eq!(
         num(&ch, db, "SELECT sum(rsts) FROM rst_minute_cause"),
         V1_RSTS
@@ -410,14 +433,11 @@ fn every_cause_round_trips_and_resets_by_cause_counts_them() {
         })
         .collect();
     assert_eq!(rolled, want_rolled.join("\n"));
-    // The dashboard query reads the same numbers from the rollup.
-    let q = rstwatch_schema::sql::QUERIES
-        .iter()
-        .find(|(n, _)| *n == "rst_per_minute_by_cause")
-        .unwrap()
-        .1;
+    // The cookbook's rate query reads the same numbers from the rollup.
+    let day = last_seconds(86_400);
+    let q = rstwatch_schema::cookbook::bound("reset_rate_by_cause", &day).unwrap();
     let mut per_cause = std::collections::BTreeMap::<u8, u64>::new();
-    for line in one(&ch, db, q).lines() {
+    for line in one(&ch, db, &q).lines() {
         let f: Vec<&str> = line.split('\t').collect();
         let c: Cause = f[1].parse().unwrap();
         *per_cause.entry(c.code()).or_default() += f[2].parse::<u64>().unwrap();
@@ -433,12 +453,8 @@ fn every_cause_round_trips_and_resets_by_cause_counts_them() {
 /// `resets_by_cause.sql` on `in_hour` (the RSTs of the last hour): one row per cause
 /// and service with its count, share, first detail and remedy, most frequent first.
 fn assert_resets_by_cause(ch: &ClickHouse, db: &str, in_hour: &[RstEvent]) {
-    let q = rstwatch_schema::sql::QUERIES
-        .iter()
-        .find(|(n, _)| *n == "resets_by_cause")
-        .unwrap()
-        .1;
-    let rows: Vec<Vec<String>> = one(ch, db, q)
+    let q = rstwatch_schema::cookbook::bound("resets_by_cause", &last_seconds(3_600)).unwrap();
+    let rows: Vec<Vec<String>> = one(ch, db, &q)
         .lines()
         .map(|l| l.split('\t').map(unescape_tsv).collect())
         .collect();

@@ -28,7 +28,7 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1, 2, 3]"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied schema versions [1, 2, 3, 4]"));
     let second = migrate(&ch.url(), "rw");
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("nothing to do"));
@@ -45,13 +45,21 @@ fn migrate_is_idempotent_and_refuses_a_newer_schema() {
         "rst_minute_cause",
         "rst_minute_cause_mv",
         "rst_minute_mv",
+        "rst_hour",
+        "rst_hour_mv",
         "schema_migrations",
         "sensor_stats",
     ] {
         assert!(tables.lines().any(|l| l == t), "missing {t}: {tables}");
     }
     // Every shipped query runs on the empty schema.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let day = rstwatch_schema::cookbook::Params::range(now - 86_400, now + 60);
     for (name, q) in rstwatch_schema::sql::QUERIES {
+        let q = &rstwatch_schema::cookbook::bind(q, &day).unwrap();
         ch.query_db("rw", q)
             .unwrap_or_else(|e| panic!("query {name}: {e}"));
     }
@@ -123,7 +131,7 @@ fn modern_dialect_on_chdb() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("DDL: 18 statements applied"), "{text}");
+    assert!(text.contains("DDL: 21 statements applied"), "{text}");
     assert_eq!(
         text.matches("query ok:").count(),
         rstwatch_schema::sql::QUERIES.len(),

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod cause;
 pub mod cluster;
 pub mod compat;
+pub mod cookbook;
 pub mod encap;
 pub mod event;
 pub mod flags;

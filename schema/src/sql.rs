@@ -32,43 +32,63 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "003_encap",
         sql: include_str!("../sql/003_encap.sql"),
     },
+    Migration {
+        version: 4,
+        name: "004_rollup_hour",
+        sql: include_str!("../sql/004_rollup_hour.sql"),
+    },
 ];
+
+/// The hourly rollup (`rst_hour`, migration 4) is kept at least this many days, or the
+/// raw retention when that is longer (on servers with TTL; see 004_rollup_hour.sql).
+pub const ROLLUP_HOUR_DAYS: u32 = 400;
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
 }
 
-/// The canonical queries shipped for analysts and dashboards (name, SQL). They use
-/// unqualified table names: run them with the rstwatch database as the default.
+/// The SQL cookbook shipped for analysts, dashboards, the web view and the report
+/// (name = file name without `.sql`, SQL). They use unqualified table names (run them
+/// with the rstwatch database as the default) and `{name:Type}` query parameters:
+/// bind them with [`crate::cookbook::bind`]. Documented in `schema/README.md`.
 pub const QUERIES: &[(&str, &str)] = &[
     (
-        "rst_per_minute_by_class",
-        include_str!("../queries/rst_per_minute_by_class.sql"),
+        "reset_rate_by_class",
+        include_str!("../queries/reset_rate_by_class.sql"),
     ),
     (
-        "top_reset_servers",
-        include_str!("../queries/top_reset_servers.sql"),
+        "reset_rate_by_cause",
+        include_str!("../queries/reset_rate_by_cause.sql"),
     ),
-    ("suspect_rsts", include_str!("../queries/suspect_rsts.sql")),
-    ("scan_sources", include_str!("../queries/scan_sources.sql")),
-    ("conn_states", include_str!("../queries/conn_states.sql")),
+    ("top_services", include_str!("../queries/top_services.sql")),
+    (
+        "refused_hotspots",
+        include_str!("../queries/refused_hotspots.sql"),
+    ),
+    (
+        "suspected_injections",
+        include_str!("../queries/suspected_injections.sql"),
+    ),
+    (
+        "idle_timeouts",
+        include_str!("../queries/idle_timeouts.sql"),
+    ),
+    ("anomalies", include_str!("../queries/anomalies.sql")),
+    (
+        "week_over_week",
+        include_str!("../queries/week_over_week.sql"),
+    ),
     (
         "sensor_health",
         include_str!("../queries/sensor_health.sql"),
     ),
     (
-        "anomalies_recent",
-        include_str!("../queries/anomalies_recent.sql"),
-    ),
-    (
         "resets_by_cause",
         include_str!("../queries/resets_by_cause.sql"),
     ),
-    (
-        "rst_per_minute_by_cause",
-        include_str!("../queries/rst_per_minute_by_cause.sql"),
-    ),
+    ("scan_sources", include_str!("../queries/scan_sources.sql")),
+    ("conn_states", include_str!("../queries/conn_states.sql")),
 ];
 
 /// The tables that carry data rows with a `(sensor_id, boot_id, batch_seq)` origin.
@@ -169,7 +189,9 @@ impl Dialect {
         for (placeholder, value) in self.substitutions() {
             out = out.replace(placeholder, &value);
         }
-        self.render_ttl(out)
+        let rollup_days = self.retention_days.max(ROLLUP_HOUR_DAYS);
+        out = self.render_ttl(out, "{{TTL_ROLLUP_HOUR:", rollup_days);
+        self.render_ttl(out, "{{TTL:", self.retention_days)
     }
 
     /// Every `{{NAME}}` placeholder but `{{DB}}` and `{{TTL:col}}`, with its rendering.
@@ -186,6 +208,7 @@ impl Dialect {
             ("{{LC}}", pick("LowCardinality(String)", "String")),
             ("{{CODEC_TS}}", pick("CODEC(DoubleDelta, ZSTD)", "")),
             ("{{MT_SETTINGS}}", dedup.to_string()),
+            ("{{ROLLUP_HOUR_DAYS}}", ROLLUP_HOUR_DAYS.to_string()),
             (
                 "{{ADD_COLUMN}}",
                 pick("ADD COLUMN IF NOT EXISTS", "ADD COLUMN"),
@@ -233,15 +256,16 @@ impl Dialect {
         ]
     }
 
-    /// `{{TTL:column}}`: a TTL clause when the server has TTL and retention is set.
-    fn render_ttl(&self, mut out: String) -> String {
-        while let Some(start) = out.find("{{TTL:") {
+    /// `{{TTL:column}}` (and `{{TTL_ROLLUP_HOUR:column}}`, `prefix` saying which): a
+    /// TTL clause of `days` when the server has TTL and a retention is set.
+    fn render_ttl(&self, mut out: String, prefix: &str, days: u32) -> String {
+        while let Some(start) = out.find(prefix) {
             let Some(end_rel) = out[start..].find("}}") else {
                 break;
             };
-            let col = out[start + 6..start + end_rel].to_string();
+            let col = out[start + prefix.len()..start + end_rel].to_string();
             let clause = if self.has_ttl() && self.retention_days > 0 {
-                format!("TTL {col} + INTERVAL {} DAY", self.retention_days)
+                format!("TTL {col} + INTERVAL {days} DAY")
             } else {
                 String::new()
             };
@@ -389,6 +413,29 @@ mod tests {
         }
     }
 
+    /// `rst_hour` outlives the raw rows: at least ROLLUP_HOUR_DAYS, more when the raw
+    /// retention is longer; no TTL on 18.16 or without a retention.
+    #[test]
+    fn hourly_rollup_keeps_at_least_its_own_retention() {
+        let m = MIGRATIONS.iter().find(|m| m.version == 4).unwrap();
+        let ttl = |v: &str, days: u32| {
+            let r = statements(&Dialect::from_version(v, days).unwrap().render(m.sql, "db"));
+            assert_eq!(r.len(), 3, "table, backfill, view");
+            let t = &r[0];
+            t.find("TTL ").map(|i| t[i..].trim().to_string())
+        };
+        assert_eq!(
+            ttl("26.9", 30).as_deref(),
+            Some("TTL hour + INTERVAL 400 DAY")
+        );
+        assert_eq!(
+            ttl("26.9", 500).as_deref(),
+            Some("TTL hour + INTERVAL 500 DAY")
+        );
+        assert_eq!(ttl("26.9", 0), None);
+        assert_eq!(ttl("18.16", 30), None);
+    }
+
     #[test]
     fn versions_parse() {
         assert_eq!(
@@ -407,12 +454,12 @@ mod tests {
 mod query_tests {
     use super::*;
 
-    /// `suspect_rsts.sql` spells the flag names by bit: they must match the Rust flags.
+    /// `suspected_injections.sql` spells the flag names by bit: they must match the Rust flags.
     #[test]
     fn flag_names_in_queries_follow_the_bits() {
         let q = QUERIES
             .iter()
-            .find(|(n, _)| *n == "suspect_rsts")
+            .find(|(n, _)| *n == "suspected_injections")
             .unwrap()
             .1;
         let names: Vec<String> = crate::RstFlag::ALL

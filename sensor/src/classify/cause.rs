@@ -134,7 +134,7 @@ fn ttl_note(ev: &RstEvent, e: &Evidence) -> String {
     }
 }
 
-fn injection(ev: &RstEvent, _: &Evidence, _: &Aggregates) -> Option<String> {
+fn injection(ev: &RstEvent, e: &Evidence, _: &Aggregates) -> Option<String> {
     if !ev.suspect {
         return None;
     }
@@ -150,7 +150,13 @@ fn injection(ev: &RstEvent, _: &Evidence, _: &Aggregates) -> Option<String> {
     .filter(|f| ev.flags.contains(**f))
     .map(|f| f.as_str())
     .collect();
-    Some(format!("forged RST: {}", signals.join(", ")))
+    // The TTL against the impersonated side's baseline: the cookbook's
+    // `suspected_injections.sql` reads the delta from here.
+    Some(format!(
+        "forged RST: {}{}",
+        signals.join(", "),
+        ttl_note(ev, e)
+    ))
 }
 
 /// The scanner behind a probe's RST, as the scan detector counts it.
