@@ -9,12 +9,16 @@
 //!        ─▶ ack ─▶ sensor drops the batch from its spool
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod ch;
 pub mod cluster;
 pub mod config;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+mod refusal;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
