@@ -1,12 +1,7 @@
 //! Log lines on stderr: `2026-11-21T14:08:47.123456Z LEVEL message`.
 
 /// Microseconds since the epoch, from the wall clock.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub use rstwatch_schema::timefmt::wall_clock_us as now_us;
 
 #[doc(hidden)]
 pub fn emit(level: &str, msg: std::fmt::Arguments<'_>) {

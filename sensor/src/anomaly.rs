@@ -111,12 +111,14 @@ impl Detectors {
                 self.scanners.insert(scanner);
                 let detail = format!("{scanner} collected rejects from {n} hosts on port {port}");
                 self.report(
-                    ev.ts_us,
-                    AnomalyKind::Scan,
-                    scanner.to_string(),
-                    n as f64,
-                    need_hosts as f64,
-                    detail,
+                    Anomaly {
+                        ts_us: ev.ts_us,
+                        kind: AnomalyKind::Scan,
+                        subject: scanner.to_string(),
+                        value: n as f64,
+                        baseline: need_hosts as f64,
+                        detail,
+                    },
                     out,
                 );
             }
@@ -133,12 +135,14 @@ impl Detectors {
                 self.scanners.insert(scanner);
                 let detail = format!("{scanner} collected rejects from {n} ports on {host}");
                 self.report(
-                    ev.ts_us,
-                    AnomalyKind::Scan,
-                    scanner.to_string(),
-                    n as f64,
-                    need_ports as f64,
-                    detail,
+                    Anomaly {
+                        ts_us: ev.ts_us,
+                        kind: AnomalyKind::Scan,
+                        subject: scanner.to_string(),
+                        value: n as f64,
+                        baseline: need_ports as f64,
+                        detail,
+                    },
                     out,
                 );
             }
@@ -164,12 +168,14 @@ impl Detectors {
                     ev.src
                 );
                 self.report(
-                    ev.ts_us,
-                    AnomalyKind::Backscatter,
-                    ev.src.to_string(),
-                    n as f64,
-                    need as f64,
-                    detail,
+                    Anomaly {
+                        ts_us: ev.ts_us,
+                        kind: AnomalyKind::Backscatter,
+                        subject: ev.src.to_string(),
+                        value: n as f64,
+                        baseline: need as f64,
+                        detail,
+                    },
                     out,
                 );
             }
@@ -208,12 +214,14 @@ impl Detectors {
             );
             let n = f64::from(self.cfg.storm_count);
             self.report(
-                ev.ts_us,
-                AnomalyKind::RstStorm,
-                ev.src.to_string(),
-                n,
-                n,
-                detail,
+                Anomaly {
+                    ts_us: ev.ts_us,
+                    kind: AnomalyKind::RstStorm,
+                    subject: ev.src.to_string(),
+                    value: n,
+                    baseline: n,
+                    detail,
+                },
                 out,
             );
         }
@@ -245,12 +253,14 @@ impl Detectors {
             let detail =
                 format!("{count} RSTs in one second for {subject}, baseline {baseline:.1}/s");
             self.report(
-                ev.ts_us,
-                AnomalyKind::RstStorm,
-                subject,
-                f64::from(count),
-                baseline,
-                detail,
+                Anomaly {
+                    ts_us: ev.ts_us,
+                    kind: AnomalyKind::RstStorm,
+                    subject,
+                    value: f64::from(count),
+                    baseline,
+                    detail,
+                },
                 out,
             );
         }
@@ -275,12 +285,14 @@ impl Detectors {
             let detail = format!("{n} suspect (forged) RSTs on flows of {subject}");
             let need = f64::from(self.cfg.injection_count);
             self.report(
-                ev.ts_us,
-                AnomalyKind::Injection,
-                subject,
-                f64::from(n),
-                need,
-                detail,
+                Anomaly {
+                    ts_us: ev.ts_us,
+                    kind: AnomalyKind::Injection,
+                    subject,
+                    value: f64::from(n),
+                    baseline: need,
+                    detail,
+                },
                 out,
             );
         }
@@ -306,12 +318,14 @@ impl Detectors {
             f.server, f.old_mac, f.new_mac, f.flows
         );
         self.report(
-            f.ts_us,
-            AnomalyKind::Failover,
-            f.server.to_string(),
-            f.flows as f64,
-            f.need as f64,
-            detail,
+            Anomaly {
+                ts_us: f.ts_us,
+                kind: AnomalyKind::Failover,
+                subject: f.server.to_string(),
+                value: f.flows as f64,
+                baseline: f.need as f64,
+                detail,
+            },
             out,
         );
     }
@@ -323,26 +337,11 @@ impl Detectors {
         self.reported.insert((a.kind, a.subject.clone()))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn report(
-        &mut self,
-        ts_us: i64,
-        kind: AnomalyKind,
-        subject: String,
-        value: f64,
-        baseline: f64,
-        detail: String,
-        out: &mut Vec<Anomaly>,
-    ) {
-        if self.reported.insert((kind, subject.clone())) {
-            out.push(Anomaly {
-                ts_us,
-                kind,
-                subject,
-                value,
-                baseline,
-                detail,
-            });
+    /// Adds `a` to `out` unless its (kind, subject) was already reported in this
+    /// window.
+    fn report(&mut self, a: Anomaly, out: &mut Vec<Anomaly>) {
+        if self.reported.insert((a.kind, a.subject.clone())) {
+            out.push(a);
         }
     }
 }

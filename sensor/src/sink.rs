@@ -7,6 +7,15 @@ pub trait Sink {
     fn rst(&mut self, ev: RstEvent);
     fn flow(&mut self, rec: FlowRecord);
     fn anomaly(&mut self, a: Anomaly);
+
+    /// Any record, handed to the method of its type.
+    fn record(&mut self, r: Record) {
+        match r {
+            Record::Rst(ev) => self.rst(ev),
+            Record::Flow(f) => self.flow(f),
+            Record::Anomaly(a) => self.anomaly(a),
+        }
+    }
 }
 
 /// Collects records in memory (tests, benchmarks, small tools).

@@ -308,19 +308,11 @@ fn random_boot_id() -> u64 {
     {
         return u64::from_le_bytes(b);
     }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let t = now_us() as u64;
     t ^ (u64::from(std::process::id()) << 32)
 }
 
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use rstwatch_schema::timefmt::wall_clock_us as now_us;
 
 impl ShipSink {
     /// Opens the spool and starts the batcher and sender threads. Fails on a bad
