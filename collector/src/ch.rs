@@ -32,9 +32,13 @@ const END_TIMEOUT: Option<Duration> = Some(Duration::from_secs(300));
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ChConfig {
+    /// ClickHouse HTTP URL (`http://host:8123`).
     pub url: String,
+    /// Database the tables live in (default `rstwatch`).
     pub database: String,
+    /// User name, when the server wants one.
     pub user: Option<String>,
+    /// Password of `user`.
     pub password: Option<String>,
     /// None: decide by server version.
     pub validation: Option<bool>,
@@ -46,8 +50,11 @@ pub struct Store {
     client: Client,
     /// Without a default database (it may not exist yet): migrations, probes.
     admin: Client,
+    /// The database this handle writes.
     pub db: String,
+    /// What the server's version supports (TTL, dedup tokens, ...).
     pub dialect: Dialect,
+    /// The server's version string, as it reported it.
     pub version: String,
 }
 
@@ -60,6 +67,7 @@ pub enum Stored {
     Duplicate,
 }
 
+/// A client for `c` with the collector's settings (no compression, no schema validation), not yet bound to a database.
 pub fn base_client(c: &ChConfig) -> Client {
     // No HTTP body compression: the collector sits next to ClickHouse (loopback or
     // LAN), where LZ4 costs both sides CPU and saves nothing that matters.

@@ -9,22 +9,34 @@ use rstwatch_schema::prometheus::{Exposition, MetricType, MetricType::*};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The collector's counters, rendered by [`Metrics::render`].
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Sensor connections accepted.
     pub connections_total: AtomicU64,
+    /// Sensor connections open now.
     pub connections_open: AtomicI64,
+    /// Batches written to ClickHouse and acknowledged.
     pub batches_stored: AtomicU64,
+    /// Redelivered batches found already stored.
     pub batches_duplicate: AtomicU64,
+    /// Rows written to `rst_events`.
     pub rst_rows: AtomicU64,
+    /// Rows written to `flows`.
     pub flow_rows: AtomicU64,
+    /// Rows written to `anomalies`.
     pub anomaly_rows: AtomicU64,
+    /// Rows written to `sensor_stats`.
     pub stats_rows: AtomicU64,
+    /// Batch payload bytes received (compressed).
     pub wire_bytes: AtomicU64,
+    /// Failed ClickHouse operations (each retried).
     pub clickhouse_errors: AtomicU64,
     /// 1 when the last ClickHouse operation succeeded.
     pub clickhouse_up: AtomicU64,
     /// Batches received and not yet acknowledged.
     pub batches_pending: AtomicI64,
+    /// Time spent storing batches, µs.
     pub insert_us_total: AtomicU64,
     /// Refused frames and connections, by reason.
     pub rejected: Mutex<BTreeMap<&'static str, u64>>,
@@ -50,6 +62,7 @@ impl Drop for InsertGuard<'_> {
 }
 
 impl Metrics {
+    /// Fresh counters, ClickHouse assumed up.
     pub fn new() -> Arc<Metrics> {
         let m = Metrics::default();
         m.clickhouse_up.store(1, Relaxed);
@@ -94,10 +107,12 @@ impl Metrics {
         Ok(())
     }
 
+    /// Counts one refusal for `reason` (a `Refusal` name).
     pub fn reject(&self, reason: &'static str) {
         *self.rejected.lock().unwrap().entry(reason).or_insert(0) += 1;
     }
 
+    /// How often `reason` was refused so far.
     pub fn rejected(&self, reason: &str) -> u64 {
         self.rejected
             .lock()

@@ -31,7 +31,9 @@ use crate::{info, warn};
 
 /// Settings of `serve`.
 pub struct ServeConfig {
+    /// Who may send (tokens, or `--no-auth`).
     pub auth: Auth,
+    /// TLS settings; None with `--plaintext`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest frame payload accepted after authentication (compressed bytes).
     pub max_frame: u32,
@@ -136,6 +138,7 @@ struct Session<S> {
 }
 
 impl Server {
+    /// The server with its store and counters; [`Server::run`] accepts.
     pub fn new(cfg: ServeConfig, store: Store, metrics: Arc<Metrics>) -> Arc<Server> {
         let admission = Admission::new(cfg.conn);
         Arc::new(Server {
