@@ -12,6 +12,8 @@ pub mod pending;
 pub mod verdict;
 
 #[cfg(test)]
+mod class_tests;
+#[cfg(test)]
 mod rule_tests;
 
 use crate::flow::{bits, dflags, seq_ge, seq_lt, Flow, Role};
