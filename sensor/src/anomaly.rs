@@ -414,3 +414,7 @@ impl std::fmt::Display for Ep {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "anomaly_tests.rs"]
+mod tests;
