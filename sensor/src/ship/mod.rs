@@ -159,6 +159,8 @@ pub struct ShipReport {
     pub spool_dir: PathBuf,
     /// Records refused because the queue to the shipper was full (non-blocking mode).
     pub queue_full: u64,
+    /// Failed attempts to open a session, by why (`ConnectError` names).
+    pub connect_failures: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl ShipReport {
@@ -243,6 +245,7 @@ struct Counters {
     resent_batches: AtomicU64,
     queue_full: AtomicU64,
     transit_refusals: AtomicU64,
+    connect_failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// What the batcher knows of the sender's link (it evicts only while it is down).
@@ -496,6 +499,7 @@ impl ShipSink {
             memory_events: sp.memory_events(),
             spool_dir: sp.dir().to_path_buf(),
             queue_full: c.queue_full.load(Relaxed),
+            connect_failures: c.connect_failures.lock().unwrap().clone(),
         }
     }
 }
@@ -544,10 +548,13 @@ pub fn report_counters(r: &ShipReport) -> Vec<NamedCounter> {
         ("ship.queue_full", r.queue_full),
     ]
     .into_iter()
-    .map(|(n, v)| NamedCounter {
-        name: n.to_string(),
-        value: v,
-    })
+    .map(|(n, v)| (n.to_string(), v))
+    .chain(
+        r.connect_failures
+            .iter()
+            .map(|(why, v)| (format!("ship.connect_failed.{why}"), *v)),
+    )
+    .map(|(name, value)| NamedCounter { name, value })
     .collect()
 }
 
