@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// Needs CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW and CAP_IPC_LOCK (or root). Flags override
 /// the config file.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Ship to a collector instead of printing (see `--ship`).
     #[command(flatten)]
     pub ship: crate::ship::ShipArgs,
@@ -77,7 +77,7 @@ pub struct RunArgs {
 
 /// Validate a `run` configuration file (TOML) and print the effective configuration.
 #[derive(Debug, clap::Args)]
-pub struct CheckConfigArgs {
+pub(crate) struct CheckConfigArgs {
     /// The configuration file.
     pub file: PathBuf,
 }
@@ -165,7 +165,7 @@ fn init_log(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn main(a: RunArgs) -> anyhow::Result<i32> {
+pub(crate) fn main(a: RunArgs) -> anyhow::Result<i32> {
     init_log(&a.log_level)?;
     let cfg = a.effective()?;
     capture::install_signal_handlers();
@@ -278,7 +278,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<i32> {
+pub(crate) fn check_config(a: CheckConfigArgs) -> anyhow::Result<i32> {
     let cfg = RunConfig::load(&a.file)?;
     println!(
         "# {}: valid. Effective configuration (defaults filled in):",

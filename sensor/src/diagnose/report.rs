@@ -9,7 +9,7 @@ use super::timeline::{self, Cluster, Timeline};
 use rstwatch_schema::{Anomaly, Cause, RstEvent};
 
 /// Services and client networks listed per cause.
-pub const TOP: usize = 5;
+pub(crate) const TOP: usize = 5;
 
 /// The whole report.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,7 +151,7 @@ fn cause_report(cause: Cause, t: &CauseTally, all_resets: u64) -> CauseReport {
 
 /// serde: an optional microsecond timestamp as RFC 3339.
 mod opt_ts {
-    pub fn serialize<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(us) => rstwatch_schema::timefmt::serialize(us, s),
             None => s.serialize_none(),
