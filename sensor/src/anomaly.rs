@@ -25,6 +25,7 @@ struct ServiceRate {
     baseline: f64,
 }
 
+/// The aggregate detectors of one output stage (or one engine), with their windows.
 pub struct Detectors {
     cfg: AnomalyConfig,
     window_start_us: i64,
@@ -49,6 +50,7 @@ pub struct Detectors {
 }
 
 impl Detectors {
+    /// Empty detectors with the thresholds of `cfg`.
     pub fn new(cfg: &AnomalyConfig) -> Detectors {
         Detectors {
             cfg: cfg.clone(),
@@ -348,11 +350,17 @@ impl Detectors {
 
 /// A VIP failover seen through the resets that follow it.
 pub struct Failover {
+    /// When the failover was recognised.
     pub ts_us: i64,
+    /// The server address that moved.
     pub server: IpBytes,
+    /// The MAC it had.
     pub old_mac: crate::evidence::macs::Mac,
+    /// The MAC that now resets its flows.
     pub new_mac: crate::evidence::macs::Mac,
+    /// Flows reset by the new MAC so far.
     pub flows: usize,
+    /// Flows needed before it is reported (`failover_flows`).
     pub need: usize,
 }
 

@@ -151,7 +151,10 @@ fn cause_report(cause: Cause, t: &CauseTally, all_resets: u64) -> CauseReport {
 
 /// serde: an optional microsecond timestamp as RFC 3339.
 mod opt_ts {
-    pub(crate) fn serialize<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(
+        t: &Option<i64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(us) => rstwatch_schema::timefmt::serialize(us, s),
             None => s.serialize_none(),

@@ -435,7 +435,13 @@ impl World {
         self.conn_ports(client, sport, server, dport)
     }
 
-    pub(crate) fn conn_ports(&mut self, client: Host, sport: u16, server: Host, dport: u16) -> Conn {
+    pub(crate) fn conn_ports(
+        &mut self,
+        client: Host,
+        sport: u16,
+        server: Host,
+        dport: u16,
+    ) -> Conn {
         assert_eq!(client.ip.is_ipv6(), server.ip.is_ipv6());
         self.flows += 1;
         let remote_rtt = 10_000 + self.rng.below(140_000) as i64;
@@ -605,7 +611,14 @@ impl World {
     }
 
     /// Sends RST `p` from `who` at `t` and labels it with `v`; returns its seq.
-    pub(crate) fn send_rst(&mut self, c: &mut Conn, who: Who, t: i64, p: Pkt<'_>, v: Verdict<'_>) -> u32 {
+    pub(crate) fn send_rst(
+        &mut self,
+        c: &mut Conn,
+        who: Who,
+        t: i64,
+        p: Pkt<'_>,
+        v: Verdict<'_>,
+    ) -> u32 {
         debug_assert!(p.flags & RST != 0);
         let seq = self.send(c, who, t, p);
         self.label(t, c, who, seq, v);

@@ -133,18 +133,25 @@ impl Default for ShipArgs {
 /// What shipping did, returned by [`ShipSink::finish`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipReport {
+    /// Batches sealed by the batcher.
     pub batches_sealed: u64,
+    /// Events in them.
     pub events_sealed: u64,
+    /// Batches a collector acknowledged.
     pub batches_acked: u64,
+    /// Events in them.
     pub events_acked: u64,
     /// Frame bytes sent for acknowledged batches (first transmission).
     pub wire_bytes: u64,
     /// Archived (uncompressed) bytes of the sealed batches.
     pub raw_bytes: u64,
+    /// Sessions opened after the first.
     pub reconnects: u64,
+    /// Batches sent again (after a lost connection or a restart).
     pub resent_batches: u64,
     /// Lost or set aside, all reasons together (see `losses`).
     pub dropped_batches: u64,
+    /// Events in the batches lost or set aside.
     pub dropped_events: u64,
     /// Lost or set aside, by reason.
     pub losses: Losses,
@@ -153,9 +160,11 @@ pub struct ShipReport {
     pub transit_refusals: u64,
     /// Left in the spool at the end.
     pub spool_batches: u64,
+    /// Events left in the spool at the end.
     pub spool_events: u64,
     /// Of those, held only in memory (the spool directory could not be written).
     pub memory_events: u64,
+    /// Where the spool is.
     pub spool_dir: PathBuf,
     /// Records refused because the queue to the shipper was full (non-blocking mode).
     pub queue_full: u64,
