@@ -102,53 +102,54 @@ impl Detectors {
             _ => return,
         };
         let need_hosts = self.cfg.scan_hosts as usize;
-        if let Some(n) = insert_bounded(
+        let hosts = insert_bounded(
             &mut self.scan_hosts,
             (scanner, port),
             host,
             need_hosts,
             &mut self.tracker_full,
-        ) {
-            if n == need_hosts {
-                self.scanners.insert(scanner);
-                let detail = format!("{scanner} collected rejects from {n} hosts on port {port}");
-                self.report(
-                    Anomaly {
-                        ts_us: ev.ts_us,
-                        kind: AnomalyKind::Scan,
-                        subject: scanner.to_string(),
-                        value: n as f64,
-                        baseline: need_hosts as f64,
-                        detail,
-                    },
-                    out,
-                );
-            }
-        }
+        );
+        self.scan_crossed(ev.ts_us, scanner, hosts, need_hosts, out, |n| {
+            format!("{scanner} collected rejects from {n} hosts on port {port}")
+        });
         let need_ports = self.cfg.scan_ports as usize;
-        if let Some(n) = insert_bounded(
+        let ports = insert_bounded(
             &mut self.scan_ports,
             (scanner, host),
             port,
             need_ports,
             &mut self.tracker_full,
-        ) {
-            if n == need_ports {
-                self.scanners.insert(scanner);
-                let detail = format!("{scanner} collected rejects from {n} ports on {host}");
-                self.report(
-                    Anomaly {
-                        ts_us: ev.ts_us,
-                        kind: AnomalyKind::Scan,
-                        subject: scanner.to_string(),
-                        value: n as f64,
-                        baseline: need_ports as f64,
-                        detail,
-                    },
-                    out,
-                );
-            }
+        );
+        self.scan_crossed(ev.ts_us, scanner, ports, need_ports, out, |n| {
+            format!("{scanner} collected rejects from {n} ports on {host}")
+        });
+    }
+
+    /// Reports `scanner` when its count `n` just reached the threshold `need`.
+    fn scan_crossed(
+        &mut self,
+        ts_us: i64,
+        scanner: IpBytes,
+        n: Option<usize>,
+        need: usize,
+        out: &mut Vec<Anomaly>,
+        detail: impl FnOnce(usize) -> String,
+    ) {
+        if n != Some(need) {
+            return;
         }
+        self.scanners.insert(scanner);
+        self.report(
+            Anomaly {
+                ts_us,
+                kind: AnomalyKind::Scan,
+                subject: scanner.to_string(),
+                value: need as f64,
+                baseline: need as f64,
+                detail: detail(need),
+            },
+            out,
+        );
     }
 
     fn backscatter(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
@@ -185,8 +186,13 @@ impl Detectors {
     }
 
     fn storms(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
-        // Zeek's per-endpoint storm: a long run of RSTs from one source, each less than
-        // `storm_gap_ms` after the previous one.
+        self.endpoint_storm(ev, out);
+        self.service_storm(ev, out);
+    }
+
+    /// Zeek's per-endpoint storm: a long run of RSTs from one source, each less than
+    /// `storm_gap_ms` after the previous one.
+    fn endpoint_storm(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
         let gap = i64::from(self.cfg.storm_gap_ms) * 1000;
         let room = self.endpoint_runs.len() < MAX_KEYS;
         let run = match self.endpoint_runs.entry(ev.src) {
@@ -227,8 +233,10 @@ impl Detectors {
                 out,
             );
         }
+    }
 
-        // Service storm: this second's RSTs against the service's own baseline.
+    /// Service storm: this second's RSTs against the service's own baseline.
+    fn service_storm(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
         let svc = service_of(ev);
         let second = ev.ts_us.div_euclid(1_000_000);
         if !self.services.contains_key(&svc) && self.services.len() >= MAX_KEYS {

@@ -232,50 +232,58 @@ pub(crate) fn main(a: RunArgs) -> anyhow::Result<i32> {
             String::new()
         }
     );
+    end_of_run(out_res, &report, lost_output)
+}
+
+/// The exit status once capture stopped: the shipper's verdict, or how stdout ended.
+fn end_of_run(
+    out_res: std::io::Result<Option<ShipSink>>,
+    report: &capture::CaptureReport,
+    lost_output: u64,
+) -> anyhow::Result<i32> {
     match out_res {
-        Ok(Some(mut sink)) => {
-            // Capture health at shutdown into `sensor_stats`, then every ack.
-            let mut counters: Vec<NamedCounter> = report
-                .view
-                .engine_totals()
-                .into_iter()
-                .map(|(n, v)| NamedCounter {
-                    name: n.to_string(),
-                    value: v,
-                })
-                .collect();
-            counters.push(NamedCounter {
-                name: "capture.rx_frames".into(),
-                value: report.view.rx_frames(),
-            });
-            counters.push(NamedCounter {
-                name: "capture.lost".into(),
-                value: report.view.lost(),
-            });
-            counters.push(NamedCounter {
-                name: "output.dropped".into(),
-                value: lost_output,
-            });
-            sink.stats(SensorStats {
-                ts_us: crate::ship::now_us(),
-                counters,
-            });
-            let r = sink.finish()?;
-            let (line, complete) = r.summary();
-            if complete {
-                log::info!("{line}");
-            } else {
-                log::warn!("{line}");
-                return Ok(1);
-            }
-        }
-        Ok(None) => {}
+        Ok(Some(sink)) => finish_shipping(sink, report, lost_output),
+        Ok(None) => Ok(0),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             log::info!("stdout was closed by its reader: stopped");
+            Ok(0)
         }
         Err(e) => anyhow::bail!("writing to stdout: {e}"),
     }
-    Ok(0)
+}
+
+/// Ships capture health at shutdown into `sensor_stats`, then waits for every ack:
+/// 0 when everything was acknowledged, 1 otherwise.
+fn finish_shipping(
+    mut sink: ShipSink,
+    report: &capture::CaptureReport,
+    lost_output: u64,
+) -> anyhow::Result<i32> {
+    let counters: Vec<NamedCounter> = report
+        .view
+        .engine_totals()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .chain([
+            ("capture.rx_frames".to_string(), report.view.rx_frames()),
+            ("capture.lost".to_string(), report.view.lost()),
+            ("output.dropped".to_string(), lost_output),
+        ])
+        .map(|(name, value)| NamedCounter { name, value })
+        .collect();
+    sink.stats(SensorStats {
+        ts_us: crate::ship::now_us(),
+        counters,
+    });
+    let r = sink.finish()?;
+    let (line, complete) = r.summary();
+    if complete {
+        log::info!("{line}");
+        Ok(0)
+    } else {
+        log::warn!("{line}");
+        Ok(1)
+    }
 }
 
 pub(crate) fn check_config(a: CheckConfigArgs) -> anyhow::Result<i32> {
