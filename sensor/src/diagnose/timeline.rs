@@ -36,10 +36,14 @@ impl SecondCounts {
 /// Resets per bucket from `start_s` on, each `bucket_s` wide.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Timeline {
+    /// Width of a bucket, seconds.
     pub bucket_s: i64,
+    /// Start of the first bucket, seconds since the epoch.
     #[serde(rename = "start", with = "secs_rfc3339")]
     pub start_s: i64,
+    /// Resets per bucket.
     pub counts: Vec<u64>,
+    /// Buckets holding a large share of the resets.
     pub clusters: Vec<Cluster>,
 }
 
@@ -49,9 +53,12 @@ pub struct Cluster {
     /// The busiest second inside the bucket (the earliest of equals).
     #[serde(rename = "at", with = "secs_rfc3339")]
     pub at_s: i64,
+    /// Start of its bucket, seconds since the epoch.
     #[serde(rename = "bucket_start", with = "secs_rfc3339")]
     pub bucket_start_s: i64,
+    /// Width of the bucket, seconds.
     pub bucket_s: i64,
+    /// Resets in the bucket.
     pub resets: u64,
     /// Share of all resets of the timeline, percent with one decimal.
     pub percent: f64,
