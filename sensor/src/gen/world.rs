@@ -548,15 +548,7 @@ impl World {
                 peer.ts_recent = tsval;
             }
         }
-        let ip_id = match p.ipid {
-            Some(id) => id,
-            None if me.h.os == Os::Scanner => self.rng.u16(),
-            None => {
-                let id = me.ipid;
-                me.ipid = me.ipid.wrapping_add(1);
-                id
-            }
-        };
+        let ip_id = next_ip_id(&mut self.rng, me, &p);
         let frame = packet::build(&Wire {
             src_mac: me.h.mac,
             dst_mac: peer.h.mac,
@@ -576,13 +568,7 @@ impl World {
             payload: p.payload,
         });
         if p.seq.is_none() {
-            let len = p.payload.len() as u32
-                + u32::from(p.flags & SYN != 0)
-                + u32::from(p.flags & FIN != 0);
-            me.nxt = seq.wrapping_add(len);
-            if len > 0 && p.flags & RST == 0 {
-                peer.rcv = me.nxt;
-            }
+            advance(me, peer, &p, seq);
         }
         self.frames.push(Frame {
             ts_us: t,
@@ -807,6 +793,30 @@ fn tls(len: usize, rng: &mut Rng) -> Vec<u8> {
         left -= 5 + body;
     }
     m
+}
+
+/// The IP ID of `me`'s next packet: as given, random for a scanner, else its counter.
+fn next_ip_id(rng: &mut Rng, me: &mut Side, p: &Pkt<'_>) -> u16 {
+    match p.ipid {
+        Some(id) => id,
+        None if me.h.os == Os::Scanner => rng.u16(),
+        None => {
+            let id = me.ipid;
+            me.ipid = me.ipid.wrapping_add(1);
+            id
+        }
+    }
+}
+
+/// Moves `me`'s next sequence number past what `p` consumed (`p` sent at `seq`), and
+/// the peer's receive point with it unless `p` was an RST.
+fn advance(me: &mut Side, peer: &mut Side, p: &Pkt<'_>, seq: u32) {
+    let len =
+        p.payload.len() as u32 + u32::from(p.flags & SYN != 0) + u32::from(p.flags & FIN != 0);
+    me.nxt = seq.wrapping_add(len);
+    if len > 0 && p.flags & RST == 0 {
+        peer.rcv = me.nxt;
+    }
 }
 
 #[cfg(test)]
