@@ -6,7 +6,7 @@
 use std::path::Path;
 
 /// Frames of a pcap or pcapng file (Ethernet), in file order.
-pub fn load_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn load_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     use anyhow::Context;
     let data = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::new();
@@ -32,7 +32,7 @@ pub fn load_frames(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// Moves the calling thread into network namespace `ns` (`ip netns` name).
-pub fn enter_netns(ns: &str) -> anyhow::Result<()> {
+pub(crate) fn enter_netns(ns: &str) -> anyhow::Result<()> {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(format!("/var/run/netns/{ns}"))
         .map_err(|e| anyhow::anyhow!("namespace {ns}: {e}"))?;
@@ -44,7 +44,7 @@ pub fn enter_netns(ns: &str) -> anyhow::Result<()> {
 }
 
 /// Pins the calling thread to one core.
-pub fn pin(core: usize) -> anyhow::Result<()> {
+pub(crate) fn pin(core: usize) -> anyhow::Result<()> {
     // SAFETY: CPU_SET on a zeroed set; sched_setaffinity on this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -63,13 +63,13 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// SIGINT/SIGTERM set a flag ([`stopped`]).
-pub fn install_stop_handler() {
+pub(crate) fn install_stop_handler() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: handler touches an atomic only.
         unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
 }
 
-pub fn stopped() -> bool {
+pub(crate) fn stopped() -> bool {
     STOP.load(std::sync::atomic::Ordering::SeqCst)
 }

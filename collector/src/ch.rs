@@ -32,9 +32,13 @@ const END_TIMEOUT: Option<Duration> = Some(Duration::from_secs(300));
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ChConfig {
+    /// ClickHouse HTTP URL (`http://host:8123`).
     pub url: String,
+    /// Database the tables live in (default `rstwatch`).
     pub database: String,
+    /// User name, when the server wants one.
     pub user: Option<String>,
+    /// Password of `user`.
     pub password: Option<String>,
     /// None: decide by server version.
     pub validation: Option<bool>,
@@ -46,8 +50,11 @@ pub struct Store {
     client: Client,
     /// Without a default database (it may not exist yet): migrations, probes.
     admin: Client,
+    /// The database this handle writes.
     pub db: String,
+    /// What the server's version supports (TTL, dedup tokens, ...).
     pub dialect: Dialect,
+    /// The server's version string, as it reported it.
     pub version: String,
 }
 
@@ -60,6 +67,7 @@ pub enum Stored {
     Duplicate,
 }
 
+/// A client for `c` with the collector's settings (no compression, no schema validation), not yet bound to a database.
 pub fn base_client(c: &ChConfig) -> Client {
     // No HTTP body compression: the collector sits next to ClickHouse (loopback or
     // LAN), where LZ4 costs both sides CPU and saves nothing that matters.
@@ -395,168 +403,65 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// One INSERT per table marked in `todo` (rst, flows, anomalies, stats), rows of
-    /// every batch in order, each row stamped with its batch.
+    /// One INSERT per table marked in `todo` (in [`sql::DATA_TABLES`] order: rst,
+    /// flows, anomalies, stats), rows of every batch in order, each row stamped with
+    /// its batch.
     async fn write_rows(
         &self,
         batches: &[&ArchivedBatch],
         todo: [bool; 4],
         token_base: &str,
     ) -> anyhow::Result<()> {
-        let token = |table: &str| format!("{token_base}/{table}");
-        let dedup = self.dialect.has_dedup_token();
         if todo[0] {
-            let mut ins = self
-                .client
-                .insert::<RstRow>("rst_events")
-                .await?
-                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
-            if dedup {
-                ins = ins.with_setting("insert_deduplication_token", token("rst_events"));
-            }
-            for b in batches {
-                let (sensor, boot, seq) = ids(b);
-                for e in b.rst.iter() {
-                    let ts_us = e.ts_us.to_native();
-                    ins.write(&RstRow {
-                        ts: secs(ts_us),
-                        ts_us,
-                        sensor_id: sensor,
-                        boot_id: boot,
-                        batch_seq: seq,
-                        src: e.src.0,
-                        sport: e.sport.to_native(),
-                        dst: e.dst.0,
-                        dport: e.dport.to_native(),
-                        vlan: e.vlan.to_native(),
-                        inner_vlan: e.inner_vlan.to_native(),
-                        dir: Dir::from_archived(&e.dir).code() as i8,
-                        class: RstClass::from_archived(&e.class).code() as i8,
-                        flags: e.flags.0.to_native(),
-                        suspect: e.suspect as u8,
-                        seq: e.seq.to_native(),
-                        ack: e.ack.to_native(),
-                        ack_flag: e.ack_flag as u8,
-                        ttl: e.ttl,
-                        ip_id: e.ip_id.to_native(),
-                        payload_len: e.payload_len.to_native(),
-                        flow_uid: e.flow_uid.to_native(),
-                        cause: Cause::from_archived(&e.cause).code() as i8,
-                        cause_detail: e.cause_detail.as_str(),
-                        silence_ms: e.silence_ms.to_native(),
-                        encap: Encap::from_archived(&e.encap).as_str(),
-                        tunnel_id: e.tunnel_id.to_native(),
-                    })
-                    .await?;
-                }
-            }
-            ins.end().await?;
+            self.insert_rows::<RstEvents>(batches, token_base).await?;
         }
         if todo[1] {
-            let mut ins = self
-                .client
-                .insert::<FlowRow>("flows")
-                .await?
-                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
-            if dedup {
-                ins = ins.with_setting("insert_deduplication_token", token("flows"));
-            }
-            for b in batches {
-                let (sensor, boot, seq) = ids(b);
-                for f in b.flows.iter() {
-                    let (s, e) = (f.ts_start_us.to_native(), f.ts_end_us.to_native());
-                    ins.write(&FlowRow {
-                        ts_start: secs(s),
-                        ts_start_us: s,
-                        ts_end: secs(e),
-                        ts_end_us: e,
-                        sensor_id: sensor,
-                        boot_id: boot,
-                        batch_seq: seq,
-                        orig_h: f.orig_h.0,
-                        orig_p: f.orig_p.to_native(),
-                        resp_h: f.resp_h.0,
-                        resp_p: f.resp_p.to_native(),
-                        vlan: f.vlan.to_native(),
-                        inner_vlan: f.inner_vlan.to_native(),
-                        conn_state: ConnState::from_archived(&f.conn_state).code() as i8,
-                        history: f.history.as_str(),
-                        orig_pkts: f.orig_pkts.to_native(),
-                        resp_pkts: f.resp_pkts.to_native(),
-                        orig_bytes: f.orig_bytes.to_native(),
-                        resp_bytes: f.resp_bytes.to_native(),
-                        rst_count: f.rst_count.to_native(),
-                        close: CloseReason::from_archived(&f.close).code() as i8,
-                        flow_uid: f.flow_uid.to_native(),
-                        cause: sql::flow_cause_code(f.cause.as_ref().map(Cause::from_archived)),
-                        encap: Encap::from_archived(&f.encap).as_str(),
-                        tunnel_id: f.tunnel_id.to_native(),
-                    })
-                    .await?;
-                }
-            }
-            ins.end().await?;
+            self.insert_rows::<Flows>(batches, token_base).await?;
         }
         if todo[2] {
-            let mut ins = self
-                .client
-                .insert::<AnomalyRow>("anomalies")
-                .await?
-                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
-            if dedup {
-                ins = ins.with_setting("insert_deduplication_token", token("anomalies"));
-            }
-            for b in batches {
-                let (sensor, boot, seq) = ids(b);
-                for a in b.anomalies.iter() {
-                    let ts_us = a.ts_us.to_native();
-                    ins.write(&AnomalyRow {
-                        ts: secs(ts_us),
-                        ts_us,
-                        sensor_id: sensor,
-                        boot_id: boot,
-                        batch_seq: seq,
-                        kind: AnomalyKind::from_archived(&a.kind).code() as i8,
-                        subject: a.subject.as_str(),
-                        value: a.value.to_native(),
-                        baseline: a.baseline.to_native(),
-                        detail: a.detail.as_str(),
-                    })
-                    .await?;
-                }
-            }
-            ins.end().await?;
+            self.insert_rows::<Anomalies>(batches, token_base).await?;
         }
         if todo[3] {
-            let mut ins = self
-                .client
-                .insert::<StatRow>("sensor_stats")
-                .await?
-                .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
-            if dedup {
-                ins = ins.with_setting("insert_deduplication_token", token("sensor_stats"));
-            }
-            for b in batches {
-                let (sensor, boot, seq) = ids(b);
-                for s in b.stats.iter() {
-                    let ts_us = s.ts_us.to_native();
-                    for c in s.counters.iter() {
-                        ins.write(&StatRow {
-                            ts: secs(ts_us),
-                            ts_us,
-                            sensor_id: sensor,
-                            boot_id: boot,
-                            batch_seq: seq,
-                            name: c.name.as_str(),
-                            value: c.value.to_native(),
-                        })
-                        .await?;
-                    }
-                }
-            }
-            ins.end().await?;
+            self.insert_rows::<SensorStats>(batches, token_base).await?;
         }
         Ok(())
+    }
+
+    /// One INSERT (one block: atomic) of table `T`'s rows of `batches`.
+    async fn insert_rows<T: DataTable>(
+        &self,
+        batches: &[&ArchivedBatch],
+        token_base: &str,
+    ) -> anyhow::Result<()> {
+        let mut ins = self.begin_insert::<T::Row>(T::TABLE, token_base).await?;
+        for b in batches {
+            for row in T::rows(b, Stamp::of(b)) {
+                ins.write(&row).await?;
+            }
+        }
+        ins.end().await?;
+        Ok(())
+    }
+
+    /// An INSERT into `table` with the write timeouts and, where the server has it,
+    /// the deduplication token `token_base/table`.
+    async fn begin_insert<T: clickhouse::Row>(
+        &self,
+        table: &str,
+        token_base: &str,
+    ) -> anyhow::Result<clickhouse::insert::Insert<T>> {
+        let mut ins = self
+            .client
+            .insert::<T>(table)
+            .await?
+            .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
+        if self.dialect.has_dedup_token() {
+            ins = ins.with_setting(
+                "insert_deduplication_token",
+                format!("{token_base}/{table}"),
+            );
+        }
+        Ok(ins)
     }
 
     /// The ledger rows of stored batches (the last INSERT before the ack).
@@ -565,16 +470,9 @@ impl Store {
         group: &[(&ArchivedBatch, u32)],
         token_base: &str,
     ) -> anyhow::Result<()> {
-        let dedup = self.dialect.has_dedup_token();
-        let token = |table: &str| format!("{token_base}/{table}");
         let mut ins = self
-            .client
-            .insert::<LedgerRow>("batches")
-            .await?
-            .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
-        if dedup {
-            ins = ins.with_setting("insert_deduplication_token", token("batches"));
-        }
+            .begin_insert::<LedgerRow>("batches", token_base)
+            .await?;
         let received = secs(crate::log::now_us());
         for (b, wire_bytes) in group {
             let (sensor, boot, seq) = ids(b);
@@ -695,6 +593,171 @@ fn row_counts(b: &ArchivedBatch) -> [usize; 4] {
 /// Seconds for `DateTime` columns (clamped to its range).
 fn secs(us: i64) -> u32 {
     us.div_euclid(1_000_000).clamp(0, u32::MAX as i64) as u32
+}
+
+/// The batch a row came from: the columns every data table starts with.
+#[derive(Clone, Copy)]
+struct Stamp<'a> {
+    sensor_id: &'a str,
+    boot_id: u64,
+    batch_seq: u64,
+}
+
+impl<'a> Stamp<'a> {
+    fn of(b: &'a ArchivedBatch) -> Stamp<'a> {
+        let (sensor_id, boot_id, batch_seq) = ids(b);
+        Stamp {
+            sensor_id,
+            boot_id,
+            batch_seq,
+        }
+    }
+}
+
+/// One data table: its name and how a batch becomes its rows (the row type is the
+/// table's RowBinary layout, column for column).
+trait DataTable {
+    const TABLE: &'static str;
+    type Row: clickhouse::RowWrite;
+    fn rows<'a>(
+        b: &'a ArchivedBatch,
+        stamp: Stamp<'a>,
+    ) -> impl Iterator<Item = <Self::Row as clickhouse::Row>::Value<'a>> + Send + 'a;
+}
+
+/// The data tables, as types for [`Store::insert_rows`].
+struct RstEvents;
+struct Flows;
+struct Anomalies;
+struct SensorStats;
+
+impl DataTable for RstEvents {
+    type Row = RstRow<'static>;
+    const TABLE: &'static str = "rst_events";
+    fn rows<'a>(
+        b: &'a ArchivedBatch,
+        st: Stamp<'a>,
+    ) -> impl Iterator<Item = RstRow<'a>> + Send + 'a {
+        b.rst.iter().map(move |e| {
+            let ts_us = e.ts_us.to_native();
+            RstRow {
+                ts: secs(ts_us),
+                ts_us,
+                sensor_id: st.sensor_id,
+                boot_id: st.boot_id,
+                batch_seq: st.batch_seq,
+                src: e.src.0,
+                sport: e.sport.to_native(),
+                dst: e.dst.0,
+                dport: e.dport.to_native(),
+                vlan: e.vlan.to_native(),
+                inner_vlan: e.inner_vlan.to_native(),
+                dir: Dir::from_archived(&e.dir).code() as i8,
+                class: RstClass::from_archived(&e.class).code() as i8,
+                flags: e.flags.0.to_native(),
+                suspect: e.suspect as u8,
+                seq: e.seq.to_native(),
+                ack: e.ack.to_native(),
+                ack_flag: e.ack_flag as u8,
+                ttl: e.ttl,
+                ip_id: e.ip_id.to_native(),
+                payload_len: e.payload_len.to_native(),
+                flow_uid: e.flow_uid.to_native(),
+                cause: Cause::from_archived(&e.cause).code() as i8,
+                cause_detail: e.cause_detail.as_str(),
+                silence_ms: e.silence_ms.to_native(),
+                encap: Encap::from_archived(&e.encap).as_str(),
+                tunnel_id: e.tunnel_id.to_native(),
+            }
+        })
+    }
+}
+
+impl DataTable for Flows {
+    type Row = FlowRow<'static>;
+    const TABLE: &'static str = "flows";
+    fn rows<'a>(
+        b: &'a ArchivedBatch,
+        st: Stamp<'a>,
+    ) -> impl Iterator<Item = FlowRow<'a>> + Send + 'a {
+        b.flows.iter().map(move |f| {
+            let (s, e) = (f.ts_start_us.to_native(), f.ts_end_us.to_native());
+            FlowRow {
+                ts_start: secs(s),
+                ts_start_us: s,
+                ts_end: secs(e),
+                ts_end_us: e,
+                sensor_id: st.sensor_id,
+                boot_id: st.boot_id,
+                batch_seq: st.batch_seq,
+                orig_h: f.orig_h.0,
+                orig_p: f.orig_p.to_native(),
+                resp_h: f.resp_h.0,
+                resp_p: f.resp_p.to_native(),
+                vlan: f.vlan.to_native(),
+                inner_vlan: f.inner_vlan.to_native(),
+                conn_state: ConnState::from_archived(&f.conn_state).code() as i8,
+                history: f.history.as_str(),
+                orig_pkts: f.orig_pkts.to_native(),
+                resp_pkts: f.resp_pkts.to_native(),
+                orig_bytes: f.orig_bytes.to_native(),
+                resp_bytes: f.resp_bytes.to_native(),
+                rst_count: f.rst_count.to_native(),
+                close: CloseReason::from_archived(&f.close).code() as i8,
+                flow_uid: f.flow_uid.to_native(),
+                cause: sql::flow_cause_code(f.cause.as_ref().map(Cause::from_archived)),
+                encap: Encap::from_archived(&f.encap).as_str(),
+                tunnel_id: f.tunnel_id.to_native(),
+            }
+        })
+    }
+}
+
+impl DataTable for Anomalies {
+    type Row = AnomalyRow<'static>;
+    const TABLE: &'static str = "anomalies";
+    fn rows<'a>(
+        b: &'a ArchivedBatch,
+        st: Stamp<'a>,
+    ) -> impl Iterator<Item = AnomalyRow<'a>> + Send + 'a {
+        b.anomalies.iter().map(move |a| {
+            let ts_us = a.ts_us.to_native();
+            AnomalyRow {
+                ts: secs(ts_us),
+                ts_us,
+                sensor_id: st.sensor_id,
+                boot_id: st.boot_id,
+                batch_seq: st.batch_seq,
+                kind: AnomalyKind::from_archived(&a.kind).code() as i8,
+                subject: a.subject.as_str(),
+                value: a.value.to_native(),
+                baseline: a.baseline.to_native(),
+                detail: a.detail.as_str(),
+            }
+        })
+    }
+}
+
+impl DataTable for SensorStats {
+    type Row = StatRow<'static>;
+    const TABLE: &'static str = "sensor_stats";
+    fn rows<'a>(
+        b: &'a ArchivedBatch,
+        st: Stamp<'a>,
+    ) -> impl Iterator<Item = StatRow<'a>> + Send + 'a {
+        b.stats.iter().flat_map(move |s| {
+            let ts_us = s.ts_us.to_native();
+            s.counters.iter().map(move |c| StatRow {
+                ts: secs(ts_us),
+                ts_us,
+                sensor_id: st.sensor_id,
+                boot_id: st.boot_id,
+                batch_seq: st.batch_seq,
+                name: c.name.as_str(),
+                value: c.value.to_native(),
+            })
+        })
+    }
 }
 
 #[derive(clickhouse::Row, serde::Serialize)]

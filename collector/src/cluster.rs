@@ -40,79 +40,125 @@ pub async fn migrate(
 ) -> anyhow::Result<Vec<u32>> {
     check_identifier("cluster", cluster)?;
     check_identifier("database", &cfg.database)?;
-    let client = base_client(cfg);
-    let version: String = client
-        .query("SELECT version()")
-        .fetch_one()
-        .await
-        .with_context(|| format!("ClickHouse at {} does not answer", cfg.url))?;
-    let dialect = Dialect::from_version(&version, retention_days)
-        .with_context(|| format!("unrecognised ClickHouse version {version:?}"))?;
-    let known: u64 = client
-        .query("SELECT count() FROM system.clusters WHERE cluster = ?")
-        .bind(cluster)
-        .fetch_one()
-        .await?;
-    if known == 0 {
-        bail!(
-            "ClickHouse at {} has no cluster {cluster:?} in its remote_servers",
-            cfg.url
-        );
-    }
-    let c = Cluster::new(cluster, &cfg.database);
-    let exec = |st: String| {
-        let client = client.clone();
-        async move {
-            client
-                .query(&st)
-                .execute()
-                .await
-                .with_context(|| format!("on cluster: {st}"))
-        }
+    let node = Node {
+        client: base_client(cfg),
+        cfg,
+        cluster: Cluster::new(cluster, &cfg.database),
     };
-    exec(c.create_database()).await?;
-    exec(c.schema_migrations()).await?;
-    let current: u32 = client
-        .query(&format!(
-            "SELECT toUInt32(max(version)) FROM `{}`.schema_migrations",
-            cfg.database
-        ))
-        .fetch_one()
-        .await?;
-    let latest = sql::latest_version();
-    if current > latest {
-        bail!(
-            "database {} has schema version {current}, newer than this collector knows ({latest})",
-            cfg.database
-        );
-    }
-    let mut applied = Vec::new();
-    for m in sql::MIGRATIONS.iter().filter(|m| m.version > current) {
-        let rendered = dialect.render(m.sql, &format!("`{}`", cfg.database));
-        for st in c.render_migration(&rendered)? {
-            exec(st)
-                .await
-                .with_context(|| format!("migration {}", m.name))?;
-        }
-        client
-            .query(&format!(
-                "INSERT INTO `{}`.schema_migrations (version, name, applied, server_version) \
-                 VALUES (?, ?, now(), ?)",
-                cfg.database
-            ))
-            .bind(m.version)
-            .bind(m.name)
-            .bind(version.trim())
-            .execute()
-            .await?;
-        applied.push(m.version);
-    }
+    let (version, dialect) = node.probe(retention_days).await?;
+    node.check_cluster_known(cluster).await?;
+    node.exec(node.cluster.create_database()).await?;
+    node.exec(node.cluster.schema_migrations()).await?;
+    let current = node.current_version().await?;
+    let applied = node.apply_migrations(current, &dialect, &version).await?;
     if current.max(applied.last().copied().unwrap_or(0)) >= crate::ch::CAUSE_REMEDIES_SINCE {
-        // Reference rows, the same on every node (one replication path): refreshed
-        // on each migrate like a single server's.
-        for st in sql::cause_remedies_refresh(&format!("`{}`", cfg.database)) {
-            exec(st).await.context("refreshing cause_remedies")?;
-        }
+        node.refresh_cause_remedies().await?;
     }
     Ok(applied)
+}
+
+/// The node `migrate` talks to, and the cluster it renders DDL for.
+struct Node<'a> {
+    client: clickhouse::Client,
+    cfg: &'a ChConfig,
+    cluster: Cluster,
+}
+
+impl Node<'_> {
+    /// Runs one statement (DDL `ON CLUSTER` goes to every node through ZooKeeper).
+    async fn exec(&self, st: String) -> anyhow::Result<()> {
+        self.client
+            .query(&st)
+            .execute()
+            .await
+            .with_context(|| format!("on cluster: {st}"))
+    }
+
+    /// The server's version string and the dialect it speaks.
+    async fn probe(&self, retention_days: u32) -> anyhow::Result<(String, Dialect)> {
+        let version: String = self
+            .client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .with_context(|| format!("ClickHouse at {} does not answer", self.cfg.url))?;
+        let dialect = Dialect::from_version(&version, retention_days)
+            .with_context(|| format!("unrecognised ClickHouse version {version:?}"))?;
+        Ok((version, dialect))
+    }
+
+    async fn check_cluster_known(&self, cluster: &str) -> anyhow::Result<()> {
+        let known: u64 = self
+            .client
+            .query("SELECT count() FROM system.clusters WHERE cluster = ?")
+            .bind(cluster)
+            .fetch_one()
+            .await?;
+        if known == 0 {
+            bail!(
+                "ClickHouse at {} has no cluster {cluster:?} in its remote_servers",
+                self.cfg.url
+            );
+        }
+        Ok(())
+    }
+
+    /// The highest migration applied; refuses a database newer than this build.
+    async fn current_version(&self) -> anyhow::Result<u32> {
+        let db = &self.cfg.database;
+        let current: u32 = self
+            .client
+            .query(&format!(
+                "SELECT toUInt32(max(version)) FROM `{db}`.schema_migrations"
+            ))
+            .fetch_one()
+            .await?;
+        let latest = sql::latest_version();
+        if current > latest {
+            bail!(
+                "database {db} has schema version {current}, newer than this collector knows ({latest})"
+            );
+        }
+        Ok(current)
+    }
+
+    /// Applies every migration above `current`, each recorded once it is in.
+    async fn apply_migrations(
+        &self,
+        current: u32,
+        dialect: &Dialect,
+        version: &str,
+    ) -> anyhow::Result<Vec<u32>> {
+        let db = &self.cfg.database;
+        let mut applied = Vec::new();
+        for m in sql::MIGRATIONS.iter().filter(|m| m.version > current) {
+            let rendered = dialect.render(m.sql, &format!("`{db}`"));
+            for st in self.cluster.render_migration(&rendered)? {
+                self.exec(st)
+                    .await
+                    .with_context(|| format!("migration {}", m.name))?;
+            }
+            self.client
+                .query(&format!(
+                    "INSERT INTO `{db}`.schema_migrations (version, name, applied, server_version) \
+                     VALUES (?, ?, now(), ?)"
+                ))
+                .bind(m.version)
+                .bind(m.name)
+                .bind(version.trim())
+                .execute()
+                .await?;
+            applied.push(m.version);
+        }
+        Ok(applied)
+    }
+
+    /// Reference rows, the same on every node (one replication path): refreshed on
+    /// each migrate like a single server's.
+    async fn refresh_cause_remedies(&self) -> anyhow::Result<()> {
+        for st in sql::cause_remedies_refresh(&format!("`{}`", self.cfg.database)) {
+            self.exec(st).await.context("refreshing cause_remedies")?;
+        }
+        Ok(())
+    }
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+/// The collector's configuration file (TOML): tokens, shared or per sensor.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -28,6 +29,7 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
+    /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> anyhow::Result<ConfigFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
@@ -53,8 +55,11 @@ impl ConfigFile {
 pub enum Auth {
     /// `--no-auth`: anyone (loopback tests, lab).
     None,
+    /// Sensors must present a token.
     Tokens {
+        /// `--token`: accepted from any sensor id without a token of its own.
         shared: Option<String>,
+        /// Sensor id → its token (config file `[sensors]`).
         per_sensor: BTreeMap<String, String>,
     },
 }
@@ -71,6 +76,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Short, stable name (metric label).
     pub fn name(&self) -> &'static str {
         match self {
             AuthError::BadSensorId(_) => "bad_sensor_id",

@@ -9,6 +9,8 @@
 //!        ─▶ ack ─▶ sensor drops the batch from its spool
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod alert;
 pub mod ch;
 pub mod cluster;
@@ -17,8 +19,10 @@ pub mod insight;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+mod refusal;
 pub mod report;
 pub mod server;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod validate;
 pub mod web;

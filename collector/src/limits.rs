@@ -19,7 +19,9 @@ use rstwatch_schema::frame::Limits;
 /// Connection bounds of `serve` (defaults are the command-line defaults).
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
+    /// Open connections at most, authenticated or not.
     pub max_connections: usize,
+    /// Connections of one peer address still in the handshake, at most.
     pub max_unauth_per_ip: usize,
     /// TLS handshake plus hello.
     pub handshake_timeout: Duration,
@@ -41,11 +43,14 @@ impl Default for ConnLimits {
 /// Why a connection was not admitted (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
+    /// `max_connections` reached.
     TooManyConnections,
+    /// The peer address has `max_unauth_per_ip` handshakes open.
     TooManyUnauthenticated,
 }
 
 impl Refused {
+    /// Short, stable name (metric label).
     pub fn name(self) -> &'static str {
         match self {
             Refused::TooManyConnections => "too_many_connections",
@@ -74,6 +79,7 @@ pub struct Slot {
 }
 
 impl Admission {
+    /// Counts connections against `limits`.
     pub fn new(limits: ConnLimits) -> Arc<Admission> {
         Arc::new(Admission {
             limits,
@@ -81,6 +87,7 @@ impl Admission {
         })
     }
 
+    /// The bounds in force.
     pub fn limits(&self) -> ConnLimits {
         self.limits
     }

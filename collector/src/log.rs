@@ -1,12 +1,7 @@
 //! Log lines on stderr: `2026-11-21T14:08:47.123456Z LEVEL message`.
 
 /// Microseconds since the epoch, from the wall clock.
-pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub use rstwatch_schema::timefmt::wall_clock_us as now_us;
 
 #[doc(hidden)]
 pub fn emit(level: &str, msg: std::fmt::Arguments<'_>) {
@@ -16,11 +11,13 @@ pub fn emit(level: &str, msg: std::fmt::Arguments<'_>) {
     );
 }
 
+/// Logs an info line on stderr (timestamped).
 #[macro_export]
 macro_rules! info {
     ($($t:tt)*) => { $crate::log::emit("INFO", format_args!($($t)*)) };
 }
 
+/// Logs a warning line on stderr (timestamped).
 #[macro_export]
 macro_rules! warn {
     ($($t:tt)*) => { $crate::log::emit("WARN", format_args!($($t)*)) };
@@ -48,8 +45,10 @@ struct Window {
 pub enum Verdict {
     /// Write it; `held` lines of this key were held back in the previous window.
     Emit {
+        /// Lines held back since the last one emitted.
         held: u64,
     },
+    /// Over the limit: count it, do not log.
     Suppress,
 }
 
@@ -58,6 +57,7 @@ pub enum Verdict {
 const MAX_KEYS: usize = 16_384;
 
 impl RateLimit {
+    /// At most `burst` lines per peer address and reason per `window`.
     pub fn new(burst: u32, window: std::time::Duration) -> RateLimit {
         RateLimit {
             burst,
@@ -67,6 +67,7 @@ impl RateLimit {
         }
     }
 
+    /// Whether a line about `reason` from `ip` may be logged now.
     pub fn check(&self, ip: std::net::IpAddr, reason: &'static str) -> Verdict {
         let now = std::time::Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,30 +1,42 @@
 //! Collector metrics (Prometheus text format) and the `/metrics` + `/healthz` endpoint.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rstwatch_schema::prometheus::{Exposition, MetricType, MetricType::*};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// The collector's counters, rendered by [`Metrics::render`].
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Sensor connections accepted.
     pub connections_total: AtomicU64,
+    /// Sensor connections open now.
     pub connections_open: AtomicI64,
+    /// Batches written to ClickHouse and acknowledged.
     pub batches_stored: AtomicU64,
+    /// Redelivered batches found already stored.
     pub batches_duplicate: AtomicU64,
+    /// Rows written to `rst_events`.
     pub rst_rows: AtomicU64,
+    /// Rows written to `flows`.
     pub flow_rows: AtomicU64,
+    /// Rows written to `anomalies`.
     pub anomaly_rows: AtomicU64,
+    /// Rows written to `sensor_stats`.
     pub stats_rows: AtomicU64,
+    /// Batch payload bytes received (compressed).
     pub wire_bytes: AtomicU64,
+    /// Failed ClickHouse operations (each retried).
     pub clickhouse_errors: AtomicU64,
     /// 1 when the last ClickHouse operation succeeded.
     pub clickhouse_up: AtomicU64,
     /// Batches received and not yet acknowledged.
     pub batches_pending: AtomicI64,
+    /// Time spent storing batches, µs.
     pub insert_us_total: AtomicU64,
     /// Refused frames and connections, by reason.
     pub rejected: Mutex<BTreeMap<&'static str, u64>>,
@@ -52,6 +64,7 @@ impl Drop for InsertGuard<'_> {
 }
 
 impl Metrics {
+    /// Fresh counters, ClickHouse assumed up.
     pub fn new() -> Arc<Metrics> {
         let m = Metrics::default();
         m.clickhouse_up.store(1, Relaxed);
@@ -96,10 +109,12 @@ impl Metrics {
         Ok(())
     }
 
+    /// Counts one refusal for `reason` (a `Refusal` name).
     pub fn reject(&self, reason: &'static str) {
         *self.rejected.lock().unwrap().entry(reason).or_insert(0) += 1;
     }
 
+    /// How often `reason` was refused so far.
     pub fn rejected(&self, reason: &str) -> u64 {
         self.rejected
             .lock()
@@ -111,115 +126,116 @@ impl Metrics {
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        fn c(s: &mut String, name: &str, help: &str, kind: &str, v: String) {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
-        c(
-            &mut s,
+        let mut e = Exposition::new();
+        self.render_connections(&mut e);
+        self.render_storage(&mut e);
+        self.render_refusals(&mut e);
+        self.alerts.render(&mut e);
+        e.finish()
+    }
+
+    fn render_connections(&self, e: &mut Exposition) {
+        e.single(
             "rstwatch_collector_connections_total",
             "Sensor connections accepted.",
-            "counter",
-            self.connections_total.load(Relaxed).to_string(),
+            Counter,
+            self.connections_total.load(Relaxed),
         );
-        c(
-            &mut s,
+        e.single(
             "rstwatch_collector_connections_open",
             "Sensor connections open now.",
-            "gauge",
-            self.connections_open.load(Relaxed).to_string(),
+            Gauge,
+            self.connections_open.load(Relaxed),
         );
-        c(
-            &mut s,
-            "rstwatch_collector_batches_stored_total",
-            "Batches written to ClickHouse and acknowledged.",
-            "counter",
-            self.batches_stored.load(Relaxed).to_string(),
+    }
+
+    fn render_storage(&self, e: &mut Exposition) {
+        let counters: [(&str, &str, MetricType, &dyn Fn() -> String); 5] = [
+            (
+                "rstwatch_collector_batches_stored_total",
+                "Batches written to ClickHouse and acknowledged.",
+                Counter,
+                &|| self.batches_stored.load(Relaxed).to_string(),
+            ),
+            (
+                "rstwatch_collector_batches_duplicate_total",
+                "Redelivered batches found already stored (acknowledged, not stored again).",
+                Counter,
+                &|| self.batches_duplicate.load(Relaxed).to_string(),
+            ),
+            (
+                "rstwatch_collector_batches_pending",
+                "Batches received and not yet acknowledged.",
+                Gauge,
+                &|| self.batches_pending.load(Relaxed).to_string(),
+            ),
+            (
+                "rstwatch_collector_wire_bytes_total",
+                "Batch payload bytes received (compressed).",
+                Counter,
+                &|| self.wire_bytes.load(Relaxed).to_string(),
+            ),
+            (
+                "rstwatch_collector_clickhouse_errors_total",
+                "Failed ClickHouse operations (each is retried with backoff).",
+                Counter,
+                &|| self.clickhouse_errors.load(Relaxed).to_string(),
+            ),
+        ];
+        for (name, help, kind, value) in counters {
+            e.single(name, help, kind, value());
+        }
+        let mut rows = e.family(
+            "rstwatch_collector_rows_total",
+            "Rows written to ClickHouse, by table.",
+            Counter,
         );
-        c(
-            &mut s,
-            "rstwatch_collector_batches_duplicate_total",
-            "Redelivered batches found already stored (acknowledged, not stored again).",
-            "counter",
-            self.batches_duplicate.load(Relaxed).to_string(),
-        );
-        c(
-            &mut s,
-            "rstwatch_collector_batches_pending",
-            "Batches received and not yet acknowledged.",
-            "gauge",
-            self.batches_pending.load(Relaxed).to_string(),
-        );
-        for (name, v) in [
+        for (table, v) in [
             ("rst_events", &self.rst_rows),
             ("flows", &self.flow_rows),
             ("anomalies", &self.anomaly_rows),
             ("sensor_stats", &self.stats_rows),
         ] {
-            let _ = writeln!(
-                s,
-                "rstwatch_collector_rows_total{{table=\"{name}\"}} {}",
-                v.load(Relaxed)
-            );
+            rows.sample(&[("table", table)], v.load(Relaxed));
         }
-        c(
-            &mut s,
-            "rstwatch_collector_wire_bytes_total",
-            "Batch payload bytes received (compressed).",
-            "counter",
-            self.wire_bytes.load(Relaxed).to_string(),
-        );
-        c(
-            &mut s,
-            "rstwatch_collector_clickhouse_errors_total",
-            "Failed ClickHouse operations (each is retried with backoff).",
-            "counter",
-            self.clickhouse_errors.load(Relaxed).to_string(),
-        );
-        c(
-            &mut s,
+        e.single(
             "rstwatch_collector_clickhouse_up",
             "1 when the last ClickHouse operation succeeded and no insert is stalled, 0 otherwise.",
-            "gauge",
-            u8::from(self.health().is_ok()).to_string(),
+            Gauge,
+            u8::from(self.health().is_ok()),
         );
-        c(
-            &mut s,
+        e.single(
             "rstwatch_collector_oldest_insert_seconds",
             "Age of the oldest ClickHouse insert in progress (0 when none).",
-            "gauge",
+            Gauge,
             format!(
                 "{:.3}",
                 self.oldest_insert().unwrap_or_default().as_secs_f64()
             ),
         );
-        c(
-            &mut s,
-            "rstwatch_collector_log_suppressed_total",
-            "Log lines held back by the per-peer, per-reason rate limit.",
-            "counter",
-            self.log_suppressed.load(Relaxed).to_string(),
-        );
-        c(
-            &mut s,
+        e.single(
             "rstwatch_collector_insert_seconds_total",
             "Time spent storing batches.",
-            "counter",
+            Counter,
             format!("{:.6}", self.insert_us_total.load(Relaxed) as f64 / 1e6),
         );
-        let _ = writeln!(
-            s,
-            "# HELP rstwatch_collector_rejected_total Refused frames and connections, by reason.\n\
-             # TYPE rstwatch_collector_rejected_total counter"
+    }
+
+    fn render_refusals(&self, e: &mut Exposition) {
+        e.single(
+            "rstwatch_collector_log_suppressed_total",
+            "Log lines held back by the per-peer, per-reason rate limit.",
+            Counter,
+            self.log_suppressed.load(Relaxed),
+        );
+        let mut rejected = e.family(
+            "rstwatch_collector_rejected_total",
+            "Refused frames and connections, by reason.",
+            Counter,
         );
         for (reason, v) in self.rejected.lock().unwrap().iter() {
-            let _ = writeln!(
-                s,
-                "rstwatch_collector_rejected_total{{reason=\"{reason}\"}} {v}"
-            );
+            rejected.sample(&[("reason", reason)], v);
         }
-        self.alerts.render(&mut s);
-        s
     }
 }
 

@@ -26,11 +26,14 @@ use crate::config::Auth;
 use crate::limits::{Admission, ConnLimits, Slot};
 use crate::log::{RateLimit, Verdict};
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use crate::{info, warn};
 
 /// Settings of `serve`.
 pub struct ServeConfig {
+    /// Who may send (tokens, or `--no-auth`).
     pub auth: Auth,
+    /// TLS settings; None with `--plaintext`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Largest frame payload accepted after authentication (compressed bytes).
     pub max_frame: u32,
@@ -78,21 +81,6 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerCon
         .with_single_cert(certs, key)
         .context("TLS certificate and key do not match")?;
     Ok(Arc::new(cfg))
-}
-
-/// Why a connection ended early, for the log and the counters.
-struct Refusal {
-    reason: &'static str,
-    detail: String,
-}
-
-impl From<FrameError> for Refusal {
-    fn from(e: FrameError) -> Self {
-        Refusal {
-            reason: e.name(),
-            detail: e.to_string(),
-        }
-    }
 }
 
 /// Bytes read from a socket per call: small while the peer is nobody, larger once it
@@ -150,6 +138,7 @@ struct Session<S> {
 }
 
 impl Server {
+    /// The server with its store and counters; [`Server::run`] accepts.
     pub fn new(cfg: ServeConfig, store: Store, metrics: Arc<Metrics>) -> Arc<Server> {
         let admission = Admission::new(cfg.conn);
         Arc::new(Server {
@@ -177,8 +166,9 @@ impl Server {
                 Ok(s) => s,
                 Err(r) => {
                     // Not worth a frame or a task: close at once, count, log sparsely.
+                    let r = Refusal::Admission(r);
                     self.metrics.reject(r.name());
-                    self.log_refusal(peer, "-", r.name(), "connection limit reached");
+                    self.log_refusal(peer, "-", &r);
                     continue;
                 }
             };
@@ -197,8 +187,8 @@ impl Server {
                 let timeout = self.cfg.conn.handshake_timeout;
                 match tokio::time::timeout(timeout, acceptor.accept(sock)).await {
                     Ok(Ok(s)) => self.clone().connection(s, peer, slot).await,
-                    Ok(Err(e)) => self.tls_failed(peer, &e.to_string()),
-                    Err(_) => self.tls_failed(peer, "timed out"),
+                    Ok(Err(e)) => self.tls_failed(peer, e.to_string()),
+                    Err(_) => self.tls_failed(peer, "timed out".into()),
                 }
             }
             None => self.clone().connection(sock, peer, slot).await,
@@ -206,18 +196,16 @@ impl Server {
         self.metrics.connections_open.fetch_sub(1, Relaxed);
     }
 
-    fn tls_failed(&self, peer: SocketAddr, why: &str) {
-        self.metrics.reject("tls_handshake");
-        self.log_refusal(
-            peer,
-            "-",
-            "tls_handshake",
-            &format!("TLS handshake failed: {why}"),
-        );
+    fn tls_failed(&self, peer: SocketAddr, why: String) {
+        let r = Refusal::TlsHandshake(why);
+        self.metrics.reject(r.name());
+        self.log_refusal(peer, "-", &r);
     }
 
     /// Logs a refusal, at most a few lines per peer address and reason per minute.
-    fn log_refusal(&self, peer: SocketAddr, sensor: &str, reason: &'static str, detail: &str) {
+    fn log_refusal(&self, peer: SocketAddr, sensor: &str, refusal: &Refusal) {
+        let reason = refusal.name();
+        let detail = refusal;
         match self.log_limit.check(peer.ip(), reason) {
             Verdict::Emit { held: 0 } => {
                 warn!("{peer}: sensor {sensor:?}: refused ({reason}): {detail}")
@@ -275,10 +263,7 @@ impl Server {
         let timeout = self.cfg.conn.handshake_timeout;
         let read = tokio::time::timeout(timeout, reader.next()).await;
         let hello = match read {
-            Err(_) => Err(Refusal {
-                reason: "timeout",
-                detail: format!("no hello within {timeout:?}"),
-            }),
+            Err(_) => Err(Refusal::HelloTimeout(timeout)),
             Ok(Err(e)) => Err(Refusal::from(e)),
             Ok(Ok(None)) => Err(Refusal::from(FrameError::Truncated)),
             Ok(Ok(Some(f))) => parse_hello(&f),
@@ -286,18 +271,18 @@ impl Server {
         let hello = match hello {
             Ok(h) => h,
             Err(r) => {
-                self.refuse(wr, peer, "-", r.reason, r.detail).await;
+                self.refuse(wr, peer, "-", r).await;
                 return None;
             }
         };
         if let Err(e) = self.cfg.auth.check(&hello.sensor_id, &hello.token) {
-            self.refuse(wr, peer, &hello.sensor_id, e.name(), e.detail())
+            self.refuse(wr, peer, &hello.sensor_id, Refusal::Auth(e))
                 .await;
             return None;
         }
         if hello.schema_version != SCHEMA_VERSION {
             let d = rstwatch_schema::compat::mismatch(hello.schema_version, SCHEMA_VERSION);
-            self.refuse(wr, peer, &hello.sensor_id, "schema_version", d)
+            self.refuse(wr, peer, &hello.sensor_id, Refusal::SchemaVersion(d))
                 .await;
             return None;
         }
@@ -342,16 +327,15 @@ impl Server {
     ) -> Option<Result<Frame, Refusal>> {
         let idle = self.cfg.conn.idle_timeout;
         match tokio::time::timeout(idle, reader.next()).await {
-            Err(_) => Some(Err(Refusal {
-                reason: "timeout",
-                detail: format!("idle for {idle:?}"),
-            })),
+            Err(_) => Some(Err(Refusal::Idle(idle))),
             Ok(Ok(None)) => None,
             Ok(Err(e)) => Some(Err(Refusal::from(e))),
-            Ok(Ok(Some(f))) if f.header.kind != Kind::Batch => Some(Err(Refusal {
-                reason: "unexpected_frame",
-                detail: format!("expected a batch frame, got {:?}", f.header.kind),
-            })),
+            Ok(Ok(Some(f))) if f.header.kind != Kind::Batch => {
+                Some(Err(Refusal::UnexpectedFrame {
+                    expected: "a batch frame",
+                    got: f.header.kind,
+                }))
+            }
             Ok(Ok(Some(f))) => Some(Ok(f)),
         }
     }
@@ -408,12 +392,9 @@ impl Server {
         mut ack_rx: mpsc::Receiver<StoreTask>,
     ) {
         while let Some(handle) = ack_rx.recv().await {
-            let results = handle.await.unwrap_or_else(|e| {
-                vec![Err(Refusal {
-                    reason: "internal",
-                    detail: format!("store task failed: {e}"),
-                })]
-            });
+            let results = handle
+                .await
+                .unwrap_or_else(|e| vec![Err(Refusal::Internal(e.to_string()))]);
             let mut acks = Vec::new();
             for r in results {
                 match r {
@@ -425,8 +406,7 @@ impl Server {
                     )),
                     Err(r) => {
                         let _ = wr.write_all(&acks).await;
-                        self.refuse(&mut wr, peer, &sensor, r.reason, r.detail)
-                            .await;
+                        self.refuse(&mut wr, peer, &sensor, r).await;
                         return;
                     }
                 }
@@ -443,17 +423,12 @@ impl Server {
         wr: &mut W,
         peer: SocketAddr,
         sensor: &str,
-        reason: &'static str,
-        detail: String,
+        refusal: Refusal,
     ) {
-        self.metrics.reject(reason);
-        self.log_refusal(peer, sensor, reason, &detail);
-        let f = frame::encode(
-            Kind::Reject,
-            Codec::None,
-            0,
-            format!("{reason}: {detail}").as_bytes(),
-        );
+        self.metrics.reject(refusal.name());
+        self.log_refusal(peer, sensor, &refusal);
+        let text = format!("{}: {refusal}", refusal.name());
+        let f = frame::encode(Kind::Reject, Codec::None, 0, text.as_bytes());
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = wr.write_all(&f).await;
             let _ = wr.shutdown().await;
@@ -483,31 +458,20 @@ impl Server {
         // The version first: another version's layout cannot be validated as ours.
         if let Some(v) = rstwatch_schema::compat::batch_schema_version(&d.bytes) {
             if v != SCHEMA_VERSION {
-                return Err(Refusal {
-                    reason: "schema_version",
-                    detail: format!(
-                        "batch of {}",
-                        rstwatch_schema::compat::mismatch(v, SCHEMA_VERSION)
-                    ),
-                });
+                return Err(Refusal::SchemaVersion(format!(
+                    "batch of {}",
+                    rstwatch_schema::compat::mismatch(v, SCHEMA_VERSION)
+                )));
             }
         }
-        let batch = rstwatch_schema::batch::access_batch(&d.bytes).map_err(|e| Refusal {
-            reason: "bad_batch",
-            detail: format!("batch does not validate: {e}"),
-        })?;
+        let batch = rstwatch_schema::batch::access_batch(&d.bytes)
+            .map_err(|e| Refusal::BadBatch(e.to_string()))?;
         let hd = &batch.header;
-        crate::validate::check(batch, crate::log::now_us()).map_err(|e| Refusal {
-            reason: e.reason,
-            detail: e.detail,
-        })?;
+        crate::validate::check(batch, crate::log::now_us()).map_err(Refusal::Invalid)?;
         if hd.sensor_id.as_str() != sensor {
-            return Err(Refusal {
-                reason: "wrong_sensor",
-                detail: format!(
-                    "batch says sensor {:?}, connection authenticated as {sensor:?}",
-                    hd.sensor_id.as_str()
-                ),
+            return Err(Refusal::WrongSensor {
+                batch: hd.sensor_id.as_str().to_string(),
+                connection: sensor.to_string(),
             });
         }
         Ok(batch)
@@ -583,10 +547,7 @@ impl Server {
         m.batches_pending.fetch_sub(valid.len() as i64, Relaxed);
         m.insert_us_total
             .fetch_add(t0.elapsed().as_micros() as u64, Relaxed);
-        let stored = result.map_err(|e| Refusal {
-            reason: "store_failed",
-            detail: format!("{e:#}"),
-        })?;
+        let stored = result.map_err(|e| Refusal::StoreFailed(format!("{e:#}")))?;
         m.clickhouse_up.store(1, Relaxed);
         self.count_stored(valid, &stored);
         Ok(acks)
@@ -725,14 +686,11 @@ fn next_group(ready: &mut VecDeque<Result<Decoded, Refusal>>) -> Result<Vec<Deco
 
 fn parse_hello(f: &Frame) -> Result<Hello, Refusal> {
     if f.header.kind != Kind::Hello {
-        return Err(Refusal {
-            reason: "unexpected_frame",
-            detail: format!("expected hello, got {:?}", f.header.kind),
+        return Err(Refusal::UnexpectedFrame {
+            expected: "hello",
+            got: f.header.kind,
         });
     }
     let raw = frame::decode_payload_limited(&f.header, &f.payload, Limits::HANDSHAKE.max_raw)?;
-    serde_json::from_slice::<Hello>(&raw).map_err(|e| Refusal {
-        reason: "bad_hello",
-        detail: format!("hello is not valid JSON: {e}"),
-    })
+    serde_json::from_slice::<Hello>(&raw).map_err(Refusal::BadHello)
 }

@@ -51,6 +51,7 @@ pub fn clickhouse_binary() -> Option<PathBuf> {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A new directory under the system temp dir, named after `prefix`.
     pub fn new(prefix: &str) -> std::io::Result<TempDir> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -63,6 +64,7 @@ impl TempDir {
         Ok(TempDir(p))
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         &self.0
     }
@@ -78,7 +80,9 @@ impl Drop for TempDir {
 pub struct ClickHouse {
     child: Option<Child>,
     dir: TempDir,
+    /// HTTP interface port.
     pub http_port: u16,
+    /// Native protocol port.
     pub tcp_port: u16,
     bin: PathBuf,
 }
@@ -186,6 +190,7 @@ impl ClickHouse {
         Ok(())
     }
 
+    /// The server's HTTP URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
@@ -220,6 +225,7 @@ impl ClickHouse {
         http_post(self.http_port, &format!("/?database={db}"), sql.as_bytes())
     }
 
+    /// The server's data and config directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -302,7 +308,9 @@ pub struct Collector {
     child: Option<Child>,
     bin: PathBuf,
     args: Vec<String>,
+    /// Port sensors connect to.
     pub port: u16,
+    /// Port of `/metrics` and `/healthz`.
     pub metrics_port: u16,
     log: PathBuf,
 }
@@ -370,6 +378,7 @@ impl Collector {
         bail!("collector did not come up: {}", self.log_text())
     }
 
+    /// `127.0.0.1:port`, for `--ship`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -393,6 +402,7 @@ impl Collector {
         self.launch()
     }
 
+    /// The `/metrics` text.
     pub fn metrics(&self) -> anyhow::Result<String> {
         http_get(self.metrics_port, "/metrics")
     }
@@ -411,6 +421,7 @@ impl Collector {
             .unwrap_or(0)
     }
 
+    /// Everything the collector logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

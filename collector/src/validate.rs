@@ -23,10 +23,15 @@ const DATETIME_MAX_US: i64 = u32::MAX as i64 * 1_000_000;
 
 /// String and list bounds (bytes, entries).
 pub const MAX_HISTORY: usize = 64;
+/// Longest `cause_detail`, bytes.
 pub const MAX_CAUSE_DETAIL: usize = 1024;
+/// Longest anomaly subject, bytes.
 pub const MAX_SUBJECT: usize = 1024;
+/// Longest anomaly detail, bytes.
 pub const MAX_DETAIL: usize = 4096;
+/// Longest counter name, bytes.
 pub const MAX_COUNTER_NAME: usize = 256;
+/// Counters in one stats record, at most.
 pub const MAX_COUNTERS: usize = 4096;
 
 /// Why a batch's values do not make sense.
@@ -34,6 +39,7 @@ pub const MAX_COUNTERS: usize = 4096;
 pub struct Invalid {
     /// Stable name (metrics label), `invalid_ts`, `invalid_length`, ...
     pub reason: &'static str,
+    /// What is wrong, for the log and the reject frame.
     pub detail: String,
 }
 

@@ -37,6 +37,7 @@ pub struct Anomaly {
     /// When the threshold was crossed.
     #[serde(rename = "ts", with = "crate::timefmt")]
     pub ts_us: i64,
+    /// What kind of anomaly.
     pub kind: AnomalyKind,
     /// What the anomaly is about, e.g. `198.51.100.7:443` or `203.0.113.9`.
     pub subject: String,

@@ -23,6 +23,7 @@ pub const SCHEMA_VERSION: u16 = 2;
 )]
 #[rkyv(derive(Debug))]
 pub struct BatchHeader {
+    /// [`SCHEMA_VERSION`] of the sender; checked before anything else is read.
     pub schema_version: u16,
     /// The sensor's configured name.
     pub sensor_id: String,
@@ -48,10 +49,15 @@ pub struct BatchHeader {
 )]
 #[rkyv(derive(Debug))]
 pub struct Batch {
+    /// Who sent it, in which boot, which sequence number.
     pub header: BatchHeader,
+    /// RST events.
     pub rst: Vec<RstEvent>,
+    /// Flow records.
     pub flows: Vec<FlowRecord>,
+    /// Anomalies.
     pub anomalies: Vec<Anomaly>,
+    /// Sensor counters.
     pub stats: Vec<SensorStats>,
 }
 
@@ -61,6 +67,7 @@ impl Batch {
         self.rst.len() + self.flows.len() + self.anomalies.len() + self.stats.len()
     }
 
+    /// No records of any kind.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -107,10 +107,12 @@ impl Default for Cause {
 pub mod opt_name {
     use super::Cause;
 
+    /// Writes the cause's name, or `""` for none.
     pub fn serialize<S: serde::Serializer>(c: &Option<Cause>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(c.map_or("", Cause::as_str))
     }
 
+    /// Reads a name back; `""` is none.
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cause>, D::Error> {
         let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
         if s.is_empty() {

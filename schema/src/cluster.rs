@@ -57,6 +57,7 @@ impl std::fmt::Display for ClusterError {
 impl std::error::Error for ClusterError {}
 
 impl Cluster {
+    /// The cluster `name` and the database `db` its DDL is rendered for.
     pub fn new(name: &str, db: &str) -> Cluster {
         Cluster {
             name: name.to_string(),

@@ -7,7 +7,9 @@ str_enum! {
     /// Which side of the flow sent the RST. The originator is the SYN sender, else the
     /// first packet's sender, unless Zeek's likely-server-port heuristic flipped it.
     pub enum Dir {
+        /// The originator (the SYN sender).
         Orig = 0 => "orig",
+        /// The responder.
         Resp = 1 => "resp",
         /// No flow state to tell (an unsolicited RST).
         Unknown = 2 => "unknown",
@@ -47,27 +49,36 @@ pub struct RstEvent {
     pub ts_us: i64,
     /// The RST packet's own source address.
     pub src: IpBytes,
+    /// Source port of the RST packet.
     pub sport: u16,
     /// The RST packet's own destination address.
     pub dst: IpBytes,
+    /// Destination port of the RST packet.
     pub dport: u16,
     /// Outer 802.1Q VLAN id, 0 when untagged.
     pub vlan: u16,
     /// Inner VLAN id of a QinQ frame, 0 when absent.
     pub inner_vlan: u16,
+    /// Which side sent it.
     pub dir: Dir,
+    /// Base class.
     pub class: RstClass,
+    /// Flags (sequence validity, injection evidence, ...).
     pub flags: RstFlags,
     /// Injection evidence strong enough to call the RST forged (see the sensor's
     /// `classify::verdict` docs for the rule).
     pub suspect: bool,
+    /// The RST's sequence number.
     pub seq: u32,
     /// The ACK number; meaningful only when `ack_flag` is set.
     pub ack: u32,
     /// RST/ACK rather than a bare RST.
     pub ack_flag: bool,
+    /// IP TTL (hop limit) of the RST.
     pub ttl: u8,
+    /// IPv4 identification (0 for IPv6).
     pub ip_id: u16,
+    /// TCP payload bytes the RST carried.
     pub payload_len: u16,
     /// Identifies the flow record this RST belongs to (0 when unsolicited and no flow
     /// was kept).
@@ -131,7 +142,10 @@ impl RstEvent {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Record {
+    /// An RST event.
     Rst(RstEvent),
+    /// A flow record.
     Flow(FlowRecord),
+    /// An aggregate anomaly.
     Anomaly(Anomaly),
 }

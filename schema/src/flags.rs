@@ -79,18 +79,22 @@ flags! {
 pub struct RstFlags(pub u32);
 
 impl RstFlags {
+    /// No flags.
     pub const EMPTY: RstFlags = RstFlags(0);
 
+    /// Whether `f` is set.
     #[inline]
     pub fn contains(self, f: RstFlag) -> bool {
         self.0 & f.bit() != 0
     }
 
+    /// Sets `f`.
     #[inline]
     pub fn insert(&mut self, f: RstFlag) {
         self.0 |= f.bit();
     }
 
+    /// Clears `f`.
     #[inline]
     pub fn remove(&mut self, f: RstFlag) {
         self.0 &= !f.bit();

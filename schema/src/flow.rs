@@ -39,11 +39,15 @@ str_enum! {
 str_enum! {
     /// Why the sensor closed its record of the flow.
     pub enum CloseReason {
+        /// Closed with FIN.
         Fin = 0 => "fin",
+        /// Ended by an RST.
         Rst = 1 => "rst",
+        /// Idle longer than its state's timeout.
         Timeout = 2 => "timeout",
         /// The flow table was full and this flow was the oldest idle one.
         Evicted = 3 => "evicted",
+        /// Still open when the capture or file ended.
         EndOfCapture = 4 => "end_of_capture",
     }
 }
@@ -61,26 +65,41 @@ str_enum! {
 )]
 #[rkyv(derive(Debug))]
 pub struct FlowRecord {
+    /// First packet, µs since the epoch.
     #[serde(rename = "ts_start", with = "crate::timefmt")]
     pub ts_start_us: i64,
+    /// Last packet, µs since the epoch.
     #[serde(rename = "ts_end", with = "crate::timefmt")]
     pub ts_end_us: i64,
+    /// Originator address.
     pub orig_h: IpBytes,
+    /// Originator port.
     pub orig_p: u16,
+    /// Responder address.
     pub resp_h: IpBytes,
+    /// Responder port.
     pub resp_p: u16,
+    /// Outer VLAN id (0: none).
     pub vlan: u16,
+    /// Inner VLAN id of QinQ (0: none).
     pub inner_vlan: u16,
+    /// Zeek's `conn_state`.
     pub conn_state: ConnState,
     /// Zeek's history letters (upper case: originator, lower case: responder).
     pub history: String,
+    /// Packets from the originator.
     pub orig_pkts: u64,
+    /// Packets from the responder.
     pub resp_pkts: u64,
     /// Payload bytes by sequence space, as Zeek counts them.
     pub orig_bytes: u64,
+    /// Payload bytes from the responder.
     pub resp_bytes: u64,
+    /// RSTs seen in the flow.
     pub rst_count: u32,
+    /// Why the record was closed.
     pub close: CloseReason,
+    /// Joins the flow to its RST events (`flow_uid` there).
     pub flow_uid: u64,
     /// The cause of the flow's first RST; `None` (JSON `""`) when no RST closed it
     /// (schema version 2).

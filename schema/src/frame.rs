@@ -54,14 +54,20 @@ pub const FLAG_RESENT: u8 = 0x01;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// Sensor → collector: who it is (JSON [`Hello`]).
     Hello = 1,
+    /// Collector → sensor: hello accepted.
     Welcome = 2,
+    /// Sensor → collector: one rkyv batch.
     Batch = 3,
+    /// Collector → sensor: a batch is stored ([`Ack`]).
     Ack = 4,
+    /// Collector → sensor: refused, `reason: detail`; the connection closes.
     Reject = 5,
 }
 
 impl Kind {
+    /// The kind with this wire value.
     pub fn from_u8(v: u8) -> Option<Kind> {
         Some(match v {
             1 => Kind::Hello,
@@ -78,13 +84,17 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(u8)]
 pub enum Codec {
+    /// Not compressed.
     None = 0,
+    /// LZ4 block.
     Lz4 = 1,
+    /// Zstandard.
     #[default]
     Zstd = 2,
 }
 
 impl Codec {
+    /// The codec with this wire value.
     pub fn from_u8(v: u8) -> Option<Codec> {
         Some(match v {
             0 => Codec::None,
@@ -94,6 +104,7 @@ impl Codec {
         })
     }
 
+    /// Its name on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Codec::None => "none",
@@ -118,32 +129,51 @@ impl std::str::FromStr for Codec {
 /// Why a frame was refused. Each variant has a stable short name for counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
+    /// The first four bytes are not `RSTW`.
     BadMagic([u8; 4]),
+    /// Another frame format version.
     BadVersion(u8),
+    /// A frame kind this build does not know.
     BadKind(u8),
+    /// A codec this build does not know.
     BadCodec(u8),
+    /// The payload is longer than the limit in force.
     TooLong {
+        /// Declared payload length.
         len: u32,
+        /// The limit.
         max: u32,
     },
+    /// The decompressed size is above the limit in force.
     RawTooLong {
+        /// Declared decompressed length.
         len: u32,
+        /// The limit.
         max: u32,
     },
+    /// The payload's CRC32 does not match the header's.
     Checksum {
+        /// CRC32 in the header.
         expected: u32,
+        /// CRC32 of the payload received.
         actual: u32,
     },
+    /// The payload does not decompress.
     Decompress(String),
+    /// The payload decompresses to another size than declared.
     RawLenMismatch {
+        /// Size the header declared.
         declared: u32,
+        /// Size it decompressed to.
         actual: usize,
     },
+    /// The stream ended inside a frame.
     Truncated,
     /// The peer speaks TLS where plain frames were expected (or the other way round).
     Tls,
     /// Bytes after the end of a frame that should stand alone.
     TrailingBytes(usize),
+    /// Reading or writing the stream failed.
     Io(String),
 }
 
@@ -208,13 +238,21 @@ impl std::error::Error for FrameError {}
 /// Byte ranges of the fixed header, named once.
 pub mod field {
     use std::ops::Range;
+    /// Magic `RSTW`.
     pub const MAGIC: Range<usize> = 0..4;
+    /// Frame format version.
     pub const VERSION: usize = 4;
+    /// [`Kind`].
     pub const KIND: usize = 5;
+    /// [`Codec`].
     pub const CODEC: usize = 6;
+    /// Flag bits ([`FLAG_RESENT`]).
     pub const FLAGS: usize = 7;
+    /// Payload length (big-endian u32).
     pub const LEN: Range<usize> = 8..12;
+    /// Decompressed length (big-endian u32).
     pub const RAW_LEN: Range<usize> = 12..16;
+    /// CRC32 of the payload (big-endian u32).
     pub const CRC32: Range<usize> = 16..20;
 }
 
@@ -251,11 +289,17 @@ impl Limits {
 /// A parsed, checked frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// What the frame carries.
     pub kind: Kind,
+    /// How the payload is compressed.
     pub codec: Codec,
+    /// Flag bits.
     pub flags: u8,
+    /// Payload length on the wire.
     pub len: u32,
+    /// Payload length decompressed.
     pub raw_len: u32,
+    /// CRC32 of the payload on the wire.
     pub crc32: u32,
 }
 
@@ -328,6 +372,7 @@ impl FrameHeader {
         })
     }
 
+    /// The header's 20 bytes.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[field::MAGIC].copy_from_slice(&MAGIC);
@@ -341,6 +386,7 @@ impl FrameHeader {
         b
     }
 
+    /// Whether the sender marked the frame as sent before.
     pub fn is_resent(&self) -> bool {
         self.flags & FLAG_RESENT != 0
     }
@@ -473,7 +519,9 @@ fn zstd_stream_into(
 /// One frame as read: checked header, payload bytes not yet decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// The checked header.
     pub header: FrameHeader,
+    /// The payload as received (still compressed).
     pub payload: Vec<u8>,
 }
 
@@ -491,6 +539,7 @@ pub struct Deframer {
 }
 
 impl Deframer {
+    /// A decoder refusing frames beyond `limits`.
     pub fn new(limits: Limits) -> Deframer {
         Deframer {
             buf: Vec::new(),
@@ -504,6 +553,7 @@ impl Deframer {
         self.limits = Limits::new(limits.max_wire, limits.max_raw);
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
     }
@@ -645,9 +695,11 @@ pub fn write_frame<W: Write>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
 /// The sensor's first frame (JSON payload).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hello {
+    /// The sensor's id (canonical form, see [`crate::sensor_id`]).
     pub sensor_id: String,
     /// The sensor's token; empty when the collector runs with `--no-auth`.
     pub token: String,
+    /// Random per sensor start: batch sequence numbers restart with it.
     pub boot_id: u64,
     /// [`crate::SCHEMA_VERSION`] of the sensor's build.
     pub schema_version: u16,
@@ -659,11 +711,14 @@ pub struct Hello {
 /// The collector's acknowledgement of one batch: stored (or found already stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ack {
+    /// Boot of the acknowledged batch.
     pub boot_id: u64,
+    /// Sequence number of the acknowledged batch.
     pub seq: u64,
 }
 
 impl Ack {
+    /// The ack's 16 payload bytes.
     pub fn to_bytes(self) -> [u8; 16] {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&self.boot_id.to_le_bytes());
@@ -671,6 +726,7 @@ impl Ack {
         b
     }
 
+    /// Reads an ack payload; None unless exactly 16 bytes.
     pub fn from_bytes(b: &[u8]) -> Option<Ack> {
         if b.len() != 16 {
             return None;

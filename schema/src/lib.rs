@@ -25,6 +25,7 @@ pub mod event;
 pub mod flags;
 pub mod flow;
 pub mod frame;
+pub mod prometheus;
 pub mod sensor_id;
 pub mod sql;
 pub mod stats;

@@ -14,11 +14,15 @@ pub const MAX_LEN: usize = 63;
 /// Why a string is not a sensor id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SensorIdError {
+    /// No characters.
     Empty,
+    /// Longer than allowed (the length given).
     TooLong(usize),
     /// A byte outside the alphabet, at this offset.
     BadChar {
+        /// Character position.
         at: usize,
+        /// The character.
         ch: char,
     },
     /// Must start with a letter or a digit.

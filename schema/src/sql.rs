@@ -10,8 +10,11 @@ use crate::{AnomalyKind, Cause, CloseReason, ConnState, Dir, RstClass};
 /// One versioned migration.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
+    /// Schema version this migration creates.
     pub version: u32,
+    /// Short name (file name without extension).
     pub name: &'static str,
+    /// The DDL, with `{db}` and dialect placeholders.
     pub sql: &'static str,
 }
 
@@ -149,6 +152,7 @@ fn sql_string(s: &str) -> String {
 pub struct Dialect {
     /// Server version, major and minor (`SELECT version()`).
     pub major: u32,
+    /// Minor version.
     pub minor: u32,
     /// Keep data this many days (0: forever).
     pub retention_days: u32,

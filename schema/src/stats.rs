@@ -14,7 +14,9 @@
 )]
 #[rkyv(derive(Debug))]
 pub struct NamedCounter {
+    /// Counter name (`engine.flows_created`, `ship.reconnects`, ...).
     pub name: String,
+    /// Its value.
     pub value: u64,
 }
 
@@ -31,7 +33,9 @@ pub struct NamedCounter {
 )]
 #[rkyv(derive(Debug))]
 pub struct SensorStats {
+    /// When the counters were read, µs since the epoch.
     #[serde(rename = "ts", with = "crate::timefmt")]
     pub ts_us: i64,
+    /// The counters.
     pub counters: Vec<NamedCounter>,
 }

@@ -3,6 +3,17 @@
 
 use time::OffsetDateTime;
 
+/// Microseconds since the epoch from the wall clock (0 if the clock is before 1970).
+/// The one place either binary reads the wall clock for a timestamp: batch creation,
+/// stats rows, log lines, the collector's ledger. The engine never calls it: its time
+/// is packet time.
+pub fn wall_clock_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// Formats microseconds since the epoch as RFC 3339 UTC with microsecond precision.
 pub fn rfc3339_micros(ts_us: i64) -> String {
     let secs = ts_us.div_euclid(1_000_000);

@@ -25,6 +25,7 @@ struct ServiceRate {
     baseline: f64,
 }
 
+/// The aggregate detectors of one output stage (or one engine), with their windows.
 pub struct Detectors {
     cfg: AnomalyConfig,
     window_start_us: i64,
@@ -49,6 +50,7 @@ pub struct Detectors {
 }
 
 impl Detectors {
+    /// Empty detectors with the thresholds of `cfg`.
     pub fn new(cfg: &AnomalyConfig) -> Detectors {
         Detectors {
             cfg: cfg.clone(),
@@ -100,49 +102,54 @@ impl Detectors {
             _ => return,
         };
         let need_hosts = self.cfg.scan_hosts as usize;
-        if let Some(n) = insert_bounded(
+        let hosts = insert_bounded(
             &mut self.scan_hosts,
             (scanner, port),
             host,
             need_hosts,
             &mut self.tracker_full,
-        ) {
-            if n == need_hosts {
-                self.scanners.insert(scanner);
-                let detail = format!("{scanner} collected rejects from {n} hosts on port {port}");
-                self.report(
-                    ev.ts_us,
-                    AnomalyKind::Scan,
-                    scanner.to_string(),
-                    n as f64,
-                    need_hosts as f64,
-                    detail,
-                    out,
-                );
-            }
-        }
+        );
+        self.scan_crossed(ev.ts_us, scanner, hosts, need_hosts, out, |n| {
+            format!("{scanner} collected rejects from {n} hosts on port {port}")
+        });
         let need_ports = self.cfg.scan_ports as usize;
-        if let Some(n) = insert_bounded(
+        let ports = insert_bounded(
             &mut self.scan_ports,
             (scanner, host),
             port,
             need_ports,
             &mut self.tracker_full,
-        ) {
-            if n == need_ports {
-                self.scanners.insert(scanner);
-                let detail = format!("{scanner} collected rejects from {n} ports on {host}");
-                self.report(
-                    ev.ts_us,
-                    AnomalyKind::Scan,
-                    scanner.to_string(),
-                    n as f64,
-                    need_ports as f64,
-                    detail,
-                    out,
-                );
-            }
+        );
+        self.scan_crossed(ev.ts_us, scanner, ports, need_ports, out, |n| {
+            format!("{scanner} collected rejects from {n} ports on {host}")
+        });
+    }
+
+    /// Reports `scanner` when its count `n` just reached the threshold `need`.
+    fn scan_crossed(
+        &mut self,
+        ts_us: i64,
+        scanner: IpBytes,
+        n: Option<usize>,
+        need: usize,
+        out: &mut Vec<Anomaly>,
+        detail: impl FnOnce(usize) -> String,
+    ) {
+        if n != Some(need) {
+            return;
         }
+        self.scanners.insert(scanner);
+        self.report(
+            Anomaly {
+                ts_us,
+                kind: AnomalyKind::Scan,
+                subject: scanner.to_string(),
+                value: need as f64,
+                baseline: need as f64,
+                detail: detail(need),
+            },
+            out,
+        );
     }
 
     fn backscatter(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
@@ -164,12 +171,14 @@ impl Detectors {
                     ev.src
                 );
                 self.report(
-                    ev.ts_us,
-                    AnomalyKind::Backscatter,
-                    ev.src.to_string(),
-                    n as f64,
-                    need as f64,
-                    detail,
+                    Anomaly {
+                        ts_us: ev.ts_us,
+                        kind: AnomalyKind::Backscatter,
+                        subject: ev.src.to_string(),
+                        value: n as f64,
+                        baseline: need as f64,
+                        detail,
+                    },
                     out,
                 );
             }
@@ -177,8 +186,13 @@ impl Detectors {
     }
 
     fn storms(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
-        // Zeek's per-endpoint storm: a long run of RSTs from one source, each less than
-        // `storm_gap_ms` after the previous one.
+        self.endpoint_storm(ev, out);
+        self.service_storm(ev, out);
+    }
+
+    /// Zeek's per-endpoint storm: a long run of RSTs from one source, each less than
+    /// `storm_gap_ms` after the previous one.
+    fn endpoint_storm(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
         let gap = i64::from(self.cfg.storm_gap_ms) * 1000;
         let room = self.endpoint_runs.len() < MAX_KEYS;
         let run = match self.endpoint_runs.entry(ev.src) {
@@ -208,17 +222,21 @@ impl Detectors {
             );
             let n = f64::from(self.cfg.storm_count);
             self.report(
-                ev.ts_us,
-                AnomalyKind::RstStorm,
-                ev.src.to_string(),
-                n,
-                n,
-                detail,
+                Anomaly {
+                    ts_us: ev.ts_us,
+                    kind: AnomalyKind::RstStorm,
+                    subject: ev.src.to_string(),
+                    value: n,
+                    baseline: n,
+                    detail,
+                },
                 out,
             );
         }
+    }
 
-        // Service storm: this second's RSTs against the service's own baseline.
+    /// Service storm: this second's RSTs against the service's own baseline.
+    fn service_storm(&mut self, ev: &RstEvent, out: &mut Vec<Anomaly>) {
         let svc = service_of(ev);
         let second = ev.ts_us.div_euclid(1_000_000);
         if !self.services.contains_key(&svc) && self.services.len() >= MAX_KEYS {
@@ -245,12 +263,14 @@ impl Detectors {
             let detail =
                 format!("{count} RSTs in one second for {subject}, baseline {baseline:.1}/s");
             self.report(
-                ev.ts_us,
-                AnomalyKind::RstStorm,
-                subject,
-                f64::from(count),
-                baseline,
-                detail,
+                Anomaly {
+                    ts_us: ev.ts_us,
+                    kind: AnomalyKind::RstStorm,
+                    subject,
+                    value: f64::from(count),
+                    baseline,
+                    detail,
+                },
                 out,
             );
         }
@@ -275,12 +295,14 @@ impl Detectors {
             let detail = format!("{n} suspect (forged) RSTs on flows of {subject}");
             let need = f64::from(self.cfg.injection_count);
             self.report(
-                ev.ts_us,
-                AnomalyKind::Injection,
-                subject,
-                f64::from(n),
-                need,
-                detail,
+                Anomaly {
+                    ts_us: ev.ts_us,
+                    kind: AnomalyKind::Injection,
+                    subject,
+                    value: f64::from(n),
+                    baseline: need,
+                    detail,
+                },
                 out,
             );
         }
@@ -306,12 +328,14 @@ impl Detectors {
             f.server, f.old_mac, f.new_mac, f.flows
         );
         self.report(
-            f.ts_us,
-            AnomalyKind::Failover,
-            f.server.to_string(),
-            f.flows as f64,
-            f.need as f64,
-            detail,
+            Anomaly {
+                ts_us: f.ts_us,
+                kind: AnomalyKind::Failover,
+                subject: f.server.to_string(),
+                value: f.flows as f64,
+                baseline: f.need as f64,
+                detail,
+            },
             out,
         );
     }
@@ -323,37 +347,28 @@ impl Detectors {
         self.reported.insert((a.kind, a.subject.clone()))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn report(
-        &mut self,
-        ts_us: i64,
-        kind: AnomalyKind,
-        subject: String,
-        value: f64,
-        baseline: f64,
-        detail: String,
-        out: &mut Vec<Anomaly>,
-    ) {
-        if self.reported.insert((kind, subject.clone())) {
-            out.push(Anomaly {
-                ts_us,
-                kind,
-                subject,
-                value,
-                baseline,
-                detail,
-            });
+    /// Adds `a` to `out` unless its (kind, subject) was already reported in this
+    /// window.
+    fn report(&mut self, a: Anomaly, out: &mut Vec<Anomaly>) {
+        if self.reported.insert((a.kind, a.subject.clone())) {
+            out.push(a);
         }
     }
 }
 
 /// A VIP failover seen through the resets that follow it.
 pub struct Failover {
+    /// When the failover was recognised.
     pub ts_us: i64,
+    /// The server address that moved.
     pub server: IpBytes,
+    /// The MAC it had.
     pub old_mac: crate::evidence::macs::Mac,
+    /// The MAC that now resets its flows.
     pub new_mac: crate::evidence::macs::Mac,
+    /// Flows reset by the new MAC so far.
     pub flows: usize,
+    /// Flows needed before it is reported (`failover_flows`).
     pub need: usize,
 }
 
@@ -415,3 +430,7 @@ impl std::fmt::Display for Ep {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "anomaly_tests.rs"]
+mod tests;

@@ -94,6 +94,7 @@ pub struct AnomalyConfig {
     /// Per-endpoint storm: this many RSTs, each less than `storm_gap_ms` after the
     /// previous one (Zeek: 1000 and 1 s).
     pub storm_count: u32,
+    /// ...each less than this many ms after the previous one.
     pub storm_gap_ms: u32,
     /// Service storm: RSTs per second for one server address and port at least this
     /// many times the service's own moving baseline...

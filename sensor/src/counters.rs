@@ -5,6 +5,7 @@
 use crate::parse::Reject;
 use rstwatch_schema::Cause;
 
+/// An engine's counters, each a plain number; the engine names them for stats and metrics.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     /// Frames handed to the engine.
@@ -23,9 +24,13 @@ pub struct Counters {
     pub history_truncated: u64,
     /// Flows closed: by reason.
     pub flows_closed_fin: u64,
+    /// Flows closed by an RST.
     pub flows_closed_rst: u64,
+    /// Flows closed by their idle timeout.
     pub flows_timed_out: u64,
+    /// Flows evicted from a full table.
     pub flows_evicted: u64,
+    /// Flows still open at the end of the capture.
     pub flows_end_of_capture: u64,
     /// Established flows evicted (table full) before their idle memory ran out.
     pub flows_forgotten_early: u64,

@@ -133,6 +133,7 @@ fn children_cpu() -> f64 {
 fn rusage(who: libc::c_int) -> f64 {
     // SAFETY: getrusage writes into the struct we pass; all-zero is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage for the call to fill.
     if unsafe { libc::getrusage(who, &mut u) } != 0 {
         return 0.0;
     }

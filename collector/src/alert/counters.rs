@@ -1,7 +1,7 @@
 //! Alert counters, rendered into the collector's `/metrics` as `rstwatch_collector_alerts_*`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use rstwatch_schema::prometheus::{Exposition, MetricType::*};
 use std::sync::Mutex;
 
 /// What happened to notices, per sink.
@@ -83,50 +83,48 @@ impl AlertCounters {
     }
 
     /// Appends the alert families to a Prometheus exposition.
-    pub fn render(&self, s: &mut String) {
+    pub fn render(&self, e: &mut Exposition) {
+        use std::sync::atomic::Ordering::Relaxed;
         let by_sink = lock(&self.by_sink).clone();
         for o in Outcome::ALL {
-            let name = o.metric();
-            let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} counter", o.help());
+            let mut f = e.family(o.metric(), o.help(), Counter);
             for ((_, sink), v) in by_sink.iter().filter(|((oo, _), _)| *oo == o) {
-                let _ = writeln!(s, "{name}{{sink=\"{sink}\"}} {v}");
+                f.sample(&[("sink", sink)], v);
             }
         }
-        let name = "rstwatch_collector_alerts_total";
-        let _ = writeln!(
-            s,
-            "# HELP {name} Alert notices decided, by status.\n# TYPE {name} counter"
+        let mut f = e.family(
+            "rstwatch_collector_alerts_total",
+            "Alert notices decided, by status.",
+            Counter,
         );
         for (st, v) in lock(&self.decided).iter() {
-            let _ = writeln!(s, "{name}{{status=\"{st}\"}} {v}");
+            f.sample(&[("status", st)], v);
         }
-        let name = "rstwatch_collector_alerts_queued";
-        let _ = writeln!(
-            s,
-            "# HELP {name} Alert notices waiting for delivery, by sink.\n# TYPE {name} gauge"
+        let mut f = e.family(
+            "rstwatch_collector_alerts_queued",
+            "Alert notices waiting for delivery, by sink.",
+            Gauge,
         );
         for (sink, v) in lock(&self.queued).iter() {
-            let _ = writeln!(s, "{name}{{sink=\"{sink}\"}} {v}");
+            f.sample(&[("sink", sink)], v);
         }
-        use std::sync::atomic::Ordering::Relaxed;
-        for (name, help, v) in [
-            (
-                "rstwatch_collector_alerts_source_errors_total",
-                "Failed ClickHouse reads of the alerter (anomaly polls, rule queries).",
-                self.source_errors.load(Relaxed),
-            ),
-            (
-                "rstwatch_collector_alerts_state_errors_total",
-                "Failed writes of the alerter's state file.",
-                self.state_errors.load(Relaxed),
-            ),
-            (
-                "rstwatch_collector_alerts_untracked_total",
-                "New alerts not sent because 10000 alerts were open.",
-                self.untracked.load(Relaxed),
-            ),
-        ] {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        }
+        e.single(
+            "rstwatch_collector_alerts_source_errors_total",
+            "Failed ClickHouse reads of the alerter (anomaly polls, rule queries).",
+            Counter,
+            self.source_errors.load(Relaxed),
+        );
+        e.single(
+            "rstwatch_collector_alerts_state_errors_total",
+            "Failed writes of the alerter's state file.",
+            Counter,
+            self.state_errors.load(Relaxed),
+        );
+        e.single(
+            "rstwatch_collector_alerts_untracked_total",
+            "New alerts not sent because 10000 alerts were open.",
+            Counter,
+            self.untracked.load(Relaxed),
+        );
     }
 }

@@ -14,13 +14,13 @@ use rstwatch_schema::{
 };
 use rstwatch_sensor::ship::ShipArgs;
 
-pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
-pub const DB: &str = "rstwatch";
-pub const TOKEN: &str = "t0k";
+pub(crate) const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
+pub(crate) const DB: &str = "rstwatch";
+pub(crate) const TOKEN: &str = "t0k";
 /// A fixed packet time (2025-11-21), well inside the collector's window.
-pub const T0: i64 = 1_763_700_000_000_000;
+pub(crate) const T0: i64 = 1_763_700_000_000_000;
 
-pub fn start_clickhouse(test: &str) -> Option<ClickHouse> {
+pub(crate) fn start_clickhouse(test: &str) -> Option<ClickHouse> {
     match ClickHouse::start().expect("starting clickhouse-server") {
         Some(ch) => {
             ch.migrate(Path::new(COLLECTOR), DB).unwrap();
@@ -35,14 +35,14 @@ pub fn start_clickhouse(test: &str) -> Option<ClickHouse> {
 
 /// The collector binary under test: this build's, or `RSTWATCH_TEST_COLLECTOR` (to show
 /// that a test fails against an older build).
-pub fn collector_bin() -> std::path::PathBuf {
+pub(crate) fn collector_bin() -> std::path::PathBuf {
     std::env::var_os("RSTWATCH_TEST_COLLECTOR")
         .map(Into::into)
         .unwrap_or_else(|| COLLECTOR.into())
 }
 
 /// A plaintext collector on loopback with the shared token and `extra` arguments.
-pub fn collector(ch: &ClickHouse, dir: &Path, name: &str, extra: &[&str]) -> Collector {
+pub(crate) fn collector(ch: &ClickHouse, dir: &Path, name: &str, extra: &[&str]) -> Collector {
     let mut args = vec!["--plaintext", "--token", TOKEN];
     args.extend_from_slice(extra);
     Collector::start(
@@ -55,21 +55,21 @@ pub fn collector(ch: &ClickHouse, dir: &Path, name: &str, extra: &[&str]) -> Col
     .unwrap()
 }
 
-pub fn tmp(name: &str) -> TempDir {
+pub(crate) fn tmp(name: &str) -> TempDir {
     TempDir::new(name).unwrap()
 }
 
-pub fn count(ch: &ClickHouse, sql: &str) -> u64 {
+pub(crate) fn count(ch: &ClickHouse, sql: &str) -> u64 {
     ch.query_db(DB, sql).unwrap().trim().parse().unwrap()
 }
 
-pub fn rows(ch: &ClickHouse, table: &str) -> u64 {
+pub(crate) fn rows(ch: &ClickHouse, table: &str) -> u64 {
     count(ch, &format!("SELECT count() FROM {table}"))
 }
 
 /// RST events whose `flow_uid`s are unique: `SELECT uniqExact(flow_uid)` equals the row
 /// count exactly when nothing is duplicated.
-pub fn rst(i: u64) -> RstEvent {
+pub(crate) fn rst(i: u64) -> RstEvent {
     let mut e = RstEvent::new(
         T0 + i as i64 * 1_000,
         (IpBytes::from_v4([192, 0, 2, (i % 250) as u8 + 1]), 443),
@@ -87,7 +87,7 @@ pub fn rst(i: u64) -> RstEvent {
     e
 }
 
-pub fn batch(sensor: &str, boot: u64, seq: u64, ids: std::ops::Range<u64>) -> Batch {
+pub(crate) fn batch(sensor: &str, boot: u64, seq: u64, ids: std::ops::Range<u64>) -> Batch {
     Batch {
         header: BatchHeader {
             schema_version: SCHEMA_VERSION,
@@ -103,11 +103,11 @@ pub fn batch(sensor: &str, boot: u64, seq: u64, ids: std::ops::Range<u64>) -> Ba
     }
 }
 
-pub fn batch_frame(b: &Batch) -> Vec<u8> {
+pub(crate) fn batch_frame(b: &Batch) -> Vec<u8> {
     frame::encode(Kind::Batch, Codec::Zstd, 0, &b.to_bytes())
 }
 
-pub fn hello(sensor: &str, token: &str) -> Vec<u8> {
+pub(crate) fn hello(sensor: &str, token: &str) -> Vec<u8> {
     frame::encode(
         Kind::Hello,
         Codec::None,
@@ -124,14 +124,14 @@ pub fn hello(sensor: &str, token: &str) -> Vec<u8> {
 }
 
 /// A raw connection that speaks frames.
-pub struct Raw {
+pub(crate) struct Raw {
     pub s: TcpStream,
     d: Deframer,
 }
 
 impl Raw {
     /// Frames over a socket accepted elsewhere (a fake collector).
-    pub fn from_stream(s: TcpStream) -> Raw {
+    pub(crate) fn from_stream(s: TcpStream) -> Raw {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Raw {
             s,
@@ -139,7 +139,7 @@ impl Raw {
         }
     }
 
-    pub fn connect(addr: &str) -> Raw {
+    pub(crate) fn connect(addr: &str) -> Raw {
         let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         Raw {
@@ -149,7 +149,7 @@ impl Raw {
     }
 
     /// Connects and says hello; returns the answer's kind and payload.
-    pub fn hello(addr: &str, sensor: &str, token: &str) -> (Raw, Kind, String) {
+    pub(crate) fn hello(addr: &str, sensor: &str, token: &str) -> (Raw, Kind, String) {
         let mut r = Raw::connect(addr);
         r.s.write_all(&hello(sensor, token)).unwrap();
         let f = r.next().expect("an answer to hello");
@@ -157,12 +157,12 @@ impl Raw {
         (r, f.header.kind, text)
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).unwrap();
     }
 
     /// The next frame from the collector, None when it closed.
-    pub fn next(&mut self) -> Option<Frame> {
+    pub(crate) fn next(&mut self) -> Option<Frame> {
         frame::read_frame_from(&mut self.s, &mut self.d)
             .ok()
             .flatten()
@@ -170,7 +170,7 @@ impl Raw {
 }
 
 /// Resident memory of a process, bytes.
-pub fn rss(pid: u32) -> u64 {
+pub(crate) fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -181,7 +181,7 @@ pub fn rss(pid: u32) -> u64 {
 }
 
 /// Shipping arguments for a plaintext sensor on loopback.
-pub fn ship_args(addr: &str, spool: &Path, sensor: &str) -> ShipArgs {
+pub(crate) fn ship_args(addr: &str, spool: &Path, sensor: &str) -> ShipArgs {
     ShipArgs {
         ship: Some(addr.to_string()),
         plaintext: true,
@@ -197,7 +197,7 @@ pub fn ship_args(addr: &str, spool: &Path, sensor: &str) -> ShipArgs {
 }
 
 /// Reads whatever arrives until the peer closes or `t` passes.
-pub fn drain(s: &mut TcpStream, t: Duration) -> Vec<u8> {
+pub(crate) fn drain(s: &mut TcpStream, t: Duration) -> Vec<u8> {
     s.set_read_timeout(Some(t)).unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);

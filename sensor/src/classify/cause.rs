@@ -31,9 +31,13 @@ use rstwatch_schema::{Cause, Dir, IpBytes, RstClass, RstEvent, RstFlag};
 
 /// Cross-flow state the rules read when an RST is released.
 pub struct Aggregates<'a> {
+    /// Scan and backscatter crossings.
     pub detectors: &'a Detectors,
+    /// Accept-queue overflow bursts per service.
     pub overload: &'a BurstCounter<Service>,
+    /// Reboot bursts per server host.
     pub reboot: &'a BurstCounter<IpBytes>,
+    /// The cause thresholds, in µs.
     pub settings: &'a CauseSettings,
 }
 

@@ -11,16 +11,24 @@ use rstwatch_schema::IpBytes;
 /// Cause thresholds in microseconds (from [`crate::config::CauseConfig`]).
 #[derive(Debug, Clone, Copy)]
 pub struct CauseSettings {
+    /// `idle_threshold_s`, µs.
     pub idle_threshold_us: i64,
+    /// `race_window_ms`, µs.
     pub race_window_us: i64,
+    /// `race_reset_ms`, µs.
     pub race_reset_us: i64,
+    /// `overload_rst_ms`, µs.
     pub overload_rst_us: i64,
+    /// `reboot_silence_s`, µs.
     pub reboot_silence_us: i64,
+    /// `keepalive_idle_s`, µs.
     pub keepalive_idle_us: i64,
+    /// `unread_window_ms`, µs.
     pub unread_window_us: i64,
 }
 
 impl CauseSettings {
+    /// The thresholds of `c`'s `[engine.cause]` (and `idle_threshold_s`) in µs.
     pub fn from_config(c: &crate::EngineConfig) -> CauseSettings {
         let ms = 1_000i64;
         let s = 1_000_000i64;
@@ -48,18 +56,24 @@ pub struct Evidence {
     pub known: bool,
     /// The RST claims to come from the responder (the server).
     pub from_server: bool,
+    /// The client end's address.
     pub client: IpBytes,
+    /// The server end's address.
     pub server: IpBytes,
+    /// The server end's port.
     pub server_port: u16,
     /// The silence the RST ended: since the flow's previous packet, or before the
     /// segment it answers (`silence_before_segment`).
     pub silence_us: i64,
+    /// The silence was before the segment the RST answers, not before the RST.
     pub silence_before_segment: bool,
     /// Handshake RTT, and time from the handshake's completion to the RST.
     pub rtt_us: Option<i64>,
+    /// Time from the handshake's completion to the RST.
     pub since_established_us: Option<i64>,
     /// Payload bytes the resetter and its peer had sent.
     pub resetter_sent: u64,
+    /// Payload bytes the resetter's peer had sent.
     pub peer_sent: u64,
     /// Bare RST whose seq is the resetter's ISN + 1 (Linux's accept-queue overflow).
     pub bare_at_isn1: bool,
@@ -67,6 +81,7 @@ pub struct Evidence {
     /// flow while its TTL does not: the same address at the same distance from another
     /// host (a VIP moved). A device on the path differs in both (`middlebox`).
     pub mac_changed: bool,
+    /// The RST's source MAC (as a number).
     pub rst_mac: u64,
     /// Server RST in an established flow whose client data the server never ACKed.
     pub client_data_unanswered: bool,
@@ -74,6 +89,7 @@ pub struct Evidence {
     pub comeback: Option<Comeback>,
     /// Counted towards a burst (see `evidence::bursts`).
     pub overload_candidate: bool,
+    /// Counted towards a reboot burst of the server host.
     pub reboot_candidate: bool,
     /// The parallel connection this one lost to.
     pub race: Option<RaceWinner>,
@@ -119,9 +135,13 @@ impl Evidence {
 /// flow was created by it (nothing was known of the four-tuple).
 #[derive(Debug, Clone, Copy)]
 pub struct RstAt {
+    /// The flow's slot in the table.
     pub slot: u32,
+    /// The side that sent the RST.
     pub role: Role,
+    /// Packet time of the RST.
     pub ts_us: i64,
+    /// The flow was created by this RST.
     pub fresh: bool,
 }
 

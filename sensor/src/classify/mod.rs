@@ -12,6 +12,8 @@ pub mod pending;
 pub mod verdict;
 
 #[cfg(test)]
+mod class_tests;
+#[cfg(test)]
 mod rule_tests;
 
 use crate::flow::{bits, dflags, seq_ge, seq_lt, Flow, Role};
@@ -33,9 +35,11 @@ pub const IPID_MAX_STEP: u16 = 1024;
 
 /// What the classifier needs besides the flow and packet.
 pub struct Context {
+    /// Packet time of the RST.
     pub ts_us: i64,
     /// The flow was created by this very RST: nothing was known of the four-tuple.
     pub fresh: bool,
+    /// An RST after more silence than this gets `idle`, µs.
     pub idle_threshold_us: i64,
     /// The silence the RST ended (see `evidence::Evidence::silence_us`).
     pub silence_us: i64,

@@ -14,11 +14,13 @@ use std::collections::VecDeque;
 /// One held RST.
 #[derive(Debug, Clone)]
 pub struct Held {
+    /// Released at this packet time at the latest.
     pub deadline_us: i64,
     /// The flow's slot in the table.
     pub flow: u32,
     /// Which side of the flow sent it.
     pub role: Role,
+    /// The event, gaining flags while held.
     pub ev: RstEvent,
     /// What the cause rules will look at when it is released.
     pub evidence: Evidence,
@@ -27,6 +29,7 @@ pub struct Held {
 /// RSTs one flow holds at most (see [`Pending::hold`]).
 pub const MAX_PER_FLOW: usize = 64;
 
+/// The RSTs held for their verdict delay, in deadline order, bounded.
 pub struct Pending {
     /// Held RSTs in arrival order (deadlines are arrival + a constant delay, so this is
     /// also deadline order). Released entries leave a `None` until they reach the front.
@@ -40,6 +43,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Holds at most `max` RSTs (`max_pending_rst`).
     pub fn new(max: usize) -> Pending {
         Pending {
             queue: VecDeque::new(),
@@ -50,10 +54,12 @@ impl Pending {
         }
     }
 
+    /// RSTs held now.
     pub fn len(&self) -> usize {
         self.held
     }
 
+    /// No RST held.
     pub fn is_empty(&self) -> bool {
         self.held == 0
     }

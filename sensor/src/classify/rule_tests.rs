@@ -7,25 +7,25 @@ use crate::{Engine, EngineConfig};
 use rstwatch_schema::{Anomaly, AnomalyKind, Cause, Dir, Record, RstClass, RstEvent, RstFlag};
 use std::net::IpAddr;
 
-const MS: i64 = 1_000;
-const S: i64 = 1_000_000;
-const T0: i64 = 1_767_225_600_000_000;
+pub(super) const MS: i64 = 1_000;
+pub(super) const S: i64 = 1_000_000;
+pub(super) const T0: i64 = 1_767_225_600_000_000;
 
 /// One end of a conversation.
 #[derive(Clone)]
-struct Host {
-    ip: IpAddr,
-    port: u16,
-    mac: [u8; 6],
-    ttl: u8,
-    ip_id: u16,
+pub(super) struct Host {
+    pub(super) ip: IpAddr,
+    pub(super) port: u16,
+    pub(super) mac: [u8; 6],
+    pub(super) ttl: u8,
+    pub(super) ip_id: u16,
     /// Next sequence number to send, and the highest byte received (+1).
-    nxt: u32,
-    rcv: u32,
+    pub(super) nxt: u32,
+    pub(super) rcv: u32,
 }
 
 impl Host {
-    fn new(ip: &str, port: u16, mac_last: u8, ttl: u8, isn: u32) -> Host {
+    pub(super) fn new(ip: &str, port: u16, mac_last: u8, ttl: u8, isn: u32) -> Host {
         Host {
             ip: ip.parse().unwrap(),
             port,
@@ -39,31 +39,31 @@ impl Host {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Who {
+pub(super) enum Who {
     Client,
     Server,
 }
 
 /// A TCP conversation whose packets are built with the sequence state real stacks
 /// keep; frames go into a shared capture.
-struct Conv {
-    c: Host,
-    s: Host,
+pub(super) struct Conv {
+    pub(super) c: Host,
+    pub(super) s: Host,
 }
 
 /// The capture being built.
 #[derive(Default)]
-struct Cap {
-    frames: Vec<(i64, Vec<u8>)>,
+pub(super) struct Cap {
+    pub(super) frames: Vec<(i64, Vec<u8>)>,
 }
 
 impl Cap {
-    fn push(&mut self, t: i64, w: &Wire<'_>) {
+    pub(super) fn push(&mut self, t: i64, w: &Wire<'_>) {
         self.frames.push((t, build(w)));
     }
 
     /// Runs the engine (default config unless given) and returns every record.
-    fn run(mut self, cfg: Option<EngineConfig>) -> Vec<Record> {
+    pub(super) fn run(mut self, cfg: Option<EngineConfig>) -> Vec<Record> {
         self.frames.sort_by_key(|f| f.0);
         let mut e = Engine::new(&cfg.unwrap_or_default());
         let mut out = vec![];
@@ -75,7 +75,7 @@ impl Cap {
     }
 }
 
-fn rsts(out: &[Record]) -> Vec<RstEvent> {
+pub(super) fn rsts(out: &[Record]) -> Vec<RstEvent> {
     let mut v: Vec<RstEvent> = out
         .iter()
         .filter_map(|r| match r {
@@ -87,7 +87,7 @@ fn rsts(out: &[Record]) -> Vec<RstEvent> {
     v
 }
 
-fn anomalies(out: &[Record]) -> Vec<Anomaly> {
+pub(super) fn anomalies(out: &[Record]) -> Vec<Anomaly> {
     out.iter()
         .filter_map(|r| match r {
             Record::Anomaly(a) => Some(a.clone()),
@@ -97,7 +97,7 @@ fn anomalies(out: &[Record]) -> Vec<Anomaly> {
 }
 
 impl Conv {
-    fn new(client: Host, server: Host) -> Conv {
+    pub(super) fn new(client: Host, server: Host) -> Conv {
         Conv {
             c: client,
             s: server,
@@ -105,14 +105,14 @@ impl Conv {
     }
 
     /// A Linux client on 198.51.100.7 (TTL 52 at the sensor) to 203.0.113.10:`port`.
-    fn web(cport: u16, port: u16) -> Conv {
+    pub(super) fn web(cport: u16, port: u16) -> Conv {
         Conv::new(
             Host::new("198.51.100.7", cport, 7, 52, 1_000_000),
             Host::new("203.0.113.10", port, 10, 64, 5_000_000),
         )
     }
 
-    fn ends(&mut self, who: Who) -> (&mut Host, &mut Host) {
+    pub(super) fn ends(&mut self, who: Who) -> (&mut Host, &mut Host) {
         match who {
             Who::Client => (&mut self.c, &mut self.s),
             Who::Server => (&mut self.s, &mut self.c),
@@ -120,7 +120,7 @@ impl Conv {
     }
 
     /// A segment from `who` with its own counters; `seq_len` is what it consumes.
-    fn seg(&mut self, cap: &mut Cap, t: i64, who: Who, flags: u8, payload: &[u8]) {
+    pub(super) fn seg(&mut self, cap: &mut Cap, t: i64, who: Who, flags: u8, payload: &[u8]) {
         let (me, peer) = self.ends(who);
         let w = Wire {
             src_mac: me.mac,
@@ -140,28 +140,28 @@ impl Conv {
     }
 
     /// SYN at `t`, SYN-ACK at `t + rtt/2`, ACK at `t + rtt` (sensor in the middle).
-    fn handshake(&mut self, cap: &mut Cap, t: i64, rtt: i64) -> i64 {
+    pub(super) fn handshake(&mut self, cap: &mut Cap, t: i64, rtt: i64) -> i64 {
         self.seg(cap, t, Who::Client, SYN, &[]);
         self.seg(cap, t + rtt / 2, Who::Server, SYN | ACK, &[]);
         self.seg(cap, t + rtt, Who::Client, ACK, &[]);
         t + rtt
     }
 
-    fn data(&mut self, cap: &mut Cap, t: i64, who: Who, len: usize) {
+    pub(super) fn data(&mut self, cap: &mut Cap, t: i64, who: Who, len: usize) {
         self.seg(cap, t, who, ACK, &vec![b'x'; len]);
     }
 
-    fn ack(&mut self, cap: &mut Cap, t: i64, who: Who) {
+    pub(super) fn ack(&mut self, cap: &mut Cap, t: i64, who: Who) {
         self.seg(cap, t, who, ACK, &[]);
     }
 
-    fn fin(&mut self, cap: &mut Cap, t: i64, who: Who) {
+    pub(super) fn fin(&mut self, cap: &mut Cap, t: i64, who: Who) {
         self.seg(cap, t, who, FIN | ACK, &[]);
     }
 
     /// A socket's abort (`tcp_send_active_reset`): RST/ACK, seq = SND.NXT, ack =
     /// RCV.NXT, the socket's IP ID counter.
-    fn socket_rst(&mut self, cap: &mut Cap, t: i64, who: Who) {
+    pub(super) fn socket_rst(&mut self, cap: &mut Cap, t: i64, who: Who) {
         let (me, peer) = self.ends(who);
         let w = Wire {
             src_mac: me.mac,
@@ -184,7 +184,7 @@ impl Conv {
 
     /// A kernel reset for a segment with no socket (`tcp_v4_send_reset`): bare RST,
     /// seq = the segment's ack (here: what the peer acknowledged), IP ID 0, window 0.
-    fn kernel_rst(&mut self, cap: &mut Cap, t: i64, who: Who, ttl: u8, mac: [u8; 6]) {
+    pub(super) fn kernel_rst(&mut self, cap: &mut Cap, t: i64, who: Who, ttl: u8, mac: [u8; 6]) {
         let (me, peer) = self.ends(who);
         let w = Wire {
             src_mac: mac,
@@ -206,12 +206,12 @@ impl Conv {
 }
 
 /// What `peer` last acknowledged of `me`'s data: `me`'s next seq (all received).
-fn peer_acked(peer: &Host, me: &Host) -> u32 {
+pub(super) fn peer_acked(peer: &Host, me: &Host) -> u32 {
     let _ = peer;
     me.nxt
 }
 
-fn only_rst(out: &[Record]) -> RstEvent {
+pub(super) fn only_rst(out: &[Record]) -> RstEvent {
     let r = rsts(out);
     assert_eq!(r.len(), 1, "{r:#?}");
     r.into_iter().next().unwrap()

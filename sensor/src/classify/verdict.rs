@@ -22,6 +22,7 @@ const SIGNALS: [RstFlag; 5] = [
     RstFlag::MultiAck,
 ];
 
+/// Whether the injection evidence of `ev` is strong enough to call it forged.
 pub fn is_suspect(ev: &RstEvent) -> bool {
     let f = ev.flags;
     if f.contains(RstFlag::BadChecksum) || ev.class == RstClass::Unsolicited {

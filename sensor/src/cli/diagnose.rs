@@ -22,7 +22,7 @@ use std::path::PathBuf;
   rstwatch-sensor diagnose capture.pcap
   rstwatch-sensor diagnose --format markdown monday.pcapng tuesday.pcapng > resets.md
   rstwatch-sensor diagnose --format json capture.pcap | jq '.causes[] | {cause, resets}'")]
-pub struct DiagnoseArgs {
+pub(crate) struct DiagnoseArgs {
     /// Capture files (pcap or pcapng), in time order.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -37,13 +37,13 @@ pub struct DiagnoseArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Markdown,
     Json,
 }
 
-pub fn main(a: DiagnoseArgs) -> anyhow::Result<i32> {
+pub(crate) fn main(a: DiagnoseArgs) -> anyhow::Result<i32> {
     let cfg = a.engine.engine_config()?;
     let mut collector = Collector::default();
     // The progress bar is replay's: on stderr, only for large files on a terminal.

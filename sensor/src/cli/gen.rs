@@ -16,7 +16,7 @@ use crate::gen::{self, GenOptions, Scenario};
 /// lines.
 #[derive(Debug, clap::Args)]
 #[command(after_help = gen::scenario_help())]
-pub struct GenArgs {
+pub(crate) struct GenArgs {
     /// Which scenario (listed below).
     #[arg(long, value_name = "NAME")]
     pub scenario: Scenario,
@@ -43,7 +43,7 @@ pub struct GenArgs {
     pub encap: Option<rstwatch_schema::Encap>,
 }
 
-pub fn main(a: GenArgs) -> anyhow::Result<i32> {
+pub(crate) fn main(a: GenArgs) -> anyhow::Result<i32> {
     let start_us = match &a.start_time {
         None => gen::DEFAULT_START_US,
         Some(s) => rstwatch_schema::timefmt::parse_rfc3339_micros(s)

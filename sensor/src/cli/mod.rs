@@ -2,6 +2,7 @@
 
 mod diagnose;
 mod gen;
+mod live;
 mod replay;
 mod run;
 

@@ -4,20 +4,16 @@
 //! line go to stderr. SIGINT/SIGTERM stop it cleanly: the XDP program is detached, the
 //! queues drain, the engines flush held RSTs and open flows, then it exits 0.
 
+use super::live::{output_thread, ChannelSink, EngineProcessor};
 use crate::anomaly::Detectors;
-use crate::capture::{self, Processor, RunConfig};
+use crate::capture::{self, RunConfig};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
-use crate::parse::LinkType;
 use crate::ship::ShipSink;
-use crate::sink::Sink;
-use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
-use rstwatch_schema::{
-    Anomaly, AnomalyKind, FlowRecord, NamedCounter, Record, RstEvent, SensorStats,
-};
-use std::io::Write;
+use crossbeam::channel::bounded;
+use rstwatch_schema::{NamedCounter, Record, SensorStats};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +23,7 @@ use std::time::{Duration, Instant};
 /// Needs CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW and CAP_IPC_LOCK (or root). Flags override
 /// the config file.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Ship to a collector instead of printing (see `--ship`).
     #[command(flatten)]
     pub ship: crate::ship::ShipArgs,
@@ -81,7 +77,7 @@ pub struct RunArgs {
 
 /// Validate a `run` configuration file (TOML) and print the effective configuration.
 #[derive(Debug, clap::Args)]
-pub struct CheckConfigArgs {
+pub(crate) struct CheckConfigArgs {
     /// The configuration file.
     pub file: PathBuf,
 }
@@ -133,184 +129,6 @@ impl RunArgs {
     }
 }
 
-/// Sends records to the output thread. Never blocks while capturing (a full queue is
-/// counted); blocks at the end, when nothing is captured any more.
-struct ChannelSink {
-    tx: Sender<Record>,
-    dropped: Arc<AtomicU64>,
-    blocking: bool,
-    /// Several engines each see only part of the traffic, so their aggregate detectors
-    /// (scan, storm, backscatter, injection) would each see a fraction: their anomalies
-    /// are dropped here and one set of detectors in the output stage sees every RST.
-    /// `failover` is kept: it comes from the engine's own cause evidence (flows of one
-    /// server address reset by a new MAC), which the output stage does not have.
-    drop_anomalies: bool,
-}
-
-impl ChannelSink {
-    fn put(&mut self, r: Record) {
-        if self.blocking {
-            let _ = self.tx.send(r);
-            return;
-        }
-        match self.tx.try_send(r) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-impl Sink for ChannelSink {
-    fn rst(&mut self, ev: RstEvent) {
-        self.put(Record::Rst(ev));
-    }
-    fn flow(&mut self, rec: FlowRecord) {
-        self.put(Record::Flow(rec));
-    }
-    fn anomaly(&mut self, a: Anomaly) {
-        if !self.drop_anomalies || a.kind == AnomalyKind::Failover {
-            self.put(Record::Anomaly(a));
-        }
-    }
-}
-
-/// One worker's engine and its way to the output.
-struct EngineProcessor {
-    engine: Engine,
-    sink: ChannelSink,
-}
-
-impl Processor for EngineProcessor {
-    fn frame(&mut self, ts_us: i64, frame: &[u8]) {
-        self.engine
-            .process(ts_us, LinkType::Ethernet, frame, &mut self.sink);
-    }
-    fn tick(&mut self, now_us: i64) {
-        self.engine.advance(now_us, &mut self.sink);
-    }
-    fn finish(&mut self) {
-        self.sink.blocking = true;
-        self.engine.finish(&mut self.sink);
-    }
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        self.engine.counters()
-    }
-}
-
-/// Causes the output stage raised (several engines): RST flow → cause, so the flow's
-/// record, which follows its RSTs, says the same. Bounded; what does not fit keeps the
-/// engine's cause in its flow record (counted).
-#[derive(Default)]
-struct Refined {
-    by_flow: hashbrown::HashMap<u64, rstwatch_schema::Cause>,
-    full: u64,
-}
-
-impl Refined {
-    const MAX: usize = 65_536;
-
-    /// Feeds `r` to the one set of detectors and applies the aggregate cause rules.
-    /// Returns false for a record to drop: a `failover` another worker already
-    /// reported (each worker reports the flows it saw reset).
-    fn apply(&mut self, d: &mut Detectors, r: &mut Record, found: &mut Vec<Anomaly>) -> bool {
-        match r {
-            Record::Rst(ev) => {
-                d.observe(ev, found);
-                if crate::classify::cause::refine(ev, d) {
-                    if self.by_flow.len() < Self::MAX {
-                        self.by_flow.insert(ev.flow_uid, ev.cause);
-                    } else {
-                        self.full += 1;
-                    }
-                }
-            }
-            Record::Flow(f) => {
-                if let Some(c) = self.by_flow.remove(&f.flow_uid) {
-                    f.cause = Some(c);
-                }
-            }
-            Record::Anomaly(a) => return d.first_report(a),
-        }
-        true
-    }
-}
-
-/// Writes records as JSON lines, or hands them to `ship` (a collector) when given;
-/// flushes whenever the queue runs dry so a reader sees events promptly. With
-/// `detectors` (several engines), every RST also feeds the one set of aggregate
-/// detectors, whose anomalies follow the RST that raised them. Returns the shipper,
-/// still open, so the caller can add the final counters and wait for the acks.
-fn output_thread(
-    rx: Receiver<Record>,
-    written: Arc<AtomicU64>,
-    mut detectors: Option<Detectors>,
-    failed: Arc<AtomicBool>,
-    mut ship: Option<ShipSink>,
-) -> std::io::Result<Option<ShipSink>> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut err: Option<std::io::Error> = None;
-    let mut found: Vec<Anomaly> = Vec::new();
-    let mut refined = Refined::default();
-    let mut write = |out: &mut std::io::BufWriter<_>, r: &Record| -> std::io::Result<()> {
-        match ship.as_mut() {
-            Some(sink) => match r.clone() {
-                Record::Rst(ev) => sink.rst(ev),
-                Record::Flow(f) => sink.flow(f),
-                Record::Anomaly(a) => sink.anomaly(a),
-            },
-            None => serde_json::to_writer(&mut *out, r)
-                .map_err(std::io::Error::from)
-                .and_then(|_| out.write_all(b"\n"))?,
-        }
-        written.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    };
-    loop {
-        let mut r = match rx.try_recv() {
-            Ok(r) => r,
-            Err(crossbeam::channel::TryRecvError::Empty) => {
-                if err.is_none() {
-                    if let Err(e) = out.flush() {
-                        failed.store(true, Ordering::SeqCst);
-                        err = Some(e);
-                    }
-                }
-                match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
-                }
-            }
-            Err(crossbeam::channel::TryRecvError::Disconnected) => break,
-        };
-        if err.is_some() {
-            continue; // keep draining so workers never block
-        }
-        let keep = match detectors.as_mut() {
-            Some(d) => refined.apply(d, &mut r, &mut found),
-            None => true,
-        };
-        let mut res = if keep { write(&mut out, &r) } else { Ok(()) };
-        for a in found.drain(..) {
-            if res.is_ok() {
-                res = write(&mut out, &Record::Anomaly(a));
-            }
-        }
-        if let Err(e) = res {
-            // The reader is gone (or the disk is full): stop capturing, cleanly.
-            failed.store(true, Ordering::SeqCst);
-            err = Some(e);
-        }
-    }
-    if let Some(e) = err {
-        return Err(e);
-    }
-    out.flush()?;
-    Ok(ship)
-}
-
 /// A small stderr logger for the `log` facade.
 struct StderrLog {
     level: log::LevelFilter,
@@ -347,7 +165,7 @@ fn init_log(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn main(a: RunArgs) -> anyhow::Result<i32> {
+pub(crate) fn main(a: RunArgs) -> anyhow::Result<i32> {
     init_log(&a.log_level)?;
     let cfg = a.effective()?;
     capture::install_signal_handlers();
@@ -384,12 +202,7 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
     let engine_cfg: EngineConfig = cfg.engine.clone();
     let make = |_: usize| EngineProcessor {
         engine: Engine::new(&engine_cfg),
-        sink: ChannelSink {
-            tx: tx.clone(),
-            dropped: dropped.clone(),
-            blocking: false,
-            drop_anomalies: central,
-        },
+        sink: ChannelSink::new(tx.clone(), dropped.clone(), central),
     };
     let started = Instant::now();
     let limit = a.duration.map(Duration::from_secs_f64);
@@ -419,53 +232,61 @@ pub fn main(a: RunArgs) -> anyhow::Result<i32> {
             String::new()
         }
     );
+    end_of_run(out_res, &report, lost_output)
+}
+
+/// The exit status once capture stopped: the shipper's verdict, or how stdout ended.
+fn end_of_run(
+    out_res: std::io::Result<Option<ShipSink>>,
+    report: &capture::CaptureReport,
+    lost_output: u64,
+) -> anyhow::Result<i32> {
     match out_res {
-        Ok(Some(mut sink)) => {
-            // Capture health at shutdown into `sensor_stats`, then every ack.
-            let mut counters: Vec<NamedCounter> = report
-                .view
-                .engine_totals()
-                .into_iter()
-                .map(|(n, v)| NamedCounter {
-                    name: n.to_string(),
-                    value: v,
-                })
-                .collect();
-            counters.push(NamedCounter {
-                name: "capture.rx_frames".into(),
-                value: report.view.rx_frames(),
-            });
-            counters.push(NamedCounter {
-                name: "capture.lost".into(),
-                value: report.view.lost(),
-            });
-            counters.push(NamedCounter {
-                name: "output.dropped".into(),
-                value: lost_output,
-            });
-            sink.stats(SensorStats {
-                ts_us: crate::ship::now_us(),
-                counters,
-            });
-            let r = sink.finish()?;
-            let (line, complete) = r.summary();
-            if complete {
-                log::info!("{line}");
-            } else {
-                log::warn!("{line}");
-                return Ok(1);
-            }
-        }
-        Ok(None) => {}
+        Ok(Some(sink)) => finish_shipping(sink, report, lost_output),
+        Ok(None) => Ok(0),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             log::info!("stdout was closed by its reader: stopped");
+            Ok(0)
         }
         Err(e) => anyhow::bail!("writing to stdout: {e}"),
     }
-    Ok(0)
 }
 
-pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<i32> {
+/// Ships capture health at shutdown into `sensor_stats`, then waits for every ack:
+/// 0 when everything was acknowledged, 1 otherwise.
+fn finish_shipping(
+    mut sink: ShipSink,
+    report: &capture::CaptureReport,
+    lost_output: u64,
+) -> anyhow::Result<i32> {
+    let counters: Vec<NamedCounter> = report
+        .view
+        .engine_totals()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .chain([
+            ("capture.rx_frames".to_string(), report.view.rx_frames()),
+            ("capture.lost".to_string(), report.view.lost()),
+            ("output.dropped".to_string(), lost_output),
+        ])
+        .map(|(name, value)| NamedCounter { name, value })
+        .collect();
+    sink.stats(SensorStats {
+        ts_us: crate::ship::now_us(),
+        counters,
+    });
+    let r = sink.finish()?;
+    let (line, complete) = r.summary();
+    if complete {
+        log::info!("{line}");
+        Ok(0)
+    } else {
+        log::warn!("{line}");
+        Ok(1)
+    }
+}
+
+pub(crate) fn check_config(a: CheckConfigArgs) -> anyhow::Result<i32> {
     let cfg = RunConfig::load(&a.file)?;
     println!(
         "# {}: valid. Effective configuration (defaults filled in):",

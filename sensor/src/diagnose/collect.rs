@@ -17,9 +17,9 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// Services and client networks told apart per cause, at most.
-pub const MAX_KEYS: usize = 100_000;
+pub(crate) const MAX_KEYS: usize = 100_000;
 /// Anomalies kept, at most.
-pub const MAX_ANOMALIES: usize = 10_000;
+pub(crate) const MAX_ANOMALIES: usize = 10_000;
 
 /// Everything the report needs, gathered from the engine's records.
 #[derive(Debug)]

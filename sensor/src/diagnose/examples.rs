@@ -14,7 +14,7 @@ use rstwatch_schema::{RstEvent, RstFlag};
 use std::cmp::Ordering;
 
 /// Examples shown per cause.
-pub const EXAMPLES: usize = 3;
+pub(crate) const EXAMPLES: usize = 3;
 
 /// Flags that say nothing about why an RST was sent.
 const NOT_EVIDENCE: &[RstFlag] = &[
@@ -27,7 +27,7 @@ const NOT_EVIDENCE: &[RstFlag] = &[
 
 /// An RST that may be shown, with its rank.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     score: (u32, bool, bool),
     /// Arrival order: ties go to the earlier RST, and it tells candidates apart.
     seen: u64,
@@ -35,7 +35,7 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    pub fn new(event: RstEvent, seen: u64) -> Candidate {
+    pub(crate) fn new(event: RstEvent, seen: u64) -> Candidate {
         let evidence = event
             .flags
             .iter()
@@ -50,7 +50,7 @@ impl Candidate {
     }
 
     /// Better candidates sort first.
-    pub fn rank(&self, other: &Candidate) -> Ordering {
+    pub(crate) fn rank(&self, other: &Candidate) -> Ordering {
         other
             .score
             .cmp(&self.score)
@@ -60,13 +60,13 @@ impl Candidate {
 
 /// The best few candidates, kept while records stream past.
 #[derive(Debug, Clone, Default)]
-pub struct TopCandidates(Vec<Candidate>);
+pub(crate) struct TopCandidates(Vec<Candidate>);
 
 /// Candidates kept overall per cause: enough to fill up after the per-service picks.
 const KEEP: usize = 2 * EXAMPLES;
 
 impl TopCandidates {
-    pub fn offer(&mut self, c: &Candidate) {
+    pub(crate) fn offer(&mut self, c: &Candidate) {
         if self.0.len() == KEEP && c.rank(&self.0[KEEP - 1]) != Ordering::Less {
             return;
         }
@@ -78,7 +78,7 @@ impl TopCandidates {
 
 /// Picks the examples: the best of each service in `per_service` (given in the order
 /// of the services' reset counts), then the best of the rest from `overall`.
-pub fn pick<'a>(
+pub(crate) fn pick<'a>(
     per_service: impl IntoIterator<Item = &'a Candidate>,
     overall: &'a TopCandidates,
 ) -> Vec<RstEvent> {

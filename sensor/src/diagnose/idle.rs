@@ -12,7 +12,7 @@
 //! lower median of that group, rounded down to whole seconds.
 
 /// Silences kept for the estimate at most; beyond that the sample is what came first.
-pub const MAX_SILENCES: usize = 1 << 20;
+pub(crate) const MAX_SILENCES: usize = 1 << 20;
 
 /// Where the silences before idle resets cluster.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -32,7 +32,7 @@ pub struct IdleEstimate {
 
 /// The estimate from silences in milliseconds (zeros, i.e. no silence measured, are
 /// ignored); `None` when there are none.
-pub fn estimate(silences_ms: &[u64]) -> Option<IdleEstimate> {
+pub(crate) fn estimate(silences_ms: &[u64]) -> Option<IdleEstimate> {
     let mut s: Vec<u64> = silences_ms.iter().copied().filter(|&x| x > 0).collect();
     if s.is_empty() {
         return None;

@@ -6,12 +6,12 @@ use rstwatch_schema::{Dir, RstEvent};
 
 /// Prints times of one report: `HH:MM:SS` when the whole report is one UTC day,
 /// `YYYY-MM-DD HH:MM:SS` otherwise.
-pub struct Clock {
+pub(crate) struct Clock {
     same_day: bool,
 }
 
 impl Clock {
-    pub fn for_report(r: &Report) -> Clock {
+    pub(crate) fn for_report(r: &Report) -> Clock {
         let day = |us: i64| us.div_euclid(86_400_000_000);
         let same_day = match (r.first, r.last) {
             (Some(a), Some(b)) => day(a) == day(b),
@@ -20,7 +20,7 @@ impl Clock {
         Clock { same_day }
     }
 
-    pub fn time(&self, ts_us: i64) -> String {
+    pub(crate) fn time(&self, ts_us: i64) -> String {
         let s = rfc3339_micros(ts_us);
         match (s.get(0..10), s.get(11..19)) {
             (Some(_), Some(t)) if self.same_day => t.to_string(),
@@ -29,14 +29,14 @@ impl Clock {
         }
     }
 
-    pub fn time_s(&self, s: i64) -> String {
+    pub(crate) fn time_s(&self, s: i64) -> String {
         self.time(s.saturating_mul(1_000_000))
     }
 }
 
 /// What the records span: `2026-01-01 00:00:00 to 00:09:56 UTC (9 min 56 s)`, the
 /// second date only when it differs.
-pub fn period(r: &Report) -> Option<String> {
+pub(crate) fn period(r: &Report) -> Option<String> {
     let (a, b) = (r.first?, r.last?);
     let end = Clock::for_report(r).time(b);
     // The difference of the whole seconds shown, so the numbers add up.
@@ -52,7 +52,7 @@ pub fn period(r: &Report) -> Option<String> {
 
 /// `text` cut to at most `width` characters by replacing its middle with `…` (the
 /// start and the end of a path say the most).
-pub fn elide_middle(text: &str, width: usize) -> String {
+pub(crate) fn elide_middle(text: &str, width: usize) -> String {
     let chars: Vec<char> = text.chars().collect();
     if chars.len() <= width || width < 3 {
         return text.to_string();
@@ -67,7 +67,7 @@ pub fn elide_middle(text: &str, width: usize) -> String {
 
 /// A duration in the two largest units that matter: `42 s`, `4 min 10 s`, `2 h 5 min`,
 /// `3 d 4 h`.
-pub fn duration(secs: i64) -> String {
+pub(crate) fn duration(secs: i64) -> String {
     let s = secs.max(0);
     match s {
         0..=59 => format!("{s} s"),
@@ -78,7 +78,7 @@ pub fn duration(secs: i64) -> String {
 }
 
 /// The RST's own four-tuple, `src:sport > dst:dport`.
-pub fn four_tuple(e: &RstEvent) -> String {
+pub(crate) fn four_tuple(e: &RstEvent) -> String {
     format!(
         "{} > {}",
         crate::output::endpoint(e.src, e.sport),
@@ -87,7 +87,7 @@ pub fn four_tuple(e: &RstEvent) -> String {
 }
 
 /// `1 reset`, `2 resets`.
-pub fn count(n: u64, noun: &str) -> String {
+pub(crate) fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         format!("1 {noun}")
     } else {
@@ -96,7 +96,7 @@ pub fn count(n: u64, noun: &str) -> String {
 }
 
 /// The report's first sentence: `2342 resets; 2256 of 4754 flows saw a reset.`
-pub fn summary(r: &Report) -> String {
+pub(crate) fn summary(r: &Report) -> String {
     format!(
         "{}; {} of {} saw a reset.",
         count(r.resets, "reset"),
@@ -106,7 +106,7 @@ pub fn summary(r: &Report) -> String {
 }
 
 /// Who sent an RST: `client (orig)`, `server (resp)` or `unknown (no flow state)`.
-pub fn sender(dir: Dir) -> &'static str {
+pub(crate) fn sender(dir: Dir) -> &'static str {
     match dir {
         Dir::Orig => "client (orig)",
         Dir::Resp => "server (resp)",
@@ -115,7 +115,7 @@ pub fn sender(dir: Dir) -> &'static str {
 }
 
 /// [`sender`] as a phrase: `sent by the client (orig)`.
-pub fn sent_by(dir: Dir) -> String {
+pub(crate) fn sent_by(dir: Dir) -> String {
     match dir {
         Dir::Unknown => format!("sender {}", sender(dir)),
         _ => format!("sent by the {}", sender(dir)),
@@ -123,7 +123,7 @@ pub fn sent_by(dir: Dir) -> String {
 }
 
 /// The RST's flags by name, `SUSPECT` first when it is.
-pub fn flags(e: &RstEvent) -> String {
+pub(crate) fn flags(e: &RstEvent) -> String {
     let mut names: Vec<&str> = Vec::new();
     if e.suspect {
         names.push("SUSPECT");
@@ -137,7 +137,7 @@ pub fn flags(e: &RstEvent) -> String {
 
 /// `text` wrapped at `width` columns: the first line starts with `first`, the others
 /// with `rest` (both counted in the width). Words longer than a line stay whole.
-pub fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String {
+pub(crate) fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String {
     let mut out = String::new();
     let mut line = first.to_string();
     let mut empty = true;

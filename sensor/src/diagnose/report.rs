@@ -9,7 +9,7 @@ use super::timeline::{self, Cluster, Timeline};
 use rstwatch_schema::{Anomaly, Cause, RstEvent};
 
 /// Services and client networks listed per cause.
-pub const TOP: usize = 5;
+pub(crate) const TOP: usize = 5;
 
 /// The whole report.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,9 +42,13 @@ pub struct Report {
 /// One cause's part of the report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CauseReport {
+    /// The cause.
     pub cause: Cause,
+    /// What it means (DESIGN.md's table).
     pub meaning: &'static str,
+    /// What the operator does about it.
     pub remedy: &'static str,
+    /// RSTs with this cause.
     pub resets: u64,
     /// Share of all resets, percent with one decimal.
     pub percent: f64,
@@ -56,6 +60,7 @@ pub struct CauseReport {
     pub services_untracked: u64,
     /// Top client networks (/24, /64), most resets first.
     pub client_networks: Vec<Share>,
+    /// Resets of client networks beyond the ones told apart (memory bound).
     pub client_networks_untracked: u64,
     /// Moments this cause's resets cluster (percent of this cause's resets).
     pub clusters: Vec<Cluster>,
@@ -69,7 +74,9 @@ pub struct CauseReport {
 /// A service or network and its resets.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Share {
+    /// `address:port` or network.
     pub name: String,
+    /// Its resets.
     pub resets: u64,
     /// Share of the cause's resets, percent with one decimal.
     pub percent: f64,
@@ -151,7 +158,10 @@ fn cause_report(cause: Cause, t: &CauseTally, all_resets: u64) -> CauseReport {
 
 /// serde: an optional microsecond timestamp as RFC 3339.
 mod opt_ts {
-    pub fn serialize<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(
+        t: &Option<i64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(us) => rstwatch_schema::timefmt::serialize(us, s),
             None => s.serialize_none(),

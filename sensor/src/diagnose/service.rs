@@ -12,7 +12,7 @@ use std::fmt;
 
 /// A server address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Service {
+pub(crate) struct Service {
     pub addr: IpBytes,
     pub port: u16,
 }
@@ -25,20 +25,20 @@ impl fmt::Display for Service {
 
 /// A client network: the /24 of an IPv4 address, the /64 of an IPv6 address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientNet {
+pub(crate) struct ClientNet {
     /// The address with the host bits cleared.
     pub prefix: IpBytes,
 }
 
 impl ClientNet {
-    pub fn of(addr: IpBytes) -> ClientNet {
+    pub(crate) fn of(addr: IpBytes) -> ClientNet {
         let mut b = addr.0;
         let keep = if addr.is_v4() { 15 } else { 8 };
         b[keep..].fill(0);
         ClientNet { prefix: IpBytes(b) }
     }
 
-    pub fn prefix_len(&self) -> u8 {
+    pub(crate) fn prefix_len(&self) -> u8 {
         if self.prefix.is_v4() {
             24
         } else {
@@ -55,13 +55,13 @@ impl fmt::Display for ClientNet {
 
 /// The two ends of an RST's flow as a report sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ends {
+pub(crate) struct Ends {
     pub service: Service,
     pub client: IpBytes,
 }
 
 /// The service and the client of the flow `ev` reset.
-pub fn ends_of(ev: &RstEvent) -> Ends {
+pub(crate) fn ends_of(ev: &RstEvent) -> Ends {
     let sender = Service {
         addr: ev.src,
         port: ev.sport,

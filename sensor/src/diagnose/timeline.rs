@@ -11,24 +11,24 @@
 use std::collections::BTreeMap;
 
 /// Most buckets a timeline is cut into (one text line of bars on 80 columns).
-pub const MAX_BUCKETS: usize = 60;
+pub(crate) const MAX_BUCKETS: usize = 60;
 /// Round bucket widths in seconds, smallest first; beyond the last, whole days.
 const WIDTHS_S: &[i64] = &[
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
 ];
-pub const CLUSTER_SHARE: f64 = 0.2;
-pub const CLUSTER_FACTOR: f64 = 3.0;
-pub const CLUSTER_MIN: u64 = 5;
-pub const CLUSTER_MIN_BUCKETS: usize = 4;
+pub(crate) const CLUSTER_SHARE: f64 = 0.2;
+pub(crate) const CLUSTER_FACTOR: f64 = 3.0;
+pub(crate) const CLUSTER_MIN: u64 = 5;
+pub(crate) const CLUSTER_MIN_BUCKETS: usize = 4;
 /// Clusters reported at most, the largest first.
 const MAX_CLUSTERS: usize = 3;
 
 /// Resets per second of packet time (seconds since the epoch).
 #[derive(Debug, Default, Clone)]
-pub struct SecondCounts(BTreeMap<i64, u64>);
+pub(crate) struct SecondCounts(BTreeMap<i64, u64>);
 
 impl SecondCounts {
-    pub fn add(&mut self, ts_us: i64) {
+    pub(crate) fn add(&mut self, ts_us: i64) {
         *self.0.entry(ts_us.div_euclid(1_000_000)).or_default() += 1;
     }
 }
@@ -36,10 +36,14 @@ impl SecondCounts {
 /// Resets per bucket from `start_s` on, each `bucket_s` wide.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Timeline {
+    /// Width of a bucket, seconds.
     pub bucket_s: i64,
+    /// Start of the first bucket, seconds since the epoch.
     #[serde(rename = "start", with = "secs_rfc3339")]
     pub start_s: i64,
+    /// Resets per bucket.
     pub counts: Vec<u64>,
+    /// Buckets holding a large share of the resets.
     pub clusters: Vec<Cluster>,
 }
 
@@ -49,16 +53,19 @@ pub struct Cluster {
     /// The busiest second inside the bucket (the earliest of equals).
     #[serde(rename = "at", with = "secs_rfc3339")]
     pub at_s: i64,
+    /// Start of its bucket, seconds since the epoch.
     #[serde(rename = "bucket_start", with = "secs_rfc3339")]
     pub bucket_start_s: i64,
+    /// Width of the bucket, seconds.
     pub bucket_s: i64,
+    /// Resets in the bucket.
     pub resets: u64,
     /// Share of all resets of the timeline, percent with one decimal.
     pub percent: f64,
 }
 
 /// The timeline of `seconds`, or `None` when there were no resets.
-pub fn timeline(seconds: &SecondCounts) -> Option<Timeline> {
+pub(crate) fn timeline(seconds: &SecondCounts) -> Option<Timeline> {
     let (&first, _) = seconds.0.first_key_value()?;
     let (&last, _) = seconds.0.last_key_value()?;
     let bucket_s = bucket_width(first, last);
@@ -133,7 +140,7 @@ fn busiest_second(seconds: &SecondCounts, from: i64, width: i64) -> i64 {
 
 /// serde: whole seconds since the epoch as RFC 3339 (the offline contract's format).
 mod secs_rfc3339 {
-    pub fn serialize<S: serde::Serializer>(s: &i64, ser: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(s: &i64, ser: S) -> Result<S::Ok, S::Error> {
         rstwatch_schema::timefmt::serialize(&s.saturating_mul(1_000_000), ser)
     }
 }

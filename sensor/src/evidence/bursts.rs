@@ -13,6 +13,7 @@
 use hashbrown::HashMap;
 use std::hash::Hash;
 
+/// Keys a counter tracks at most; more are counted in `full`.
 pub const MAX_KEYS: usize = 65_536;
 /// Thresholds above this are treated as this.
 pub const MAX_NEED: usize = 256;
@@ -25,6 +26,7 @@ struct Ring {
     next: usize,
 }
 
+/// Counts events per key in a sliding window and says when a key reaches `need` of them (overload and reboot bursts, failovers).
 pub struct BurstCounter<K> {
     keys: HashMap<K, Ring>,
     need: usize,
@@ -35,6 +37,7 @@ pub struct BurstCounter<K> {
 }
 
 impl<K: Hash + Eq + Copy> BurstCounter<K> {
+    /// A counter that fires at `need` events of one key within `window_us`.
     pub fn new(need: u32, window_us: i64) -> BurstCounter<K> {
         let need = (need as usize).clamp(1, MAX_NEED);
         BurstCounter {

@@ -12,6 +12,7 @@
 
 use rstwatch_schema::IpBytes;
 
+/// Hosts tracked at once (a fixed table; a colliding host takes the slot).
 pub const SLOTS: usize = 16_384;
 
 #[derive(Clone, Copy, Default)]
@@ -24,6 +25,7 @@ struct Slot {
     gap_us: i64,
 }
 
+/// When each host last sent anything, and whether it came back from a long silence (the reboot rule).
 pub struct HostActivity {
     slots: Box<[Slot]>,
     silence_us: i64,
@@ -34,6 +36,7 @@ pub struct HostActivity {
 pub struct Comeback {
     /// When its first packet after the silence arrived.
     pub back_us: i64,
+    /// How long the silence was.
     pub gap_us: i64,
 }
 
@@ -45,6 +48,7 @@ fn fold(a: &IpBytes) -> u64 {
 }
 
 impl HostActivity {
+    /// A table calling `silence_us` of quiet a long silence.
     pub fn new(silence_us: i64) -> HostActivity {
         HostActivity {
             slots: vec![Slot::default(); SLOTS].into_boxed_slice(),

@@ -9,12 +9,15 @@
 use hashbrown::HashMap;
 use rstwatch_schema::IpBytes;
 
+/// Server addresses tracked at most; more are counted in `full`.
 pub const MAX_ADDRS: usize = 65_536;
 
+/// The source MACs each server address was seen with (the failover rule).
 #[derive(Default)]
 pub struct ServerMacs {
     /// Address → (current MAC, the one before it).
     by_addr: HashMap<IpBytes, (u64, u64)>,
+    /// Addresses not tracked because the map was full.
     pub full: u64,
 }
 

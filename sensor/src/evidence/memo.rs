@@ -21,6 +21,7 @@ pub const MAX_ENTRIES: usize = 262_144;
 pub struct FinNote {
     /// Who sent the (first) FIN.
     pub by: Role,
+    /// When the FIN was seen.
     pub ts_us: i64,
     /// Silence in the flow before that FIN.
     pub idle_before_us: i64,
@@ -49,7 +50,9 @@ pub struct SilenceNote {
 /// Everything the memo may hold for one flow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Memo {
+    /// The flow's first FIN and what followed it.
     pub fin: Option<FinNote>,
+    /// A segment after a long silence.
     pub silence: Option<SilenceNote>,
     /// RSTs past the flow's one-byte `rst_count`.
     pub more_rsts: u32,
@@ -90,10 +93,12 @@ impl MemoTable {
         self.entries.remove(&slot)
     }
 
+    /// Flows with a memo.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// No flow has a memo.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -17,7 +17,9 @@ pub type Service = (IpBytes, u16);
 
 /// The cross-flow evidence of one engine.
 pub struct CrossFlow {
+    /// Per-flow notes the cause rules read (FINs, silences).
     pub memo: memo::MemoTable,
+    /// Recent established connections per client (the connect race rule).
     pub races: races::RaceBook,
     /// Accept-queue overflow candidates per service.
     pub overload: bursts::BurstCounter<Service>,
@@ -25,11 +27,14 @@ pub struct CrossFlow {
     pub reboot: bursts::BurstCounter<IpBytes>,
     /// Flows reset after a MAC change, per server address (the `failover` anomaly).
     pub failover: bursts::BurstCounter<IpBytes>,
+    /// Last activity per host (the reboot rule).
     pub hosts: hosts::HostActivity,
+    /// Source MACs per server address (the failover rule).
     pub server_macs: macs::ServerMacs,
 }
 
 impl CrossFlow {
+    /// Empty evidence with the thresholds of `c`.
     pub fn new(c: &CauseConfig) -> CrossFlow {
         let s = 1_000_000i64;
         CrossFlow {

@@ -25,7 +25,9 @@
 use hashbrown::HashMap;
 use rstwatch_schema::IpBytes;
 
+/// Clients tracked at most; more are counted in `full`.
 pub const MAX_CLIENTS: usize = 65_536;
+/// Recent connections kept per client.
 pub const PER_CLIENT: usize = 4;
 /// A MAC with more addresses than this behind it is shared (a router's).
 pub const SHARED_MAC_ADDRS: usize = 4;
@@ -33,11 +35,17 @@ pub const SHARED_MAC_ADDRS: usize = 4;
 /// One established connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Established {
+    /// Client address.
     pub client: IpBytes,
+    /// Server address.
     pub server: IpBytes,
+    /// Server port.
     pub server_port: u16,
+    /// Client port.
     pub client_port: u16,
+    /// Time of its SYN.
     pub syn_us: i64,
+    /// Time the handshake completed.
     pub est_us: i64,
 }
 
@@ -59,22 +67,32 @@ struct Client {
 /// What the RST is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct RaceQuery {
+    /// Client address.
     pub client: IpBytes,
+    /// Client source MAC (as a number).
     pub client_mac: u64,
+    /// Client port.
     pub client_port: u16,
+    /// Server address.
     pub server: IpBytes,
+    /// Server port.
     pub server_port: u16,
     /// This flow's SYN.
     pub syn_us: i64,
+    /// Time of the RST.
     pub rst_us: i64,
+    /// `race_window_ms`, µs: SYNs at most this far apart are parallel.
     pub window_us: i64,
+    /// `race_reset_ms`, µs: the loser is reset at most this long after the winner's establishment.
     pub reset_us: i64,
 }
 
 /// The parallel connection that won.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaceWinner {
+    /// The winner's server address.
     pub server: IpBytes,
+    /// The winner's server port.
     pub server_port: u16,
     /// |this SYN − winner's SYN|.
     pub syn_gap_us: i64,
@@ -82,6 +100,7 @@ pub struct RaceWinner {
     pub after_est_us: i64,
 }
 
+/// Recent established connections per client, bounded: which parallel attempt won.
 #[derive(Default)]
 pub struct RaceBook {
     clients: HashMap<ClientKey, Client>,

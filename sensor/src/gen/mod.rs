@@ -145,24 +145,43 @@ pub const STORM_MIN_FLOWS: usize = 1200;
 /// A labelled scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scenario {
+    /// SYNs to closed ports answered by RST/ACK (refused).
     Refused,
+    /// Mid-response resets: client (unread_data_close), server (abort).
     Abort,
+    /// Silent ~400 s, then a firewall RST to the next sender (idle_timeout).
     IdleTimeout,
+    /// One side closed, the other kept sending (write_after_close).
     AfterFin,
+    /// Forged RSTs: TTL off, GFW-style burst, data after (injection).
     Injection,
+    /// Off-path RSTs walking a BGP session's window (injection).
     BlindInWindow,
+    /// A load balancer resets --flows flows in 200 ms (rst_storm; abort).
     Storm,
+    /// SYN scan: 36 hosts on port 23, 24 ports on one host (scan).
     Scan,
+    /// RST/ACKs from a DoS victim to 40 local hosts (backscatter).
     Backscatter,
+    /// Accept queue overflow, bare RSTs after handshake (server_overload).
     ServerOverload,
+    /// Keepalived VIP moves; backup's MAC resets old flows (state_loss).
     VipFailover,
+    /// Server silent 45+ s, clients retransmit, then RSTs (state_loss).
     Reboot,
+    /// SMB 445/139 and Happy Eyeballs losers reset (connect_race).
     ConnectRace,
+    /// Idle keep-alive closed as the next request crosses (keepalive_race).
     KeepaliveRace,
+    /// Data after the peer's FIN answered by RST (write_after_close).
     WriteAfterClose,
+    /// Upload closed unread: RST/ACK, crossing data (unread_data_close).
     UnreadClose,
+    /// An inline IPS resets both ends, TTL off by its hops (middlebox).
     Middlebox,
+    /// SO_LINGER 0 aborts with everything acknowledged (abort).
     AppAbort,
+    /// All of the above in --flows background HTTP(S) flows, 10 min.
     Mixed,
 }
 
@@ -287,6 +306,7 @@ pub fn scenario_help() -> String {
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenOptions {
+    /// Seed of the generator: the same seed gives the same capture.
     pub seed: u64,
     /// Background flows in `mixed`; flows reset in `storm` (at least
     /// [`STORM_MIN_FLOWS`]). The other scenarios have a fixed shape.
@@ -310,6 +330,7 @@ impl Default for GenOptions {
 pub struct Frame {
     /// Microseconds since the epoch.
     pub ts_us: i64,
+    /// The frame's bytes.
     pub data: Vec<u8>,
 }
 
@@ -321,16 +342,23 @@ pub struct Frame {
 pub struct Label {
     /// The RST's timestamp.
     pub ts_us: i64,
+    /// Source address of the RST packet.
     pub src: IpBytes,
+    /// Source port.
     pub sport: u16,
+    /// Destination address.
     pub dst: IpBytes,
+    /// Destination port.
     pub dport: u16,
+    /// Sequence number of the RST.
     pub seq: u32,
+    /// Base class expected.
     pub class: RstClass,
     /// Which side sent it (Zeek orientation); `Unknown` for unsolicited RSTs.
     pub dir: Dir,
     /// Flags that must be present (others may be too).
     pub flags: Vec<RstFlag>,
+    /// Whether it must be `suspect`.
     pub suspect: bool,
     /// Why it was sent, by DESIGN.md's cause rules (first that fits wins).
     pub cause: Cause,

@@ -6,10 +6,15 @@
 
 use std::net::IpAddr;
 
+/// TCP FIN flag.
 pub const FIN: u8 = 0x01;
+/// TCP SYN flag.
 pub const SYN: u8 = 0x02;
+/// TCP RST flag.
 pub const RST: u8 = 0x04;
+/// TCP PSH flag.
 pub const PSH: u8 = 0x08;
+/// TCP ACK flag.
 pub const ACK: u8 = 0x10;
 
 const ETH_IPV4: u16 = 0x0800;
@@ -21,10 +26,15 @@ const MIN_FRAME: usize = 60;
 
 /// Everything that ends up in one frame.
 pub struct Wire<'a> {
+    /// Ethernet source.
     pub src_mac: [u8; 6],
+    /// Ethernet destination.
     pub dst_mac: [u8; 6],
+    /// IP source (v4 or v6; both ends the same family).
     pub src: IpAddr,
+    /// IP destination.
     pub dst: IpAddr,
+    /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
     /// IPv4 identification (ignored for IPv6).
     pub ip_id: u16,
@@ -32,14 +42,21 @@ pub struct Wire<'a> {
     pub df: bool,
     /// IPv6 flow label (ignored for IPv4).
     pub flow_label: u32,
+    /// TCP source port.
     pub sport: u16,
+    /// TCP destination port.
     pub dport: u16,
+    /// Sequence number.
     pub seq: u32,
+    /// Acknowledgement number (sent as is, whatever the ACK flag).
     pub ack: u32,
+    /// TCP flags ([`FIN`], [`SYN`], [`RST`], [`PSH`], [`ACK`]).
     pub flags: u8,
+    /// Advertised window (unscaled).
     pub window: u16,
     /// TCP options, a multiple of 4 bytes long.
     pub options: &'a [u8],
+    /// TCP payload.
     pub payload: &'a [u8],
 }
 

@@ -8,52 +8,52 @@ pub(crate) struct Rng(u64);
 
 impl Rng {
     /// An independent stream for `(seed, stream)`.
-    pub fn derive(seed: u64, stream: u64) -> Rng {
+    pub(crate) fn derive(seed: u64, stream: u64) -> Rng {
         let mut r = Rng(seed ^ 0x5151_7a7a_0000_0000 ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         // Mix once so that neighbouring seeds do not start with related outputs.
         r.next_u64();
         r
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix64(self.0)
     }
 
-    pub fn u32(&mut self) -> u32 {
+    pub(crate) fn u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
     }
 
-    pub fn u16(&mut self) -> u16 {
+    pub(crate) fn u16(&mut self) -> u16 {
         (self.next_u64() >> 48) as u16
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
     /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+    pub(crate) fn range(&mut self, lo: i64, hi: i64) -> i64 {
         debug_assert!(lo <= hi);
         lo + self.below((hi - lo) as u64 + 1) as i64
     }
 
     /// Uniform in `lo..=hi` as a `usize`.
-    pub fn urange(&mut self, lo: usize, hi: usize) -> usize {
+    pub(crate) fn urange(&mut self, lo: usize, hi: usize) -> usize {
         self.range(lo as i64, hi as i64) as usize
     }
 
     /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         ((self.next_u64() >> 11) as f64) < p * (1u64 << 53) as f64
     }
 
-    pub fn pick<'a, T>(&mut self, s: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, s: &'a [T]) -> &'a T {
         &s[self.below(s.len() as u64) as usize]
     }
 
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i as u64 + 1) as usize;
             v.swap(i, j);
@@ -61,7 +61,7 @@ impl Rng {
     }
 
     /// Fills `buf` with pseudo-random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let x = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&x[..chunk.len()]);

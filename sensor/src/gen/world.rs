@@ -39,7 +39,7 @@ pub(crate) struct Host {
 
 impl Host {
     /// A Linux host on the sensor's own segment: TTL 64 as sent.
-    pub fn local(ip: IpAddr) -> Host {
+    pub(crate) fn local(ip: IpAddr) -> Host {
         let b = IpBytes::from(ip).0;
         Host {
             ip,
@@ -51,7 +51,7 @@ impl Host {
     }
 
     /// A remote host: frames from and to it carry the router's MAC.
-    pub fn remote(ip: IpAddr, os: Os, ttl: u8) -> Host {
+    pub(crate) fn remote(ip: IpAddr, os: Os, ttl: u8) -> Host {
         Host {
             ip,
             mac: ROUTER_MAC,
@@ -91,14 +91,14 @@ pub(crate) enum Who {
 }
 
 impl Who {
-    pub fn peer(self) -> Who {
+    pub(crate) fn peer(self) -> Who {
         match self {
             Who::O => Who::R,
             Who::R => Who::O,
         }
     }
 
-    pub fn dir(self) -> Dir {
+    pub(crate) fn dir(self) -> Dir {
         match self {
             Who::O => Dir::Orig,
             Who::R => Dir::Resp,
@@ -139,7 +139,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn side(&self, w: Who) -> &Side {
+    pub(crate) fn side(&self, w: Who) -> &Side {
         match w {
             Who::O => &self.o,
             Who::R => &self.r,
@@ -171,7 +171,7 @@ impl Conn {
 
     /// The raw window field `w` writes after the handshake. Kept constant for the life
     /// of a connection so that "inside the receive window" has one meaning.
-    pub fn wnd_raw(&self, w: Who) -> u16 {
+    pub(crate) fn wnd_raw(&self, w: Who) -> u16 {
         match (self.side(w).h.os, self.ws_ok) {
             (Os::Linux, true) => 502,
             (Os::Windows, true) => 513,
@@ -181,7 +181,7 @@ impl Conn {
     }
 
     /// `w`'s receive window in bytes (the raw field scaled).
-    pub fn rcv_wnd(&self, w: Who) -> u32 {
+    pub(crate) fn rcv_wnd(&self, w: Who) -> u32 {
         let shift = if self.ws_ok {
             Conn::wscale(self.side(w).h.os).unwrap_or(0)
         } else {
@@ -200,13 +200,13 @@ impl Conn {
     }
 
     /// Payload bytes per full-sized segment from `w`.
-    pub fn seg_size(&self, w: Who) -> usize {
+    pub(crate) fn seg_size(&self, w: Who) -> usize {
         let mss = self.mss(w).min(self.mss(w.peer()));
         usize::from(mss) - if self.ts_ok { 12 } else { 0 }
     }
 
     /// 4-tuple of a packet sent by `w`.
-    pub fn tuple(&self, w: Who) -> (IpBytes, u16, IpBytes, u16) {
+    pub(crate) fn tuple(&self, w: Who) -> (IpBytes, u16, IpBytes, u16) {
         let (a, b) = (self.side(w), self.side(w.peer()));
         (a.h.ip.into(), a.port, b.h.ip.into(), b.port)
     }
@@ -231,7 +231,7 @@ pub(crate) struct Pkt<'a> {
 }
 
 impl<'a> Pkt<'a> {
-    pub fn new(flags: u8) -> Pkt<'a> {
+    pub(crate) fn new(flags: u8) -> Pkt<'a> {
         Pkt {
             flags,
             payload: &[],
@@ -245,7 +245,7 @@ impl<'a> Pkt<'a> {
         }
     }
 
-    pub fn data(payload: &'a [u8]) -> Pkt<'a> {
+    pub(crate) fn data(payload: &'a [u8]) -> Pkt<'a> {
         Pkt {
             payload,
             ..Pkt::new(ACK | PSH)
@@ -254,7 +254,7 @@ impl<'a> Pkt<'a> {
 
     /// A reset generated without a socket (Linux `tcp_v4_send_reset`): no options, window
     /// 0, IPv4 ID 0 with DF.
-    pub fn stateless_rst(flags: u8, seq: u32, ack: u32) -> Pkt<'a> {
+    pub(crate) fn stateless_rst(flags: u8, seq: u32, ack: u32) -> Pkt<'a> {
         Pkt {
             seq: Some(seq),
             ack: Some(ack),
@@ -298,7 +298,7 @@ pub(crate) struct Verdict<'a> {
 
 impl<'a> Verdict<'a> {
     /// A genuine (not suspect) RST.
-    pub fn genuine(class: RstClass, dir: Dir, flags: &'a [RstFlag], cause: Cause) -> Self {
+    pub(crate) fn genuine(class: RstClass, dir: Dir, flags: &'a [RstFlag], cause: Cause) -> Self {
         Verdict {
             class,
             dir,
@@ -309,7 +309,7 @@ impl<'a> Verdict<'a> {
     }
 
     /// A forged RST the classifier must call `suspect` (cause `injection`).
-    pub fn forged(dir: Dir, flags: &'a [RstFlag]) -> Self {
+    pub(crate) fn forged(dir: Dir, flags: &'a [RstFlag]) -> Self {
         Verdict {
             class: RstClass::Abort,
             dir,
@@ -339,7 +339,7 @@ pub(crate) const EPHEMERAL_LO: u16 = 32768;
 pub(crate) const EPHEMERAL_HI: u16 = 60999;
 
 impl World {
-    pub fn new(rng: Rng) -> World {
+    pub(crate) fn new(rng: Rng) -> World {
         World {
             rng,
             frames: Vec::new(),
@@ -353,7 +353,7 @@ impl World {
         }
     }
 
-    pub fn into_parts(self) -> Output {
+    pub(crate) fn into_parts(self) -> Output {
         Output {
             frames: self.frames,
             labels: self.labels,
@@ -365,7 +365,7 @@ impl World {
     }
 
     /// Adds a frame that is not a TCP segment (built by `gen::control`).
-    pub fn push_non_tcp(&mut self, ts_us: i64, data: Vec<u8>, kind: NonTcp) {
+    pub(crate) fn push_non_tcp(&mut self, ts_us: i64, data: Vec<u8>, kind: NonTcp) {
         match kind {
             NonTcp::NotIp => self.not_ip += 1,
             NonTcp::NotTcp => self.not_tcp += 1,
@@ -375,13 +375,13 @@ impl World {
 
     /// Runs `f` with its own random stream (so each part of `mixed` is the same whatever
     /// else is generated around it), then restores the world's stream.
-    pub fn with_rng(&mut self, rng: Rng, f: impl FnOnce(&mut World)) {
+    pub(crate) fn with_rng(&mut self, rng: Rng, f: impl FnOnce(&mut World)) {
         let saved = std::mem::replace(&mut self.rng, rng);
         f(self);
         self.rng = saved;
     }
 
-    pub fn expect_anomaly(&mut self, k: AnomalyKind) {
+    pub(crate) fn expect_anomaly(&mut self, k: AnomalyKind) {
         if !self.anomalies.contains(&k) {
             self.anomalies.push(k);
         }
@@ -389,7 +389,7 @@ impl World {
 
     /// A remote host whose stack and hop count follow from its address: a third are
     /// Windows (TTL baseline 128), the rest Linux (64), 4 to 19 hops away.
-    pub fn remote_host(&self, ip: IpAddr) -> Host {
+    pub(crate) fn remote_host(&self, ip: IpAddr) -> Host {
         let b = IpBytes::from(ip).0;
         let h = mix64(
             u64::from_be_bytes(b[..8].try_into().unwrap())
@@ -404,7 +404,7 @@ impl World {
 
     /// A random background client: 198.51.100.1-254 or (with probability `p6`) one of
     /// 4096 addresses in 2001:db8:c::/64.
-    pub fn client(&mut self, p6: f64) -> Host {
+    pub(crate) fn client(&mut self, p6: f64) -> Host {
         let ip = if self.rng.chance(p6) {
             let n = self.rng.below(4096) as u16;
             v6([0x2001, 0xdb8, 0xc, 0, 0x1000 | (n >> 8), 0, 0, 0x100 + n])
@@ -417,7 +417,7 @@ impl World {
     /// The next ephemeral port of `ip`: a random start, then +1 per connection, as a
     /// Linux client does for one destination (never reusing a 4-tuple within a capture
     /// below 28k connections per client address).
-    pub fn ephemeral(&mut self, ip: IpAddr) -> u16 {
+    pub(crate) fn ephemeral(&mut self, ip: IpAddr) -> u16 {
         let start = EPHEMERAL_LO + self.rng.below(u64::from(EPHEMERAL_HI - EPHEMERAL_LO)) as u16;
         let p = self.ports.entry(ip).or_insert(start);
         let port = *p;
@@ -430,12 +430,18 @@ impl World {
     }
 
     /// A new connection from `client` (ephemeral port) to `server:dport`.
-    pub fn conn(&mut self, client: Host, server: Host, dport: u16) -> Conn {
+    pub(crate) fn conn(&mut self, client: Host, server: Host, dport: u16) -> Conn {
         let sport = self.ephemeral(client.ip);
         self.conn_ports(client, sport, server, dport)
     }
 
-    pub fn conn_ports(&mut self, client: Host, sport: u16, server: Host, dport: u16) -> Conn {
+    pub(crate) fn conn_ports(
+        &mut self,
+        client: Host,
+        sport: u16,
+        server: Host,
+        dport: u16,
+    ) -> Conn {
         assert_eq!(client.ip.is_ipv6(), server.ip.is_ipv6());
         self.flows += 1;
         let remote_rtt = 10_000 + self.rng.below(140_000) as i64;
@@ -473,7 +479,7 @@ impl World {
     }
 
     /// How long after the sensor saw a packet towards `who` it sees `who`'s reaction.
-    pub fn react(&mut self, c: &Conn, who: Who) -> i64 {
+    pub(crate) fn react(&mut self, c: &Conn, who: Who) -> i64 {
         if c.side(who).h.local {
             30 + self.rng.below(250) as i64
         } else {
@@ -491,7 +497,7 @@ impl World {
     }
 
     /// Sends one packet from `who` at `t`; returns its sequence number.
-    pub fn send(&mut self, c: &mut Conn, who: Who, t: i64, p: Pkt<'_>) -> u32 {
+    pub(crate) fn send(&mut self, c: &mut Conn, who: Who, t: i64, p: Pkt<'_>) -> u32 {
         let v6 = c.v6;
         let ts_ok = c.ts_ok;
         let ws_ok = c.ws_ok;
@@ -542,15 +548,7 @@ impl World {
                 peer.ts_recent = tsval;
             }
         }
-        let ip_id = match p.ipid {
-            Some(id) => id,
-            None if me.h.os == Os::Scanner => self.rng.u16(),
-            None => {
-                let id = me.ipid;
-                me.ipid = me.ipid.wrapping_add(1);
-                id
-            }
-        };
+        let ip_id = next_ip_id(&mut self.rng, me, &p);
         let frame = packet::build(&Wire {
             src_mac: me.h.mac,
             dst_mac: peer.h.mac,
@@ -570,13 +568,7 @@ impl World {
             payload: p.payload,
         });
         if p.seq.is_none() {
-            let len = p.payload.len() as u32
-                + u32::from(p.flags & SYN != 0)
-                + u32::from(p.flags & FIN != 0);
-            me.nxt = seq.wrapping_add(len);
-            if len > 0 && p.flags & RST == 0 {
-                peer.rcv = me.nxt;
-            }
+            advance(me, peer, &p, seq);
         }
         self.frames.push(Frame {
             ts_us: t,
@@ -605,7 +597,14 @@ impl World {
     }
 
     /// Sends RST `p` from `who` at `t` and labels it with `v`; returns its seq.
-    pub fn send_rst(&mut self, c: &mut Conn, who: Who, t: i64, p: Pkt<'_>, v: Verdict<'_>) -> u32 {
+    pub(crate) fn send_rst(
+        &mut self,
+        c: &mut Conn,
+        who: Who,
+        t: i64,
+        p: Pkt<'_>,
+        v: Verdict<'_>,
+    ) -> u32 {
         debug_assert!(p.flags & RST != 0);
         let seq = self.send(c, who, t, p);
         self.label(t, c, who, seq, v);
@@ -615,7 +614,7 @@ impl World {
     // ---- conversation building blocks ----
 
     /// SYN, SYN-ACK, ACK starting at `t`; returns the time of the final ACK.
-    pub fn handshake(&mut self, c: &mut Conn, t: i64) -> i64 {
+    pub(crate) fn handshake(&mut self, c: &mut Conn, t: i64) -> i64 {
         self.send(c, Who::O, t, Pkt::new(SYN));
         let t1 = t + self.react(c, Who::R);
         self.send(c, Who::R, t1, Pkt::new(SYN | ACK));
@@ -627,7 +626,7 @@ impl World {
     /// Sends `msg` from `who` in full-sized segments (bursts of a growing congestion
     /// window), the peer acknowledging every second segment and the last one. Returns
     /// the time of the last ACK: everything `who` sent is then acknowledged.
-    pub fn transfer(&mut self, c: &mut Conn, who: Who, t: i64, msg: &[u8]) -> i64 {
+    pub(crate) fn transfer(&mut self, c: &mut Conn, who: Who, t: i64, msg: &[u8]) -> i64 {
         let mss = c.seg_size(who);
         let peer = who.peer();
         let mut t = t;
@@ -672,7 +671,7 @@ impl World {
 
     /// Request from the originator, response from the responder after `think` µs.
     /// Returns the time the response is fully acknowledged.
-    pub fn exchange(
+    pub(crate) fn exchange(
         &mut self,
         c: &mut Conn,
         t: i64,
@@ -689,7 +688,7 @@ impl World {
 
     /// Orderly close: `first` sends FIN, the peer answers FIN-ACK, `first` ACKs.
     /// Returns the time of the last ACK.
-    pub fn close(&mut self, c: &mut Conn, first: Who, t: i64) -> i64 {
+    pub(crate) fn close(&mut self, c: &mut Conn, first: Who, t: i64) -> i64 {
         self.send(c, first, t, Pkt::new(FIN | ACK));
         let t1 = t + self.react(c, first.peer());
         self.send(c, first.peer(), t1, Pkt::new(FIN | ACK));
@@ -700,7 +699,7 @@ impl World {
 
     /// Application bytes for a service port: HTTP text on 80/8080, TLS application
     /// data records on 443/8443, BGP keepalives on 179, opaque bytes elsewhere.
-    pub fn message(&mut self, port: u16, request: bool, len: usize) -> Vec<u8> {
+    pub(crate) fn message(&mut self, port: u16, request: bool, len: usize) -> Vec<u8> {
         let len = len.max(1);
         match port {
             80 | 8080 => http(request, len, &mut self.rng),
@@ -794,6 +793,30 @@ fn tls(len: usize, rng: &mut Rng) -> Vec<u8> {
         left -= 5 + body;
     }
     m
+}
+
+/// The IP ID of `me`'s next packet: as given, random for a scanner, else its counter.
+fn next_ip_id(rng: &mut Rng, me: &mut Side, p: &Pkt<'_>) -> u16 {
+    match p.ipid {
+        Some(id) => id,
+        None if me.h.os == Os::Scanner => rng.u16(),
+        None => {
+            let id = me.ipid;
+            me.ipid = me.ipid.wrapping_add(1);
+            id
+        }
+    }
+}
+
+/// Moves `me`'s next sequence number past what `p` consumed (`p` sent at `seq`), and
+/// the peer's receive point with it unless `p` was an RST.
+fn advance(me: &mut Side, peer: &mut Side, p: &Pkt<'_>, seq: u32) {
+    let len =
+        p.payload.len() as u32 + u32::from(p.flags & SYN != 0) + u32::from(p.flags & FIN != 0);
+    me.nxt = seq.wrapping_add(len);
+    if len > 0 && p.flags & RST == 0 {
+        peer.rcv = me.nxt;
+    }
 }
 
 #[cfg(test)]

@@ -11,14 +11,14 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     cap: Duration,
     next: Duration,
 }
 
 impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
+    pub(crate) fn new(base: Duration, cap: Duration) -> Backoff {
         let cap = cap.max(base);
         Backoff {
             base,
@@ -28,7 +28,7 @@ impl Backoff {
     }
 
     /// The wait before the next attempt (and doubles the one after, up to the cap).
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(self.cap);
         let half = d / 2;
@@ -36,7 +36,7 @@ impl Backoff {
     }
 
     /// Progress was made: start again from the base.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = self.base;
     }
 }

@@ -59,6 +59,19 @@ const FATAL_REFUSALS: &[&str] = &[
 ];
 
 impl ConnectError {
+    /// Short, stable name: the counter `ship.connect_failed.<name>`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            ConnectError::Unreachable { .. } => "unreachable",
+            ConnectError::Busy { .. } => "busy",
+            ConnectError::Refused { .. } => "refused",
+            ConnectError::UntrustedCollector { .. } => "untrusted_collector",
+            ConnectError::CollectorSpeaksTls { .. } => "collector_speaks_tls",
+            ConnectError::CollectorNotTls { .. } => "collector_not_tls",
+            ConnectError::Protocol { .. } => "protocol",
+        }
+    }
+
     /// Retrying (here or at another collector) cannot help: stop and say why.
     pub(crate) fn is_fatal(&self) -> bool {
         matches!(

@@ -133,18 +133,25 @@ impl Default for ShipArgs {
 /// What shipping did, returned by [`ShipSink::finish`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShipReport {
+    /// Batches sealed by the batcher.
     pub batches_sealed: u64,
+    /// Events in them.
     pub events_sealed: u64,
+    /// Batches a collector acknowledged.
     pub batches_acked: u64,
+    /// Events in them.
     pub events_acked: u64,
     /// Frame bytes sent for acknowledged batches (first transmission).
     pub wire_bytes: u64,
     /// Archived (uncompressed) bytes of the sealed batches.
     pub raw_bytes: u64,
+    /// Sessions opened after the first.
     pub reconnects: u64,
+    /// Batches sent again (after a lost connection or a restart).
     pub resent_batches: u64,
     /// Lost or set aside, all reasons together (see `losses`).
     pub dropped_batches: u64,
+    /// Events in the batches lost or set aside.
     pub dropped_events: u64,
     /// Lost or set aside, by reason.
     pub losses: Losses,
@@ -153,12 +160,16 @@ pub struct ShipReport {
     pub transit_refusals: u64,
     /// Left in the spool at the end.
     pub spool_batches: u64,
+    /// Events left in the spool at the end.
     pub spool_events: u64,
     /// Of those, held only in memory (the spool directory could not be written).
     pub memory_events: u64,
+    /// Where the spool is.
     pub spool_dir: PathBuf,
     /// Records refused because the queue to the shipper was full (non-blocking mode).
     pub queue_full: u64,
+    /// Failed attempts to open a session, by why (`ConnectError` names).
+    pub connect_failures: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl ShipReport {
@@ -243,6 +254,7 @@ struct Counters {
     resent_batches: AtomicU64,
     queue_full: AtomicU64,
     transit_refusals: AtomicU64,
+    connect_failures: Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// What the batcher knows of the sender's link (it evicts only while it is down).
@@ -308,19 +320,11 @@ fn random_boot_id() -> u64 {
     {
         return u64::from_le_bytes(b);
     }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let t = now_us() as u64;
     t ^ (u64::from(std::process::id()) << 32)
 }
 
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use rstwatch_schema::timefmt::wall_clock_us as now_us;
 
 impl ShipSink {
     /// Opens the spool and starts the batcher and sender threads. Fails on a bad
@@ -504,6 +508,7 @@ impl ShipSink {
             memory_events: sp.memory_events(),
             spool_dir: sp.dir().to_path_buf(),
             queue_full: c.queue_full.load(Relaxed),
+            connect_failures: c.connect_failures.lock().unwrap().clone(),
         }
     }
 }
@@ -552,10 +557,13 @@ pub fn report_counters(r: &ShipReport) -> Vec<NamedCounter> {
         ("ship.queue_full", r.queue_full),
     ]
     .into_iter()
-    .map(|(n, v)| NamedCounter {
-        name: n.to_string(),
-        value: v,
-    })
+    .map(|(n, v)| (n.to_string(), v))
+    .chain(
+        r.connect_failures
+            .iter()
+            .map(|(why, v)| (format!("ship.connect_failed.{why}"), *v)),
+    )
+    .map(|(name, value)| NamedCounter { name, value })
     .collect()
 }
 

@@ -109,6 +109,7 @@ impl SenderLoop {
                     }
                 }
                 Err(e) if e.is_fatal() => {
+                    self.count_connect_failure(&e);
                     eprintln!("rstwatch-sensor: {e}");
                     *self.shared.fatal.lock().unwrap() = Some(e.to_string());
                     self.shared.set_link(Link::Down);
@@ -116,6 +117,7 @@ impl SenderLoop {
                     return;
                 }
                 Err(e) => {
+                    self.count_connect_failure(&e);
                     self.shared.set_link(Link::Down);
                     failures += 1;
                     // The first failure, then one line per 10 (the backoff paces them).
@@ -131,6 +133,11 @@ impl SenderLoop {
                 }
             }
         }
+    }
+
+    fn count_connect_failure(&self, e: &ConnectError) {
+        let mut m = self.shared.c.connect_failures.lock().unwrap();
+        *m.entry(e.name()).or_insert(0) += 1;
     }
 
     /// Waits a little while the spool is empty. True when it waited (check again).

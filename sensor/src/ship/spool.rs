@@ -46,10 +46,15 @@ pub enum Fsync {
 /// One spooled batch.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// Position in the spool (sending order).
     pub order: u64,
+    /// Boot of the batch.
     pub boot_id: u64,
+    /// Sequence number of the batch.
     pub seq: u64,
+    /// Events in the batch.
     pub events: u64,
+    /// Frame bytes.
     pub bytes: u64,
     /// May have reached the collector before (sent on an earlier connection, or left
     /// by an earlier run): sent with the resent flag so the collector checks.
@@ -65,12 +70,15 @@ pub struct Entry {
 pub struct Losses {
     /// Evicted from a full spool while no collector answered.
     pub evicted_batches: u64,
+    /// Events in them.
     pub evicted_events: u64,
     /// Neither the disk nor the memory bound could take them.
     pub unspooled_batches: u64,
+    /// Events in them.
     pub unspooled_events: u64,
     /// Moved to the quarantine directory (damaged, or refused for good).
     pub quarantined_batches: u64,
+    /// Events in them.
     pub quarantined_events: u64,
 }
 
@@ -94,6 +102,7 @@ pub enum Pushed {
     Full,
 }
 
+/// Sealed batches waiting for their ack: files in a directory, or memory when the disk refuses; bounded.
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
@@ -106,15 +115,20 @@ pub struct Spool {
     next_order: u64,
     /// Why the directory could not be used at start (shipping from memory only).
     pub unusable: Option<String>,
+    /// Lost or set aside so far, by reason.
     pub losses: Losses,
 }
 
 /// Settings of a spool.
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
+    /// Spool directory (created 0700).
     pub dir: PathBuf,
+    /// Bytes on disk at most; the oldest batches are evicted beyond.
     pub max_bytes: u64,
+    /// Bytes held in memory at most when the disk refuses.
     pub mem_max_bytes: u64,
+    /// When to fsync.
     pub fsync: Fsync,
 }
 
@@ -213,6 +227,7 @@ impl Spool {
         Ok(())
     }
 
+    /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -325,6 +340,7 @@ impl Spool {
         }
     }
 
+    /// Marks batch `order` as sent (it goes out with the resent flag if sent again).
     pub fn mark_sent(&mut self, order: u64) {
         if let Some(e) = self.entries.iter_mut().find(|e| e.order == order) {
             e.sent_before = true;
@@ -383,14 +399,17 @@ impl Spool {
         Some(moved)
     }
 
+    /// Batches spooled.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// No batch spooled.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Events in the spooled batches.
     pub fn events(&self) -> u64 {
         self.entries.iter().map(|e| e.events).sum()
     }
@@ -404,6 +423,7 @@ impl Spool {
             .sum()
     }
 
+    /// Bytes of the spooled batches.
     pub fn bytes(&self) -> u64 {
         self.total_bytes
     }

@@ -17,6 +17,36 @@ use std::time::{Duration, Instant};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Which test module holds the gate, and how many of its tests are running.
+static GATE: std::sync::Mutex<(Option<&'static str>, usize)> = std::sync::Mutex::new((None, 0));
+static GATE_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Held while a test runs: tests of the same module run together, tests of another
+/// module wait until they are all done (as when each module was its own binary).
+pub struct Gate;
+
+/// Waits until no other module's tests run, then admits this one.
+pub fn one_file_at_a_time(module: &'static str) -> Gate {
+    let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
+    while g.0.is_some_and(|m| m != module) {
+        g = GATE_FREED.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+    g.0 = Some(module);
+    g.1 += 1;
+    Gate
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
+        g.1 -= 1;
+        if g.1 == 0 {
+            g.0 = None;
+            GATE_FREED.notify_all();
+        }
+    }
+}
+
 /// Why live tests cannot run here, or None when they can.
 pub fn skip_reason() -> Option<String> {
     // SAFETY: trivial syscalls.

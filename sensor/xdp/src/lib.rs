@@ -33,9 +33,12 @@ pub use xsk::{BusyPoll, Frame, XskConfig, XskSocket, XskStats, ZeroCopy};
 /// what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The interface does not exist.
     #[error("no network interface named {name:?}{}", available_hint(.available))]
     NoSuchInterface {
+        /// The name asked for.
         name: String,
+        /// Interfaces that exist.
         available: Vec<String>,
     },
     #[error(
@@ -43,11 +46,19 @@ pub enum Error {
          CAP_PERFMON, CAP_NET_RAW and CAP_IPC_LOCK (run as root or grant them, e.g. \
          `setcap cap_net_admin,cap_bpf,cap_perfmon,cap_net_raw,cap_ipc_lock+ep rstwatch-sensor`)"
     )]
-    Permission { what: String },
+    /// Missing privileges for `what`.
+    Permission {
+        /// What was being done.
+        what: String,
+    },
+    /// The interface or driver does not support XDP in this mode.
     #[error("XDP is not supported on {iface} in {mode} mode: {detail}")]
     XdpUnsupported {
+        /// Interface name.
         iface: String,
+        /// Attach mode asked for.
         mode: &'static str,
+        /// What the kernel said.
         detail: String,
     },
     #[error(
@@ -55,24 +66,43 @@ pub enum Error {
          (0..={})",
         .count.saturating_sub(1)
     )]
+    /// The interface has fewer receive queues.
     QueueOutOfRange {
+        /// Interface name.
         iface: String,
+        /// Queue asked for.
         queue: u32,
+        /// Queues it has.
         count: u32,
     },
     #[error(
         "{iface} already has XDP program id {prog_id} attached through a BPF link held by \
          another process (another `rstwatch-sensor run` on this interface?)"
     )]
-    Busy { iface: String, prog_id: u32 },
+    /// Another XDP program is attached.
+    Busy {
+        /// Interface name.
+        iface: String,
+        /// The attached program's id.
+        prog_id: u32,
+    },
+    /// A system call failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done.
         what: String,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
+    /// Loading or attaching the BPF program failed.
     #[error("{what}: {detail}")]
-    Bpf { what: String, detail: String },
+    Bpf {
+        /// What was being done.
+        what: String,
+        /// What the loader or kernel said.
+        detail: String,
+    },
 }
 
 fn available_hint(v: &[String]) -> String {
@@ -94,6 +124,7 @@ impl Error {
     }
 }
 
+/// This crate's result.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Raises RLIMIT_MEMLOCK as far as allowed: UMEM pages are charged against it unless

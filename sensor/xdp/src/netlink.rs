@@ -27,12 +27,16 @@ pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// The XDP programs attached to an interface (ids; 0 = none in that mode).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AttachedXdp {
+    /// Program id attached in native mode (0: none).
     pub native_prog_id: u32,
+    /// Program id attached in generic mode (0: none).
     pub generic_prog_id: u32,
+    /// A program is offloaded to the NIC.
     pub offload: bool,
 }
 
 impl AttachedXdp {
+    /// Whether any XDP program is attached.
     pub fn any(&self) -> bool {
         self.native_prog_id != 0 || self.generic_prog_id != 0 || self.offload
     }

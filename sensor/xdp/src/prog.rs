@@ -17,7 +17,9 @@ pub enum ModeRequest {
     /// Native driver mode, else generic mode (logged).
     #[default]
     Auto,
+    /// Native (driver) mode.
     Native,
+    /// Generic (SKB) mode.
     Generic,
 }
 
@@ -38,11 +40,14 @@ impl std::str::FromStr for ModeRequest {
 /// The mode the program actually runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
+    /// Native (driver) mode.
     Native,
+    /// Generic (SKB) mode.
     Generic,
 }
 
 impl AttachMode {
+    /// Its name (`native`, `generic`).
     pub fn as_str(self) -> &'static str {
         match self {
             AttachMode::Native => "native",
@@ -71,7 +76,9 @@ pub struct ProgCounters {
 /// to four each, 0 = unused slot); the engine's parser must use the same lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelPortFilter {
+    /// UDP ports decoded as VXLAN (0: unused slot).
     pub vxlan: [u16; 4],
+    /// UDP ports decoded as Geneve (0: unused slot).
     pub geneve: [u16; 4],
 }
 
@@ -258,14 +265,17 @@ impl XdpProgram {
         })
     }
 
+    /// The mode it is attached in.
     pub fn mode(&self) -> AttachMode {
         self.mode
     }
 
+    /// The interface index.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
 
+    /// The kernel's id of the loaded program.
     pub fn prog_id(&self) -> u32 {
         self.prog_id
     }

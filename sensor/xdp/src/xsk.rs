@@ -45,7 +45,9 @@ pub struct XskConfig {
     pub ring_size: u32,
     /// Frames taken from the receive ring per [`XskSocket::recv`] call at most.
     pub batch: u32,
+    /// Whether to ask for zero-copy.
     pub zero_copy: ZeroCopy,
+    /// Busy polling settings; None: interrupts.
     pub busy_poll: Option<BusyPoll>,
     /// Wake-up coalescing, microseconds: while frames are flowing, [`XskSocket::wait`]
     /// sleeps this long for more to gather before it polls again, instead of being woken
@@ -71,6 +73,7 @@ impl Default for XskConfig {
 /// One received frame, borrowed from the UMEM for the duration of the callback.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
+    /// The frame's bytes, in UMEM.
     pub data: &'a [u8],
     /// Arrival time, nanoseconds since the Unix epoch (CLOCK_REALTIME).
     pub ts_ns: i64,
@@ -86,7 +89,9 @@ impl Frame<'_> {
 /// Counters of one socket: ours, and the kernel's `XDP_STATISTICS`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XskStats {
+    /// Frames received.
     pub rx_frames: u64,
+    /// Bytes received.
     pub rx_bytes: u64,
     /// Receive calls that returned at least one frame.
     pub rx_batches: u64,
@@ -96,8 +101,11 @@ pub struct XskStats {
     pub rx_bad_desc: u64,
     /// Kernel: frames dropped for lack of room (rx ring full or no fill frame).
     pub rx_dropped: u64,
+    /// XDP_STATISTICS rx_invalid_descs.
     pub rx_invalid_descs: u64,
+    /// XDP_STATISTICS rx_ring_full: receive ring full.
     pub rx_ring_full: u64,
+    /// XDP_STATISTICS rx_fill_ring_empty_descs: no fill frame available.
     pub rx_fill_ring_empty_descs: u64,
 }
 
@@ -353,14 +361,17 @@ impl XskSocket {
         self.rx.as_raw_fd()
     }
 
+    /// The receive queue it is bound to.
     pub fn queue(&self) -> u32 {
         self.queue
     }
 
+    /// The interface it is bound to.
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
 
+    /// Whether the kernel granted zero-copy.
     pub fn is_zero_copy(&self) -> bool {
         self.zero_copy
     }
@@ -405,10 +416,10 @@ impl XskSocket {
                     }
                     continue;
                 }
+                let base = area.ptr.as_ptr();
                 // SAFETY: [addr, addr+len) lies inside the area (checked above) and
                 // inside one chunk that the kernel handed to us through the rx ring; it
                 // will not write there until we put the chunk back on the fill ring.
-                let base = area.ptr.as_ptr();
                 let data = unsafe {
                     std::slice::from_raw_parts(base.add(desc.addr as usize), desc.len as usize)
                 };

@@ -2,7 +2,7 @@
 //! collector, a real ClickHouse server. What lands in ClickHouse equals what `replay`
 //! prints for the same capture, plus a `sensor_stats` snapshot at shutdown.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use rstwatch_collector::testing::{ClickHouse, Collector};
@@ -17,6 +17,7 @@ fn count(ch: &ClickHouse, sql: &str) -> u64 {
 
 #[test]
 fn run_ship_stores_what_replay_prints() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     let test = "run_ship_stores_what_replay_prints";
     if should_skip(test) {
         return;

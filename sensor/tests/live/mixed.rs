@@ -14,7 +14,7 @@
 //! verdict delay and the aggregate detectors included, runs as shipped, and the causes
 //! must agree with replay's.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use std::path::PathBuf;
@@ -117,15 +117,18 @@ fn mixed(test: &str, extra: &[&str], expect_mode: &str) {
 
 #[test]
 fn live_mixed_native() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     mixed("live_mixed_native", &["--mode", "native"], "native");
 }
 
 #[test]
 fn live_mixed_generic() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     mixed("live_mixed_generic", &["--mode", "generic"], "generic");
 }
 
 #[test]
 fn live_mixed_fanout2() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     mixed("live_mixed_fanout2", &["--fanout", "2"], "native");
 }

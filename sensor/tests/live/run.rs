@@ -2,7 +2,7 @@
 //! same capture (native and generic XDP, fan-out with two workers), metrics are served,
 //! and shutdown leaves the interface clean.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use std::path::PathBuf;
@@ -135,6 +135,7 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
 
 #[test]
 fn live_run_matches_replay_native() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     run_vs_replay(
         "live_run_matches_replay_native",
         &["--mode", "native"],
@@ -144,6 +145,7 @@ fn live_run_matches_replay_native() {
 
 #[test]
 fn live_run_matches_replay_generic() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     run_vs_replay(
         "live_run_matches_replay_generic",
         &["--mode", "generic"],
@@ -153,6 +155,7 @@ fn live_run_matches_replay_generic() {
 
 #[test]
 fn live_run_matches_replay_fanout2() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     run_vs_replay(
         "live_run_matches_replay_fanout2",
         &["--mode", "auto", "--fanout", "2", "--cores", "0,1,1"],
@@ -162,6 +165,7 @@ fn live_run_matches_replay_fanout2() {
 
 #[test]
 fn live_run_matches_replay_busy_poll() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     run_vs_replay(
         "live_run_matches_replay_busy_poll",
         &[
@@ -180,6 +184,7 @@ fn live_run_matches_replay_busy_poll() {
 /// symmetric flow hash keeps both directions of a flow on one queue.
 #[test]
 fn live_run_matches_replay_two_queues() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     run_vs_replay_q(
         "live_run_matches_replay_two_queues",
         2,

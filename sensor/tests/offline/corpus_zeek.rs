@@ -9,7 +9,7 @@
 //! `IMPLEMENTED_LETTERS`); the approximate ones (`T`, `G`, `W`) are left out of the
 //! comparison on both sides.
 
-mod common_corpus;
+use crate::common_corpus;
 use common_corpus::*;
 use rstwatch_schema::{FlowRecord, Record};
 use rstwatch_sensor::EngineConfig;

@@ -1,7 +1,7 @@
 //! Every capture in the corpus: the RSTs reported equal tshark's count, and every frame
 //! read is accounted for (TCP, or one named rejection).
 
-mod common_corpus;
+use crate::common_corpus;
 use common_corpus::*;
 use rstwatch_schema::Record;
 use rstwatch_sensor::EngineConfig;

@@ -4,7 +4,7 @@
 //! same capture, which are those of the plain capture apart from the encapsulation
 //! fields. With fan-out, the inner four-tuple picks the worker.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use rstwatch_schema::Encap;
@@ -128,6 +128,7 @@ fn live_encap_opt(test: &str, encap: Encap, extra: &[&str], cross_flow_causes_di
 
 #[test]
 fn live_vxlan_matches_replay() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     live_encap(
         "live_vxlan_matches_replay",
         Encap::Vxlan,
@@ -137,6 +138,7 @@ fn live_vxlan_matches_replay() {
 
 #[test]
 fn live_erspan2_matches_replay() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     live_encap(
         "live_erspan2_matches_replay",
         Encap::Erspan2,
@@ -146,6 +148,7 @@ fn live_erspan2_matches_replay() {
 
 #[test]
 fn live_erspan3_matches_replay_generic() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     live_encap(
         "live_erspan3_matches_replay_generic",
         Encap::Erspan3,
@@ -157,6 +160,7 @@ fn live_erspan3_matches_replay_generic() {
 /// on one worker although the outer header is the same for every frame.
 #[test]
 fn live_vxlan_fanout2_matches_replay() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     live_encap_opt(
         "live_vxlan_fanout2_matches_replay",
         Encap::Vxlan,

@@ -1,6 +1,6 @@
 //! Real AF_XDP capture on a veth pair: what is sent is what is received.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use rstwatch_xdp::{query_xdp, ModeRequest, XdpProgram, XskConfig, XskSocket};
@@ -107,17 +107,20 @@ fn capture_roundtrip(mode: ModeRequest, expect: &str) {
 
 #[test]
 fn capture_roundtrip_native() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     capture_roundtrip(ModeRequest::Native, "native");
 }
 
 #[test]
 fn capture_roundtrip_generic() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     capture_roundtrip(ModeRequest::Generic, "generic");
 }
 
 /// `pass_non_tcp`: non-TCP frames go to the host stack (counted), TCP still to the socket.
 #[test]
 fn capture_pass_non_tcp() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("capture_pass_non_tcp") {
         return;
     }

@@ -2,7 +2,7 @@
 //! after kill -9 (the BPF link dies with the process) a new `run` starts cleanly; a
 //! stale program attached through netlink is replaced.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use std::process::Command;
@@ -62,16 +62,19 @@ fn stop_with(sig: libc::c_int, name: &str) {
 
 #[test]
 fn live_sigterm_detaches() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     stop_with(libc::SIGTERM, "live_sigterm_detaches");
 }
 
 #[test]
 fn live_sigint_detaches() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     stop_with(libc::SIGINT, "live_sigint_detaches");
 }
 
 #[test]
 fn live_kill9_then_restart() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_kill9_then_restart") {
         return;
     }
@@ -106,6 +109,7 @@ fn live_kill9_then_restart() {
 /// sensor killed mid-run) is replaced with a log line.
 #[test]
 fn live_replaces_stale_program() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_replaces_stale_program") {
         return;
     }
@@ -163,6 +167,7 @@ fn live_replaces_stale_program() {
 /// A second sensor on the same interface is refused while the first runs.
 #[test]
 fn live_second_sensor_refused() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_second_sensor_refused") {
         return;
     }
@@ -188,6 +193,7 @@ fn live_second_sensor_refused() {
 /// itself, cleanly, and exits 0.
 #[test]
 fn live_stops_when_stdout_closes() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_stops_when_stdout_closes") {
         return;
     }

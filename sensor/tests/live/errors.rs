@@ -1,7 +1,7 @@
 //! Clear errors from `run`: interface missing, no permission, XDP unsupported, queue out
 //! of range, core out of range; and `check-config`.
 
-mod live_common;
+use crate::live_common;
 
 use live_common::*;
 use std::process::Command;
@@ -22,18 +22,21 @@ fn fails_with(o: &SensorOutput, needle: &str) {
 
 #[test]
 fn live_error_missing_interface() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     let o = sensor_cmd(&["run", "--iface", "rstw-nope0"]);
     fails_with(&o, "no network interface named \"rstw-nope0\"");
 }
 
 #[test]
 fn live_error_no_interface_given() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     let o = sensor_cmd(&["run"]);
     fails_with(&o, "no capture interface: give --iface");
 }
 
 #[test]
 fn live_error_queue_out_of_range() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_error_queue_out_of_range") {
         return;
     }
@@ -50,6 +53,7 @@ fn live_error_queue_out_of_range() {
 
 #[test]
 fn live_error_core_out_of_range() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_error_core_out_of_range") {
         return;
     }
@@ -69,6 +73,7 @@ fn live_error_core_out_of_range() {
 
 #[test]
 fn live_error_no_permission() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_error_no_permission") {
         return;
     }
@@ -101,6 +106,7 @@ fn live_error_no_permission() {
 /// generic mode and says so. (In the test's own namespace.)
 #[test]
 fn live_error_xdp_unsupported_and_fallback() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_error_xdp_unsupported_and_fallback") {
         return;
     }
@@ -137,6 +143,7 @@ fn live_error_xdp_unsupported_and_fallback() {
 
 #[test]
 fn check_config_prints_effective_configuration() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     let dir = std::env::temp_dir().join(format!("rstwatch-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.toml");
@@ -205,6 +212,7 @@ fn check_config_prints_effective_configuration() {
 /// `run --config` takes the file's settings, flags override them.
 #[test]
 fn live_run_uses_config_file() {
+    let _gate = live_common::one_file_at_a_time(module_path!());
     if should_skip("live_run_uses_config_file") {
         return;
     }

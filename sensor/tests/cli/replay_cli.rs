@@ -2,7 +2,7 @@
 //! non-zero exit without losing what was read before the problem; damaged captures
 //! never crash the reader.
 
-mod common_corpus;
+use crate::common_corpus;
 use common_corpus::corpus_dir;
 use proptest::prelude::*;
 use rstwatch_schema::Record;

@@ -1,0 +1,275 @@
+//! The live output stage of `run`: every worker's engine hands its records to a
+//! [`ChannelSink`]; one output thread takes them off the queue, feeds the one set of
+//! aggregate detectors (several engines), and writes them with the same JSON-lines
+//! writer as `replay` ([`crate::output::JsonLines`]) or hands them to the shipper.
+
+use std::cell::RefCell;
+use std::io::{BufWriter, StdoutLock, Write};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam::channel::{Receiver, Sender, TryRecvError, TrySendError};
+use rstwatch_schema::{Anomaly, AnomalyKind, FlowRecord, Record, RstEvent};
+
+use crate::anomaly::Detectors;
+use crate::capture::Processor;
+use crate::engine::Engine;
+use crate::output::{JsonLines, Select};
+use crate::parse::LinkType;
+use crate::ship::ShipSink;
+use crate::sink::Sink;
+
+/// Sends records to the output thread. Never blocks while capturing (a full queue is
+/// counted); blocks at the end, when nothing is captured any more.
+pub(super) struct ChannelSink {
+    tx: Sender<Record>,
+    dropped: Arc<AtomicU64>,
+    blocking: bool,
+    /// Several engines each see only part of the traffic, so their aggregate detectors
+    /// (scan, storm, backscatter, injection) would each see a fraction: their anomalies
+    /// are dropped here and one set of detectors in the output stage sees every RST.
+    /// `failover` is kept: it comes from the engine's own cause evidence (flows of one
+    /// server address reset by a new MAC), which the output stage does not have.
+    drop_anomalies: bool,
+}
+
+impl ChannelSink {
+    /// A non-blocking sink counting what a full queue drops in `dropped`.
+    pub(super) fn new(tx: Sender<Record>, dropped: Arc<AtomicU64>, drop_anomalies: bool) -> Self {
+        ChannelSink {
+            tx,
+            dropped,
+            blocking: false,
+            drop_anomalies,
+        }
+    }
+
+    fn put(&mut self, r: Record) {
+        if self.blocking {
+            let _ = self.tx.send(r);
+            return;
+        }
+        match self.tx.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Sink for ChannelSink {
+    fn rst(&mut self, ev: RstEvent) {
+        self.put(Record::Rst(ev));
+    }
+    fn flow(&mut self, rec: FlowRecord) {
+        self.put(Record::Flow(rec));
+    }
+    fn anomaly(&mut self, a: Anomaly) {
+        if !self.drop_anomalies || a.kind == AnomalyKind::Failover {
+            self.put(Record::Anomaly(a));
+        }
+    }
+}
+
+/// One worker's engine and its way to the output.
+pub(super) struct EngineProcessor {
+    pub(super) engine: Engine,
+    pub(super) sink: ChannelSink,
+}
+
+impl Processor for EngineProcessor {
+    fn frame(&mut self, ts_us: i64, frame: &[u8]) {
+        self.engine
+            .process(ts_us, LinkType::Ethernet, frame, &mut self.sink);
+    }
+    fn tick(&mut self, now_us: i64) {
+        self.engine.advance(now_us, &mut self.sink);
+    }
+    fn finish(&mut self) {
+        self.sink.blocking = true;
+        self.engine.finish(&mut self.sink);
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        self.engine.counters()
+    }
+}
+
+/// Causes the output stage raised (several engines): RST flow → cause, so the flow's
+/// record, which follows its RSTs, says the same. Bounded; what does not fit keeps the
+/// engine's cause in its flow record (counted).
+#[derive(Default)]
+struct Refined {
+    by_flow: hashbrown::HashMap<u64, rstwatch_schema::Cause>,
+    full: u64,
+}
+
+impl Refined {
+    const MAX: usize = 65_536;
+
+    /// Feeds `r` to the one set of detectors and applies the aggregate cause rules.
+    /// Returns false for a record to drop: a `failover` another worker already
+    /// reported (each worker reports the flows it saw reset).
+    fn apply(&mut self, d: &mut Detectors, r: &mut Record, found: &mut Vec<Anomaly>) -> bool {
+        match r {
+            Record::Rst(ev) => {
+                d.observe(ev, found);
+                if crate::classify::cause::refine(ev, d) {
+                    if self.by_flow.len() < Self::MAX {
+                        self.by_flow.insert(ev.flow_uid, ev.cause);
+                    } else {
+                        self.full += 1;
+                    }
+                }
+            }
+            Record::Flow(f) => {
+                if let Some(c) = self.by_flow.remove(&f.flow_uid) {
+                    f.cause = Some(c);
+                }
+            }
+            Record::Anomaly(a) => return d.first_report(a),
+        }
+        true
+    }
+}
+
+/// Buffered stdout shared by the JSON-lines writer (which writes records) and the
+/// output loop (which flushes whenever the queue runs dry).
+#[derive(Clone)]
+struct SharedStdout(Rc<RefCell<BufWriter<StdoutLock<'static>>>>);
+
+impl Write for SharedStdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// Where the output thread puts records: stdout as JSON lines, or a collector.
+enum Output {
+    Json {
+        lines: JsonLines<SharedStdout>,
+        stdout: SharedStdout,
+    },
+    Ship(ShipSink),
+}
+
+impl Output {
+    fn new(ship: Option<ShipSink>) -> Output {
+        match ship {
+            Some(s) => Output::Ship(s),
+            None => {
+                let stdout = SharedStdout(Rc::new(RefCell::new(BufWriter::with_capacity(
+                    1 << 16,
+                    std::io::stdout().lock(),
+                ))));
+                Output::Json {
+                    lines: JsonLines::new(stdout.clone(), Select::default()),
+                    stdout,
+                }
+            }
+        }
+    }
+
+    /// Writes one record; false when it could not (the writer keeps the error for
+    /// [`Output::finish`]).
+    fn write(&mut self, r: Record) -> bool {
+        match self {
+            Output::Ship(s) => {
+                s.record(r);
+                true
+            }
+            Output::Json { lines, .. } => {
+                let before = lines.written;
+                lines.record(r);
+                lines.written > before
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Ship(_) => Ok(()),
+            Output::Json { stdout, .. } => stdout.flush(),
+        }
+    }
+
+    /// The first write error, else the shipper, still open.
+    fn finish(self) -> std::io::Result<Option<ShipSink>> {
+        match self {
+            Output::Ship(s) => Ok(Some(s)),
+            Output::Json { lines, .. } => lines.finish().map(|_| None),
+        }
+    }
+}
+
+/// Writes records as JSON lines, or hands them to `ship` (a collector) when given;
+/// flushes whenever the queue runs dry so a reader sees events promptly. With
+/// `detectors` (several engines), every RST also feeds the one set of aggregate
+/// detectors, whose anomalies follow the RST that raised them. Returns the shipper,
+/// still open, so the caller can add the final counters and wait for the acks.
+pub(super) fn output_thread(
+    rx: Receiver<Record>,
+    written: Arc<AtomicU64>,
+    mut detectors: Option<Detectors>,
+    failed: Arc<AtomicBool>,
+    ship: Option<ShipSink>,
+) -> std::io::Result<Option<ShipSink>> {
+    let mut out = Output::new(ship);
+    let mut flush_error: Option<std::io::Error> = None;
+    let mut broken = false;
+    let mut found: Vec<Anomaly> = Vec::new();
+    let mut refined = Refined::default();
+    let fail = |broken: &mut bool| {
+        // The reader is gone (or the disk is full): stop capturing, cleanly.
+        failed.store(true, Ordering::SeqCst);
+        *broken = true;
+    };
+    loop {
+        let mut r = match rx.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => {
+                if !broken {
+                    if let Err(e) = out.flush() {
+                        fail(&mut broken);
+                        flush_error = Some(e);
+                    }
+                }
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        if broken {
+            continue; // keep draining so workers never block
+        }
+        let keep = match detectors.as_mut() {
+            Some(d) => refined.apply(d, &mut r, &mut found),
+            None => true,
+        };
+        let mut ok = true;
+        for rec in keep
+            .then_some(r)
+            .into_iter()
+            .chain(found.drain(..).map(Record::Anomaly))
+        {
+            if ok && out.write(rec) {
+                written.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ok = false;
+            }
+        }
+        if !ok {
+            fail(&mut broken);
+        }
+    }
+    if let Some(e) = flush_error {
+        return Err(e);
+    }
+    out.finish()
+}
