@@ -24,12 +24,16 @@ use crate::sql::QUERIES;
 /// Bucket width of the rate queries (`{step:UInt32}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// One-minute buckets, from `rst_minute`.
     Minute,
+    /// One-hour buckets, from `rst_hour`.
     Hour,
+    /// One-day buckets, from `rst_hour`.
     Day,
 }
 
 impl Step {
+    /// The bucket width in seconds, as `{step:UInt32}` takes it.
     pub const fn seconds(self) -> u32 {
         match self {
             Step::Minute => 60,
@@ -98,9 +102,19 @@ pub enum BindError {
     /// The file uses a parameter this binder does not know (a typo in the file).
     UnknownParameter(String),
     /// The file declares a known parameter with another type than the cookbook's.
-    WrongType { name: String, declared: String },
+    WrongType {
+        /// The parameter.
+        name: String,
+        /// The type the file declares.
+        declared: String,
+    },
     /// `to` is not after `from`.
-    EmptyRange { from_s: u32, to_s: u32 },
+    EmptyRange {
+        /// Start, Unix seconds.
+        from_s: u32,
+        /// End, Unix seconds.
+        to_s: u32,
+    },
 }
 
 impl fmt::Display for BindError {

@@ -27,14 +27,20 @@ use serde::Deserialize;
 
 use super::model::Severity;
 
+/// The `[alerts]` section of the collector's configuration file, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
+    /// Where the cursor, open alerts and queued notices are kept across restarts.
     pub state_dir: PathBuf,
+    /// ECS JSON lines: `"-"` for stdout or a file path; none when absent.
     #[serde(default)]
     pub log: Option<String>,
+    /// Seconds between polls of the anomaly table.
     #[serde(default = "d_poll")]
     pub poll_secs: u64,
+    /// Rows of one key within this many seconds join one alert; it resolves after as
+    /// many seconds without a new row.
     #[serde(default = "d_window")]
     pub window_secs: u64,
     /// How far back each poll re-reads the batch ledger: covers batches committed
@@ -50,14 +56,19 @@ pub struct AlertConfig {
     /// Notices queued per sink at most; beyond, the oldest are dropped and counted.
     #[serde(default = "d_queue")]
     pub queue_max: usize,
+    /// Retry and backoff of every sink.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Alertmanager v4 webhook.
     #[serde(default)]
     pub webhook: Option<HttpConfig>,
+    /// Slack incoming webhook.
     #[serde(default)]
     pub slack: Option<HttpConfig>,
+    /// Syslog with CEF.
     #[serde(default)]
     pub syslog: Option<SyslogConfig>,
+    /// Threshold rules (`[[alerts.rule]]`).
     #[serde(default)]
     pub rule: Vec<RuleConfig>,
 }
@@ -180,18 +191,31 @@ pub enum LogTarget {
 /// The alert settings, resolved once: nothing downstream re-parses a string.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// See [`AlertConfig::state_dir`].
     pub state_dir: PathBuf,
+    /// Where ECS lines go, if anywhere.
     pub log: Option<LogTarget>,
+    /// Between polls of the anomaly table.
     pub poll: Duration,
+    /// [`AlertConfig::window_secs`] in microseconds (packet time).
     pub window_us: i64,
+    /// See [`AlertConfig::lookback_secs`].
     pub lookback_secs: u32,
+    /// `observer.name` of threshold alerts.
     pub observer: String,
+    /// Base of links in alerts.
     pub external_url: String,
+    /// Notices queued per sink at most.
     pub queue_max: usize,
+    /// Retry and backoff of every sink.
     pub retry: RetryConfig,
+    /// Alertmanager v4 webhook.
     pub webhook: Option<HttpConfig>,
+    /// Slack incoming webhook.
     pub slack: Option<HttpConfig>,
+    /// Syslog receiver: address, transport and write timeout.
     pub syslog: Option<(SocketAddr, Transport, Duration)>,
+    /// Threshold rules, checked.
     pub rules: Vec<Rule>,
 }
 

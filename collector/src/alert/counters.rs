@@ -1,7 +1,7 @@
 //! Alert counters, rendered into the collector's `/metrics` as `rstwatch_collector_alerts_*`.
 
-use std::collections::BTreeMap;
 use rstwatch_schema::prometheus::{Exposition, MetricType::*};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// What happened to notices, per sink.
@@ -44,6 +44,7 @@ impl Outcome {
     ];
 }
 
+/// The alerter's counters, shared by its threads and rendered into `/metrics`.
 #[derive(Debug, Default)]
 pub struct AlertCounters {
     by_sink: Mutex<BTreeMap<(Outcome, &'static str), u64>>,
@@ -51,6 +52,7 @@ pub struct AlertCounters {
     decided: Mutex<BTreeMap<&'static str, u64>>,
     /// Failed ClickHouse polls or rule evaluations, and failed state writes.
     pub source_errors: std::sync::atomic::AtomicU64,
+    /// Failed writes of the state file.
     pub state_errors: std::sync::atomic::AtomicU64,
     /// Mirrors the open-alert table's count of alerts it refused (it is persisted).
     pub untracked: std::sync::atomic::AtomicU64,
@@ -63,10 +65,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl AlertCounters {
+    /// One notice of `sink` ended as `outcome`.
     pub fn count(&self, outcome: Outcome, sink: &'static str) {
         *lock(&self.by_sink).entry((outcome, sink)).or_insert(0) += 1;
     }
 
+    /// How many notices of `sink` ended as `outcome`.
     pub fn get(&self, outcome: Outcome, sink: &'static str) -> u64 {
         lock(&self.by_sink)
             .get(&(outcome, sink))
@@ -74,10 +78,12 @@ impl AlertCounters {
             .unwrap_or(0)
     }
 
+    /// One notice decided with `status` (`firing`, `resolved`).
     pub fn decided(&self, status: &'static str) {
         *lock(&self.decided).entry(status).or_insert(0) += 1;
     }
 
+    /// Notices now waiting for `sink`.
     pub fn set_queued(&self, sink: &'static str, n: usize) {
         lock(&self.queued).insert(sink, n as u64);
     }

@@ -22,7 +22,7 @@ struct Open {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct OpenAlerts {
+pub(super) struct OpenAlerts {
     open: BTreeMap<String, Open>,
     /// New alerts not opened because [`MAX_OPEN`] were open (a metric).
     #[serde(default)]
@@ -32,21 +32,27 @@ pub struct OpenAlerts {
 /// Open alerts held at most: the state file is rewritten every poll, and a rule
 /// returning a million subjects, or an attacker spraying addresses, must not grow it
 /// without bound. A new key past this is counted and not sent.
-pub const MAX_OPEN: usize = 10_000;
+pub(super) const MAX_OPEN: usize = 10_000;
 
 /// A decision: send this alert with this status.
-pub type Decision = (Status, Alert);
+pub(super) type Decision = (Status, Alert);
 
 impl OpenAlerts {
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.open.len()
     }
 
     /// One anomaly row, as an alert of one row. Fires when nothing of its key is
     /// open; joins the open alert when within `window_us` of its evidence; otherwise
     /// the open one resolves and this one fires.
-    pub fn observe(&mut self, row: Alert, now_us: i64, window_us: i64, out: &mut Vec<Decision>) {
+    pub(super) fn observe(
+        &mut self,
+        row: Alert,
+        now_us: i64,
+        window_us: i64,
+        out: &mut Vec<Decision>,
+    ) {
         let key = row.key();
         if let Some(o) = self.open.get_mut(&key) {
             let a = &mut o.alert;
@@ -80,7 +86,7 @@ impl OpenAlerts {
     }
 
     /// Resolves anomaly alerts that nothing joined for `window_us` of wall clock.
-    pub fn expire(&mut self, now_us: i64, window_us: i64, out: &mut Vec<Decision>) {
+    pub(super) fn expire(&mut self, now_us: i64, window_us: i64, out: &mut Vec<Decision>) {
         let done: Vec<String> = self
             .open
             .iter()
@@ -98,7 +104,7 @@ impl OpenAlerts {
     /// A threshold rule's evaluation: `above` holds one alert per subject over the
     /// line now. New subjects fire; open subjects of this rule not in `above` resolve
     /// (their `last_us` is the evaluation that last matched).
-    pub fn threshold(
+    pub(super) fn threshold(
         &mut self,
         rule: &str,
         above: Vec<Alert>,

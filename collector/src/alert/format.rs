@@ -7,7 +7,7 @@ use super::model::{Notice, Status};
 use rstwatch_schema::timefmt::rfc3339_micros;
 
 /// Context every format needs besides the notice.
-pub struct Context<'a> {
+pub(super) struct Context<'a> {
     /// `observer.name` when the alert has no sensor (threshold rules).
     pub observer: &'a str,
     pub external_url: &'a str,
@@ -29,7 +29,7 @@ fn observer<'a>(n: &'a Notice, cx: &'a Context) -> &'a str {
 }
 
 /// One line a human reads: `[FIRING] scan 203.0.113.9 on edge-1: ...`.
-pub fn summary(n: &Notice, cx: &Context) -> String {
+pub(super) fn summary(n: &Notice, cx: &Context) -> String {
     let a = &n.alert;
     format!(
         "[{}] {} {} on {}: {} (value {}, baseline {}, {} rows, since {})",
@@ -46,7 +46,7 @@ pub fn summary(n: &Notice, cx: &Context) -> String {
 }
 
 /// An ECS-shaped JSON object (one line of the alert log).
-pub fn ecs(n: &Notice, cx: &Context) -> Value {
+pub(super) fn ecs(n: &Notice, cx: &Context) -> Value {
     let a = &n.alert;
     let ep = a.endpoints();
     let mut v = json!({
@@ -109,7 +109,7 @@ fn labels(n: &Notice) -> Map<String, Value> {
 }
 
 /// The Alertmanager v4 webhook payload, one alert per message.
-pub fn alertmanager(n: &Notice, cx: &Context) -> Value {
+pub(super) fn alertmanager(n: &Notice, cx: &Context) -> Value {
     let a = &n.alert;
     let labels = labels(n);
     let annotations = json!({
@@ -147,7 +147,7 @@ pub fn alertmanager(n: &Notice, cx: &Context) -> Value {
 }
 
 /// A Slack incoming-webhook message.
-pub fn slack(n: &Notice, cx: &Context) -> Value {
+pub(super) fn slack(n: &Notice, cx: &Context) -> Value {
     let icon = match n.status {
         Status::Firing => ":rotating_light:",
         Status::Resolved => ":white_check_mark:",
@@ -185,7 +185,7 @@ pub fn cef_escape_ext(s: &str) -> String {
 }
 
 /// `CEF:0|rstwatch|rstwatch|VERSION|signature|name|severity|extension`.
-pub fn cef(n: &Notice, cx: &Context) -> String {
+pub(super) fn cef(n: &Notice, cx: &Context) -> String {
     let a = &n.alert;
     let ep = a.endpoints();
     let mut ext: Vec<(&str, String)> = vec![
@@ -233,7 +233,7 @@ pub fn cef(n: &Notice, cx: &Context) -> String {
 
 /// RFC 5424 syslog line carrying the CEF message (facility local4, severity from the
 /// alert: critical → crit, warning → warning, info → notice).
-pub fn syslog_line(n: &Notice, cx: &Context) -> String {
+pub(super) fn syslog_line(n: &Notice, cx: &Context) -> String {
     let sev = match n.alert.severity {
         super::model::Severity::Critical => 2,
         super::model::Severity::Warning => 4,

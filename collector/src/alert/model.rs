@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// Where an alert comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Origin {
+pub(super) enum Origin {
     /// An `anomalies` row written by a sensor.
     Anomaly,
     /// A configured threshold rule over a query.
@@ -15,7 +15,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Origin::Anomaly => "anomaly",
             Origin::Threshold => "threshold",
@@ -26,13 +26,13 @@ impl Origin {
 /// Alertmanager's two states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(super) enum Status {
     Firing,
     Resolved,
 }
 
 impl Status {
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Status::Firing => "firing",
             Status::Resolved => "resolved",
@@ -88,7 +88,7 @@ impl Severity {
 
 /// One alert: an anomaly (kind, subject) of one sensor, or a rule's subject.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
+pub(super) struct Alert {
     pub origin: Origin,
     /// Anomaly kind (`scan`, `rst_storm`, ...) or the threshold rule's name.
     pub rule: String,
@@ -110,7 +110,7 @@ pub struct Alert {
 
 impl Alert {
     /// Identity for dedup: the same key is the same alert while it is open.
-    pub fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         format!(
             "{}\u{1f}{}\u{1f}{}\u{1f}{}",
             self.origin.name(),
@@ -122,7 +122,7 @@ impl Alert {
 
     /// Alertmanager's fingerprint: stable for a label set (FNV-1a 64 of the key), so a
     /// receiver pairs the resolved message with its firing one, across restarts too.
-    pub fn fingerprint(&self) -> String {
+    pub(super) fn fingerprint(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in self.key().bytes() {
             h ^= u64::from(b);
@@ -132,7 +132,7 @@ impl Alert {
     }
 
     /// Alertmanager's `alertname`: `rstwatch_scan`, `rstwatch_rule_<name>`.
-    pub fn alertname(&self) -> String {
+    pub(super) fn alertname(&self) -> String {
         match self.origin {
             Origin::Anomaly => format!("rstwatch_{}", self.rule),
             Origin::Threshold => format!("rstwatch_rule_{}", self.rule),
@@ -140,14 +140,14 @@ impl Alert {
     }
 
     /// The addresses the subject names, in ECS terms.
-    pub fn endpoints(&self) -> Endpoints {
+    pub(super) fn endpoints(&self) -> Endpoints {
         endpoints(self.origin, &self.rule, &self.subject)
     }
 }
 
 /// `source.ip`, `destination.ip`, `destination.port` of an alert, where known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Endpoints {
+pub(super) struct Endpoints {
     pub source: Option<IpAddr>,
     pub destination: Option<IpAddr>,
     pub destination_port: Option<u16>,
@@ -184,7 +184,7 @@ fn endpoints(origin: Origin, rule: &str, subject: &str) -> Endpoints {
 
 /// One message for the sinks: an alert that starts firing or is resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notice {
+pub(super) struct Notice {
     /// Increasing over the life of the state directory: a receiver can spot a repeat.
     pub seq: u64,
     pub status: Status,

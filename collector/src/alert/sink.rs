@@ -19,7 +19,7 @@ use super::model::Notice;
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Where notices go.
-pub enum Sink {
+pub(super) enum Sink {
     Log(LogTarget),
     Alertmanager(HttpConfig),
     Slack(HttpConfig),
@@ -32,7 +32,7 @@ pub enum Sink {
 
 /// Why an attempt failed.
 #[derive(Debug)]
-pub enum DeliveryError {
+pub(super) enum DeliveryError {
     /// Worth another attempt: 5xx, 429, connection refused or reset, timeout.
     Retryable(String),
     /// Will fail the same way again: 4xx, a body that cannot be built.
@@ -41,7 +41,7 @@ pub enum DeliveryError {
 
 impl Sink {
     /// The configured sinks.
-    pub fn all(s: &Settings) -> Vec<Sink> {
+    pub(super) fn all(s: &Settings) -> Vec<Sink> {
         let mut v = Vec::new();
         if let Some(l) = &s.log {
             v.push(Sink::Log(l.clone()));
@@ -63,7 +63,7 @@ impl Sink {
     }
 
     /// Metric label and outbox name.
-    pub fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Sink::Log(_) => "log",
             Sink::Alertmanager(_) => "webhook",
@@ -74,7 +74,7 @@ impl Sink {
 }
 
 /// Sends notices; holds the HTTP client (connection pool) of one sink.
-pub struct Deliverer {
+pub(super) struct Deliverer {
     pub sink: Sink,
     http: Client<Https, Full<Bytes>>,
     retry: RetryConfig,
@@ -82,7 +82,7 @@ pub struct Deliverer {
     external_url: String,
 }
 
-pub fn http_client() -> anyhow::Result<Client<Https, Full<Bytes>>> {
+pub(super) fn http_client() -> anyhow::Result<Client<Https, Full<Bytes>>> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
         .https_or_http()
@@ -94,7 +94,7 @@ pub fn http_client() -> anyhow::Result<Client<Https, Full<Bytes>>> {
 /// Delay before attempt `n + 1` (n ≥ 1 failures so far): base·2^(n-1) capped at max,
 /// then "equal jitter" (half fixed, half random) so many collectors retrying after
 /// one outage do not hit the receiver in step.
-pub fn backoff(r: &RetryConfig, failures: u32) -> Duration {
+pub(super) fn backoff(r: &RetryConfig, failures: u32) -> Duration {
     let exp = r
         .base_ms
         .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
@@ -104,7 +104,7 @@ pub fn backoff(r: &RetryConfig, failures: u32) -> Duration {
 }
 
 impl Deliverer {
-    pub fn new(sink: Sink, s: &Settings) -> anyhow::Result<Deliverer> {
+    pub(super) fn new(sink: Sink, s: &Settings) -> anyhow::Result<Deliverer> {
         Ok(Deliverer {
             sink,
             http: http_client()?,
@@ -115,7 +115,7 @@ impl Deliverer {
     }
 
     /// Tries up to `attempts` times; true when delivered. Every attempt is counted.
-    pub async fn deliver(&self, n: &Notice, c: &AlertCounters) -> bool {
+    pub(super) async fn deliver(&self, n: &Notice, c: &AlertCounters) -> bool {
         let name = self.sink.name();
         for attempt in 1..=self.retry.attempts {
             match self.once(n).await {

@@ -10,7 +10,7 @@ use super::model::{Alert, Origin, Severity};
 
 /// One `anomalies` row with the ledger time of its batch.
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]
-pub struct AnomalyRow {
+pub(super) struct AnomalyRow {
     pub received: u32,
     pub sensor_id: String,
     pub boot_id: u64,
@@ -26,11 +26,11 @@ pub struct AnomalyRow {
 
 impl AnomalyRow {
     /// The batch that delivered it: the unit the alerter marks as handled.
-    pub fn batch_key(&self) -> String {
+    pub(super) fn batch_key(&self) -> String {
         format!("{}/{}/{}", self.sensor_id, self.boot_id, self.batch_seq)
     }
 
-    pub fn alert(&self) -> Alert {
+    pub(super) fn alert(&self) -> Alert {
         Alert {
             origin: Origin::Anomaly,
             rule: self.kind_name.clone(),
@@ -55,7 +55,7 @@ struct RuleRow {
 
 /// Read access for the alerter.
 #[derive(Clone)]
-pub struct Source {
+pub(super) struct Source {
     client: clickhouse::Client,
     db: String,
 }
@@ -92,7 +92,7 @@ pub fn rule_sql(db: &str, sql: &str, above: f64) -> String {
 }
 
 impl Source {
-    pub fn new(cfg: &crate::ch::ChConfig) -> Source {
+    pub(super) fn new(cfg: &crate::ch::ChConfig) -> Source {
         Source {
             client: crate::ch::base_client(cfg).with_database(cfg.database.clone()),
             db: cfg.database.clone(),
@@ -100,7 +100,7 @@ impl Source {
     }
 
     /// Anomaly rows of batches received at or after `cursor` (seconds).
-    pub async fn anomalies_since(&self, cursor: u32) -> anyhow::Result<Vec<AnomalyRow>> {
+    pub(super) async fn anomalies_since(&self, cursor: u32) -> anyhow::Result<Vec<AnomalyRow>> {
         self.client
             .query(NEW_ANOMALIES)
             .bind(cursor)
@@ -110,7 +110,7 @@ impl Source {
     }
 
     /// Subjects whose value is above the rule's line now.
-    pub async fn evaluate(&self, rule: &Rule, now_us: i64) -> anyhow::Result<Vec<Alert>> {
+    pub(super) async fn evaluate(&self, rule: &Rule, now_us: i64) -> anyhow::Result<Vec<Alert>> {
         let sql = rule_sql(&self.db, &rule.sql, rule.above);
         let rows = self
             .client

@@ -13,7 +13,7 @@ use super::dedup::OpenAlerts;
 use super::model::Notice;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
+pub(super) struct State {
     /// Ledger rows received at or after this second are read again each poll.
     pub cursor: u32,
     /// Batches already turned into alerts (`sensor/boot/seq` → received), pruned as
@@ -25,16 +25,16 @@ pub struct State {
     pub next_seq: u64,
 }
 
-pub const FILE: &str = "state.json";
+pub(super) const FILE: &str = "state.json";
 
 impl State {
-    pub fn path(dir: &Path) -> PathBuf {
+    pub(super) fn path(dir: &Path) -> PathBuf {
         dir.join(FILE)
     }
 
     /// Loads the state; None when the directory has none yet. A file that does not
     /// parse is an error (starting over would resend or lose alerts silently).
-    pub fn load(dir: &Path) -> anyhow::Result<Option<State>> {
+    pub(super) fn load(dir: &Path) -> anyhow::Result<Option<State>> {
         let p = State::path(dir);
         match std::fs::read(&p) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
@@ -48,7 +48,7 @@ impl State {
         }
     }
 
-    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+    pub(super) fn save(&self, dir: &Path) -> anyhow::Result<()> {
         let p = State::path(dir);
         let tmp = dir.join(format!("{FILE}.tmp"));
         let bytes = serde_json::to_vec(self)?;
@@ -63,7 +63,7 @@ impl State {
     }
 
     /// Forgets handled batches the cursor has passed.
-    pub fn advance(&mut self, cursor: u32) {
+    pub(super) fn advance(&mut self, cursor: u32) {
         self.cursor = self.cursor.max(cursor);
         let c = self.cursor;
         self.handled.retain(|_, received| *received >= c);
