@@ -111,6 +111,17 @@ all:
           rstwatch_collector_advertise: 127.0.0.1
           rstwatch_collector_tls_name: collector.rstwatch.test
           rstwatch_collector_clickhouse_url: http://127.0.0.1:8123
+          rstwatch_collector_http: 127.0.0.1:8088
+          rstwatch_collector_http_token: view-secret-$$
+          rstwatch_collector_alerts:
+            poll_secs: 1
+            observer: deploy-test-collector
+            retry: {attempts: 2}
+            rule:
+              - name: deploy_rst_rows
+                every_secs: 2
+                above: 0
+                sql: !unsafe "SELECT sensor_id AS subject, count() AS value FROM {{DB}}.rst_events GROUP BY sensor_id"
     sensors:
       hosts:
         target:

@@ -40,6 +40,14 @@ ethtool -k "$cap" | grep -q "^generic-receive-offload: off" || { echo "chain: GR
 echo "   rstwatch-collector.service (migrates first)"
 pids+=("$(run_unit rstwatch-collector.service --log "$work/collector.log")")
 wait_for "collector listening" 60 grep -q "listening on" "$work/collector.log"
+view_token() { sed -n 's/.*rstwatch_collector_http_token: //p' "$work/inventory.yml"; }
+wait_for "SOC view listening" 30 grep -q "SOC view on" "$work/collector.log"
+code() { curl -s -o /dev/null -w '%{http_code}' "$@" http://127.0.0.1:8088/; }
+[ "$(code)" = 401 ] || { echo "chain: the SOC view answered without a token" >&2; exit 1; }
+[ "$(code -H "Authorization: Bearer $(view_token)")" = 200 ] \
+    || { echo "chain: the SOC view refused its token" >&2; tail -n 5 "$work/collector.log" >&2; exit 1; }
+echo "   SOC view: 401 without the token, 200 with it"
+grep -q "alerts: sinks" "$work/collector.log" || { echo "chain: the alerter did not start" >&2; exit 1; }
 
 echo "   rstwatch-sensor.service"
 spid=$(run_unit rstwatch-sensor.service --log "$work/sensor.log")
@@ -68,3 +76,5 @@ if reader -q "INSERT INTO batches (sensor_id) VALUES ('x')" >/dev/null 2>&1; the
     echo "chain: the read-only user could write" >&2; exit 1
 fi
 echo "   the read-only user cannot write"
+wait_for "threshold alert in the ECS log" 30 grep -q "deploy_rst_rows" "$work/collector.log"
+echo "   alerts: threshold rule deploy_rst_rows fired ($(grep -c deploy_rst_rows "$work/collector.log") log lines)"

@@ -1,7 +1,7 @@
-//! The view's and report's queries (`insight::queries`) on designed rows in a real
-//! ClickHouse 18.16, with the numbers the rows imply: the firewall-timeout estimate is
-//! the spike of the silence before idle-timeout RSTs, week over week compares the same
-//! range seven days earlier, and the sensor/port/cause/server filters select exactly
+//! The view's and report's queries (`insight::queries`: the cookbook's files where
+//! the cookbook has the question) on designed rows in a real ClickHouse 18.16, with the
+//! numbers the rows imply: the firewall-timeout estimate is the spike of the silence
+//! before idle-timeout RSTs, week over week compares the same range seven days earlier, and the sensor/port/cause/server filters select exactly
 //! their rows. Every query, with every filter set, also runs on current ClickHouse
 //! (chdb) in the modern dialect.
 
@@ -39,8 +39,9 @@ fn rst(
 fn insert_designed_rows(ch: &ClickHouse, now: i64) {
     let srv = "::ffff:192.0.2.50";
     let mut rows = Vec::new();
-    // Idle timeouts at 192.0.2.50:443: 7 after 350.x s of silence (the firewall's
-    // timeout), 2 after 120 s, 1 after 900 s.
+    // Idle timeouts at 192.0.2.50:443: 7 after 350.0 to 350.3 s of silence (the
+    // firewall's timeout; the cookbook rounds to the second), 2 after 120 s, 1 after
+    // 900 s.
     for i in 0..7 {
         rows.push(rst(
             now - 600 + i,
@@ -49,7 +50,7 @@ fn insert_designed_rows(ch: &ClickHouse, now: i64) {
             443,
             "abort",
             "idle_timeout",
-            350_000 + i as u64 * 100,
+            350_000 + i as u64 * 50,
         ));
     }
     for (i, s) in [120_000u64, 120_500, 900_000].iter().enumerate() {
@@ -161,9 +162,10 @@ fn assert_idle_estimate(rt: &tokio::runtime::Runtime, i: &Insight, hour: &Filter
     assert_eq!(idle.rows.len(), 1, "{idle:?}");
     assert_eq!(idle.text(0, "server_addr"), "192.0.2.50");
     assert_eq!(idle.num(0, "server_port"), 443.0);
-    assert_eq!(idle.num(0, "rsts"), 10.0);
-    assert_eq!(idle.num(0, "timeout_estimate_s"), 350.0);
-    assert_eq!(idle.num(0, "at_estimate"), 7.0);
+    assert_eq!(idle.num(0, "resets"), 10.0);
+    assert_eq!(idle.text(0, "estimate"), "spike");
+    assert_eq!(idle.num(0, "estimated_timeout_s"), 350.0);
+    assert_eq!(idle.num(0, "mode_resets"), 7.0);
     assert_eq!(
         (idle.num(0, "min_silence_s"), idle.num(0, "max_silence_s")),
         (120.0, 900.0)
@@ -176,7 +178,7 @@ fn assert_week_over_week(rt: &tokio::runtime::Runtime, i: &Insight, hour: &Filte
         .find(|r| wow.text(*r, "cause") == "refused")
         .unwrap();
     assert_eq!(
-        (wow.num(row, "current"), wow.num(row, "previous")),
+        (wow.num(row, "rsts"), wow.num(row, "previous_rsts")),
         (4.0, 6.0)
     );
 }
@@ -286,7 +288,9 @@ fn every_query_runs_on_current_clickhouse_through_chdb() {
     let now = now_s();
     let sqls: Vec<String> = narrowed(now)
         .iter()
-        .flat_map(|f| Query::ALL.map(|q| rstwatch_collector::insight::queries::render(q, f, true)))
+        .flat_map(|f| {
+            Query::ALL.map(|q| rstwatch_collector::insight::queries::render(q, f, true).unwrap())
+        })
         .collect();
     let mut child = Command::new("python3")
         .args(["-c", CHDB_SCRIPT, COLLECTOR])

@@ -14,6 +14,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use rstwatch_collector::testing::{free_port, ClickHouse, TempDir};
+use rstwatch_schema::cookbook::{self, Params};
 use serde_json::json;
 use soc::cdp::{chromium, Browser};
 use soc::*;
@@ -122,9 +123,57 @@ impl Seen {
     }
 }
 
+/// Column `col` of cookbook query `name` over `[from, to)` (every sensor and port, the
+/// step the cookbook picks for the span), in the cookbook's order, run on the server
+/// as an analyst would.
+fn cookbook_col(ch: &ClickHouse, name: &str, from: i64, to: i64, col: &str) -> Vec<f64> {
+    let p = Params::range(from as u32, to as u32);
+    let sql = cookbook::bound(name, &p).unwrap();
+    sql_rows(ch, &format!("SELECT {col} FROM ({sql})"))
+        .into_iter()
+        .map(|r| r[0].parse().unwrap())
+        .collect()
+}
+
+/// The page's numbers with key `key`, in page order.
+fn shown(s: &Seen, key: &str) -> Vec<f64> {
+    s.nums.get(key).cloned().unwrap_or_default()
+}
+
+/// The tables and charts the cookbook answers show the cookbook's answers (the top
+/// lists their first rows): the page runs the same files, and this runs them again on
+/// the server and compares.
+fn assert_page_matches_cookbook(ch: &ClickHouse, s: &Seen) {
+    let col = |name: &str, c: &str, n: usize| {
+        let mut v = cookbook_col(ch, name, s.from, s.to, c);
+        v.truncate(n);
+        v
+    };
+    assert_eq!(shown(s, "service.rsts"), col("top_services", "rsts", 15));
+    assert_eq!(
+        shown(s, "idle.rsts"),
+        col("idle_timeouts", "resets", usize::MAX)
+    );
+    assert_eq!(
+        shown(s, "refused.rsts"),
+        col("refused_hotspots", "refusals", 10)
+    );
+    for k in ["service.rsts", "idle.rsts", "refused.rsts"] {
+        assert!(!shown(s, k).is_empty(), "{k}: none shown");
+    }
+    for (chart, name) in [
+        ("by-class", "reset_rate_by_class"),
+        ("by-cause", "reset_rate_by_cause"),
+    ] {
+        let want: f64 = col(name, "rsts", usize::MAX).iter().sum();
+        assert_eq!(s.charts[chart].1, want, "{chart} against {name}");
+    }
+}
+
 /// Every headline number, both charts and the cause table equal SQL over the page's
-/// own range.
+/// own range, and the cookbook's tables equal the cookbook's answers.
 fn assert_page_matches_sql(ch: &ClickHouse, s: &Seen) {
+    assert_page_matches_cookbook(ch, s);
     let w = rst_range(s.from, s.to);
     let q = |what: &str| sql_num(ch, &format!("SELECT {what} FROM rst_events WHERE {w}"));
     assert_eq!(s.one("rsts"), q("count()"));

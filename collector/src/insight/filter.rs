@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context};
+use rstwatch_schema::cookbook::{Params, Step};
 use rstwatch_schema::{AnomalyKind, Cause, RstClass};
 
 /// Longest range a request may ask for (a year): bounds the work one click can cause.
@@ -150,6 +151,24 @@ impl Filter {
             service_port: self.service_port,
             ..Filter::default()
         }
+    }
+
+    /// The cookbook's parameters for this filter's range, sensor and port (the rows
+    /// pages' narrowing has no cookbook parameter), with the step the cookbook picks
+    /// for the span: per minute up to 6 h, per hour (`rst_hour`) up to 14 days, per
+    /// day beyond.
+    pub fn params(&self) -> anyhow::Result<Params> {
+        let secs = |t: i64| u32::try_from(t).with_context(|| format!("time {t} out of range"));
+        let mut p = Params::range(secs(self.from)?, secs(self.to)?);
+        p.sensor = self.sensor.clone().unwrap_or_default();
+        p.service_port = self.service_port.unwrap_or(0);
+        Ok(p)
+    }
+
+    /// Width in seconds of the rate charts' buckets (the cookbook's step).
+    pub fn step_seconds(&self) -> i64 {
+        let span = u32::try_from(self.seconds().max(0)).unwrap_or(u32::MAX);
+        i64::from(Step::for_span(span).seconds())
     }
 
     pub fn seconds(&self) -> i64 {

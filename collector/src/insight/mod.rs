@@ -41,6 +41,17 @@ impl Table {
             .unwrap_or(0.0)
     }
 
+    /// Cell `name` of row `r`, a ClickHouse `DateTime` in UTC (`2026-12-01 14:00:00`),
+    /// as seconds since the epoch; `None` when absent or not a time.
+    pub fn epoch(&self, r: usize, name: &str) -> Option<i64> {
+        let text = self.text(r, name);
+        let us = rstwatch_schema::timefmt::parse_rfc3339_micros(&format!(
+            "{}Z",
+            text.replacen(' ', "T", 1)
+        ))?;
+        Some(us.div_euclid(1_000_000))
+    }
+
     /// Cell `name` of row `r` as text.
     pub fn text(&self, r: usize, name: &str) -> String {
         self.col(name)
@@ -58,9 +69,18 @@ pub fn as_f64(v: &Value) -> f64 {
     }
 }
 
-/// A cell as people read it: strings bare, numbers without a needless `.0`.
+/// A cell as people read it: strings bare, numbers without a needless `.0`, arrays
+/// as a comma list (tuples inside them as `a:b`, e.g. a silence histogram `350:7`).
 pub fn cell_text(v: &Value) -> String {
     match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::Array(t) => t.iter().map(cell_text).collect::<Vec<_>>().join(":"),
+                other => cell_text(other),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
         Value::Number(n) => match n.as_f64() {
@@ -89,13 +109,13 @@ impl Insight {
     }
 
     /// The SQL `q` runs for `f` (shown under each table for analysts who want it).
-    pub fn sql(&self, q: Query, f: &Filter) -> String {
+    pub fn sql(&self, q: Query, f: &Filter) -> anyhow::Result<String> {
         queries::render(q, f, self.modern)
     }
 
     /// Runs query `q` for `f`.
     pub async fn fetch(&self, q: Query, f: &Filter) -> anyhow::Result<Table> {
-        let sql = self.sql(q, f);
+        let sql = self.sql(q, f)?;
         // No per-query settings: a user in a `readonly=1` profile may change none.
         let bytes = self
             .client
@@ -177,7 +197,7 @@ impl Overview {
             let cause = t.text(r, "cause");
             let p = (0..wow.rows.len())
                 .find(|w| wow.text(*w, "cause") == cause)
-                .map_or(0.0, |w| wow.num(w, "previous"));
+                .map_or(0.0, |w| wow.num(w, "previous_rsts"));
             t.rows[r].push(Value::from(p));
         }
         t
@@ -237,5 +257,17 @@ mod tests {
         assert_eq!(t.rows[1][2], Value::from(-5));
         assert_eq!(t.num(1, "n"), 3.0);
         assert_eq!(t.text(1, "s"), "x");
+    }
+
+    #[test]
+    fn cookbook_times_and_arrays_read_as_people_write_them() {
+        let t = parse_json_compact(
+            br#"{"meta":[{"name":"time","type":"DateTime('UTC')"},{"name":"h","type":"Array(Tuple(UInt64, UInt64))"}],
+                "data":[["2026-12-01 14:05:00",[["350","7"],["351","1"]]],["nope",[]]],"rows":2}"#,
+        )
+        .unwrap();
+        assert_eq!(t.epoch(0, "time"), Some(1_796_133_900));
+        assert_eq!(t.epoch(1, "time"), None);
+        assert_eq!(t.text(0, "h"), "350:7, 351:1");
     }
 }

@@ -5,8 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::insight::queries::bucket_seconds;
-use crate::insight::{as_f64, cell_text, Overview, Table};
+use crate::insight::{as_f64, cell_text, Filter, Overview, Table};
 use crate::web::html::{fmt_num, is_label_column};
 
 /// A Markdown table cell: no line breaks, pipes escaped.
@@ -56,14 +55,17 @@ pub fn table(t: &Table, cols: &[(&str, &str)], limit: usize) -> String {
 }
 
 /// One line per series: name, total and a sparkline over the buckets of the range.
-fn sparklines(t: &Table, key: &str, from: i64, to: i64) -> String {
+fn sparklines(t: &Table, key: &str, f: &Filter) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let step = bucket_seconds(to - from);
+    let (from, to, step) = (f.from, f.to, f.step_seconds());
     let first = from - from.rem_euclid(step);
     let n = ((to - first + step - 1) / step).max(1) as usize;
     let mut series: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in 0..t.rows.len() {
-        let i = ((t.num(r, "t") as i64 - first) / step).clamp(0, n as i64 - 1) as usize;
+        let Some(time) = t.epoch(r, "time") else {
+            continue;
+        };
+        let i = ((time - first) / step).clamp(0, n as i64 - 1) as usize;
         series.entry(t.text(r, key)).or_insert_with(|| vec![0.0; n])[i] += t.num(r, "rsts");
     }
     let mut s = String::from("```text\n");
@@ -107,9 +109,9 @@ pub fn render(ov: &Overview, generated: &str) -> String {
         fmt_num(anomalies)
     );
     s.push_str("## RSTs by class\n\n");
-    s.push_str(&sparklines(&ov.by_class, "class", f.from, f.to));
+    s.push_str(&sparklines(&ov.by_class, "class", f));
     s.push_str("\n## RSTs by cause\n\n");
-    s.push_str(&sparklines(&ov.by_cause, "cause", f.from, f.to));
+    s.push_str(&sparklines(&ov.by_cause, "cause", f));
     for sec in &SECTIONS {
         let _ = write!(
             s,
@@ -135,15 +137,29 @@ const SECTIONS: [Section; 7] = [
     Section { title: "Why: RSTs by cause, with remedies", table: |o| Cow::Owned(o.causes_with_previous()), limit: 20,
         cols: &[("cause", "cause"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("previous", "week before"), ("example", "first example"), ("remedy", "what to do")] },
     Section { title: "Top services", table: |o| Cow::Borrowed(&o.top_services), limit: 15,
-        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("flows", "flows ended"), ("ratio", "RSTs / flow"), ("top_cause", "top cause")] },
+        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("suspect_rsts", "suspect"), ("flows", "flows ended"), ("resets_per_flow", "RSTs / flow"), ("top_cause", "top cause")] },
     Section { title: "Suspected injections", table: |o| Cow::Borrowed(&o.injections), limit: 20,
-        cols: &[("time", "time (UTC)"), ("src_addr", "RST from"), ("sport", "port"), ("dst_addr", "to"), ("dport", "port"), ("evidence", "evidence"), ("ttl", "TTL")] },
+        cols: &[("time_utc", "time (UTC)"), ("src_addr", "RST from"), ("sport", "port"), ("dst_addr", "to"), ("dport", "port"), ("flag_names", "evidence"), ("ttl", "TTL"), ("ttl_delta", "TTL delta")] },
     Section { title: "Top anomalies", table: |o| Cow::Borrowed(&o.anomalies), limit: 20,
-        cols: &[("time", "time (UTC)"), ("kind", "kind"), ("subject", "subject"), ("value", "value"), ("baseline", "baseline"), ("detail", "detail")] },
+        cols: &[("start_utc", "start (UTC)"), ("peak_utc", "peak (UTC)"), ("kind", "kind"), ("subject", "subject"), ("peak_value", "peak"), ("baseline", "baseline"), ("rsts", "RSTs"), ("affected_services", "services hit")] },
     Section { title: "Firewall / NAT idle timeouts", table: |o| Cow::Borrowed(&o.idle), limit: 10,
-        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "RSTs"), ("timeout_estimate_s", "timeout estimate s"), ("at_estimate", "RSTs at estimate")] },
+        cols: &[("server_addr", "server"), ("server_port", "port"), ("resets", "RSTs"), ("estimated_timeout_s", "timeout estimate s"), ("estimate", "estimate is"), ("mode_resets", "RSTs at the most common silence")] },
     Section { title: "Refused-connection hotspots", table: |o| Cow::Borrowed(&o.refused), limit: 10,
-        cols: &[("server_addr", "server"), ("server_port", "port"), ("rsts", "refused"), ("clients", "clients")] },
+        cols: &[("server_addr", "server"), ("server_port", "port"), ("refusals", "refused"), ("clients", "clients"), ("scan_refusals", "to scanners")] },
     Section { title: "Sensor health", table: |o| Cow::Borrowed(&o.sensor_health), limit: 50,
-        cols: &[("sensor_id", "sensor"), ("name", "counter"), ("value", "value"), ("batches", "batches"), ("last_batch", "last batch (UTC)"), ("last_batch_age_s", "age s")] },
+        cols: HEALTH_COLS },
+];
+
+/// The sensor-health columns, shared with the live view.
+pub const HEALTH_COLS: &[(&str, &str)] = &[
+    ("sensor_id", "sensor"),
+    ("frames", "frames"),
+    ("capture_lost_pct", "capture lost %"),
+    ("flows_evicted", "flows evicted"),
+    ("spool_backlog_batches", "spool backlog"),
+    ("spool_lost_events", "events lost"),
+    ("batches", "batches in range"),
+    ("missing_batches", "batches missing"),
+    ("last_batch_utc", "last batch (UTC)"),
+    ("seconds_since_last_batch", "age s"),
 ];

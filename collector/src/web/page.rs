@@ -8,7 +8,6 @@ use rstwatch_schema::{Cause, RstClass};
 use super::html::{esc, fmt_num};
 use super::svg::{self, Bars};
 use crate::insight::filter::fmt_time;
-use crate::insight::queries::bucket_seconds;
 use crate::insight::{Filter, Overview, Table};
 
 /// How the page is used.
@@ -64,7 +63,7 @@ header .range{color:var(--dim)}form{display:flex;gap:8px;align-items:center;marg
 input,select,button{background:var(--panel);color:var(--text);border:1px solid var(--line);border-radius:4px;padding:4px 6px;font:inherit}
 button{background:var(--accent);border-color:var(--accent);color:#fff;cursor:pointer}
 main{padding:14px 18px;display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:14px}
-section{background:var(--panel);border:1px solid var(--line);border-radius:6px;padding:10px 12px;min-width:0}
+section{background:var(--panel);border:1px solid var(--line);border-radius:6px;padding:10px 12px;min-width:0;overflow-x:auto}
 section.wide{grid-column:1/-1}h2{font-size:13px;margin:0 0 8px;text-transform:uppercase;letter-spacing:.05em;color:var(--dim);font-weight:600}
 .kpis{display:grid;grid-template-columns:repeat(6,1fr);gap:10px}.kpi{background:#10161d;border:1px solid var(--line);border-radius:6px;padding:8px 10px}
 .kpi .n{font-size:24px;font-weight:600;display:block}.kpi label{color:var(--dim);font-size:11px;text-transform:uppercase;letter-spacing:.05em}
@@ -72,8 +71,8 @@ section.wide{grid-column:1/-1}h2{font-size:13px;margin:0 0 8px;text-transform:up
 a{color:var(--accent);text-decoration:none}a:hover{text-decoration:underline}a.n{color:inherit;border-bottom:1px dotted var(--dim)}
 .kpi a.n{border:0}table{width:100%;border-collapse:collapse;font-variant-numeric:tabular-nums}
 th{text-align:left;color:var(--dim);font-weight:500;border-bottom:1px solid var(--line);padding:4px 6px;white-space:nowrap}
-td{border-bottom:1px solid #1f2832;padding:4px 6px;vertical-align:top}td.r,th.r{text-align:right}
-td.detail{color:var(--dim);max-width:420px}td[data-col=time],td[data-col=last_batch],td[data-col=sensor_id]{white-space:nowrap}tr:hover td{background:#1b2430}
+td{border-bottom:1px solid #1f2832;padding:4px 6px;vertical-align:top}td[data-col=affected_services],td[data-col=silence_histogram]{overflow-wrap:anywhere;min-width:180px}td.r,th.r{text-align:right}
+td.detail{color:var(--dim);max-width:420px}td[data-col=time],td[data-col$=_utc],td[data-col=sensor_id]{white-space:nowrap}tr:hover td{background:#1b2430}
 .chart{width:100%;height:auto;display:block}.chart .grid{stroke:var(--line)}.chart .axis{fill:var(--dim);font-size:11px}
 .chart .empty{fill:var(--dim)}.chart a:hover rect{opacity:.75}
 .legend{display:flex;flex-wrap:wrap;gap:4px 14px;margin-top:4px;color:var(--dim)}.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
@@ -239,7 +238,7 @@ fn kpis(ov: &Overview, mode: &Mode) -> String {
 
 fn charts(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
-    let step = bucket_seconds(f.seconds());
+    let step = f.step_seconds();
     let classes: Vec<&str> = RstClass::ALL.iter().map(|c| c.as_str()).collect();
     let causes: Vec<&str> = Cause::ALL.iter().map(|c| c.as_str()).collect();
     let mut s = String::new();
@@ -269,9 +268,11 @@ fn charts(ov: &Overview, mode: &Mode) -> String {
         };
         let _ = write!(
             s,
-            "<section class=\"wide\" id=\"{id}\"><h2>{title} <span class=\"none\">per {} (from the \
-             per-minute rollups)</span></h2>{}</section>",
+            "<section class=\"wide\" id=\"{id}\"><h2>{title} <span class=\"none\">per {} (cookbook \
+             {}, from the {} rollup)</span></h2>{}</section>",
             step_label(step),
+            if key == "class" { "reset_rate_by_class" } else { "reset_rate_by_cause" },
+            if step < 3_600 { "per-minute" } else { "hourly" },
             svg::stacked_bars(&bars, &link)
         );
     }

@@ -15,7 +15,7 @@ pub async fn page(i: &Insight, f: &Filter, anomalies: bool) -> anyhow::Result<St
     };
     let (rows, total, cols): (_, f64, &[(&str, &str)]) = if anomalies {
         let (rows, kinds) = tokio::try_join!(
-            i.fetch(Query::Anomalies, f),
+            i.fetch(Query::AnomalyRows, f),
             i.fetch(Query::AnomalyKinds, f)
         )?;
         let n = (0..kinds.rows.len())
@@ -44,7 +44,7 @@ pub async fn page(i: &Insight, f: &Filter, anomalies: bool) -> anyhow::Result<St
     let _ = write!(
         s,
         "<details><summary class=\"none\">SQL</summary><pre>{}</pre></details></section></main></body></html>",
-        esc(&i.sql(if anomalies { Query::Anomalies } else { Query::RstRows }, f))
+        esc(&i.sql(if anomalies { Query::AnomalyRows } else { Query::RstRows }, f)?)
     );
     Ok(s)
 }

@@ -7,7 +7,8 @@ use rstwatch_schema::{AnomalyKind, Cause, RstClass};
 
 use super::html::esc;
 use super::page::{num, table, Mode};
-use crate::insight::{Filter, Overview, Table};
+use crate::insight::{cell_text, Filter, Overview, Table};
+use crate::report::markdown::HEALTH_COLS;
 
 fn section(id: &str, title: &str, wide: bool, body: &str) -> String {
     let cls = if wide { " class=\"wide\"" } else { "" };
@@ -24,6 +25,10 @@ fn service(f: &Filter, t: &Table, r: usize) -> Filter {
     x.service_port = t.text(r, "server_port").parse().ok();
     x
 }
+
+/// Rows of the cookbook's top lists the overview shows (the report shows as many).
+pub const SERVICES_SHOWN: usize = 15;
+pub const REFUSED_SHOWN: usize = 10;
 
 /// The first `n` rows of `t` (the overview shows the newest; the rows page all).
 fn first_rows(t: &Table, n: usize) -> Table {
@@ -89,7 +94,7 @@ pub fn causes(ov: &Overview, mode: &Mode) -> String {
 
 pub fn services(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
-    let t = &ov.top_services;
+    let t = &first_rows(&ov.top_services, SERVICES_SHOWN);
     let cell = |r: usize, c: &str| -> Option<String> {
         let x = service(f, t, r);
         match c {
@@ -121,7 +126,7 @@ pub fn services(ov: &Overview, mode: &Mode) -> String {
             ("rsts", "RSTs"),
             ("suspect_rsts", "suspect"),
             ("flows", "flows ended"),
-            ("ratio", "RSTs / flow"),
+            ("resets_per_flow", "RSTs / flow"),
             ("top_cause", "top cause"),
         ],
         &cell,
@@ -132,11 +137,13 @@ pub fn services(ov: &Overview, mode: &Mode) -> String {
 pub fn injections(ov: &Overview, mode: &Mode) -> String {
     let t = &ov.injections;
     let cell = |r: usize, c: &str| -> Option<String> {
-        (c == "evidence").then(|| {
-            t.text(r, "evidence")
-                .split_whitespace()
-                .map(|e| format!("<span class=\"tag\">{}</span>", esc(e)))
-                .collect()
+        let flags = t.col("flag_names")?;
+        (c == "flag_names").then(|| match t.rows.get(r).map(|row| &row[flags]) {
+            Some(serde_json::Value::Array(names)) => names
+                .iter()
+                .map(|e| format!("<span class=\"tag\">{}</span>", esc(&cell_text(e))))
+                .collect(),
+            _ => String::new(),
         })
     };
     let shown = first_rows(t, 12);
@@ -144,14 +151,15 @@ pub fn injections(ov: &Overview, mode: &Mode) -> String {
         "injections",
         &shown,
         &[
-            ("time", "time (UTC)"),
+            ("time_utc", "time (UTC)"),
             ("src_addr", "RST from"),
             ("sport", "port"),
             ("dst_addr", "to"),
             ("dport", "port"),
             ("class", "class"),
-            ("evidence", "evidence"),
+            ("flag_names", "evidence"),
             ("ttl", "TTL"),
+            ("ttl_delta", "TTL delta"),
             ("cause_detail", "detail"),
         ],
         &cell,
@@ -200,12 +208,17 @@ pub fn anomalies(ov: &Overview, mode: &Mode) -> String {
         "anomalies",
         &first_rows(&ov.anomalies, 15),
         &[
-            ("time", "time (UTC)"),
+            ("start_utc", "start (UTC)"),
+            ("peak_utc", "peak (UTC)"),
+            ("end_utc", "end (UTC)"),
             ("kind", "kind"),
             ("subject", "subject"),
-            ("value", "value"),
+            ("peak_value", "peak"),
             ("baseline", "baseline"),
-            ("detail", "detail"),
+            ("reports", "reports"),
+            ("rsts", "RSTs"),
+            ("affected_services", "services hit"),
+            ("detail", "detail at peak"),
         ],
         &|_, _| None,
     );
@@ -222,16 +235,25 @@ pub fn idle(ov: &Overview, mode: &Mode) -> String {
     let t = &ov.idle;
     let cell = |r: usize, c: &str| -> Option<String> {
         match c {
-            "rsts" => {
+            "resets" => {
                 let mut x = service(f, t, r);
                 x.cause = Some(Cause::IdleTimeout);
-                Some(num(mode, t.num(r, "rsts"), "idle.rsts", Some((&x, false))))
+                Some(num(
+                    mode,
+                    t.num(r, "resets"),
+                    "idle.rsts",
+                    Some((&x, false)),
+                ))
             }
-            "timeout_estimate_s" => Some(format!(
-                "<b>{} s</b> <span class=\"none\">({} of {} RSTs)</span>",
-                t.text(r, "timeout_estimate_s"),
-                t.text(r, "at_estimate"),
-                t.text(r, "rsts")
+            "estimated_timeout_s" if t.text(r, "estimate") == "spike" => Some(format!(
+                "<b>{} s</b> <span class=\"none\">({} of {} RSTs at that silence)</span>",
+                t.text(r, "estimated_timeout_s"),
+                t.text(r, "mode_resets"),
+                t.text(r, "resets")
+            )),
+            "estimated_timeout_s" => Some(format!(
+                "<b>≤ {} s</b> <span class=\"none\">(no spike: the shortest silence)</span>",
+                t.text(r, "estimated_timeout_s")
             )),
             _ => None,
         }
@@ -242,31 +264,34 @@ pub fn idle(ov: &Overview, mode: &Mode) -> String {
         &[
             ("server_addr", "server"),
             ("server_port", "port"),
-            ("rsts", "idle-timeout RSTs"),
-            ("timeout_estimate_s", "device timeout (estimate)"),
+            ("resets", "idle-timeout RSTs"),
+            ("estimated_timeout_s", "device timeout (estimate)"),
             ("min_silence_s", "min silence s"),
+            ("median_silence_s", "median s"),
             ("max_silence_s", "max silence s"),
+            ("silence_histogram", "silence s : RSTs"),
         ],
         &cell,
     );
-    let note = "<p class=\"none\">A firewall or NAT forgets idle flows at one value: the most \
-                frequent silence before its resets is its timeout.</p>";
-    section(
-        "idle",
-        "Firewall / NAT idle timeouts",
-        false,
-        &(body + note),
-    )
+    let note = "<p class=\"none\">A firewall or NAT forgets idle flows at one value: when most \
+                resets share one silence, that is its timeout; otherwise it is at most the \
+                shortest silence seen.</p>";
+    section("idle", "Firewall / NAT idle timeouts", true, &(body + note))
 }
 
 pub fn refused(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
-    let t = &ov.refused;
+    let t = &first_rows(&ov.refused, REFUSED_SHOWN);
     let cell = |r: usize, c: &str| -> Option<String> {
-        (c == "rsts").then(|| {
+        (c == "refusals").then(|| {
             let mut x = service(f, t, r);
             x.class = Some(RstClass::Reject);
-            num(mode, t.num(r, "rsts"), "refused.rsts", Some((&x, false)))
+            num(
+                mode,
+                t.num(r, "refusals"),
+                "refused.rsts",
+                Some((&x, false)),
+            )
         })
     };
     let body = table(
@@ -275,8 +300,10 @@ pub fn refused(ov: &Overview, mode: &Mode) -> String {
         &[
             ("server_addr", "server"),
             ("server_port", "port"),
-            ("rsts", "refused"),
+            ("refusals", "refused"),
             ("clients", "clients"),
+            ("scan_refusals", "to scanners"),
+            ("last_utc", "last (UTC)"),
         ],
         &cell,
     );
@@ -284,18 +311,6 @@ pub fn refused(ov: &Overview, mode: &Mode) -> String {
 }
 
 pub fn health(ov: &Overview, _mode: &Mode) -> String {
-    let body = table(
-        "health",
-        &ov.sensor_health,
-        &[
-            ("sensor_id", "sensor"),
-            ("name", "counter (latest)"),
-            ("value", "value"),
-            ("batches", "batches in range"),
-            ("last_batch", "last batch (UTC)"),
-            ("last_batch_age_s", "age s"),
-        ],
-        &|_, _| None,
-    );
-    section("health", "Sensor health", false, &body)
+    let body = table("health", &ov.sensor_health, HEALTH_COLS, &|_, _| None);
+    section("health", "Sensor health", true, &body)
 }

@@ -22,8 +22,8 @@ pub fn colour(order: &[&str], name: &str) -> &'static str {
     PALETTE[i % PALETTE.len()]
 }
 
-/// What to draw: `table` has columns `t` (bucket start, epoch seconds), `key_col`
-/// and `rsts`.
+/// What to draw: `table` has the cookbook rate queries' columns `time` (bucket start,
+/// a UTC `DateTime`), `key_col` and `rsts`.
 pub struct Bars<'a> {
     pub table: &'a Table,
     pub key_col: &'a str,
@@ -44,17 +44,15 @@ const BOTTOM: f64 = 26.0;
 
 /// Per bucket start: series → RSTs.
 fn buckets(b: &Bars) -> BTreeMap<i64, BTreeMap<String, f64>> {
-    let (tc, kc, vc) = (
-        b.table.col("t"),
-        b.table.col(b.key_col),
-        b.table.col("rsts"),
-    );
+    let (kc, vc) = (b.table.col(b.key_col), b.table.col("rsts"));
     let mut out: BTreeMap<i64, BTreeMap<String, f64>> = BTreeMap::new();
-    let (Some(tc), Some(kc), Some(vc)) = (tc, kc, vc) else {
+    let (Some(kc), Some(vc)) = (kc, vc) else {
         return out;
     };
-    for row in &b.table.rows {
-        let t = as_f64(&row[tc]) as i64;
+    for (r, row) in b.table.rows.iter().enumerate() {
+        let Some(t) = b.table.epoch(r, "time") else {
+            continue;
+        };
         *out.entry(t)
             .or_default()
             .entry(cell_text(&row[kc]))
@@ -229,11 +227,11 @@ mod tests {
     #[test]
     fn one_segment_per_series_and_bucket_with_its_value() {
         let table = Table {
-            columns: vec!["t".into(), "class".into(), "rsts".into()],
+            columns: vec!["time".into(), "class".into(), "rsts".into()],
             rows: vec![
-                vec![json!(60), json!("abort"), json!(3)],
-                vec![json!(60), json!("reject"), json!(2)],
-                vec![json!(120), json!("abort"), json!(1)],
+                vec![json!("1970-01-01 00:01:00"), json!("abort"), json!(3)],
+                vec![json!("1970-01-01 00:01:00"), json!("reject"), json!(2)],
+                vec![json!("1970-01-01 00:02:00"), json!("abort"), json!(1)],
             ],
         };
         let b = Bars {
