@@ -19,14 +19,20 @@ pub struct Filter {
     pub from: i64,
     /// End, seconds since the epoch (exclusive).
     pub to: i64,
+    /// Only this sensor.
     pub sensor: Option<String>,
+    /// Only this service port.
     pub service_port: Option<u16>,
     /// Rows pages only: one cause, class or anomaly kind, one server address, or only
     /// suspect RSTs.
     pub cause: Option<Cause>,
+    /// Rows pages only: one RST class.
     pub class: Option<RstClass>,
+    /// Rows pages only: one anomaly kind.
     pub kind: Option<AnomalyKind>,
+    /// Rows pages only: one server address.
     pub server: Option<std::net::IpAddr>,
+    /// Rows pages only: suspect RSTs alone.
     pub suspect: bool,
 }
 
@@ -171,6 +177,7 @@ impl Filter {
         i64::from(Step::for_span(span).seconds())
     }
 
+    /// The range's length in seconds.
     pub fn seconds(&self) -> i64 {
         self.to - self.from
     }

@@ -24,11 +24,14 @@ pub struct Insight {
 /// numbers: 64-bit integers are not quoted).
 #[derive(Debug, Clone, Default)]
 pub struct Table {
+    /// Column names, in the query's order.
     pub columns: Vec<String>,
+    /// One vector of cells per row, in `columns` order.
     pub rows: Vec<Vec<Value>>,
 }
 
 impl Table {
+    /// The index of column `name`.
     pub fn col(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
     }
@@ -61,6 +64,8 @@ impl Table {
     }
 }
 
+/// A cell as a number: JSON numbers and numeric strings (64-bit integers arrive
+/// quoted); anything else is 0.
 pub fn as_f64(v: &Value) -> f64 {
     match v {
         Value::Number(n) => n.as_f64().unwrap_or(0.0),
@@ -171,18 +176,31 @@ fn parse_json_compact(bytes: &[u8]) -> anyhow::Result<Table> {
 
 /// Everything the overview page and the report show, for one filter.
 pub struct Overview {
+    /// The range and filters these answers are for.
     pub filter: Filter,
+    /// Headline numbers (`Query::Totals`).
     pub totals: Table,
+    /// RSTs per bucket and class (`reset_rate_by_class.sql`).
     pub by_class: Table,
+    /// RSTs per bucket and cause (`reset_rate_by_cause.sql`).
     pub by_cause: Table,
+    /// Causes with share, example and remedy (`Query::CauseBreakdown`).
     pub causes: Table,
+    /// `top_services.sql`.
     pub top_services: Table,
+    /// `refused_hotspots.sql`.
     pub refused: Table,
+    /// `suspected_injections.sql`.
     pub injections: Table,
+    /// `idle_timeouts.sql`, with the estimated firewall timeout.
     pub idle: Table,
+    /// Anomaly counts per kind (`Query::AnomalyKinds`).
     pub anomaly_kinds: Table,
+    /// `anomalies.sql`: one row per episode.
     pub anomalies: Table,
+    /// `week_over_week.sql`.
     pub week_over_week: Table,
+    /// `sensor_health.sql`.
     pub sensor_health: Table,
 }
 

@@ -22,22 +22,35 @@ use super::filter::Filter;
 /// One question the view asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Query {
+    /// `reset_rate_by_class.sql`.
     ResetRateByClass,
+    /// `reset_rate_by_cause.sql`.
     ResetRateByCause,
+    /// `top_services.sql`.
     TopServices,
+    /// `refused_hotspots.sql`.
     RefusedHotspots,
+    /// `suspected_injections.sql`.
     SuspectedInjections,
+    /// `idle_timeouts.sql`.
     IdleTimeouts,
+    /// `anomalies.sql`.
     Anomalies,
+    /// `week_over_week.sql`.
     WeekOverWeek,
+    /// `sensor_health.sql`.
     SensorHealth,
     /// Not in the cookbook (they take the rows pages' narrowing, see the module
     /// comment): headline totals, anomaly counts per kind, causes with remedies, and
     /// the RST and anomaly rows behind a number.
     Totals,
+    /// Anomaly rows per kind.
     AnomalyKinds,
+    /// Causes with share, the same range a week before, first example and remedy.
     CauseBreakdown,
+    /// The RST rows behind a number.
     RstRows,
+    /// The anomaly rows behind a number.
     AnomalyRows,
 }
 

@@ -14,7 +14,7 @@ fn cell(s: &str) -> String {
 }
 
 /// `cols` of `t` as a Markdown table; numbers right-aligned and grouped.
-pub fn table(t: &Table, cols: &[(&str, &str)], limit: usize) -> String {
+pub(crate) fn table(t: &Table, cols: &[(&str, &str)], limit: usize) -> String {
     if t.rows.is_empty() {
         return "_nothing in this range_\n".into();
     }
@@ -87,7 +87,7 @@ fn sparklines(t: &Table, key: &str, f: &Filter) -> String {
     s
 }
 
-pub fn render(ov: &Overview, generated: &str) -> String {
+pub(crate) fn render(ov: &Overview, generated: &str) -> String {
     let f = &ov.filter;
     let t = &ov.totals;
     let mut s = format!(
@@ -151,7 +151,7 @@ const SECTIONS: [Section; 7] = [
 ];
 
 /// The sensor-health columns, shared with the live view.
-pub const HEALTH_COLS: &[(&str, &str)] = &[
+pub(crate) const HEALTH_COLS: &[(&str, &str)] = &[
     ("sensor_id", "sensor"),
     ("frames", "frames"),
     ("capture_lost_pct", "capture lost %"),

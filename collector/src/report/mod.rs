@@ -2,7 +2,7 @@
 //! an e-mail — HTML with inline SVG charts and styles (no links, no script), or
 //! Markdown.
 
-pub mod markdown;
+pub(crate) mod markdown;
 
 use crate::insight::{Filter, Insight, Overview};
 use crate::web::page::{self, Mode};
@@ -10,7 +10,9 @@ use crate::web::page::{self, Mode};
 /// The output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// One self-contained HTML file with inline SVG.
     Html,
+    /// Markdown tables with text sparklines.
     Markdown,
 }
 

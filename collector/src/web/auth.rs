@@ -5,9 +5,12 @@
 
 use base64::Engine as _;
 
+/// How the view checks its readers.
 #[derive(Debug, Clone)]
 pub enum WebAuth {
+    /// No check (`--http-no-auth`).
     None,
+    /// Bearer token, or basic auth with the token as password.
     Token(String),
 }
 

@@ -2,7 +2,7 @@
 //! report.
 
 /// Text safe inside HTML elements and double-quoted attributes.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -19,12 +19,12 @@ pub fn esc(s: &str) -> String {
 
 /// Columns that hold numbers which are names, not quantities (ports, TTLs): printed
 /// as they are, never `50,912`.
-pub fn is_label_column(col: &str) -> bool {
+pub(crate) fn is_label_column(col: &str) -> bool {
     col.ends_with("port") || col == "ttl"
 }
 
 /// `1234567` as `1,234,567`; fractions keep up to three decimals.
-pub fn fmt_num(v: f64) -> String {
+pub(crate) fn fmt_num(v: f64) -> String {
     if v.fract() != 0.0 {
         return format!("{v:.3}")
             .trim_end_matches('0')

@@ -5,12 +5,12 @@
 //! Routes: `/` the overview (range picker, auto-refresh), `/rows` the rows behind a
 //! number, `/healthz`. Every route but `/healthz` needs the token (see [`auth`]).
 
-pub mod auth;
-pub mod html;
-pub mod page;
-pub mod rows;
-pub mod sections;
-pub mod svg;
+mod auth;
+pub(crate) mod html;
+pub(crate) mod page;
+mod rows;
+mod sections;
+mod svg;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,7 +33,9 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// What the HTTP handlers share.
 pub struct App {
+    /// Runs the queries.
     pub insight: Insight,
+    /// Who may read the view.
     pub auth: WebAuth,
 }
 

@@ -12,7 +12,7 @@ use crate::insight::{Filter, Overview, Table};
 
 /// How the page is used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Served by `serve --http`: `range` is the relative range asked for (kept on
     /// refresh), `refresh` the auto-refresh period in seconds.
     Live {
@@ -39,7 +39,7 @@ impl Mode {
 
 /// A number, as a link to its rows in the live view. `key` names it for tests and
 /// scripts (`data-k`).
-pub fn num(mode: &Mode, v: f64, key: &str, rows: Option<(&Filter, bool)>) -> String {
+pub(crate) fn num(mode: &Mode, v: f64, key: &str, rows: Option<(&Filter, bool)>) -> String {
     let text = fmt_num(v);
     match rows.and_then(|(f, a)| mode.rows_link(f, a)) {
         Some(href) => format!(
@@ -54,7 +54,7 @@ pub fn num(mode: &Mode, v: f64, key: &str, rows: Option<(&Filter, bool)>) -> Str
     }
 }
 
-pub const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 :root{--bg:#0f1419;--panel:#171e26;--line:#2a3440;--text:#d8dee6;--dim:#8a96a3;--accent:#4c9be8;--bad:#e45756;--warn:#eeca3b}
 *{box-sizing:border-box}body{margin:0;background:var(--bg);color:var(--text);font:13px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif}
 header{display:flex;flex-wrap:wrap;align-items:center;gap:16px;padding:10px 18px;background:#0b0f13;border-bottom:1px solid var(--line)}
@@ -82,7 +82,7 @@ td.detail{color:var(--dim);max-width:420px}td[data-col=time],td[data-col$=_utc],
 "#;
 
 /// The whole overview page.
-pub fn overview(ov: &Overview, mode: &Mode) -> String {
+pub(crate) fn overview(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
     let mut s = head("TCP resets", mode);
     s.push_str(&header(f, mode));
@@ -108,7 +108,7 @@ pub fn overview(ov: &Overview, mode: &Mode) -> String {
 }
 
 /// `<head>` with the inline stylesheet, and the refresh when asked for.
-pub fn head(title: &str, mode: &Mode) -> String {
+pub(crate) fn head(title: &str, mode: &Mode) -> String {
     let refresh = match mode {
         Mode::Live {
             refresh: Some(n), ..
@@ -301,7 +301,7 @@ fn footer(mode: &Mode) -> String {
 /// A generic table: `cols` are (column, heading); numeric columns are right-aligned.
 /// `cell(row, col)` may return the cell's HTML (a link); otherwise the text is
 /// escaped.
-pub fn table(
+pub(crate) fn table(
     id: &str,
     t: &Table,
     cols: &[(&str, &str)],

@@ -8,7 +8,7 @@ use super::page::{head, table, Mode};
 use crate::insight::{Filter, Insight, Query};
 
 /// The rows page for `f`; `anomalies` picks the anomaly rows instead of RSTs.
-pub async fn page(i: &Insight, f: &Filter, anomalies: bool) -> anyhow::Result<String> {
+pub(super) async fn page(i: &Insight, f: &Filter, anomalies: bool) -> anyhow::Result<String> {
     let mode = Mode::Live {
         range: None,
         refresh: None,

@@ -27,8 +27,8 @@ fn service(f: &Filter, t: &Table, r: usize) -> Filter {
 }
 
 /// Rows of the cookbook's top lists the overview shows (the report shows as many).
-pub const SERVICES_SHOWN: usize = 15;
-pub const REFUSED_SHOWN: usize = 10;
+pub(super) const SERVICES_SHOWN: usize = 15;
+pub(super) const REFUSED_SHOWN: usize = 10;
 
 /// The first `n` rows of `t` (the overview shows the newest; the rows page all).
 fn first_rows(t: &Table, n: usize) -> Table {
@@ -39,7 +39,7 @@ fn first_rows(t: &Table, n: usize) -> Table {
 }
 
 /// Causes in the range, with the same range a week earlier and the remedy.
-pub fn causes(ov: &Overview, mode: &Mode) -> String {
+pub(super) fn causes(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
     let t = &ov.causes_with_previous();
     let total: f64 = (0..t.rows.len()).map(|r| t.num(r, "rsts")).sum();
@@ -92,7 +92,7 @@ pub fn causes(ov: &Overview, mode: &Mode) -> String {
     section("causes", "Why: RSTs by cause, with remedies", true, &body)
 }
 
-pub fn services(ov: &Overview, mode: &Mode) -> String {
+pub(super) fn services(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
     let t = &first_rows(&ov.top_services, SERVICES_SHOWN);
     let cell = |r: usize, c: &str| -> Option<String> {
@@ -134,7 +134,7 @@ pub fn services(ov: &Overview, mode: &Mode) -> String {
     section("services", "Top services by RSTs", false, &body)
 }
 
-pub fn injections(ov: &Overview, mode: &Mode) -> String {
+pub(super) fn injections(ov: &Overview, mode: &Mode) -> String {
     let t = &ov.injections;
     let cell = |r: usize, c: &str| -> Option<String> {
         let flags = t.col("flag_names")?;
@@ -184,7 +184,7 @@ pub fn injections(ov: &Overview, mode: &Mode) -> String {
     )
 }
 
-pub fn anomalies(ov: &Overview, mode: &Mode) -> String {
+pub(super) fn anomalies(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
     let k = &ov.anomaly_kinds;
     let mut summary = String::from("<p>");
@@ -230,7 +230,7 @@ pub fn anomalies(ov: &Overview, mode: &Mode) -> String {
     )
 }
 
-pub fn idle(ov: &Overview, mode: &Mode) -> String {
+pub(super) fn idle(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
     let t = &ov.idle;
     let cell = |r: usize, c: &str| -> Option<String> {
@@ -279,7 +279,7 @@ pub fn idle(ov: &Overview, mode: &Mode) -> String {
     section("idle", "Firewall / NAT idle timeouts", true, &(body + note))
 }
 
-pub fn refused(ov: &Overview, mode: &Mode) -> String {
+pub(super) fn refused(ov: &Overview, mode: &Mode) -> String {
     let f = &ov.filter;
     let t = &first_rows(&ov.refused, REFUSED_SHOWN);
     let cell = |r: usize, c: &str| -> Option<String> {
@@ -310,7 +310,7 @@ pub fn refused(ov: &Overview, mode: &Mode) -> String {
     section("refused", "Refused-connection hotspots", false, &body)
 }
 
-pub fn health(ov: &Overview, _mode: &Mode) -> String {
+pub(super) fn health(ov: &Overview, _mode: &Mode) -> String {
     let body = table("health", &ov.sensor_health, HEALTH_COLS, &|_, _| None);
     section("health", "Sensor health", true, &body)
 }

@@ -17,14 +17,14 @@ const PALETTE: [&str; 14] = [
 
 /// The colour of series `name` among `order` (the enum's order, so a cause keeps its
 /// colour from chart to chart and report to report).
-pub fn colour(order: &[&str], name: &str) -> &'static str {
+pub(super) fn colour(order: &[&str], name: &str) -> &'static str {
     let i = order.iter().position(|n| *n == name).unwrap_or(order.len());
     PALETTE[i % PALETTE.len()]
 }
 
 /// What to draw: `table` has the cookbook rate queries' columns `time` (bucket start,
 /// a UTC `DateTime`), `key_col` and `rsts`.
-pub struct Bars<'a> {
+pub(super) struct Bars<'a> {
     pub table: &'a Table,
     pub key_col: &'a str,
     /// Series names in display order (an enum's `ALL`).
@@ -77,7 +77,7 @@ fn nice_max(v: f64) -> f64 {
 
 /// The chart as an `<svg>` element. `link(series, bucket_start, bucket_end)` gives
 /// each segment's target, or `None` for none (the report).
-pub fn stacked_bars(b: &Bars, link: &dyn Fn(&str, i64, i64) -> Option<String>) -> String {
+pub(super) fn stacked_bars(b: &Bars, link: &dyn Fn(&str, i64, i64) -> Option<String>) -> String {
     let data = buckets(b);
     let max = data
         .values()

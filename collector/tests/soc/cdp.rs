@@ -14,14 +14,14 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 /// The browser binary, when installed.
-pub fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
 }
 
-pub struct Browser {
+pub(crate) struct Browser {
     child: Child,
     input: ChildStdin,
     answers: Receiver<Value>,
@@ -32,7 +32,7 @@ pub struct Browser {
 
 impl Browser {
     /// Starts the browser with one page of `width`×`height` CSS pixels.
-    pub fn start(bin: &Path, width: u32, height: u32) -> anyhow::Result<Browser> {
+    pub(crate) fn start(bin: &Path, width: u32, height: u32) -> anyhow::Result<Browser> {
         let profile = rstwatch_collector::testing::TempDir::new("rstwatch-chromium")?;
         let cmd = format!(
             "exec '{}' --headless --no-sandbox --disable-gpu --no-first-run \
@@ -88,7 +88,7 @@ impl Browser {
     }
 
     /// One command; waits for its answer (events in between are skipped).
-    pub fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+    pub(crate) fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -115,7 +115,7 @@ impl Browser {
         }
     }
 
-    pub fn resize(&mut self, width: u32, height: u32) -> anyhow::Result<()> {
+    pub(crate) fn resize(&mut self, width: u32, height: u32) -> anyhow::Result<()> {
         self.call(
             "Emulation.setDeviceMetricsOverride",
             json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
@@ -124,14 +124,14 @@ impl Browser {
     }
 
     /// Every request of the page carries these headers (the view's token).
-    pub fn headers(&mut self, headers: Value) -> anyhow::Result<()> {
+    pub(crate) fn headers(&mut self, headers: Value) -> anyhow::Result<()> {
         self.call("Network.enable", json!({}))?;
         self.call("Network.setExtraHTTPHeaders", json!({ "headers": headers }))?;
         Ok(())
     }
 
     /// A JavaScript expression's value (JSON-serialisable).
-    pub fn eval(&mut self, expr: &str) -> anyhow::Result<Value> {
+    pub(crate) fn eval(&mut self, expr: &str) -> anyhow::Result<Value> {
         let r = self.call(
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
@@ -143,13 +143,13 @@ impl Browser {
     }
 
     /// Navigates and waits until the page has loaded.
-    pub fn goto(&mut self, url: &str) -> anyhow::Result<()> {
+    pub(crate) fn goto(&mut self, url: &str) -> anyhow::Result<()> {
         self.call("Page.navigate", json!({ "url": url }))?;
         self.wait_loaded(url.split('#').next().unwrap_or(url))
     }
 
     /// Waits until the document at a URL starting with `prefix` is complete.
-    pub fn wait_loaded(&mut self, prefix: &str) -> anyhow::Result<()> {
+    pub(crate) fn wait_loaded(&mut self, prefix: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let check = format!(
             "document.readyState === 'complete' && location.href.startsWith({})",
@@ -165,7 +165,7 @@ impl Browser {
     }
 
     /// A PNG of the whole page (not just the viewport).
-    pub fn screenshot(&mut self) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn screenshot(&mut self) -> anyhow::Result<Vec<u8>> {
         let m = self.call("Page.getLayoutMetrics", json!({}))?;
         let w = m["cssContentSize"]["width"].as_f64().unwrap_or(1400.0);
         let h = m["cssContentSize"]["height"].as_f64().unwrap_or(900.0);

@@ -3,7 +3,7 @@
 //! and shipped, SQL helpers, and the headless browser.
 #![allow(dead_code)]
 
-pub mod cdp;
+pub(crate) mod cdp;
 
 use std::path::Path;
 
@@ -12,15 +12,15 @@ use rstwatch_sensor::gen::{self, GenOptions, Scenario};
 use rstwatch_sensor::ship::{replay_shipped, ShipArgs};
 use rstwatch_sensor::{Engine, EngineConfig};
 
-pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
-pub const DB: &str = "rstwatch";
-pub const SENSOR: &str = "edge-1";
+pub(crate) const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
+pub(crate) const DB: &str = "rstwatch";
+pub(crate) const SENSOR: &str = "edge-1";
 
-pub fn now_s() -> i64 {
+pub(crate) fn now_s() -> i64 {
     rstwatch_collector::log::now_us() / 1_000_000
 }
 
-pub fn start_clickhouse(test: &str) -> Option<ClickHouse> {
+pub(crate) fn start_clickhouse(test: &str) -> Option<ClickHouse> {
     match ClickHouse::start().expect("starting clickhouse-server") {
         Some(ch) => {
             ch.migrate(Path::new(COLLECTOR), DB).unwrap();
@@ -33,7 +33,7 @@ pub fn start_clickhouse(test: &str) -> Option<ClickHouse> {
     }
 }
 
-pub fn collector(ch: &ClickHouse, dir: &Path, extra: &[&str]) -> Collector {
+pub(crate) fn collector(ch: &ClickHouse, dir: &Path, extra: &[&str]) -> Collector {
     let mut args = vec!["--plaintext", "--no-auth"];
     args.extend_from_slice(extra);
     Collector::start(
@@ -48,7 +48,7 @@ pub fn collector(ch: &ClickHouse, dir: &Path, extra: &[&str]) -> Collector {
 
 /// Generates `scenario` starting at `start_us`, writes it as a pcap, replays it
 /// through the sensor's engine and ships it to `col`; waits for every acknowledgement.
-pub fn load(
+pub(crate) fn load(
     col: &Collector,
     dir: &Path,
     scenario: Scenario,
@@ -94,13 +94,13 @@ pub fn load(
 /// The loads every test uses: `mixed` captures (10 min each, different seeds and
 /// sizes) starting 5, 4, 3 and 2 hours ago and 40 minutes ago, a storm 3.5 h ago and
 /// backscatter 1.5 h ago, so "last 1h" holds only the last and "last 6h" all of them.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub now: i64,
     pub old_start: i64,
     pub recent_start: i64,
 }
 
-pub fn load_two_periods(col: &Collector, dir: &TempDir) -> Loaded {
+pub(crate) fn load_two_periods(col: &Collector, dir: &TempDir) -> Loaded {
     let now = now_s();
     let l = Loaded {
         now,
@@ -130,7 +130,7 @@ pub fn load_two_periods(col: &Collector, dir: &TempDir) -> Loaded {
 }
 
 /// One number from SQL.
-pub fn sql_num(ch: &ClickHouse, sql: &str) -> f64 {
+pub(crate) fn sql_num(ch: &ClickHouse, sql: &str) -> f64 {
     let out = ch.query_db(DB, sql).unwrap();
     out.trim()
         .parse()
@@ -138,7 +138,7 @@ pub fn sql_num(ch: &ClickHouse, sql: &str) -> f64 {
 }
 
 /// Rows of TSV from SQL.
-pub fn sql_rows(ch: &ClickHouse, sql: &str) -> Vec<Vec<String>> {
+pub(crate) fn sql_rows(ch: &ClickHouse, sql: &str) -> Vec<Vec<String>> {
     ch.query_db(DB, sql)
         .unwrap()
         .lines()
@@ -147,6 +147,6 @@ pub fn sql_rows(ch: &ClickHouse, sql: &str) -> Vec<Vec<String>> {
 }
 
 /// The WHERE of RSTs in [from, to).
-pub fn rst_range(from: i64, to: i64) -> String {
+pub(crate) fn rst_range(from: i64, to: i64) -> String {
     format!("ts >= toDateTime({from}) AND ts < toDateTime({to})")
 }
