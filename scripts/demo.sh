@@ -7,19 +7,26 @@
 #   → rstwatch-sensor run (AF_XDP) on the capture side, shipping to the collector
 #   → the `mixed` scenario (documentation addresses only) replayed into the peer side
 #   → stop the sensor (it flushes and waits for every acknowledgement)
-#   → the canonical queries in schema/queries/ against what landed in ClickHouse.
-# Needs root (namespaces, XDP). Everything it starts is stopped and removed at exit.
+#   → the canonical queries in schema/queries/ against what landed in ClickHouse,
+#     the SOC view (serve --http) checked over HTTP, the alerts it raised (ECS lines),
+#     and a report written to --report-out (kept).
+# Needs root (namespaces, XDP). Everything it starts is stopped and removed at exit;
+# --hold keeps the collector and its view up until Ctrl-C, to look at it in a browser.
 #
-#   scripts/demo.sh [--flows N] [--pps N]
+#   scripts/demo.sh [--flows N] [--pps N] [--report-out FILE] [--hold]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flows=2000
 pps=20000
+report_out=/tmp/rstwatch-demo-report.html
+hold=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --flows) flows="$2"; shift 2 ;;
         --pps) pps="$2"; shift 2 ;;
-        *) echo "usage: scripts/demo.sh [--flows N] [--pps N]" >&2; exit 2 ;;
+        --report-out) report_out="$2"; shift 2 ;;
+        --hold) hold=1; shift ;;
+        *) echo "usage: scripts/demo.sh [--flows N] [--pps N] [--report-out FILE] [--hold]" >&2; exit 2 ;;
     esac
 done
 if [ "$(id -u)" -ne 0 ]; then
@@ -78,8 +85,20 @@ clickhouse-client --port "$tcp" -q 'SELECT version()' | sed 's/^/   server versi
 echo "== collector"
 "$collector" migrate --clickhouse-url "http://127.0.0.1:$http"
 cport=$(free_port)
+vport=$(free_port)
+# Alerts: every anomaly becomes an ECS JSON line (webhook, Slack and syslog sinks are
+# configured the same way: collector/config/alerts.example.toml).
+cat >"$work/collector.toml" <<EOF
+[alerts]
+state_dir = "$work/alerts"
+log = "$work/alerts.ecs.jsonl"
+poll_secs = 1
+observer = "demo-collector"
+external_url = "http://127.0.0.1:$vport"
+EOF
 "$collector" serve --listen "127.0.0.1:$cport" --clickhouse-url "http://127.0.0.1:$http" \
-    --plaintext --token demo-token >"$work/collector.log" 2>&1 &
+    --plaintext --token demo-token --config "$work/collector.toml" \
+    --http "127.0.0.1:$vport" --http-token demo-view >"$work/collector.log" 2>&1 &
 pids+=($!)
 sleep 1
 
@@ -118,3 +137,32 @@ for q in reset_rate_by_class resets_by_cause top_services suspected_injections a
     "$collector" print-schema --server-version 18.16 --queries --query "$q" --from "$qfrom" --to "$qto" \
         | ch --format PrettyCompactMonoBlock --multiquery | head -n 20
 done
+
+echo "== the SOC view: http://127.0.0.1:$vport/ (token demo-view)"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$vport/")
+echo "   without the token: HTTP $code"
+curl -sf -H 'Authorization: Bearer demo-view' "http://127.0.0.1:$vport/?range=24h" -o "$work/view.html"
+echo "   with the token: $(wc -c <"$work/view.html") bytes, $(grep -o '<svg' "$work/view.html" | wc -l) charts"
+
+echo "== alerts raised (ECS JSON lines)"
+for _ in $(seq 50); do [ -s "$work/alerts.ecs.jsonl" ] && break; sleep 0.2; done
+sleep 2
+python3 - "$work/alerts.ecs.jsonl" <<'PY'
+import collections, json, sys
+try:
+    lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+except FileNotFoundError:
+    lines = []
+print(f"   {len(lines)} alert lines")
+for rule, n in sorted(collections.Counter(l["rule"]["name"] for l in lines).items()):
+    print(f"   {n:4d}  {rule}")
+PY
+
+echo "== report: $report_out"
+"$collector" report --clickhouse-url "http://127.0.0.1:$http" --since 24h --out "$report_out"
+ls -l "$report_out" | sed 's/^/   /'
+
+if [ "$hold" = 1 ]; then
+    echo "== holding: the view is at http://127.0.0.1:$vport/ (token demo-view); Ctrl-C ends"
+    wait
+fi
