@@ -321,12 +321,20 @@ mod tests {
             Dir::Orig,
             RstClass::Abort,
         );
-        for ts in [1_767_225_600_000_001, 1_767_225_600_999_999, 1_767_225_601_000_000, 5] {
+        for ts in [
+            1_767_225_600_000_001,
+            1_767_225_600_999_999,
+            1_767_225_601_000_000,
+            5,
+        ] {
             e.ts_us = ts;
             let mut fast = Vec::new();
             fmt.rst(&e, &mut fast);
             let serde = serde_json::to_vec(&Record::Rst(e.clone())).unwrap();
-            assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
         }
     }
 }
