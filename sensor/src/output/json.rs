@@ -4,8 +4,8 @@
 //! Why: in `replay` serde's generic path (a `String` per timestamp from the `time`
 //! crate, `collect_str` through `fmt` for every address and flag set) cost more per
 //! record than the engine spent on the packets behind it. Here integers go through
-//! `itoa`, IPv4 addresses are formatted directly, and the date part of a timestamp is
-//! formatted once per second of packet time. Anomalies (rare, with floats) keep serde.
+//! `itoa`, IPv4 addresses and dates are formatted directly (the date part is reused
+//! within a second). Anomalies (rare, with floats) keep serde.
 //! `tests::same_bytes_as_serde` holds the two forms equal on random records.
 
 use rstwatch_schema::timefmt::rfc3339_micros;
@@ -111,15 +111,40 @@ impl JsonFormat {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of a whole second, taken from the reference formatter (so
-/// the two cannot disagree), or `None` when it prints something else for it.
+/// Seconds of 10000-01-01T00:00:00Z: the formatter prints four-digit years below it.
+const YEAR_10000: i64 = 253_402_300_800;
+
+/// `YYYY-MM-DDTHH:MM:SS` of a whole second from 1970 to 9999 (what
+/// [`rfc3339_micros`] prints there), or `None` outside, where that formatter's own
+/// text is used. Days to a civil date: Howard Hinnant's `civil_from_days`.
 fn date_text(secs: i64) -> Option<[u8; 19]> {
-    let full = rfc3339_micros(secs.checked_mul(1_000_000)?);
-    let b = full.as_bytes();
-    if b.len() != 27 || b[19] != b'.' {
+    if !(0..YEAR_10000).contains(&secs) {
         return None;
     }
-    b[..19].try_into().ok()
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut t = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for d in t[at..at + width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    Some(t)
 }
 
 #[inline]
@@ -227,10 +252,13 @@ mod tests {
         ]
     }
 
-    /// Mostly plausible times, sometimes anywhere in `i64` (the formatter's fallback).
+    /// Mostly plausible times, sometimes anywhere in `i64` (the formatter's fallback),
+    /// and around the ends of the fast path's range.
     fn ts() -> impl Strategy<Value = i64> {
         prop_oneof![
             4 => 0i64..4_102_444_800_000_000,
+            1 => (YEAR_10000 - 400 * 86_400) * 1_000_000..(YEAR_10000 + 86_400) * 1_000_000,
+            1 => -86_400_000_000i64..86_400_000_000,
             1 => -100_000_000_000_000i64..0,
             1 => any::<i64>(),
         ]
@@ -307,6 +335,26 @@ mod tests {
             let serde = serde_json::to_vec(&Record::Flow(f)).unwrap();
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
         }
+    }
+
+    /// The date arithmetic against the reference formatter: every day from 1970 to
+    /// 2200 (all leap-year rules), then every 97th day to 9999, at a day's first and
+    /// last second.
+    #[test]
+    fn dates_match_the_reference_formatter() {
+        let last_day = YEAR_10000 / 86_400;
+        let days = (0..84_000)
+            .chain((84_000..last_day).step_by(97))
+            .chain([last_day - 1]);
+        for day in days {
+            for secs in [day * 86_400, day * 86_400 + 86_399] {
+                let want = rfc3339_micros(secs * 1_000_000);
+                let got = date_text(secs).map(|t| String::from_utf8(t.to_vec()).unwrap());
+                assert_eq!(got.as_deref(), Some(&want[..19]), "{secs}");
+            }
+        }
+        assert_eq!(date_text(YEAR_10000), None);
+        assert_eq!(date_text(-1), None);
     }
 
     /// The per-second date cache: consecutive records in one second, the next second,
