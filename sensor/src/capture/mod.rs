@@ -75,21 +75,8 @@ fn realtime_us() -> i64 {
 
 /// Pins the calling thread to `core`.
 fn pin(core: usize) -> anyhow::Result<()> {
-    // SAFETY: zeroed cpu_set_t is an empty set; CPU_SET within CPU_SETSIZE (checked).
-    unsafe {
-        if core >= libc::CPU_SETSIZE as usize {
-            bail!("core {core} is beyond CPU_SETSIZE");
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "cannot pin a thread to core {core}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
+    crate::sys::pin_thread(&[core])
+        .map_err(|e| anyhow::anyhow!("cannot pin a thread to core {core}: {e}"))
 }
 
 /// Checks the configuration against this machine: interface, queues, cores.
@@ -146,19 +133,14 @@ pub fn pin_housekeeping(cores: &[usize]) {
         log::info!("every core is a capture core: output and housekeeping threads share them");
         return;
     }
-    // SAFETY: a cpu_set_t built with CPU_SET for cores below CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in rest.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            log::warn!(
-                "cannot keep housekeeping threads off the capture cores: {}",
-                std::io::Error::last_os_error()
-            );
-            return;
-        }
+    let settable: Vec<usize> = rest
+        .iter()
+        .copied()
+        .filter(|&c| c < libc::CPU_SETSIZE as usize)
+        .collect();
+    if let Err(e) = crate::sys::pin_thread(&settable) {
+        log::warn!("cannot keep housekeeping threads off the capture cores: {e}");
+        return;
     }
     log::debug!("housekeeping threads on cores {rest:?}");
 }
