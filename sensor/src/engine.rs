@@ -22,8 +22,18 @@ use crate::sink::Sink;
 use crate::track;
 use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
 
-/// A parsed segment with its flow key, sending end, key hash and lookup result.
-type Looked = (Packet, FlowKey, End, u64, Option<u32>);
+/// A parsed segment of a batch with what its flow lookup needs and found.
+#[derive(Clone, Copy)]
+struct Looked {
+    packet: Packet,
+    key: FlowKey,
+    /// Which end of the flow sent it.
+    end: End,
+    /// `hash_key(&key)`, computed once.
+    hash: u64,
+    /// The slot the batch's lookup loop found (checked again before use).
+    hint: Option<u32>,
+}
 
 /// Frames whose flow lookups [`Engine::process_batch`] overlaps.
 pub const BATCH: usize = 32;
@@ -120,22 +130,28 @@ impl Engine {
             let mut parsed: [Result<Looked, Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
             self.tunnels.next_epoch();
             for (slot, &(_, frame)) in parsed.iter_mut().zip(chunk) {
-                *slot = parse::parse(link, frame, self.parse_opts).map(|p| {
-                    let (key, end) = self.key_of(&p);
-                    (p, key, end, hash_key(&key), None)
+                *slot = parse::parse(link, frame, self.parse_opts).map(|packet| {
+                    let (key, end) = self.key_of(&packet);
+                    Looked {
+                        packet,
+                        key,
+                        end,
+                        hash: hash_key(&key),
+                        hint: None,
+                    }
                 });
             }
             // Lookups in a tight loop of their own, index only: the flow itself is
             // prefetched, not read, so the cache misses of the whole batch overlap.
-            for (_, _, _, hash, hint) in parsed.iter_mut().flatten() {
-                *hint = self.table.find_hint(*hash);
-                if let Some(i) = *hint {
+            for l in parsed.iter_mut().flatten() {
+                l.hint = self.table.find_hint(l.hash);
+                if let Some(i) = l.hint {
                     self.table.prefetch(i);
                 }
             }
             for (slot, &(ts_us, _)) in parsed.iter().zip(chunk) {
                 self.counters.frames += 1;
-                let (p, key, end, hash, hint) = match slot {
+                let l = match slot {
                     Ok(looked) => looked,
                     Err(r) => {
                         self.counters.rejected[*r as usize] += 1;
@@ -147,13 +163,13 @@ impl Engine {
                 self.advance(ts_us, sink);
                 // Earlier frames of the batch may have created, closed or evicted
                 // flows since the lookup: trust the hint only if it still holds.
-                let found = match *hint {
-                    Some(i) if self.table.get(i).is_live() && self.table.get(i).key == *key => {
+                let found = match l.hint {
+                    Some(i) if self.table.get(i).is_live() && self.table.get(i).key == l.key => {
                         Some(i)
                     }
-                    _ => self.table.find(key, *hash),
+                    _ => self.table.find(&l.key, l.hash),
                 };
-                self.packet(ts_us, p, *key, *end, *hash, found, sink);
+                self.packet(ts_us, &l.packet, l.key, l.end, l.hash, found, sink);
             }
         }
     }
@@ -552,7 +568,15 @@ pub static FANOUT_PARSE_OPTIONS: std::sync::OnceLock<ParseOptions> = std::sync::
 /// inner four-tuple (the key without its tunnel slot, which is each engine's own): both
 /// directions of an inner flow meet on one worker whatever the outer addresses.
 pub fn fanout_hash(link: LinkType, frame: &[u8]) -> Option<u64> {
-    let opts = FANOUT_PARSE_OPTIONS.get().copied().unwrap_or_default();
+    fanout_hash_with(
+        link,
+        frame,
+        FANOUT_PARSE_OPTIONS.get().copied().unwrap_or_default(),
+    )
+}
+
+/// [`fanout_hash`] with the parse options given (`replay --workers` passes its own).
+pub fn fanout_hash_with(link: LinkType, frame: &[u8], opts: ParseOptions) -> Option<u64> {
     let p = parse::parse(link, frame, opts).ok()?;
     Some(hash_key(&FlowKey::of(&p).0))
 }

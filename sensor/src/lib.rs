@@ -29,6 +29,7 @@ pub mod parse;
 pub mod ship;
 pub mod sink;
 pub mod source;
+pub mod sys;
 pub mod track;
 
 pub use config::EngineConfig;

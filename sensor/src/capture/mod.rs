@@ -75,21 +75,8 @@ fn realtime_us() -> i64 {
 
 /// Pins the calling thread to `core`.
 fn pin(core: usize) -> anyhow::Result<()> {
-    // SAFETY: zeroed cpu_set_t is an empty set; CPU_SET within CPU_SETSIZE (checked).
-    unsafe {
-        if core >= libc::CPU_SETSIZE as usize {
-            bail!("core {core} is beyond CPU_SETSIZE");
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!(
-                "cannot pin a thread to core {core}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    Ok(())
+    crate::sys::pin_thread(&[core])
+        .map_err(|e| anyhow::anyhow!("cannot pin a thread to core {core}: {e}"))
 }
 
 /// Checks the configuration against this machine: interface, queues, cores.
@@ -146,19 +133,14 @@ pub fn pin_housekeeping(cores: &[usize]) {
         log::info!("every core is a capture core: output and housekeeping threads share them");
         return;
     }
-    // SAFETY: a cpu_set_t built with CPU_SET for cores below CPU_SETSIZE.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &c in rest.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
-            libc::CPU_SET(c, &mut set);
-        }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            log::warn!(
-                "cannot keep housekeeping threads off the capture cores: {}",
-                std::io::Error::last_os_error()
-            );
-            return;
-        }
+    let settable: Vec<usize> = rest
+        .iter()
+        .copied()
+        .filter(|&c| c < libc::CPU_SETSIZE as usize)
+        .collect();
+    if let Err(e) = crate::sys::pin_thread(&settable) {
+        log::warn!("cannot keep housekeeping threads off the capture cores: {e}");
+        return;
     }
     log::debug!("housekeeping threads on cores {rest:?}");
 }
@@ -210,24 +192,7 @@ where
     F: Fn(usize) -> P,
 {
     let iface = preflight(cfg)?;
-    let ports = cfg.engine.encap.ports().unwrap_or_default();
-    let ports = rstwatch_xdp::TunnelPortFilter {
-        vxlan: ports.vxlan,
-        geneve: ports.geneve,
-    };
-    let mut prog =
-        XdpProgram::attach_with_ports(&iface, cfg.mode_request(), cfg.non_tcp == "pass", ports)?;
-    let mode = match prog.mode() {
-        rstwatch_xdp::AttachMode::Native => "native",
-        rstwatch_xdp::AttachMode::Generic => "generic",
-    };
-    let xcfg = cfg.xsk_config();
-    let mut sockets = Vec::new();
-    for &q in &cfg.queues {
-        let s = XskSocket::open(&iface, q, &xcfg)?;
-        prog.register(q, s.fd())?;
-        sockets.push(s);
-    }
+    let (prog, mode, sockets) = attach(cfg, &iface)?;
     let workers = if cfg.fanout > 0 {
         cfg.fanout
     } else {
@@ -235,60 +200,11 @@ where
     };
     let shared = Arc::new(Shared::new(&iface, mode, &cfg.queues, workers, output));
     let drain = Arc::new(AtomicBool::new(false));
-    let core_of = |i: usize| cfg.cores.get(i).copied();
-
-    let mut capture_threads: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
-    let mut worker_threads: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
-    if cfg.fanout == 0 {
-        for (i, sock) in sockets.into_iter().enumerate() {
-            let p = make(i);
-            let core = core_of(i);
-            let shared = shared.clone();
-            let drain = drain.clone();
-            capture_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("rw-q{}", sock.queue()))
-                    .spawn(move || queue_worker(i, sock, p, core, &shared, &drain))
-                    .context("spawning a capture thread")?,
-            );
-        }
+    let threads = if cfg.fanout == 0 {
+        spawn_per_queue(cfg, sockets, &make, &shared, &drain)?
     } else {
-        let n = cfg.fanout;
-        let mut txs = Vec::new();
-        let (recycle_tx, recycle_rx) = bounded::<Batch>(n * cfg.fanout_queue_batches + 64);
-        for j in 0..n {
-            let (tx, rx) = bounded::<Batch>(cfg.fanout_queue_batches);
-            txs.push(tx);
-            let p = make(j);
-            let core = core_of(cfg.queues.len() + j);
-            let shared = shared.clone();
-            let recycle = recycle_tx.clone();
-            worker_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("rw-w{j}"))
-                    .spawn(move || fanout_worker(j, rx, recycle, p, core, &shared))
-                    .context("spawning a worker thread")?,
-            );
-        }
-        drop(recycle_tx);
-        for (i, sock) in sockets.into_iter().enumerate() {
-            let core = core_of(i);
-            let shared = shared.clone();
-            let drain = drain.clone();
-            let txs = txs.clone();
-            let recycle = recycle_rx.clone();
-            let batch = cfg.batch as usize;
-            capture_threads.push(
-                std::thread::Builder::new()
-                    .name(format!("rw-q{}", sock.queue()))
-                    .spawn(move || {
-                        fanout_capture(i, sock, txs, recycle, hash, batch, core, &shared, &drain)
-                    })
-                    .context("spawning a capture thread")?,
-            );
-        }
-    }
-
+        spawn_fanout(cfg, sockets, &make, hash, &shared, &drain)?
+    };
     log::info!(
         "capturing on {iface}: queue(s) {:?}, {}",
         cfg.queues,
@@ -302,8 +218,121 @@ where
         Some(addr) => Some(metrics::serve(addr, shared.clone(), drain.clone())?),
         None => None,
     };
+    let early_exit = wait_for_stop(cfg, &prog, &shared, should_stop, &threads);
+    let view = shut_down(prog, &shared, &drain, threads, metrics)?;
+    if early_exit {
+        bail!("a capture thread stopped unexpectedly");
+    }
+    Ok(CaptureReport { mode, view })
+}
 
-    // Wait for the stop request; keep the program counters and the stats line going.
+type Threads = Vec<JoinHandle<anyhow::Result<()>>>;
+
+/// Attaches the XDP program and opens one socket per queue, registered with it.
+fn attach(
+    cfg: &RunConfig,
+    iface: &str,
+) -> anyhow::Result<(XdpProgram, &'static str, Vec<XskSocket>)> {
+    let ports = cfg.engine.encap.ports().unwrap_or_default();
+    let ports = rstwatch_xdp::TunnelPortFilter {
+        vxlan: ports.vxlan,
+        geneve: ports.geneve,
+    };
+    let mut prog =
+        XdpProgram::attach_with_ports(iface, cfg.mode_request(), cfg.non_tcp == "pass", ports)?;
+    let mode = match prog.mode() {
+        rstwatch_xdp::AttachMode::Native => "native",
+        rstwatch_xdp::AttachMode::Generic => "generic",
+    };
+    let xcfg = cfg.xsk_config();
+    let mut sockets = Vec::new();
+    for &q in &cfg.queues {
+        let s = XskSocket::open(iface, q, &xcfg)?;
+        prog.register(q, s.fd())?;
+        sockets.push(s);
+    }
+    Ok((prog, mode, sockets))
+}
+
+/// Per-queue layout: one thread per socket, each with its own engine.
+fn spawn_per_queue<P: Processor>(
+    cfg: &RunConfig,
+    sockets: Vec<XskSocket>,
+    make: &dyn Fn(usize) -> P,
+    shared: &Arc<Shared>,
+    drain: &Arc<AtomicBool>,
+) -> anyhow::Result<Threads> {
+    let mut threads = Threads::new();
+    for (i, sock) in sockets.into_iter().enumerate() {
+        let p = make(i);
+        let core = cfg.cores.get(i).copied();
+        let (shared, drain) = (shared.clone(), drain.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("rw-q{}", sock.queue()))
+                .spawn(move || queue_worker(i, sock, p, core, &shared, &drain))
+                .context("spawning a capture thread")?,
+        );
+    }
+    Ok(threads)
+}
+
+/// Fan-out layout: N worker threads with an engine each, then one capture thread per
+/// socket hashing frames to them. Capture threads come first in the list.
+fn spawn_fanout<P: Processor>(
+    cfg: &RunConfig,
+    sockets: Vec<XskSocket>,
+    make: &dyn Fn(usize) -> P,
+    hash: HashFn,
+    shared: &Arc<Shared>,
+    drain: &Arc<AtomicBool>,
+) -> anyhow::Result<Threads> {
+    let n = cfg.fanout;
+    let mut txs = Vec::new();
+    let mut workers = Threads::new();
+    let (recycle_tx, recycle_rx) = bounded::<Batch>(n * cfg.fanout_queue_batches + 64);
+    for j in 0..n {
+        let (tx, rx) = bounded::<Batch>(cfg.fanout_queue_batches);
+        txs.push(tx);
+        let p = make(j);
+        let core = cfg.cores.get(cfg.queues.len() + j).copied();
+        let (shared, recycle) = (shared.clone(), recycle_tx.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("rw-w{j}"))
+                .spawn(move || fanout_worker(j, rx, recycle, p, core, &shared))
+                .context("spawning a worker thread")?,
+        );
+    }
+    drop(recycle_tx);
+    let mut threads = Threads::new();
+    for (i, sock) in sockets.into_iter().enumerate() {
+        let core = cfg.cores.get(i).copied();
+        let (shared, drain) = (shared.clone(), drain.clone());
+        let (txs, recycle) = (txs.clone(), recycle_rx.clone());
+        let batch = cfg.batch as usize;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("rw-q{}", sock.queue()))
+                .spawn(move || {
+                    fanout_capture(i, sock, txs, recycle, hash, batch, core, &shared, &drain)
+                })
+                .context("spawning a capture thread")?,
+        );
+    }
+    threads.extend(workers);
+    Ok(threads)
+}
+
+/// The stats loop: waits for the stop request, keeping the program counters and the
+/// periodic stats line going. Returns true when a thread ended on its own first.
+fn wait_for_stop(
+    cfg: &RunConfig,
+    prog: &XdpProgram,
+    shared: &Shared,
+    should_stop: &dyn Fn() -> bool,
+    threads: &Threads,
+) -> bool {
     let started = Instant::now();
     let mut last_line = Instant::now();
     let mut last_view = shared.view();
@@ -319,9 +348,7 @@ where
             last_view = v;
             last_line = Instant::now();
         }
-        if capture_threads.iter().any(|h| h.is_finished())
-            || worker_threads.iter().any(|h| h.is_finished())
-        {
+        if threads.iter().any(|h| h.is_finished()) {
             early_exit = true;
             break;
         }
@@ -330,12 +357,23 @@ where
         "stopping after {:.1} s: detaching XDP, draining queues",
         started.elapsed().as_secs_f64()
     );
-    // Detach before the sockets close: no frame is redirected to a dying socket.
+    early_exit
+}
+
+/// Shutdown: detach XDP first (no frame is redirected to a dying socket), let every
+/// thread drain and finish, then close the program. Returns the final counters.
+fn shut_down(
+    mut prog: XdpProgram,
+    shared: &Shared,
+    drain: &AtomicBool,
+    threads: Threads,
+    metrics: Option<JoinHandle<()>>,
+) -> anyhow::Result<StatsView> {
     shared.set_prog(prog.counters());
     let detach = prog.detach();
     drain.store(true, Ordering::SeqCst);
     let mut errors = Vec::new();
-    for h in capture_threads.into_iter().chain(worker_threads) {
+    for h in threads {
         match h.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => errors.push(format!("{e:#}")),
@@ -360,10 +398,7 @@ where
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
     }
-    if early_exit {
-        bail!("a capture thread stopped unexpectedly");
-    }
-    Ok(CaptureReport { mode, view })
+    Ok(view)
 }
 
 /// Per-queue mode: this thread owns the socket and the engine.

@@ -1,5 +1,7 @@
 //! `rstwatch-sensor replay`: capture files through the engine, records to stdout.
 
+mod parallel;
+
 use crate::config::{load_engine_config, EngineConfig};
 use crate::output::{JsonLines, Select, Table};
 use crate::sink::Sink;
@@ -49,6 +51,14 @@ pub struct ReplayArgs {
     /// Never show a progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Engines on this many threads (JSON output only): one thread reads and hands
+    /// each flow's frames to one engine by the symmetric flow hash of live fan-out,
+    /// one writes. Evidence across flows (a server's activity, RST bursts, anomalies)
+    /// is then per engine, as in live fan-out.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
 
     /// Ship to a collector instead of printing (see `--ship`).
     #[command(flatten)]
@@ -138,30 +148,25 @@ pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
             replay_files(&a.files, a.no_progress, &cfg, sink)
         });
     }
-    let stdout = std::io::stdout().lock();
-    let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
-    let (bad_files, counters, written) = match a.format {
-        Format::Json => {
-            let mut sink = JsonLines::new(out, a.select());
-            let (bad, counters) = replay_files(&a.files, a.no_progress, &cfg, &mut sink);
-            (bad, counters, sink.finish())
-        }
-        Format::Table => {
-            let mut sink = Table::new(out, a.select());
-            let (bad, counters) = replay_files(&a.files, a.no_progress, &cfg, &mut sink);
-            (bad, counters, sink.finish())
-        }
-    };
-    if a.stats {
-        let map: serde_json::Map<String, serde_json::Value> = counters
-            .iter()
-            .map(|(k, v)| (k.to_string(), (*v).into()))
-            .collect();
-        eprintln!("{}", serde_json::Value::Object(map));
-        if let Some(w) = crate::counters::one_sided_warning(&counters) {
-            eprintln!("rstwatch-sensor: warning: {w}");
-        }
+    if a.workers > 1 && (a.format != Format::Json || a.ship.ship.is_some()) {
+        anyhow::bail!(
+            "--workers works with JSON output to stdout only (not --format table or --ship)"
+        );
     }
+    let (bad_files, counters, written) = if a.workers > 1 {
+        let o = parallel::replay(
+            &a.files,
+            a.no_progress,
+            &cfg,
+            a.select(),
+            usize::from(a.workers),
+            std::io::stdout(),
+        );
+        (o.bad_files, o.counters, o.written)
+    } else {
+        replay_serial(&a, &cfg)
+    };
+    report(a.stats, &counters);
     match written {
         Ok(_) => {}
         // Output closed early (`| head`): not an error of the input.
@@ -169,6 +174,41 @@ pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
         Err(e) => anyhow::bail!("writing output: {e}"),
     }
     Ok(if bad_files > 0 { 1 } else { 0 })
+}
+
+/// One engine on this thread.
+fn replay_serial(
+    a: &ReplayArgs,
+    cfg: &EngineConfig,
+) -> (usize, Vec<(&'static str, u64)>, std::io::Result<u64>) {
+    let stdout = std::io::stdout().lock();
+    let out = std::io::BufWriter::with_capacity(1 << 16, stdout);
+    match a.format {
+        Format::Json => {
+            let mut sink = JsonLines::new(out, a.select());
+            let (bad, counters) = replay_files(&a.files, a.no_progress, cfg, &mut sink);
+            (bad, counters, sink.finish())
+        }
+        Format::Table => {
+            let mut sink = Table::new(out, a.select());
+            let (bad, counters) = replay_files(&a.files, a.no_progress, cfg, &mut sink);
+            (bad, counters, sink.finish())
+        }
+    }
+}
+
+/// `--stats`: the counters as one JSON object on stderr, and any warning they raise.
+fn report(stats: bool, counters: &[(&'static str, u64)]) {
+    if stats {
+        let map: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        eprintln!("{}", serde_json::Value::Object(map));
+        if let Some(w) = crate::counters::one_sided_warning(counters) {
+            eprintln!("rstwatch-sensor: warning: {w}");
+        }
+    }
 }
 
 /// Runs every file through one engine into `sink`. Returns the number of files that
@@ -186,8 +226,9 @@ pub fn replay_files<S: Sink>(
     for path in files {
         let bar = progress_bar(path, no_progress);
         let progress = bar.as_ref().map(|(_, p)| p.clone());
-        let r = source::read_file(path, progress, |f| {
-            engine.process(f.ts_us, f.link, f.data, sink)
+        // Batches of frames, so the flow lookups of each batch overlap their misses.
+        let r = source::read_file_batched(path, progress, |link, frames| {
+            engine.process_batch(link, frames, sink)
         });
         if let Some((bar, _)) = bar {
             bar.finish_and_clear();

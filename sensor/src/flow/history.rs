@@ -59,6 +59,15 @@ impl History {
     }
 }
 
+impl History {
+    /// The letters as a string (the flow record's `history`), without `fmt`.
+    pub fn text(&self) -> String {
+        let mut s = String::with_capacity(MAX_LETTERS as usize);
+        s.extend(self.letters().map(char::from));
+        s
+    }
+}
+
 impl std::fmt::Display for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for c in self.letters() {
@@ -80,6 +89,7 @@ mod tests {
         }
         assert!(!h.push(b'W'));
         assert_eq!(h.to_string(), "ShADadFfRrTt");
+        assert_eq!(h.text(), "ShADadFfRrTt");
         assert!(h.contains(b'F'));
         assert!(!h.contains(b'W'));
     }

@@ -360,7 +360,7 @@ impl Flow {
             vlan: key.vlan(),
             inner_vlan: key.inner_vlan(),
             conn_state: self.conn_state(),
-            history: self.history.to_string(),
+            history: self.history.text(),
             orig_pkts: u64::from(self.dirs[0].pkts),
             resp_pkts: u64::from(self.dirs[1].pkts),
             orig_bytes: self.dirs[0].payload_bytes(),

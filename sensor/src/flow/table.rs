@@ -9,9 +9,8 @@
 //! half-open flow (30 s) long before any established one (600 s).
 
 use super::{Flow, FlowKey, Timeouts};
-use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
+use crate::sys::{advise_huge_pages, prefetch, HugePageAlloc};
 use hashbrown::HashTable;
-use std::ptr::NonNull;
 
 /// How many flows an eviction looks at. Like Redis' approximated LRU (which samples
 /// 5): under a SYN flood nearly every sample is a half-open flow, and the most overdue
@@ -137,20 +136,7 @@ impl FlowTable {
     /// Hints the CPU to bring flow `idx` into the cache (every line it touches).
     #[inline]
     pub fn prefetch(&self, idx: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = self.slab.as_ptr().wrapping_add(idx as usize) as *const i8;
-            // SAFETY: prefetching is only a hint; it never faults, even on a bad address.
-            // A 116-byte flow at any offset spans up to three cache lines.
-            unsafe {
-                _mm_prefetch(p, _MM_HINT_T0);
-                _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
-                _mm_prefetch(p.wrapping_add(std::mem::size_of::<Flow>() - 1), _MM_HINT_T0);
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = idx;
+        prefetch(self.slab.as_ptr().wrapping_add(idx as usize));
     }
 
     #[inline]
@@ -285,44 +271,5 @@ impl FlowTable {
         (0..self.slab.len() as u32)
             .filter(|&i| self.slab[i as usize].is_live())
             .collect()
-    }
-}
-
-/// Asks the kernel to back `[ptr, ptr + bytes)` with transparent huge pages (where
-/// THP is in `madvise` mode, the usual default). Flows are touched in random order;
-/// with 4 KiB pages nearly every lookup in a large table also misses the TLB, which in
-/// a VM costs a nested page walk. A hint only: failure changes nothing but speed.
-fn advise_huge_pages(ptr: *const u8, bytes: usize) {
-    const PAGE: usize = 4096;
-    if bytes < (4 << 20) {
-        return;
-    }
-    let start = ptr as usize;
-    let aligned = start.next_multiple_of(PAGE);
-    let len = (start + bytes).saturating_sub(aligned) / PAGE * PAGE;
-    // SAFETY: the range lies inside one live allocation of the caller's; MADV_HUGEPAGE
-    // changes no contents and no protections.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-    }
-}
-
-/// The global allocator, plus the huge-page hint for large blocks: the flow index
-/// (hashbrown's control bytes and slots) is as randomly accessed as the slab.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HugePageAlloc;
-
-// SAFETY: every block comes from and returns to `Global` unchanged; the hint does not
-// alter the memory.
-unsafe impl Allocator for HugePageAlloc {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let block = Global.allocate(layout)?;
-        advise_huge_pages(block.as_ptr() as *const u8, block.len());
-        Ok(block)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `Global` with `layout` (see `allocate`).
-        unsafe { Global.deallocate(ptr, layout) }
     }
 }

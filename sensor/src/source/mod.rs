@@ -4,7 +4,10 @@
 //! Every problem with a file becomes one [`SourceError`] naming the file and what is
 //! wrong with it; frames read before the problem have already been handed on.
 
+mod batched;
 mod damage;
+
+pub use batched::{read_file_batched, READ_BATCH};
 
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapReader;

@@ -7,3 +7,4 @@ mod common_corpus;
 mod diagnose_cli;
 mod gen_tshark;
 mod replay_cli;
+mod replay_workers;

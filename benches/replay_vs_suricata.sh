@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Replay speed against Suricata on the same synthetic capture, side by side in one run,
+# both pinned to one core (issue 12). Prints each run's wall time, CPU time and peak
+# RSS, then the medians and the ratios.
+#
+#   benches/replay_vs_suricata.sh [--runs N] [--cpu C] [--packets N] [--flows N]
+#                                 [--workers N] [--keep DIR]
+#
+# Needs: release builds of rstwatch-sensor and replay_capture
+#   cargo build --release -p rstwatch-sensor -p rstwatch-benches --bin replay_capture
+# and Suricata 7 (Debian bookworm-backports: `scripts/setup.sh --bench` installs it).
+# Suricata runs with its packaged configuration and no rules (`-S /dev/null`),
+# `--runmode single`; rstwatch writes every record as JSON lines to /dev/null.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+runs=5 cpu=1 packets=2000000 flows=50000 workers=1 keep=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs=$2; shift 2 ;;
+        --cpu) cpu=$2; shift 2 ;;
+        --packets) packets=$2; shift 2 ;;
+        --flows) flows=$2; shift 2 ;;
+        --workers) workers=$2; shift 2 ;;
+        --keep) keep=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+sensor="$here/target/release/rstwatch-sensor"
+gen="$here/target/release/replay_capture"
+for b in "$sensor" "$gen"; do
+    [ -x "$b" ] || { echo "missing $b (cargo build --release -p rstwatch-sensor -p rstwatch-benches --bin replay_capture)" >&2; exit 1; }
+done
+command -v suricata >/dev/null || { echo "suricata is not installed (scripts/setup.sh --bench)" >&2; exit 1; }
+
+work="${keep:-$(mktemp -d /tmp/replay-vs-suricata.XXXXXX)}"
+mkdir -p "$work"
+[ -n "$keep" ] || trap 'rm -rf "$work"' EXIT
+cap="$work/capture-${packets}-${flows}.pcap"
+[ -s "$cap" ] || "$gen" --packets "$packets" --flows "$flows" --out "$cap"
+
+records=$("$sensor" replay --no-progress "$cap" | wc -l)
+echo "$(suricata -V | head -1); capture $(du -m "$cap" | cut -f1) MiB, $packets frames, $flows concurrent flows; rstwatch writes $records records"
+echo "cpu $cpu, $runs runs each, alternating; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# One timed run: "<wall s> <user+sys s> <peak RSS KiB>".
+timed() {
+    local t="$work/time"
+    /usr/bin/time -o "$t" -f "%e %U %S %M" taskset -c "$cpu" "$@" >/dev/null 2>"$work/stderr" || {
+        cat "$work/stderr" >&2; exit 1; }
+    awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$t"
+}
+
+sensor_cmd=("$sensor" replay --no-progress "$cap")
+[ "$workers" -gt 1 ] && sensor_cmd=("$sensor" replay --no-progress --workers "$workers" "$cap")
+printf '%-9s %4s %8s %8s %10s %12s\n' tool run wall_s cpu_s Mpps peak_rss_MiB
+: >"$work/results"
+for r in $(seq 1 "$runs"); do
+    rm -rf "$work/suricata-log"; mkdir -p "$work/suricata-log"
+    read -r w c m < <(timed suricata -r "$cap" --runmode single -S /dev/null -k none -l "$work/suricata-log")
+    echo "suricata $w $c $m" >>"$work/results"
+    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' suricata "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+    read -r w c m < <(timed "${sensor_cmd[@]}")
+    echo "rstwatch $w $c $m" >>"$work/results"
+    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' rstwatch "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+done
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+col() { awk -v t="$1" -v c="$2" '$1 == t { print $c }' "$work/results" | median; }
+sw=$(col suricata 2) rw=$(col rstwatch 2) sc=$(col suricata 3) rc=$(col rstwatch 3)
+sm=$(col suricata 4) rm_=$(col rstwatch 4)
+echo "median wall: suricata ${sw} s, rstwatch ${rw} s -> rstwatch is $(echo "scale=1; $sw / $rw" | bc -l)x faster ($(echo "scale=2; $packets / $rw / 1000000" | bc -l) Mpps)"
+echo "median CPU:  suricata ${sc} s, rstwatch ${rc} s -> ratio $(echo "scale=1; $sc / $rc" | bc -l)"
+echo "peak RSS:    suricata $((sm / 1024)) MiB, rstwatch $((rm_ / 1024)) MiB -> rstwatch uses $(echo "scale=3; $rm_ / $sm" | bc -l) of suricata's"

@@ -1,0 +1,388 @@
+//! A hand-written JSON form of RST events and flow records, byte for byte what
+//! `serde_json::to_writer(&Record::Rst(..))` / `Record::Flow(..)` emits.
+//!
+//! Why: in `replay` serde's generic path (a `String` per timestamp from the `time`
+//! crate, `collect_str` through `fmt` for every address and flag set) cost more per
+//! record than the engine spent on the packets behind it. Here integers go through
+//! `itoa`, IPv4 addresses and dates are formatted directly (the date part is reused
+//! within a second). Anomalies (rare, with floats) keep serde.
+//! `tests::same_bytes_as_serde` holds the two forms equal on random records.
+
+use rstwatch_schema::timefmt::rfc3339_micros;
+use rstwatch_schema::{FlowRecord, IpBytes, RstEvent};
+
+/// Formats records into a caller's buffer; keeps the last second's date text.
+#[derive(Default)]
+pub struct JsonFormat {
+    /// The whole second of the last timestamp and its `YYYY-MM-DDTHH:MM:SS` text.
+    second: Option<(i64, [u8; 19])>,
+}
+
+impl JsonFormat {
+    /// Appends `{"type":"rst",...}` (no newline).
+    pub fn rst(&mut self, e: &RstEvent, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"type\":\"rst\",\"ts\":");
+        self.ts(e.ts_us, out);
+        field_ip(out, b",\"src\":", e.src);
+        field_int(out, b",\"sport\":", e.sport);
+        field_ip(out, b",\"dst\":", e.dst);
+        field_int(out, b",\"dport\":", e.dport);
+        field_int(out, b",\"vlan\":", e.vlan);
+        field_int(out, b",\"inner_vlan\":", e.inner_vlan);
+        field_name(out, b",\"dir\":", e.dir.as_str());
+        field_name(out, b",\"class\":", e.class.as_str());
+        out.extend_from_slice(b",\"flags\":[");
+        for (i, f) in e.flags.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            quoted_name(out, f.as_str());
+        }
+        out.push(b']');
+        field_bool(out, b",\"suspect\":", e.suspect);
+        field_int(out, b",\"seq\":", e.seq);
+        field_int(out, b",\"ack\":", e.ack);
+        field_bool(out, b",\"ack_flag\":", e.ack_flag);
+        field_int(out, b",\"ttl\":", e.ttl);
+        field_int(out, b",\"ip_id\":", e.ip_id);
+        field_int(out, b",\"payload_len\":", e.payload_len);
+        field_int(out, b",\"flow_uid\":", e.flow_uid);
+        field_name(out, b",\"cause\":", e.cause.as_str());
+        out.extend_from_slice(b",\"cause_detail\":");
+        string(out, &e.cause_detail);
+        field_int(out, b",\"silence_ms\":", e.silence_ms);
+        field_name(out, b",\"encap\":", e.encap.as_str());
+        field_int(out, b",\"tunnel_id\":", e.tunnel_id);
+        out.push(b'}');
+    }
+
+    /// Appends `{"type":"flow",...}` (no newline).
+    pub fn flow(&mut self, f: &FlowRecord, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"type\":\"flow\",\"ts_start\":");
+        self.ts(f.ts_start_us, out);
+        out.extend_from_slice(b",\"ts_end\":");
+        self.ts(f.ts_end_us, out);
+        field_ip(out, b",\"orig_h\":", f.orig_h);
+        field_int(out, b",\"orig_p\":", f.orig_p);
+        field_ip(out, b",\"resp_h\":", f.resp_h);
+        field_int(out, b",\"resp_p\":", f.resp_p);
+        field_int(out, b",\"vlan\":", f.vlan);
+        field_int(out, b",\"inner_vlan\":", f.inner_vlan);
+        field_name(out, b",\"conn_state\":", f.conn_state.as_str());
+        out.extend_from_slice(b",\"history\":");
+        string(out, &f.history);
+        field_int(out, b",\"orig_pkts\":", f.orig_pkts);
+        field_int(out, b",\"resp_pkts\":", f.resp_pkts);
+        field_int(out, b",\"orig_bytes\":", f.orig_bytes);
+        field_int(out, b",\"resp_bytes\":", f.resp_bytes);
+        field_int(out, b",\"rst_count\":", f.rst_count);
+        field_name(out, b",\"close\":", f.close.as_str());
+        field_int(out, b",\"flow_uid\":", f.flow_uid);
+        field_name(out, b",\"cause\":", f.cause.map_or("", |c| c.as_str()));
+        field_name(out, b",\"encap\":", f.encap.as_str());
+        field_int(out, b",\"tunnel_id\":", f.tunnel_id);
+        out.push(b'}');
+    }
+
+    /// A quoted RFC 3339 timestamp with six fractional digits, as `timefmt` prints it.
+    fn ts(&mut self, ts_us: i64, out: &mut Vec<u8>) {
+        let secs = ts_us.div_euclid(1_000_000);
+        let micros = ts_us.rem_euclid(1_000_000) as u32;
+        let date = match self.second {
+            Some((s, text)) if s == secs => text,
+            _ => match date_text(secs) {
+                Some(text) => {
+                    self.second = Some((secs, text));
+                    text
+                }
+                // Outside the formatter's range: its own fallback text.
+                None => return string(out, &rfc3339_micros(ts_us)),
+            },
+        };
+        out.push(b'"');
+        out.extend_from_slice(&date);
+        let mut frac = *b".000000Z\"";
+        let mut m = micros;
+        for d in frac[1..7].iter_mut().rev() {
+            *d = b'0' + (m % 10) as u8;
+            m /= 10;
+        }
+        out.extend_from_slice(&frac);
+    }
+}
+
+/// Seconds of 10000-01-01T00:00:00Z: the formatter prints four-digit years below it.
+const YEAR_10000: i64 = 253_402_300_800;
+
+/// `YYYY-MM-DDTHH:MM:SS` of a whole second from 1970 to 9999 (what
+/// [`rfc3339_micros`] prints there), or `None` outside, where that formatter's own
+/// text is used. Days to a civil date: Howard Hinnant's `civil_from_days`.
+fn date_text(secs: i64) -> Option<[u8; 19]> {
+    if !(0..YEAR_10000).contains(&secs) {
+        return None;
+    }
+    let (days, sod) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut t = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for d in t[at..at + width].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    Some(t)
+}
+
+#[inline]
+fn field_int(out: &mut Vec<u8>, key: &[u8], v: impl itoa::Integer) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+#[inline]
+fn field_bool(out: &mut Vec<u8>, key: &[u8], v: bool) {
+    out.extend_from_slice(key);
+    out.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// A closed-vocabulary name (ASCII letters, digits, `_`: nothing to escape).
+#[inline]
+fn field_name(out: &mut Vec<u8>, key: &[u8], name: &str) {
+    out.extend_from_slice(key);
+    quoted_name(out, name);
+}
+
+#[inline]
+fn quoted_name(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+}
+
+fn field_ip(out: &mut Vec<u8>, key: &[u8], a: IpBytes) {
+    out.extend_from_slice(key);
+    out.push(b'"');
+    if a.is_v4() {
+        let mut buf = itoa::Buffer::new();
+        for (i, &o) in a.0[12..].iter().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            out.extend_from_slice(buf.format(o).as_bytes());
+        }
+    } else {
+        // IPv6 text has compression rules; the standard library's form is the contract.
+        use std::io::Write;
+        let _ = write!(out, "{a}");
+    }
+    out.push(b'"');
+}
+
+/// A JSON string escaped exactly as serde_json escapes it: `"` and `\`, the short
+/// forms `\b \t \n \f \r`, other control characters as `\u00xx` (lower-case hex).
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x09 => b"\\t",
+            0x0a => b"\\n",
+            0x0c => b"\\f",
+            0x0d => b"\\r",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rstwatch_schema::{
+        Cause, CloseReason, ConnState, Dir, Encap, Record, RstClass, RstFlag, RstFlags,
+    };
+
+    fn pick<T: Copy + std::fmt::Debug + 'static>(all: &'static [T]) -> impl Strategy<Value = T> {
+        (0..all.len()).prop_map(move |i| all[i])
+    }
+
+    fn ip() -> impl Strategy<Value = IpBytes> {
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(IpBytes::from_v4),
+            any::<[u8; 16]>().prop_map(IpBytes),
+            // Runs of zeros, which IPv6 text compresses.
+            (any::<u16>(), any::<u16>()).prop_map(|(a, b)| {
+                let mut x = [0u8; 16];
+                x[0..2].copy_from_slice(&a.to_be_bytes());
+                x[14..16].copy_from_slice(&b.to_be_bytes());
+                IpBytes(x)
+            }),
+        ]
+    }
+
+    /// Mostly plausible times, sometimes anywhere in `i64` (the formatter's fallback),
+    /// and around the ends of the fast path's range.
+    fn ts() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            4 => 0i64..4_102_444_800_000_000,
+            1 => (YEAR_10000 - 400 * 86_400) * 1_000_000..(YEAR_10000 + 86_400) * 1_000_000,
+            1 => -86_400_000_000i64..86_400_000_000,
+            1 => -100_000_000_000_000i64..0,
+            1 => any::<i64>(),
+        ]
+    }
+
+    /// Text with quotes, backslashes, every control character and non-ASCII.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                any::<char>(),
+                (0u8..0x20).prop_map(char::from),
+                Just('"'),
+                Just('\\'),
+                Just('\u{7f}'),
+                Just('a'),
+            ],
+            0..24,
+        )
+        .prop_map(|v| v.into_iter().collect())
+    }
+
+    prop_compose! {
+        fn rst_event()(
+            ts_us in ts(), src in ip(), dst in ip(), ports in any::<(u16, u16, u16, u16)>(),
+            dir in pick(Dir::ALL), class in pick(RstClass::ALL),
+            flags in prop::collection::vec(pick(RstFlag::ALL), 0..6),
+            bools in any::<(bool, bool)>(), nums in any::<(u32, u32, u8, u16, u16, u64)>(),
+            cause in pick(Cause::ALL), cause_detail in text(), silence_ms in any::<u64>(),
+            encap in pick(Encap::ALL), tunnel_id in any::<u32>(),
+        ) -> RstEvent {
+            RstEvent {
+                ts_us, src, sport: ports.0, dst, dport: ports.1, vlan: ports.2,
+                inner_vlan: ports.3, dir, class, flags: flags.into_iter().collect::<RstFlags>(),
+                suspect: bools.0, seq: nums.0, ack: nums.1, ack_flag: bools.1, ttl: nums.2,
+                ip_id: nums.3, payload_len: nums.4, flow_uid: nums.5, cause, cause_detail,
+                silence_ms, encap, tunnel_id,
+            }
+        }
+    }
+
+    prop_compose! {
+        fn flow_record()(
+            ts in (ts(), ts()), orig_h in ip(), resp_h in ip(),
+            ports in any::<(u16, u16, u16, u16)>(), conn_state in pick(ConnState::ALL),
+            history in text(), counts in any::<(u64, u64, u64, u64, u32, u64)>(),
+            close in pick(CloseReason::ALL), cause in prop::option::of(pick(Cause::ALL)),
+            encap in pick(Encap::ALL), tunnel_id in any::<u32>(),
+        ) -> FlowRecord {
+            FlowRecord {
+                ts_start_us: ts.0, ts_end_us: ts.1, orig_h, orig_p: ports.0, resp_h,
+                resp_p: ports.1, vlan: ports.2, inner_vlan: ports.3, conn_state, history,
+                orig_pkts: counts.0, resp_pkts: counts.1, orig_bytes: counts.2,
+                resp_bytes: counts.3, rst_count: counts.4, close, flow_uid: counts.5, cause,
+                encap, tunnel_id,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn rst_same_bytes_as_serde(e in rst_event()) {
+            let mut fast = Vec::new();
+            JsonFormat::default().rst(&e, &mut fast);
+            let serde = serde_json::to_vec(&Record::Rst(e)).unwrap();
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
+        }
+
+        #[test]
+        fn flow_same_bytes_as_serde(f in flow_record()) {
+            let mut fast = Vec::new();
+            JsonFormat::default().flow(&f, &mut fast);
+            let serde = serde_json::to_vec(&Record::Flow(f)).unwrap();
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
+        }
+    }
+
+    /// The date arithmetic against the reference formatter: every day from 1970 to
+    /// 2200 (all leap-year rules), then every 97th day to 9999, at a day's first and
+    /// last second.
+    #[test]
+    fn dates_match_the_reference_formatter() {
+        let last_day = YEAR_10000 / 86_400;
+        let days = (0..84_000)
+            .chain((84_000..last_day).step_by(97))
+            .chain([last_day - 1]);
+        for day in days {
+            for secs in [day * 86_400, day * 86_400 + 86_399] {
+                let want = rfc3339_micros(secs * 1_000_000);
+                let got = date_text(secs).map(|t| String::from_utf8(t.to_vec()).unwrap());
+                assert_eq!(got.as_deref(), Some(&want[..19]), "{secs}");
+            }
+        }
+        assert_eq!(date_text(YEAR_10000), None);
+        assert_eq!(date_text(-1), None);
+    }
+
+    /// The per-second date cache: consecutive records in one second, the next second,
+    /// and a jump back all print what serde prints.
+    #[test]
+    fn cached_second_is_reused_and_replaced() {
+        let mut fmt = JsonFormat::default();
+        let mut e = RstEvent::new(
+            0,
+            ("192.0.2.1".parse().unwrap(), 1),
+            ("2001:db8::1".parse().unwrap(), 2),
+            Dir::Orig,
+            RstClass::Abort,
+        );
+        for ts in [
+            1_767_225_600_000_001,
+            1_767_225_600_999_999,
+            1_767_225_601_000_000,
+            5,
+        ] {
+            e.ts_us = ts;
+            let mut fast = Vec::new();
+            fmt.rst(&e, &mut fast);
+            let serde = serde_json::to_vec(&Record::Rst(e.clone())).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                String::from_utf8(serde).unwrap()
+            );
+        }
+    }
+}

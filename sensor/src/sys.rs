@@ -1,0 +1,117 @@
+//! Every `unsafe` of the sensor crate (issue 8), each with the reason it is sound:
+//! thread pinning, signal handlers, huge-page hints and an allocator that gives them,
+//! and cache prefetch. The rest of the crate calls these safe functions.
+//! (The AF_XDP rings and UMEM live in the `rstwatch-xdp` crate.)
+
+use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
+use std::ptr::NonNull;
+
+/// Restricts the calling thread to `cores` (cores at or past `CPU_SETSIZE` are
+/// refused).
+pub fn pin_thread(cores: &[usize]) -> std::io::Result<()> {
+    if let Some(c) = cores.iter().find(|&&c| c >= libc::CPU_SETSIZE as usize) {
+        return Err(std::io::Error::other(format!(
+            "core {c} is beyond CPU_SETSIZE"
+        )));
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET is called only for cores
+    // below CPU_SETSIZE (checked above); sched_setaffinity reads the set it is given.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs `handler` for each of `signals` (with `SA_RESTART`). The handler must
+/// only do async-signal-safe things (touch atomics, call [`reraise_default`]).
+pub fn on_signals(signals: &[libc::c_int], handler: extern "C" fn(libc::c_int)) {
+    for &sig in signals {
+        // SAFETY: a zeroed sigaction is valid once its fields are set; the handler is
+        // an `extern "C" fn(c_int)`, the form sa_sigaction takes without SA_SIGINFO.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// From a signal handler: restores `sig`'s default action and raises it again.
+pub fn reraise_default(sig: libc::c_int) {
+    // SAFETY: signal(2) and raise(3) are async-signal-safe.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Hints the CPU to bring every cache line of `*p` into the cache (a 116-byte flow at
+/// any offset spans up to three).
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let b = p as *const i8;
+        let size = std::mem::size_of::<T>().max(1);
+        // SAFETY: prefetching is only a hint; it never faults, even on a bad address,
+        // and the addresses are computed with wrapping arithmetic.
+        unsafe {
+            _mm_prefetch(b, _MM_HINT_T0);
+            if size > 64 {
+                _mm_prefetch(b.wrapping_add(64), _MM_HINT_T0);
+            }
+            _mm_prefetch(b.wrapping_add(size - 1), _MM_HINT_T0);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Asks the kernel to back `[ptr, ptr + bytes)` with transparent huge pages (where
+/// THP is in `madvise` mode, the usual default). Flows are touched in random order;
+/// with 4 KiB pages nearly every lookup in a large table also misses the TLB, which in
+/// a VM costs a nested page walk. A hint only: failure changes nothing but speed.
+pub fn advise_huge_pages(ptr: *const u8, bytes: usize) {
+    const PAGE: usize = 4096;
+    if bytes < (4 << 20) {
+        return;
+    }
+    let start = ptr as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let len = (start + bytes).saturating_sub(aligned) / PAGE * PAGE;
+    // SAFETY: the range lies inside one live allocation of the caller's; MADV_HUGEPAGE
+    // changes no contents and no protections.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// The global allocator, plus the huge-page hint for large blocks: the flow index
+/// (hashbrown's control bytes and slots) is as randomly accessed as the slab.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HugePageAlloc;
+
+// SAFETY: every block comes from and returns to `Global` unchanged; the hint does not
+// alter the memory.
+unsafe impl Allocator for HugePageAlloc {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        let block = Global.allocate(layout)?;
+        advise_huge_pages(block.as_ptr() as *const u8, block.len());
+        Ok(block)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `Global` with `layout` (see `allocate`).
+        unsafe { Global.deallocate(ptr, layout) }
+    }
+}
