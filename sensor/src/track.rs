@@ -13,6 +13,7 @@ const LIKELY_SERVER_PORTS: &[u16] = &[
     5900, 6379, 6666, 6667, 6668, 6669, 8000, 8080, 8443, 8888, 9200, 11211, 27017,
 ];
 
+/// Whether `p` is one of Zeek's likely server ports.
 pub fn is_likely_server_port(p: u16) -> bool {
     LIKELY_SERVER_PORTS.binary_search(&p).is_ok()
 }
@@ -284,3 +285,7 @@ fn is_established(flow: &Flow) -> bool {
         .any(|d| d.has(dflags::SYN) || d.has(dflags::SYNACK));
     both_acked && (!any_syn || flow.dirs.iter().any(|d| d.has(dflags::H_D)))
 }
+
+#[cfg(test)]
+#[path = "track_tests.rs"]
+mod tests;

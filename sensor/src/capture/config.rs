@@ -19,10 +19,14 @@
 //! ```
 
 use crate::config::EngineConfig;
+use anyhow::bail;
+use rstwatch_xdp::{ModeRequest, NonTcp, ZeroCopy};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::path::Path;
 
-/// Everything `rstwatch-sensor run` needs.
+/// Everything `rstwatch-sensor run` needs. The enums and the address are parsed when the
+/// file or the flags are read; [`RunConfig::validate`] checks only how values fit together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
@@ -36,11 +40,11 @@ pub struct RunConfig {
     /// Fan-out workers (0: per-queue mode, each queue's thread runs its own engine).
     pub fanout: usize,
     /// XDP attach mode: native, generic or auto.
-    pub mode: String,
+    pub mode: ModeRequest,
     /// What the XDP program does with non-TCP frames: drop or pass.
-    pub non_tcp: String,
+    pub non_tcp: NonTcp,
     /// Zero-copy bind: auto, off or required.
-    pub zero_copy: String,
+    pub zero_copy: ZeroCopy,
     /// Bytes per UMEM frame, 2048 or 4096: frames up to this minus the 256-byte XDP
     /// headroom fit (1792 or 3840 bytes); longer ones are dropped by the kernel and
     /// counted (`rx_dropped`). Default 2048 (standard MTU).
@@ -59,7 +63,7 @@ pub struct RunConfig {
     /// Seconds between stats lines on stderr (0: none).
     pub stats_interval_s: u32,
     /// Prometheus text endpoint address (off when absent).
-    pub metrics_listen: Option<String>,
+    pub metrics_listen: Option<SocketAddr>,
     /// Frames a fan-out worker's queue holds (in batches of up to `batch`) before the
     /// capture core drops and counts (`fanout_dropped`).
     pub fanout_queue_batches: usize,
@@ -72,6 +76,7 @@ pub struct RunConfig {
     pub engine: EngineConfig,
 }
 
+/// `[busy_poll]`: `SO_PREFER_BUSY_POLL` on every socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusyPollConfig {
@@ -93,9 +98,9 @@ impl Default for RunConfig {
             queues: vec![0],
             cores: vec![],
             fanout: 0,
-            mode: "auto".into(),
-            non_tcp: "drop".into(),
-            zero_copy: "auto".into(),
+            mode: ModeRequest::Auto,
+            non_tcp: NonTcp::Drop,
+            zero_copy: ZeroCopy::Auto,
             frame_size: 2048,
             frame_count: 32768,
             ring_size: 16384,
@@ -114,28 +119,33 @@ impl Default for RunConfig {
 impl RunConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<RunConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let cfg: RunConfig =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        cfg.validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let at = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| at(&e))?;
+        let cfg: RunConfig = toml::from_str(&text).map_err(|e| at(&e))?;
+        cfg.validate().map_err(|e| at(&e))?;
         Ok(cfg)
     }
 
     /// Checks everything that can be checked without touching the system.
     pub fn validate(&self) -> anyhow::Result<()> {
-        use anyhow::bail;
-        self.mode
-            .parse::<rstwatch_xdp::ModeRequest>()
-            .map_err(|e| anyhow::anyhow!("mode: {e}"))?;
-        if !matches!(self.non_tcp.as_str(), "drop" | "pass") {
-            bail!("non_tcp: expected drop or pass, got {:?}", self.non_tcp);
-        }
-        self.zero_copy()?;
         self.engine
             .validate()
             .map_err(|e| anyhow::anyhow!("[engine] {e}"))?;
+        if self.engine.flow_capacity == 0 {
+            bail!("engine.flow_capacity must be positive");
+        }
+        self.check_queues()?;
+        self.check_cores()?;
+        self.check_umem()?;
+        self.check_wakeups()?;
+        if self.fanout_queue_batches == 0 || self.output_queue == 0 {
+            bail!("fanout_queue_batches and output_queue must be positive");
+        }
+        Ok(())
+    }
+
+    /// Queues: at least one, none twice, ids the XSK map can hold; at most 64 workers.
+    fn check_queues(&self) -> anyhow::Result<()> {
         if self.queues.is_empty() {
             bail!("queues: at least one queue is needed");
         }
@@ -151,22 +161,33 @@ impl RunConfig {
         if self.fanout > 64 {
             bail!("fanout: at most 64 workers");
         }
+        Ok(())
+    }
+
+    /// Cores, when given: exactly one per thread (queues, then workers).
+    fn check_cores(&self) -> anyhow::Result<()> {
         let want = self.queues.len() + self.fanout;
-        if !self.cores.is_empty() && self.cores.len() != want {
-            if self.fanout == 0 {
-                bail!(
-                    "cores: {} core(s) for {} queue(s); give one core per queue",
-                    self.cores.len(),
-                    self.queues.len()
-                );
-            }
+        if self.cores.is_empty() || self.cores.len() == want {
+            return Ok(());
+        }
+        if self.fanout == 0 {
             bail!(
-                "cores: {} core(s) given; fan-out needs {} (one capture core per queue, \
-                 then one per worker)",
+                "cores: {} core(s) for {} queue(s); give one core per queue",
                 self.cores.len(),
-                want
+                self.queues.len()
             );
         }
+        bail!(
+            "cores: {} core(s) given; fan-out needs {} (one capture core per queue, \
+             then one per worker)",
+            self.cores.len(),
+            want
+        );
+    }
+
+    /// UMEM and rings: sizes the kernel accepts, and enough frames to keep the fill
+    /// ring full while the receive ring is full too.
+    fn check_umem(&self) -> anyhow::Result<()> {
         if !(self.frame_size == 2048 || self.frame_size == 4096) {
             bail!("frame_size: 2048 or 4096, got {}", self.frame_size);
         }
@@ -183,53 +204,41 @@ impl RunConfig {
                 self.frame_count
             );
         }
+        if self.batch == 0 || self.batch > self.ring_size {
+            bail!("batch: 1 to ring_size, got {}", self.batch);
+        }
+        Ok(())
+    }
+
+    /// Coalescing and busy polling: positive, and short enough not to stall capture.
+    fn check_wakeups(&self) -> anyhow::Result<()> {
         if self.coalesce_us > 10_000 {
             bail!(
                 "coalesce_us: at most 10000 (10 ms), got {}",
                 self.coalesce_us
             );
         }
-        if self.batch == 0 || self.batch > self.ring_size {
-            bail!("batch: 1 to ring_size, got {}", self.batch);
-        }
-        if self.fanout_queue_batches == 0 || self.output_queue == 0 {
-            bail!("fanout_queue_batches and output_queue must be positive");
-        }
-        if let Some(a) = &self.metrics_listen {
-            a.parse::<std::net::SocketAddr>()
-                .map_err(|e| anyhow::anyhow!("metrics_listen: {a:?}: {e}"))?;
-        }
         if let Some(bp) = &self.busy_poll {
             if bp.usecs == 0 || bp.budget == 0 {
                 bail!("busy_poll: usecs and budget must be positive");
             }
         }
-        if self.engine.flow_capacity == 0 {
-            bail!("engine.flow_capacity must be positive");
-        }
         Ok(())
     }
 
-    pub fn mode_request(&self) -> rstwatch_xdp::ModeRequest {
-        self.mode.parse().unwrap_or_default()
+    /// The attach mode. Kept for `capture/mod.rs`, which calls it; new code reads `mode`.
+    pub fn mode_request(&self) -> ModeRequest {
+        self.mode
     }
 
-    pub fn zero_copy(&self) -> anyhow::Result<rstwatch_xdp::ZeroCopy> {
-        match self.zero_copy.as_str() {
-            "auto" => Ok(rstwatch_xdp::ZeroCopy::Auto),
-            "off" => Ok(rstwatch_xdp::ZeroCopy::Off),
-            "required" => Ok(rstwatch_xdp::ZeroCopy::Required),
-            z => anyhow::bail!("zero_copy: expected auto, off or required, got {z:?}"),
-        }
-    }
-
+    /// The socket settings for every queue.
     pub fn xsk_config(&self) -> rstwatch_xdp::XskConfig {
         rstwatch_xdp::XskConfig {
             frame_size: self.frame_size,
             frame_count: self.frame_count,
             ring_size: self.ring_size,
             batch: self.batch,
-            zero_copy: self.zero_copy().unwrap_or_default(),
+            zero_copy: self.zero_copy,
             coalesce_us: self.coalesce_us,
             busy_poll: self.busy_poll.map(|b| rstwatch_xdp::BusyPoll {
                 usecs: b.usecs,
@@ -260,7 +269,10 @@ mod tests {
                 usecs: 50,
                 budget: 64,
             }),
-            metrics_listen: Some("127.0.0.1:9108".into()),
+            metrics_listen: Some("127.0.0.1:9108".parse().unwrap()),
+            mode: ModeRequest::Generic,
+            non_tcp: NonTcp::Pass,
+            zero_copy: ZeroCopy::Required,
             ..RunConfig::default()
         };
         c.engine.verdict_delay_ms = 100;
@@ -276,9 +288,6 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         };
-        bad(|c| c.mode = "fast".into(), "unknown XDP mode");
-        bad(|c| c.non_tcp = "keep".into(), "non_tcp");
-        bad(|c| c.zero_copy = "maybe".into(), "zero_copy");
         bad(|c| c.queues = vec![], "at least one queue");
         bad(|c| c.queues = vec![1, 1], "twice");
         bad(|c| c.cores = vec![0, 1], "one core per queue");
@@ -294,9 +303,33 @@ mod tests {
         bad(|c| c.frame_count = 100, "frame_count");
         bad(|c| c.batch = 0, "batch");
         bad(|c| c.coalesce_us = 1_000_000, "coalesce_us");
-        bad(
-            |c| c.metrics_listen = Some("localhost".into()),
-            "metrics_listen",
-        );
+    }
+
+    /// A bad enum value or address fails when the file is read, naming the key and the
+    /// values it takes.
+    #[test]
+    fn rejects_bad_values_when_parsing() {
+        for (text, needles) in [
+            (
+                "mode = \"fast\"\n",
+                &["mode", "unknown XDP mode \"fast\""][..],
+            ),
+            ("non_tcp = \"keep\"\n", &["non_tcp", "`drop`", "`pass`"]),
+            (
+                "zero_copy = \"maybe\"\n",
+                &["zero_copy", "`auto`", "`required`"],
+            ),
+            (
+                "metrics_listen = \"localhost\"\n",
+                &["metrics_listen", "socket address"],
+            ),
+        ] {
+            let e = toml::from_str::<RunConfig>(text).unwrap_err().to_string();
+            for n in needles {
+                assert!(e.contains(n), "{text:?}: expected {n:?} in {e}");
+            }
+        }
+        let c: RunConfig = toml::from_str("mode = \"skb\"\nnon_tcp = \"pass\"\n").unwrap();
+        assert_eq!((c.mode, c.non_tcp), (ModeRequest::Generic, NonTcp::Pass));
     }
 }

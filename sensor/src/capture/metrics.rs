@@ -5,14 +5,14 @@
 use super::Shared;
 use anyhow::Context;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub(super) fn serve(
-    addr: &str,
+    addr: &SocketAddr,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<JoinHandle<()>> {

@@ -1,6 +1,7 @@
 //! Capture statistics: written by the capture and worker threads a few times a second
 //! (never per packet), read by the stats line and the Prometheus endpoint.
 
+use rstwatch_schema::prometheus::{sanitize_name, Exposition, MetricType};
 use rstwatch_xdp::{ProgCounters, XskStats};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -34,18 +35,26 @@ pub struct OutputCounters {
 /// A consistent copy of everything, for printing.
 #[derive(Debug, Clone, Default)]
 pub struct StatsView {
+    /// The capture interface.
     pub iface: String,
+    /// The XDP attach mode in effect (`native`, `generic`).
     pub mode: &'static str,
+    /// Per queue: its id and its socket's counters.
     pub queues: Vec<(u32, XskStats)>,
     /// Per worker: the engine's counters.
     pub workers: Vec<Vec<(&'static str, u64)>>,
+    /// Per fan-out worker: frames dropped because its queue was full.
     pub fanout_dropped: Vec<u64>,
+    /// The XDP program's counters.
     pub prog: ProgCounters,
+    /// Records dropped because the output queue was full.
     pub output_dropped: u64,
+    /// Records written to the output.
     pub output_records: u64,
 }
 
 impl Shared {
+    /// Zeroed counters for a capture of `queues` on `iface` with `workers` engines.
     pub fn new(
         iface: &str,
         mode: &'static str,
@@ -98,6 +107,7 @@ impl Shared {
         *self.prog.lock().unwrap_or_else(|e| e.into_inner()) = p;
     }
 
+    /// A copy of every counter as it stands now.
     pub fn view(&self) -> StatsView {
         StatsView {
             iface: self.iface.clone(),
@@ -200,12 +210,16 @@ impl StatsView {
 
     /// Prometheus text exposition format (version 0.0.4).
     pub fn prometheus(&self) -> String {
-        let mut s = String::new();
-        let iface = escape(&self.iface);
-        let family = |s: &mut String, name: &str, help: &str, ty: &str| {
-            let _ = writeln!(s, "# HELP {name} {help}");
-            let _ = writeln!(s, "# TYPE {name} {ty}");
-        };
+        let mut e = Exposition::new();
+        self.expose_queues(&mut e);
+        self.expose_program(&mut e);
+        self.expose_output(&mut e);
+        self.expose_engines(&mut e);
+        e.finish()
+    }
+
+    /// Per-queue AF_XDP socket counters (`XDP_STATISTICS` and what the sensor counts).
+    fn expose_queues(&self, e: &mut Exposition) {
         type Get = fn(&XskStats) -> u64;
         let per_queue: [(&str, &str, Get); 6] = [
             (
@@ -240,11 +254,18 @@ impl StatsView {
             ),
         ];
         for (name, help, get) in per_queue {
-            family(&mut s, name, help, "counter");
+            let mut f = e.family(name, help, MetricType::Counter);
             for (q, st) in &self.queues {
-                let _ = writeln!(s, "{name}{{iface=\"{iface}\",queue=\"{q}\"}} {}", get(st));
+                f.sample(
+                    &[("iface", &self.iface), ("queue", &q.to_string())],
+                    get(st),
+                );
             }
         }
+    }
+
+    /// The XDP program's verdict counters, labelled with the attach mode.
+    fn expose_program(&self, e: &mut Exposition) {
         for (name, help, v) in [
             (
                 "rstwatch_xdp_tcp_total",
@@ -267,84 +288,63 @@ impl StatsView {
                 self.prog.non_tcp_passed,
             ),
         ] {
-            family(&mut s, name, help, "counter");
-            let _ = writeln!(s, "{name}{{iface=\"{iface}\",mode=\"{}\"}} {v}", self.mode);
+            e.family(name, help, MetricType::Counter)
+                .sample(&[("iface", &self.iface), ("mode", self.mode)], v);
         }
-        family(
-            &mut s,
+    }
+
+    /// Frames lost between capture and workers, records written or lost at the output.
+    fn expose_output(&self, e: &mut Exposition) {
+        let mut f = e.family(
             "rstwatch_fanout_dropped_total",
             "Frames dropped because a fan-out worker's queue was full.",
-            "counter",
+            MetricType::Counter,
         );
         for (w, v) in self.fanout_dropped.iter().enumerate() {
-            let _ = writeln!(s, "rstwatch_fanout_dropped_total{{worker=\"{w}\"}} {v}");
+            f.sample(&[("worker", &w.to_string())], v);
         }
-        for (name, help, v) in [
-            (
-                "rstwatch_output_records_total",
-                "Records written to the output.",
-                self.output_records,
-            ),
-            (
-                "rstwatch_output_dropped_total",
-                "Records dropped because the output queue was full.",
-                self.output_dropped,
-            ),
-        ] {
-            family(&mut s, name, help, "counter");
-            let _ = writeln!(s, "{name} {v}");
-        }
-        // One-sided flows (issue 11): the share an operator alerts on.
-        let eng = self.engine_totals();
-        let get = |n: &str| eng.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v);
-        let (all, one) = (get("flows_conversing"), get("flows_one_sided"));
-        family(
-            &mut s,
-            "rstwatch_flows_one_sided_ratio",
-            "Share of ended flows with ACKs or data seen in one direction only; high means \
-             the mirror is missing a direction (asymmetric routing, half-duplex port).",
-            "gauge",
+        e.single(
+            "rstwatch_output_records_total",
+            "Records written to the output.",
+            MetricType::Counter,
+            self.output_records,
         );
+        e.single(
+            "rstwatch_output_dropped_total",
+            "Records dropped because the output queue was full.",
+            MetricType::Counter,
+            self.output_dropped,
+        );
+    }
+
+    /// The one-sided flow share (issue 11: the number an operator alerts on), then every
+    /// engine counter: one family per counter name, a series per worker.
+    fn expose_engines(&self, e: &mut Exposition) {
+        let totals = self.engine_totals();
+        let get = |n: &str| totals.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v);
+        let (all, one) = (get("flows_conversing"), get("flows_one_sided"));
         let ratio = if all == 0 {
             0.0
         } else {
             one as f64 / all as f64
         };
-        let _ = writeln!(
-            s,
-            "rstwatch_flows_one_sided_ratio{{iface=\"{iface}\"}} {ratio}"
-        );
-        // Engine counters: one family per counter name, a series per worker.
-        let names: Vec<&'static str> = self.engine_totals().into_iter().map(|(k, _)| k).collect();
-        for k in names {
-            let name = format!("rstwatch_engine_{}", sanitize(k));
-            family(&mut s, &name, &format!("Engine counter {k}."), "untyped");
+        e.family(
+            "rstwatch_flows_one_sided_ratio",
+            "Share of ended flows with ACKs or data seen in one direction only; high means \
+             the mirror is missing a direction (asymmetric routing, half-duplex port).",
+            MetricType::Gauge,
+        )
+        .sample(&[("iface", &self.iface)], ratio);
+        for (k, _) in totals {
+            let name = format!("rstwatch_engine_{}", sanitize_name(k));
+            let mut f = e.family(&name, &format!("Engine counter {k}."), MetricType::Untyped);
             for (w, c) in self.workers.iter().enumerate() {
                 if let Some((_, v)) = c.iter().find(|(n, _)| *n == k) {
-                    let _ = writeln!(s, "{name}{{worker=\"{w}\"}} {v}");
+                    f.sample(&[("worker", &w.to_string())], v);
                 }
             }
         }
-        s
     }
-}
-
-fn sanitize(k: &str) -> String {
-    k.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

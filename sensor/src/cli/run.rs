@@ -40,24 +40,24 @@ pub(crate) struct RunArgs {
     /// Fan-out mode: N worker threads fed by the capture thread(s) by flow hash.
     #[arg(long, value_name = "N")]
     pub fanout: Option<usize>,
-    /// XDP attach mode: native, generic or auto (native, else generic).
-    #[arg(long)]
-    pub mode: Option<String>,
+    /// XDP attach mode (auto: native, else generic).
+    #[arg(long, value_enum)]
+    pub mode: Option<rstwatch_xdp::ModeRequest>,
     /// Configuration file (TOML; see `check-config`).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9108).
     #[arg(long, value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds between stats lines on stderr (0: off).
     #[arg(long, value_name = "SECS")]
     pub stats_interval: Option<u32>,
     /// Hand non-TCP frames to the host stack instead of dropping them.
     #[arg(long)]
     pub pass_non_tcp: bool,
-    /// Zero-copy bind: auto, off or required.
-    #[arg(long)]
-    pub zero_copy: Option<String>,
+    /// Zero-copy bind (auto: zero-copy when the driver supports it).
+    #[arg(long, value_enum)]
+    pub zero_copy: Option<rstwatch_xdp::ZeroCopy>,
     /// Busy polling: microseconds per poll (enables SO_PREFER_BUSY_POLL).
     #[arg(long, value_name = "USECS")]
     pub busy_poll: Option<u32>,
@@ -100,20 +100,20 @@ impl RunArgs {
         if let Some(v) = self.fanout {
             cfg.fanout = v;
         }
-        if let Some(v) = &self.mode {
-            cfg.mode = v.clone();
+        if let Some(v) = self.mode {
+            cfg.mode = v;
         }
-        if let Some(v) = &self.metrics_listen {
-            cfg.metrics_listen = Some(v.clone());
+        if let Some(v) = self.metrics_listen {
+            cfg.metrics_listen = Some(v);
         }
         if let Some(v) = self.stats_interval {
             cfg.stats_interval_s = v;
         }
         if self.pass_non_tcp {
-            cfg.non_tcp = "pass".into();
+            cfg.non_tcp = rstwatch_xdp::NonTcp::Pass;
         }
-        if let Some(v) = &self.zero_copy {
-            cfg.zero_copy = v.clone();
+        if let Some(v) = self.zero_copy {
+            cfg.zero_copy = v;
         }
         if let Some(v) = self.coalesce_us {
             cfg.coalesce_us = v;

@@ -10,17 +10,17 @@ const MAX_V6_EXT: usize = 8;
 
 /// An IP packet known to carry a TCP header at the start of `l4`.
 pub(crate) struct IpView<'a> {
-    pub src: IpBytes,
-    pub dst: IpBytes,
+    pub(crate) src: IpBytes,
+    pub(crate) dst: IpBytes,
     /// Captured TCP bytes (header and whatever payload was captured), cut at the IP
     /// length so Ethernet padding is never mistaken for payload.
-    pub l4: &'a [u8],
+    pub(crate) l4: &'a [u8],
     /// TCP segment length (header + payload) according to the IP header.
-    pub l4_len: u32,
-    pub ttl: u8,
-    pub ip_id: u16,
-    pub df: bool,
-    pub is_v6: bool,
+    pub(crate) l4_len: u32,
+    pub(crate) ttl: u8,
+    pub(crate) ip_id: u16,
+    pub(crate) df: bool,
+    pub(crate) is_v6: bool,
 }
 
 // Always: the tunnel decoder calls this too, which must not cost plain frames

@@ -73,13 +73,17 @@ const MAX_VLAN_TAGS: usize = 4;
 /// The network-layer part of a frame.
 #[derive(Clone, Copy)]
 pub(crate) struct L3<'a> {
-    pub ethertype: u16,
-    pub bytes: &'a [u8],
-    pub vlan: u16,
-    pub inner_vlan: u16,
+    /// What `bytes` holds (EtherType; [`ETH_RAW`] when the version nibble decides).
+    pub(crate) ethertype: u16,
+    /// The network-layer bytes.
+    pub(crate) bytes: &'a [u8],
+    /// Outer VLAN id (0: untagged).
+    pub(crate) vlan: u16,
+    /// Inner VLAN id of a QinQ frame (0: none).
+    pub(crate) inner_vlan: u16,
     /// The link-layer source address as a number (48-bit MAC), 0 when the link type
     /// has none (raw IP, loopback) or it is not a 6-byte address.
-    pub src_mac: u64,
+    pub(crate) src_mac: u64,
 }
 
 impl<'a> L3<'a> {

@@ -5,10 +5,13 @@
 //! place from the frame, decide as early as possible that a packet is not ours, and
 //! name the reason for every rejection so it can be counted ([`Reject`]).
 //!
-//! Safety of untrusted bytes follows rustls' approach: every read goes through a
-//! bounds-checked [`Reader`]-style helper that returns `None` instead of indexing out of
-//! range, so a malformed frame becomes a `Reject`, never a panic (fuzzed in
-//! `tests/parse_fuzz.rs`).
+//! Untrusted bytes are read the way smoltcp's `wire` module reads them: each header's
+//! fixed part is length-checked once (`if b.len() < 20 { return Err(TruncatedIp) }`),
+//! after which its fixed offsets are indexed directly; anything whose position depends
+//! on the packet (IP options, extension headers, TCP options, tunnel headers) is read
+//! with `slice::get` or [`be16`], which give `None` past the end. A malformed frame
+//! therefore becomes a [`Reject`], never a panic; `sensor/tests/offline/parse_fuzz.rs`
+//! throws random and mutated frames at [`parse`] to hold that.
 
 mod ip;
 mod link;
@@ -25,9 +28,13 @@ use rstwatch_schema::{Encap, IpBytes};
 /// The fields of one TCP segment that the tracker and classifier use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Packet {
+    /// Source address (IPv4 as v4-mapped).
     pub src: IpBytes,
+    /// Destination address.
     pub dst: IpBytes,
+    /// TCP source port.
     pub sport: u16,
+    /// TCP destination port.
     pub dport: u16,
     /// Outer VLAN id (0 when untagged) of the mirrored frame (inside any tunnel).
     pub vlan: u16,
@@ -42,8 +49,11 @@ pub struct Packet {
     pub tunnel_id: u32,
     /// The encapsulation `tunnel_id` belongs to (`None`: no identity).
     pub tunnel_of: Encap,
+    /// Sequence number.
     pub seq: u32,
+    /// Acknowledgment number (meaningful when `flags` has ACK).
     pub ack: u32,
+    /// TCP flags.
     pub flags: TcpFlags,
     /// The raw (unscaled) window field.
     pub window: u16,
@@ -58,6 +68,7 @@ pub struct Packet {
     pub ip_id: u16,
     /// IPv4 don't-fragment bit (false for IPv6).
     pub df: bool,
+    /// Carried in IPv6.
     pub is_v6: bool,
     /// The TCP checksum was verified and is wrong (only checked when asked, see
     /// [`ParseOptions::verify_checksum`]).
@@ -107,6 +118,7 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every variant, in counter order.
     pub const ALL: &'static [Reject] = &[
         Reject::TruncatedLink,
         Reject::UnsupportedLinkType,

@@ -9,25 +9,35 @@ use super::{Packet, Reject};
 pub struct TcpFlags(pub u8);
 
 impl TcpFlags {
+    /// No more data from the sender.
     pub const FIN: u8 = 0x01;
+    /// Synchronize sequence numbers (opens a connection).
     pub const SYN: u8 = 0x02;
+    /// Reset the connection.
     pub const RST: u8 = 0x04;
+    /// Push buffered data to the application.
     pub const PSH: u8 = 0x08;
+    /// The acknowledgment field is significant.
     pub const ACK: u8 = 0x10;
+    /// The urgent pointer is significant.
     pub const URG: u8 = 0x20;
 
+    /// FIN is set.
     #[inline]
     pub fn fin(self) -> bool {
         self.0 & Self::FIN != 0
     }
+    /// SYN is set.
     #[inline]
     pub fn syn(self) -> bool {
         self.0 & Self::SYN != 0
     }
+    /// RST is set.
     #[inline]
     pub fn rst(self) -> bool {
         self.0 & Self::RST != 0
     }
+    /// ACK is set.
     #[inline]
     pub fn ack(self) -> bool {
         self.0 & Self::ACK != 0
@@ -124,9 +134,11 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
 /// timestamps, RFC 2018 SACK-permitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpOptions {
+    /// Maximum segment size (SYN segments only).
     pub mss: Option<u16>,
     /// Window scale shift (SYN segments only; capped at 14 as RFC 7323 §2.3 says).
     pub wscale: Option<u8>,
+    /// SACK-permitted was offered (SYN segments only).
     pub sack_permitted: bool,
     /// (TSval, TSecr).
     pub timestamps: Option<(u32, u32)>,

@@ -43,7 +43,9 @@ const PPP_IPV6: u16 = 0x0057;
 /// UDP destination ports of VXLAN and Geneve (up to four each; 0 = unused slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelPorts {
+    /// VXLAN ports.
     pub vxlan: [u16; 4],
+    /// Geneve ports.
     pub geneve: [u16; 4],
 }
 

@@ -279,6 +279,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// State for a fresh start: the link not yet tried, nothing stopped.
+    fn new(spool: Spool) -> Shared {
+        Shared {
+            spool: Mutex::new(spool),
+            link: AtomicU8::new(Link::Unknown as u8),
+            cv: Condvar::new(),
+            batcher_done: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            c: Counters::default(),
+        }
+    }
+
     fn link(&self) -> Link {
         match self.link.load(Relaxed) {
             1 => Link::Up,
@@ -326,82 +339,111 @@ fn random_boot_id() -> u64 {
 
 pub(crate) use rstwatch_schema::timefmt::wall_clock_us as now_us;
 
+/// `--ship`: the comma-separated collector addresses, each with a host part.
+fn collector_addrs(args: &ShipArgs) -> anyhow::Result<Vec<String>> {
+    let list = args.ship.clone().context("--ship ADDR is needed to ship")?;
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if addrs.is_empty() {
+        bail!("--ship {list:?}: no collector address");
+    }
+    for a in &addrs {
+        connect::host_of(a)?;
+    }
+    Ok(addrs)
+}
+
+/// `--sensor-id`, or the host name, checked against the collector's rules.
+fn checked_sensor_id(args: &ShipArgs) -> anyhow::Result<String> {
+    let sensor_id = args.sensor_id.clone().unwrap_or_else(default_sensor_id);
+    rstwatch_schema::sensor_id::check(&sensor_id)
+        .with_context(|| format!("--sensor-id {sensor_id:?}"))?;
+    Ok(sensor_id)
+}
+
+/// The batcher: records from `rx` into framed batches on the spool, within the
+/// `--batch-max-*` limits (clamped to sane ranges).
+fn new_batcher(
+    args: &ShipArgs,
+    rx: channel::Receiver<Msg>,
+    shared: Arc<Shared>,
+    sensor_id: String,
+    boot_id: u64,
+) -> Batcher {
+    Batcher {
+        rx,
+        shared,
+        sensor_id,
+        boot_id,
+        seq: 0,
+        max_events: args.batch_max_events.clamp(1, 500_000),
+        max_bytes: args.batch_max_bytes.max(1024),
+        max_age: Duration::from_millis(args.batch_max_ms.max(1)),
+        codec: args.compression,
+        warned_memory: false,
+        full_since: None,
+    }
+}
+
+/// The sender: spooled batches to the first collector that answers, up to
+/// `--ship-window` unacknowledged, retrying with backoff up to `--retry-max-secs`.
+fn new_sender(
+    args: &ShipArgs,
+    addrs: Vec<String>,
+    shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    hello: Hello,
+) -> SenderLoop {
+    SenderLoop {
+        shared,
+        addrs,
+        dialer: Dialer {
+            tls,
+            server_name: args.tls_server_name.clone(),
+            hello,
+        },
+        window: args.ship_window.clamp(1, 1024),
+        backoff: Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(args.retry_max_secs.max(1)),
+        ),
+        current: 0,
+    }
+}
+
 impl ShipSink {
     /// Opens the spool and starts the batcher and sender threads. Fails on a bad
     /// address, TLS files or spool directory (not on an unreachable collector: that is
     /// what the spool is for).
     pub fn start(args: &ShipArgs) -> anyhow::Result<ShipSink> {
-        let list = args.ship.clone().context("--ship ADDR is needed to ship")?;
-        let addrs: Vec<String> = list
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if addrs.is_empty() {
-            bail!("--ship {list:?}: no collector address");
-        }
-        for a in &addrs {
-            connect::host_of(a)?;
-        }
-        let sensor_id = args.sensor_id.clone().unwrap_or_else(default_sensor_id);
-        rstwatch_schema::sensor_id::check(&sensor_id)
-            .with_context(|| format!("--sensor-id {sensor_id:?}"))?;
+        let addrs = collector_addrs(args)?;
+        let sensor_id = checked_sensor_id(args)?;
         let tls = if args.plaintext {
             None
         } else {
             Some(connect::tls_config(args.ca_cert.as_deref())?)
         };
-        let shared = Arc::new(Shared {
-            spool: Mutex::new(open_spool(args)?),
-            link: AtomicU8::new(Link::Unknown as u8),
-            cv: Condvar::new(),
-            batcher_done: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            fatal: Mutex::new(None),
-            c: Counters::default(),
-        });
+        let shared = Arc::new(Shared::new(open_spool(args)?));
         let boot_id = random_boot_id();
         let (tx, rx) = channel::bounded(65_536);
-        let b = Batcher {
-            rx,
-            shared: shared.clone(),
-            sensor_id: sensor_id.clone(),
-            boot_id,
-            seq: 0,
-            max_events: args.batch_max_events.clamp(1, 500_000),
-            max_bytes: args.batch_max_bytes.max(1024),
-            max_age: Duration::from_millis(args.batch_max_ms.max(1)),
-            codec: args.compression,
-            warned_memory: false,
-            full_since: None,
-        };
+        let batcher = new_batcher(args, rx, shared.clone(), sensor_id.clone(), boot_id);
         let batcher = std::thread::Builder::new()
             .name("ship-batcher".into())
-            .spawn(move || b.run())?;
-        let s = SenderLoop {
-            shared: shared.clone(),
-            addrs,
-            dialer: Dialer {
-                tls,
-                server_name: args.tls_server_name.clone(),
-                hello: Hello {
-                    sensor_id,
-                    token: args.token.clone().unwrap_or_default(),
-                    boot_id,
-                    schema_version: SCHEMA_VERSION,
-                    software: format!("rstwatch-sensor {}", env!("CARGO_PKG_VERSION")),
-                },
-            },
-            window: args.ship_window.clamp(1, 1024),
-            backoff: Backoff::new(
-                Duration::from_millis(100),
-                Duration::from_secs(args.retry_max_secs.max(1)),
-            ),
-            current: 0,
+            .spawn(move || batcher.run())?;
+        let hello = Hello {
+            sensor_id,
+            token: args.token.clone().unwrap_or_default(),
+            boot_id,
+            schema_version: SCHEMA_VERSION,
+            software: format!("rstwatch-sensor {}", env!("CARGO_PKG_VERSION")),
         };
+        let sender = new_sender(args, addrs, shared.clone(), tls, hello);
         let sender = std::thread::Builder::new()
             .name("ship-sender".into())
-            .spawn(move || s.run())?;
+            .spawn(move || sender.run())?;
         Ok(ShipSink {
             tx,
             blocking: true,

@@ -11,7 +11,9 @@ pub use batched::{read_file_batched, READ_BATCH};
 
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
 use pcap_file::pcapng::{Block, PcapNgReader};
 use std::fmt;
 use std::fs::File;
@@ -23,15 +25,20 @@ use std::sync::Arc;
 /// One captured frame, borrowed from the reader's buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame<'a> {
+    /// Capture time, microseconds since the Unix epoch (0 when the block has none).
     pub ts_us: i64,
+    /// The link layer the frame starts with.
     pub link: LinkType,
+    /// The captured bytes (possibly cut at the snap length).
     pub data: &'a [u8],
 }
 
 /// What went wrong with a capture file.
 #[derive(Debug)]
 pub struct SourceError {
+    /// The file.
     pub path: PathBuf,
+    /// What is wrong with it, and where.
     pub problem: String,
 }
 
@@ -46,6 +53,7 @@ impl std::error::Error for SourceError {}
 /// Counts of one file.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FileStats {
+    /// Frames handed on.
     pub frames: u64,
     /// pcapng blocks that carry no packet (statistics, name resolution, ...).
     pub other_blocks: u64,
@@ -174,81 +182,111 @@ fn read_pcapng<R: Read>(
         ReadError::Damaged(format!("bad pcapng section header: {}", pcap_error(&e)))
     })?;
     let mut stats = FileStats::default();
-    // Per interface: link type and timestamp units per second.
-    let mut ifaces: Vec<(LinkType, u64)> = Vec::new();
+    let mut ifaces = Interfaces::default();
     let mut block_no = 1u64;
     while let Some(block) = reader.next_block() {
         block_no += 1;
         let block = block
             .map_err(|e| ReadError::Damaged(format!("block {block_no}: {}", pcap_error(&e))))?;
         match block {
-            Block::SectionHeader(_) => ifaces.clear(),
-            Block::InterfaceDescription(idb) => {
-                let mut units = 1_000_000u64;
-                for o in &idb.options {
-                    if let InterfaceDescriptionOption::IfTsResol(r) = o {
-                        units = ts_units_per_second(*r).ok_or_else(|| {
-                            ReadError::Named(format!(
-                                "block {block_no}: unsupported if_tsresol {r:#04x}"
-                            ))
-                        })?;
-                    }
+            Block::SectionHeader(_) => ifaces.0.clear(),
+            Block::InterfaceDescription(idb) => ifaces.describe(&idb, block_no)?,
+            other => match ifaces.frame(&other, block_no)? {
+                Some(frame) => {
+                    stats.frames += 1;
+                    on_frame(frame);
                 }
-                let what = format!("block {block_no}: interface {}", ifaces.len());
-                let link = check_link(LinkType::from_linktype(u32::from(idb.linktype)), &what)?;
-                ifaces.push((link, units));
-            }
-            Block::EnhancedPacket(epb) => {
-                let &(link, units) = ifaces.get(epb.interface_id as usize).ok_or_else(|| {
-                    ReadError::Named(format!(
-                        "block {block_no}: packet names interface {} which was never described",
-                        epb.interface_id
-                    ))
+                None => stats.other_blocks += 1,
+            },
+        }
+    }
+    Ok(stats)
+}
+
+/// The interfaces of the current pcapng section, in the order they were described:
+/// link type and timestamp units per second.
+#[derive(Default)]
+struct Interfaces(Vec<(LinkType, u64)>);
+
+impl Interfaces {
+    /// Adds the interface an interface description block describes.
+    fn describe(
+        &mut self,
+        idb: &InterfaceDescriptionBlock<'_>,
+        block_no: u64,
+    ) -> Result<(), ReadError> {
+        let mut units = 1_000_000u64;
+        for o in &idb.options {
+            if let InterfaceDescriptionOption::IfTsResol(r) = o {
+                units = ts_units_per_second(*r).ok_or_else(|| {
+                    ReadError::Named(format!("block {block_no}: unsupported if_tsresol {r:#04x}"))
                 })?;
+            }
+        }
+        let what = format!("block {block_no}: interface {}", self.0.len());
+        let link = check_link(LinkType::from_linktype(u32::from(idb.linktype)), &what)?;
+        self.0.push((link, units));
+        Ok(())
+    }
+
+    /// The frame a packet block carries, with its time in microseconds (`None`: not a
+    /// packet block). A packet naming an undescribed interface is an error.
+    fn frame<'b>(
+        &self,
+        block: &'b Block<'_>,
+        block_no: u64,
+    ) -> Result<Option<Frame<'b>>, ReadError> {
+        let frame = match block {
+            Block::EnhancedPacket(epb) => {
+                let (link, units) = self.get(epb.interface_id as usize, block_no)?;
                 // pcap-file hands the raw 64-bit timestamp over as nanoseconds; it is
                 // really in the interface's units.
-                let raw = epb.timestamp.as_nanos();
-                let ts_us = (raw * 1_000_000 / u128::from(units)).min(i64::MAX as u128) as i64;
-                stats.frames += 1;
-                on_frame(Frame {
+                let ts_us = to_micros(epb.timestamp.as_nanos(), units);
+                Frame {
                     ts_us,
                     link,
                     data: &epb.data,
-                });
+                }
             }
             Block::SimplePacket(spb) => {
-                let &(link, _) = ifaces.first().ok_or_else(|| {
+                let &(link, _) = self.0.first().ok_or_else(|| {
                     ReadError::Named(format!(
                         "block {block_no}: simple packet before any interface"
                     ))
                 })?;
-                stats.frames += 1;
                 // Simple packet blocks carry no timestamp.
-                on_frame(Frame {
+                Frame {
                     ts_us: 0,
                     link,
                     data: &spb.data,
-                });
+                }
             }
             Block::Packet(pb) => {
-                let &(link, units) = ifaces.get(usize::from(pb.interface_id)).ok_or_else(|| {
-                    ReadError::Named(format!(
-                        "block {block_no}: packet names an undescribed interface"
-                    ))
-                })?;
-                let ts_us = (u128::from(pb.timestamp) * 1_000_000 / u128::from(units))
-                    .min(i64::MAX as u128) as i64;
-                stats.frames += 1;
-                on_frame(Frame {
+                let (link, units) = self.get(usize::from(pb.interface_id), block_no)?;
+                let ts_us = to_micros(u128::from(pb.timestamp), units);
+                Frame {
                     ts_us,
                     link,
                     data: &pb.data,
-                });
+                }
             }
-            _ => stats.other_blocks += 1,
-        }
+            _ => return Ok(None),
+        };
+        Ok(Some(frame))
     }
-    Ok(stats)
+
+    fn get(&self, id: usize, block_no: u64) -> Result<(LinkType, u64), ReadError> {
+        self.0.get(id).copied().ok_or_else(|| {
+            ReadError::Named(format!(
+                "block {block_no}: packet names interface {id} which was never described"
+            ))
+        })
+    }
+}
+
+/// A timestamp in `units` per second as microseconds (saturating).
+fn to_micros(raw: u128, units: u64) -> i64 {
+    (raw * 1_000_000 / u128::from(units)).min(i64::MAX as u128) as i64
 }
 
 /// `if_tsresol`: high bit clear, 10^-n seconds; set, 2^-n seconds.

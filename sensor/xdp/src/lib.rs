@@ -26,7 +26,7 @@ mod xsk;
 
 pub use iface::{ifindex, online_cpus, rx_queue_count};
 pub use netlink::{query_xdp, AttachedXdp};
-pub use prog::{AttachMode, ModeRequest, ProgCounters, TunnelPortFilter, XdpProgram};
+pub use prog::{AttachMode, ModeRequest, NonTcp, ProgCounters, TunnelPortFilter, XdpProgram};
 pub use xsk::{BusyPoll, Frame, XskConfig, XskSocket, XskStats, ZeroCopy};
 
 /// What can go wrong setting up live capture. Each message names the interface and says

@@ -12,15 +12,30 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/r
 const PROG_NAME: &str = "rstwatch_xdp";
 
 /// Which attach mode the caller wants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Deserialized through [`FromStr`](std::str::FromStr) (`try_from = "String"`) so a
+/// configuration file accepts the same aliases as the command line and a bad value
+/// says "unknown XDP mode".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ModeRequest {
     /// Native driver mode, else generic mode (logged).
     #[default]
     Auto,
     /// Native (driver) mode.
+    #[cfg_attr(feature = "clap", value(alias = "drv", alias = "driver"))]
     Native,
     /// Generic (SKB) mode.
+    #[cfg_attr(feature = "clap", value(alias = "skb"))]
     Generic,
+}
+
+impl TryFrom<String> for ModeRequest {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
 }
 
 impl std::str::FromStr for ModeRequest {
@@ -34,6 +49,36 @@ impl std::str::FromStr for ModeRequest {
                 "unknown XDP mode {s:?} (expected native, generic or auto)"
             )),
         }
+    }
+}
+
+/// What the XDP program does with frames that are not TCP (nor a tunnel carrying TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum NonTcp {
+    /// Drop them in the driver (counted): a mirror port's host stack needs none of them.
+    #[default]
+    Drop,
+    /// Hand them to the host stack (counted), e.g. when the port also carries management.
+    Pass,
+}
+
+impl NonTcp {
+    /// Whether the program passes non-TCP frames (its `rstwatch_pass_non_tcp` global).
+    pub fn passes(self) -> bool {
+        self == NonTcp::Pass
+    }
+}
+
+/// Compatibility for `cfg.non_tcp == "pass"` in the sensor's `capture/mod.rs`, written
+/// when the field was a string. Remove once that line reads `cfg.non_tcp.passes()`.
+impl PartialEq<&str> for NonTcp {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(
+            (self, *other),
+            (NonTcp::Drop, "drop") | (NonTcp::Pass, "pass")
+        )
     }
 }
 

@@ -12,7 +12,9 @@ const META_MAGIC: u32 = 0x5253_5457;
 const META_LEN: u64 = 16;
 
 /// Zero-copy bind policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ZeroCopy {
     /// Zero-copy when the driver supports it, copy mode otherwise.
     #[default]

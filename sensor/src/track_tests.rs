@@ -1,0 +1,228 @@
+//! One test per transition rule of the tracker's endpoint states (Zeek's `TCP_*`
+//! states, reduced to what `conn_state` reads), named after the rule. Each table row is
+//! (state of the sender, state of its peer, flags of the sender's packet) and the two
+//! states expected after [`update`]; a failure names the rule and the row.
+
+use super::update;
+use crate::flow::{EndpointState as S, Flow, FlowKey, Role};
+use crate::parse::{Packet, TcpFlags, TcpOptions};
+use rstwatch_schema::{Encap, IpBytes};
+
+const SYN: u8 = TcpFlags::SYN;
+const ACK: u8 = TcpFlags::ACK;
+const FIN: u8 = TcpFlags::FIN;
+const RST: u8 = TcpFlags::RST;
+
+/// A data-less segment from the originator (192.0.2.1:40000) to 198.51.100.1:443.
+fn segment(flags: u8) -> Packet {
+    Packet {
+        src: IpBytes::from_v4([192, 0, 2, 1]),
+        dst: IpBytes::from_v4([198, 51, 100, 1]),
+        sport: 40_000,
+        dport: 443,
+        vlan: 0,
+        inner_vlan: 0,
+        src_mac: 0,
+        encap: Encap::None,
+        tunnel_id: 0,
+        tunnel_of: Encap::None,
+        seq: 1_000,
+        ack: 5_000,
+        flags: TcpFlags(flags),
+        window: 512,
+        opts: TcpOptions::default(),
+        payload_len: 0,
+        ttl: 64,
+        ip_id: 1,
+        df: true,
+        is_v6: false,
+        bad_checksum: false,
+    }
+}
+
+/// Both endpoint states after the originator, in state `me` with a peer in `peer`,
+/// sends a segment with `flags`.
+fn after(me: S, peer: S, flags: u8) -> (S, S) {
+    let p = segment(flags);
+    let (key, sender) = FlowKey::of(&p);
+    let mut flow = Flow::new(key, sender, 0);
+    flow.set_state(Role::Orig, me);
+    flow.set_state(Role::Resp, peer);
+    update(&mut flow, &p, Role::Orig, 1_000);
+    (flow.state(Role::Orig), flow.state(Role::Resp))
+}
+
+/// Checks every row: (sender, peer, flags) -> (sender, peer).
+fn table(rule: &str, rows: &[(S, S, u8, S, S)]) {
+    for &(me, peer, flags, want_me, want_peer) in rows {
+        assert_eq!(
+            after(me, peer, flags),
+            (want_me, want_peer),
+            "{rule}: sender {me:?}, peer {peer:?}, flags {flags:#04x}"
+        );
+    }
+}
+
+#[test]
+fn rst_resets_the_sender_from_any_state() {
+    let all = [
+        S::Inactive,
+        S::SynSent,
+        S::SynAckSent,
+        S::Partial,
+        S::Established,
+        S::Closed,
+        S::Reset,
+    ];
+    for me in all {
+        table(
+            "rst",
+            &[
+                (me, S::Established, RST, S::Reset, S::Established),
+                (me, S::Inactive, RST | ACK, S::Reset, S::Inactive),
+            ],
+        );
+    }
+}
+
+#[test]
+fn syn_moves_only_an_inactive_sender_to_syn_sent() {
+    table(
+        "syn",
+        &[
+            (S::Inactive, S::Inactive, SYN, S::SynSent, S::Inactive),
+            (S::SynSent, S::Inactive, SYN, S::SynSent, S::Inactive),
+            (
+                S::Established,
+                S::Established,
+                SYN,
+                S::Established,
+                S::Established,
+            ),
+            (S::Closed, S::Closed, SYN, S::Closed, S::Closed),
+        ],
+    );
+}
+
+#[test]
+fn synack_moves_an_inactive_or_syn_sent_sender_to_synack_sent() {
+    table(
+        "syn-ack",
+        &[
+            (
+                S::Inactive,
+                S::SynSent,
+                SYN | ACK,
+                S::SynAckSent,
+                S::SynSent,
+            ),
+            (S::SynSent, S::SynSent, SYN | ACK, S::SynAckSent, S::SynSent),
+            (S::Partial, S::Partial, SYN | ACK, S::Partial, S::Partial),
+            (
+                S::Established,
+                S::Established,
+                SYN | ACK,
+                S::Established,
+                S::Established,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn fin_closes_the_sender_unless_it_was_reset() {
+    table(
+        "fin",
+        &[
+            (
+                S::Established,
+                S::Established,
+                FIN | ACK,
+                S::Closed,
+                S::Established,
+            ),
+            (S::Inactive, S::Inactive, FIN, S::Closed, S::Inactive),
+            (S::Partial, S::Partial, FIN | ACK, S::Closed, S::Partial),
+            (
+                S::Reset,
+                S::Established,
+                FIN | ACK,
+                S::Reset,
+                S::Established,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn first_plain_segment_of_an_inactive_sender_is_partial() {
+    table(
+        "midstream",
+        &[
+            (S::Inactive, S::Inactive, ACK, S::Partial, S::Inactive),
+            (S::Inactive, S::Established, ACK, S::Partial, S::Established),
+            (S::Inactive, S::Inactive, 0, S::Partial, S::Inactive),
+        ],
+    );
+}
+
+#[test]
+fn ack_after_handshake_establishes_both_ends() {
+    table(
+        "handshake ack",
+        &[
+            // The final ACK of the three-way handshake.
+            (
+                S::SynSent,
+                S::SynAckSent,
+                ACK,
+                S::Established,
+                S::Established,
+            ),
+            // Simultaneous open: both sent a SYN.
+            (S::SynSent, S::SynSent, ACK, S::Established, S::Established),
+            (
+                S::SynAckSent,
+                S::SynSent,
+                ACK,
+                S::Established,
+                S::Established,
+            ),
+            // The peer is established already: only the sender moves.
+            (
+                S::SynSent,
+                S::Established,
+                ACK,
+                S::Established,
+                S::Established,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn handshake_sender_stays_without_ack_or_with_a_peer_not_in_the_handshake() {
+    table(
+        "handshake ack needs ack and a peer in the handshake",
+        &[
+            (S::SynSent, S::SynAckSent, 0, S::SynSent, S::SynAckSent),
+            (S::SynSent, S::Inactive, ACK, S::SynSent, S::Inactive),
+            (S::SynAckSent, S::Partial, ACK, S::SynAckSent, S::Partial),
+            (S::SynAckSent, S::Closed, ACK, S::SynAckSent, S::Closed),
+            (S::SynSent, S::Reset, ACK, S::SynSent, S::Reset),
+        ],
+    );
+}
+
+#[test]
+fn plain_segment_leaves_other_states_alone() {
+    for me in [S::Partial, S::Established, S::Closed, S::Reset] {
+        table(
+            "plain segment",
+            &[
+                (me, S::Established, ACK, me, S::Established),
+                (me, S::SynSent, ACK, me, S::SynSent),
+            ],
+        );
+    }
+}
