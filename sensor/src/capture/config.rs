@@ -226,11 +226,6 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The attach mode. Kept for `capture/mod.rs`, which calls it; new code reads `mode`.
-    pub fn mode_request(&self) -> ModeRequest {
-        self.mode
-    }
-
     /// The socket settings for every queue.
     pub fn xsk_config(&self) -> rstwatch_xdp::XskConfig {
         rstwatch_xdp::XskConfig {

@@ -238,8 +238,7 @@ fn attach(
         vxlan: ports.vxlan,
         geneve: ports.geneve,
     };
-    let mut prog =
-        XdpProgram::attach_with_ports(iface, cfg.mode_request(), cfg.non_tcp == "pass", ports)?;
+    let mut prog = XdpProgram::attach_with_ports(iface, cfg.mode, cfg.non_tcp.passes(), ports)?;
     let mode = match prog.mode() {
         rstwatch_xdp::AttachMode::Native => "native",
         rstwatch_xdp::AttachMode::Generic => "generic",

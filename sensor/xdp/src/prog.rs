@@ -71,17 +71,6 @@ impl NonTcp {
     }
 }
 
-/// Compatibility for `cfg.non_tcp == "pass"` in the sensor's `capture/mod.rs`, written
-/// when the field was a string. Remove once that line reads `cfg.non_tcp.passes()`.
-impl PartialEq<&str> for NonTcp {
-    fn eq(&self, other: &&str) -> bool {
-        matches!(
-            (self, *other),
-            (NonTcp::Drop, "drop") | (NonTcp::Pass, "pass")
-        )
-    }
-}
-
 /// The mode the program actually runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
