@@ -13,8 +13,11 @@ use std::io::Write;
 /// Which record types to write.
 #[derive(Debug, Clone, Copy)]
 pub struct Select {
+    /// RST events.
     pub rst: bool,
+    /// Flow records.
     pub flow: bool,
+    /// Anomalies.
     pub anomaly: bool,
 }
 
@@ -34,6 +37,7 @@ pub struct JsonLines<W: Write> {
     out: W,
     select: Select,
     error: Option<std::io::Error>,
+    /// Records written so far.
     pub written: u64,
     /// RST events and flow records are formatted by hand (serde's bytes, less work).
     format: JsonFormat,
@@ -41,6 +45,7 @@ pub struct JsonLines<W: Write> {
 }
 
 impl<W: Write> JsonLines<W> {
+    /// A writer of the selected record types to `out`.
     pub fn new(out: W, select: Select) -> Self {
         JsonLines {
             out,
@@ -111,12 +116,14 @@ pub struct Table<W: Write> {
 }
 
 impl<W: Write> Table<W> {
+    /// A writer of the selected record types to `out`.
     pub fn new(out: W, select: Select) -> Self {
         Table {
             inner: JsonLines::new(out, select),
         }
     }
 
+    /// Flushes and returns the records written, or the first write error.
     pub fn finish(self) -> std::io::Result<u64> {
         self.inner.finish()
     }

@@ -27,7 +27,7 @@ use std::path::PathBuf;
   rstwatch-sensor replay capture.pcap
   rstwatch-sensor replay --only rst capture.pcap | jq 'select(.suspect)'
   rstwatch-sensor replay --format table --stats monday.pcapng tuesday.pcapng")]
-pub struct ReplayArgs {
+pub(super) struct ReplayArgs {
     /// Capture files (pcap or pcapng), in time order.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -66,13 +66,13 @@ pub struct ReplayArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     Json,
     Table,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RecordType {
+pub(super) enum RecordType {
     Rst,
     Flow,
     Anomaly,
@@ -80,7 +80,7 @@ pub enum RecordType {
 
 /// The engine options every offline command takes (`replay`, `diagnose`).
 #[derive(Debug, clap::Args)]
-pub struct EngineFlags {
+pub(super) struct EngineFlags {
     /// Configuration file (TOML); its [engine] table sets flow table size, timeouts
     /// and thresholds (see `check-config`).
     #[arg(long, value_name = "FILE")]
@@ -106,7 +106,7 @@ pub struct EngineFlags {
 
 impl EngineFlags {
     /// The engine configuration: defaults, then the file, then flags.
-    pub fn engine_config(&self) -> anyhow::Result<EngineConfig> {
+    pub(super) fn engine_config(&self) -> anyhow::Result<EngineConfig> {
         let mut cfg = match &self.config {
             Some(p) => load_engine_config(p)?,
             None => EngineConfig::default(),
@@ -141,7 +141,7 @@ impl ReplayArgs {
     }
 }
 
-pub fn main(a: ReplayArgs) -> anyhow::Result<i32> {
+pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
     let cfg = a.engine.engine_config()?;
     if a.ship.ship.is_some() {
         return crate::ship::replay_shipped(&a.ship, |sink| {
@@ -214,7 +214,7 @@ fn report(stats: bool, counters: &[(&'static str, u64)]) {
 /// Runs every file through one engine into `sink`. Returns the number of files that
 /// had a problem (each reported on stderr) and the engine's counters. `replay` and
 /// `diagnose` both read captures through this one function.
-pub fn replay_files<S: Sink>(
+pub(super) fn replay_files<S: Sink>(
     files: &[PathBuf],
     no_progress: bool,
     cfg: &EngineConfig,

@@ -6,10 +6,10 @@ use rstwatch_schema::{
 };
 
 /// 2026-01-01T00:00:00Z, the `gen` default start.
-pub const T0_US: i64 = 1_767_225_600_000_000;
+pub(super) const T0_US: i64 = 1_767_225_600_000_000;
 
 /// An RST sent by the server `src:sport` (dir `resp`) at `T0_US`, cause unknown.
-pub fn rst(src: &str, sport: u16, dst: &str, dport: u16) -> RstEvent {
+pub(super) fn rst(src: &str, sport: u16, dst: &str, dport: u16) -> RstEvent {
     RstEvent {
         ts_us: T0_US,
         src: src.parse().unwrap(),
@@ -38,7 +38,13 @@ pub fn rst(src: &str, sport: u16, dst: &str, dport: u16) -> RstEvent {
 }
 
 /// A server RST with the given cause, `secs` after `T0_US`, with `flags`.
-pub fn rst_at(cause: Cause, server: &str, client: &str, secs: f64, flags: &[RstFlag]) -> RstEvent {
+pub(super) fn rst_at(
+    cause: Cause,
+    server: &str,
+    client: &str,
+    secs: f64,
+    flags: &[RstFlag],
+) -> RstEvent {
     let (saddr, sport) = split(server);
     let (caddr, cport) = split(client);
     let mut ev = rst(saddr, sport, caddr, cport);
@@ -51,7 +57,7 @@ pub fn rst_at(cause: Cause, server: &str, client: &str, secs: f64, flags: &[RstF
 }
 
 /// A flow record closed by an RST of `cause` (`None`: closed without one).
-pub fn flow(cause: Option<Cause>) -> FlowRecord {
+pub(super) fn flow(cause: Option<Cause>) -> FlowRecord {
     FlowRecord {
         ts_start_us: T0_US,
         ts_end_us: T0_US + 1_000_000,
@@ -84,7 +90,7 @@ pub fn flow(cause: Option<Cause>) -> FlowRecord {
     }
 }
 
-pub fn anomaly(kind: AnomalyKind, subject: &str, detail: &str) -> Anomaly {
+pub(super) fn anomaly(kind: AnomalyKind, subject: &str, detail: &str) -> Anomaly {
     Anomaly {
         ts_us: T0_US,
         kind,

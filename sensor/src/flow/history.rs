@@ -40,10 +40,12 @@ impl History {
         u64::from(self.0[0]) | (u64::from(self.0[1]) << 32)
     }
 
+    /// Letters recorded.
     pub fn len(&self) -> usize {
         (self.0[0] & 0xf) as usize
     }
 
+    /// True when no letter was recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -53,6 +55,7 @@ impl History {
         self.letters().any(|c| c == letter)
     }
 
+    /// The letters as ASCII bytes, oldest first.
     pub fn letters(&self) -> impl Iterator<Item = u8> + '_ {
         let v = self.bits();
         (0..self.len() as u32).map(move |i| ALPHABET[((v >> (4 + 5 * i)) & 0x1f) as usize])

@@ -13,9 +13,13 @@ use std::hash::BuildHasher;
 #[derive(Debug, Clone, Copy, Eq, Default)]
 #[repr(C)]
 pub struct FlowKey {
+    /// The lower address of the (address, port) pairs.
     pub lo: IpBytes,
+    /// The higher address.
     pub hi: IpBytes,
+    /// The lower pair's port.
     pub lo_port: u16,
+    /// The higher pair's port.
     pub hi_port: u16,
     /// Bits 24-31: the tunnel slot (`super::tunnels`: 0 = no tunnel; a per-engine index
     /// of the (encapsulation, tunnel identity) the flow arrived in, so inner addresses
@@ -57,7 +61,9 @@ impl std::hash::Hash for FlowKey {
 /// Which end of the key a packet came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
+    /// The lower (address, port) pair.
     Lo = 0,
+    /// The higher (address, port) pair.
     Hi = 1,
 }
 
@@ -103,10 +109,12 @@ impl FlowKey {
         }
     }
 
+    /// The outer VLAN id (0: none).
     pub fn vlan(&self) -> u16 {
         ((self.vlans >> 12) & 0x0fff) as u16
     }
 
+    /// The inner VLAN id of QinQ (0: none).
     pub fn inner_vlan(&self) -> u16 {
         (self.vlans & 0x0fff) as u16
     }
@@ -125,6 +133,7 @@ impl FlowKey {
 }
 
 impl End {
+    /// The opposite end.
     #[inline]
     pub fn other(self) -> End {
         match self {
@@ -136,7 +145,7 @@ impl End {
 
 /// The hasher of flow keys. One fixed instance per process (not per table) so that the
 /// fan-out core and the workers agree on a key's hash.
-pub fn hasher() -> &'static hashbrown::DefaultHashBuilder {
+pub(super) fn hasher() -> &'static hashbrown::DefaultHashBuilder {
     static H: std::sync::OnceLock<hashbrown::DefaultHashBuilder> = std::sync::OnceLock::new();
     H.get_or_init(hashbrown::DefaultHashBuilder::default)
 }

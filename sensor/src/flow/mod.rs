@@ -60,6 +60,7 @@ pub mod bits {
 pub struct RttCode(pub u8);
 
 impl RttCode {
+    /// Encodes a round-trip time in microseconds (below 1 µs counts as 1 µs).
     pub fn encode(us: i64) -> RttCode {
         let us = us.max(1) as f64;
         RttCode((1.0 + (8.0 * us.log2()).round()).clamp(1.0, 255.0) as u8)
@@ -85,6 +86,7 @@ pub fn mac_tag(mac: u64) -> u8 {
 #[derive(Clone, Copy)]
 #[repr(C, packed(4))]
 pub struct Flow {
+    /// The direction-free key: addresses, ports, VLANs, tunnel slot.
     pub key: FlowKey,
     /// First packet: whole seconds since the epoch (see [`Flow::first_us`]).
     first_s: u32,
@@ -95,11 +97,13 @@ pub struct Flow {
     pub rtt: RttCode,
     /// Last packet, microseconds since the epoch.
     pub last_us: i64,
+    /// Zeek's history letters, in order of first occurrence.
     pub history: History,
     /// Indexed by [`Role`]: originator first.
     pub dirs: [DirState; 2],
     /// Zeek endpoint states: originator in the low nibble, responder in the high.
     pub states: u8,
+    /// Flow-level bits (`bits::*`): live, originator side, memo, payload seen.
     pub bits: u8,
     /// RSTs seen, saturating at 255 (the memo continues the count).
     pub rst_count: u8,
@@ -184,11 +188,13 @@ impl Flow {
         })
     }
 
+    /// True while the slot holds a tracked flow.
     #[inline]
     pub fn is_live(&self) -> bool {
         self.bits & bits::LIVE != 0
     }
 
+    /// True when flow bit `bit` (`bits::*`) is set.
     #[inline]
     pub fn has(&self, bit: u8) -> bool {
         self.bits & bit != 0
@@ -218,6 +224,7 @@ impl Flow {
         }
     }
 
+    /// The endpoint state of role `r`.
     #[inline]
     pub fn state(&self, r: Role) -> EndpointState {
         EndpointState::from_nibble(match r {
@@ -226,6 +233,7 @@ impl Flow {
         })
     }
 
+    /// Sets the endpoint state of role `r`.
     #[inline]
     pub fn set_state(&mut self, r: Role, s: EndpointState) {
         self.states = match r {
@@ -234,11 +242,13 @@ impl Flow {
         };
     }
 
+    /// The per-direction state of the side playing `r`.
     #[inline]
     pub fn dir(&self, r: Role) -> &DirState {
         &self.dirs[r as usize]
     }
 
+    /// The per-direction state of the side playing `r`, to update.
     #[inline]
     pub fn dir_mut(&mut self, r: Role) -> &mut DirState {
         &mut self.dirs[r as usize]
@@ -385,12 +395,16 @@ impl Flow {
 /// Idle timeouts in microseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// Flows that never completed a handshake.
     pub half_open_us: i64,
+    /// Established flows (the idle memory the idle-timeout cause needs).
     pub established_us: i64,
+    /// Flows closed by FIN or RST (kept for late segments and follow-up RSTs).
     pub closed_us: i64,
 }
 
 impl Timeouts {
+    /// The engine configuration's timeouts, in microseconds.
     pub fn from_config(c: &crate::EngineConfig) -> Timeouts {
         Timeouts {
             half_open_us: i64::from(c.timeout_half_open_s) * 1_000_000,

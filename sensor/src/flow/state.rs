@@ -4,11 +4,14 @@
 /// Originator (SYN sender, or first sender unless flipped) or responder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The originator.
     Orig = 0,
+    /// The responder.
     Resp = 1,
 }
 
 impl Role {
+    /// The opposite role.
     #[inline]
     pub fn other(self) -> Role {
         match self {
@@ -31,16 +34,24 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum EndpointState {
+    /// Nothing seen from this side yet.
     Inactive = 0,
+    /// Sent a SYN.
     SynSent = 1,
+    /// Sent a SYN-ACK.
     SynAckSent = 2,
+    /// Sent data without a handshake seen (a midstream flow).
     Partial = 3,
+    /// The handshake completed.
     Established = 4,
+    /// Sent a FIN.
     Closed = 5,
+    /// Sent an RST.
     Reset = 6,
 }
 
 impl EndpointState {
+    /// The state stored in a nibble of `Flow::states` (unknown values read as `Inactive`).
     #[inline]
     pub fn from_nibble(n: u8) -> EndpointState {
         match n {
@@ -63,7 +74,9 @@ pub mod dflags {
     pub const SYN: u16 = 1 << 1;
     /// Sent a SYN-ACK.
     pub const SYNACK: u16 = 1 << 2;
+    /// Sent a FIN.
     pub const FIN: u16 = 1 << 3;
+    /// Sent an RST (with or without ACK).
     pub const RST: u16 = 1 << 4;
     /// Sent an RST without ACK.
     pub const RST_BARE: u16 = 1 << 5;
@@ -73,9 +86,13 @@ pub mod dflags {
     pub const LOSSY: u16 = 1 << 7;
     /// History letters recorded once per side ('A', 'D') or tracked for repeats.
     pub const H_A: u16 = 1 << 8;
+    /// History letter 'D' (data) recorded for this side.
     pub const H_D: u16 = 1 << 9;
+    /// History letter 'S' (SYN) recorded for this side.
     pub const H_S: u16 = 1 << 10;
+    /// History letter 'F' (FIN) recorded.
     pub const H_F: u16 = 1 << 11;
+    /// History letter 'R' (RST) recorded.
     pub const H_R: u16 = 1 << 12;
     /// Sent something other than an RST (so TTL / IP ID baselines exist).
     pub const SENT_NON_RST: u16 = 1 << 13;
@@ -95,11 +112,13 @@ pub struct DirState {
     pub next_seq: u32,
     /// Highest acknowledgment number this side sent (the peer's data it has received).
     pub ack: u32,
+    /// Packets sent by this side.
     pub pkts: u32,
     /// Last raw window field.
     pub win: u16,
     /// Last IPv4 ID (IPv6: fragment id or 0).
     pub ip_id: u16,
+    /// What this side has sent (`dirflags::*`).
     pub flags: u16,
     /// TTL / hop limit of this side's first non-RST packet.
     pub ttl: u8,
@@ -112,11 +131,13 @@ pub struct DirState {
 pub const NO_WSCALE: u8 = 0x0f;
 
 impl DirState {
+    /// True when flag `f` (`dirflags::*`) is set.
     #[inline]
     pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
+    /// The window scale this side's SYN offered, if any.
     #[inline]
     pub fn wscale(&self) -> Option<u8> {
         match self.ws & 0x0f {

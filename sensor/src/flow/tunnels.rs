@@ -32,6 +32,7 @@ pub struct TunnelIdentity {
     pub encap: Encap,
     /// The layer the id belongs to (`Encap::None`: no id, or ids are not kept).
     pub id_of: Encap,
+    /// The tunnel id (VNI, GRE key, ERSPAN session, MPLS label, PPPoE session).
     pub id: u32,
 }
 
@@ -53,6 +54,7 @@ pub struct TunnelSlots {
 }
 
 impl TunnelSlots {
+    /// An empty slot table; `keep_id` puts the tunnel id in the key.
     pub fn new(keep_id: bool) -> TunnelSlots {
         TunnelSlots {
             keep_id,

@@ -13,14 +13,14 @@ use rstwatch_schema::{FlowRecord, IpBytes, RstEvent};
 
 /// Formats records into a caller's buffer; keeps the last second's date text.
 #[derive(Default)]
-pub struct JsonFormat {
+pub(super) struct JsonFormat {
     /// The whole second of the last timestamp and its `YYYY-MM-DDTHH:MM:SS` text.
     second: Option<(i64, [u8; 19])>,
 }
 
 impl JsonFormat {
     /// Appends `{"type":"rst",...}` (no newline).
-    pub fn rst(&mut self, e: &RstEvent, out: &mut Vec<u8>) {
+    pub(super) fn rst(&mut self, e: &RstEvent, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"type\":\"rst\",\"ts\":");
         self.ts(e.ts_us, out);
         field_ip(out, b",\"src\":", e.src);
@@ -57,7 +57,7 @@ impl JsonFormat {
     }
 
     /// Appends `{"type":"flow",...}` (no newline).
-    pub fn flow(&mut self, f: &FlowRecord, out: &mut Vec<u8>) {
+    pub(super) fn flow(&mut self, f: &FlowRecord, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"type\":\"flow\",\"ts_start\":");
         self.ts(f.ts_start_us, out);
         out.extend_from_slice(b",\"ts_end\":");

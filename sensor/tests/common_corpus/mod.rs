@@ -8,7 +8,7 @@ use rstwatch_sensor::{source, Engine, EngineConfig};
 use std::path::{Path, PathBuf};
 
 /// `../shared/corpus` beside the repository, or `$RSTWATCH_CORPUS`.
-pub fn corpus_dir() -> PathBuf {
+pub(crate) fn corpus_dir() -> PathBuf {
     if let Ok(d) = std::env::var("RSTWATCH_CORPUS") {
         return PathBuf::from(d);
     }
@@ -22,7 +22,7 @@ pub fn corpus_dir() -> PathBuf {
 }
 
 /// Reads a tab-separated file with a header line into rows of (column → value).
-pub fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+pub(crate) fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header line").split('\t').collect();
@@ -39,7 +39,7 @@ pub fn read_tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
 }
 
 /// Runs one capture through a fresh engine; returns the records and the counters.
-pub fn replay(path: &Path, cfg: &EngineConfig) -> (Vec<Record>, Vec<(&'static str, u64)>) {
+pub(crate) fn replay(path: &Path, cfg: &EngineConfig) -> (Vec<Record>, Vec<(&'static str, u64)>) {
     let mut engine = Engine::new(cfg);
     let mut out: Vec<Record> = Vec::new();
     source::read_file(path, None, |f| {
@@ -50,7 +50,7 @@ pub fn replay(path: &Path, cfg: &EngineConfig) -> (Vec<Record>, Vec<(&'static st
     (out, engine.counters())
 }
 
-pub fn counter(counters: &[(&'static str, u64)], name: &str) -> u64 {
+pub(crate) fn counter(counters: &[(&'static str, u64)], name: &str) -> u64 {
     counters
         .iter()
         .find(|(n, _)| *n == name)

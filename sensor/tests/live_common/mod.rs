@@ -23,10 +23,10 @@ static GATE_FREED: std::sync::Condvar = std::sync::Condvar::new();
 
 /// Held while a test runs: tests of the same module run together, tests of another
 /// module wait until they are all done (as when each module was its own binary).
-pub struct Gate;
+pub(crate) struct Gate;
 
 /// Waits until no other module's tests run, then admits this one.
-pub fn one_file_at_a_time(module: &'static str) -> Gate {
+pub(crate) fn one_file_at_a_time(module: &'static str) -> Gate {
     let mut g = GATE.lock().unwrap_or_else(|p| p.into_inner());
     while g.0.is_some_and(|m| m != module) {
         g = GATE_FREED.wait(g).unwrap_or_else(|p| p.into_inner());
@@ -48,7 +48,7 @@ impl Drop for Gate {
 }
 
 /// Why live tests cannot run here, or None when they can.
-pub fn skip_reason() -> Option<String> {
+pub(crate) fn skip_reason() -> Option<String> {
     // SAFETY: trivial syscalls.
     if unsafe { libc::geteuid() } != 0 {
         return Some("live capture tests need root (network namespaces, XDP, AF_XDP)".into());
@@ -71,7 +71,7 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-pub fn which(cmd: &str) -> Option<PathBuf> {
+pub(crate) fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(cmd))
@@ -80,7 +80,7 @@ pub fn which(cmd: &str) -> Option<PathBuf> {
 }
 
 /// Returns true (after printing why) when the calling test should skip.
-pub fn should_skip(test: &str) -> bool {
+pub(crate) fn should_skip(test: &str) -> bool {
     match skip_reason() {
         None => false,
         Some(r)
@@ -113,20 +113,20 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// A veth pair: `host` in our namespace (capture side), `peer` in namespace `ns`.
-pub struct Veth {
+pub(crate) struct Veth {
     pub ns: String,
     pub host: String,
     pub peer: String,
 }
 
 impl Veth {
-    pub fn new() -> Veth {
+    pub(crate) fn new() -> Veth {
         Veth::with_queues(1)
     }
 
     /// A pair whose ends have `queues` receive and transmit queues each (the kernel's
     /// flow hash, symmetric, picks the queue of each frame sent from the peer).
-    pub fn with_queues(queues: u32) -> Veth {
+    pub(crate) fn with_queues(queues: u32) -> Veth {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{}", std::process::id() % 100_000, n);
         let v = Veth {
@@ -191,7 +191,7 @@ impl Veth {
     }
 
     /// Runs `f` on a thread inside the peer's namespace.
-    pub fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn in_ns<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.ns);
         std::thread::spawn(move || {
             let fd = std::fs::File::open(&path).expect("open netns");
@@ -206,13 +206,13 @@ impl Veth {
     }
 
     /// Sends raw Ethernet frames out of the peer (so they arrive on `host`).
-    pub fn send_frames(&self, frames: Vec<Vec<u8>>) {
+    pub(crate) fn send_frames(&self, frames: Vec<Vec<u8>>) {
         let peer = self.peer.clone();
         self.in_ns(move || send_raw(&peer, &frames));
     }
 
     /// Replays a capture file out of the peer with tcpreplay.
-    pub fn tcpreplay(&self, file: &Path, extra: &[&str]) {
+    pub(crate) fn tcpreplay(&self, file: &Path, extra: &[&str]) {
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -247,7 +247,7 @@ impl Drop for Veth {
 }
 
 /// Sends frames through an AF_PACKET socket bound to `ifname` (current namespace).
-pub fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
+pub(crate) fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
     let c = std::ffi::CString::new(ifname).unwrap();
     // SAFETY: straightforward socket calls with valid buffers.
     unsafe {
@@ -294,7 +294,7 @@ pub fn send_raw(ifname: &str, frames: &[Vec<u8>]) {
 }
 
 /// Ethernet + IPv4 + TCP frame between documentation addresses.
-pub fn tcp4_frame(
+pub(crate) fn tcp4_frame(
     src: [u8; 4],
     dst: [u8; 4],
     sport: u16,
@@ -336,7 +336,7 @@ pub fn tcp4_frame(
 }
 
 /// Ethernet + IPv4 + UDP frame (something the XDP program must not hand over).
-pub fn udp4_frame(n: u16) -> Vec<u8> {
+pub(crate) fn udp4_frame(n: u16) -> Vec<u8> {
     let mut f = tcp4_frame(
         [192, 0, 2, 1],
         [198, 51, 100, 2],
@@ -351,7 +351,7 @@ pub fn udp4_frame(n: u16) -> Vec<u8> {
 }
 
 /// Ethernet + 802.1Q + IPv6 + TCP frame.
-pub fn tcp6_vlan_frame(vlan: u16, sport: u16, seq: u32) -> Vec<u8> {
+pub(crate) fn tcp6_vlan_frame(vlan: u16, sport: u16, seq: u32) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x81, 0x00];
     f.extend_from_slice(&vlan.to_be_bytes());
     f.extend_from_slice(&[0x86, 0xdd]);
@@ -376,7 +376,7 @@ pub fn tcp6_vlan_frame(vlan: u16, sport: u16, seq: u32) -> Vec<u8> {
 }
 
 /// Path of the sensor binary built for these tests.
-pub fn sensor_bin() -> PathBuf {
+pub(crate) fn sensor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rstwatch-sensor"))
 }
 
@@ -401,7 +401,7 @@ fn fold(mut s: u32) -> u16 {
 
 /// One TCP segment of a synthetic conversation, with correct checksums.
 #[derive(Clone, Copy)]
-pub struct Seg<'a> {
+pub(crate) struct Seg<'a> {
     pub src: &'a [u8],
     pub dst: &'a [u8],
     pub sport: u16,
@@ -414,14 +414,14 @@ pub struct Seg<'a> {
     pub ttl: u8,
 }
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
+pub(crate) const FIN: u8 = 0x01;
+pub(crate) const SYN: u8 = 0x02;
+pub(crate) const RST: u8 = 0x04;
+pub(crate) const PSH: u8 = 0x08;
+pub(crate) const ACK: u8 = 0x10;
 
 /// Builds the Ethernet frame of a segment (IPv4 or IPv6 by address length).
-pub fn segment(s: Seg) -> Vec<u8> {
+pub(crate) fn segment(s: Seg) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
     if let Some(v) = s.vlan {
         f.extend_from_slice(&[0x81, 0x00]);
@@ -482,14 +482,14 @@ pub fn segment(s: Seg) -> Vec<u8> {
 /// aborts from either side, rejects, half-open aborts, unsolicited RSTs, data after an
 /// RST, IPv6 and VLAN-tagged flows, and some UDP noise. Frames are 100 µs apart, so
 /// the result does not depend on the replay speed.
-pub fn synthetic_frames(flows: u32) -> Vec<Vec<u8>> {
+pub(crate) fn synthetic_frames(flows: u32) -> Vec<Vec<u8>> {
     synthetic_frames_opt(flows, true)
 }
 
 /// [`synthetic_frames`], optionally without VLAN tags (the veth's transmit queue pick,
 /// the kernel's flow hash, is not symmetric for VLAN-tagged frames sent from a packet
 /// socket, so multi-queue tests leave them out).
-pub fn synthetic_frames_opt(flows: u32, with_vlan: bool) -> Vec<Vec<u8>> {
+pub(crate) fn synthetic_frames_opt(flows: u32, with_vlan: bool) -> Vec<Vec<u8>> {
     let v4 = |a: [u8; 3], last: u32| vec![a[0], a[1], a[2], (1 + last % 200) as u8];
     let v6 = |hi: u8, last: u32| {
         let mut a = vec![0u8; 16];
@@ -646,7 +646,7 @@ pub fn synthetic_frames_opt(flows: u32, with_vlan: bool) -> Vec<Vec<u8>> {
 }
 
 /// Writes frames as a pcap (Ethernet), 100 µs apart from `start_s`.
-pub fn write_pcap(path: &Path, frames: &[Vec<u8>], start_s: u32) {
+pub(crate) fn write_pcap(path: &Path, frames: &[Vec<u8>], start_s: u32) {
     let mut b = Vec::new();
     b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
     b.extend_from_slice(&2u16.to_le_bytes());
@@ -667,7 +667,7 @@ pub fn write_pcap(path: &Path, frames: &[Vec<u8>], start_s: u32) {
 }
 
 /// A running `rstwatch-sensor run`, its output collected in the background.
-pub struct Sensor {
+pub(crate) struct Sensor {
     pub child: std::process::Child,
     out: Option<std::thread::JoinHandle<String>>,
     err: std::sync::Arc<std::sync::Mutex<String>>,
@@ -675,7 +675,7 @@ pub struct Sensor {
 }
 
 /// What a sensor run produced.
-pub struct SensorOutput {
+pub(crate) struct SensorOutput {
     pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -684,7 +684,7 @@ pub struct SensorOutput {
 impl Sensor {
     /// Starts the sensor (optionally inside namespace `ns`) and waits until it says it is
     /// capturing (or exits).
-    pub fn start(ns: Option<&str>, args: &[&str]) -> Result<Sensor, SensorOutput> {
+    pub(crate) fn start(ns: Option<&str>, args: &[&str]) -> Result<Sensor, SensorOutput> {
         use std::io::{BufRead, Read};
         let mut cmd = match ns {
             Some(ns) => {
@@ -745,23 +745,23 @@ impl Sensor {
         }
     }
 
-    pub fn stderr_now(&self) -> String {
+    pub(crate) fn stderr_now(&self) -> String {
         self.err.lock().unwrap().clone()
     }
 
-    pub fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
     /// SIGTERM, then waits (30 s at most) and collects the output.
-    pub fn stop(self) -> SensorOutput {
+    pub(crate) fn stop(self) -> SensorOutput {
         self.signal(libc::SIGTERM);
         self.collect()
     }
 
     /// Waits (30 s at most) for the sensor to exit and collects the output.
-    pub fn collect(mut self) -> SensorOutput {
+    pub(crate) fn collect(mut self) -> SensorOutput {
         let deadline = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -794,7 +794,7 @@ impl Drop for Sensor {
 }
 
 /// Runs a sensor subcommand to completion.
-pub fn sensor_cmd(args: &[&str]) -> SensorOutput {
+pub(crate) fn sensor_cmd(args: &[&str]) -> SensorOutput {
     let o = Command::new(sensor_bin())
         .args(args)
         .output()
@@ -808,7 +808,7 @@ pub fn sensor_cmd(args: &[&str]) -> SensorOutput {
 
 /// How `cause` is compared between live capture and replay.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Causes {
+pub(crate) enum Causes {
     /// Exactly (one engine: the same packets in the same order give the same causes,
     /// given a config whose time windows do not depend on the injection rate).
     Exact,
@@ -822,7 +822,7 @@ pub enum Causes {
 /// what is measured from timestamps (`silence_ms`, `cause_detail`, which quotes
 /// durations, and an anomaly's value, baseline and detail) left out: live capture
 /// stamps frames when they arrive, not as the pcap says.
-pub fn canonical(jsonl: &str, causes: Causes) -> std::collections::BTreeMap<String, usize> {
+pub(crate) fn canonical(jsonl: &str, causes: Causes) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
     for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
         let mut v: serde_json::Value =
@@ -857,7 +857,7 @@ pub fn canonical(jsonl: &str, causes: Causes) -> std::collections::BTreeMap<Stri
 
 /// Asserts two JSON-lines outputs hold the same records (timestamps aside), showing the
 /// differences when not.
-pub fn assert_same_records(replay: &str, live: &str, causes: Causes) {
+pub(crate) fn assert_same_records(replay: &str, live: &str, causes: Causes) {
     let a = canonical(replay, causes);
     let b = canonical(live, causes);
     if a != b {
@@ -878,7 +878,7 @@ pub fn assert_same_records(replay: &str, live: &str, causes: Causes) {
 }
 
 /// A free TCP port on loopback (for --metrics-listen).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -887,7 +887,7 @@ pub fn free_port() -> u16 {
 }
 
 /// GET http://127.0.0.1:port/path, body only.
-pub fn http_get(port: u16, path: &str) -> String {
+pub(crate) fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
     write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();

@@ -51,7 +51,7 @@ impl Batch {
 }
 
 /// What the workers and the writer did.
-pub struct Outcome {
+pub(super) struct Outcome {
     pub bad_files: usize,
     pub counters: Vec<(&'static str, u64)>,
     /// Records written, or the first write error.
@@ -59,7 +59,7 @@ pub struct Outcome {
 }
 
 /// Replays `files` through `workers` engines, JSON lines to `out`.
-pub fn replay<W: Write + Send + 'static>(
+pub(super) fn replay<W: Write + Send + 'static>(
     files: &[PathBuf],
     no_progress: bool,
     cfg: &EngineConfig,
