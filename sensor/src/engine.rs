@@ -143,9 +143,6 @@ impl Engine {
             }
             // Lookups in a tight loop of their own, index only: the flow itself is
             // prefetched, not read, so the cache misses of the whole batch overlap.
-            for l in parsed.iter().flatten() {
-                self.table.prefetch_buckets(l.hash);
-            }
             for l in parsed.iter_mut().flatten() {
                 l.hint = self.table.find_hint(l.hash);
                 if let Some(i) = l.hint {

@@ -115,35 +115,3 @@ unsafe impl Allocator for HugePageAlloc {
         unsafe { Global.deallocate(ptr, layout) }
     }
 }
-
-/// [`HugePageAlloc`] that also remembers the start and size of the last block it gave,
-/// so the flow index can compute where hashbrown keeps a hash's buckets and prefetch
-/// them (hashbrown's API gives no addresses). One per table; the index allocates once.
-#[derive(Debug, Clone, Default)]
-pub struct TrackedHugePageAlloc {
-    last: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>,
-}
-
-impl TrackedHugePageAlloc {
-    /// (address, bytes) of the last block allocated; (0, 0) before any.
-    pub fn last_block(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.last[0].load(Relaxed), self.last[1].load(Relaxed))
-    }
-}
-
-// SAFETY: as HugePageAlloc's; the bookkeeping does not touch the blocks.
-unsafe impl Allocator for TrackedHugePageAlloc {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let block = HugePageAlloc.allocate(layout)?;
-        self.last[0].store(block.as_ptr() as *const u8 as usize, Relaxed);
-        self.last[1].store(layout.size(), Relaxed);
-        Ok(block)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: `ptr` was allocated by HugePageAlloc with `layout` (see `allocate`).
-        unsafe { HugePageAlloc.deallocate(ptr, layout) }
-    }
-}

@@ -9,7 +9,7 @@
 //! half-open flow (30 s) long before any established one (600 s).
 
 use super::{Flow, FlowKey, Timeouts};
-use crate::sys::{advise_huge_pages, prefetch, TrackedHugePageAlloc};
+use crate::sys::{advise_huge_pages, prefetch, HugePageAlloc};
 use hashbrown::HashTable;
 
 /// How many flows an eviction looks at. Like Redis' approximated LRU (which samples
@@ -38,15 +38,6 @@ fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) & 0xff) as u32
 }
 
-/// hashbrown's layout of a table of `u32`s with `b` buckets (a power of two): the slots,
-/// `4 b` bytes, then `b + 16` control bytes. From the block's (address, bytes), the
-/// control bytes' address and the bucket mask; `None` if the size does not fit that
-/// layout (another hashbrown version), and then nothing is prefetched.
-fn control_bytes((addr, bytes): (usize, usize)) -> Option<(usize, usize)> {
-    let b = bytes.checked_sub(16)? / 5;
-    (addr != 0 && b.is_power_of_two() && 5 * b + 16 == bytes).then_some((addr + 4 * b, b - 1))
-}
-
 /// Counters of one table.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TableStats {
@@ -57,11 +48,7 @@ pub struct TableStats {
 }
 
 pub struct FlowTable {
-    index: HashTable<u32, TrackedHugePageAlloc>,
-    /// Where hashbrown's control bytes start and the bucket mask, derived from its
-    /// allocation (see [`FlowTable::prefetch_buckets`]); `None` when the layout is not
-    /// the one expected.
-    buckets: Option<(usize, usize)>,
+    index: HashTable<u32, HugePageAlloc>,
     slab: Vec<Flow>,
     /// Free slots, linked through `Flow::dirs[0].base` of dead slots (no extra memory).
     free_head: u32,
@@ -83,11 +70,8 @@ impl FlowTable {
             slab.as_ptr() as *const u8,
             capacity * std::mem::size_of::<Flow>(),
         );
-        let alloc = TrackedHugePageAlloc::default();
-        let index = HashTable::with_capacity_in(capacity, alloc.clone());
         FlowTable {
-            buckets: control_bytes(alloc.last_block()),
-            index,
+            index: HashTable::with_capacity_in(capacity, HugePageAlloc),
             slab,
             free_head: NONE,
             capacity,
@@ -147,20 +131,6 @@ impl FlowTable {
         self.index
             .find(hash, |&e| e >> SLOT_BITS == tag)
             .map(|&e| slot_of(e))
-    }
-
-    /// Hints the CPU to bring the index's first probe group for `hash` into the cache:
-    /// its control bytes and its first slot, where hashbrown starts looking. Only a
-    /// hint: a wrong address costs a wasted prefetch, never a wrong answer.
-    #[inline]
-    pub fn prefetch_buckets(&self, hash: u64) {
-        if let Some((ctrl, mask)) = self.buckets {
-            // hashbrown's h1: the hash itself; the first probe is at h1 & mask, and
-            // slot i sits (i + 1) u32s below the control bytes.
-            let pos = hash as usize & mask;
-            prefetch(ctrl.wrapping_add(pos) as *const u8);
-            prefetch(ctrl.wrapping_sub((pos + 1) * 4) as *const u8);
-        }
     }
 
     /// Hints the CPU to bring flow `idx` into the cache (every line it touches).
@@ -301,33 +271,5 @@ impl FlowTable {
         (0..self.slab.len() as u32)
             .filter(|&i| self.slab[i as usize].is_live())
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The layout [`control_bytes`] assumes is hashbrown's: every entry sits in the
-    /// slot below the control bytes whose control byte holds the hash's 7-bit tag.
-    #[test]
-    fn bucket_addresses_match_hashbrowns_layout() {
-        let alloc = TrackedHugePageAlloc::default();
-        let mut t: HashTable<u32, _> = HashTable::with_capacity_in(1000, alloc.clone());
-        let (ctrl, mask) = control_bytes(alloc.last_block()).expect("layout recognised");
-        let hash = |v: u32| (v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for v in 0..900u32 {
-            t.insert_unique(hash(v), v, |&x| hash(x));
-        }
-        for v in 0..900u32 {
-            let at = t.find(hash(v), |&x| x == v).expect("inserted") as *const u32 as usize;
-            assert!(at < ctrl && (ctrl - at).is_multiple_of(4));
-            let slot = (ctrl - at) / 4 - 1;
-            assert!(slot <= mask);
-            // SAFETY: `slot` is a bucket of the live table (checked above), so its
-            // control byte lies inside the table's allocation.
-            let tag = unsafe { *((ctrl + slot) as *const u8) };
-            assert_eq!(tag, (hash(v) >> 57) as u8, "entry {v}");
-        }
     }
 }
