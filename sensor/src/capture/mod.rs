@@ -4,11 +4,14 @@
 //!
 //! * **Per queue** (`fanout = 0`, for NICs with a symmetric RSS key): one thread per
 //!   receive queue, pinned to its core, owning the queue's socket and its own engine.
-//!   Frames are processed where they sit in the UMEM and go back to the fill ring.
+//!   Each receive batch is processed where it sits in the UMEM, as one batch
+//!   ([`Processor::batch`], so the engine overlaps its flow lookups), and then goes back
+//!   to the fill ring.
 //! * **Fan-out** (`fanout = N`, for single-queue ports): one capture thread per queue
 //!   hashes each frame's symmetric flow key ([`crate::engine::fanout_hash`]) and hands the
 //!   frame to one of N worker threads through a bounded crossbeam queue (in batches, copied
-//!   out of the UMEM once so the frame can go back to the fill ring at once). Both
+//!   out of the UMEM once so the frame can go back to the fill ring at once); a worker
+//!   hands each batch it takes to its engine whole. Both
 //!   directions of a flow land on the same worker. A full worker queue is counted
 //!   (`fanout_dropped`), never waited for: capture does not stall.
 //!
@@ -16,6 +19,7 @@
 //! first (no new frames), then every thread drains its ring or queue, the engines
 //! finish (held RSTs and open flows are flushed), and the sockets close last.
 
+mod batch;
 mod config;
 mod metrics;
 mod signal;
@@ -27,6 +31,7 @@ pub use stats::{OutputCounters, Shared, StatsView};
 
 use crate::parse::LinkType;
 use anyhow::{bail, Context};
+use batch::{Batch, Pairs};
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use rstwatch_xdp::{XdpProgram, XskSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +44,14 @@ use std::time::{Duration, Instant};
 pub trait Processor: Send + 'static {
     /// One frame, borrowed (from the UMEM in per-queue mode), with its arrival time.
     fn frame(&mut self, ts_us: i64, frame: &[u8]);
+    /// Frames in arrival order as `(arrival time µs, frame)`, borrowed like
+    /// [`Processor::frame`]'s: one receive batch (per queue) or one fan-out batch.
+    /// Must do what [`Processor::frame`] on each in turn does (the default).
+    fn batch(&mut self, frames: &[(i64, &[u8])]) {
+        for &(ts_us, frame) in frames {
+            self.frame(ts_us, frame);
+        }
+    }
     /// Time passes without frames (the link is idle): let timeouts fire.
     fn tick(&mut self, now_us: i64);
     /// End of capture: flush everything held.
@@ -143,37 +156,6 @@ pub fn pin_housekeeping(cores: &[usize]) {
         return;
     }
     log::debug!("housekeeping threads on cores {rest:?}");
-}
-
-/// A batch of frames copied out of the UMEM for one fan-out worker.
-struct Batch {
-    data: Vec<u8>,
-    /// (timestamp µs, end offset in `data`)
-    frames: Vec<(i64, u32)>,
-}
-
-impl Batch {
-    fn new(cap: usize) -> Batch {
-        Batch {
-            data: Vec::with_capacity(cap * 256),
-            frames: Vec::with_capacity(cap),
-        }
-    }
-    fn push(&mut self, ts: i64, f: &[u8]) {
-        self.data.extend_from_slice(f);
-        self.frames.push((ts, self.data.len() as u32));
-    }
-    fn clear(&mut self) {
-        self.data.clear();
-        self.frames.clear();
-    }
-    fn for_each(&self, mut f: impl FnMut(i64, &[u8])) {
-        let mut start = 0usize;
-        for &(ts, end) in &self.frames {
-            f(ts, &self.data[start..end as usize]);
-            start = end as usize;
-        }
-    }
 }
 
 /// Runs live capture until `should_stop()` is true, then shuts down cleanly.
@@ -416,17 +398,26 @@ fn queue_worker<P: Processor>(
     let mut last_snap = Instant::now();
     let mut last_ts = 0i64;
     let busy = sock.is_busy_polling();
+    let mut pairs = Pairs::default();
+    // One receive batch, lent to the processor whole; returns the last arrival time.
+    let mut recv = |sock: &mut XskSocket, p: &mut P, last_ts: &mut i64| {
+        sock.recv_batch(|frames| {
+            pairs.lend(frames.iter().map(|f| (f.ts_us(), f.data)), |b| {
+                p.batch(b);
+                if let Some(&(ts, _)) = b.last() {
+                    *last_ts = ts;
+                }
+            })
+        })
+    };
     loop {
         if drain.load(Ordering::Acquire) {
             // The program is detached: what is in the ring is all there will be.
-            while sock.recv(|f| p.frame(f.ts_us(), f.data)) > 0 {}
+            while recv(&mut sock, &mut p, &mut last_ts) > 0 {}
             break;
         }
         if sock.wait(IDLE_WAIT_MS) {
-            sock.recv(|f| {
-                last_ts = f.ts_us();
-                p.frame(last_ts, f.data);
-            });
+            recv(&mut sock, &mut p, &mut last_ts);
             if last_tick.elapsed() >= TICK_EVERY {
                 p.tick(last_ts);
                 last_tick = Instant::now();
@@ -472,7 +463,7 @@ fn fanout_capture(
     let mut dropped = vec![0u64; n];
     let mut last_snap = Instant::now();
     let send = |w: usize, cur: &mut Vec<Batch>, dropped: &mut Vec<u64>| {
-        if cur[w].frames.is_empty() {
+        if cur[w].is_empty() {
             return;
         }
         let fresh = recycle.try_recv().unwrap_or_else(|_| Batch::new(batch));
@@ -480,7 +471,7 @@ fn fanout_capture(
         match txs[w].try_send(b) {
             Ok(()) => {}
             Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
-                dropped[w] += b.frames.len() as u64;
+                dropped[w] += b.len() as u64;
                 b.clear();
                 cur[w] = b;
             }
@@ -492,7 +483,7 @@ fn fanout_capture(
                 .map(|h| (h % n as u64) as usize)
                 .unwrap_or(0);
             cur[w].push(f.ts_us(), f.data);
-            if cur[w].frames.len() >= batch {
+            if cur[w].len() >= batch {
                 send(w, cur, dropped);
             }
         });
@@ -543,12 +534,15 @@ fn fanout_worker<P: Processor>(
     let mut last_tick = Instant::now();
     let mut last_snap = Instant::now();
     let mut last_ts = 0i64;
+    let mut pairs = Pairs::default();
     loop {
         match rx.recv_timeout(Duration::from_millis(IDLE_WAIT_MS as u64)) {
             Ok(mut b) => {
-                b.for_each(|ts, f| {
-                    last_ts = ts;
-                    p.frame(ts, f)
+                pairs.lend(b.iter(), |frames| {
+                    p.batch(frames);
+                    if let Some(&(ts, _)) = frames.last() {
+                        last_ts = ts;
+                    }
                 });
                 b.clear();
                 let _ = recycle.try_send(b);

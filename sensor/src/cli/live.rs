@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam::channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam::channel::{bounded, Receiver, Sender, TryRecvError, TrySendError};
 use rstwatch_schema::{Anomaly, AnomalyKind, FlowRecord, Record, RstEvent};
 
 use crate::anomaly::Detectors;
@@ -20,10 +20,22 @@ use crate::parse::LinkType;
 use crate::ship::ShipSink;
 use crate::sink::Sink;
 
-/// Sends records to the output thread. Never blocks while capturing (a full queue is
+/// Records an engine sends to the output thread at most in one channel operation.
+const SEND_AT: usize = 64;
+
+/// The queue from the workers' engines to the output thread, holding about `records`
+/// records: it carries them in batches of at most [`SEND_AT`].
+pub(super) fn output_channel(records: usize) -> (Sender<Vec<Record>>, Receiver<Vec<Record>>) {
+    bounded(records.div_ceil(SEND_AT).max(1))
+}
+
+/// Sends records to the output thread, gathered per receive batch (or [`SEND_AT`]):
+/// one channel operation, and at most one wake-up of a sleeping output thread, per
+/// batch instead of per record. Never blocks while capturing (a full queue is
 /// counted); blocks at the end, when nothing is captured any more.
 pub(super) struct ChannelSink {
-    tx: Sender<Record>,
+    tx: Sender<Vec<Record>>,
+    buf: Vec<Record>,
     dropped: Arc<AtomicU64>,
     blocking: bool,
     /// Several engines each see only part of the traffic, so their aggregate detectors
@@ -36,9 +48,14 @@ pub(super) struct ChannelSink {
 
 impl ChannelSink {
     /// A non-blocking sink counting what a full queue drops in `dropped`.
-    pub(super) fn new(tx: Sender<Record>, dropped: Arc<AtomicU64>, drop_anomalies: bool) -> Self {
+    pub(super) fn new(
+        tx: Sender<Vec<Record>>,
+        dropped: Arc<AtomicU64>,
+        drop_anomalies: bool,
+    ) -> Self {
         ChannelSink {
             tx,
+            buf: Vec::new(),
             dropped,
             blocking: false,
             drop_anomalies,
@@ -46,14 +63,26 @@ impl ChannelSink {
     }
 
     fn put(&mut self, r: Record) {
-        if self.blocking {
-            let _ = self.tx.send(r);
+        self.buf.push(r);
+        if self.buf.len() >= SEND_AT {
+            self.send();
+        }
+    }
+
+    /// Sends the records gathered so far as one batch.
+    fn send(&mut self) {
+        if self.buf.is_empty() {
             return;
         }
-        match self.tx.try_send(r) {
+        let b = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_AT));
+        if self.blocking {
+            let _ = self.tx.send(b);
+            return;
+        }
+        match self.tx.try_send(b) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
+                self.dropped.fetch_add(b.len() as u64, Ordering::Relaxed);
             }
         }
     }
@@ -83,13 +112,22 @@ impl Processor for EngineProcessor {
     fn frame(&mut self, ts_us: i64, frame: &[u8]) {
         self.engine
             .process(ts_us, LinkType::Ethernet, frame, &mut self.sink);
+        self.sink.send();
+    }
+    fn batch(&mut self, frames: &[(i64, &[u8])]) {
+        self.engine
+            .process_batch(LinkType::Ethernet, frames, &mut self.sink);
+        self.sink.send();
     }
     fn tick(&mut self, now_us: i64) {
         self.engine.advance(now_us, &mut self.sink);
+        self.sink.send();
     }
     fn finish(&mut self) {
+        self.sink.send();
         self.sink.blocking = true;
         self.engine.finish(&mut self.sink);
+        self.sink.send();
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
         self.engine.counters()
@@ -206,31 +244,65 @@ impl Output {
     }
 }
 
+/// The output stage's state besides the writer: the one set of aggregate detectors
+/// (several engines) and what they decided.
+struct Stage {
+    detectors: Option<Detectors>,
+    refined: Refined,
+    found: Vec<Anomaly>,
+}
+
+impl Stage {
+    /// Writes `r` and the anomalies it raised; false when the writer failed.
+    fn deliver(&mut self, out: &mut Output, written: &AtomicU64, mut r: Record) -> bool {
+        let keep = match self.detectors.as_mut() {
+            Some(d) => self.refined.apply(d, &mut r, &mut self.found),
+            None => true,
+        };
+        let mut ok = true;
+        for rec in keep
+            .then_some(r)
+            .into_iter()
+            .chain(self.found.drain(..).map(Record::Anomaly))
+        {
+            if ok && out.write(rec) {
+                written.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
 /// Writes records as JSON lines, or hands them to `ship` (a collector) when given;
 /// flushes whenever the queue runs dry so a reader sees events promptly. With
 /// `detectors` (several engines), every RST also feeds the one set of aggregate
 /// detectors, whose anomalies follow the RST that raised them. Returns the shipper,
 /// still open, so the caller can add the final counters and wait for the acks.
 pub(super) fn output_thread(
-    rx: Receiver<Record>,
+    rx: Receiver<Vec<Record>>,
     written: Arc<AtomicU64>,
-    mut detectors: Option<Detectors>,
+    detectors: Option<Detectors>,
     failed: Arc<AtomicBool>,
     ship: Option<ShipSink>,
 ) -> std::io::Result<Option<ShipSink>> {
     let mut out = Output::new(ship);
     let mut flush_error: Option<std::io::Error> = None;
     let mut broken = false;
-    let mut found: Vec<Anomaly> = Vec::new();
-    let mut refined = Refined::default();
+    let mut stage = Stage {
+        detectors,
+        refined: Refined::default(),
+        found: Vec::new(),
+    };
     let fail = |broken: &mut bool| {
         // The reader is gone (or the disk is full): stop capturing, cleanly.
         failed.store(true, Ordering::SeqCst);
         *broken = true;
     };
     loop {
-        let mut r = match rx.try_recv() {
-            Ok(r) => r,
+        let batch = match rx.try_recv() {
+            Ok(b) => b,
             Err(TryRecvError::Empty) => {
                 if !broken {
                     if let Err(e) = out.flush() {
@@ -239,33 +311,19 @@ pub(super) fn output_thread(
                     }
                 }
                 match rx.recv() {
-                    Ok(r) => r,
+                    Ok(b) => b,
                     Err(_) => break,
                 }
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        if broken {
-            continue; // keep draining so workers never block
-        }
-        let keep = match detectors.as_mut() {
-            Some(d) => refined.apply(d, &mut r, &mut found),
-            None => true,
-        };
-        let mut ok = true;
-        for rec in keep
-            .then_some(r)
-            .into_iter()
-            .chain(found.drain(..).map(Record::Anomaly))
-        {
-            if ok && out.write(rec) {
-                written.fetch_add(1, Ordering::Relaxed);
-            } else {
-                ok = false;
+        for r in batch {
+            if broken {
+                break; // keep draining so workers never block
             }
-        }
-        if !ok {
-            fail(&mut broken);
+            if !stage.deliver(&mut out, &written, r) {
+                fail(&mut broken);
+            }
         }
     }
     if let Some(e) = flush_error {

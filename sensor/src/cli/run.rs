@@ -4,14 +4,13 @@
 //! line go to stderr. SIGINT/SIGTERM stop it cleanly: the XDP program is detached, the
 //! queues drain, the engines flush held RSTs and open flows, then it exits 0.
 
-use super::live::{output_thread, ChannelSink, EngineProcessor};
+use super::live::{output_channel, output_thread, ChannelSink, EngineProcessor};
 use crate::anomaly::Detectors;
 use crate::capture::{self, RunConfig};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::ship::ShipSink;
-use crossbeam::channel::bounded;
-use rstwatch_schema::{NamedCounter, Record, SensorStats};
+use rstwatch_schema::{NamedCounter, SensorStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -180,7 +179,7 @@ pub(crate) fn main(a: RunArgs) -> anyhow::Result<i32> {
         Some(_) => Some(ShipSink::start(&a.ship)?),
         None => None,
     };
-    let (tx, rx) = bounded::<Record>(cfg.output_queue);
+    let (tx, rx) = output_channel(cfg.output_queue);
     let counters = capture::OutputCounters::default();
     let out_failed = Arc::new(AtomicBool::new(false));
     let written = counters.written.clone();

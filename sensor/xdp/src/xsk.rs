@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
+use xdpilone::xdp::XdpDesc;
 use xdpilone::{BufIdx, DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig, User};
 
 /// Magic word the XDP program writes after its timestamp in the frame metadata.
@@ -171,6 +172,9 @@ pub struct XskSocket {
     queue: u32,
     ifname: String,
     stats: XskStats,
+    /// The frames of one [`XskSocket::recv_batch`], kept for its allocation (empty
+    /// between calls).
+    scratch: Vec<Frame<'static>>,
 }
 
 // SAFETY: every part (UMEM memory, rings, file descriptors shared through Arcs among the
@@ -355,6 +359,7 @@ impl XskSocket {
             queue,
             ifname: ifname.to_string(),
             stats: XskStats::default(),
+            scratch: Vec::with_capacity(cfg.batch.max(1) as usize),
         })
     }
 
@@ -394,7 +399,6 @@ impl XskSocket {
     pub fn recv<F: FnMut(Frame<'_>)>(&mut self, mut f: F) -> u32 {
         let XskSocket {
             rx,
-            dq,
             area,
             free,
             frame_size,
@@ -403,57 +407,64 @@ impl XskSocket {
             stats,
             ..
         } = self;
-        let fs = *frame_size as u64;
+        let mut rd = DescReader::new(area, *frame_size, *clock_off_ns);
         let mut n = 0u32;
-        let mut now_fallback: Option<i64> = None;
         {
             let mut reader = rx.receive(*batch);
             while let Some(desc) = reader.read() {
-                let end = desc.addr.checked_add(desc.len as u64);
-                let chunk = desc.addr - desc.addr % fs;
-                if end.is_none_or(|e| e > area.len as u64 || e > chunk + fs) {
-                    stats.rx_bad_desc += 1;
-                    if (chunk as usize) < area.len {
-                        free.push(chunk);
-                    }
-                    continue;
+                if let Some(frame) = rd.frame(desc, stats, free) {
+                    f(frame);
+                    n += 1;
                 }
-                let base = area.ptr.as_ptr();
-                // SAFETY: [addr, addr+len) lies inside the area (checked above) and
-                // inside one chunk that the kernel handed to us through the rx ring; it
-                // will not write there until we put the chunk back on the fill ring.
-                let data = unsafe {
-                    std::slice::from_raw_parts(base.add(desc.addr as usize), desc.len as usize)
-                };
-                let mut ts_ns = None;
-                if desc.addr - chunk >= META_LEN {
-                    // SAFETY: the 16 metadata bytes precede the frame in the same chunk.
-                    unsafe {
-                        let m = base.add((desc.addr - META_LEN) as usize);
-                        let magic = std::ptr::read_unaligned(m.add(8) as *const u32);
-                        if magic == META_MAGIC {
-                            let mono = std::ptr::read_unaligned(m as *const u64);
-                            ts_ns = Some(mono as i64 + *clock_off_ns);
-                            // Clear it so a later frame in this chunk without metadata
-                            // does not inherit a stale stamp.
-                            std::ptr::write_unaligned(m.add(8) as *mut u32, 0);
-                        }
-                    }
-                }
-                let ts_ns = match ts_ns {
-                    Some(t) => t,
-                    None => {
-                        stats.rx_no_meta += 1;
-                        *now_fallback.get_or_insert_with(realtime_ns)
-                    }
-                };
-                f(Frame { data, ts_ns });
-                stats.rx_bytes += desc.len as u64;
-                free.push(chunk);
-                n += 1;
             }
             reader.release();
         }
+        self.finish_recv(n)
+    }
+
+    /// Takes up to one batch of frames from the receive ring and lends them to `f` all
+    /// at once, as one slice borrowed from the UMEM (no copy), in arrival order; once
+    /// `f` returns they go back to the fill ring. `f` is not called when the ring is
+    /// empty. Returns the number of frames.
+    pub fn recv_batch<F: FnOnce(&[Frame<'_>])>(&mut self, f: F) -> u32 {
+        let XskSocket {
+            rx,
+            area,
+            free,
+            frame_size,
+            batch,
+            clock_off_ns,
+            stats,
+            scratch,
+            ..
+        } = self;
+        let mut rd = DescReader::new(area, *frame_size, *clock_off_ns);
+        let mut frames: Vec<Frame<'_>> = std::mem::take(scratch);
+        {
+            let mut reader = rx.receive(*batch);
+            while let Some(desc) = reader.read() {
+                if let Some(frame) = rd.frame(desc, stats, free) {
+                    frames.push(frame);
+                }
+            }
+            // The ring's slots go back to the kernel now (the descriptors are copied);
+            // the frames' chunks only after `f`, through the fill ring.
+            reader.release();
+        }
+        let n = frames.len() as u32;
+        if n > 0 {
+            f(&frames);
+        }
+        *scratch = unborrowed(frames);
+        self.finish_recv(n)
+    }
+
+    /// After a receive: counts the batch, returns its chunks to the fill ring and wakes
+    /// the driver if it asked to be.
+    fn finish_recv(&mut self, n: u32) -> u32 {
+        let XskSocket {
+            dq, free, stats, ..
+        } = self;
         if n > 0 {
             stats.rx_frames += n as u64;
             stats.rx_batches += 1;
@@ -524,6 +535,87 @@ impl XskSocket {
     }
 }
 
+/// Turns receive descriptors into frames: checks each lies inside one UMEM chunk, reads
+/// the XDP program's timestamp, and notes the chunk for the fill ring.
+struct DescReader<'a> {
+    area: &'a Area,
+    frame_size: u64,
+    clock_off_ns: i64,
+    /// Wall-clock time read once per batch for frames without metadata.
+    now_fallback: Option<i64>,
+}
+
+impl<'a> DescReader<'a> {
+    fn new(area: &'a Area, frame_size: u32, clock_off_ns: i64) -> Self {
+        DescReader {
+            area,
+            frame_size: frame_size as u64,
+            clock_off_ns,
+            now_fallback: None,
+        }
+    }
+
+    /// The frame `desc` points at, borrowed from the UMEM, or None for a descriptor
+    /// outside it (counted). Either way its chunk is pushed on `free`; the caller must
+    /// be done with the frame before `free` goes to the fill ring.
+    #[inline]
+    fn frame(
+        &mut self,
+        desc: XdpDesc,
+        stats: &mut XskStats,
+        free: &mut Vec<u64>,
+    ) -> Option<Frame<'a>> {
+        let (area, fs) = (self.area, self.frame_size);
+        let end = desc.addr.checked_add(desc.len as u64);
+        let chunk = desc.addr - desc.addr % fs;
+        if end.is_none_or(|e| e > area.len as u64 || e > chunk + fs) {
+            stats.rx_bad_desc += 1;
+            if (chunk as usize) < area.len {
+                free.push(chunk);
+            }
+            return None;
+        }
+        let base = area.ptr.as_ptr();
+        // SAFETY: [addr, addr+len) lies inside the area (checked above) and inside one
+        // chunk that the kernel handed to us through the rx ring; it will not write
+        // there until we put the chunk back on the fill ring, after the frame's last use.
+        let data =
+            unsafe { std::slice::from_raw_parts(base.add(desc.addr as usize), desc.len as usize) };
+        let mut ts_ns = None;
+        if desc.addr - chunk >= META_LEN {
+            // SAFETY: the 16 metadata bytes precede the frame in the same chunk.
+            unsafe {
+                let m = base.add((desc.addr - META_LEN) as usize);
+                let magic = std::ptr::read_unaligned(m.add(8) as *const u32);
+                if magic == META_MAGIC {
+                    let mono = std::ptr::read_unaligned(m as *const u64);
+                    ts_ns = Some(mono as i64 + self.clock_off_ns);
+                    // Clear it so a later frame in this chunk without metadata does not
+                    // inherit a stale stamp.
+                    std::ptr::write_unaligned(m.add(8) as *mut u32, 0);
+                }
+            }
+        }
+        let ts_ns = match ts_ns {
+            Some(t) => t,
+            None => {
+                stats.rx_no_meta += 1;
+                *self.now_fallback.get_or_insert_with(realtime_ns)
+            }
+        };
+        stats.rx_bytes += desc.len as u64;
+        free.push(chunk);
+        Some(Frame { data, ts_ns })
+    }
+}
+
+/// Empties `v` and gives back its allocation free of the frames' borrow (the element
+/// types have one layout, so the standard library's in-place collect keeps the buffer).
+fn unborrowed(mut v: Vec<Frame<'_>>) -> Vec<Frame<'static>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -591,4 +683,24 @@ fn set_busy_poll(fd: RawFd, bp: BusyPoll) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_scratch_keeps_its_allocation() {
+        let bytes = [1u8, 2, 3];
+        let mut v: Vec<Frame<'_>> = Vec::with_capacity(64);
+        let before = v.as_ptr() as usize;
+        v.extend((0..64).map(|i| Frame {
+            data: &bytes,
+            ts_ns: i,
+        }));
+        let back = unborrowed(v);
+        assert!(back.is_empty());
+        assert_eq!(back.capacity(), 64);
+        assert_eq!(back.as_ptr() as usize, before);
+    }
 }
