@@ -67,8 +67,8 @@ pub struct RunConfig {
     /// Frames a fan-out worker's queue holds (in batches of up to `batch`) before the
     /// capture core drops and counts (`fanout_dropped`).
     pub fanout_queue_batches: usize,
-    /// Records the output queue holds before new ones are dropped and counted
-    /// (`output_dropped`).
+    /// Records the output queue holds (about: carried in batches of up to 64) before
+    /// new ones are dropped and counted (`output_dropped`).
     pub output_queue: usize,
     /// Busy polling (off when absent).
     pub busy_poll: Option<BusyPollConfig>,

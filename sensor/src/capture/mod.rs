@@ -75,7 +75,9 @@ const IDLE_TICK_BUSY_POLL: Duration = Duration::from_millis(10);
 /// What a finished capture saw (also logged as the last stats line).
 #[derive(Debug, Clone)]
 pub struct CaptureReport {
+    /// The XDP mode the program ran in (`native`, `generic`, ...).
     pub mode: &'static str,
+    /// The last counters of every queue and of the engines.
     pub view: StatsView,
 }
 

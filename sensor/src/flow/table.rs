@@ -41,12 +41,19 @@ fn tag_of(hash: u64) -> u32 {
 /// Counters of one table.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TableStats {
+    /// Flows created.
     pub created: u64,
+    /// Flows removed after their idle timeout.
     pub expired: u64,
+    /// Flows removed early to make room in a full table.
     pub evicted: u64,
+    /// The most flows live at once.
     pub max_live: u64,
 }
 
+/// One core's flows: a slab of fixed-size [`Flow`]s (huge pages where the kernel gives
+/// them) and a hash index of slab slots, bounded, with idle sweeps and eviction when
+/// full.
 pub struct FlowTable {
     index: HashTable<u32, HugePageAlloc>,
     slab: Vec<Flow>,
@@ -58,6 +65,7 @@ pub struct FlowTable {
     victim_rng: u64,
     last_sweep_us: i64,
     timeouts: Timeouts,
+    /// Created, expired and evicted flows.
     pub stats: TableStats,
 }
 
@@ -84,18 +92,22 @@ impl FlowTable {
         }
     }
 
+    /// Flows live now.
     pub fn len(&self) -> usize {
         self.live
     }
 
+    /// True when no flow is live.
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
 
+    /// True when a new flow needs an eviction first.
     pub fn is_full(&self) -> bool {
         self.live >= self.capacity
     }
 
+    /// The idle timeouts the sweeps apply.
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
     }
@@ -110,6 +122,7 @@ impl FlowTable {
             + self.slab.capacity() * std::mem::size_of::<Flow>()
     }
 
+    /// The slot of the flow with `key` (whose hash is `hash`), if it is tracked.
     #[inline]
     pub fn find(&self, key: &FlowKey, hash: u64) -> Option<u32> {
         let slab = &self.slab;
@@ -139,11 +152,13 @@ impl FlowTable {
         prefetch(self.slab.as_ptr().wrapping_add(idx as usize));
     }
 
+    /// The flow in slot `idx` (from [`FlowTable::find`]).
     #[inline]
     pub fn get(&self, idx: u32) -> &Flow {
         &self.slab[idx as usize]
     }
 
+    /// The flow in slot `idx`, to update.
     #[inline]
     pub fn get_mut(&mut self, idx: u32) -> &mut Flow {
         &mut self.slab[idx as usize]

@@ -61,6 +61,8 @@ fn capture_roundtrip(mode: ModeRequest, expect: &str) {
             let path = format!("/var/run/netns/{ns}");
             let f = std::fs::File::open(path).unwrap();
             use std::os::fd::AsRawFd;
+            // SAFETY: setns on an open namespace file only changes this thread's
+            // network namespace; `f` outlives the call.
             assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
             send_raw(&peer, &all);
         })

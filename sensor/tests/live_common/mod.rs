@@ -61,6 +61,7 @@ pub(crate) fn skip_reason() -> Option<String> {
             std::io::Error::last_os_error()
         ));
     }
+    // SAFETY: `fd` is a socket this function opened above and closes once.
     unsafe { libc::close(fd) };
     if !Path::new("/usr/sbin/ip").exists()
         && !Path::new("/sbin/ip").exists()
