@@ -55,7 +55,15 @@ kill -KILL "${pid[s2r1]}"; echo "   replica s2r1 killed"
 sleep 2
 col_start 1 s1r1; echo "   collector 1 restarted"
 sleep 2
-ch_start s2r1; wait_for "ClickHouse s2r1 back" 60 ch s2r1 -q "SELECT 1"; echo "   replica s2r1 restarted"
+# A replica killed with -9 can take long to come back on a loaded machine (it checks
+# its parts and re-registers in ZooKeeper); once, in CI, more than 60 s. Wait longer,
+# and when it still does not answer, show why.
+ch_start s2r1
+if ! (wait_for "ClickHouse s2r1 back" 180 ch s2r1 -q "SELECT 1"); then
+    tail -n 20 "$work/s2r1/err.log" "$work/s2r1/stdout.log" >&2 || true
+    fail "ClickHouse s2r1 did not come back within 180 s after its kill -9"
+fi
+echo "   replica s2r1 restarted"
 wait "${pid[sensor1]}" || fail "sensor 1 did not get every batch acknowledged: $(tail -n 3 "$work/sensor1.log")"
 wait "${pid[sensor2]}" || fail "sensor 2 did not get every batch acknowledged: $(tail -n 3 "$work/sensor2.log")"
 cluster_ms=$(( ($(date +%s%N) - ts) / 1000000 ))

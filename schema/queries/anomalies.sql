@@ -32,12 +32,14 @@ FROM
         subject,
         sensor_id,
         min(ts_us) AS start_us,
-        argMax(ts_us, value) AS peak_us,
+        -- The peak is the report with the highest value, the earliest of equal ones
+        -- (a bare argMax picks any of a tie, and the pick differs between servers).
+        argMax(ts_us, (value, -ts_us)) AS peak_us,
         max(ts_us) AS end_us,
         max(value) AS peak_value,
-        argMax(baseline, value) AS baseline,
+        argMax(baseline, (value, -ts_us)) AS baseline,
         count() AS reports,
-        argMax(detail, value) AS detail
+        argMax(detail, (value, -ts_us)) AS detail
     FROM anomalies
     WHERE ts >= {from:DateTime} AND ts < {to:DateTime}
         AND ({sensor:String} = '' OR sensor_id = {sensor:String})
