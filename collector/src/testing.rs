@@ -178,6 +178,23 @@ impl ClickHouse {
         bail!("clickhouse-server did not answer within 60 s")
     }
 
+    /// A server with the schema migrated into `db` by the `collector` binary, for the
+    /// test named `test`; `None`, with a SKIP line, where clickhouse-server is not
+    /// installed (`scripts/setup.sh` installs it, and CI runs it).
+    pub fn start_migrated(collector: &Path, db: &str, test: &str) -> Option<ClickHouse> {
+        match ClickHouse::start().expect("starting clickhouse-server") {
+            Some(ch) => {
+                ch.migrate(collector, db)
+                    .expect("migrating the test database");
+                Some(ch)
+            }
+            None => {
+                println!("SKIP {test}: clickhouse-server is not installed (scripts/setup.sh)");
+                None
+            }
+        }
+    }
+
     /// Runs `collector migrate` against this server for database `db`.
     pub fn migrate(&self, collector: &Path, db: &str) -> anyhow::Result<()> {
         let out = Command::new(collector)

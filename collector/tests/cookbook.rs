@@ -258,11 +258,9 @@ fn rows<T: ToString>(m: BTreeMap<Vec<String>, T>) -> BTreeSet<Vec<String>> {
 
 #[test]
 fn cookbook_answers_what_the_scenarios_imply_on_18_16_and_chdb() {
-    let Some(ch) = ClickHouse::start().unwrap() else {
-        println!("SKIP cookbook: clickhouse-server is not installed");
+    let Some(ch) = ClickHouse::start_migrated(Path::new(COLLECTOR), DB, "cookbook") else {
         return;
     };
-    ch.migrate(Path::new(COLLECTOR), DB).unwrap();
     let dir = TempDir::new("rstwatch-cookbook").unwrap();
     let col = Collector::start(
         Path::new(COLLECTOR),

@@ -22,18 +22,7 @@ const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
 const DB: &str = "rstwatch";
 
 fn start_clickhouse(test: &str) -> Option<ClickHouse> {
-    match ClickHouse::start().expect("starting clickhouse-server") {
-        Some(ch) => {
-            ch.migrate(Path::new(COLLECTOR), DB).unwrap();
-            Some(ch)
-        }
-        None => {
-            println!(
-                "SKIP {test}: clickhouse-server is not installed (apt-get install clickhouse-server)"
-            );
-            None
-        }
-    }
+    ClickHouse::start_migrated(Path::new(COLLECTOR), DB, test)
 }
 
 fn rst(i: u64) -> RstEvent {

@@ -21,16 +21,7 @@ pub(crate) const TOKEN: &str = "t0k";
 pub(crate) const T0: i64 = 1_763_700_000_000_000;
 
 pub(crate) fn start_clickhouse(test: &str) -> Option<ClickHouse> {
-    match ClickHouse::start().expect("starting clickhouse-server") {
-        Some(ch) => {
-            ch.migrate(Path::new(COLLECTOR), DB).unwrap();
-            Some(ch)
-        }
-        None => {
-            println!("SKIP {test}: clickhouse-server is not installed");
-            None
-        }
-    }
+    ClickHouse::start_migrated(Path::new(COLLECTOR), DB, test)
 }
 
 /// The collector binary under test: this build's, or `RSTWATCH_TEST_COLLECTOR` (to show

@@ -21,16 +21,7 @@ pub(crate) fn now_s() -> i64 {
 }
 
 pub(crate) fn start_clickhouse(test: &str) -> Option<ClickHouse> {
-    match ClickHouse::start().expect("starting clickhouse-server") {
-        Some(ch) => {
-            ch.migrate(Path::new(COLLECTOR), DB).unwrap();
-            Some(ch)
-        }
-        None => {
-            println!("SKIP {test}: clickhouse-server is not installed");
-            None
-        }
-    }
+    ClickHouse::start_migrated(Path::new(COLLECTOR), DB, test)
 }
 
 pub(crate) fn collector(ch: &ClickHouse, dir: &Path, extra: &[&str]) -> Collector {
