@@ -31,6 +31,9 @@ os.environ["TZ"] = "UTC"
 
 import yaml  # noqa: E402
 
+# One SQL splitter for every chdb check (this script's folder is on sys.path).
+from check_sql_chdb import statements  # noqa: E402
+
 try:
     from chdb import session as chs  # noqa: E402
 except ImportError:
@@ -53,15 +56,6 @@ def check(cond, what):
 
 def log(msg):
     print(msg, file=sys.stderr)
-
-
-def statements(text):
-    out = []
-    for chunk in text.split(";\n"):
-        lines = [l for l in chunk.splitlines() if l.strip() and not l.strip().startswith("--")]
-        if lines:
-            out.append("\n".join(lines))
-    return out
 
 
 class Server:

@@ -6,20 +6,16 @@ Applies the schema rendered for chdb's version, inserts ledger and anomaly rows,
 the anomaly poll (cursor in place) and a rule query (the shipped example, wrapped as
 the alerter wraps it), and checks their rows. Exits non-zero on the first difference.
 """
+import os
 import subprocess
 import sys
 
+# One SQL splitter for every chdb check: scripts/check_sql_chdb.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from check_sql_chdb import statements  # noqa: E402
+
 import chdb
 from chdb import session as chs
-
-
-def statements(text):
-    out = []
-    for chunk in text.split(";\n"):
-        lines = [l for l in chunk.splitlines() if l.strip() and not l.strip().startswith("--")]
-        if lines:
-            out.append("\n".join(lines))
-    return out
 
 
 def main():
