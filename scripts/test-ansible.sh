@@ -78,6 +78,11 @@ chmod 0755 "$root"   # a root directory made by mktemp is 0700: users could not 
 # What an installer writes and debootstrap does not: ClickHouse resolves "localhost".
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 echo rstwatch-target > "$root/etc/hostname"
+# Grafana's own package (Grafana's repository, not Debian's) creates the `grafana` group
+# the grafana role gives its files to; Grafana cannot be installed here, so the group
+# stands in for it and the role is applied for real (files, modes, idempotence; the
+# chain check reads what it provisioned).
+chroot "$root" groupadd --system grafana
 
 # The capture port: one end of a veth pair, created down and with no address in this
 # namespace (like a NIC fresh from the switch); the sensor role must bring it up,
@@ -130,7 +135,7 @@ all:
           rstwatch_sensor_stats_interval_s: 0
           rstwatch_sensor_id: deploy-test
           rstwatch_sensor_token: sensor-secret-$$
-    grafana: {hosts: {}}
+    grafana: {hosts: {target: {rstwatch_grafana_clickhouse_host: 127.0.0.1}}}
 YML
 
 export root work repo cache ns cap expect_rst

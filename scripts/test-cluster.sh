@@ -2,9 +2,10 @@
 # The ClickHouse cluster test (part of scripts/test.sh, so CI runs it): loopback only.
 #   ZooKeeper (Debian's) + four ClickHouse servers (Debian's 18.16): cluster `rw`,
 #   2 shards x 2 replicas; `rstwatch-collector migrate --cluster rw` on one node.
-#   Two collectors (one on s1r1, one on s1r2), two sensors (`replay --ship`, small
-#   batches), one per collector. Mid-stream: collector 1 is killed (SIGKILL) and
-#   restarted, and replica s2r1 is killed and restarted; the sensors' spools resend.
+#   Two collectors (one on s1r1, one on s1r2), two sensors (`replay --ship a,b`, small
+#   batches), each naming both collectors, in opposite orders. Mid-stream: collector 1
+#   is killed (SIGKILL) and restarted, and replica s2r1 is killed and restarted; sensor 1
+#   fails over to collector 2 and resends what collector 1 had not acknowledged.
 #   Afterwards, through the Distributed tables: every batch in the ledger exactly once,
 #   each table's rows per batch equal to the ledger's counts, totals equal to what
 #   `replay` prints offline, and every canonical query (schema/queries/) gives the same
@@ -35,15 +36,16 @@ for i in 1 2; do
     "$sensor" gen --scenario mixed --seed "$i" --flows "$flows" --start-time "$start" \
         --out "$work/cap$i.pcap" 2>/dev/null
 done
-ship() { # sensor-index collector-port spool
-    "$sensor" replay "$work/cap$1.pcap" --ship "127.0.0.1:$2" --plaintext --token cluster-test \
+ship() { # sensor-index collector-address(es) spool
+    "$sensor" replay "$work/cap$1.pcap" --ship "$2" --plaintext --token cluster-test \
         --sensor-id "sensor-$1" --spool-dir "$3" --batch-max-events 100 --ship-timeout-secs 120 \
         > /dev/null 2>>"$work/sensor$1.log"
 }
 step "sensors ship; collector 1 and replica s2r1 are killed and restarted mid-stream"
 ts=$(date +%s%N)
-ship 1 "${col_port[1]}" "$work/spool1" & pid[sensor1]=$!
-ship 2 "${col_port[2]}" "$work/spool2" & pid[sensor2]=$!
+col() { echo "127.0.0.1:${col_port[$1]}"; }
+ship 1 "$(col 1),$(col 2)" "$work/spool1" & pid[sensor1]=$!
+ship 2 "$(col 2),$(col 1)" "$work/spool2" & pid[sensor2]=$!
 stored_more_than() { # collector-index n: its metrics say more than n batches stored
     local m
     m=$(sed -n 's/.*metrics on http:\/\/\([^/]*\).*/\1/p' "$work/collector$1.log" | tail -n 1)
@@ -52,7 +54,17 @@ stored_more_than() { # collector-index n: its metrics say more than n batches st
 wait_for "first batches stored by collector 1" 60 stored_more_than 1 5
 kill -KILL "${pid[col1]}"; echo "   collector 1 killed"
 kill -KILL "${pid[s2r1]}"; echo "   replica s2r1 killed"
-sleep 2
+# Collector 1 comes back only once sensor 1 has failed over (or, on a very fast run,
+# had already finished), so the failover path is what this run exercises.
+failed_over_or_done() {
+    grep -q "failing over from collector" "$work/sensor1.log" || ! kill -0 "${pid[sensor1]}" 2>/dev/null
+}
+wait_for "sensor 1 failing over to collector 2" 60 failed_over_or_done
+if grep -q "failing over from collector" "$work/sensor1.log"; then
+    echo "   sensor 1 failed over to collector 2"
+else
+    echo "   sensor 1 had finished before the kill: no failover this run"
+fi
 col_start 1 s1r1; echo "   collector 1 restarted"
 sleep 2
 # A replica killed with -9 can take long to come back on a loaded machine (it checks
@@ -72,8 +84,8 @@ grep -h "shipped" "$work"/sensor*.log | sed 's/^/   /'
 step "the same captures into the single server"
 col_start 3 single
 ts=$(date +%s%N)
-ship 1 "${col_port[3]}" "$work/spool1s"
-ship 2 "${col_port[3]}" "$work/spool2s"
+ship 1 "$(col 3)" "$work/spool1s"
+ship 2 "$(col 3)" "$work/spool2s"
 single_ms=$(( ($(date +%s%N) - ts) / 1000000 ))
 
 step "checks (through the Distributed tables, read on s2r2)"

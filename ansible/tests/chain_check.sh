@@ -76,5 +76,7 @@ if reader -q "INSERT INTO batches (sensor_id) VALUES ('x')" >/dev/null 2>&1; the
     echo "chain: the read-only user could write" >&2; exit 1
 fi
 echo "   the read-only user cannot write"
+# Debian's python: PyYAML comes with its ansible.
+/usr/bin/python3 "$repo/ansible/tests/grafana_check.py" "$root" "$repo/schema/grafana/dashboards"
 wait_for "threshold alert in the ECS log" 30 grep -q "deploy_rst_rows" "$work/collector.log"
 echo "   alerts: threshold rule deploy_rst_rows fired ($(grep -c deploy_rst_rows "$work/collector.log") log lines)"
