@@ -214,6 +214,7 @@ impl Veth {
 
     /// Replays a capture file out of the peer with tcpreplay.
     pub(crate) fn tcpreplay(&self, file: &Path, extra: &[&str]) {
+        start_where_windows_start();
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -647,6 +648,31 @@ pub(crate) fn synthetic_frames_opt(flows: u32, with_vlan: bool) -> Vec<Vec<u8>> 
 }
 
 /// Writes frames as a pcap (Ethernet), 100 µs apart from `start_s`.
+/// Waits until just after a whole second of the wall clock (and not in the last two
+/// seconds of a 5-minute window). Live capture stamps frames with the clock, and the
+/// detectors count in tumbling windows aligned to it (per-second service rates, the
+/// 300 s scan window); the test captures start on a whole second and last well under
+/// one, so a replay started here is cut into windows where `replay` of the file cuts
+/// it. Started at a random moment it straddled a boundary about one run in thirty, and
+/// a burst counted in two halves did not cross its threshold.
+pub(crate) fn start_where_windows_start() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    loop {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let into_second = now.subsec_micros();
+        let into_window = now.as_secs() % 300;
+        if (5_000..100_000).contains(&into_second) && into_window < 298 {
+            return;
+        }
+        let wait_us = if into_second < 5_000 {
+            5_000 - u64::from(into_second) + 1_000
+        } else {
+            1_000_000 - u64::from(into_second) + 10_000
+        };
+        std::thread::sleep(std::time::Duration::from_micros(wait_us));
+    }
+}
+
 pub(crate) fn write_pcap(path: &Path, frames: &[Vec<u8>], start_s: u32) {
     let mut b = Vec::new();
     b.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
