@@ -18,8 +18,13 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
-fn replay(pcap: &std::path::Path) -> String {
-    let r = sensor_cmd(&["replay", pcap.to_str().unwrap()]);
+fn replay(pcap: &std::path::Path, config: &std::path::Path) -> String {
+    let r = sensor_cmd(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        pcap.to_str().unwrap(),
+    ]);
     assert!(r.status.success(), "replay failed: {}", r.stderr);
     r.stdout
 }
@@ -68,7 +73,8 @@ fn live_encap_opt(test: &str, encap: Encap, extra: &[&str], cross_flow_causes_di
     write_pcap(&plain_pcap, &plain, 1_700_000_000);
     let pcap = tmp(&format!("{test}.pcap"));
     write_pcap(&pcap, &frames, 1_700_000_000);
-    let replayed = replay(&pcap);
+    let config = held_verdicts_config(&pcap);
+    let replayed = replay(&pcap, &config);
     assert!(replayed.lines().count() > 400, "{replayed}");
     assert!(
         replayed.contains(&format!("\"encap\":\"{}\"", encap.as_str())),
@@ -76,13 +82,20 @@ fn live_encap_opt(test: &str, encap: Encap, extra: &[&str], cross_flow_causes_di
     );
     // Offline first: the wrapped capture gives the plain capture's records.
     assert_same_records(
-        &without_encap(&replay(&plain_pcap)),
+        &without_encap(&replay(&plain_pcap, &config)),
         &without_encap(&replayed),
         Causes::Exact,
     );
 
     let veth = Veth::new();
-    let mut args = vec!["--iface", veth.host.as_str(), "--stats-interval", "1"];
+    let mut args = vec![
+        "--iface",
+        veth.host.as_str(),
+        "--stats-interval",
+        "1",
+        "--config",
+        config.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let sensor = match Sensor::start(None, &args) {
         Ok(s) => s,

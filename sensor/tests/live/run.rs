@@ -14,18 +14,25 @@ fn tmp(name: &str) -> PathBuf {
     d.join(name)
 }
 
-/// The synthetic capture (all RST classes) as a pcap, and `replay`'s output for it.
-fn synthetic_capture(name: &str, frames: &[Vec<u8>]) -> (PathBuf, String) {
+/// The synthetic capture (all RST classes) as a pcap, the configuration both `replay`
+/// and `run` use ([`held_verdicts_config`]), and `replay`'s output for it.
+fn synthetic_capture(name: &str, frames: &[Vec<u8>]) -> (PathBuf, PathBuf, String) {
     let pcap = tmp(name);
     write_pcap(&pcap, frames, 1_700_000_000);
-    let r = sensor_cmd(&["replay", pcap.to_str().unwrap()]);
+    let config = held_verdicts_config(&pcap);
+    let r = sensor_cmd(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        pcap.to_str().unwrap(),
+    ]);
     assert!(r.status.success(), "replay failed: {}", r.stderr);
     assert!(
         r.stdout.lines().count() > 400,
         "replay gave too little: {}",
         r.stdout
     );
-    (pcap, r.stdout)
+    (pcap, config, r.stdout)
 }
 
 fn run_vs_replay(test: &str, extra: &[&str], expect_mode: &str) {
@@ -37,7 +44,7 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
         return;
     }
     let frames = synthetic_frames_opt(400, queues == 1);
-    let (pcap, replay) = synthetic_capture(&format!("{test}.pcap"), &frames);
+    let (pcap, config, replay) = synthetic_capture(&format!("{test}.pcap"), &frames);
     let veth = Veth::with_queues(queues);
     let port = free_port();
     let port_s = format!("127.0.0.1:{port}");
@@ -48,6 +55,8 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
         &port_s,
         "--stats-interval",
         "1",
+        "--config",
+        config.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let sensor = match Sensor::start(None, &args) {

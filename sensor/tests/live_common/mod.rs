@@ -648,13 +648,28 @@ pub(crate) fn synthetic_frames_opt(flows: u32, with_vlan: bool) -> Vec<Vec<u8>> 
 }
 
 /// Writes frames as a pcap (Ethernet), 100 µs apart from `start_s`.
+/// Writes, next to `capture`, a configuration that holds RSTs for 20 s instead of 500 ms
+/// and returns its path. RSTs are held for evidence from later packets (`data_after`
+/// makes the synthetic capture's forged RSTs `injection`) for `verdict_delay_ms` of
+/// *packet* time. Live, that time is the clock's, and tcpreplay on a loaded machine can
+/// stall longer than 500 ms between an RST and the data after it: the verdict then came
+/// early (`live_vxlan_matches_replay` failed about one run in thirty). Held this long,
+/// the verdicts wait for every frame and come at the sensor's final flush, so a live vs
+/// replay comparison compares the decoding, not the machine's scheduling.
+pub(crate) fn held_verdicts_config(capture: &Path) -> PathBuf {
+    let p = capture.with_extension("held.toml");
+    std::fs::write(&p, "[engine]\nverdict_delay_ms = 20000\n").expect("write config");
+    p
+}
+
 /// Waits until just after a whole second of the wall clock (and not in the last two
 /// seconds of a 5-minute window). Live capture stamps frames with the clock, and the
 /// detectors count in tumbling windows aligned to it (per-second service rates, the
-/// 300 s scan window); the test captures start on a whole second and last well under
-/// one, so a replay started here is cut into windows where `replay` of the file cuts
-/// it. Started at a random moment it straddled a boundary about one run in thirty, and
-/// a burst counted in two halves did not cross its threshold.
+/// 300 s scan and backscatter window); the test captures start on a whole second and
+/// last well under one, so a replay started here is cut into windows where `replay` of
+/// the file cuts it. Started at a random moment, a capture could straddle a boundary,
+/// and a burst counted in two halves would not cross its threshold (the synthetic
+/// capture's backscatter is exactly at its threshold of 25 addresses).
 pub(crate) fn start_where_windows_start() {
     use std::time::{SystemTime, UNIX_EPOCH};
     loop {
