@@ -652,8 +652,9 @@ pub(crate) fn synthetic_frames_opt(flows: u32, with_vlan: bool) -> Vec<Vec<u8>> 
 /// and returns its path. RSTs are held for evidence from later packets (`data_after`
 /// makes the synthetic capture's forged RSTs `injection`) for `verdict_delay_ms` of
 /// *packet* time. Live, that time is the clock's, and tcpreplay on a loaded machine can
-/// stall longer than 500 ms between an RST and the data after it: the verdict then came
-/// early (`live_vxlan_matches_replay` failed about one run in thirty). Held this long,
+/// stall longer than 500 ms between an RST and the data after it, and the verdict then
+/// comes early (the likeliest cause of `live_vxlan_matches_replay` failing about one
+/// run in thirty; its failure output was not kept). Held this long,
 /// the verdicts wait for every frame and come at the sensor's final flush, so a live vs
 /// replay comparison compares the decoding, not the machine's scheduling.
 pub(crate) fn held_verdicts_config(capture: &Path) -> PathBuf {
