@@ -1,6 +1,8 @@
-//! Small pieces both human renderers share: times, durations, word wrapping.
+//! Small pieces both human renderers share: times, durations, word wrapping, and the
+//! sentences they print alike.
 
-use super::Report;
+use super::timeline::Cluster;
+use super::{IdleEstimate, Report};
 use rstwatch_schema::timefmt::rfc3339_micros;
 use rstwatch_schema::{Dir, RstEvent};
 
@@ -156,6 +158,40 @@ pub(crate) fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String 
     }
     out.push_str(line.trim_end());
     out.push('\n');
+    out
+}
+
+/// "Resets cluster around 00:03:12: 412 of 1530 (26.9 %) in the 10 s from 00:03:10."
+pub(crate) fn cluster_sentence(c: &Cluster, total: u64, clock: &Clock) -> String {
+    format!(
+        "Resets cluster around {}: {} of {} ({:.1} %) in the {} from {}.",
+        clock.time_s(c.at_s),
+        c.resets,
+        total,
+        c.percent,
+        duration(c.bucket_s),
+        clock.time_s(c.bucket_start_s)
+    )
+}
+
+/// "The device's idle timeout is about 3600 s (7 of 10 silences within ±72 s; ...)."
+pub(crate) fn idle_sentence(e: &IdleEstimate) -> String {
+    format!(
+        "The device's idle timeout is about {} s ({} of {} silences within ±{} s; the shortest silence reset was {} s).",
+        e.timeout_s, e.matching, e.silences, e.within_s, e.shortest_s
+    )
+}
+
+/// Capitalised, with a full stop.
+pub(crate) fn sentence(t: &str) -> String {
+    let mut c = t.chars();
+    let mut out: String = match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with('.') {
+        out.push('.');
+    }
     out
 }
 

@@ -1,7 +1,6 @@
 //! The report as Markdown (GitHub-flavoured tables), for tickets and wikis.
 
-use super::layout::{self, Clock};
-use super::text::{cluster_sentence, idle_sentence, sentence};
+use super::layout::{self, cluster_sentence, idle_sentence, sentence, Clock};
 use super::{CauseReport, Report, Share};
 use std::fmt::Write;
 

@@ -1,8 +1,8 @@
 //! The report as plain text for an 80-column terminal (the default format).
 
-use super::layout::{self, Clock};
-use super::timeline::{Cluster, Timeline, CLUSTER_MIN_BUCKETS};
-use super::{CauseReport, IdleEstimate, Report, Share};
+use super::layout::{self, cluster_sentence, idle_sentence, sentence, Clock};
+use super::timeline::{Timeline, CLUSTER_MIN_BUCKETS};
+use super::{CauseReport, Report, Share};
 use std::fmt::Write;
 
 /// Lines are at most this wide (a long IPv6 endpoint may exceed it).
@@ -102,19 +102,6 @@ fn timeline(s: &mut String, t: &Timeline, total: u64, clock: &Clock) {
     }
 }
 
-/// "Resets cluster around 00:03:12: 412 of 1530 (26.9 %) in the 10 s from 00:03:10."
-pub(super) fn cluster_sentence(c: &Cluster, total: u64, clock: &Clock) -> String {
-    format!(
-        "Resets cluster around {}: {} of {} ({:.1} %) in the {} from {}.",
-        clock.time_s(c.at_s),
-        c.resets,
-        total,
-        c.percent,
-        layout::duration(c.bucket_s),
-        clock.time_s(c.bucket_start_s)
-    )
-}
-
 /// One character per bucket, its height proportional to the count; blank when empty.
 fn sparkline(counts: &[u64], peak: u64) -> String {
     const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -190,14 +177,6 @@ fn cause_section(s: &mut String, c: &CauseReport, clock: &Clock) {
     examples(s, c);
 }
 
-/// "The device's idle timeout is about 3600 s (7 of 10 silences within ±72 s; ...)."
-pub(super) fn idle_sentence(e: &IdleEstimate) -> String {
-    format!(
-        "The device's idle timeout is about {} s ({} of {} silences within ±{} s; the shortest silence reset was {} s).",
-        e.timeout_s, e.matching, e.silences, e.within_s, e.shortest_s
-    )
-}
-
 fn shares(s: &mut String, what: &str, list: &[Share], untracked: u64) {
     if list.is_empty() {
         return;
@@ -253,17 +232,4 @@ fn examples(s: &mut String, c: &CauseReport) {
             s.push_str(&layout::wrap(&e.cause_detail, WIDTH, "    ", "    "));
         }
     }
-}
-
-/// Capitalised, with a full stop.
-pub(super) fn sentence(t: &str) -> String {
-    let mut c = t.chars();
-    let mut out: String = match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    };
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
 }
