@@ -137,6 +137,7 @@ fn work<W: Write>(
                     n += 1;
                 }
             }
+            warm(&frames[..n]);
             engine.process_batch(b.link, &frames[..n], &mut sink);
         }
         engine.advance(b.now_us, &mut sink);
@@ -146,4 +147,17 @@ fn work<W: Write>(
     }
     engine.finish(&mut sink);
     (engine.counters(), sink.finish())
+}
+
+/// Loads the headers of a batch's frames before the engine parses them one by one.
+/// The reader's core read them last, so each is a miss here; issued together, the
+/// misses overlap instead of stalling the parse one after another.
+#[inline]
+fn warm(frames: &[(i64, &[u8])]) {
+    let mut x = 0u8;
+    for (_, f) in frames {
+        // The Ethernet/IP header and the TCP header (usually in the next line).
+        x ^= f.first().copied().unwrap_or(0) ^ f.get(64).copied().unwrap_or(0);
+    }
+    std::hint::black_box(x);
 }
