@@ -1,7 +1,7 @@
 //! The workers' shared output: each worker collects its JSON lines into large chunks
-//! and writes a chunk itself, under a lock. No writer thread: with two cores, a fourth
-//! thread to wake for every chunk costs more than the lock (RESULTS.md, "replay
-//! --workers N").
+//! and writes a chunk itself, under a lock. No writer thread: it was no faster (the
+//! output is a few hundred chunks) and is one more thread to schedule on few cores
+//! (RESULTS.md, "replay --workers N").
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard};
