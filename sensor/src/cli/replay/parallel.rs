@@ -61,18 +61,12 @@ pub(super) fn replay<W: Write + Send + 'static>(
         }));
         queues.push(tx);
     }
-    let mut reader = Reader {
-        queues,
-        recycle: recycle_rx,
-        pending: (0..workers).map(|_| Batch::new()).collect(),
-        hash: fanout::FlowHash::new(ParseOptions {
-            // The worker's engine checks the checksum; the hash only needs the key.
-            verify_checksum: false,
-            tunnel_ports: cfg.encap.ports().unwrap_or_default(),
-        }),
-        current: None,
-        now_us: i64::MIN,
-    };
+    let hash = fanout::FlowHash::new(ParseOptions {
+        // The worker's engine checks the checksum; the hash only needs the key.
+        verify_checksum: false,
+        tunnel_ports: cfg.encap.ports().unwrap_or_default(),
+    });
+    let mut reader = Reader::new(queues, recycle_rx, hash);
     let (bad, other_blocks) = reader.read_files(files, no_progress);
     drop(reader);
     let mut counters: Vec<(&'static str, u64)> = Vec::new();

@@ -34,17 +34,35 @@ impl Batch {
 }
 
 pub(super) struct Reader {
-    pub queues: Vec<Sender<Batch>>,
+    /// One queue per worker.
+    queues: Vec<Sender<Batch>>,
     /// Batches the workers are done with (their index lists' memory, reused).
-    pub recycle: Receiver<Batch>,
-    pub pending: Vec<Batch>,
-    pub hash: FlowHash,
+    recycle: Receiver<Batch>,
+    /// Each worker's batch being filled.
+    pending: Vec<Batch>,
+    hash: FlowHash,
     /// The buffer and link type the pending batches' frames are in.
-    pub current: Option<(SharedBuffer, LinkType)>,
-    pub now_us: i64,
+    current: Option<(SharedBuffer, LinkType)>,
+    /// The latest packet time read.
+    now_us: i64,
 }
 
 impl Reader {
+    pub(super) fn new(
+        queues: Vec<Sender<Batch>>,
+        recycle: Receiver<Batch>,
+        hash: FlowHash,
+    ) -> Reader {
+        Reader {
+            pending: queues.iter().map(|_| Batch::new()).collect(),
+            queues,
+            recycle,
+            hash,
+            current: None,
+            now_us: i64::MIN,
+        }
+    }
+
     /// Reads every file; returns the number that had a problem and the pcapng blocks
     /// without packets. Problems are reported as the one-engine path reports them.
     pub(super) fn read_files(&mut self, files: &[PathBuf], no_progress: bool) -> (usize, u64) {
