@@ -5,6 +5,12 @@
 //!
 //! Records are decoded with `pcap-file`'s own slice parser, and every problem gets the
 //! message [`read_file`](super::read_file) gives for it.
+//!
+//! The read buffer is reference-counted: [`read_file_shared`] hands it on with each
+//! batch, so another thread can keep it and read its frames later (`replay --workers`).
+//! A buffer still held when the next read is due is left to its holders, and the read
+//! goes into a spare no one holds any more (or a new one): only the partial record at
+//! the end is copied over.
 
 use super::{
     check_link, damage, duration_us, explain, pcap_error, read_file, read_fully, Counting,
@@ -16,13 +22,23 @@ use pcap_file::PcapError;
 use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Frames per call of the batch callback (two of the engine's lookup batches).
 pub const READ_BATCH: usize = 64;
 
-/// The read buffer: large reads, and room for any record (pcap-file's reader uses the
-/// same bound, so a record that does not fit is refused the same way).
+/// The largest read buffer: room for any record (pcap-file's reader uses the same
+/// bound, so a record that does not fit is refused the same way).
 const BUFFER: usize = 8_000_000;
+
+/// The usual read: small enough that the records are still in the core's cache
+/// (L2) when they are parsed after the kernel copied them in; an 8 MB read had them
+/// evicted, and reading each record's header became a miss (RESULTS.md, "replay
+/// --workers N"). A record larger than this grows the buffer, up to [`BUFFER`].
+const READ_STEP: usize = 1 << 20;
+
+/// A read buffer that the frames of a batch are slices of; other threads may hold it.
+pub type SharedBuffer = Arc<Vec<u8>>;
 
 /// Reads every frame of the capture file at `path`, handing them to `on_batch` in
 /// order, up to [`READ_BATCH`] at a time, as `(timestamp µs, frame)` pairs.
@@ -30,6 +46,17 @@ pub fn read_file_batched(
     path: &Path,
     progress: Option<Progress>,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
+) -> Result<FileStats, SourceError> {
+    read_file_shared(path, progress, |link, _, frames| on_batch(link, frames))
+}
+
+/// [`read_file_batched`] that also hands on the buffer the frames are slices of, for
+/// the caller to keep (cloning the `Arc`) and read the frames from later. pcapng
+/// frames are copied into such buffers, [`READ_BATCH`] at a time.
+pub fn read_file_shared(
+    path: &Path,
+    progress: Option<Progress>,
+    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
         path: path.to_path_buf(),
@@ -42,13 +69,17 @@ pub fn read_file_batched(
     });
     let Some(file) = pcap else {
         // pcapng, or a problem the frame reader names.
-        return read_file(path, progress, |f| on_batch(f.link, &[(f.ts_us, f.data)]));
+        let mut staged = Staged::default();
+        let r = read_file(path, progress, |f| staged.add(f, &mut on_batch));
+        staged.hand_on(&mut on_batch);
+        return r;
     };
     let input = Counting {
         inner: file,
         progress: progress.unwrap_or_default(),
     };
-    read_pcap(input, BUFFER, on_batch).map_err(|e| err(explain(e, || damage::pcap(path))))
+    read_pcap(input, (READ_STEP, BUFFER), on_batch)
+        .map_err(|e| err(explain(e, || damage::pcap(path))))
 }
 
 /// The error pcap-file's reader gives for data that ends inside a header or record.
@@ -68,13 +99,16 @@ enum Stop {
     Bad(PcapError),
 }
 
+/// Reads the pcap in `input` with reads of `step` bytes into buffers of up to `max`.
 fn read_pcap<R: Read>(
     mut input: R,
-    buffer: usize,
-    mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
+    (step, max): (usize, usize),
+    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, ReadError> {
-    let mut buf = vec![0u8; buffer];
-    let mut len = fill(&mut input, &mut buf)?;
+    let step = step.min(max);
+    let mut buf: SharedBuffer = Arc::new(vec![0u8; step]);
+    let mut spares = Vec::new();
+    let mut len = fill(&mut input, &mut Arc::make_mut(&mut buf)[..])?;
     let mut eof = len < buf.len();
     let (rest, parser) = match PcapParser::new(&buf[..len]) {
         Ok(ok) => ok,
@@ -96,24 +130,105 @@ fn read_pcap<R: Read>(
     let mut pos = len - rest.len();
     let mut stats = FileStats::default();
     loop {
-        let (stop, consumed) =
-            parse_buffered(&parser, &buf[pos..len], &mut stats, |b| on_batch(link, b));
+        let (stop, consumed) = parse_buffered(&parser, &buf[pos..len], &mut stats, |b| {
+            on_batch(link, &buf, b)
+        });
         pos += consumed;
         match stop {
             Stop::Bad(e) => return Err(damaged(&stats, &e)),
             Stop::NeedMore if pos == len && eof => return Ok(stats),
-            Stop::NeedMore if eof || (pos == 0 && len == buf.len()) => {
+            Stop::NeedMore if eof || (pos == 0 && len == max) => {
                 return Err(damaged(&stats, &cut_short()))
             }
             Stop::NeedMore => {
-                buf.copy_within(pos..len, 0);
+                // A record that fills the buffer: a larger one. Else room for a step
+                // (and at least as much again as is carried over).
+                let size = if pos == 0 && len == buf.len() {
+                    buf.len() * 2
+                } else {
+                    step.max(2 * (len - pos))
+                };
+                reclaim(&mut buf, &mut spares, pos..len, size.min(max));
                 len -= pos;
                 pos = 0;
-                let n = fill(&mut input, &mut buf[len..])?;
+                // `reclaim` left `buf` unshared: no copy here.
+                let n = fill(&mut input, &mut Arc::make_mut(&mut buf)[len..])?;
                 eof = len + n < buf.len();
                 len += n;
             }
         }
+    }
+}
+
+/// Makes `buf` a buffer of `size` bytes that no one else holds, starting with the
+/// bytes `keep` (fewer than `size`) of the old one: `buf` itself when its batches are
+/// all done with, else a spare whose batches are (or a new buffer), `buf` becoming a
+/// spare.
+fn reclaim(
+    buf: &mut SharedBuffer,
+    spares: &mut Vec<SharedBuffer>,
+    keep: std::ops::Range<usize>,
+    size: usize,
+) {
+    if let Some(b) = Arc::get_mut(buf) {
+        b.copy_within(keep, 0);
+        b.resize(size, 0);
+        return;
+    }
+    let mut fresh = match spares.iter_mut().position(|s| Arc::get_mut(s).is_some()) {
+        Some(i) => spares.swap_remove(i),
+        None => Arc::new(Vec::new()),
+    };
+    let f = Arc::make_mut(&mut fresh);
+    f.resize(size, 0);
+    f[..keep.len()].copy_from_slice(&buf[keep]);
+    spares.push(std::mem::replace(buf, fresh));
+}
+
+/// pcapng frames copied into a [`SharedBuffer`] until a batch is full.
+#[derive(Default)]
+struct Staged {
+    link: Option<LinkType>,
+    bytes: Vec<u8>,
+    /// (timestamp µs, end of the frame in `bytes`)
+    frames: Vec<(i64, usize)>,
+}
+
+impl Staged {
+    fn add(
+        &mut self,
+        f: super::Frame<'_>,
+        on_batch: &mut impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    ) {
+        if self.link.is_some_and(|l| l != f.link) {
+            self.hand_on(on_batch);
+        }
+        self.link = Some(f.link);
+        self.bytes.extend_from_slice(f.data);
+        self.frames.push((f.ts_us, self.bytes.len()));
+        if self.frames.len() == READ_BATCH {
+            self.hand_on(on_batch);
+        }
+    }
+
+    /// Hands on the frames staged so far as one batch.
+    fn hand_on(&mut self, on_batch: &mut impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])])) {
+        let Some(link) = self.link else { return };
+        if self.frames.is_empty() {
+            return;
+        }
+        let buf: SharedBuffer = Arc::new(std::mem::take(&mut self.bytes));
+        let mut start = 0;
+        let batch: Vec<(i64, &[u8])> = self
+            .frames
+            .drain(..)
+            .map(|(ts, end)| {
+                let f = (ts, &buf[start..end]);
+                start = end;
+                f
+            })
+            .collect();
+        on_batch(link, &buf, &batch);
     }
 }
 
@@ -244,21 +359,137 @@ mod tests {
         }
     }
 
-    /// A buffer much smaller than the file: records straddle every refill.
+    /// Buffers much smaller than the file: records straddle every refill, and a record
+    /// larger than a read step grows the buffer.
     #[test]
     fn records_across_refills() {
         let bytes = capture(500, Endianness::Little, TsResolution::NanoSecond);
         let f = write_tmp(&bytes);
         let (want, _) = one_by_one(f.path());
-        for buffer in [1600, 4096, 10_000] {
+        for sizes in [
+            (1600, 1600),
+            (4096, 4096),
+            (10_000, 10_000),
+            (100, 1600),
+            (1000, 4096),
+        ] {
             let mut got = vec![];
             let input = std::fs::File::open(f.path()).unwrap();
-            let st = read_pcap(input, buffer, |link, frames| {
+            let st = read_pcap(input, sizes, |link, _, frames| {
                 got.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             })
-            .unwrap_or_else(|_| panic!("buffer {buffer}"));
+            .unwrap_or_else(|_| panic!("buffer {sizes:?}"));
             assert_eq!(st.frames, 500);
-            assert_eq!(got, want, "buffer {buffer}");
+            assert_eq!(got, want, "buffer {sizes:?}");
         }
+    }
+
+    /// A record larger than the largest buffer is refused, after the frames before it.
+    #[test]
+    fn a_record_larger_than_the_buffer_is_refused() {
+        let bytes = capture(3, Endianness::Little, TsResolution::MicroSecond);
+        let input = std::io::Cursor::new(bytes);
+        let mut got = 0;
+        // Frames 0, 1 and 2 hold 1, 38 and 75 bytes: 16 + 38 need a larger buffer
+        // than the first read's 40 bytes, 16 + 75 do not fit in 80.
+        let r = read_pcap(input, (40, 80), |_, _, frames| got += frames.len());
+        assert_eq!(got, 2);
+        match r {
+            Err(ReadError::Damaged(m)) => assert!(m.starts_with("packet record 3:"), "{m}"),
+            _ => panic!("not refused"),
+        }
+    }
+
+    /// Batches' buffers kept by the caller (as `replay --workers` keeps them until its
+    /// workers are done) still hold their frames after every later read: the reader
+    /// reads into buffers no one holds, reusing those let go.
+    #[test]
+    fn kept_buffers_keep_their_frames() {
+        let bytes = capture(500, Endianness::Big, TsResolution::MicroSecond);
+        let f = write_tmp(&bytes);
+        let (want, _) = one_by_one(f.path());
+        for keep_every in [1, 2, 3] {
+            // Each kept buffer with its frames' (timestamp, offset, length).
+            type Kept = Vec<(SharedBuffer, Vec<(i64, usize, usize)>)>;
+            let mut kept: Kept = vec![];
+            let mut calls = 0;
+            let input = std::fs::File::open(f.path()).unwrap();
+            read_pcap(input, (3000, 3000), |_, buf, frames| {
+                calls += 1;
+                if calls % keep_every != 0 {
+                    return;
+                }
+                let base = buf.as_ptr() as usize;
+                let at = frames
+                    .iter()
+                    .map(|&(ts, d)| (ts, d.as_ptr() as usize - base, d.len()))
+                    .collect();
+                kept.push((buf.clone(), at));
+            })
+            .unwrap_or_else(|_| panic!("read"));
+            let got: Frames = kept
+                .iter()
+                .flat_map(|(buf, at)| {
+                    at.iter()
+                        .map(|&(ts, o, n)| (ts, LinkType::Ethernet, buf[o..o + n].to_vec()))
+                })
+                .collect();
+            let mut calls = 0;
+            let mut expect = vec![];
+            read_pcap(
+                std::fs::File::open(f.path()).unwrap(),
+                (3000, 3000),
+                |link, _, fr| {
+                    calls += 1;
+                    if calls % keep_every == 0 {
+                        expect.extend(fr.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
+                    }
+                },
+            )
+            .unwrap_or_else(|_| panic!("read"));
+            assert!(expect.len() > 100, "{}", expect.len());
+            if keep_every == 1 {
+                assert_eq!(expect, want);
+            }
+            assert_eq!(got, expect, "keeping every {keep_every}");
+        }
+    }
+
+    /// pcapng frames (copied into shared buffers) come in order, with each frame's own
+    /// link type, through interfaces of two link types interleaved.
+    #[test]
+    fn pcapng_frames_in_order_across_link_types() {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        use pcap_file::pcapng::PcapNgWriter;
+        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        for linktype in [DataLink::ETHERNET, DataLink::RAW] {
+            let idb = InterfaceDescriptionBlock {
+                linktype,
+                snaplen: 0,
+                options: vec![],
+            };
+            w.write_pcapng_block(idb).unwrap();
+        }
+        for i in 0..300u32 {
+            let data: Vec<u8> = (0..i % 200 + 1).map(|b| (b + i) as u8).collect();
+            let epb = EnhancedPacketBlock {
+                // Runs of 70 frames on one interface, then the other.
+                interface_id: (i / 70) % 2,
+                timestamp: Duration::from_micros(1_767_225_600_000_000 + u64::from(i)),
+                original_len: data.len() as u32,
+                data: std::borrow::Cow::Owned(data),
+                options: vec![],
+            };
+            w.write_pcapng_block(epb).unwrap();
+        }
+        let f = write_tmp(&w.into_inner());
+        let (want, none) = one_by_one(f.path());
+        let (got, err, calls) = batched(f.path());
+        assert_eq!((none, err), (None, None));
+        assert_eq!(want.len(), 300);
+        assert_eq!(got, want);
+        // Batches break at each change of link type, else hold READ_BATCH frames.
+        assert!(calls > 300 / READ_BATCH && calls < 300, "{calls}");
     }
 }

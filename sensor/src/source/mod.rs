@@ -7,7 +7,7 @@
 mod batched;
 mod damage;
 
-pub use batched::{read_file_batched, READ_BATCH};
+pub use batched::{read_file_batched, read_file_shared, SharedBuffer, READ_BATCH};
 
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapReader;

@@ -1,0 +1,136 @@
+//! The reader thread: reads the files in large shared buffers and hands each worker
+//! batches of *indexes* into them (offset, length, timestamp), never copies of the
+//! frames, choosing the worker by the flow hash of live fan-out.
+
+use super::fanout::FlowHash;
+use crate::parse::LinkType;
+use crate::source::{self, SharedBuffer};
+use crossbeam::channel::{Receiver, Sender};
+use std::path::PathBuf;
+
+/// Frames a batch holds before it goes to its worker (fewer hand-overs, fewer wake-ups).
+const FRAMES_PER_BATCH: usize = 1024;
+
+/// One worker's frames of one read buffer.
+pub(super) struct Batch {
+    pub link: LinkType,
+    /// The buffer the frames are in (`None` only while the batch is being filled).
+    pub buffer: Option<SharedBuffer>,
+    /// (timestamp µs, offset in `buffer`, length)
+    pub frames: Vec<(i64, u32, u32)>,
+    /// The reader's packet time when the batch was sent.
+    pub now_us: i64,
+}
+
+impl Batch {
+    pub(super) fn new() -> Batch {
+        Batch {
+            link: LinkType::Ethernet,
+            buffer: None,
+            frames: Vec::with_capacity(FRAMES_PER_BATCH),
+            now_us: i64::MIN,
+        }
+    }
+}
+
+pub(super) struct Reader {
+    /// One queue per worker.
+    queues: Vec<Sender<Batch>>,
+    /// Batches the workers are done with (their index lists' memory, reused).
+    recycle: Receiver<Batch>,
+    /// Each worker's batch being filled.
+    pending: Vec<Batch>,
+    hash: FlowHash,
+    /// The buffer and link type the pending batches' frames are in.
+    current: Option<(SharedBuffer, LinkType)>,
+    /// The latest packet time read.
+    now_us: i64,
+}
+
+impl Reader {
+    pub(super) fn new(
+        queues: Vec<Sender<Batch>>,
+        recycle: Receiver<Batch>,
+        hash: FlowHash,
+    ) -> Reader {
+        Reader {
+            pending: queues.iter().map(|_| Batch::new()).collect(),
+            queues,
+            recycle,
+            hash,
+            current: None,
+            now_us: i64::MIN,
+        }
+    }
+
+    /// Reads every file; returns the number that had a problem and the pcapng blocks
+    /// without packets. Problems are reported as the one-engine path reports them.
+    pub(super) fn read_files(&mut self, files: &[PathBuf], no_progress: bool) -> (usize, u64) {
+        let (mut bad, mut other_blocks) = (0, 0);
+        for path in files {
+            let bar = super::super::progress_bar(path, no_progress);
+            let progress = bar.as_ref().map(|(_, p)| p.clone());
+            let r = source::read_file_shared(path, progress, |link, buf, frames| {
+                self.dispatch(link, buf, frames)
+            });
+            if let Some((bar, _)) = bar {
+                bar.finish_and_clear();
+            }
+            match r {
+                Ok(st) => other_blocks += st.other_blocks,
+                Err(e) => {
+                    eprintln!("rstwatch-sensor: {e}");
+                    bad += 1;
+                }
+            }
+        }
+        self.flush_all();
+        (bad, other_blocks)
+    }
+
+    fn dispatch(&mut self, link: LinkType, buf: &SharedBuffer, frames: &[(i64, &[u8])]) {
+        let same =
+            matches!(&self.current, Some((b, l)) if SharedBuffer::ptr_eq(b, buf) && *l == link);
+        if !same {
+            // A batch's frames are all in one buffer, of one link type.
+            self.flush_all();
+            self.current = Some((buf.clone(), link));
+        }
+        let n = self.queues.len() as u64;
+        let base = buf.as_ptr() as usize;
+        for &(ts, f) in frames {
+            self.now_us = self.now_us.max(ts);
+            // Not TCP (or not parseable): worker 0, whose engine counts why.
+            let w = self.hash.of(link, f).map_or(0, |h| (h % n) as usize);
+            // `f` is a slice of `buf` (read_file_shared's promise): its offset.
+            let at = (f.as_ptr() as usize).wrapping_sub(base);
+            let b = &mut self.pending[w];
+            b.frames.push((ts, at as u32, f.len() as u32));
+            if b.frames.len() >= FRAMES_PER_BATCH {
+                self.flush(w);
+            }
+        }
+    }
+
+    fn flush(&mut self, w: usize) {
+        let Some((buf, link)) = &self.current else {
+            return;
+        };
+        if self.pending[w].frames.is_empty() {
+            return;
+        }
+        let fresh = self.recycle.try_recv().unwrap_or_else(|_| Batch::new());
+        let mut b = std::mem::replace(&mut self.pending[w], fresh);
+        b.buffer = Some(buf.clone());
+        b.link = *link;
+        b.now_us = self.now_us;
+        // A worker that is gone has failed; its join reports it.
+        let _ = self.queues[w].send(b);
+    }
+
+    fn flush_all(&mut self) {
+        for w in 0..self.pending.len() {
+            self.flush(w);
+        }
+    }
+}
