@@ -35,8 +35,13 @@ pub fn rfc3339_micros(ts_us: i64) -> String {
     }
 }
 
-/// Parses what [`rfc3339_micros`] prints (used by tests and tools reading JSON back).
+/// Parses what [`rfc3339_micros`] prints (used by tests and tools reading JSON back),
+/// including its `@{µs}us` form for times beyond year 9999 (a capture with broken
+/// timestamps): a record the sensor writes can always be read back.
 pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
+    if let Some(us) = s.strip_prefix('@').and_then(|r| r.strip_suffix("us")) {
+        return us.parse().ok();
+    }
     let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     let ns = t.unix_timestamp_nanos();
     i64::try_from(ns.div_euclid(1000)).ok()
@@ -69,7 +74,15 @@ mod tests {
 
     #[test]
     fn parses_back() {
-        for ts in [0, 1, 1_700_000_000_123_456, -1] {
+        // The last two are beyond year 9999, printed as `@…us`.
+        for ts in [
+            0,
+            1,
+            1_700_000_000_123_456,
+            -1,
+            1_767_225_600_082_574_000,
+            i64::MIN,
+        ] {
             assert_eq!(parse_rfc3339_micros(&rfc3339_micros(ts)), Some(ts));
         }
     }
