@@ -188,7 +188,7 @@ impl Engine {
             self.now_us = now_us;
         }
         let now = self.now_us;
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && self.pending.any_due(now) {
             let mut released = std::mem::take(&mut self.released);
             self.pending.release_due(now, &mut released);
             self.emit_released(&mut released, sink);
