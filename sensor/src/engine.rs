@@ -132,17 +132,22 @@ impl Engine {
             for (slot, &(_, frame)) in parsed.iter_mut().zip(chunk) {
                 *slot = parse::parse(link, frame, self.parse_opts).map(|packet| {
                     let (key, end) = self.key_of(&packet);
+                    let hash = hash_key(&key);
+                    // Stage 1: the index line of every frame is requested before the
+                    // first lookup, so the batch's index misses overlap.
+                    self.table.prefetch_index(hash);
                     Looked {
                         packet,
                         key,
                         end,
-                        hash: hash_key(&key),
+                        hash,
                         hint: None,
                     }
                 });
             }
-            // Lookups in a tight loop of their own, index only: the flow itself is
-            // prefetched, not read, so the cache misses of the whole batch overlap.
+            // Stage 2: lookups in a tight loop of their own, index only: the flow
+            // itself is prefetched, not read, so the cache misses of the whole batch
+            // overlap. Stage 3 (below) reads and updates the flows.
             for l in parsed.iter_mut().flatten() {
                 l.hint = self.table.find_hint(l.hash);
                 if let Some(i) = l.hint {
