@@ -22,10 +22,11 @@ use crate::sink::Sink;
 use crate::track;
 use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
 
-/// A parsed segment of a batch with what its flow lookup needs and found.
+/// What the flow lookup of a batch's parsed segment needs and found. Kept beside the
+/// parsed [`Packet`]s rather than around them, so a packet is written once, where the
+/// parser returns it, and never copied again.
 #[derive(Clone, Copy)]
 struct Looked {
-    packet: Packet,
     key: FlowKey,
     /// Which end of the flow sent it.
     end: End,
@@ -125,34 +126,47 @@ impl Engine {
         frames: &[(i64, &[u8])],
         sink: &mut S,
     ) {
+        // Slots past a chunk's end are never read (the loops below zip with it).
+        let mut parsed: [Result<Packet, Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
+        let mut looked = [Looked {
+            key: FlowKey::default(),
+            end: End::Lo,
+            hash: 0,
+            hint: None,
+        }; BATCH];
         for chunk in frames.chunks(BATCH) {
-            // Slots past the chunk's end are never read (the loops below zip with it).
-            let mut parsed: [Result<Looked, Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
             self.tunnels.next_epoch();
-            for (slot, &(_, frame)) in parsed.iter_mut().zip(chunk) {
-                *slot = parse::parse(link, frame, self.parse_opts).map(|packet| {
-                    let (key, end) = self.key_of(&packet);
-                    Looked {
-                        packet,
+            for ((slot, l), &(_, frame)) in parsed.iter_mut().zip(&mut looked).zip(chunk) {
+                *slot = parse::parse(link, frame, self.parse_opts);
+                if let Ok(packet) = slot {
+                    let (key, end) = self.key_of(packet);
+                    let hash = hash_key(&key);
+                    // Stage 1: the index line of every frame is requested before the
+                    // first lookup, so the batch's index misses overlap.
+                    self.table.prefetch_index(hash);
+                    *l = Looked {
                         key,
                         end,
-                        hash: hash_key(&key),
+                        hash,
                         hint: None,
-                    }
-                });
-            }
-            // Lookups in a tight loop of their own, index only: the flow itself is
-            // prefetched, not read, so the cache misses of the whole batch overlap.
-            for l in parsed.iter_mut().flatten() {
-                l.hint = self.table.find_hint(l.hash);
-                if let Some(i) = l.hint {
-                    self.table.prefetch(i);
+                    };
                 }
             }
-            for (slot, &(ts_us, _)) in parsed.iter().zip(chunk) {
+            // Stage 2: lookups in a tight loop of their own, index only: the flow
+            // itself is prefetched, not read, so the cache misses of the whole batch
+            // overlap. Stage 3 (below) reads and updates the flows.
+            for (slot, l) in parsed.iter().zip(&mut looked).take(chunk.len()) {
+                if slot.is_ok() {
+                    l.hint = self.table.find_hint(l.hash);
+                    if let Some(i) = l.hint {
+                        self.table.prefetch(i);
+                    }
+                }
+            }
+            for ((slot, l), &(ts_us, _)) in parsed.iter().zip(&looked).zip(chunk) {
                 self.counters.frames += 1;
-                let l = match slot {
-                    Ok(looked) => looked,
+                let packet = match slot {
+                    Ok(packet) => packet,
                     Err(r) => {
                         self.counters.rejected[*r as usize] += 1;
                         self.advance(ts_us, sink);
@@ -169,7 +183,7 @@ impl Engine {
                     }
                     _ => self.table.find(&l.key, l.hash),
                 };
-                self.packet(ts_us, &l.packet, l.key, l.end, l.hash, found, sink);
+                self.packet(ts_us, packet, l.key, l.end, l.hash, found, sink);
             }
         }
     }
@@ -182,23 +196,37 @@ impl Engine {
     }
 
     /// Lets time pass (live capture on a quiet link; called by `process` too): releases
-    /// held RSTs whose verdict delay is over and expires idle flows.
+    /// held RSTs whose verdict delay is over and expires idle flows. Inline, with the
+    /// work itself out of line: every packet calls it, and nearly every call only
+    /// checks two deadlines.
+    #[inline]
     pub fn advance<S: Sink + ?Sized>(&mut self, now_us: i64, sink: &mut S) {
         if now_us > self.now_us {
             self.now_us = now_us;
         }
         let now = self.now_us;
-        if !self.pending.is_empty() {
-            let mut released = std::mem::take(&mut self.released);
-            self.pending.release_due(now, &mut released);
-            self.emit_released(&mut released, sink);
-            self.released = released;
+        if !self.pending.is_empty() && self.pending.any_due(now) {
+            self.release_due(now, sink);
         }
         // The sweep works in steps of at least a millisecond of packet time; checking
         // the clock is all most packets pay.
-        if now < self.next_sweep_us {
-            return;
+        if now >= self.next_sweep_us {
+            self.sweep(now, sink);
         }
+    }
+
+    /// Releases the held RSTs due at `now`.
+    #[inline(never)]
+    fn release_due<S: Sink + ?Sized>(&mut self, now: i64, sink: &mut S) {
+        let mut released = std::mem::take(&mut self.released);
+        self.pending.release_due(now, &mut released);
+        self.emit_released(&mut released, sink);
+        self.released = released;
+    }
+
+    /// One step of the expiry sweep: closes the idle flows of the next slice of slots.
+    #[inline(never)]
+    fn sweep<S: Sink + ?Sized>(&mut self, now: i64, sink: &mut S) {
         self.next_sweep_us = now.saturating_add(SWEEP_TICK_US);
         let mut expired = std::mem::take(&mut self.expired);
         self.table.collect_expired(now, &mut expired);

@@ -1,10 +1,7 @@
 //! Every `unsafe` of the sensor crate (issue 8), each with the reason it is sound:
-//! thread pinning, signal handlers, huge-page hints and an allocator that gives them,
-//! and cache prefetch. The rest of the crate calls these safe functions.
+//! thread pinning, signal handlers, huge-page hints and cache prefetch. The rest of
+//! the crate calls these safe functions.
 //! (The AF_XDP rings and UMEM live in the `rstwatch-xdp` crate.)
-
-use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
-use std::ptr::NonNull;
 
 /// Restricts the calling thread to `cores` (cores at or past `CPU_SETSIZE` are
 /// refused).
@@ -93,25 +90,5 @@ pub fn advise_huge_pages(ptr: *const u8, bytes: usize) {
     // changes no contents and no protections.
     unsafe {
         libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
-    }
-}
-
-/// The global allocator, plus the huge-page hint for large blocks: the flow index
-/// (hashbrown's control bytes and slots) is as randomly accessed as the slab.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HugePageAlloc;
-
-// SAFETY: every block comes from and returns to `Global` unchanged; the hint does not
-// alter the memory.
-unsafe impl Allocator for HugePageAlloc {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        let block = Global.allocate(layout)?;
-        advise_huge_pages(block.as_ptr() as *const u8, block.len());
-        Ok(block)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `Global` with `layout` (see `allocate`).
-        unsafe { Global.deallocate(ptr, layout) }
     }
 }

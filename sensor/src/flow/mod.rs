@@ -20,6 +20,7 @@
 //! in that memo, a bounded side table written only when such an event happens.
 
 mod history;
+mod index;
 mod key;
 mod state;
 mod table;

@@ -1,5 +1,5 @@
-//! The flow table of one worker: a preallocated slab of [`Flow`]s and a hashbrown index
-//! from key to slot.
+//! The flow table of one worker: a preallocated slab of [`Flow`]s and a hash index
+//! from key to slot ([`FlowIndex`]).
 //!
 //! Bounded: never holds more than `capacity` flows. Expiry is a sweep that walks the
 //! slab a slice at a time as packet time advances (a full pass per second of packet
@@ -8,9 +8,9 @@
 //! returns the one most overdue for its own idle timeout: under a SYN flood that is a
 //! half-open flow (30 s) long before any established one (600 s).
 
+use super::index::{FlowIndex, MAX_SLOTS};
 use super::{Flow, FlowKey, Timeouts};
-use crate::sys::{advise_huge_pages, prefetch, HugePageAlloc};
-use hashbrown::HashTable;
+use crate::sys::{advise_huge_pages, prefetch};
 
 /// How many flows an eviction looks at. Like Redis' approximated LRU (which samples
 /// 5): under a SYN flood nearly every sample is a half-open flow, and the most overdue
@@ -18,25 +18,10 @@ use hashbrown::HashTable;
 const VICTIM_SAMPLE: usize = 16;
 /// Sentinel for "no slot".
 const NONE: u32 = u32::MAX;
-/// Index entries are a slot number in the low 24 bits and 8 more bits of the key's
-/// hash above it, so a lookup can skip most wrong candidates without reading their
-/// flow (hashbrown's own tag is 7 bits). This bounds one table to 16 M flows; a
-/// worker core holds far fewer in practice (default 1 M).
-const SLOT_BITS: u32 = 24;
-/// Largest capacity of one table (see [`SLOT_BITS`]).
-pub const MAX_CAPACITY: usize = (1 << SLOT_BITS) - 1;
-
-#[inline(always)]
-fn slot_of(entry: u32) -> u32 {
-    entry & ((1 << SLOT_BITS) - 1)
-}
-
-/// Bits 32..40 of the hash: hashbrown uses the top 7 for its tag and the low ones
-/// for the bucket, so these are independent of both.
-#[inline(always)]
-fn tag_of(hash: u64) -> u32 {
-    ((hash >> 32) & 0xff) as u32
-}
+/// Largest capacity of one table: the index keeps 24 bits per slot number (with 8
+/// bits of the hash beside it), which bounds one table to 16 M flows; a worker core
+/// holds far fewer in practice (default 1 M).
+pub const MAX_CAPACITY: usize = MAX_SLOTS;
 
 /// Counters of one table.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,7 +40,7 @@ pub struct TableStats {
 /// them) and a hash index of slab slots, bounded, with idle sweeps and eviction when
 /// full.
 pub struct FlowTable {
-    index: HashTable<u32, HugePageAlloc>,
+    index: FlowIndex,
     slab: Vec<Flow>,
     /// Free slots, linked through `Flow::dirs[0].base` of dead slots (no extra memory).
     free_head: u32,
@@ -79,7 +64,7 @@ impl FlowTable {
             capacity * std::mem::size_of::<Flow>(),
         );
         FlowTable {
-            index: HashTable::with_capacity_in(capacity, HugePageAlloc),
+            index: FlowIndex::with_capacity(capacity),
             slab,
             free_head: NONE,
             capacity,
@@ -114,36 +99,30 @@ impl FlowTable {
 
     /// Bytes reserved by the index and the slab (what a full table costs).
     pub fn reserved_bytes(&self) -> usize {
-        // hashbrown: one u32 and one control byte per bucket (plus a group of trailing
-        // control bytes, negligible).
-        let buckets = self.index.capacity().max(1);
-        let buckets = (buckets * 8 / 7).next_power_of_two();
-        buckets * (std::mem::size_of::<u32>() + 1)
-            + self.slab.capacity() * std::mem::size_of::<Flow>()
+        self.index.reserved_bytes() + self.slab.capacity() * std::mem::size_of::<Flow>()
     }
 
     /// The slot of the flow with `key` (whose hash is `hash`), if it is tracked.
     #[inline]
     pub fn find(&self, key: &FlowKey, hash: u64) -> Option<u32> {
         let slab = &self.slab;
-        let tag = tag_of(hash);
-        self.index
-            .find(hash, |&e| {
-                e >> SLOT_BITS == tag && slab[slot_of(e) as usize].key == *key
-            })
-            .map(|&e| slot_of(e))
+        self.index.find(hash, |i| slab[i as usize].key == *key)
     }
 
     /// The slot of the flow whose key probably hashes to `hash`, judged from the index
-    /// alone (hashbrown's 7-bit tag and ours): no flow is read, so several of these
-    /// can run back to back with their cache misses overlapping. The caller must check
-    /// the key before trusting it (see `Engine::process_batch`).
+    /// alone (8 bits of the hash): no flow is read, so several of these can run back
+    /// to back with their cache misses overlapping. The caller must check the key
+    /// before trusting it (see `Engine::process_batch`).
     #[inline]
     pub fn find_hint(&self, hash: u64) -> Option<u32> {
-        let tag = tag_of(hash);
-        self.index
-            .find(hash, |&e| e >> SLOT_BITS == tag)
-            .map(|&e| slot_of(e))
+        self.index.find_hint(hash)
+    }
+
+    /// Hints the CPU to load the index line where a lookup of `hash` starts (a batch
+    /// does this for all its frames before its first lookup).
+    #[inline]
+    pub fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
     }
 
     /// Hints the CPU to bring flow `idx` into the cache (every line it touches).
@@ -185,11 +164,7 @@ impl FlowTable {
             self.slab.push(flow);
             (self.slab.len() - 1) as u32
         };
-        let slab = &self.slab;
-        let entry = idx | tag_of(hash) << SLOT_BITS;
-        self.index.insert_unique(hash, entry, |&e| {
-            super::hash_key(&slab[slot_of(e) as usize].key)
-        });
+        self.index.insert(hash, idx);
         self.live += 1;
         self.stats.created += 1;
         self.stats.max_live = self.stats.max_live.max(self.live as u64);
@@ -198,11 +173,10 @@ impl FlowTable {
 
     /// Removes the flow in slot `idx`.
     pub fn remove(&mut self, idx: u32) {
-        let key = self.slab[idx as usize].key;
-        let hash = super::hash_key(&key);
-        if let Ok(e) = self.index.find_entry(hash, |&e| slot_of(e) == idx) {
-            e.remove();
-        }
+        let slab = &self.slab;
+        let hash = super::hash_key(&slab[idx as usize].key);
+        self.index
+            .remove(hash, idx, |i| super::hash_key(&slab[i as usize].key));
         let f = &mut self.slab[idx as usize];
         f.bits = 0;
         f.dirs[0].base = self.free_head;
