@@ -8,7 +8,7 @@ use crate::sink::Sink;
 use crate::source::{self, Progress};
 use crate::Engine;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Read pcap/pcapng files and print RST events, flow records and anomalies.
 ///
@@ -221,15 +221,37 @@ pub(super) fn replay_files<S: Sink>(
     sink: &mut S,
 ) -> (usize, Vec<(&'static str, u64)>) {
     let mut engine = Engine::new(cfg);
-    let mut bad = 0;
-    let mut other_blocks = 0;
+    let (bad, other_blocks) = read_each(files, no_progress, |path, progress| {
+        // Batches of frames, so the flow lookups of each batch overlap their misses.
+        source::read_file_batched(path, progress, |link, frames| {
+            engine.process_batch(link, frames, sink)
+        })
+    });
+    engine.finish(sink);
+    let mut counters = engine.counters();
+    counters.extend([
+        ("files", files.len() as u64),
+        ("files_failed", bad as u64),
+        // pcapng blocks that carry no packet (statistics, name resolution, ...).
+        ("pcapng_other_blocks", other_blocks),
+    ]);
+    (bad, counters)
+}
+
+/// Reads every file with `read`, showing a progress bar for large files when stderr is
+/// a terminal and reporting a file's problem on stderr as it comes (the next file is
+/// still read). Returns the number of files with a problem and the pcapng blocks that
+/// carried no packet. One engine and `--workers` both read through it.
+fn read_each(
+    files: &[PathBuf],
+    no_progress: bool,
+    mut read: impl FnMut(&Path, Option<Progress>) -> Result<source::FileStats, source::SourceError>,
+) -> (usize, u64) {
+    let (mut bad, mut other_blocks) = (0, 0);
     for path in files {
         let bar = progress_bar(path, no_progress);
         let progress = bar.as_ref().map(|(_, p)| p.clone());
-        // Batches of frames, so the flow lookups of each batch overlap their misses.
-        let r = source::read_file_batched(path, progress, |link, frames| {
-            engine.process_batch(link, frames, sink)
-        });
+        let r = read(path, progress);
         if let Some((bar, _)) = bar {
             bar.finish_and_clear();
         }
@@ -241,15 +263,7 @@ pub(super) fn replay_files<S: Sink>(
             }
         }
     }
-    engine.finish(sink);
-    let mut counters = engine.counters();
-    counters.extend([
-        ("files", files.len() as u64),
-        ("files_failed", bad as u64),
-        // pcapng blocks that carry no packet (statistics, name resolution, ...).
-        ("pcapng_other_blocks", other_blocks),
-    ]);
-    (bad, counters)
+    (bad, other_blocks)
 }
 
 /// Files smaller than this are read too fast for a bar to help.

@@ -141,16 +141,10 @@ mod tests {
     use std::net::IpAddr;
 
     const ETH: LinkType = LinkType::Ethernet;
-    const ENCAPS: [Encap; 8] = [
-        Encap::Gre,
-        Encap::Erspan1,
-        Encap::Erspan2,
-        Encap::Erspan3,
-        Encap::Vxlan,
-        Encap::Geneve,
-        Encap::Mpls,
-        Encap::Pppoe,
-    ];
+    /// Every encapsulation `gen --encap` can wrap a frame in.
+    fn tunnels() -> impl Iterator<Item = Encap> {
+        Encap::ALL.iter().copied().filter(|&e| e != Encap::None)
+    }
 
     fn opts() -> ParseOptions {
         ParseOptions {
@@ -252,7 +246,7 @@ mod tests {
         } else {
             out.push((with_v6_extension(f), false));
         }
-        for encap in ENCAPS {
+        for encap in tunnels() {
             out.push((wrap(f, encap, 1), false));
         }
         out
@@ -283,7 +277,7 @@ mod tests {
         let h = FlowHash::new(opts());
         for (fwd, _) in segments() {
             let plain = h.of(ETH, &fwd).expect("TCP");
-            for encap in ENCAPS {
+            for encap in tunnels() {
                 let f = wrap(&fwd, encap, 1);
                 assert_eq!(h.of(ETH, &f), Some(plain), "{encap:?}");
             }

@@ -64,28 +64,15 @@ impl Reader {
     }
 
     /// Reads every file; returns the number that had a problem and the pcapng blocks
-    /// without packets. Problems are reported as the one-engine path reports them.
+    /// without packets, reported through the one-engine path's `read_each`.
     pub(super) fn read_files(&mut self, files: &[PathBuf], no_progress: bool) -> (usize, u64) {
-        let (mut bad, mut other_blocks) = (0, 0);
-        for path in files {
-            let bar = super::super::progress_bar(path, no_progress);
-            let progress = bar.as_ref().map(|(_, p)| p.clone());
-            let r = source::read_file_shared(path, progress, |link, buf, frames| {
+        let r = super::super::read_each(files, no_progress, |path, progress| {
+            source::read_file_shared(path, progress, |link, buf, frames| {
                 self.dispatch(link, buf, frames)
-            });
-            if let Some((bar, _)) = bar {
-                bar.finish_and_clear();
-            }
-            match r {
-                Ok(st) => other_blocks += st.other_blocks,
-                Err(e) => {
-                    eprintln!("rstwatch-sensor: {e}");
-                    bad += 1;
-                }
-            }
-        }
+            })
+        });
         self.flush_all();
-        (bad, other_blocks)
+        r
     }
 
     fn dispatch(&mut self, link: LinkType, buf: &SharedBuffer, frames: &[(i64, &[u8])]) {
