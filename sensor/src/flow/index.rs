@@ -5,9 +5,11 @@
 //! a batch of lookups must be able to prefetch its buckets by hash before probing, and
 //! hashbrown exposes no bucket address. An entry is 8 bits of the key's hash (the tag)
 //! above a 24-bit slot number plus one; 0 is an empty bucket, so a fresh index is
-//! zeroed memory the kernel hands out lazily. The bucket count is a power of two at
-//! least twice the capacity, so the load stays at or below one half and a probe rarely
-//! leaves the 64-byte line (16 buckets) it starts in. Deletion shifts the following
+//! zeroed memory the kernel hands out lazily. The bucket count is the power of two at
+//! or above 1.5 times the capacity: the load stays at or below two thirds (a probe
+//! rarely leaves the 64-byte line, 16 buckets, it starts in), and the index costs at
+//! most 12 bytes per flow, which with the 116-byte [`super::Flow`] keeps the 128-byte
+//! per-flow budget at every capacity (twice the capacity would cost up to 16). Deletion shifts the following
 //! entries back (Knuth's algorithm R) instead of leaving tombstones, so probe lengths
 //! do not grow with churn.
 
@@ -45,7 +47,7 @@ impl FlowIndex {
     /// An index for up to `capacity` slots (at most [`MAX_SLOTS`]), memory reserved now.
     pub(super) fn with_capacity(capacity: usize) -> FlowIndex {
         let capacity = capacity.min(MAX_SLOTS);
-        let n = (capacity.max(1) * 2).next_power_of_two();
+        let n = (capacity.max(1) * 3 / 2 + 1).next_power_of_two();
         // Zeroed (empty) memory: the allocator maps it lazily, so a large index costs
         // resident memory only where flows land. Huge pages for the same reason as the
         // slab: lookups land at random.
@@ -167,6 +169,24 @@ mod tests {
     /// a tag, so probe runs are long and tags collide.
     fn clash(s: u32, homes: u64) -> u64 {
         (s as u64 % homes) | (0xab << 56)
+    }
+
+    #[test]
+    fn costs_at_most_12_bytes_per_slot_of_capacity() {
+        // Capacities just above, at and below powers of two (the worst case of rounding
+        // up), the default, and the largest.
+        for cap in [
+            1, 2, 3, 683, 1_000, 1_366, 65_537, 699_051, 1_000_000, MAX_SLOTS,
+        ] {
+            let ix = FlowIndex::with_capacity(cap);
+            let per_slot = ix.reserved_bytes() as f64 / cap as f64;
+            assert!(
+                per_slot <= 12.0 + 4.0 / cap as f64,
+                "{cap}: {per_slot} bytes per slot"
+            );
+            // Always an empty bucket beyond a full index, so a probe ends.
+            assert!(ix.buckets.len() > cap, "{cap}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Per-flow state: what the sensor remembers about one TCP connection.
 //!
-//! A [`Flow`] is 116 bytes, packed at 4-byte alignment: with the hash index that makes
-//! about 127 bytes per flow at a table's capacity (the 128-byte budget in issue 2,
-//! measured by `benches` `engine_bench`). Keep it that way: every field here is paid a
+//! A [`Flow`] is 116 bytes, packed at 4-byte alignment: with the hash index (at most
+//! 12 bytes per flow, see `index`) that makes at most 128 bytes per flow at a table's
+//! capacity (the budget in issue 2, measured by `benches` `engine_bench`). Keep it that way: every field here is paid a
 //! million times per core.
 //!
 //! What the cause rules needed (issue 7) was found inside the same 116 bytes:
