@@ -104,18 +104,8 @@ fn live_encap_opt(test: &str, encap: Encap, extra: &[&str], cross_flow_causes_di
     veth.tcpreplay(&pcap, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let o = sensor.stop();
-    assert!(
-        o.status.success(),
-        "sensor exit {:?}:\n{}",
-        o.status,
-        o.stderr
-    );
-    let last = o
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("final: stats"))
-        .unwrap_or("");
+    o.assert_success();
+    let last = o.final_stats();
     // Every tunnel frame was handed up by the XDP program as a tunnel, none dropped.
     assert!(
         last.contains(&format!(

@@ -128,7 +128,7 @@ fn live_error_xdp_unsupported_and_fallback() {
     let o = run(&["--iface", "lo", "--mode", "native"]);
     fails_with(&o, "XDP is not supported on lo in native mode");
     let o = run(&["--iface", "lo", "--mode", "auto", "--duration", "0.3"]);
-    assert!(o.status.success(), "{}", o.stderr);
+    o.assert_success();
     assert!(
         o.stderr.contains("falling back to generic (SKB) mode"),
         "{}",
@@ -154,7 +154,7 @@ fn check_config_prints_effective_configuration() {
     )
     .unwrap();
     let o = sensor_cmd(&["check-config", good.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", o.stderr);
+    o.assert_success();
     for want in [
         "iface = \"eth1\"",
         "fanout = 2",
@@ -174,7 +174,7 @@ fn check_config_prints_effective_configuration() {
     let round = dir.join("round.toml");
     std::fs::write(&round, &o.stdout).unwrap();
     let o2 = sensor_cmd(&["check-config", round.to_str().unwrap()]);
-    assert!(o2.status.success(), "{}", o2.stderr);
+    o2.assert_success();
 
     for (text, needle) in [
         ("iface = \"eth1\"\nqueus = [0]\n", "unknown field `queus`"),
@@ -232,7 +232,7 @@ fn live_run_uses_config_file() {
         "--duration",
         "0.3",
     ]);
-    assert!(o.status.success(), "{}", o.stderr);
+    o.assert_success();
     assert!(
         o.stderr.contains("attached in generic mode"),
         "{}",
@@ -247,7 +247,7 @@ fn live_run_uses_config_file() {
         "--duration",
         "0.3",
     ]);
-    assert!(o.status.success(), "{}", o.stderr);
+    o.assert_success();
     assert!(o.stderr.contains("attached in native mode"), "{}", o.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -86,13 +86,8 @@ fn mixed(test: &str, extra: &[&str], expect_mode: &str) {
     veth.tcpreplay(&pcap, &["--pps", "20000"]);
     std::thread::sleep(Duration::from_millis(800));
     let o = s.stop();
-    assert!(o.status.success(), "{}", o.stderr);
-    let last = o
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("final: stats"))
-        .unwrap_or("");
+    o.assert_success();
+    let last = o.final_stats();
     assert!(
         last.contains("dropped=0 ring_full=0"),
         "no frame lost: {last}"

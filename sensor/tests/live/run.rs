@@ -74,12 +74,7 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
     std::thread::sleep(Duration::from_millis(500));
     let metrics = http_get(port, "/metrics");
     let o = sensor.stop();
-    assert!(
-        o.status.success(),
-        "sensor exit {:?}:\n{}",
-        o.status,
-        o.stderr
-    );
+    o.assert_success();
     assert!(o.stderr.contains("XDP program detached"), "{}", o.stderr);
 
     // Everything sent arrived, nothing was dropped, and the numbers are in the metrics.
@@ -87,12 +82,7 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
         .iter()
         .filter(|f| f.len() > 23 && (f[23] == 6 || f[12] != 0x08))
         .count();
-    let last = o
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("final: stats"))
-        .unwrap_or("");
+    let last = o.final_stats();
     let mut total = 0;
     for q in 0..queues {
         let n: u64 = last

@@ -88,12 +88,7 @@ fn run_ship_stores_what_replay_prints() {
     veth.tcpreplay(&pcap, &[]);
     std::thread::sleep(Duration::from_millis(500));
     let o = sensor.stop();
-    assert!(
-        o.status.success(),
-        "sensor exit {:?}:\n{}",
-        o.status,
-        o.stderr
-    );
+    o.assert_success();
     assert!(
         o.stdout.is_empty(),
         "with --ship nothing goes to stdout: {}",

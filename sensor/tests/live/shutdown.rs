@@ -44,7 +44,7 @@ fn stop_with(sig: libc::c_int, name: &str) {
     std::thread::sleep(Duration::from_millis(300));
     s.signal(sig);
     let o = s.collect();
-    assert!(o.status.success(), "exit {:?}: {}", o.status, o.stderr);
+    o.assert_success();
     assert!(o.stderr.contains("XDP program detached"), "{}", o.stderr);
     assert!(o.stderr.contains("q0 rx=10 dropped=0"), "{}", o.stderr);
     // unsolicited RSTs reported, flushed at shutdown
@@ -96,7 +96,7 @@ fn live_kill9_then_restart() {
     send_some(&veth, 5);
     std::thread::sleep(Duration::from_millis(300));
     let o = s.stop();
-    assert!(o.status.success(), "{}", o.stderr);
+    o.assert_success();
     assert_eq!(
         o.stdout.matches("\"type\":\"rst\"").count(),
         5,
@@ -158,7 +158,7 @@ fn live_replaces_stale_program() {
     send_some(&veth, 3);
     std::thread::sleep(Duration::from_millis(300));
     let o = s.stop();
-    assert!(o.status.success(), "{}", o.stderr);
+    o.assert_success();
     assert_eq!(o.stdout.matches("\"type\":\"rst\"").count(), 3);
     assert!(!attached(&veth.host).any());
     let _ = std::fs::remove_dir_all(dir);

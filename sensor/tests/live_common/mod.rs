@@ -724,6 +724,27 @@ pub(crate) struct SensorOutput {
     pub stderr: String,
 }
 
+impl SensorOutput {
+    /// Asserts the sensor exited with status 0, showing its stderr when not.
+    pub(crate) fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "sensor exit {:?}:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
+
+    /// The last `final: stats` line the sensor logged at shutdown ("" when none).
+    pub(crate) fn final_stats(&self) -> &str {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| l.contains("final: stats"))
+            .unwrap_or("")
+    }
+}
+
 impl Sensor {
     /// Starts the sensor (optionally inside namespace `ns`) and waits until it says it is
     /// capturing (or exits).
