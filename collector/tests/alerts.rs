@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{collector, ship_args, start_clickhouse, tmp};
+use common::{collector, gen_capture, sensor_bin, ship_args, start_clickhouse, tmp};
 use rstwatch_collector::testing::{ClickHouse, Collector};
 use rstwatch_schema::{Anomaly, AnomalyKind, Dir, IpBytes, RstClass, RstEvent};
 use rstwatch_sensor::ship::ShipSink;
@@ -691,12 +691,6 @@ fn a_threshold_rule_fires_per_service_and_resolves_when_the_rate_drops() {
     assert!(tcp[0].contains(" cs1=443 "), "{}", tcp[0]);
 }
 
-fn sensor_bin() -> Option<PathBuf> {
-    // Built by `cargo build --workspace` next to the collector binary.
-    let p = Path::new(common::COLLECTOR).with_file_name("rstwatch-sensor");
-    p.exists().then_some(p)
-}
-
 /// (kind, subject) of every anomaly `replay` prints for a file.
 fn replayed_anomalies(sensor: &Path, pcap: &Path) -> Vec<(String, String)> {
     let out = std::process::Command::new(sensor)
@@ -740,16 +734,7 @@ fn gen_scenarios_replayed_and_shipped_alert_once_per_anomaly() {
     let mut want = std::collections::BTreeSet::new();
     for scenario in ["scan", "storm", "injection"] {
         let pcap = dir.path().join(format!("{scenario}.pcap"));
-        let g = std::process::Command::new(&sensor)
-            .args(["gen", "--scenario", scenario, "--out"])
-            .arg(&pcap)
-            .output()
-            .unwrap();
-        assert!(
-            g.status.success(),
-            "gen {scenario}: {}",
-            String::from_utf8_lossy(&g.stderr)
-        );
+        gen_capture(&sensor, scenario, &pcap);
         let found = replayed_anomalies(&sensor, &pcap);
         assert!(
             !found.is_empty(),

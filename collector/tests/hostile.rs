@@ -606,11 +606,6 @@ fn tls_mismatches_are_named_and_not_retried() {
 }
 
 /// The sensor binary, built next to the collector's by `cargo build --workspace`.
-fn sensor_bin() -> Option<std::path::PathBuf> {
-    let p = Path::new(COLLECTOR).with_file_name("rstwatch-sensor");
-    p.exists().then_some(p)
-}
-
 /// Breaks 3 and 6 at the command line: `replay --ship` exits 0 only when everything
 /// arrived, and otherwise names what was lost and why.
 #[test]
@@ -624,12 +619,7 @@ fn replay_ship_exit_status_and_summary_are_truthful() {
     };
     let dir = tmp("rstwatch-cli");
     let pcap = dir.path().join("abort.pcap");
-    let gen = Command::new(&sensor)
-        .args(["gen", "--scenario", "abort", "--out"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(gen.status.success());
+    gen_capture(&sensor, "abort", &pcap);
     let spool = dir.path().join("spool");
     let replay = |addr: &str, spool: &Path, timeout: &str| {
         let o = Command::new(&sensor)

@@ -18,12 +18,8 @@ use rstwatch_schema::{
 use rstwatch_sensor::ship::{ShipArgs, ShipSink};
 use rstwatch_sensor::Sink;
 
-const COLLECTOR: &str = env!("CARGO_BIN_EXE_rstwatch-collector");
-const DB: &str = "rstwatch";
-
-fn start_clickhouse(test: &str) -> Option<ClickHouse> {
-    ClickHouse::start_migrated(Path::new(COLLECTOR), DB, test)
-}
+mod common;
+use common::{gen_capture, sensor_bin, start_clickhouse, COLLECTOR, DB};
 
 fn rst(i: u64) -> RstEvent {
     RstEvent {
@@ -596,12 +592,6 @@ fn corpus_dir() -> Option<PathBuf> {
     .find(|p| p.is_dir())
 }
 
-fn sensor_bin() -> Option<PathBuf> {
-    // Built by `cargo build --workspace` next to the collector binary.
-    let p = Path::new(COLLECTOR).with_file_name("rstwatch-sensor");
-    p.exists().then_some(p)
-}
-
 /// ClickHouse's `hex()` of a string: free text compared without TSV escaping.
 fn hex_upper(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02X}")).collect()
@@ -765,16 +755,7 @@ fn gen_scenarios_replay_ship_stores_what_replay_prints() {
         "mixed",
     ] {
         let pcap = dir.path().join(format!("{scenario}.pcap"));
-        let g = Command::new(&sensor)
-            .args(["gen", "--scenario", scenario, "--out"])
-            .arg(&pcap)
-            .output()
-            .unwrap();
-        assert!(
-            g.status.success(),
-            "gen {scenario}: {}",
-            String::from_utf8_lossy(&g.stderr)
-        );
+        gen_capture(&sensor, scenario, &pcap);
         let t = replay_matches(
             &ch,
             &sensor,

@@ -1,5 +1,6 @@
-//! Helpers of the fault-injection tests (`hostile.rs`, `chaos.rs`): a real ClickHouse,
-//! real collectors, raw frames, and process measurements.
+//! Helpers of the collector's integration tests (`hostile.rs`, `chaos.rs`, `alerts.rs`,
+//! `shipping.rs`): a real ClickHouse, real collectors, the real sensor, raw frames, and
+//! process measurements.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -44,6 +45,27 @@ pub(crate) fn collector(ch: &ClickHouse, dir: &Path, name: &str, extra: &[&str])
         &dir.join(format!("{name}.log")),
     )
     .unwrap()
+}
+
+/// The sensor binary, built by `cargo build --workspace` next to the collector's; `None`
+/// when it was not built (the caller skips, saying so).
+pub(crate) fn sensor_bin() -> Option<std::path::PathBuf> {
+    let p = Path::new(COLLECTOR).with_file_name("rstwatch-sensor");
+    p.exists().then_some(p)
+}
+
+/// Writes `gen`'s capture of `scenario` to `out` with the sensor binary `sensor`.
+pub(crate) fn gen_capture(sensor: &Path, scenario: &str, out: &Path) {
+    let g = std::process::Command::new(sensor)
+        .args(["gen", "--scenario", scenario, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        g.status.success(),
+        "gen {scenario}: {}",
+        String::from_utf8_lossy(&g.stderr)
+    );
 }
 
 pub(crate) fn tmp(name: &str) -> TempDir {
