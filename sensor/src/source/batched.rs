@@ -12,9 +12,10 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 
+use super::record::RecordLayout;
 use super::{
-    check_link, damage, duration_us, explain, pcap_error, read_file, read_fully, Counting,
-    FileStats, Progress, ReadError, SourceError, PCAP_MAGICS,
+    check_link, damage, explain, pcap_error, read_file, read_fully, Counting, FileStats, Progress,
+    ReadError, SourceError, PCAP_MAGICS,
 };
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapParser;
@@ -248,6 +249,7 @@ fn parse_buffered<'a>(
     stats: &mut FileStats,
     mut on_batch: impl FnMut(&[(i64, &'a [u8])]),
 ) -> (Stop, usize) {
+    let layout = RecordLayout::of(parser.header());
     let mut batch = [(0i64, &[][..]); READ_BATCH];
     let mut n = 0;
     let mut slice = bytes;
@@ -255,11 +257,9 @@ fn parse_buffered<'a>(
         if slice.is_empty() {
             break Stop::NeedMore;
         }
-        match parser.next_packet(slice) {
-            Ok((rest, pkt)) => {
-                // The record's data: after its 16-byte header, up to the rest.
-                let data = &slice[16..slice.len() - rest.len()];
-                batch[n] = (duration_us(pkt.timestamp), data);
+        match layout.next(slice) {
+            Ok((ts_us, data, rest)) => {
+                batch[n] = (ts_us, data);
                 n += 1;
                 stats.frames += 1;
                 slice = rest;

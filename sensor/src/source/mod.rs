@@ -6,6 +6,7 @@
 
 mod batched;
 mod damage;
+mod record;
 
 pub use batched::{read_file_batched, read_file_shared, SharedBuffer, READ_BATCH};
 
@@ -15,6 +16,7 @@ use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::{Block, PcapNgReader};
+use pcap_file::PcapError;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -153,17 +155,20 @@ fn read_pcap<R: Read>(
         LinkType::from_linktype(u32::from(header.datalink)),
         "the file's",
     )?;
+    let layout = record::RecordLayout::of(header);
     let mut stats = FileStats::default();
-    while let Some(pkt) = reader.next_packet() {
-        let pkt = pkt.map_err(|e| {
+    // Raw records, checked by `record`'s rules (pcap-file's own refuse snap-length
+    // cut captures).
+    while let Some(pkt) = reader.next_raw_packet() {
+        let damaged = |e: PcapError| {
             ReadError::Damaged(format!(
                 "packet record {}: {}",
                 stats.frames + 1,
                 pcap_error(&e)
             ))
-        })?;
-        // pcap-file has already applied the header's resolution (micro or nano).
-        let ts_us = duration_us(pkt.timestamp);
+        };
+        let pkt = pkt.map_err(damaged)?;
+        let ts_us = layout.check_raw(&pkt).map_err(damaged)?;
         stats.frames += 1;
         on_frame(Frame {
             ts_us,
@@ -299,10 +304,6 @@ fn ts_units_per_second(r: u8) -> Option<u64> {
     }
 }
 
-fn duration_us(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
 fn read_fully(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -387,6 +388,46 @@ mod format_tests {
                 );
             }
         }
+    }
+
+    /// A capture taken with a snapshot length (`tcpdump -s 54`): every record's
+    /// original length is larger than the file's snapshot length. Both readers hand
+    /// on all of its frames (pcap-file 2.0.0's own check refused the first).
+    #[test]
+    fn snap_length_cut_records_are_read() {
+        let mut bytes = vec![];
+        for w in [0xa1b2_c3d4u32.to_le_bytes(), [2, 0, 4, 0], [0; 4], [0; 4]] {
+            bytes.extend(w);
+        }
+        bytes.extend(54u32.to_le_bytes());
+        bytes.extend(1u32.to_le_bytes());
+        for i in 0..3u32 {
+            for w in [1_767_225_600 + i, 250_000, 54, 1514] {
+                bytes.extend(w.to_le_bytes());
+            }
+            bytes.extend([i as u8; 54]);
+        }
+        let path = std::env::temp_dir().join(format!("rstwatch-snap-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let mut one_by_one = vec![];
+        let r1 = read_file(&path, None, |f| one_by_one.push((f.ts_us, f.data.to_vec())));
+        let mut batched = vec![];
+        let r2 = read_file_batched(&path, None, |_, frames| {
+            batched.extend(frames.iter().map(|&(ts, d)| (ts, d.to_vec())))
+        });
+        std::fs::remove_file(&path).ok();
+        assert_eq!(r1.map(|s| s.frames).map_err(|e| e.problem), Ok(3));
+        assert_eq!(r2.map(|s| s.frames).map_err(|e| e.problem), Ok(3));
+        let want: Vec<_> = (0..3u8)
+            .map(|i| {
+                (
+                    (1_767_225_600 + i64::from(i)) * 1_000_000 + 250_000,
+                    vec![i; 54],
+                )
+            })
+            .collect();
+        assert_eq!(one_by_one, want);
+        assert_eq!(batched, want);
     }
 }
 
