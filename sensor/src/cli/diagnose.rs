@@ -23,7 +23,8 @@ use std::path::PathBuf;
   rstwatch-sensor diagnose --format markdown monday.pcapng tuesday.pcapng > resets.md
   rstwatch-sensor diagnose --format json capture.pcap | jq '.causes[] | {cause, resets}'")]
 pub(crate) struct DiagnoseArgs {
-    /// Capture files (pcap or pcapng), in time order.
+    /// Capture files (pcap or pcapng), in time order; `-` reads standard input (e.g.
+    /// `zcat day.pcap.gz | rstwatch-sensor replay -`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 

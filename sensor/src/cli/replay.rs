@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
   rstwatch-sensor replay --only rst capture.pcap | jq 'select(.suspect)'
   rstwatch-sensor replay --format table --stats monday.pcapng tuesday.pcapng")]
 pub(super) struct ReplayArgs {
-    /// Capture files (pcap or pcapng), in time order.
+    /// Capture files (pcap or pcapng), in time order; `-` reads standard input (e.g.
+    /// `zcat day.pcap.gz | rstwatch-sensor replay -`).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 

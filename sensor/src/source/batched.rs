@@ -11,18 +11,27 @@
 //! A buffer still held when the next read is due is left to its holders, and the read
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
+//!
+//! A regular pcap file of at least [`MAP_MIN`] bytes is not read but mapped, in
+//! windows of [`WINDOW`] bytes (`sys::FileMapping`, which also says what happens when
+//! the file shrinks meanwhile): no copy, and the records are parsed where the page
+//! cache holds them, with the bytes ahead prefetched. Each window is a buffer as
+//! above; consecutive windows overlap, so a record across a window's end is read
+//! whole from the next.
 
 use super::record::RecordLayout;
 use super::{
-    check_link, damage, explain, pcap_error, read_file, read_fully, Counting, FileStats, Progress,
-    ReadError, SourceError, PCAP_MAGICS,
+    self as source, check_link, damage, explain, pcap_error, read_fully, Counting, FileStats,
+    Progress, ReadError, SourceError, PCAP_MAGICS,
 };
 use crate::parse::LinkType;
+use crate::sys;
 use pcap_file::pcap::PcapParser;
 use pcap_file::PcapError;
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Frames per call of the batch callback (two of the engine's lookup batches).
@@ -39,7 +48,39 @@ const BUFFER: usize = 8_000_000;
 const READ_STEP: usize = 1 << 20;
 
 /// A read buffer that the frames of a batch are slices of; other threads may hold it.
-pub type SharedBuffer = Arc<Vec<u8>>;
+pub type SharedBuffer = Arc<Held>;
+
+/// The bytes behind a [`SharedBuffer`].
+pub enum Held {
+    /// Read into memory.
+    Read(Vec<u8>),
+    /// A window of a mapped file.
+    Mapped(sys::FileMapping),
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Held::Read(v) => v,
+            Held::Mapped(m) => m,
+        }
+    }
+}
+
+/// Files smaller than this are read: mapping pays off on large files only, and small
+/// ones (tests, cut files) keep the one path whose messages they were written for.
+const MAP_MIN: u64 = 16 << 20;
+
+/// A mapped window: large enough that mapping calls are rare (one per ~6,000 frames of
+/// 680 bytes), small enough that the pages mapped at once stay a small part of the
+/// resident memory (they count in it).
+const WINDOW: usize = 4 << 20;
+
+/// How far ahead of the record being parsed a mapped window's bytes are prefetched:
+/// the next record's place is known only from this one's header, so without it each
+/// header read waits for memory in turn (RESULTS.md, "mapping the file").
+const PREFETCH_AHEAD: usize = 8 << 10;
 
 /// Reads every frame of the capture file at `path`, handing them to `on_batch` in
 /// order, up to [`READ_BATCH`] at a time, as `(timestamp µs, frame)` pairs.
@@ -48,39 +89,156 @@ pub fn read_file_batched(
     progress: Option<Progress>,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_file_shared(path, progress, |link, _, frames| on_batch(link, frames))
+    read_any(path, progress, true, |link, _, frames| {
+        on_batch(link, frames)
+    })
 }
 
 /// [`read_file_batched`] that also hands on the buffer the frames are slices of, for
 /// the caller to keep (cloning the `Arc`) and read the frames from later. pcapng
 /// frames are copied into such buffers, [`READ_BATCH`] at a time.
+///
+/// Always read, never mapped: with `replay --workers` the mapping made the reader
+/// thread slower (its header reads now wait for memory the copy used to bring in) and
+/// the workers' CPU time higher, for no gain in wall time (RESULTS.md).
 pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,
+    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+) -> Result<FileStats, SourceError> {
+    read_any(path, progress, false, on_batch)
+}
+
+/// A pcap or pcapng file, `map`ped when it is a large regular pcap file.
+fn read_any(
+    path: &Path,
+    progress: Option<Progress>,
+    map: bool,
     mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
         path: path.to_path_buf(),
         problem,
     };
+    let mut file = source::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let mut magic = [0u8; 4];
-    let pcap = File::open(path).ok().and_then(|mut f| {
-        let n = read_fully(&mut f, &mut magic).ok()?;
-        (n == 4 && PCAP_MAGICS.contains(&magic) && f.rewind().is_ok()).then_some(f)
-    });
-    let Some(file) = pcap else {
+    let n = read_fully(&mut file, &mut magic).map_err(|e| err(format!("cannot read: {e}")))?;
+    // What was read to see the format, then the rest: a pipe cannot go back.
+    let whole = |file: File| std::io::Cursor::new(magic).take(n as u64).chain(file);
+    if n < 4 || !PCAP_MAGICS.contains(&magic) {
         // pcapng, or a problem the frame reader names.
         let mut staged = Staged::default();
-        let r = read_file(path, progress, |f| staged.add(f, &mut on_batch));
+        let r = source::read_stream(path, whole(file), progress, |f| {
+            staged.add(f, &mut on_batch)
+        });
         staged.hand_on(&mut on_batch);
         return r;
+    }
+    let progress = progress.unwrap_or_default();
+    let size = file
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let r = match size {
+        Some(size) if map && size >= MAP_MIN => {
+            read_mapped(&file, size, (WINDOW, BUFFER), &progress, on_batch)
+        }
+        _ => {
+            let input = Counting {
+                inner: whole(file),
+                progress,
+            };
+            read_pcap(input, (READ_STEP, BUFFER), on_batch)
+        }
     };
-    let input = Counting {
-        inner: file,
-        progress: progress.unwrap_or_default(),
+    r.map_err(|e| err(explain(e, || damage::pcap(path))))
+}
+
+/// Reads the pcap `file` of `size` bytes through mapped windows of `window` bytes,
+/// refusing records of more than `max` bytes. The same frames, batches and errors as
+/// [`read_pcap`]; a file that shrinks while it is read is an error once the frames
+/// before the change are handed on.
+fn read_mapped(
+    file: &File,
+    size: u64,
+    (window, max): (usize, usize),
+    progress: &Progress,
+    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+) -> Result<FileStats, ReadError> {
+    let changed = Arc::new(AtomicBool::new(false));
+    let page = sys::page_size() as u64;
+    let map = |at: u64, len: usize| -> Result<SharedBuffer, ReadError> {
+        sys::FileMapping::new(file, at, len, &changed)
+            .map(|m| Arc::new(Held::Mapped(m)))
+            .map_err(|e| ReadError::Named(format!("cannot map: {e}")))
     };
-    read_pcap(input, (READ_STEP, BUFFER), on_batch)
-        .map_err(|e| err(explain(e, || damage::pcap(path))))
+    let first = map(0, window.min(size as usize))?;
+    let (header_len, parser, link) = file_header(&first)?;
+    drop(first);
+    let mut stats = FileStats::default();
+    let mut pos = header_len as u64;
+    let mut want = window;
+    loop {
+        let base = pos / page * page;
+        let len = (want as u64).min(size - base) as usize;
+        let win = map(base, len)?;
+        let skip = (pos - base) as usize;
+        // Once a vanished page has been read (as zeros), nothing more is handed on.
+        let (stop, consumed) = parse_buffered::<true>(&parser, &win[skip..], &mut stats, |b| {
+            if !changed.load(Ordering::SeqCst) {
+                on_batch(link, &win, b)
+            }
+        });
+        pos += consumed as u64;
+        progress.store(pos, Ordering::Relaxed);
+        if changed.load(Ordering::SeqCst) {
+            let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+            return Err(ReadError::Named(format!(
+                "the file shrank from {size} to {now} bytes while it was read: reading \
+                 stopped where it reached past the new end (frames being processed at \
+                 that moment may have been read as zeros)"
+            )));
+        }
+        let at_end = base + len as u64 == size;
+        match stop {
+            Stop::Bad(e) => return Err(damaged(&stats, &e)),
+            Stop::NeedMore if pos == size => return Ok(stats),
+            Stop::NeedMore if at_end => return Err(damaged(&stats, &cut_short())),
+            // A record longer than the window: once more with room for the largest
+            // record the read path takes, then it is refused as there.
+            Stop::NeedMore if consumed == 0 => {
+                if len - skip >= max {
+                    return Err(damaged(&stats, &cut_short()));
+                }
+                want = skip + max;
+            }
+            Stop::NeedMore => want = window,
+        }
+    }
+}
+
+/// Reads the pcap file header at the start of `bytes`: its length, a parser of the
+/// file's records and the link type.
+fn file_header(bytes: &[u8]) -> Result<(usize, PcapParser, LinkType), ReadError> {
+    let (rest, parser) = match PcapParser::new(bytes) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let e = match e {
+                PcapError::IncompleteBuffer => cut_short(),
+                e => e,
+            };
+            return Err(ReadError::Named(format!(
+                "bad pcap header: {}",
+                pcap_error(&e)
+            )));
+        }
+    };
+    let link = check_link(
+        LinkType::from_linktype(u32::from(parser.header().datalink)),
+        "the file's",
+    )?;
+    Ok((bytes.len() - rest.len(), parser, link))
 }
 
 /// The error pcap-file's reader gives for data that ends inside a header or record.
@@ -107,31 +265,14 @@ fn read_pcap<R: Read>(
     mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, ReadError> {
     let step = step.min(max);
-    let mut buf: SharedBuffer = Arc::new(vec![0u8; step]);
+    let mut buf: SharedBuffer = Arc::new(Held::Read(vec![0u8; step]));
     let mut spares = Vec::new();
-    let mut len = fill(&mut input, &mut Arc::make_mut(&mut buf)[..])?;
+    let mut len = fill(&mut input, unshared(&mut buf))?;
     let mut eof = len < buf.len();
-    let (rest, parser) = match PcapParser::new(&buf[..len]) {
-        Ok(ok) => ok,
-        Err(e) => {
-            let e = match e {
-                PcapError::IncompleteBuffer => cut_short(),
-                e => e,
-            };
-            return Err(ReadError::Named(format!(
-                "bad pcap header: {}",
-                pcap_error(&e)
-            )));
-        }
-    };
-    let link = check_link(
-        LinkType::from_linktype(u32::from(parser.header().datalink)),
-        "the file's",
-    )?;
-    let mut pos = len - rest.len();
+    let (mut pos, parser, link) = file_header(&buf[..len])?;
     let mut stats = FileStats::default();
     loop {
-        let (stop, consumed) = parse_buffered(&parser, &buf[pos..len], &mut stats, |b| {
+        let (stop, consumed) = parse_buffered::<false>(&parser, &buf[pos..len], &mut stats, |b| {
             on_batch(link, &buf, b)
         });
         pos += consumed;
@@ -152,8 +293,7 @@ fn read_pcap<R: Read>(
                 reclaim(&mut buf, &mut spares, pos..len, size.min(max));
                 len -= pos;
                 pos = 0;
-                // `reclaim` left `buf` unshared: no copy here.
-                let n = fill(&mut input, &mut Arc::make_mut(&mut buf)[len..])?;
+                let n = fill(&mut input, &mut unshared(&mut buf)[len..])?;
                 eof = len + n < buf.len();
                 len += n;
             }
@@ -171,19 +311,27 @@ fn reclaim(
     keep: std::ops::Range<usize>,
     size: usize,
 ) {
-    if let Some(b) = Arc::get_mut(buf) {
+    if let Some(Held::Read(b)) = Arc::get_mut(buf) {
         b.copy_within(keep, 0);
         b.resize(size, 0);
         return;
     }
     let mut fresh = match spares.iter_mut().position(|s| Arc::get_mut(s).is_some()) {
         Some(i) => spares.swap_remove(i),
-        None => Arc::new(Vec::new()),
+        None => Arc::new(Held::Read(Vec::new())),
     };
-    let f = Arc::make_mut(&mut fresh);
+    let f = unshared(&mut fresh);
     f.resize(size, 0);
     f[..keep.len()].copy_from_slice(&buf[keep]);
     spares.push(std::mem::replace(buf, fresh));
+}
+
+/// The vector of a read buffer no one else holds (as [`reclaim`] leaves it).
+fn unshared(buf: &mut SharedBuffer) -> &mut Vec<u8> {
+    match Arc::get_mut(buf) {
+        Some(Held::Read(v)) => v,
+        _ => unreachable!("a read buffer that is shared or mapped"),
+    }
 }
 
 /// pcapng frames copied into a [`SharedBuffer`] until a batch is full.
@@ -218,7 +366,7 @@ impl Staged {
         if self.frames.is_empty() {
             return;
         }
-        let buf: SharedBuffer = Arc::new(std::mem::take(&mut self.bytes));
+        let buf: SharedBuffer = Arc::new(Held::Read(std::mem::take(&mut self.bytes)));
         let mut start = 0;
         let batch: Vec<(i64, &[u8])> = self
             .frames
@@ -242,8 +390,9 @@ fn damaged(stats: &FileStats, e: &PcapError) -> ReadError {
 }
 
 /// Hands on every whole record in `bytes`, in batches; returns why it stopped and how
-/// many bytes it consumed.
-fn parse_buffered<'a>(
+/// many bytes it consumed. `PREFETCH`: bring the bytes ahead into the cache (mapped
+/// windows; read buffers are there already, the kernel has just copied them).
+fn parse_buffered<'a, const PREFETCH: bool>(
     parser: &PcapParser,
     bytes: &'a [u8],
     stats: &mut FileStats,
@@ -253,7 +402,16 @@ fn parse_buffered<'a>(
     let mut batch = [(0i64, &[][..]); READ_BATCH];
     let mut n = 0;
     let mut slice = bytes;
+    // Offset in `bytes` up to which lines have been prefetched.
+    let mut fetched = 0;
     let stop = loop {
+        if PREFETCH {
+            let ahead = (bytes.len() - slice.len() + PREFETCH_AHEAD).min(bytes.len());
+            while fetched < ahead {
+                sys::prefetch(&bytes[fetched]);
+                fetched += 64;
+            }
+        }
         if slice.is_empty() {
             break Stop::NeedMore;
         }
@@ -281,6 +439,7 @@ fn parse_buffered<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::read_file;
     use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
     use pcap_file::{DataLink, Endianness, TsResolution};
     use std::time::Duration;
@@ -343,6 +502,145 @@ mod tests {
                 assert_eq!(calls, 300usize.div_ceil(READ_BATCH));
             }
         }
+    }
+
+    /// Reads `p` through mapped windows of `sizes` (window, largest record), as
+    /// `read_file_batched` does a large file: frames and the error text.
+    fn mapped(p: &Path, sizes: (usize, usize)) -> (Frames, Option<String>) {
+        let file = File::open(p).unwrap();
+        let size = file.metadata().unwrap().len();
+        let mut seen = vec![];
+        let r = read_mapped(
+            &file,
+            size,
+            sizes,
+            &Progress::default(),
+            |link, _, frames| {
+                assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
+                seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
+            },
+        );
+        (seen, r.err().map(|e| explain(e, || damage::pcap(p))))
+    }
+
+    /// Windows far smaller than the file (records across every window's end), the
+    /// file cut anywhere: the frames and the message of the frame reader.
+    #[test]
+    fn mapped_windows_give_the_frames_and_messages_of_the_frame_reader() {
+        let page = sys::page_size();
+        let full = capture(300, Endianness::Big, TsResolution::NanoSecond);
+        let mut rng = fastrand::Rng::with_seed(5);
+        let cuts = [
+            4,
+            10,
+            23,
+            24,
+            30,
+            40,
+            full.len() / 2,
+            full.len() - 1,
+            full.len(),
+        ];
+        for cut in cuts
+            .into_iter()
+            .chain((0..12).map(|_| rng.usize(24..full.len())))
+        {
+            let f = write_tmp(&full[..cut]);
+            let (want, want_err) = one_by_one(f.path());
+            for sizes in [(page, BUFFER), (3 * page, BUFFER), (page, 2 * page)] {
+                let (got, err) = mapped(f.path(), sizes);
+                assert_eq!(got, want, "cut at {cut}, {sizes:?}");
+                assert_eq!(err, want_err, "cut at {cut}, {sizes:?}");
+            }
+            if cut == full.len() {
+                assert_eq!((want.len(), want_err), (300, None));
+            }
+        }
+    }
+
+    /// A record longer than a window is read from a larger one; one longer than the
+    /// largest record is refused, as the read path refuses it.
+    #[test]
+    fn mapped_windows_grow_for_a_long_record_up_to_the_same_bound() {
+        let page = sys::page_size();
+        let header = PcapHeader {
+            datalink: DataLink::ETHERNET,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        for len in [10, page + page / 2, 10] {
+            let data = vec![7u8; len];
+            w.write_packet(&PcapPacket::new(Duration::from_secs(1), len as u32, &data))
+                .unwrap();
+        }
+        let f = write_tmp(&w.into_writer());
+        let (want, none) = one_by_one(f.path());
+        assert_eq!((want.len(), none), (3, None));
+        assert_eq!(mapped(f.path(), (page, 2 * page)), (want.clone(), None));
+        let mut by_read = 0;
+        let r = read_pcap(File::open(f.path()).unwrap(), (page, page), |_, _, fr| {
+            by_read += fr.len()
+        });
+        let read_err = r.err().map(|e| explain(e, || damage::pcap(f.path())));
+        let (got, err) = mapped(f.path(), (page, page));
+        assert_eq!((got.len(), by_read), (1, 1));
+        assert!(read_err
+            .as_deref()
+            .is_some_and(|m| m.starts_with("packet record 2:")));
+        assert_eq!(err, read_err);
+    }
+
+    /// A file truncated while it is read through mapped windows: an error naming the
+    /// change, after the frames read before it, each one of the file's own (no page
+    /// of zeros read as records); no SIGBUS.
+    #[test]
+    fn a_file_that_shrinks_while_mapped_is_an_error_not_a_crash() {
+        let page = sys::page_size();
+        let bytes = capture(2000, Endianness::Little, TsResolution::MicroSecond);
+        let f = write_tmp(&bytes);
+        let (all, _) = one_by_one(f.path());
+        let size = bytes.len() as u64;
+        let file = File::open(f.path()).unwrap();
+        let mut seen: Frames = vec![];
+        let r = read_mapped(
+            &file,
+            size,
+            (16 * page, BUFFER),
+            &Progress::default(),
+            |link, _, frames| {
+                let first = seen.is_empty();
+                seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
+                if first {
+                    f.as_file().set_len(size / 2).unwrap();
+                }
+            },
+        );
+        match r {
+            Err(ReadError::Named(m)) => assert!(
+                m.starts_with(&format!(
+                    "the file shrank from {size} to {} bytes",
+                    size / 2
+                )),
+                "{m}"
+            ),
+            _ => panic!("not an error"),
+        }
+        // The frames wholly before the new end that were handed on are the file's
+        // own. Past it, the rest of its last page reads as zeros without a SIGBUS
+        // (zero-length records, or a record's tail): at most a page's worth more.
+        let whole = all
+            .iter()
+            .scan(24, |end, f| {
+                *end += 16 + f.2.len();
+                Some(*end)
+            })
+            .take_while(|&end| end <= size as usize / 2)
+            .count();
+        assert!(seen.len() >= READ_BATCH, "{}", seen.len());
+        assert!(seen.len() <= whole + page / 16, "{} {whole}", seen.len());
+        let n = seen.len().min(whole);
+        assert!(seen[..n] == all[..n], "frames differ from the file's");
+        assert!(n + READ_BATCH > whole, "{n} {whole}");
     }
 
     /// Cut anywhere (inside the header, a record header, a record), the batched reader

@@ -23,6 +23,13 @@ fn u32_at(b: &[u8], big: bool) -> u32 {
     }
 }
 
+/// The file at `path` when it is a regular file: a pipe (`-`, `/dev/stdin`) cannot
+/// be read again from its start, so there is nothing to examine.
+fn regular_file(path: &Path) -> Option<File> {
+    let f = File::open(path).ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
 /// Reads up to `buf.len()` bytes; returns how many there were.
 fn read_upto(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -37,7 +44,7 @@ fn read_upto(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// The first damage in a pcap file, or None when its records are all well formed.
 pub(super) fn pcap(path: &Path) -> Option<String> {
-    let mut f = BufReader::new(File::open(path).ok()?);
+    let mut f = BufReader::new(regular_file(path)?);
     let size = f.get_ref().metadata().ok()?.len();
     let mut h = [0u8; PCAP_HEADER as usize];
     if read_upto(&mut f, &mut h).ok()? < h.len() {
@@ -90,7 +97,7 @@ pub(super) fn pcap(path: &Path) -> Option<String> {
 
 /// The first damage in a pcapng file, or None when its blocks are all well framed.
 pub(super) fn pcapng(path: &Path) -> Option<String> {
-    let mut f = BufReader::new(File::open(path).ok()?);
+    let mut f = BufReader::new(regular_file(path)?);
     let size = f.get_ref().metadata().ok()?.len();
     let mut big = false;
     let mut off = 0u64;

@@ -72,9 +72,35 @@ const PCAP_MAGICS: [[u8; 4]; 4] = [
 ];
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
-/// Reads every frame of the capture file at `path`, calling `on_frame` for each.
+/// Opens the capture file at `path`, or standard input when `path` is `-` (a pipe
+/// from `zcat` or `tcpdump -w -`).
+pub fn open(path: &Path) -> std::io::Result<File> {
+    if path == Path::new("-") {
+        use std::os::fd::AsFd;
+        return Ok(File::from(std::io::stdin().as_fd().try_clone_to_owned()?));
+    }
+    File::open(path)
+}
+
+/// Reads every frame of the capture file at `path` (`-`: standard input), calling
+/// `on_frame` for each.
 pub fn read_file(
     path: &Path,
+    progress: Option<Progress>,
+    on_frame: impl FnMut(Frame<'_>),
+) -> Result<FileStats, SourceError> {
+    let file = open(path).map_err(|e| SourceError {
+        path: path.to_path_buf(),
+        problem: format!("cannot open: {e}"),
+    })?;
+    read_stream(path, file, progress, on_frame)
+}
+
+/// [`read_file`] of a file already open (`path` names it in messages), read from
+/// its start: no seek, so a pipe will do.
+fn read_stream(
+    path: &Path,
+    file: impl Read,
     progress: Option<Progress>,
     on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FileStats, SourceError> {
@@ -82,7 +108,6 @@ pub fn read_file(
         path: path.to_path_buf(),
         problem,
     };
-    let file = File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
     let mut magic = [0u8; 4];
     let mut head = file.take(4);
     let n = read_fully(&mut head, &mut magic).map_err(|e| err(format!("cannot read: {e}")))?;

@@ -7,4 +7,5 @@ mod common_corpus;
 mod diagnose_cli;
 mod gen_tshark;
 mod replay_cli;
+mod replay_input;
 mod replay_workers;

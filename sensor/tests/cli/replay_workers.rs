@@ -281,7 +281,7 @@ fn write_failures_end_as_with_one_engine() {
 
 /// `pcap` rewritten as pcapng (one Ethernet interface, nanosecond timestamps: what
 /// `pcap-file` writes a timestamp as).
-fn as_pcapng(pcap: &Path, out: &Path) {
+pub(crate) fn as_pcapng(pcap: &Path, out: &Path) {
     use pcap_file::pcap::PcapReader;
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
     use pcap_file::pcapng::blocks::interface_description::{

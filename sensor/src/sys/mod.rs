@@ -1,7 +1,11 @@
 //! Every `unsafe` of the sensor crate (issue 8), each with the reason it is sound:
-//! thread pinning, signal handlers, huge-page hints and cache prefetch. The rest of
-//! the crate calls these safe functions.
+//! thread pinning, signal handlers, huge-page hints, cache prefetch and mapped
+//! capture files ([`mapping`]). The rest of the crate calls these safe functions.
 //! (The AF_XDP rings and UMEM live in the `rstwatch-xdp` crate.)
+
+mod mapping;
+
+pub use mapping::{page_size, FileMapping};
 
 /// Restricts the calling thread to `cores` (cores at or past `CPU_SETSIZE` are
 /// refused).
