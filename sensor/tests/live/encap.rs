@@ -9,14 +9,7 @@ use crate::live_common;
 use live_common::*;
 use rstwatch_schema::Encap;
 use rstwatch_sensor::gen::encap::wrap;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rstwatch-live-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
 
 fn replay(pcap: &std::path::Path, config: &std::path::Path) -> String {
     let r = sensor_cmd(&[
@@ -69,9 +62,10 @@ fn live_encap_opt(test: &str, encap: Encap, extra: &[&str], cross_flow_causes_di
         .enumerate()
         .map(|(i, f)| wrap(f, encap, i as u32))
         .collect();
-    let plain_pcap = tmp(&format!("{test}-plain.pcap"));
+    let dir = tempfile::tempdir().unwrap();
+    let plain_pcap = dir.path().join(format!("{test}-plain.pcap"));
     write_pcap(&plain_pcap, &plain, 1_700_000_000);
-    let pcap = tmp(&format!("{test}.pcap"));
+    let pcap = dir.path().join(format!("{test}.pcap"));
     write_pcap(&pcap, &frames, 1_700_000_000);
     let config = held_verdicts_config(&pcap);
     let replayed = replay(&pcap, &config);

@@ -5,19 +5,13 @@
 use crate::live_common;
 
 use live_common::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rstwatch-live-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
 
 /// The synthetic capture (all RST classes) as a pcap, the configuration both `replay`
 /// and `run` use ([`held_verdicts_config`]), and `replay`'s output for it.
-fn synthetic_capture(name: &str, frames: &[Vec<u8>]) -> (PathBuf, PathBuf, String) {
-    let pcap = tmp(name);
+fn synthetic_capture(dir: &Path, name: &str, frames: &[Vec<u8>]) -> (PathBuf, PathBuf, String) {
+    let pcap = dir.join(name);
     write_pcap(&pcap, frames, 1_700_000_000);
     let config = held_verdicts_config(&pcap);
     let r = sensor_cmd(&[
@@ -44,7 +38,8 @@ fn run_vs_replay_q(test: &str, queues: u32, extra: &[&str], expect_mode: &str) {
         return;
     }
     let frames = synthetic_frames_opt(400, queues == 1);
-    let (pcap, config, replay) = synthetic_capture(&format!("{test}.pcap"), &frames);
+    let dir = tempfile::tempdir().unwrap();
+    let (pcap, config, replay) = synthetic_capture(dir.path(), &format!("{test}.pcap"), &frames);
     let veth = Veth::with_queues(queues);
     let port = free_port();
     let port_s = format!("127.0.0.1:{port}");
