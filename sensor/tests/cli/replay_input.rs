@@ -35,8 +35,10 @@ fn replay(input: &str, stdin: Option<&[u8]>) -> (Vec<String>, String, Vec<String
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let (stats, messages): (Vec<_>, Vec<_>) =
-        stderr.lines().map(String::from).partition(|l| l.starts_with('{'));
+    let (stats, messages): (Vec<_>, Vec<_>) = stderr
+        .lines()
+        .map(String::from)
+        .partition(|l| l.starts_with('{'));
     let stats = stats.concat();
     let mut uids = HashMap::new();
     let records = String::from_utf8(out.stdout)
