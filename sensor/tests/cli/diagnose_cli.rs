@@ -13,20 +13,9 @@ fn sensor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
 }
 
-/// Writes scenario `name` into `dir` with `gen` and returns its path.
+/// Writes scenario `name` into `dir` with `gen` (its default flows and seed).
 fn gen(dir: &Path, name: &str) -> PathBuf {
-    let out = dir.join(format!("{name}.pcap"));
-    let st = sensor()
-        .args(["gen", "--scenario", name, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    out
+    crate::replay_workers::gen(dir, name, "2000", "1")
 }
 
 fn run(args: &[&str], files: &[&Path]) -> Output {

@@ -6,9 +6,9 @@
 //! outputs are compared with each uid replaced by its order of first appearance (one
 //! engine writes its records in the same order every run).
 
+use crate::replay_workers::gen;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// `replay --stats --no-progress` of `input` (a path, or `-` with `stdin` fed in):
@@ -56,27 +56,12 @@ fn replay(input: &str, stdin: Option<&[u8]>) -> (Vec<String>, String, Vec<String
     (records, stats, messages)
 }
 
-fn gen(dir: &Path, scenario: &str, flows: &str) -> std::path::PathBuf {
-    let out = dir.join(format!("{scenario}-{flows}.pcap"));
-    let st = Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
-        .args(["gen", "--scenario", scenario, "--flows", flows, "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    out
-}
-
 /// A capture large enough to be mapped (over 16 MiB) gives, read from its file, what
 /// it gives through a pipe.
 #[test]
 fn a_mapped_capture_gives_the_records_of_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
-    let storm = gen(dir.path(), "storm", "4000");
+    let storm = gen(dir.path(), "storm", "4000", "1");
     let bytes = std::fs::read(&storm).unwrap();
     assert!(
         bytes.len() > 16 << 20,
@@ -97,7 +82,7 @@ fn a_mapped_capture_gives_the_records_of_a_pipe() {
 #[test]
 fn standard_input_takes_pcapng_and_names_a_cut() {
     let dir = tempfile::tempdir().unwrap();
-    let abort = gen(dir.path(), "abort", "2000");
+    let abort = gen(dir.path(), "abort", "2000", "1");
     let ng = dir.path().join("abort.pcapng");
     crate::replay_workers::as_pcapng(&abort, &ng);
     let (from_file, file_stats, _) = replay(abort.to_str().unwrap(), None);

@@ -103,7 +103,8 @@ fn canonical(lines: &[String]) -> (Vec<String>, PerFlow) {
     (out, order)
 }
 
-fn gen(dir: &Path, scenario: &str, flows: &str, seed: &str) -> std::path::PathBuf {
+/// A `gen` capture of `scenario` in `dir` (the other CLI tests use it too).
+pub(crate) fn gen(dir: &Path, scenario: &str, flows: &str, seed: &str) -> std::path::PathBuf {
     gen_wrapped(dir, scenario, flows, seed, None)
 }
 
