@@ -63,6 +63,9 @@ pub struct Engine {
     expired: Vec<u32>,
     released: Vec<Held>,
     anomalies: Vec<Anomaly>,
+    /// `process_batch`'s packets, parsed in place; kept between calls so the array is
+    /// not set up again for every batch.
+    batch_packets: Vec<Packet>,
 }
 
 impl Engine {
@@ -87,6 +90,7 @@ impl Engine {
             expired: Vec::new(),
             released: Vec::new(),
             anomalies: Vec::new(),
+            batch_packets: vec![Packet::EMPTY; BATCH],
         }
     }
 
@@ -126,8 +130,10 @@ impl Engine {
         frames: &[(i64, &[u8])],
         sink: &mut S,
     ) {
-        // Slots past a chunk's end are never read (the loops below zip with it).
-        let mut parsed: [Result<Packet, Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
+        // Slots past a chunk's end are never read (the loops below zip with it). The
+        // packets are parsed in place; `parsed` says which ones were.
+        let mut packets = std::mem::take(&mut self.batch_packets);
+        let mut parsed: [Result<(), Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
         let mut looked = [Looked {
             key: FlowKey::default(),
             end: End::Lo,
@@ -136,9 +142,10 @@ impl Engine {
         }; BATCH];
         for chunk in frames.chunks(BATCH) {
             self.tunnels.next_epoch();
-            for ((slot, l), &(_, frame)) in parsed.iter_mut().zip(&mut looked).zip(chunk) {
-                *slot = parse::parse(link, frame, self.parse_opts);
-                if let Ok(packet) = slot {
+            let each = parsed.iter_mut().zip(&mut packets).zip(&mut looked);
+            for (((slot, packet), l), &(_, frame)) in each.zip(chunk) {
+                *slot = parse::parse_into(link, frame, self.parse_opts, packet);
+                if slot.is_ok() {
                     let (key, end) = self.key_of(packet);
                     let hash = hash_key(&key);
                     // Stage 1: the index line of every frame is requested before the
@@ -163,16 +170,14 @@ impl Engine {
                     }
                 }
             }
-            for ((slot, l), &(ts_us, _)) in parsed.iter().zip(&looked).zip(chunk) {
+            let each = parsed.iter().zip(&packets).zip(&looked);
+            for (((slot, packet), l), &(ts_us, _)) in each.zip(chunk) {
                 self.counters.frames += 1;
-                let packet = match slot {
-                    Ok(packet) => packet,
-                    Err(r) => {
-                        self.counters.rejected[*r as usize] += 1;
-                        self.advance(ts_us, sink);
-                        continue;
-                    }
-                };
+                if let Err(r) = slot {
+                    self.counters.rejected[*r as usize] += 1;
+                    self.advance(ts_us, sink);
+                    continue;
+                }
                 self.counters.tcp += 1;
                 self.advance(ts_us, sink);
                 // Earlier frames of the batch may have created, closed or evicted
@@ -186,6 +191,7 @@ impl Engine {
                 self.packet(ts_us, packet, l.key, l.end, l.hash, found, sink);
             }
         }
+        self.batch_packets = packets;
     }
 
     /// The flow key of `p`, with its tunnel's slot.

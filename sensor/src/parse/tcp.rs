@@ -75,7 +75,7 @@ const OPT_WSCALE: u8 = 3;
 // Always: the tunnel decoder calls this too, which must not cost plain frames
 // their inlined fast path.
 #[inline(always)]
-pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
+pub(crate) fn parse_into(ip: &IpView<'_>, p: &mut Packet) -> Result<(), Reject> {
     let t = ip.l4;
     if t.len() < 20 {
         return Err(if ip.l4_len < 20 {
@@ -105,7 +105,7 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
     } else {
         TcpOptions::default()
     };
-    Ok(Packet {
+    *p = Packet {
         src: ip.src,
         dst: ip.dst,
         sport: u16::from_be_bytes([t[0], t[1]]),
@@ -127,7 +127,8 @@ pub(crate) fn parse(ip: &IpView<'_>) -> Result<Packet, Reject> {
         df: ip.df,
         is_v6: ip.is_v6,
         bad_checksum: false,
-    })
+    };
+    Ok(())
 }
 
 /// The TCP options the sensor reads (RFC 9293 MSS, RFC 7323 window scale and
