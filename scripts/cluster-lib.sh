@@ -61,9 +61,13 @@ ch_config() { # node
   $( [ "$n" = single ] || remote_servers )
   $( [ "$n" = single ] || echo "<zookeeper><node><host>127.0.0.1</host><port>$zk_port</port></node><session_timeout_ms>6000</session_timeout_ms></zookeeper>" )
   $( [ "$n" = single ] || echo "<macros><shard>${shard[$n]}</shard><replica>$n</replica></macros>" )
+  $( [ "$n" = single ] || echo "<merge_tree><replicated_max_ratio_of_wrong_parts>1</replicated_max_ratio_of_wrong_parts></merge_tree>" )
   <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
 </yandex>
 XML
+    # merge_tree: as the clickhouse role sets it in cluster mode (see its template: a
+    # replica killed mid-insert keeps a part ZooKeeper never heard of, and on a small
+    # table that alone made it refuse to start).
     # The writer's settings the clickhouse role gives in cluster mode (collector/src/cluster.rs).
     cat > "$d/users.xml" <<'XML'
 <?xml version="1.0"?>
