@@ -133,6 +133,8 @@ impl Engine {
         // Slots past a chunk's end are never read (the loops below zip with it). The
         // packets are parsed in place; `parsed` says which ones were.
         let mut packets = std::mem::take(&mut self.batch_packets);
+        // Always BATCH long (only an unwinding panic could have left it taken).
+        packets.resize(BATCH, Packet::EMPTY);
         let mut parsed: [Result<(), Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
         let mut looked = [Looked {
             key: FlowKey::default(),
