@@ -5,8 +5,8 @@
 
 use super::update;
 use crate::flow::{EndpointState as S, Flow, FlowKey, Role};
-use crate::parse::{Packet, TcpFlags, TcpOptions};
-use rstwatch_schema::{Encap, IpBytes};
+use crate::parse::{Packet, TcpFlags};
+use rstwatch_schema::IpBytes;
 
 const SYN: u8 = TcpFlags::SYN;
 const ACK: u8 = TcpFlags::ACK;
@@ -20,23 +20,14 @@ fn segment(flags: u8) -> Packet {
         dst: IpBytes::from_v4([198, 51, 100, 1]),
         sport: 40_000,
         dport: 443,
-        vlan: 0,
-        inner_vlan: 0,
-        src_mac: 0,
-        encap: Encap::None,
-        tunnel_id: 0,
-        tunnel_of: Encap::None,
         seq: 1_000,
         ack: 5_000,
         flags: TcpFlags(flags),
         window: 512,
-        opts: TcpOptions::default(),
-        payload_len: 0,
         ttl: 64,
         ip_id: 1,
         df: true,
-        is_v6: false,
-        bad_checksum: false,
+        ..Packet::EMPTY
     }
 }
 
