@@ -166,7 +166,9 @@ for f in schema/queries/*.sql; do
         # raw tables above were exact. Not explained yet (see the closing note of issue
         # 13); shown, not failed. Queries over the raw tables must match exactly.
         echo "   query $name: WARNING: rollup differs from the single server:" >&2
-        diff <(echo "$b") <(echo "$a") | head -n 10 >&2
+        # `|| true`: diff exits 1 when the inputs differ, which under pipefail and
+        # set -e ended the run here, failing what this branch only shows.
+        diff <(echo "$b") <(echo "$a") | head -n 10 >&2 || true
     else
         [ "$a" = "$b" ] || { diff <(echo "$b") <(echo "$a") | head -n 10 >&2; fail "query $name differs from the single server"; }
     fi
