@@ -213,7 +213,7 @@ impl Engine {
             self.now_us = now_us;
         }
         let now = self.now_us;
-        if !self.pending.is_empty() && self.pending.any_due(now) {
+        if self.pending.any_due(now) {
             self.release_due(now, sink);
         }
         // The sweep works in steps of at least a millisecond of packet time; checking

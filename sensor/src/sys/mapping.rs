@@ -61,7 +61,9 @@ unsafe impl Send for FileMapping {}
 // SAFETY: as above: `&FileMapping` only gives out `&[u8]`.
 unsafe impl Sync for FileMapping {}
 
-/// The size of a page; mapping offsets are multiples of it.
+/// The size of a page; mapping offsets are multiples of it. The first call also
+/// installs the SIGBUS guard, which reads the page size too ([`FileMapping::new`]
+/// calls this before its first mapping).
 pub fn page_size() -> usize {
     INSTALL.call_once(install_guard);
     PAGE_SIZE.load(Ordering::Relaxed)
