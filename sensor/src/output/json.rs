@@ -11,12 +11,36 @@
 use rstwatch_schema::timefmt::rfc3339_micros;
 use rstwatch_schema::{FlowRecord, IpBytes, RstEvent};
 
-/// Formats records into a caller's buffer; keeps the last second's date text.
-#[derive(Default)]
+/// Formats records into a caller's buffer; keeps the date text of the last two seconds.
 pub(super) struct JsonFormat {
-    /// The whole second of the last timestamp and its `YYYY-MM-DDTHH:MM:SS` text.
-    second: Option<(i64, [u8; 19])>,
+    /// Two whole seconds and their `YYYY-MM-DDTHH:MM:SS` text (an empty entry holds
+    /// `i64::MIN`, which no timestamp's second is). Two, not one: a flow record's
+    /// start and end usually fall in different seconds, and the records around it
+    /// in the same two, so with one entry nearly every timestamp missed.
+    seconds: [(i64, [u8; 19]); 2],
+    /// The entry used less recently: the one a new second replaces.
+    older: usize,
 }
+
+impl Default for JsonFormat {
+    fn default() -> JsonFormat {
+        JsonFormat {
+            seconds: [(i64::MIN, [0; 19]); 2],
+            older: 0,
+        }
+    }
+}
+
+/// `"00"` to `"99"`: two digits per division.
+const DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
 
 impl JsonFormat {
     /// Appends `{"type":"rst",...}` (no newline).
@@ -87,27 +111,37 @@ impl JsonFormat {
     /// A quoted RFC 3339 timestamp with six fractional digits, as `timefmt` prints it.
     fn ts(&mut self, ts_us: i64, out: &mut Vec<u8>) {
         let secs = ts_us.div_euclid(1_000_000);
-        let micros = ts_us.rem_euclid(1_000_000) as u32;
-        let date = match self.second {
-            Some((s, text)) if s == secs => text,
+        let micros = ts_us.rem_euclid(1_000_000) as usize;
+        let date = match self.seconds {
+            [(s, text), _] if s == secs => {
+                self.older = 1;
+                text
+            }
+            [_, (s, text)] if s == secs => {
+                self.older = 0;
+                text
+            }
             _ => match date_text(secs) {
                 Some(text) => {
-                    self.second = Some((secs, text));
+                    self.seconds[self.older] = (secs, text);
+                    self.older ^= 1;
                     text
                 }
                 // Outside the formatter's range: its own fallback text.
                 None => return string(out, &rfc3339_micros(ts_us)),
             },
         };
-        out.push(b'"');
-        out.extend_from_slice(&date);
-        let mut frac = *b".000000Z\"";
-        let mut m = micros;
-        for d in frac[1..7].iter_mut().rev() {
-            *d = b'0' + (m % 10) as u8;
-            m /= 10;
-        }
-        out.extend_from_slice(&frac);
+        // One fixed-size copy: `"` date `.` six digits `Z"`.
+        let mut t = [0u8; 29];
+        t[0] = b'"';
+        t[1..20].copy_from_slice(&date);
+        t[20] = b'.';
+        t[21..23].copy_from_slice(&DIGIT_PAIRS[micros / 10_000]);
+        t[23..25].copy_from_slice(&DIGIT_PAIRS[micros / 100 % 100]);
+        t[25..27].copy_from_slice(&DIGIT_PAIRS[micros % 100]);
+        t[27] = b'Z';
+        t[28] = b'"';
+        out.extend_from_slice(&t);
     }
 }
 
@@ -177,13 +211,24 @@ fn field_ip(out: &mut Vec<u8>, key: &[u8], a: IpBytes) {
     out.extend_from_slice(key);
     out.push(b'"');
     if a.is_v4() {
-        let mut buf = itoa::Buffer::new();
-        for (i, &o) in a.0[12..].iter().enumerate() {
-            if i > 0 {
-                out.push(b'.');
+        // Dotted quad into a local buffer, one copy out: this runs twice per record.
+        let mut t = [0u8; 16];
+        let mut n = 0;
+        for &o in &a.0[12..] {
+            if o >= 100 {
+                t[n] = b'0' + o / 100;
+                n += 1;
             }
-            out.extend_from_slice(buf.format(o).as_bytes());
+            if o >= 10 {
+                t[n] = b'0' + o / 10 % 10;
+                n += 1;
+            }
+            t[n] = b'0' + o % 10;
+            t[n + 1] = b'.';
+            n += 2;
         }
+        // The last octet's dot is not part of the address.
+        out.extend_from_slice(&t[..n - 1]);
     } else {
         // IPv6 text has compression rules; the standard library's form is the contract.
         use std::io::Write;
@@ -334,6 +379,32 @@ mod tests {
             JsonFormat::default().flow(&f, &mut fast);
             let serde = serde_json::to_vec(&Record::Flow(f)).unwrap();
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// One formatter over a run of records whose times fall in a few neighbouring
+        /// seconds (and now and then far away), as in a capture: the two cached
+        /// seconds are hit, replaced and hit again, and every line is serde's.
+        #[test]
+        fn records_in_sequence_same_bytes_as_serde(
+            base in 0i64..4_102_444_800,
+            recs in prop::collection::vec(
+                (flow_record(), 0i64..4, 0i64..4, 0i64..1_000_000, 0i64..1_000_000, 0u8..20),
+                1..40,
+            ),
+        ) {
+            let mut fmt = JsonFormat::default();
+            for (mut f, s0, s1, u0, u1, far) in recs {
+                f.ts_start_us = (base + s0) * 1_000_000 + u0;
+                f.ts_end_us = if far == 0 { f.ts_end_us } else { (base + s1) * 1_000_000 + u1 };
+                let mut fast = Vec::new();
+                fmt.flow(&f, &mut fast);
+                let serde = serde_json::to_vec(&Record::Flow(f)).unwrap();
+                prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
+            }
         }
     }
 
