@@ -15,6 +15,7 @@
 
 mod ip;
 mod link;
+mod plain;
 mod tcp;
 mod tunnel;
 
@@ -223,6 +224,21 @@ pub fn parse(link: LinkType, frame: &[u8], opts: ParseOptions) -> Result<Packet,
 /// cost ~110 instructions a frame in moves of it and of the IP view (callgrind).
 #[inline]
 pub fn parse_into(
+    link: LinkType,
+    frame: &[u8],
+    opts: ParseOptions,
+    p: &mut Packet,
+) -> Result<(), Reject> {
+    // Most frames are plain Ethernet/IPv4/TCP data or acknowledgments (`plain.rs`).
+    if link == LinkType::Ethernet && plain::parse_into(frame, p) {
+        return Ok(());
+    }
+    general_into(link, frame, opts, p)
+}
+
+/// [`parse_into`] for every kind of frame, without the plain frame's shortcut.
+#[inline(always)]
+fn general_into(
     link: LinkType,
     frame: &[u8],
     opts: ParseOptions,
