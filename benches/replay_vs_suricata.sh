@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Replay speed against Suricata on the same synthetic capture, side by side in one run,
 # both pinned to one core (issue 12). Prints each run's wall time, CPU time and peak
-# RSS, then the medians and the ratios.
+# RSS, then the medians and the ratios. A third row per round, `read`, is the floor
+# under both: `dd` reading the file's bytes once on the same core (page cache to
+# /dev/null, nothing parsed); the summary says how much of rstwatch's time is above it
+# and what the 20x target leaves for the work itself.
 #
 #   benches/replay_vs_suricata.sh [--runs N] [--cpu C] [--packets N] [--flows N]
 #                                 [--workers N] [--keep DIR]
@@ -62,6 +65,9 @@ for r in $(seq 1 "$runs"); do
     read -r w c m < <(timed "${sensor_cmd[@]}")
     echo "rstwatch $w $c $m" >>"$work/results"
     printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' rstwatch "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+    read -r w c m < <(timed dd if="$cap" of=/dev/null bs=1M status=none)
+    echo "read $w $c $m" >>"$work/results"
+    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' read "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
 done
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -70,4 +76,6 @@ sw=$(col suricata 2) rw=$(col rstwatch 2) sc=$(col suricata 3) rc=$(col rstwatch
 sm=$(col suricata 4) rm_=$(col rstwatch 4)
 echo "median wall: suricata ${sw} s, rstwatch ${rw} s -> rstwatch is $(echo "scale=1; $sw / $rw" | bc -l)x faster ($(echo "scale=2; $packets / $rw / 1000000" | bc -l) Mpps)"
 echo "median CPU:  suricata ${sc} s, rstwatch ${rc} s -> ratio $(echo "scale=1; $sc / $rc" | bc -l)"
+fw=$(col read 2)
+echo "read floor:  $fw s (dd); rstwatch spends $(echo "scale=2; $rw - $fw" | bc -l) s above it, $(echo "scale=0; ($rw - $fw) * 1000000000 / $packets" | bc -l) ns per frame; at 20x suricata it would have $(echo "scale=2; $sw / 20 - $fw" | bc -l) s"
 echo "peak RSS:    suricata $((sm / 1024)) MiB, rstwatch $((rm_ / 1024)) MiB -> rstwatch uses $(echo "scale=3; $rm_ / $sm" | bc -l) of suricata's"
