@@ -15,7 +15,8 @@ use crate::counters::Counters;
 use crate::evidence::macs::Mac;
 use crate::evidence::CrossFlow;
 use crate::flow::{
-    bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, Role, Timeouts, TunnelSlots,
+    bits, dflags, hash_key, seq_gt, End, Flow, FlowKey, FlowTable, KeyHasher, Role, Timeouts,
+    TunnelSlots,
 };
 use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
 use crate::sink::Sink;
@@ -142,6 +143,7 @@ impl Engine {
             hash: 0,
             hint: None,
         }; BATCH];
+        let hasher = KeyHasher::get();
         for chunk in frames.chunks(BATCH) {
             self.tunnels.next_epoch();
             let each = parsed.iter_mut().zip(&mut packets).zip(&mut looked);
@@ -149,7 +151,7 @@ impl Engine {
                 *slot = parse::parse_into(link, frame, self.parse_opts, packet);
                 if slot.is_ok() {
                     let (key, end) = self.key_of(packet);
-                    let hash = hash_key(&key);
+                    let hash = hasher.hash(&key);
                     // Stage 1: the index line of every frame is requested before the
                     // first lookup, so the batch's index misses overlap.
                     self.table.prefetch_index(hash);
