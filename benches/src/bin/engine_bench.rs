@@ -1,7 +1,8 @@
 //! Engine benchmark: parse → track → classify on one core.
 //!
 //! ```text
-//! cargo run --release -p rstwatch-benches --bin engine_bench [-- --flows N --packets N --flood N]
+//! cargo run --release -p rstwatch-benches --bin engine_bench [-- --flows N --packets N --flood N
+//!     --capacity N --mixed-every N --packet-rate PPS --no-batch]
 //! ```
 //!
 //! Prints, in one run on one core:
@@ -109,6 +110,11 @@ fn main() {
     let flood = arg("--flood", 10_000_000);
     // One steady packet in this many comes from the mixed scenario (0: none).
     let mixed_every = arg("--mixed-every", 4);
+    // Packets per second of capture time in the steady phase (0: spread the packets
+    // over ten seconds, at least 1 µs apart). Packet time sets how often the expiry
+    // sweep passes over the whole table (once per second of it): at 1 µs apart that is
+    // once per million packets, where a link at 15 Mpps sweeps once per 15 million.
+    let packet_rate = arg("--packet-rate", 0);
     // Room for the mixed scenario's own flows beside the concurrent ones, and never
     // less than the default: a full table would turn every new flow into an eviction.
     let capacity = arg(
@@ -186,7 +192,11 @@ fn main() {
     let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
     let step_us = 10_000_000 / packets.max(1) as i64 + 1;
     for i in 0..packets {
-        let ts = t_start + i as i64 * step_us;
+        let ts = if packet_rate > 0 {
+            t_start + (i as i64).saturating_mul(1_000_000) / packet_rate as i64
+        } else {
+            t_start + i as i64 * step_us
+        };
         if mixed_every > 0 && i % mixed_every == mixed_every - 1 {
             // One packet in four from the mixed scenario (handshakes, closes, RSTs).
             let f = mixed_frames.next().expect("cycle");
