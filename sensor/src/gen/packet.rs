@@ -94,6 +94,22 @@ impl Wire<'static> {
     }
 }
 
+/// Damaged copies of `frame` for parser tests: cut at every length, and with each of
+/// its first `first` bytes replaced by each of `values` and by itself with its lowest
+/// or highest bit flipped.
+pub fn damaged(frame: &[u8], first: usize, values: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..=frame.len()).map(|n| frame[..n].to_vec()).collect();
+    for at in 0..frame.len().min(first) {
+        let flips = [frame[at] ^ 0x01, frame[at] ^ 0x80];
+        for &v in values.iter().chain(&flips) {
+            let mut m = frame.to_vec();
+            m[at] = v;
+            out.push(m);
+        }
+    }
+    out
+}
+
 /// Serialises `w` into a complete Ethernet frame.
 pub fn build(w: &Wire<'_>) -> Vec<u8> {
     debug_assert!(w.options.len() & 3 == 0 && w.options.len() <= 40);

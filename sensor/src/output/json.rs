@@ -4,8 +4,8 @@
 //! Why: in `replay` serde's generic path (a `String` per timestamp from the `time`
 //! crate, `collect_str` through `fmt` for every address and flag set) cost more per
 //! record than the engine spent on the packets behind it. Here integers go through
-//! `itoa`, IPv4 addresses and dates are formatted directly (the date part is reused
-//! within a second). Anomalies (rare, with floats) keep serde.
+//! `itoa`, IPv4 addresses and dates are formatted directly (the date text of the last
+//! two seconds is kept). Anomalies (rare, with floats) keep serde.
 //! `tests::same_bytes_as_serde` holds the two forms equal on random records.
 
 use rstwatch_schema::timefmt::rfc3339_micros;

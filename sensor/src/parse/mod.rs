@@ -11,7 +11,10 @@
 //! on the packet (IP options, extension headers, TCP options, tunnel headers) is read
 //! with `slice::get` or [`be16`], which give `None` past the end. A malformed frame
 //! therefore becomes a [`Reject`], never a panic; `sensor/tests/offline/parse_fuzz.rs`
-//! throws random and mutated frames at [`parse`] to hold that.
+//! throws random and mutated frames at [`parse`] to hold that. The commonest frame
+//! (untagged Ethernet, IPv4 without options, a TCP segment without SYN, FIN or RST)
+//! is read first by `plain.rs` behind a single length check; every other frame, and
+//! any frame it doubts, goes through the layers here.
 
 mod ip;
 mod link;

@@ -136,7 +136,7 @@ fn v6(b: &[u8]) -> Option<(IpBytes, IpBytes, &[u8])> {
 mod tests {
     use super::*;
     use crate::gen::encap::wrap;
-    use crate::gen::packet::{build, Wire, ACK, PSH, SYN};
+    use crate::gen::packet::{build, damaged, Wire, ACK, PSH, SYN};
     use rstwatch_schema::Encap;
     use std::net::IpAddr;
 
@@ -293,26 +293,8 @@ mod tests {
         let t = h.template.expect("template");
         for (fwd, _) in segments() {
             for (f, _) in forms(&fwd).into_iter().take(8) {
-                let mut variants: Vec<Vec<u8>> = (0..f.len()).map(|n| f[..n].to_vec()).collect();
-                for at in 0..f.len().min(90) {
-                    for v in [
-                        0x00,
-                        0xff,
-                        0x06,
-                        0x08,
-                        0x45,
-                        0x46,
-                        0x60,
-                        0x81,
-                        0x86,
-                        f[at] ^ 1,
-                    ] {
-                        let mut m = f.clone();
-                        m[at] = v;
-                        variants.push(m);
-                    }
-                }
-                for m in variants {
+                let values = [0x00, 0xff, 0x06, 0x08, 0x45, 0x46, 0x60, 0x81, 0x86];
+                for m in damaged(&f, 90, &values) {
                     let full = fanout_hash_with(ETH, &m, opts());
                     if full.is_some() {
                         parsed += 1;
