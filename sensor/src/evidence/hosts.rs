@@ -6,9 +6,9 @@
 //! latest silence of at least `reboot_silence_s` it came back from.
 //!
 //! Updated for every packet a responder sends, so it is a direct-mapped table of
-//! [`SLOTS`] entries of 32 bytes (512 KiB, cache resident) rather than a map: one hash and one
-//! store per packet. Two hosts sharing a slot overwrite each other; an overwritten host
-//! looks unknown, never silent, so a collision can only hide a reboot.
+//! [`SLOTS`] entries of 32 bytes (512 KiB, cache resident) rather than a map: one hash
+//! and one store per packet. Two hosts sharing a slot overwrite each other; an
+//! overwritten host looks unknown, never silent, so a collision can only hide a reboot.
 
 use rstwatch_schema::IpBytes;
 
