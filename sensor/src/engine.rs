@@ -43,6 +43,10 @@ pub const BATCH: usize = 32;
 /// Packet time between two steps of the expiry sweep.
 const SWEEP_TICK_US: i64 = 1000;
 
+/// The bytes of a plain frame's headers (Ethernet, IPv4 and TCP without options), the
+/// part of each frame that [`Engine::process_batch`] prefetches.
+const HEADER_BYTES: usize = 54;
+
 /// One worker's engine. Not `Sync`: each core owns its own.
 pub struct Engine {
     parse_opts: ParseOptions,
@@ -146,6 +150,13 @@ impl Engine {
         let hasher = KeyHasher::get();
         for chunk in frames.chunks(BATCH) {
             self.tunnels.next_epoch();
+            // Stage 0: the header lines of every frame are requested before the first
+            // is parsed, so the frames' cache misses overlap instead of each parse
+            // waiting for its own (RESULTS.md: −4 to −17 % at 10,000 and 100,000
+            // flows, −10 % at 1 M). A prefetch past a short frame's end is harmless.
+            for &(_, frame) in chunk {
+                crate::sys::prefetch(frame.as_ptr().cast::<[u8; HEADER_BYTES]>());
+            }
             let each = parsed.iter_mut().zip(&mut packets).zip(&mut looked);
             for (((slot, packet), l), &(_, frame)) in each.zip(chunk) {
                 *slot = parse::parse_into(link, frame, self.parse_opts, packet);
