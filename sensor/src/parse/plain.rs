@@ -4,14 +4,16 @@
 //!
 //! Why by hand beside the general decoder: that one hands views from layer to layer
 //! (VLAN tags, tunnels, IPv6 extension headers, options of control segments, checksums)
-//! and checks each length as it goes, ~210 instructions a frame by callgrind. Here all
-//! fields sit at fixed offsets, so one length check covers every read. Anything else
-//! (tags, options, fragments, control segments, damage) returns `false` and goes to
-//! the general decoder; `tests::same_result_as_the_general_decoder` holds the two to
-//! the same packet on valid and damaged frames.
+//! and checks each length as it goes, ~210 instructions a frame by callgrind. Here the
+//! link and IP fields sit at fixed offsets behind one length check, and the TCP header
+//! is read by the general decoder's own `tcp::parse_into`. Anything else (tags,
+//! options, fragments, control segments, damage) returns `false` and goes to the
+//! general decoder; `tests::same_result_as_the_general_decoder` holds the two to the
+//! same packet on valid and damaged frames.
 
-use super::{Packet, TcpFlags};
-use rstwatch_schema::{Encap, IpBytes};
+use super::ip::IpView;
+use super::{tcp, Packet, TcpFlags};
+use rstwatch_schema::IpBytes;
 
 /// Ethernet (14 bytes), IPv4 without options (20) and TCP's fixed header (20).
 const HEADERS: usize = 54;
@@ -34,49 +36,32 @@ pub(super) fn parse_into(frame: &[u8], p: &mut Packet) -> bool {
     if frag & 0x3fff != 0 {
         return false;
     }
-    let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
-    let hlen = usize::from(h[46] >> 4) * 4;
-    let flags = TcpFlags(h[47]);
-    // The IP packet's bytes that were captured (a snap length or a short frame cuts
-    // them; Ethernet padding is past `total`).
-    let captured = total.min(frame.len() - ETH_LEN);
-    // A TCP header shorter than 20 bytes, longer than the IP packet says, or cut off
-    // by the capture is the general decoder's to reject; so are control segments,
-    // whose options and checksums it reads.
-    if total < IP_LEN + 20
-        || hlen < 20
-        || hlen > total - IP_LEN
-        || hlen > captured - IP_LEN
-        || flags.is_control()
-    {
+    // Control segments are the general decoder's: it reads their options and checksums.
+    if TcpFlags(h[47]).is_control() {
         return false;
     }
-    let mac = u64::from_be_bytes([0, 0, h[6], h[7], h[8], h[9], h[10], h[11]]);
-    let t = &h[ETH_LEN + IP_LEN..];
-    *p = Packet {
+    let total = usize::from(u16::from_be_bytes([h[16], h[17]]));
+    if total < IP_LEN {
+        return false;
+    }
+    // The IP packet's bytes that were captured (a snap length or a short frame cuts
+    // them; Ethernet padding is past `total`).
+    let end = ETH_LEN + total.min(frame.len() - ETH_LEN);
+    let ip = IpView {
         src: IpBytes::from_v4([h[26], h[27], h[28], h[29]]),
         dst: IpBytes::from_v4([h[30], h[31], h[32], h[33]]),
-        sport: u16::from_be_bytes([t[0], t[1]]),
-        dport: u16::from_be_bytes([t[2], t[3]]),
-        vlan: 0,
-        inner_vlan: 0,
-        src_mac: mac,
-        encap: Encap::None,
-        tunnel_id: 0,
-        tunnel_of: Encap::None,
-        seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
-        ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
-        flags,
-        window: u16::from_be_bytes([t[14], t[15]]),
-        // The general decoder walks options on SYN and RST segments only.
-        opts: Packet::EMPTY.opts,
-        payload_len: (total - IP_LEN - hlen) as u32,
+        l4: &frame[ETH_LEN + IP_LEN..end],
+        l4_len: (total - IP_LEN) as u32,
         ttl: h[22],
         ip_id: u16::from_be_bytes([h[18], h[19]]),
         df: frag & 0x4000 != 0,
         is_v6: false,
-        bad_checksum: false,
     };
+    // The TCP header as the general decoder reads it (a bad length is its to reject).
+    if tcp::parse_into(&ip, p).is_err() {
+        return false;
+    }
+    p.src_mac = u64::from_be_bytes([0, 0, h[6], h[7], h[8], h[9], h[10], h[11]]);
     true
 }
 
