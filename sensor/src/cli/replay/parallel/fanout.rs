@@ -4,14 +4,15 @@
 //! one thread all frames pass through, should not do it a second time.
 //!
 //! The key is built by the same code as fan-out's ([`FlowKey::of`] on a [`Packet`]),
-//! hashed by the same [`hash_key`]: a frame the full parse reads gets the same value.
+//! hashed by the same [`hash_key`](crate::flow::hash_key): a frame the full parse
+//! reads gets the same value.
 //! Anything else (tunnels, MPLS, PPPoE, IPv6 extension headers, fragments, more than
 //! two VLAN tags, other link types) goes through the full parse as before. A frame
 //! read here that the full parse would reject still reaches some engine, which counts
 //! why: only frames of one flow have to meet, and a rejected frame is in no flow.
 
 use crate::engine::fanout_hash_with;
-use crate::flow::{hash_key, FlowKey};
+use crate::flow::{FlowKey, KeyHasher};
 use crate::parse::{be16, LinkType, Packet, ParseOptions};
 use rstwatch_schema::IpBytes;
 
@@ -25,6 +26,8 @@ pub(super) struct FlowHash {
     /// A parsed segment whose key fields the header reader overwrites (so the rest of
     /// a [`Packet`] never has to be spelled out here). `None`: full parse only.
     template: Option<Packet>,
+    /// [`hash_key`](crate::flow::hash_key)'s hasher, looked up once for every frame.
+    hasher: KeyHasher,
 }
 
 impl FlowHash {
@@ -32,6 +35,7 @@ impl FlowHash {
         FlowHash {
             opts,
             template: crate::parse::parse(LinkType::Ethernet, &TEMPLATE_FRAME, opts).ok(),
+            hasher: KeyHasher::get(),
         }
     }
 
@@ -40,7 +44,7 @@ impl FlowHash {
     pub(super) fn of(&self, link: LinkType, frame: &[u8]) -> Option<u64> {
         if let (LinkType::Ethernet, Some(t)) = (link, &self.template) {
             if let Some(p) = plain_tcp(frame, t) {
-                return Some(hash_key(&FlowKey::of(&p).0));
+                return Some(self.hasher.hash(&FlowKey::of(&p).0));
             }
         }
         fanout_hash_with(link, frame, self.opts)
