@@ -408,7 +408,7 @@ fn parse_buffered<'a, const PREFETCH: bool>(
         if PREFETCH {
             let ahead = (bytes.len() - slice.len() + PREFETCH_AHEAD).min(bytes.len());
             while fetched < ahead {
-                sys::prefetch(&bytes[fetched]);
+                sys::prefetch_to_l2(&bytes[fetched]);
                 fetched += 64;
             }
         }
