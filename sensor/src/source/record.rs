@@ -46,15 +46,13 @@ impl RecordLayout {
         let Some(h) = bytes.get(..16) else {
             return Err(PcapError::IncompleteBuffer);
         };
-        let word = |i: usize| {
-            let w = [h[i], h[i + 1], h[i + 2], h[i + 3]];
-            if self.big_endian {
-                u32::from_be_bytes(w)
-            } else {
-                u32::from_le_bytes(w)
-            }
-        };
-        let (sec, frac, incl, orig) = (word(0), word(4), word(8), word(12));
+        let le = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let mut w = [le(0), le(4), le(8), le(12)];
+        // One test a record rather than one a field.
+        if self.big_endian {
+            w = w.map(u32::swap_bytes);
+        }
+        let [sec, frac, incl, orig] = w;
         let rest = &bytes[16..];
         if incl as usize > rest.len() {
             return Err(PcapError::IncompleteBuffer);
