@@ -89,31 +89,29 @@ pub fn read_file_batched(
     progress: Option<Progress>,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, true, |link, _, frames| {
-        on_batch(link, frames)
-    })
+    read_any(path, progress, |link, _, frames| on_batch(link, frames))
 }
 
 /// [`read_file_batched`] that also hands on the buffer the frames are slices of, for
-/// the caller to keep (cloning the `Arc`) and read the frames from later. pcapng
-/// frames are copied into such buffers, [`READ_BATCH`] at a time.
+/// the caller to keep (cloning the `Arc`) and read the frames from later: a mapped
+/// window stays mapped while anyone holds it. pcapng frames are copied into such
+/// buffers, [`READ_BATCH`] at a time.
 ///
-/// Always read, never mapped: with `replay --workers` the mapping made the reader
-/// thread slower (its header reads now wait for memory the copy used to bring in) and
-/// the workers' CPU time higher, for no gain in wall time (RESULTS.md).
+/// Mapped like the one-engine path since the engine prefetches each chunk's frame
+/// headers: `replay --workers 2` then spends ~15 % less CPU and wall time than with
+/// the kernel copying the file into read buffers (RESULTS.md).
 pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,
     on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, false, on_batch)
+    read_any(path, progress, on_batch)
 }
 
-/// A pcap or pcapng file, `map`ped when it is a large regular pcap file.
+/// A pcap or pcapng file, mapped when it is a large regular pcap file.
 fn read_any(
     path: &Path,
     progress: Option<Progress>,
-    map: bool,
     mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
@@ -141,7 +139,7 @@ fn read_any(
         .filter(|m| m.is_file())
         .map(|m| m.len());
     let r = match size {
-        Some(size) if map && size >= MAP_MIN => {
+        Some(size) if size >= MAP_MIN => {
             read_mapped(&file, size, (WINDOW, BUFFER), &progress, on_batch)
         }
         _ => {

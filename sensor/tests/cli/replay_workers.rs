@@ -179,6 +179,18 @@ fn workers_give_the_records_of_one_engine() {
     }
 }
 
+/// A capture large enough to be mapped (over 16 MiB, several 4 MiB windows): the
+/// workers read their frames from windows the reader has already left, and still give
+/// one engine's records.
+#[test]
+fn workers_over_a_mapped_capture_give_the_records_of_one_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let storm = gen(dir.path(), "storm", "4000", "5");
+    let size = std::fs::metadata(&storm).unwrap().len();
+    assert!(size > 16 << 20, "{size} bytes: too small to be mapped");
+    assert_same(&[&storm], 2);
+}
+
 /// Tunnelled frames (whose flow key the reader finds by the full parse, not from the
 /// headers alone): still one engine's records. (Not `mixed`: its causes rest on other
 /// flows, e.g. a client's parallel connection, which another engine may hold.)
