@@ -13,7 +13,7 @@
 //! entries back (Knuth's algorithm R) instead of leaving tombstones, so probe lengths
 //! do not grow with churn.
 
-use crate::sys::{advise_huge_pages, prefetch};
+use crate::sys::{advise_huge_pages, populate_for_write, prefetch};
 
 /// Bits of an entry that hold the slot (plus one).
 const SLOT_BITS: u32 = 24;
@@ -48,11 +48,14 @@ impl FlowIndex {
     pub(super) fn with_capacity(capacity: usize) -> FlowIndex {
         let capacity = capacity.min(MAX_SLOTS);
         let n = (capacity.max(1) * 3 / 2 + 1).next_power_of_two();
-        // Zeroed (empty) memory: the allocator maps it lazily, so a large index costs
-        // resident memory only where flows land. Huge pages for the same reason as the
-        // slab: lookups land at random.
+        // Zeroed (empty) memory, huge pages for the same reason as the slab: lookups
+        // land at random. Populated now: every bucket is read (a lookup) before it is
+        // written (an insert), which on lazily mapped memory costs a second fault per
+        // page, and with `replay --workers` or live fan-out an interrupt to every other
+        // core (RESULTS.md). 4 bytes per bucket, 8 MiB at the default million flows.
         let buckets = vec![EMPTY; n];
         advise_huge_pages(buckets.as_ptr() as *const u8, n * 4);
+        populate_for_write(buckets.as_ptr() as *const u8, n * 4);
         FlowIndex {
             buckets,
             mask: n - 1,
