@@ -13,11 +13,11 @@
 //! the end is copied over.
 //!
 //! A regular pcap file of at least [`MAP_MIN`] bytes is not read but mapped, in
-//! windows of [`WINDOW`] bytes (`sys::FileMapping`, which also says what happens when
-//! the file shrinks meanwhile): no copy, and the records are parsed where the page
-//! cache holds them, with the bytes ahead prefetched. Each window is a buffer as
-//! above; consecutive windows overlap, so a record across a window's end is read
-//! whole from the next.
+//! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
+//! which also says what happens when the file shrinks meanwhile): no copy, and the
+//! records are parsed where the page cache holds them, with the bytes ahead
+//! prefetched. Each window is a buffer as above; consecutive windows overlap, so a
+//! record across a window's end is read whole from the next.
 
 use super::record::RecordLayout;
 use super::{
@@ -77,6 +77,12 @@ const MAP_MIN: u64 = 16 << 20;
 /// resident memory (they count in it).
 const WINDOW: usize = 4 << 20;
 
+/// A mapped window of [`read_file_shared`] (`replay --workers`): larger, because with
+/// other threads of the process running on other cores each unmapping interrupts them
+/// to flush their TLBs (an exit to the hypervisor each, in a VM). With 4 MiB windows
+/// those shootdowns were ~4.5 % of a `--workers 2` replay's samples.
+const SHARED_WINDOW: usize = 16 << 20;
+
 /// How far ahead of the record being parsed a mapped window's bytes are prefetched:
 /// the next record's place is known only from this one's header, so without it each
 /// header read waits for memory in turn (RESULTS.md, "mapping the file").
@@ -89,7 +95,9 @@ pub fn read_file_batched(
     progress: Option<Progress>,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, |link, _, frames| on_batch(link, frames))
+    read_any(path, progress, WINDOW, |link, _, frames| {
+        on_batch(link, frames)
+    })
 }
 
 /// [`read_file_batched`] that also hands on the buffer the frames are slices of, for
@@ -97,21 +105,24 @@ pub fn read_file_batched(
 /// window stays mapped while anyone holds it. pcapng frames are copied into such
 /// buffers, [`READ_BATCH`] at a time.
 ///
-/// Mapped like the one-engine path since the engine prefetches each chunk's frame
-/// headers: `replay --workers 2` then spends ~15 % less CPU and wall time than with
-/// the kernel copying the file into read buffers (RESULTS.md).
+/// Mapped like the one-engine path (in larger windows, [`SHARED_WINDOW`]) since the
+/// engine prefetches each chunk's frame headers: `replay --workers 2` then spends
+/// less CPU and wall time than with the kernel copying the file into read buffers
+/// (RESULTS.md).
 pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,
     on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, on_batch)
+    read_any(path, progress, SHARED_WINDOW, on_batch)
 }
 
-/// A pcap or pcapng file, mapped when it is a large regular pcap file.
+/// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large
+/// regular pcap file.
 fn read_any(
     path: &Path,
     progress: Option<Progress>,
+    window: usize,
     mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
@@ -140,7 +151,7 @@ fn read_any(
         .map(|m| m.len());
     let r = match size {
         Some(size) if size >= MAP_MIN => {
-            read_mapped(&file, size, (WINDOW, BUFFER), &progress, on_batch)
+            read_mapped(&file, size, (window, BUFFER), &progress, on_batch)
         }
         _ => {
             let input = Counting {
