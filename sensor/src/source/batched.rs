@@ -182,16 +182,22 @@ fn read_mapped(
             .map(|m| Arc::new(Held::Mapped(m)))
             .map_err(|e| ReadError::Named(format!("cannot map: {e}")))
     };
-    let first = map(0, window.min(size as usize))?;
+    let first_len = window.min(size as usize);
+    let first = map(0, first_len)?;
     let (header_len, parser, link) = file_header(&first)?;
-    drop(first);
+    let mut first = Some(first);
     let mut stats = FileStats::default();
     let mut pos = header_len as u64;
     let mut want = window;
     loop {
         let base = pos / page * page;
         let len = (want as u64).min(size - base) as usize;
-        let win = map(base, len)?;
+        // The window the file header was read from serves as the first (same place,
+        // same length).
+        let win = match first.take() {
+            Some(w) if base == 0 && len == first_len => w,
+            _ => map(base, len)?,
+        };
         let skip = (pos - base) as usize;
         // Once a vanished page has been read (as zeros), nothing more is handed on.
         let (stop, consumed) = parse_buffered::<true>(&parser, &win[skip..], &mut stats, |b| {
