@@ -102,17 +102,14 @@ pub fn prefetch_to_l2(p: *const u8) {
 /// is a TLB shootdown: an interrupt to every other core (a VM exit each, in a VM).
 /// A hint only: on an older kernel nothing changes but speed.
 pub fn populate_for_write(ptr: *const u8, bytes: usize) {
-    const PAGE: usize = 4096;
-    let start = ptr as usize;
-    let aligned = start.next_multiple_of(PAGE);
-    let len = (start + bytes).saturating_sub(aligned) / PAGE * PAGE;
+    let (start, len) = whole_pages(ptr, bytes);
     if len == 0 {
         return;
     }
     // SAFETY: the range lies inside one live, writable allocation of the caller's;
     // populating changes no contents and no protections.
     unsafe {
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
+        libc::madvise(start, len, libc::MADV_POPULATE_WRITE);
     }
 }
 
@@ -121,16 +118,40 @@ pub fn populate_for_write(ptr: *const u8, bytes: usize) {
 /// with 4 KiB pages nearly every lookup in a large table also misses the TLB, which in
 /// a VM costs a nested page walk. A hint only: failure changes nothing but speed.
 pub fn advise_huge_pages(ptr: *const u8, bytes: usize) {
-    const PAGE: usize = 4096;
     if bytes < (4 << 20) {
         return;
     }
-    let start = ptr as usize;
-    let aligned = start.next_multiple_of(PAGE);
-    let len = (start + bytes).saturating_sub(aligned) / PAGE * PAGE;
+    let (start, len) = whole_pages(ptr, bytes);
     // SAFETY: the range lies inside one live allocation of the caller's; MADV_HUGEPAGE
     // changes no contents and no protections.
     unsafe {
-        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        libc::madvise(start, len, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// The whole 4 KiB pages inside `[ptr, ptr + bytes)` (what `madvise` takes): their
+/// first address and their length, 0 when there is none.
+fn whole_pages(ptr: *const u8, bytes: usize) -> (*mut libc::c_void, usize) {
+    const PAGE: usize = 4096;
+    let start = ptr as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let len = (start + bytes).saturating_sub(aligned) / PAGE * PAGE;
+    (aligned as *mut libc::c_void, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_pages;
+
+    /// Only whole pages inside the range: the partial pages at either end are left
+    /// out, and a range inside one page gives nothing.
+    #[test]
+    fn whole_pages_are_the_aligned_inside_of_a_range() {
+        let at = |a: usize| a as *const u8;
+        assert_eq!(whole_pages(at(0x1000), 0x3000), (0x1000 as _, 0x3000));
+        assert_eq!(whole_pages(at(0x1001), 0x3000), (0x2000 as _, 0x2000));
+        assert_eq!(whole_pages(at(0x1fff), 0x2002), (0x2000 as _, 0x2000));
+        assert_eq!(whole_pages(at(0x1001), 0xffe).1, 0);
+        assert_eq!(whole_pages(at(0x1001), 0).1, 0);
     }
 }
