@@ -145,7 +145,7 @@ impl End {
 
 /// The hasher of flow keys. One fixed instance per process (not per table) so that the
 /// fan-out core and the workers agree on a key's hash.
-pub(super) fn hasher() -> &'static hashbrown::DefaultHashBuilder {
+fn hasher() -> &'static hashbrown::DefaultHashBuilder {
     static H: std::sync::OnceLock<hashbrown::DefaultHashBuilder> = std::sync::OnceLock::new();
     H.get_or_init(hashbrown::DefaultHashBuilder::default)
 }

@@ -23,6 +23,7 @@ mod tcp;
 mod tunnel;
 
 pub use link::LinkType;
+pub(crate) use plain::HEADERS as PLAIN_HEADER_BYTES;
 pub use tcp::{TcpFlags, TcpOptions};
 pub use tunnel::{Tunnel, TunnelPorts, MAX_MPLS_LABELS, MAX_TUNNEL_DEPTH};
 

@@ -15,8 +15,9 @@ use super::ip::IpView;
 use super::{tcp, Packet, TcpFlags};
 use rstwatch_schema::IpBytes;
 
-/// Ethernet (14 bytes), IPv4 without options (20) and TCP's fixed header (20).
-const HEADERS: usize = 54;
+/// Ethernet (14 bytes), IPv4 without options (20) and TCP's fixed header (20): the
+/// headers of the frame this reads, and what `Engine::process_batch` prefetches.
+pub(crate) const HEADERS: usize = 54;
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
 
