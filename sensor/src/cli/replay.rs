@@ -221,7 +221,7 @@ pub(super) fn replay_files<S: Sink>(
     cfg: &EngineConfig,
     sink: &mut S,
 ) -> (usize, Vec<(&'static str, u64)>) {
-    let mut engine = Engine::new(cfg);
+    let mut engine = Engine::for_files(cfg);
     let (bad, other_blocks) = read_each(files, no_progress, |path, progress| {
         // Batches of frames, so the flow lookups of each batch overlap their misses.
         source::read_file_batched(path, progress, |link, frames| {

@@ -12,6 +12,14 @@
 //! per-flow budget at every capacity (twice the capacity would cost up to 16). Deletion shifts the following
 //! entries back (Knuth's algorithm R) instead of leaving tombstones, so probe lengths
 //! do not grow with churn.
+//!
+//! An index is either made at that full size ([`FlowIndex::with_capacity`], live
+//! capture) or starts small and doubles as flows arrive ([`FlowIndex::growing`],
+//! files). A full-size index of a million flows spreads a few thousand live flows over
+//! 8 MiB, one cache line and often one TLB entry per lookup; a grown one keeps them in
+//! the few hundred KiB they need (RESULTS.md, "A flow index sized to the flows"). Each
+//! doubling indexes every live flow again, which a file reader absorbs and a live
+//! receive ring at line rate would not.
 
 use crate::sys::{advise_huge_pages, populate_for_write, prefetch};
 
@@ -41,13 +49,36 @@ pub(super) struct FlowIndex {
     mask: usize,
     len: usize,
     capacity: usize,
+    /// Entries at which the bucket array doubles (`usize::MAX` once at full size).
+    grow_at: usize,
+}
+
+/// Buckets a growing index starts with: 256 KiB, well inside one core's L2.
+const START_BUCKETS: usize = 1 << 16;
+
+/// Buckets of an index at its full size for `capacity` slots: the power of two at or
+/// above 1.5 times the capacity.
+fn full_buckets(capacity: usize) -> usize {
+    (capacity.max(1) * 3 / 2 + 1).next_power_of_two()
 }
 
 impl FlowIndex {
-    /// An index for up to `capacity` slots (at most [`MAX_SLOTS`]), memory reserved now.
+    /// An index for up to `capacity` slots (at most [`MAX_SLOTS`]), at its full size
+    /// now: no lookup ever waits for a doubling.
     pub(super) fn with_capacity(capacity: usize) -> FlowIndex {
         let capacity = capacity.min(MAX_SLOTS);
-        let n = (capacity.max(1) * 3 / 2 + 1).next_power_of_two();
+        FlowIndex::sized(capacity, full_buckets(capacity))
+    }
+
+    /// An index for up to `capacity` slots that starts at [`START_BUCKETS`] and doubles
+    /// whenever half its buckets are taken, up to the full size (the caller calls
+    /// [`FlowIndex::grow`] when [`FlowIndex::is_due_to_grow`] says so).
+    pub(super) fn growing(capacity: usize) -> FlowIndex {
+        let capacity = capacity.min(MAX_SLOTS);
+        FlowIndex::sized(capacity, full_buckets(capacity).min(START_BUCKETS))
+    }
+
+    fn sized(capacity: usize, n: usize) -> FlowIndex {
         // Zeroed (empty) memory, huge pages for the same reason as the slab: lookups
         // land at random. Populated now: every bucket is read (a lookup) before it is
         // written (an insert), which on lazily mapped memory costs a second fault per
@@ -61,12 +92,43 @@ impl FlowIndex {
             mask: n - 1,
             len: 0,
             capacity,
+            grow_at: if n < full_buckets(capacity) {
+                n / 2
+            } else {
+                usize::MAX
+            },
         }
     }
 
-    /// Bytes of the bucket array.
+    /// Bytes of the bucket array at its full size (what a full table costs, whether
+    /// or not this index has grown to it yet).
     pub(super) fn reserved_bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<u32>()
+        full_buckets(self.capacity) * std::mem::size_of::<u32>()
+    }
+
+    /// Buckets now.
+    pub(super) fn buckets(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// True when the next insert should follow a [`FlowIndex::grow`].
+    #[inline]
+    pub(super) fn is_due_to_grow(&self) -> bool {
+        self.len >= self.grow_at
+    }
+
+    /// Doubles the bucket array (at most to the full size) and indexes `entries`
+    /// again: every indexed slot with its full hash (the index keeps only 8 bits).
+    pub(super) fn grow(&mut self, entries: impl Iterator<Item = (u64, u32)>) {
+        let n = (self.buckets.len() * 2).min(full_buckets(self.capacity));
+        let len = self.len;
+        // The old array goes first, so the two are never held at once.
+        self.buckets = Vec::new();
+        *self = FlowIndex::sized(self.capacity, n);
+        for (hash, slot) in entries {
+            self.insert(hash, slot);
+        }
+        assert_eq!(self.len, len, "a growing index lost or gained entries");
     }
 
     #[inline(always)]

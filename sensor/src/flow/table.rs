@@ -55,16 +55,29 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table for at most `capacity` flows, its memory reserved now.
+    /// A table for at most `capacity` flows, its memory reserved now and its index at
+    /// full size, so no packet ever waits for the index to grow (live capture).
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
+        FlowTable::with_index(capacity, FlowIndex::with_capacity(capacity), timeouts)
+    }
+
+    /// A table for at most `capacity` flows whose index starts small and doubles as
+    /// flows arrive, indexing every live flow again each time: for reading files,
+    /// where that pause costs nothing and a small index keeps lookups in the cache.
+    pub fn growing(capacity: usize, timeouts: Timeouts) -> FlowTable {
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        FlowTable::with_index(capacity, FlowIndex::growing(capacity), timeouts)
+    }
+
+    fn with_index(capacity: usize, index: FlowIndex, timeouts: Timeouts) -> FlowTable {
         let slab: Vec<Flow> = Vec::with_capacity(capacity);
         advise_huge_pages(
             slab.as_ptr() as *const u8,
             capacity * std::mem::size_of::<Flow>(),
         );
         FlowTable {
-            index: FlowIndex::with_capacity(capacity),
+            index,
             slab,
             free_head: NONE,
             capacity,
@@ -100,6 +113,11 @@ impl FlowTable {
     /// Bytes reserved by the index and the slab (what a full table costs).
     pub fn reserved_bytes(&self) -> usize {
         self.index.reserved_bytes() + self.slab.capacity() * std::mem::size_of::<Flow>()
+    }
+
+    /// Buckets of the index now (a growing table's doubles as flows arrive).
+    pub fn index_buckets(&self) -> usize {
+        self.index.buckets()
     }
 
     /// The slot of the flow with `key` (whose hash is `hash`), if it is tracked.
@@ -155,6 +173,9 @@ impl FlowTable {
     /// [`FlowTable::pick_victim`]); inserting into a full table is a bug.
     pub fn insert(&mut self, hash: u64, flow: Flow) -> u32 {
         assert!(!self.is_full(), "insert into a full flow table");
+        if self.index.is_due_to_grow() {
+            self.grow_index();
+        }
         let idx = if self.free_head != NONE {
             let i = self.free_head;
             self.free_head = self.slab[i as usize].dirs[0].base;
@@ -169,6 +190,19 @@ impl FlowTable {
         self.stats.created += 1;
         self.stats.max_live = self.stats.max_live.max(self.live as u64);
         idx
+    }
+
+    /// Doubles the index and indexes every live flow again, walking the slab in slot
+    /// order: the flows stream in, and only the new index is written at random.
+    #[cold]
+    fn grow_index(&mut self) {
+        let slab = &self.slab;
+        self.index.grow(
+            slab.iter()
+                .enumerate()
+                .filter(|(_, f)| f.is_live())
+                .map(|(i, f)| (super::hash_key(&f.key), i as u32)),
+        );
     }
 
     /// Removes the flow in slot `idx`.
@@ -260,5 +294,96 @@ impl FlowTable {
         (0..self.slab.len() as u32)
             .filter(|&i| self.slab[i as usize].is_live())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{hash_key, End};
+
+    fn key(n: u32) -> FlowKey {
+        let mut k = FlowKey::default();
+        k.lo = rstwatch_schema::IpBytes::from_v4([192, 0, 2, (n >> 16) as u8]);
+        k.hi = rstwatch_schema::IpBytes::from_v4([198, 51, 100, 1]);
+        k.lo_port = n as u16;
+        k.hi_port = 443;
+        k
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            half_open_us: 30_000_000,
+            established_us: 600_000_000,
+            closed_us: 10_000_000,
+        }
+    }
+
+    /// A growing table doubles its index several times under churn (flows closing while
+    /// others arrive) and finds exactly what a full-size table finds, in the same slots.
+    #[test]
+    fn a_growing_table_finds_what_a_full_one_finds() {
+        let cap = 1_000_000;
+        let mut full = FlowTable::new(cap, timeouts());
+        let mut grown = FlowTable::growing(cap, timeouts());
+        let start = grown.index_buckets();
+        let mut live: Vec<u32> = Vec::new();
+        let mut x = 7u64;
+        for n in 0..250_000u32 {
+            let k = key(n);
+            let h = hash_key(&k);
+            let a = full.insert(h, Flow::new(k, End::Lo, i64::from(n)));
+            let b = grown.insert(h, Flow::new(k, End::Lo, i64::from(n)));
+            assert_eq!(a, b);
+            live.push(n);
+            // Close one flow in five, at random, so slots are reused while it grows.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x.is_multiple_of(5) {
+                let gone = live.swap_remove((x >> 8) as usize % live.len());
+                let k = key(gone);
+                let slot = full.find(&k, hash_key(&k)).expect("live in the full table");
+                assert_eq!(grown.find(&k, hash_key(&k)), Some(slot));
+                full.remove(slot);
+                grown.remove(slot);
+            }
+        }
+        assert!(
+            grown.index_buckets() >= start * 8,
+            "{start} -> {} buckets",
+            grown.index_buckets()
+        );
+        assert!(grown.index_buckets() < full.index_buckets());
+        assert_eq!(grown.reserved_bytes(), full.reserved_bytes());
+        assert_eq!(grown.len(), live.len());
+        for n in (0..250_000).step_by(7) {
+            let k = key(n);
+            assert_eq!(
+                grown.find(&k, hash_key(&k)),
+                full.find(&k, hash_key(&k)),
+                "flow {n}"
+            );
+        }
+    }
+
+    /// Growth stops at the full size, and a growing table still fills to its capacity.
+    #[test]
+    fn a_growing_table_fills_to_its_capacity() {
+        let cap = 100_000;
+        let mut t = FlowTable::growing(cap, timeouts());
+        for n in 0..cap as u32 {
+            let k = key(n);
+            t.insert(hash_key(&k), Flow::new(k, End::Lo, 0));
+        }
+        assert!(t.is_full());
+        assert_eq!(
+            t.index_buckets(),
+            FlowTable::new(cap, timeouts()).index_buckets()
+        );
+        for n in 0..cap as u32 {
+            let k = key(n);
+            assert_eq!(t.find(&k, hash_key(&k)), Some(n));
+        }
     }
 }

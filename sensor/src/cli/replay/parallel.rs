@@ -119,7 +119,7 @@ fn work<W: Write>(
     recycle: Sender<Batch>,
     out: Arc<output::Shared<W>>,
 ) -> (Vec<(&'static str, u64)>, std::io::Result<u64>) {
-    let mut engine = Engine::new(cfg);
+    let mut engine = Engine::for_files(cfg);
     let mut sink = JsonLines::new(output::Chunks::new(out), select);
     for mut b in rx {
         let Some(buf) = b.buffer.take() else { continue };
