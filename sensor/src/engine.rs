@@ -83,7 +83,8 @@ impl Engine {
     /// starts small and doubles as flows arrive. A capture of fifty thousand flows then
     /// looks its flows up in a few hundred KiB instead of the 8 MiB a million-flow
     /// index spreads them over; each doubling pauses the engine to index its live flows
-    /// again (milliseconds at a million), which only a live ring would notice.
+    /// again (14 ms for the last one on the way to a million flows, `engine_bench`),
+    /// which only a live ring would notice.
     pub fn for_files(cfg: &EngineConfig) -> Engine {
         Engine::with_table(
             cfg,

@@ -13,7 +13,11 @@
 //! 3. steady-state throughput with `--flows` concurrent flows (default 1,000,000) in the
 //!    table: data packets on those flows interleaved with the `mixed` scenario capture
 //!    (all held in memory), against a parse-only pass over the same frames in the same
-//!    run (the ratio is the figure to compare across machines; these VMs are noisy).
+//!    run (the ratio is the figure to compare across machines; these VMs are noisy);
+//! 4. the flow index of `replay`, which starts small and doubles (`Engine::for_files`):
+//!    filling a table with `--flows` flows, its longest single insert (the pause of the
+//!    last doubling) and the whole fill against a table whose index is at full size,
+//!    each twice, alternating (the first table also pays for fresh memory).
 
 use rstwatch_sensor::gen::packet::{build, Wire, ACK, PSH, SYN};
 use rstwatch_sensor::gen::{self, GenOptions, Scenario};
@@ -297,4 +301,43 @@ fn main() {
         sink.anomalies,
         engine_s / parse_s
     );
+    index_growth(flows, capacity as usize);
+}
+
+/// Fills a full-size and a growing flow table with `flows` flows (keys of [`tuple`]),
+/// straight through `FlowTable::insert`, twice each, alternating, and prints each
+/// fill's rate and longest insert: for the growing one, the pause of its last doubling.
+fn index_growth(flows: u64, capacity: usize) {
+    use rstwatch_schema::IpBytes;
+    use rstwatch_sensor::flow::{hash_key, End, Flow, FlowKey, FlowTable, Timeouts};
+    let timeouts = Timeouts::from_config(&EngineConfig::default());
+    let flows = flows.min(capacity as u64);
+    for growing in [false, true, false, true] {
+        let mut table = if growing {
+            FlowTable::growing(capacity, timeouts)
+        } else {
+            FlowTable::new(capacity, timeouts)
+        };
+        let mut longest = std::time::Duration::ZERO;
+        let t = Instant::now();
+        for k in 0..flows {
+            let (client, port, server) = tuple(k);
+            let mut key = FlowKey::default();
+            key.lo = IpBytes::from_v4(client.octets());
+            key.hi = IpBytes::from_v4(server.octets());
+            key.lo_port = port;
+            key.hi_port = SERVER_PORT;
+            let hash = hash_key(&key);
+            let one = Instant::now();
+            table.insert(hash, Flow::new(key, End::Lo, T0));
+            longest = longest.max(one.elapsed());
+        }
+        println!(
+            "index {}: {flows} flows inserted at {:.2} M/s, longest insert {:.2} ms, {} buckets",
+            if growing { "growing  " } else { "full size" },
+            flows as f64 / t.elapsed().as_secs_f64() / 1e6,
+            longest.as_secs_f64() * 1e3,
+            table.index_buckets()
+        );
+    }
 }
