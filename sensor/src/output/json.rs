@@ -5,28 +5,26 @@
 //! crate, `collect_str` through `fmt` for every address and flag set) cost more per
 //! record than the engine spent on the packets behind it. Here integers go through
 //! `itoa`, IPv4 addresses and dates are formatted directly (the date text of the last
-//! two seconds is kept). Anomalies (rare, with floats) keep serde.
+//! day is kept). Anomalies (rare, with floats) keep serde.
 //! `tests::same_bytes_as_serde` holds the two forms equal on random records.
 
 use rstwatch_schema::timefmt::rfc3339_micros;
 use rstwatch_schema::{FlowRecord, IpBytes, RstEvent};
 
-/// Formats records into a caller's buffer; keeps the date text of the last two seconds.
+/// Formats records into a caller's buffer; keeps the date text of the last day.
 pub(super) struct JsonFormat {
-    /// Two whole seconds and their `YYYY-MM-DDTHH:MM:SS` text (an empty entry holds
-    /// `i64::MIN`, which no timestamp's second is). Two, not one: a flow record's
-    /// start and end usually fall in different seconds, and the records around it
-    /// in the same two, so with one entry nearly every timestamp missed.
-    seconds: [(i64, [u8; 19]); 2],
-    /// The entry used less recently: the one a new second replaces.
-    older: usize,
+    /// A day (since the epoch) and its `YYYY-MM-DDT` text (`i64::MIN`, which no
+    /// timestamp's day is, until the first). A day, not a second: a flow record's start
+    /// and end, and the records written around it, fall in many different seconds
+    /// (with two seconds kept, most timestamps still missed), nearly always in one day;
+    /// the time of day is three table lookups.
+    day: (i64, [u8; 11]),
 }
 
 impl Default for JsonFormat {
     fn default() -> JsonFormat {
         JsonFormat {
-            seconds: [(i64::MIN, [0; 19]); 2],
-            older: 0,
+            day: (i64::MIN, [0; 11]),
         }
     }
 }
@@ -109,38 +107,28 @@ impl JsonFormat {
     }
 
     /// A quoted RFC 3339 timestamp with six fractional digits, as `timefmt` prints it.
+    #[inline]
     fn ts(&mut self, ts_us: i64, out: &mut Vec<u8>) {
         let secs = ts_us.div_euclid(1_000_000);
         let micros = ts_us.rem_euclid(1_000_000) as usize;
-        let date = match self.seconds {
-            [(s, text), _] if s == secs => {
-                self.older = 1;
-                text
-            }
-            [_, (s, text)] if s == secs => {
-                self.older = 0;
-                text
-            }
-            _ => match date_text(secs) {
-                Some(text) => {
-                    self.seconds[self.older] = (secs, text);
-                    self.older ^= 1;
-                    text
-                }
+        let day = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400) as usize;
+        if day != self.day.0 {
+            match day_text(day) {
+                Some(text) => self.day = (day, text),
                 // Outside the formatter's range: its own fallback text.
                 None => return string(out, &rfc3339_micros(ts_us)),
-            },
-        };
-        // One fixed-size copy: `"` date `.` six digits `Z"`.
-        let mut t = [0u8; 29];
-        t[0] = b'"';
-        t[1..20].copy_from_slice(&date);
-        t[20] = b'.';
+            }
+        }
+        // One fixed-size copy: `"` date `T` time `.` six digits `Z"`.
+        let mut t = *b"\"YYYY-MM-DDTHH:MM:SS.uuuuuuZ\"";
+        t[1..12].copy_from_slice(&self.day.1);
+        t[12..14].copy_from_slice(&DIGIT_PAIRS[sod / 3600]);
+        t[15..17].copy_from_slice(&DIGIT_PAIRS[sod / 60 % 60]);
+        t[18..20].copy_from_slice(&DIGIT_PAIRS[sod % 60]);
         t[21..23].copy_from_slice(&DIGIT_PAIRS[micros / 10_000]);
         t[23..25].copy_from_slice(&DIGIT_PAIRS[micros / 100 % 100]);
         t[25..27].copy_from_slice(&DIGIT_PAIRS[micros % 100]);
-        t[27] = b'Z';
-        t[28] = b'"';
         out.extend_from_slice(&t);
     }
 }
@@ -148,14 +136,13 @@ impl JsonFormat {
 /// Seconds of 10000-01-01T00:00:00Z: the formatter prints four-digit years below it.
 const YEAR_10000: i64 = 253_402_300_800;
 
-/// `YYYY-MM-DDTHH:MM:SS` of a whole second from 1970 to 9999 (what
-/// [`rfc3339_micros`] prints there), or `None` outside, where that formatter's own
-/// text is used. Days to a civil date: Howard Hinnant's `civil_from_days`.
-fn date_text(secs: i64) -> Option<[u8; 19]> {
-    if !(0..YEAR_10000).contains(&secs) {
+/// `YYYY-MM-DDT` of a day since the epoch from 1970 to 9999 (what [`rfc3339_micros`]
+/// prints there), or `None` outside, where that formatter's own text is used. Days to
+/// a civil date: Howard Hinnant's `civil_from_days`.
+fn day_text(days: i64) -> Option<[u8; 11]> {
+    if !(0..YEAR_10000 / 86_400).contains(&days) {
         return None;
     }
-    let (days, sod) = (secs / 86_400, secs % 86_400);
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
@@ -165,7 +152,7 @@ fn date_text(secs: i64) -> Option<[u8; 19]> {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut t = *b"0000-00-00T00:00:00";
+    let mut t = *b"0000-00-00T";
     let mut put = |at: usize, width: usize, mut v: i64| {
         for d in t[at..at + width].iter_mut().rev() {
             *d = b'0' + (v % 10) as u8;
@@ -175,9 +162,6 @@ fn date_text(secs: i64) -> Option<[u8; 19]> {
     put(0, 4, year);
     put(5, 2, month);
     put(8, 2, day);
-    put(11, 2, sod / 3600);
-    put(14, 2, sod / 60 % 60);
-    put(17, 2, sod % 60);
     Some(t)
 }
 
@@ -393,14 +377,14 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
-        /// One formatter over a run of records whose times fall in a few neighbouring
-        /// seconds (and now and then far away), as in a capture: the two cached
-        /// seconds are hit, replaced and hit again, and every line is serde's.
+        /// One formatter over a run of records whose times fall in neighbouring
+        /// seconds of one to three days (and now and then far away), as in a capture:
+        /// the cached day is hit, replaced and hit again, and every line is serde's.
         #[test]
         fn records_in_sequence_same_bytes_as_serde(
             base in 0i64..4_102_444_800,
             recs in prop::collection::vec(
-                (flow_record(), 0i64..4, 0i64..4, 0i64..1_000_000, 0i64..1_000_000, 0u8..20),
+                (flow_record(), 0i64..100_000, 0i64..100_000, 0i64..1_000_000, 0i64..1_000_000, 0u8..20),
                 1..40,
             ),
         ) {
@@ -417,8 +401,7 @@ mod tests {
     }
 
     /// The date arithmetic against the reference formatter: every day from 1970 to
-    /// 2200 (all leap-year rules), then every 97th day to 9999, at a day's first and
-    /// last second.
+    /// 2200 (all leap-year rules), then every 97th day to 9999.
     #[test]
     fn dates_match_the_reference_formatter() {
         let last_day = YEAR_10000 / 86_400;
@@ -426,14 +409,30 @@ mod tests {
             .chain((84_000..last_day).step_by(97))
             .chain([last_day - 1]);
         for day in days {
-            for secs in [day * 86_400, day * 86_400 + 86_399] {
-                let want = rfc3339_micros(secs * 1_000_000);
-                let got = date_text(secs).map(|t| String::from_utf8(t.to_vec()).unwrap());
-                assert_eq!(got.as_deref(), Some(&want[..19]), "{secs}");
-            }
+            let want = rfc3339_micros(day * 86_400 * 1_000_000);
+            let got = day_text(day).map(|t| String::from_utf8(t.to_vec()).unwrap());
+            assert_eq!(got.as_deref(), Some(&want[..11]), "{day}");
         }
-        assert_eq!(date_text(YEAR_10000), None);
-        assert_eq!(date_text(-1), None);
+        assert_eq!(day_text(last_day), None);
+        assert_eq!(day_text(-1), None);
+    }
+
+    /// Every second of two days (one of them a leap day) through one formatter, and
+    /// the seconds around the ends of its range: the reference formatter's text.
+    #[test]
+    fn every_second_of_a_day_matches_the_reference_formatter() {
+        let mut fmt = JsonFormat::default();
+        let leap_day = 19_782 * 86_400; // 2024-02-29
+        let seconds = (leap_day - 1..leap_day + 86_401)
+            .chain(1_767_225_600 - 5..1_767_225_600 + 86_400)
+            .chain([-2, -1, 0, 1, YEAR_10000 - 1, YEAR_10000, YEAR_10000 + 1]);
+        for (i, secs) in seconds.enumerate() {
+            let us = secs * 1_000_000 + (i as i64 * 7919) % 1_000_000;
+            let mut got = Vec::new();
+            fmt.ts(us, &mut got);
+            let want = format!("\"{}\"", rfc3339_micros(us));
+            assert_eq!(String::from_utf8(got).unwrap(), want, "{us}");
+        }
     }
 
     /// Integers at the edges of the one-digit shortcut, in every integer field.
@@ -465,10 +464,10 @@ mod tests {
         }
     }
 
-    /// The per-second date cache: consecutive records in one second, the next second,
-    /// and a jump back all print what serde prints.
+    /// The per-day date cache: consecutive records in one second, the next second,
+    /// the next day and a jump back all print what serde prints.
     #[test]
-    fn cached_second_is_reused_and_replaced() {
+    fn cached_day_is_reused_and_replaced() {
         let mut fmt = JsonFormat::default();
         let mut e = RstEvent::new(
             0,
@@ -481,6 +480,8 @@ mod tests {
             1_767_225_600_000_001,
             1_767_225_600_999_999,
             1_767_225_601_000_000,
+            1_767_311_999_999_999,
+            1_767_312_000_000_000,
             5,
         ] {
             e.ts_us = ts;
