@@ -315,6 +315,11 @@ impl Engine {
         self.table.reserved_bytes()
     }
 
+    /// Buckets of the flow table's index now (an engine for files grows it).
+    pub fn flow_index_buckets(&self) -> usize {
+        self.table.index_buckets()
+    }
+
     /// Flows currently tracked.
     pub fn flows_live(&self) -> usize {
         self.table.len()

@@ -2,7 +2,7 @@
 //! half-open flows before established ones.
 
 use rstwatch_schema::{CloseReason, ConnState, Record};
-use rstwatch_sensor::gen::packet::{build, Wire, ACK, FIN, PSH, SYN};
+use rstwatch_sensor::gen::packet::{build, Wire, ACK, FIN, PSH, RST, SYN};
 use rstwatch_sensor::parse::LinkType;
 use rstwatch_sensor::{Engine, EngineConfig};
 use std::net::{IpAddr, Ipv4Addr};
@@ -158,4 +158,68 @@ fn established_flows_survive_a_syn_flood() {
         assert_eq!(f.history, "ShADFf", "{f:?}");
     }
     assert!(e.raw_counters().flows_evicted > 15_000);
+}
+
+/// `replay`'s engine (`Engine::for_files`), whose flow index starts small and doubles
+/// as flows arrive, gives the records and counters of a live engine's full-size index,
+/// in the same order: 70,000 connections in a table of 60,000 (the index doubles, and
+/// flows are evicted and closed around the doubling), a tenth reset by the server, the
+/// rest half closed by FIN and half left open.
+#[test]
+fn a_growing_index_gives_the_records_of_a_full_one() {
+    let n = 70_000u32;
+    let client = |i: u32| ([198, 51, 100, (i % 200) as u8], 1024 + (i / 200) as u16);
+    let mut frames: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut t = 1_700_000_000_000_000i64;
+    let mut push = |f: Vec<u8>| {
+        t += 7;
+        frames.push((t, f));
+    };
+    for i in 0..n {
+        let (c, p) = client(i);
+        push(frame(c, p, SERVER, 80, SYN, 1000, 0, 0));
+        if i >= 200 {
+            // The server answers the connection opened 200 before: the flows overlap.
+            let (c, p) = client(i - 200);
+            push(frame(SERVER, 80, c, p, SYNACK, 5000, 1001, 0));
+            push(frame(c, p, SERVER, 80, PSH_ACK, 1001, 5001, 100));
+        }
+    }
+    for i in 0..n {
+        let (c, p) = client(i);
+        match i % 10 {
+            0 => push(frame(SERVER, 80, c, p, RST | ACK, 5001, 1101, 0)),
+            1..=5 => {
+                push(frame(c, p, SERVER, 80, FIN_ACK, 1101, 5001, 0));
+                push(frame(SERVER, 80, c, p, FIN_ACK, 5001, 1102, 0));
+            }
+            _ => push(frame(SERVER, 80, c, p, PSH_ACK, 5001, 1101, 300)),
+        }
+    }
+    let run = |mut e: Engine| {
+        let mut out: Vec<Record> = vec![];
+        let batch: Vec<(i64, &[u8])> = frames.iter().map(|(t, f)| (*t, &f[..])).collect();
+        for chunk in batch.chunks(64) {
+            e.process_batch(LinkType::Ethernet, chunk, &mut out);
+        }
+        let buckets = e.flow_index_buckets();
+        e.finish(&mut out);
+        (out, e.counters(), buckets)
+    };
+    let cfg = cfg(60_000);
+    let (want, want_counters, full) = run(Engine::new(&cfg));
+    let (got, got_counters, grown) = run(Engine::for_files(&cfg));
+    assert!(want.len() > 70_000, "{} records", want.len());
+    let evicted = want_counters.iter().find(|(k, _)| *k == "flows_evicted");
+    assert!(
+        evicted.is_some_and(|&(_, v)| v > 5_000),
+        "the table filled: {evicted:?}"
+    );
+    assert!(Engine::for_files(&cfg).flow_index_buckets() < full);
+    assert_eq!(grown, full, "the growing index grew to the full size");
+    assert_eq!(got_counters, want_counters);
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "record {i}");
+    }
 }
