@@ -15,7 +15,7 @@
 //!
 //! An index is either made at that full size ([`FlowIndex::with_capacity`], live
 //! capture) or starts small and doubles as flows arrive ([`FlowIndex::growing`],
-//! files). A full-size index of a million flows spreads a few thousand live flows over
+//! files). A full-size index of a million flows spreads tens of thousands of flows over
 //! 8 MiB, one cache line and often one TLB entry per lookup; a grown one keeps them in
 //! the few hundred KiB they need (RESULTS.md, "A flow index sized to the flows"). Each
 //! doubling indexes every live flow again, which a file reader absorbs and a live
