@@ -312,11 +312,7 @@ mod tests {
     }
 
     fn timeouts() -> Timeouts {
-        Timeouts {
-            half_open_us: 30_000_000,
-            established_us: 600_000_000,
-            closed_us: 10_000_000,
-        }
+        Timeouts::from_config(&crate::EngineConfig::default())
     }
 
     /// A growing table doubles its index several times under churn (flows closing while

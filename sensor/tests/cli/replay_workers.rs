@@ -179,9 +179,9 @@ fn workers_give_the_records_of_one_engine() {
     }
 }
 
-/// A capture large enough to be mapped (over 16 MiB, several 4 MiB windows): the
-/// workers read their frames from windows the reader has already left, and still give
-/// one engine's records.
+/// A capture large enough to be mapped (over 16 MiB: more than one of the workers'
+/// 16 MiB windows): the workers read their frames from windows the reader has already
+/// left, and still give one engine's records.
 #[test]
 fn workers_over_a_mapped_capture_give_the_records_of_one_engine() {
     let dir = tempfile::tempdir().unwrap();
