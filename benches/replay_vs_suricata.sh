@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Replay speed against Suricata on the same synthetic capture, side by side in one run,
 # both pinned to one core (issue 12). Prints each run's wall time, CPU time and peak
-# RSS, then the medians and the ratios. A third row per round, `read`, is the floor
-# under both: `dd` reading the file's bytes once on the same core (page cache to
-# /dev/null, nothing parsed); the summary says how much of rstwatch's time is above it
-# and what the 20x target leaves for the work itself.
+# RSS, then the medians and the ratios. The `read` rows are the floor under both:
+# `dd` reading the file's bytes once on the same core (page cache to /dev/null,
+# nothing parsed), run before each tool; the summary says how much of rstwatch's time
+# is above it and what the 20x target leaves for the work itself.
 #
 #   benches/replay_vs_suricata.sh [--runs N] [--cpu C] [--packets N] [--flows N]
 #                                 [--workers N] [--keep DIR]
@@ -57,17 +57,21 @@ sensor_cmd=("$sensor" replay --no-progress "$cap")
 [ "$workers" -gt 1 ] && sensor_cmd=("$sensor" replay --no-progress --workers "$workers" "$cap")
 printf '%-9s %4s %8s %8s %10s %12s\n' tool run wall_s cpu_s Mpps peak_rss_MiB
 : >"$work/results"
+# Each tool runs right after `dd`, so both start from the same state of the machine.
+# The order matters: in two rounds at 06:18 UTC on 2026-12-02, rstwatch right after
+# Suricata took 0.53-0.54 s (more of it system time), right after `dd` 0.44-0.47 s.
+row() {
+    local tool=$1 r=$2 w c m; shift 2
+    read -r w c m < <(timed "$@")
+    echo "$tool $w $c $m" >>"$work/results"
+    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' "$tool" "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+}
 for r in $(seq 1 "$runs"); do
+    row read "$r" dd if="$cap" of=/dev/null bs=1M status=none
     rm -rf "$work/suricata-log"; mkdir -p "$work/suricata-log"
-    read -r w c m < <(timed suricata -r "$cap" --runmode single -S /dev/null -k none -l "$work/suricata-log")
-    echo "suricata $w $c $m" >>"$work/results"
-    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' suricata "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
-    read -r w c m < <(timed "${sensor_cmd[@]}")
-    echo "rstwatch $w $c $m" >>"$work/results"
-    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' rstwatch "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
-    read -r w c m < <(timed dd if="$cap" of=/dev/null bs=1M status=none)
-    echo "read $w $c $m" >>"$work/results"
-    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' read "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+    row suricata "$r" suricata -r "$cap" --runmode single -S /dev/null -k none -l "$work/suricata-log"
+    row read "$r" dd if="$cap" of=/dev/null bs=1M status=none
+    row rstwatch "$r" "${sensor_cmd[@]}"
 done
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
