@@ -1,7 +1,8 @@
 //! The fast way through a pcap file: large reads into one buffer, and the frames handed
 //! on in batches that borrow from it (no copy, no allocation per packet), so `replay`
-//! can use [`Engine::process_batch`](crate::Engine::process_batch). pcapng files go
-//! through the frame-at-a-time reader, a frame per batch.
+//! can use [`Engine::process_batch`](crate::Engine::process_batch). Small or streamed
+//! pcapng files go through the frame-at-a-time reader, their frames copied into
+//! batches; large ones are mapped as below and read in place (`ng_blocks`).
 //!
 //! Records are decoded with `pcap-file`'s own slice parser, and every problem gets the
 //! message [`read_file`](super::read_file) gives for it.
@@ -12,13 +13,14 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 //!
-//! A regular pcap file of at least [`MAP_MIN`] bytes is not read but mapped, in
+//! A regular pcap or pcapng file of at least [`MAP_MIN`] bytes is not read but mapped, in
 //! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
 //! which also says what happens when the file shrinks meanwhile): no copy, and the
 //! records are parsed where the page cache holds them, with the bytes ahead
 //! prefetched. Each window is a buffer as above; consecutive windows overlap, so a
 //! record across a window's end is read whole from the next.
 
+use super::ng_blocks::{NgBlocks, NgStop};
 use super::record::RecordLayout;
 use super::{
     self as source, check_link, damage, explain, pcap_error, read_fully, Counting, FileStats,
@@ -118,7 +120,7 @@ pub fn read_file_shared(
 }
 
 /// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large
-/// regular pcap file.
+/// regular file.
 fn read_any(
     path: &Path,
     progress: Option<Progress>,
@@ -134,44 +136,52 @@ fn read_any(
     let n = read_fully(&mut file, &mut magic).map_err(|e| err(format!("cannot read: {e}")))?;
     // What was read to see the format, then the rest: a pipe cannot go back.
     let whole = |file: File| std::io::Cursor::new(magic).take(n as u64).chain(file);
-    if n < 4 || !PCAP_MAGICS.contains(&magic) {
-        // pcapng, or a problem the frame reader names.
-        let mut staged = Staged::default();
-        let r = source::read_stream(path, whole(file), progress, |f| {
-            staged.add(f, &mut on_batch)
-        });
-        staged.hand_on(&mut on_batch);
-        return r;
-    }
-    let progress = progress.unwrap_or_default();
+    let pcap = n == 4 && PCAP_MAGICS.contains(&magic);
+    let pcapng = n == 4 && magic == source::PCAPNG_MAGIC;
     let size = file
         .metadata()
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
-    let r = match size {
-        Some(size) if size >= MAP_MIN => {
-            read_mapped(&file, size, (window, BUFFER), &progress, on_batch)
-        }
-        _ => {
-            let input = Counting {
-                inner: whole(file),
-                progress,
-            };
-            read_pcap(input, (READ_STEP, BUFFER), on_batch)
+    let progress = progress.unwrap_or_default();
+    let diagnose = |e| {
+        if pcapng {
+            explain(e, || damage::pcapng(path))
+        } else {
+            explain(e, || damage::pcap(path))
         }
     };
-    r.map_err(|e| err(explain(e, || damage::pcap(path))))
+    if let Some(size) = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng)) {
+        return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
+            .map_err(|e| err(diagnose(e)));
+    }
+    if !pcap {
+        // A small or streamed pcapng file, or a problem the frame reader names.
+        let mut staged = Staged::default();
+        let r = source::read_stream(path, whole(file), Some(progress), |f| {
+            staged.add(f, &mut on_batch)
+        });
+        staged.hand_on(&mut on_batch);
+        return r;
+    }
+    let input = Counting {
+        inner: whole(file),
+        progress,
+    };
+    let r = read_pcap(input, (READ_STEP, BUFFER), on_batch);
+    r.map_err(|e| err(diagnose(e)))
 }
 
-/// Reads the pcap `file` of `size` bytes through mapped windows of `window` bytes,
-/// refusing records of more than `max` bytes. The same frames, batches and errors as
-/// [`read_pcap`]; a file that shrinks while it is read is an error once the frames
-/// before the change are handed on.
+/// Reads the pcap (or, with `pcapng`, pcapng) `file` of `size` bytes through mapped
+/// windows of `window` bytes, refusing records (blocks) of more than `max` bytes. The
+/// same frames, batches and errors as [`read_pcap`] (pcapng: as the frame reader); a
+/// file that shrinks while it is read is an error once the frames before the change
+/// are handed on.
 fn read_mapped(
     file: &File,
     size: u64,
     (window, max): (usize, usize),
+    pcapng: bool,
     progress: &Progress,
     mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, ReadError> {
@@ -184,7 +194,13 @@ fn read_mapped(
     };
     let first_len = window.min(size as usize);
     let first = map(0, first_len)?;
-    let (header_len, parser, link) = file_header(&first)?;
+    let (header_len, mut format) = if pcapng {
+        let (len, blocks) = NgBlocks::new(&first)?;
+        (len, Format::PcapNg(blocks))
+    } else {
+        let (len, parser, link) = file_header(&first)?;
+        (len, Format::Pcap(parser, link))
+    };
     let mut first = Some(first);
     let mut stats = FileStats::default();
     let mut pos = header_len as u64;
@@ -200,11 +216,29 @@ fn read_mapped(
         };
         let skip = (pos - base) as usize;
         // Once a vanished page has been read (as zeros), nothing more is handed on.
-        let (stop, consumed) = parse_buffered::<true>(&parser, &win[skip..], &mut stats, |b| {
-            if !changed.load(Ordering::SeqCst) {
-                on_batch(link, &win, b)
+        let bytes = &win[skip..];
+        let (stop, consumed) = match &mut format {
+            Format::Pcap(parser, link) => {
+                let link = *link;
+                parse_buffered::<true>(parser, bytes, &mut stats, |b| {
+                    if !changed.load(Ordering::SeqCst) {
+                        on_batch(link, &win, b)
+                    }
+                })
             }
-        });
+            Format::PcapNg(blocks) => {
+                let (stop, consumed) = blocks.parse(bytes, &mut stats, |link, b| {
+                    if !changed.load(Ordering::SeqCst) {
+                        on_batch(link, &win, b)
+                    }
+                });
+                let stop = match stop {
+                    NgStop::NeedMore => Stop::NeedMore,
+                    NgStop::Failed(e) => Stop::Failed(e),
+                };
+                (stop, consumed)
+            }
+        };
         pos += consumed as u64;
         progress.store(pos, Ordering::Relaxed);
         if changed.load(Ordering::SeqCst) {
@@ -216,15 +250,20 @@ fn read_mapped(
             )));
         }
         let at_end = base + len as u64 == size;
+        let cut = |format: &Format| match format {
+            Format::Pcap(..) => damaged(&stats, &cut_short()),
+            Format::PcapNg(blocks) => blocks.cut_short(),
+        };
         match stop {
             Stop::Bad(e) => return Err(damaged(&stats, &e)),
+            Stop::Failed(e) => return Err(e),
             Stop::NeedMore if pos == size => return Ok(stats),
-            Stop::NeedMore if at_end => return Err(damaged(&stats, &cut_short())),
+            Stop::NeedMore if at_end => return Err(cut(&format)),
             // A record longer than the window: once more with room for the largest
             // record the read path takes, then it is refused as there.
             Stop::NeedMore if consumed == 0 => {
                 if len - skip >= max {
-                    return Err(damaged(&stats, &cut_short()));
+                    return Err(cut(&format));
                 }
                 want = skip + max;
             }
@@ -271,6 +310,14 @@ enum Stop {
     /// The next record continues past the bytes read so far (or there are none left).
     NeedMore,
     Bad(PcapError),
+    /// A pcapng block the reader refused, with its message.
+    Failed(ReadError),
+}
+
+/// The format of a mapped file and the state of its reader.
+enum Format {
+    Pcap(PcapParser, LinkType),
+    PcapNg(NgBlocks),
 }
 
 /// Reads the pcap in `input` with reads of `step` bytes into buffers of up to `max`.
@@ -293,6 +340,7 @@ fn read_pcap<R: Read>(
         pos += consumed;
         match stop {
             Stop::Bad(e) => return Err(damaged(&stats, &e)),
+            Stop::Failed(e) => return Err(e),
             Stop::NeedMore if pos == len && eof => return Ok(stats),
             Stop::NeedMore if eof || (pos == 0 && len == max) => {
                 return Err(damaged(&stats, &cut_short()))
@@ -421,16 +469,7 @@ fn parse_buffered<'a, const PREFETCH: bool>(
     let mut fetched = 0;
     let stop = loop {
         if PREFETCH {
-            let ahead = (bytes.len() - slice.len() + PREFETCH_AHEAD).min(bytes.len());
-            // Two lines a turn, by address (a hint needs no bounds check; the second
-            // may fall one line past the end, harmlessly): ten lines of an average
-            // frame cost 20 fewer instructions than a checked turn per line.
-            while fetched < ahead {
-                let at = bytes.as_ptr().wrapping_add(fetched);
-                sys::prefetch_to_l2(at);
-                sys::prefetch_to_l2(at.wrapping_add(64));
-                fetched += 128;
-            }
+            prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
         }
         if slice.is_empty() {
             break Stop::NeedMore;
@@ -455,6 +494,22 @@ fn parse_buffered<'a, const PREFETCH: bool>(
         on_batch(&batch[..n]);
     }
     (stop, bytes.len() - slice.len())
+}
+
+/// Prefetches `bytes` into L2 up to [`PREFETCH_AHEAD`] past offset `at`, from
+/// `fetched` on (advanced): mapped windows, whose records are not in the cache yet.
+#[inline(always)]
+pub(super) fn prefetch_ahead(bytes: &[u8], at: usize, fetched: &mut usize) {
+    let ahead = (at + PREFETCH_AHEAD).min(bytes.len());
+    // Two lines a turn, by address (a hint needs no bounds check; the second may fall
+    // one line past the end, harmlessly): ten lines of an average frame cost 20 fewer
+    // instructions than a checked turn per line.
+    while *fetched < ahead {
+        let p = bytes.as_ptr().wrapping_add(*fetched);
+        sys::prefetch_to_l2(p);
+        sys::prefetch_to_l2(p.wrapping_add(64));
+        *fetched += 128;
+    }
 }
 
 #[cfg(test)]
@@ -528,6 +583,11 @@ mod tests {
     /// Reads `p` through mapped windows of `sizes` (window, largest record), as
     /// `read_file_batched` does a large file: frames and the error text.
     fn mapped(p: &Path, sizes: (usize, usize)) -> (Frames, Option<String>) {
+        mapped_as(p, sizes, false)
+    }
+
+    /// [`mapped`] of a pcap (`pcapng` false) or pcapng file.
+    fn mapped_as(p: &Path, sizes: (usize, usize), pcapng: bool) -> (Frames, Option<String>) {
         let file = File::open(p).unwrap();
         let size = file.metadata().unwrap().len();
         let mut seen = vec![];
@@ -535,13 +595,18 @@ mod tests {
             &file,
             size,
             sizes,
+            pcapng,
             &Progress::default(),
             |link, _, frames| {
                 assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
                 seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             },
         );
-        (seen, r.err().map(|e| explain(e, || damage::pcap(p))))
+        let diagnose = |e| match pcapng {
+            true => explain(e, || damage::pcapng(p)),
+            false => explain(e, || damage::pcap(p)),
+        };
+        (seen, r.err().map(diagnose))
     }
 
     /// Windows far smaller than the file (records across every window's end), the
@@ -627,6 +692,7 @@ mod tests {
             &file,
             size,
             (16 * page, BUFFER),
+            false,
             &Progress::default(),
             |link, _, frames| {
                 let first = seen.is_empty();
@@ -778,10 +844,31 @@ mod tests {
     /// link type, through interfaces of two link types interleaved.
     #[test]
     fn pcapng_frames_in_order_across_link_types() {
-        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        let f = write_tmp(&pcapng(Endianness::Big));
+        let (want, none) = one_by_one(f.path());
+        let (got, err, calls) = batched(f.path());
+        assert_eq!((none, err), (None, None));
+        assert_eq!(want.len(), 300);
+        assert_eq!(got, want);
+        // Batches break at each change of link type, else hold READ_BATCH frames.
+        assert!(calls > 300 / READ_BATCH && calls < 300, "{calls}");
+    }
+
+    /// A pcapng file of 300 frames in runs of 70 on two interfaces of different link
+    /// types, a name resolution block among them (neither interface nor packet).
+    fn pcapng(endianness: Endianness) -> Vec<u8> {
+        use pcap_file::pcapng::blocks::enhanced_packet::{
+            EnhancedPacketBlock, EnhancedPacketOption,
+        };
         use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        use pcap_file::pcapng::blocks::name_resolution::NameResolutionBlock;
+        use pcap_file::pcapng::blocks::section_header::SectionHeaderBlock;
         use pcap_file::pcapng::PcapNgWriter;
-        let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+        let section = SectionHeaderBlock {
+            endianness,
+            ..SectionHeaderBlock::default()
+        };
+        let mut w = PcapNgWriter::with_section_header(Vec::new(), section).unwrap();
         for linktype in [DataLink::ETHERNET, DataLink::RAW] {
             let idb = InterfaceDescriptionBlock {
                 linktype,
@@ -798,17 +885,121 @@ mod tests {
                 timestamp: Duration::from_micros(1_767_225_600_000_000 + u64::from(i)),
                 original_len: data.len() as u32,
                 data: std::borrow::Cow::Owned(data),
-                options: vec![],
+                // Every tenth with an option: read by pcap-file's parser, not by hand.
+                options: match i % 10 {
+                    9 => vec![EnhancedPacketOption::Flags(1)],
+                    _ => vec![],
+                },
             };
             w.write_pcapng_block(epb).unwrap();
+            if i == 150 {
+                let nrb = NameResolutionBlock {
+                    records: vec![],
+                    options: vec![],
+                };
+                w.write_pcapng_block(nrb).unwrap();
+            }
         }
-        let f = write_tmp(&w.into_inner());
-        let (want, none) = one_by_one(f.path());
-        let (got, err, calls) = batched(f.path());
-        assert_eq!((none, err), (None, None));
-        assert_eq!(want.len(), 300);
-        assert_eq!(got, want);
-        // Batches break at each change of link type, else hold READ_BATCH frames.
-        assert!(calls > 300 / READ_BATCH && calls < 300, "{calls}");
+        w.into_inner()
+    }
+
+    /// A pcapng file through mapped windows far smaller than it (blocks across every
+    /// window's end), in either byte order and with two sections of different byte
+    /// orders, cut anywhere: the frames, link types and message of the frame reader.
+    #[test]
+    fn mapped_pcapng_gives_the_frames_and_messages_of_the_frame_reader() {
+        let page = sys::page_size();
+        let two_sections = [pcapng(Endianness::Little), pcapng(Endianness::Big)].concat();
+        for full in [
+            pcapng(Endianness::Big),
+            pcapng(Endianness::Little),
+            two_sections,
+        ] {
+            let frames = if full.len() > pcapng(Endianness::Big).len() {
+                600
+            } else {
+                300
+            };
+            let mut rng = fastrand::Rng::with_seed(7);
+            let cuts = [full.len() / 2, full.len() - 1, full.len()];
+            let random = (0..12).map(|_| rng.usize(40..full.len()));
+            for cut in cuts.into_iter().chain(random) {
+                let f = write_tmp(&full[..cut]);
+                let (want, want_err) = one_by_one(f.path());
+                for sizes in [(page, BUFFER), (3 * page, BUFFER), (page, 2 * page)] {
+                    let (got, err) = mapped_as(f.path(), sizes, true);
+                    assert_eq!(got, want, "{frames} frames, cut at {cut}, {sizes:?}");
+                    assert_eq!(err, want_err, "{frames} frames, cut at {cut}, {sizes:?}");
+                }
+                if cut == full.len() {
+                    assert_eq!((want.len(), want_err), (frames, None));
+                }
+            }
+        }
+    }
+
+    /// Random damage (bytes overwritten anywhere, the file cut anywhere) read through
+    /// small mapped windows gives the frames and message of the frame reader, for
+    /// pcapng (blocks read by hand or by pcap-file) and pcap alike; never a panic.
+    #[test]
+    fn mapped_reads_of_damaged_files_match_the_frame_reader() {
+        let page = sys::page_size();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let originals = [
+            (pcapng(Endianness::Little), true),
+            (pcapng(Endianness::Big), true),
+            (
+                capture(200, Endianness::Little, TsResolution::MicroSecond),
+                false,
+            ),
+        ];
+        for _ in 0..100 {
+            let (original, is_ng) = &originals[rng.usize(..originals.len())];
+            let mut bytes = original.clone();
+            // Past the file header, which is checked apart.
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(32..bytes.len());
+                bytes[at] = rng.u8(..);
+            }
+            bytes.truncate(rng.usize(bytes.len() / 2..=bytes.len()));
+            let f = write_tmp(&bytes);
+            let (want, want_err) = one_by_one(f.path());
+            let (got, err) = mapped_as(f.path(), (page, 2 * page), *is_ng);
+            assert_eq!((got.len(), &err), (want.len(), &want_err));
+            assert_eq!(got, want);
+        }
+    }
+
+    /// Damage the pcapng parser names: a block whose length is not a multiple of four,
+    /// a packet naming an interface never described, a trailing length that differs, a
+    /// packet longer than its block. Same message mapped as read.
+    #[test]
+    fn mapped_pcapng_refuses_what_the_frame_reader_refuses() {
+        let page = sys::page_size();
+        let full = pcapng(Endianness::Big);
+        // The first enhanced packet block: after the section header and the two
+        // interface descriptions (each block's length is its second word).
+        let len_at = |at: usize| u32::from_be_bytes(full[at + 4..at + 8].try_into().unwrap());
+        let mut at = 0;
+        for _ in 0..3 {
+            at += len_at(at) as usize;
+        }
+        assert_eq!(&full[at..at + 4], &6u32.to_be_bytes());
+        let mut odd_length = full.clone();
+        odd_length[at + 7] |= 1;
+        let mut no_interface = full.clone();
+        no_interface[at + 8..at + 12].copy_from_slice(&9u32.to_be_bytes());
+        let mut other_trailer = full.clone();
+        let end = at + len_at(at) as usize;
+        other_trailer[end - 1] ^= 4;
+        let mut data_past_block = full.clone();
+        data_past_block[at + 20..at + 24].copy_from_slice(&4096u32.to_be_bytes());
+        for bad in [odd_length, no_interface, other_trailer, data_past_block] {
+            let f = write_tmp(&bad);
+            let (want, want_err) = one_by_one(f.path());
+            assert!(want_err.is_some());
+            let (got, err) = mapped_as(f.path(), (page, BUFFER), true);
+            assert_eq!((got, err), (want, want_err));
+        }
     }
 }

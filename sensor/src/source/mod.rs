@@ -6,6 +6,7 @@
 
 mod batched;
 mod damage;
+mod ng_blocks;
 mod record;
 
 pub use batched::{read_file_batched, read_file_shared, SharedBuffer, READ_BATCH};
@@ -17,6 +18,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 };
 use pcap_file::pcapng::{Block, PcapNgReader};
 use pcap_file::PcapError;
+use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -233,6 +235,10 @@ fn read_pcapng<R: Read>(
     Ok(stats)
 }
 
+/// A packet block's frame: time in microseconds, link type and the data, borrowed from
+/// the bytes the block was parsed from.
+type BlockFrame<'a> = (i64, LinkType, Cow<'a, [u8]>);
+
 /// The interfaces of the current pcapng section, in the order they were described:
 /// link type and timestamp units per second.
 #[derive(Default)]
@@ -266,43 +272,66 @@ impl Interfaces {
         block: &'b Block<'_>,
         block_no: u64,
     ) -> Result<Option<Frame<'b>>, ReadError> {
-        let frame = match block {
+        let Some((ts_us, link)) = self.stamp(block, block_no)? else {
+            return Ok(None);
+        };
+        let data: &[u8] = match block {
+            Block::EnhancedPacket(b) => &b.data,
+            Block::SimplePacket(b) => &b.data,
+            Block::Packet(b) => &b.data,
+            _ => return Ok(None),
+        };
+        Ok(Some(Frame { ts_us, link, data }))
+    }
+
+    /// [`Interfaces::frame`] of a block taken whole, so its data keeps the lifetime of
+    /// the bytes it was parsed from (a mapped window).
+    fn frame_owned<'a>(
+        &self,
+        block: Block<'a>,
+        block_no: u64,
+    ) -> Result<Option<BlockFrame<'a>>, ReadError> {
+        let Some((ts_us, link)) = self.stamp(&block, block_no)? else {
+            return Ok(None);
+        };
+        let data = match block {
+            Block::EnhancedPacket(b) => b.data,
+            Block::SimplePacket(b) => b.data,
+            Block::Packet(b) => b.data,
+            _ => return Ok(None),
+        };
+        Ok(Some((ts_us, link, data)))
+    }
+
+    /// The time in microseconds and the link type of a packet block (`None`: not a
+    /// packet block).
+    fn stamp(
+        &self,
+        block: &Block<'_>,
+        block_no: u64,
+    ) -> Result<Option<(i64, LinkType)>, ReadError> {
+        Ok(Some(match block {
             Block::EnhancedPacket(epb) => {
                 let (link, units) = self.get(epb.interface_id as usize, block_no)?;
                 // pcap-file hands the raw 64-bit timestamp over as nanoseconds; it is
                 // really in the interface's units.
-                let ts_us = to_micros(epb.timestamp.as_nanos(), units);
-                Frame {
-                    ts_us,
-                    link,
-                    data: &epb.data,
-                }
+                (to_micros(epb.timestamp.as_nanos(), units), link)
             }
-            Block::SimplePacket(spb) => {
+            Block::SimplePacket(_) => {
                 let &(link, _) = self.0.first().ok_or_else(|| {
                     ReadError::Named(format!(
                         "block {block_no}: simple packet before any interface"
                     ))
                 })?;
                 // Simple packet blocks carry no timestamp.
-                Frame {
-                    ts_us: 0,
-                    link,
-                    data: &spb.data,
-                }
+                (0, link)
             }
             Block::Packet(pb) => {
                 let (link, units) = self.get(usize::from(pb.interface_id), block_no)?;
-                let ts_us = to_micros(u128::from(pb.timestamp), units);
-                Frame {
-                    ts_us,
-                    link,
-                    data: &pb.data,
-                }
+                (to_micros(u128::from(pb.timestamp), units), link)
             }
             _ => return Ok(None),
-        };
-        Ok(Some(frame))
+        }))
     }
 
     fn get(&self, id: usize, block_no: u64) -> Result<(LinkType, u64), ReadError> {

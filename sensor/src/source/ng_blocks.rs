@@ -1,0 +1,233 @@
+//! pcapng blocks read in place from a mapped window, for [`super::batched`]: the frames
+//! and errors of the frame-at-a-time reader (`pcap-file`'s `PcapNgParser`), without its
+//! reader's copies (every block from the kernel into its buffer, each frame again into
+//! a batch).
+//!
+//! Enhanced packet blocks without options, nearly every block of a capture, are read
+//! by hand ([`NgBlocks::plain_epb`]): `pcap-file` parses each into a block with an
+//! options vector, which cost a replay of 2,000,000 frames a third more time than the
+//! same frames as pcap (RESULTS.md). Anything the hand-reader is not sure of (another
+//! block type, options, a length it would refuse) goes to `pcap-file`'s parser, which
+//! then accepts it or names the problem as the frame reader does.
+
+use super::{pcap_error, FileStats, Interfaces, ReadError};
+use crate::parse::LinkType;
+use pcap_file::pcapng::{Block, PcapNgParser};
+use pcap_file::PcapError;
+use std::borrow::Cow;
+
+/// Frames handed on per batch (as the pcap path).
+use super::batched::READ_BATCH;
+
+/// The state of a pcapng file read in pieces: its parser (the section's byte order
+/// and interfaces), the interfaces as the sensor reads them, and the number of the
+/// next block (for messages, counted as the frame reader counts them).
+pub(super) struct NgBlocks {
+    parser: PcapNgParser,
+    ifaces: Interfaces,
+    block_no: u64,
+    /// The current section's byte order is big-endian.
+    big: bool,
+}
+
+/// pcapng block type of an enhanced packet block.
+const EPB: u32 = 6;
+
+/// An enhanced packet block without options, as [`NgBlocks::plain_epb`] read it.
+struct PlainEpb<'a> {
+    /// The whole block's length.
+    len: usize,
+    interface: u32,
+    /// Timestamp in the interface's units.
+    ts: u64,
+    data: &'a [u8],
+}
+
+/// How reading the bytes at hand stopped.
+pub(super) enum NgStop {
+    /// The next block continues past the bytes at hand (or there are none left).
+    NeedMore,
+    Failed(ReadError),
+}
+
+impl NgBlocks {
+    /// Reads the section header at the start of `bytes`; returns its length too.
+    pub(super) fn new(bytes: &[u8]) -> Result<(usize, NgBlocks), ReadError> {
+        let (rest, parser) = PcapNgParser::new(bytes).map_err(|e| {
+            ReadError::Damaged(format!("bad pcapng section header: {}", pcap_error(&e)))
+        })?;
+        let ng = NgBlocks {
+            big: parser.section().endianness == pcap_file::Endianness::Big,
+            parser,
+            ifaces: Interfaces::default(),
+            block_no: 1,
+        };
+        Ok((bytes.len() - rest.len(), ng))
+    }
+
+    /// The error for a file that ends inside the next block (the frame reader's).
+    pub(super) fn cut_short(&self) -> ReadError {
+        let e = PcapError::IoError(std::io::ErrorKind::UnexpectedEof.into());
+        ReadError::Damaged(format!("block {}: {}", self.block_no + 1, pcap_error(&e)))
+    }
+
+    /// Hands on the frames of every whole block in `bytes`, in batches of one link
+    /// type; returns why it stopped and how many bytes it consumed.
+    pub(super) fn parse<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        stats: &mut FileStats,
+        mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])]),
+    ) -> (NgStop, usize) {
+        let mut batch = [(0i64, &[][..]); READ_BATCH];
+        let mut n = 0;
+        let mut link = LinkType::Ethernet;
+        let mut slice = bytes;
+        // Offset in `bytes` up to which lines have been prefetched.
+        let mut fetched = 0;
+        let stop = loop {
+            super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
+            if slice.is_empty() {
+                break NgStop::NeedMore;
+            }
+            if let Some(epb) = self.plain_epb(slice) {
+                self.block_no += 1;
+                slice = &slice[epb.len..];
+                let (frame_link, units) =
+                    match self.ifaces.get(epb.interface as usize, self.block_no) {
+                        Ok(i) => i,
+                        Err(e) => break NgStop::Failed(e),
+                    };
+                if n > 0 && frame_link != link {
+                    hand_on(&mut on_batch, link, &batch, &mut n, stats);
+                }
+                link = frame_link;
+                batch[n] = (micros(epb.ts, units), epb.data);
+                n += 1;
+                if n == READ_BATCH {
+                    hand_on(&mut on_batch, link, &batch, &mut n, stats);
+                }
+                continue;
+            }
+            let (rest, block) = match self.parser.next_block(slice) {
+                Ok(ok) => ok,
+                Err(PcapError::IncompleteBuffer) => break NgStop::NeedMore,
+                Err(e) => {
+                    let no = self.block_no + 1;
+                    break NgStop::Failed(ReadError::Damaged(format!(
+                        "block {no}: {}",
+                        pcap_error(&e)
+                    )));
+                }
+            };
+            self.block_no += 1;
+            slice = rest;
+            let frame = match block {
+                Block::SectionHeader(shb) => {
+                    self.big = shb.endianness == pcap_file::Endianness::Big;
+                    self.ifaces.0.clear();
+                    continue;
+                }
+                Block::InterfaceDescription(idb) => {
+                    if let Err(e) = self.ifaces.describe(&idb, self.block_no) {
+                        break NgStop::Failed(e);
+                    }
+                    continue;
+                }
+                other => match self.ifaces.frame_owned(other, self.block_no) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
+                        stats.other_blocks += 1;
+                        continue;
+                    }
+                    Err(e) => break NgStop::Failed(e),
+                },
+            };
+            let (ts_us, frame_link, data) = frame;
+            let data: &'a [u8] = match data {
+                Cow::Borrowed(d) => d,
+                // pcap-file's slice parser borrows packet data from the slice.
+                Cow::Owned(_) => unreachable!("pcap-file copied a packet it parsed in place"),
+            };
+            if n > 0 && frame_link != link {
+                hand_on(&mut on_batch, link, &batch, &mut n, stats);
+            }
+            link = frame_link;
+            batch[n] = (ts_us, data);
+            n += 1;
+            if n == READ_BATCH {
+                hand_on(&mut on_batch, link, &batch, &mut n, stats);
+            }
+        };
+        hand_on(&mut on_batch, link, &batch, &mut n, stats);
+        (stop, bytes.len() - slice.len())
+    }
+}
+
+impl NgBlocks {
+    /// The enhanced packet block at the start of `slice` if it is whole, has no options
+    /// and is one `pcap-file` reads without complaint (its checks, in its order: the
+    /// length a multiple of four and at least 12, the trailing length equal, the body
+    /// at least 20 bytes, the data with its padding inside the body); `None` for
+    /// anything else, which its parser then reads.
+    #[inline]
+    fn plain_epb<'a>(&self, slice: &'a [u8]) -> Option<PlainEpb<'a>> {
+        let word = |at: usize| -> Option<u32> {
+            let b = *slice.get(at..at + 4)?.first_chunk::<4>()?;
+            Some(if self.big {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            })
+        };
+        if word(0)? != EPB {
+            return None;
+        }
+        let len = word(4)? as usize;
+        if !len.is_multiple_of(4) || len < 12 || slice.len() < len || word(len - 4)? != len as u32 {
+            return None;
+        }
+        // The body: between the two length words.
+        let body = len - 12;
+        if body < 20 {
+            return None;
+        }
+        let captured = word(20)? as usize;
+        // Data and padding fill the rest of the body exactly: no options.
+        if captured.checked_add((4 - captured % 4) % 4)? != body - 20 {
+            return None;
+        }
+        Some(PlainEpb {
+            len,
+            interface: word(8)?,
+            ts: (u64::from(word(12)?) << 32) + u64::from(word(16)?),
+            data: &slice[28..28 + captured],
+        })
+    }
+}
+
+/// A timestamp of `units` per second as microseconds: [`super::to_micros`], without its
+/// 128-bit division for the usual units.
+#[inline]
+fn micros(ts: u64, units: u64) -> i64 {
+    match units {
+        1_000_000 => ts.min(i64::MAX as u64) as i64,
+        1_000_000_000 => (ts / 1000) as i64,
+        _ => super::to_micros(u128::from(ts), units),
+    }
+}
+
+/// Hands on the first `n` frames of `batch` (if any) and empties it.
+fn hand_on<'a>(
+    on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])]),
+    link: LinkType,
+    batch: &[(i64, &'a [u8])],
+    n: &mut usize,
+    stats: &mut FileStats,
+) {
+    if *n > 0 {
+        stats.frames += *n as u64;
+        on_batch(link, &batch[..*n]);
+        *n = 0;
+    }
+}
