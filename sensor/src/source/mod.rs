@@ -75,14 +75,26 @@ const PCAP_MAGICS: [[u8; 4]; 4] = [
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// Opens the capture file at `path`, or standard input when `path` is `-` (a pipe
-/// from `zcat` or `tcpdump -w -`).
+/// from `zcat` or `tcpdump -w -`). A pipe's buffer is grown to [`PIPE_BYTES`] where
+/// the kernel allows.
 pub fn open(path: &Path) -> std::io::Result<File> {
-    if path == Path::new("-") {
+    let file = if path == Path::new("-") {
         use std::os::fd::AsFd;
-        return Ok(File::from(std::io::stdin().as_fd().try_clone_to_owned()?));
+        File::from(std::io::stdin().as_fd().try_clone_to_owned()?)
+    } else {
+        File::open(path)?
+    };
+    use std::os::unix::fs::FileTypeExt;
+    if file.metadata().is_ok_and(|m| m.file_type().is_fifo()) {
+        // Speed only: where the kernel refuses, the pipe keeps its size.
+        let _ = crate::sys::grow_pipe(&file, PIPE_BYTES);
     }
-    File::open(path)
+    Ok(file)
 }
+
+/// The pipe buffer asked for when a capture comes through a pipe: the most an
+/// unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`).
+const PIPE_BYTES: usize = 1 << 20;
 
 /// Reads every frame of the capture file at `path` (`-`: standard input), calling
 /// `on_frame` for each.
