@@ -181,7 +181,8 @@ fn workers_give_the_records_of_one_engine() {
 
 /// A capture large enough to be mapped (over 16 MiB: more than one of the workers'
 /// 16 MiB windows): the workers read their frames from windows the reader has already
-/// left, and still give one engine's records.
+/// left, and still give one engine's records; so does the same capture as pcapng,
+/// whose blocks are read in place too, and its records are the pcap's.
 #[test]
 fn workers_over_a_mapped_capture_give_the_records_of_one_engine() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,6 +190,13 @@ fn workers_over_a_mapped_capture_give_the_records_of_one_engine() {
     let size = std::fs::metadata(&storm).unwrap().len();
     assert!(size > 16 << 20, "{size} bytes: too small to be mapped");
     assert_same(&[&storm], 2);
+    let ng = dir.path().join("storm.pcapng");
+    as_pcapng(&storm, &ng);
+    assert_same(&[&ng], 2);
+    assert_eq!(
+        canonical(&replay(&[&ng], 1).0),
+        canonical(&replay(&[&storm], 1).0)
+    );
 }
 
 /// Tunnelled frames (whose flow key the reader finds by the full parse, not from the
