@@ -56,16 +56,7 @@ fn table(rule: &str, rows: &[(S, S, u8, S, S)]) {
 
 #[test]
 fn rst_resets_the_sender_from_any_state() {
-    let all = [
-        S::Inactive,
-        S::SynSent,
-        S::SynAckSent,
-        S::Partial,
-        S::Established,
-        S::Closed,
-        S::Reset,
-    ];
-    for me in all {
+    for me in S::ALL {
         table(
             "rst",
             &[
