@@ -144,13 +144,7 @@ fn read_any(
         .filter(|m| m.is_file())
         .map(|m| m.len());
     let progress = progress.unwrap_or_default();
-    let diagnose = |e| {
-        if pcapng {
-            explain(e, || damage::pcapng(path))
-        } else {
-            explain(e, || damage::pcap(path))
-        }
-    };
+    let diagnose = |e| explain_damage(e, path, pcapng);
     if let Some(size) = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng)) {
         return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
             .map_err(|e| err(diagnose(e)));
@@ -170,6 +164,16 @@ fn read_any(
     };
     let r = read_pcap(input, (READ_STEP, BUFFER), on_batch);
     r.map_err(|e| err(diagnose(e)))
+}
+
+/// The message for a read error of the file at `path`: for a damaged pcap (pcapng)
+/// file, where and how it is damaged.
+fn explain_damage(e: ReadError, path: &Path, pcapng: bool) -> String {
+    if pcapng {
+        explain(e, || damage::pcapng(path))
+    } else {
+        explain(e, || damage::pcap(path))
+    }
 }
 
 /// Reads the pcap (or, with `pcapng`, pcapng) `file` of `size` bytes through mapped
@@ -602,11 +606,7 @@ mod tests {
                 seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             },
         );
-        let diagnose = |e| match pcapng {
-            true => explain(e, || damage::pcapng(p)),
-            false => explain(e, || damage::pcap(p)),
-        };
-        (seen, r.err().map(diagnose))
+        (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
     }
 
     /// Windows far smaller than the file (records across every window's end), the
