@@ -75,7 +75,7 @@ const PCAP_MAGICS: [[u8; 4]; 4] = [
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 
 /// Opens the capture file at `path`, or standard input when `path` is `-` (a pipe
-/// from `zcat` or `tcpdump -w -`). A pipe's buffer is grown to [`PIPE_BYTES`] where
+/// from `zcat` or `tcpdump -w -`). A pipe's buffer is grown to 1 MiB (`PIPE_BYTES`) where
 /// the kernel allows.
 pub fn open(path: &Path) -> std::io::Result<File> {
     let file = if path == Path::new("-") {
