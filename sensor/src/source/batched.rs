@@ -1,11 +1,10 @@
-//! The fast way through a pcap file: large reads into one buffer, and the frames handed
-//! on in batches that borrow from it (no copy, no allocation per packet), so `replay`
-//! can use [`Engine::process_batch`](crate::Engine::process_batch). Small or streamed
-//! pcapng files go through the frame-at-a-time reader, their frames copied into
-//! batches; large ones are mapped as below and read in place (`ng_blocks`).
+//! The fast way through a pcap or pcapng file: large reads into one buffer, and the
+//! frames handed on in batches that borrow from it (no copy, no allocation per
+//! packet), so `replay` can use [`Engine::process_batch`](crate::Engine::process_batch).
 //!
-//! Records are decoded with `pcap-file`'s own slice parser, and every problem gets the
-//! message [`read_file`](super::read_file) gives for it.
+//! pcap records are decoded by `record`, pcapng blocks by `ng_blocks` (by hand or by
+//! `pcap-file`'s own slice parser), and every problem gets the message
+//! [`read_file`](super::read_file) gives for it.
 //!
 //! The read buffer is reference-counted: [`read_file_shared`] hands it on with each
 //! batch, so another thread can keep it and read its frames later (`replay --workers`).
@@ -13,8 +12,8 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 //!
-//! A regular pcap or pcapng file of at least [`MAP_MIN`] bytes is not read but mapped, in
-//! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
+//! A regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
+//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
 //! which also says what happens when the file shrinks meanwhile): no copy, and the
 //! records are parsed where the page cache holds them, with the bytes ahead
 //! prefetched. Each window is a buffer as above; consecutive windows overlap, so a
@@ -125,7 +124,7 @@ fn read_any(
     path: &Path,
     progress: Option<Progress>,
     window: usize,
-    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
         path: path.to_path_buf(),
@@ -149,20 +148,16 @@ fn read_any(
         return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
             .map_err(|e| err(diagnose(e)));
     }
-    if !pcap {
-        // A small or streamed pcapng file, or a problem the frame reader names.
-        let mut staged = Staged::default();
-        let r = source::read_stream(path, whole(file), Some(progress), |f| {
-            staged.add(f, &mut on_batch)
-        });
-        staged.hand_on(&mut on_batch);
-        return r;
+    if !(pcap || pcapng) {
+        // Empty, too short or not a capture: the frame reader names the problem (it
+        // hands on no frame then).
+        return source::read_stream(path, whole(file), Some(progress), |_| {});
     }
     let input = Counting {
         inner: whole(file),
         progress,
     };
-    let r = read_pcap(input, (READ_STEP, BUFFER), on_batch);
+    let r = read_buffered(input, (READ_STEP, BUFFER), pcapng, on_batch);
     r.map_err(|e| err(diagnose(e)))
 }
 
@@ -178,9 +173,8 @@ fn explain_damage(e: ReadError, path: &Path, pcapng: bool) -> String {
 
 /// Reads the pcap (or, with `pcapng`, pcapng) `file` of `size` bytes through mapped
 /// windows of `window` bytes, refusing records (blocks) of more than `max` bytes. The
-/// same frames, batches and errors as [`read_pcap`] (pcapng: as the frame reader); a
-/// file that shrinks while it is read is an error once the frames before the change
-/// are handed on.
+/// same frames, batches and errors as [`read_buffered`]; a file that shrinks while it
+/// is read is an error once the frames before the change are handed on.
 fn read_mapped(
     file: &File,
     size: u64,
@@ -198,13 +192,7 @@ fn read_mapped(
     };
     let first_len = window.min(size as usize);
     let first = map(0, first_len)?;
-    let (header_len, mut format) = if pcapng {
-        let (len, blocks) = NgBlocks::new(&first)?;
-        (len, Format::PcapNg(blocks))
-    } else {
-        let (len, parser, link) = file_header(&first)?;
-        (len, Format::Pcap(parser, link))
-    };
+    let (header_len, mut format) = Format::of(&first, pcapng)?;
     let mut first = Some(first);
     let mut stats = FileStats::default();
     let mut pos = header_len as u64;
@@ -220,29 +208,11 @@ fn read_mapped(
         };
         let skip = (pos - base) as usize;
         // Once a vanished page has been read (as zeros), nothing more is handed on.
-        let bytes = &win[skip..];
-        let (stop, consumed) = match &mut format {
-            Format::Pcap(parser, link) => {
-                let link = *link;
-                parse_buffered::<true>(parser, bytes, &mut stats, |b| {
-                    if !changed.load(Ordering::SeqCst) {
-                        on_batch(link, &win, b)
-                    }
-                })
+        let (stop, consumed) = format.parse::<true>(&win[skip..], &mut stats, |link, b| {
+            if !changed.load(Ordering::SeqCst) {
+                on_batch(link, &win, b)
             }
-            Format::PcapNg(blocks) => {
-                let (stop, consumed) = blocks.parse(bytes, &mut stats, |link, b| {
-                    if !changed.load(Ordering::SeqCst) {
-                        on_batch(link, &win, b)
-                    }
-                });
-                let stop = match stop {
-                    NgStop::NeedMore => Stop::NeedMore,
-                    NgStop::Failed(e) => Stop::Failed(e),
-                };
-                (stop, consumed)
-            }
-        };
+        });
         pos += consumed as u64;
         progress.store(pos, Ordering::Relaxed);
         if changed.load(Ordering::SeqCst) {
@@ -254,20 +224,16 @@ fn read_mapped(
             )));
         }
         let at_end = base + len as u64 == size;
-        let cut = |format: &Format| match format {
-            Format::Pcap(..) => damaged(&stats, &cut_short()),
-            Format::PcapNg(blocks) => blocks.cut_short(),
-        };
         match stop {
             Stop::Bad(e) => return Err(damaged(&stats, &e)),
             Stop::Failed(e) => return Err(e),
             Stop::NeedMore if pos == size => return Ok(stats),
-            Stop::NeedMore if at_end => return Err(cut(&format)),
+            Stop::NeedMore if at_end => return Err(format.cut_short(&stats)),
             // A record longer than the window: once more with room for the largest
             // record the read path takes, then it is refused as there.
             Stop::NeedMore if consumed == 0 => {
                 if len - skip >= max {
-                    return Err(cut(&format));
+                    return Err(format.cut_short(&stats));
                 }
                 want = skip + max;
             }
@@ -318,16 +284,64 @@ enum Stop {
     Failed(ReadError),
 }
 
-/// The format of a mapped file and the state of its reader.
+/// The format of a file and the state of its reader.
 enum Format {
     Pcap(PcapParser, LinkType),
     PcapNg(NgBlocks),
 }
 
-/// Reads the pcap in `input` with reads of `step` bytes into buffers of up to `max`.
-fn read_pcap<R: Read>(
+impl Format {
+    /// Reads the file header at the start of `bytes` (a pcapng section header with
+    /// `pcapng`); returns its length too.
+    fn of(bytes: &[u8], pcapng: bool) -> Result<(usize, Format), ReadError> {
+        if pcapng {
+            let (len, blocks) = NgBlocks::new(bytes)?;
+            Ok((len, Format::PcapNg(blocks)))
+        } else {
+            let (len, parser, link) = file_header(bytes)?;
+            Ok((len, Format::Pcap(parser, link)))
+        }
+    }
+
+    /// Hands on every whole record (block) in `bytes`, in batches; returns why it
+    /// stopped and how many bytes it consumed. `PREFETCH` as [`parse_buffered`]'s.
+    fn parse<'a, const PREFETCH: bool>(
+        &mut self,
+        bytes: &'a [u8],
+        stats: &mut FileStats,
+        mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])]),
+    ) -> (Stop, usize) {
+        match self {
+            Format::Pcap(parser, link) => {
+                let link = *link;
+                parse_buffered::<PREFETCH>(parser, bytes, stats, |b| on_batch(link, b))
+            }
+            Format::PcapNg(blocks) => {
+                let (stop, consumed) = blocks.parse::<PREFETCH>(bytes, stats, on_batch);
+                let stop = match stop {
+                    NgStop::NeedMore => Stop::NeedMore,
+                    NgStop::Failed(e) => Stop::Failed(e),
+                };
+                (stop, consumed)
+            }
+        }
+    }
+
+    /// The error for a file that ends inside its next record (block).
+    fn cut_short(&self, stats: &FileStats) -> ReadError {
+        match self {
+            Format::Pcap(..) => damaged(stats, &cut_short()),
+            Format::PcapNg(blocks) => blocks.cut_short(),
+        }
+    }
+}
+
+/// Reads the pcap (or, with `pcapng`, pcapng) file in `input` with reads of `step`
+/// bytes into buffers of up to `max`.
+fn read_buffered<R: Read>(
     mut input: R,
     (step, max): (usize, usize),
+    pcapng: bool,
     mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, ReadError> {
     let step = step.min(max);
@@ -335,10 +349,10 @@ fn read_pcap<R: Read>(
     let mut spares = Vec::new();
     let mut len = fill(&mut input, unshared(&mut buf))?;
     let mut eof = len < buf.len();
-    let (mut pos, parser, link) = file_header(&buf[..len])?;
+    let (mut pos, mut format) = Format::of(&buf[..len], pcapng)?;
     let mut stats = FileStats::default();
     loop {
-        let (stop, consumed) = parse_buffered::<false>(&parser, &buf[pos..len], &mut stats, |b| {
+        let (stop, consumed) = format.parse::<false>(&buf[pos..len], &mut stats, |link, b| {
             on_batch(link, &buf, b)
         });
         pos += consumed;
@@ -347,7 +361,7 @@ fn read_pcap<R: Read>(
             Stop::Failed(e) => return Err(e),
             Stop::NeedMore if pos == len && eof => return Ok(stats),
             Stop::NeedMore if eof || (pos == 0 && len == max) => {
-                return Err(damaged(&stats, &cut_short()))
+                return Err(format.cut_short(&stats))
             }
             Stop::NeedMore => {
                 // A record that fills the buffer: a larger one. Else room for a step
@@ -398,53 +412,6 @@ fn unshared(buf: &mut SharedBuffer) -> &mut Vec<u8> {
     match Arc::get_mut(buf) {
         Some(Held::Read(v)) => v,
         _ => unreachable!("a read buffer that is shared or mapped"),
-    }
-}
-
-/// pcapng frames copied into a [`SharedBuffer`] until a batch is full.
-#[derive(Default)]
-struct Staged {
-    link: Option<LinkType>,
-    bytes: Vec<u8>,
-    /// (timestamp µs, end of the frame in `bytes`)
-    frames: Vec<(i64, usize)>,
-}
-
-impl Staged {
-    fn add(
-        &mut self,
-        f: super::Frame<'_>,
-        on_batch: &mut impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
-    ) {
-        if self.link.is_some_and(|l| l != f.link) {
-            self.hand_on(on_batch);
-        }
-        self.link = Some(f.link);
-        self.bytes.extend_from_slice(f.data);
-        self.frames.push((f.ts_us, self.bytes.len()));
-        if self.frames.len() == READ_BATCH {
-            self.hand_on(on_batch);
-        }
-    }
-
-    /// Hands on the frames staged so far as one batch.
-    fn hand_on(&mut self, on_batch: &mut impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])])) {
-        let Some(link) = self.link else { return };
-        if self.frames.is_empty() {
-            return;
-        }
-        let buf: SharedBuffer = Arc::new(Held::Read(std::mem::take(&mut self.bytes)));
-        let mut start = 0;
-        let batch: Vec<(i64, &[u8])> = self
-            .frames
-            .drain(..)
-            .map(|(ts, end)| {
-                let f = (ts, &buf[start..end]);
-                start = end;
-                f
-            })
-            .collect();
-        on_batch(link, &buf, &batch);
     }
 }
 
@@ -609,6 +576,17 @@ mod tests {
         (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
     }
 
+    /// Reads `p` through read buffers of `sizes` (read step, largest buffer), as
+    /// `read_file_batched` reads a small file or a pipe: frames and the error text.
+    fn read_as(p: &Path, sizes: (usize, usize), pcapng: bool) -> (Frames, Option<String>) {
+        let mut seen = vec![];
+        let r = read_buffered(File::open(p).unwrap(), sizes, pcapng, |link, _, frames| {
+            assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
+            seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
+        });
+        (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
+    }
+
     /// Windows far smaller than the file (records across every window's end), the
     /// file cut anywhere: the frames and the message of the frame reader.
     #[test]
@@ -664,9 +642,12 @@ mod tests {
         assert_eq!((want.len(), none), (3, None));
         assert_eq!(mapped(f.path(), (page, 2 * page)), (want.clone(), None));
         let mut by_read = 0;
-        let r = read_pcap(File::open(f.path()).unwrap(), (page, page), |_, _, fr| {
-            by_read += fr.len()
-        });
+        let r = read_buffered(
+            File::open(f.path()).unwrap(),
+            (page, page),
+            false,
+            |_, _, fr| by_read += fr.len(),
+        );
         let read_err = r.err().map(|e| explain(e, || damage::pcap(f.path())));
         let (got, err) = mapped(f.path(), (page, page));
         assert_eq!((got.len(), by_read), (1, 1));
@@ -760,7 +741,7 @@ mod tests {
         ] {
             let mut got = vec![];
             let input = std::fs::File::open(f.path()).unwrap();
-            let st = read_pcap(input, sizes, |link, _, frames| {
+            let st = read_buffered(input, sizes, false, |link, _, frames| {
                 got.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             })
             .unwrap_or_else(|_| panic!("buffer {sizes:?}"));
@@ -777,7 +758,7 @@ mod tests {
         let mut got = 0;
         // Frames 0, 1 and 2 hold 1, 38 and 75 bytes: 16 + 38 need a larger buffer
         // than the first read's 40 bytes, 16 + 75 do not fit in 80.
-        let r = read_pcap(input, (40, 80), |_, _, frames| got += frames.len());
+        let r = read_buffered(input, (40, 80), false, |_, _, frames| got += frames.len());
         assert_eq!(got, 2);
         match r {
             Err(ReadError::Damaged(m)) => assert!(m.starts_with("packet record 3:"), "{m}"),
@@ -799,7 +780,7 @@ mod tests {
             let mut kept: Kept = vec![];
             let mut calls = 0;
             let input = std::fs::File::open(f.path()).unwrap();
-            read_pcap(input, (3000, 3000), |_, buf, frames| {
+            read_buffered(input, (3000, 3000), false, |_, buf, frames| {
                 calls += 1;
                 if calls % keep_every != 0 {
                     return;
@@ -821,9 +802,10 @@ mod tests {
                 .collect();
             let mut calls = 0;
             let mut expect = vec![];
-            read_pcap(
+            read_buffered(
                 std::fs::File::open(f.path()).unwrap(),
                 (3000, 3000),
+                false,
                 |link, _, fr| {
                     calls += 1;
                     if calls % keep_every == 0 {
@@ -903,9 +885,10 @@ mod tests {
         w.into_inner()
     }
 
-    /// A pcapng file through mapped windows far smaller than it (blocks across every
-    /// window's end), in either byte order and with two sections of different byte
-    /// orders, cut anywhere: the frames, link types and message of the frame reader.
+    /// A pcapng file through mapped windows and read buffers far smaller than it
+    /// (blocks across every window's end and every refill), in either byte order and
+    /// with two sections of different byte orders, cut anywhere (inside the section
+    /// header too): the frames, link types and message of the frame reader.
     #[test]
     fn mapped_pcapng_gives_the_frames_and_messages_of_the_frame_reader() {
         let page = sys::page_size();
@@ -921,7 +904,7 @@ mod tests {
                 300
             };
             let mut rng = fastrand::Rng::with_seed(7);
-            let cuts = [full.len() / 2, full.len() - 1, full.len()];
+            let cuts = [10, 27, full.len() / 2, full.len() - 1, full.len()];
             let random = (0..12).map(|_| rng.usize(40..full.len()));
             for cut in cuts.into_iter().chain(random) {
                 let f = write_tmp(&full[..cut]);
@@ -931,6 +914,14 @@ mod tests {
                     assert_eq!(got, want, "{frames} frames, cut at {cut}, {sizes:?}");
                     assert_eq!(err, want_err, "{frames} frames, cut at {cut}, {sizes:?}");
                 }
+                for sizes in [(100, BUFFER), (4096, BUFFER), (1 << 20, BUFFER)] {
+                    let (got, err) = read_as(f.path(), sizes, true);
+                    assert_eq!(got, want, "read, {frames} frames, cut at {cut}, {sizes:?}");
+                    assert_eq!(
+                        err, want_err,
+                        "read, {frames} frames, cut at {cut}, {sizes:?}"
+                    );
+                }
                 if cut == full.len() {
                     assert_eq!((want.len(), want_err), (frames, None));
                 }
@@ -939,7 +930,7 @@ mod tests {
     }
 
     /// Random damage (bytes overwritten anywhere, the file cut anywhere) read through
-    /// small mapped windows gives the frames and message of the frame reader, for
+    /// small mapped windows or read buffers gives the frames and message of the frame reader, for
     /// pcapng (blocks read by hand or by pcap-file) and pcap alike; never a panic.
     #[test]
     fn mapped_reads_of_damaged_files_match_the_frame_reader() {
@@ -967,6 +958,9 @@ mod tests {
             let (got, err) = mapped_as(f.path(), (page, 2 * page), *is_ng);
             assert_eq!((got.len(), &err), (want.len(), &want_err));
             assert_eq!(got, want);
+            let (got, err) = read_as(f.path(), (4096, BUFFER), *is_ng);
+            assert_eq!((got.len(), &err), (want.len(), &want_err), "read");
+            assert_eq!(got, want, "read");
         }
     }
 
@@ -999,7 +993,8 @@ mod tests {
             let (want, want_err) = one_by_one(f.path());
             assert!(want_err.is_some());
             let (got, err) = mapped_as(f.path(), (page, BUFFER), true);
-            assert_eq!((got, err), (want, want_err));
+            assert_eq!((&got, &err), (&want, &want_err));
+            assert_eq!(read_as(f.path(), (4096, BUFFER), true), (want, want_err));
         }
     }
 }

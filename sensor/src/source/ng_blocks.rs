@@ -52,6 +52,13 @@ impl NgBlocks {
     /// Reads the section header at the start of `bytes`; returns its length too.
     pub(super) fn new(bytes: &[u8]) -> Result<(usize, NgBlocks), ReadError> {
         let (rest, parser) = PcapNgParser::new(bytes).map_err(|e| {
+            // Bytes that end inside the header: what the frame reader's reader says.
+            let e = match e {
+                PcapError::IncompleteBuffer => {
+                    PcapError::IoError(std::io::ErrorKind::UnexpectedEof.into())
+                }
+                e => e,
+            };
             ReadError::Damaged(format!("bad pcapng section header: {}", pcap_error(&e)))
         })?;
         let ng = NgBlocks {
@@ -71,7 +78,7 @@ impl NgBlocks {
 
     /// Hands on the frames of every whole block in `bytes`, in batches of one link
     /// type; returns why it stopped and how many bytes it consumed.
-    pub(super) fn parse<'a>(
+    pub(super) fn parse<'a, const PREFETCH: bool>(
         &mut self,
         bytes: &'a [u8],
         stats: &mut FileStats,
@@ -84,7 +91,9 @@ impl NgBlocks {
         // Offset in `bytes` up to which lines have been prefetched.
         let mut fetched = 0;
         let stop = loop {
-            super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
+            if PREFETCH {
+                super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
+            }
             if slice.is_empty() {
                 break NgStop::NeedMore;
             }

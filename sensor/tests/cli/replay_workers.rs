@@ -333,8 +333,8 @@ pub(crate) fn as_pcapng(pcap: &Path, out: &Path) {
     std::io::Write::flush(&mut w.into_inner()).unwrap();
 }
 
-/// pcapng (whose frames the reader copies into shared buffers, a batch at a time)
-/// gives what its pcap gives, with one engine and with two.
+/// pcapng (read into shared buffers as a pcap is, its blocks parsed in place) gives
+/// what its pcap gives, with one engine and with two.
 #[test]
 fn pcapng_gives_the_records_of_one_engine() {
     let dir = tempfile::tempdir().unwrap();
