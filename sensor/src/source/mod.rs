@@ -232,16 +232,13 @@ fn read_pcapng<R: Read>(
         block_no += 1;
         let block = block
             .map_err(|e| ReadError::Damaged(format!("block {block_no}: {}", pcap_error(&e))))?;
-        match block {
-            Block::SectionHeader(_) => ifaces.0.clear(),
-            Block::InterfaceDescription(idb) => ifaces.describe(&idb, block_no)?,
-            other => match ifaces.frame(&other, block_no)? {
-                Some(frame) => {
-                    stats.frames += 1;
-                    on_frame(frame);
-                }
-                None => stats.other_blocks += 1,
-            },
+        if let Some((ts_us, link, data)) = ifaces.read_block(block, block_no, &mut stats)? {
+            stats.frames += 1;
+            on_frame(Frame {
+                ts_us,
+                link,
+                data: &data,
+            });
         }
     }
     Ok(stats)
@@ -277,28 +274,33 @@ impl Interfaces {
         Ok(())
     }
 
-    /// The frame a packet block carries, with its time in microseconds (`None`: not a
-    /// packet block). A packet naming an undescribed interface is an error.
-    fn frame<'b>(
-        &self,
-        block: &'b Block<'_>,
+    /// What pcapng block `block_no` means for the frames: a new section or interface
+    /// (noted), a packet's frame, or another block (counted in `stats.other_blocks`).
+    fn read_block<'a>(
+        &mut self,
+        block: Block<'a>,
         block_no: u64,
-    ) -> Result<Option<Frame<'b>>, ReadError> {
-        let Some((ts_us, link)) = self.stamp(block, block_no)? else {
-            return Ok(None);
-        };
-        let data: &[u8] = match block {
-            Block::EnhancedPacket(b) => &b.data,
-            Block::SimplePacket(b) => &b.data,
-            Block::Packet(b) => &b.data,
-            _ => return Ok(None),
-        };
-        Ok(Some(Frame { ts_us, link, data }))
+        stats: &mut FileStats,
+    ) -> Result<Option<BlockFrame<'a>>, ReadError> {
+        match block {
+            Block::SectionHeader(_) => self.0.clear(),
+            Block::InterfaceDescription(idb) => self.describe(&idb, block_no)?,
+            other => {
+                let frame = self.frame(other, block_no)?;
+                if frame.is_none() {
+                    stats.other_blocks += 1;
+                }
+                return Ok(frame);
+            }
+        }
+        Ok(None)
     }
 
-    /// [`Interfaces::frame`] of a block taken whole, so its data keeps the lifetime of
-    /// the bytes it was parsed from (a mapped window).
-    fn frame_owned<'a>(
+    /// The frame a packet block carries, with its time in microseconds (`None`: not a
+    /// packet block). A packet naming an undescribed interface is an error. The block
+    /// is taken whole, so its data keeps the lifetime of the bytes it was parsed from
+    /// (a mapped window).
+    fn frame<'a>(
         &self,
         block: Block<'a>,
         block_no: u64,

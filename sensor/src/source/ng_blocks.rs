@@ -13,7 +13,7 @@
 use super::batched::READ_BATCH;
 use super::{pcap_error, FileStats, Interfaces, ReadError};
 use crate::parse::LinkType;
-use pcap_file::pcapng::{Block, PcapNgParser};
+use pcap_file::pcapng::PcapNgParser;
 use pcap_file::PcapError;
 use std::borrow::Cow;
 
@@ -118,7 +118,9 @@ impl NgBlocks {
                 };
                 self.block_no += 1;
                 slice = rest;
-                match self.parsed_block(block, stats) {
+                // The parser follows section headers: its byte order is the section's.
+                self.big = self.parser.section().endianness == pcap_file::Endianness::Big;
+                match self.ifaces.read_block(block, self.block_no, stats) {
                     Ok(Some((ts_us, link, Cow::Borrowed(data)))) => (ts_us, link, data),
                     // pcap-file's slice parser borrows packet data from the slice.
                     Ok(Some((_, _, Cow::Owned(_)))) => {
@@ -140,33 +142,6 @@ impl NgBlocks {
         };
         hand_on(&mut on_batch, link, &batch, &mut n, stats);
         (stop, bytes.len() - slice.len())
-    }
-
-    /// What a block `pcap-file` parsed means: a new section or interface (noted), a
-    /// frame, or another block (counted).
-    fn parsed_block<'a>(
-        &mut self,
-        block: Block<'a>,
-        stats: &mut FileStats,
-    ) -> Result<Option<super::BlockFrame<'a>>, ReadError> {
-        match block {
-            Block::SectionHeader(shb) => {
-                self.big = shb.endianness == pcap_file::Endianness::Big;
-                self.ifaces.0.clear();
-                Ok(None)
-            }
-            Block::InterfaceDescription(idb) => {
-                self.ifaces.describe(&idb, self.block_no)?;
-                Ok(None)
-            }
-            other => {
-                let frame = self.ifaces.frame_owned(other, self.block_no)?;
-                if frame.is_none() {
-                    stats.other_blocks += 1;
-                }
-                Ok(frame)
-            }
-        }
     }
 
     /// The enhanced packet block at the start of `slice` if it is whole, has no options
