@@ -145,6 +145,8 @@ struct Row {
     fill_empty: u64,
     /// CPU seconds the receiver process used while the generator ran.
     cpu_s: f64,
+    /// The same by thread name, nanoseconds.
+    threads: Vec<(String, u64)>,
 }
 
 impl Row {
@@ -166,21 +168,44 @@ impl Row {
     }
 }
 
-/// Time on a CPU of all a process's threads, seconds: the scheduler's own count
+/// Time on a CPU of each of a process's threads: the scheduler's own count
 /// (`/proc/PID/task/*/schedstat`, nanoseconds). It agrees with `utime + stime` of
 /// `/proc/PID/stat` (2.072 against 2.070 s and 2.740 against 2.730 s in one run,
 /// 2026-12-01), which the kernel scales to the same runtime; a `perf record -F 2000`
 /// profile gave the raw loop a sixth of that, sampling its 50 µs bursts poorly.
-fn cpu_seconds(pid: u32) -> f64 {
+/// Kept by thread name (`comm`; threads of one name, such as several fan-out workers,
+/// added up), nanoseconds.
+fn cpu_by_thread(pid: u32) -> Vec<(String, u64)> {
+    let mut by: Vec<(String, u64)> = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
+        return by;
     };
-    let ns: u64 = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    ns as f64 / 1e9
+    for t in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).ok();
+        let (Some(stat), Some(name)) = (read("schedstat"), read("comm")) else {
+            continue;
+        };
+        let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) else {
+            continue;
+        };
+        let name = name.trim().to_string();
+        match by.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += ns,
+            None => by.push((name, ns)),
+        }
+    }
+    by
+}
+
+/// Each thread's CPU time between two [`cpu_by_thread`] readings, nanoseconds.
+fn thread_deltas(before: &[(String, u64)], after: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    after
+        .into_iter()
+        .map(|(n, ns)| {
+            let was = before.iter().find(|(b, _)| *b == n).map_or(0, |(_, v)| *v);
+            (n, ns.saturating_sub(was))
+        })
+        .collect()
 }
 
 fn field(line: &str, key: &str) -> u64 {
@@ -297,9 +322,10 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
         start(c)?
     };
     let pid = child.id();
-    let cpu0 = cpu_seconds(pid);
+    let threads0 = cpu_by_thread(pid);
     let (sent, secs) = generate(bin, net, a, rate)?;
-    row.cpu_s = cpu_seconds(pid) - cpu0;
+    row.threads = thread_deltas(&threads0, cpu_by_thread(pid));
+    row.cpu_s = row.threads.iter().map(|(_, ns)| *ns).sum::<u64>() as f64 / 1e9;
     row.sent = sent;
     row.gen_secs = secs;
     std::thread::sleep(Duration::from_millis(500));
@@ -369,6 +395,15 @@ fn main() -> anyhow::Result<()> {
                 r.cpu_pct(),
                 r.ns_per_pkt()
             );
+            if r.rx > 0 {
+                let each: Vec<String> = r
+                    .threads
+                    .iter()
+                    .filter(|(_, ns)| *ns > 0)
+                    .map(|(n, ns)| format!("{n} {:.0}", *ns as f64 / r.rx as f64))
+                    .collect();
+                eprintln!("           ns/pkt by thread: {}", each.join(", "));
+            }
             rows.push(r);
         }
     }
