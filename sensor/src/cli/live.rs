@@ -21,7 +21,10 @@ use crate::ship::ShipSink;
 use crate::sink::Sink;
 
 /// Records an engine sends to the output thread at most in one channel operation.
-const SEND_AT: usize = 64;
+/// Each operation may wake the output thread: on `mixed` traffic at ~420 kpps (a record
+/// every 8 frames) the output thread took 44–56 ns a frame with 64, 29–32 with 256
+/// (`xdp_bench`, three rounds each).
+const SEND_AT: usize = 256;
 
 /// The queue from the workers' engines to the output thread, holding about `records`
 /// records: it carries them in batches of at most [`SEND_AT`].
@@ -32,9 +35,10 @@ pub(super) fn output_channel(records: usize) -> (Sender<Vec<Record>>, Receiver<V
 /// Sends records to the output thread in batches of [`SEND_AT`], and whatever is
 /// gathered at each of the worker's ticks (at most 100 ms apart while frames arrive,
 /// every 10 ms on an idle link): one channel operation, and at most one wake-up of a
-/// sleeping output thread, per batch of records. Sending per receive batch instead
-/// woke the output thread every ~20 frames at 420 kpps and cost both threads a
-/// futex call each time (`xdp_bench`: 167 ns a frame in the output thread on `mixed`).
+/// sleeping output thread, per batch of records. Sending after every receive batch
+/// instead woke the output thread every ~20 frames at 420 kpps and cost both threads a
+/// futex call each time (`xdp_bench`: 140–180 ns a frame in the output thread on
+/// `mixed`, 100–120 on bulk traffic, against 29–32 and 6–7 now).
 /// Records wait at most one tick more; RST events already wait their verdict delay.
 /// Never blocks while capturing (a full queue is counted); blocks at the end, when
 /// nothing is captured any more.
