@@ -23,6 +23,9 @@ struct ServiceRate {
     second: i64,
     count: u32,
     baseline: f64,
+    /// The window in which its storm was reported: every later RST of the storm in
+    /// that window is known to be a repeat without formatting its report first.
+    reported_in: Option<i64>,
 }
 
 /// The aggregate detectors of one output stage (or one engine), with their windows.
@@ -258,7 +261,9 @@ impl Detectors {
         let (count, baseline) = (r.count, r.baseline);
         if count >= self.cfg.storm_min_rate
             && f64::from(count) >= self.cfg.storm_factor * baseline.max(1.0)
+            && r.reported_in != Some(self.window_start_us)
         {
+            r.reported_in = Some(self.window_start_us);
             let subject = format!("{}", Ep(svc));
             let detail =
                 format!("{count} RSTs in one second for {subject}, baseline {baseline:.1}/s");

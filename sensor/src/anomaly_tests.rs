@@ -191,6 +191,41 @@ fn rst_storm_when_a_services_rate_is_storm_factor_times_its_baseline() {
 }
 
 #[test]
+fn a_service_storm_is_reported_once_per_window_however_long_it_lasts() {
+    let cfg = AnomalyConfig {
+        storm_count: u32::MAX, // only the per-service rule
+        scan_window_s: 2,      // seconds T0 and T0 + 1 share a window, T0 + 2 starts one
+        ..AnomalyConfig::default()
+    };
+    let mut d = Detectors::new(&cfg);
+    let ev = |t: i64, i: u32| {
+        RstEvent::new(
+            t,
+            (ip("203.0.113.6"), 443),
+            (ip("198.51.100.2"), 1024 + (i % 60_000) as u16),
+            Dir::Resp,
+            RstClass::Abort,
+        )
+    };
+    // 300 RSTs in a second with no baseline (crossing at the 100th), 400 the next
+    // second (crossing again at the 300th: baseline 30), 800 in the next window
+    // (crossing at the 670th: baseline 0.9 × 30 + 0.1 × 400 = 67).
+    let mut events = Vec::new();
+    for (second, n) in [(0, 300u32), (1, 400), (2, 800)] {
+        let start = events.len() as u32;
+        events.extend((0..n).map(|i| ev(T0 + second * S + i64::from(i), start + i)));
+    }
+    let raised = feed(&mut d, &events);
+    let at: Vec<usize> = raised
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.contains(&AnomalyKind::RstStorm))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at, [99, 300 + 400 + 669]);
+}
+
+#[test]
 fn injection_when_injection_count_suspect_rsts_hit_one_service() {
     let cfg = AnomalyConfig::default();
     let mut d = Detectors::new(&cfg);
