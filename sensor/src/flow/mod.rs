@@ -23,6 +23,7 @@ mod history;
 mod index;
 mod key;
 mod state;
+mod sweep_hints;
 mod table;
 mod tunnels;
 

@@ -9,6 +9,7 @@
 //! half-open flow (30 s) long before any established one (600 s).
 
 use super::index::{FlowIndex, MAX_SLOTS};
+use super::sweep_hints::SweepHints;
 use super::{Flow, FlowKey, Timeouts};
 use crate::sys::{advise_huge_pages, prefetch};
 
@@ -50,6 +51,9 @@ pub struct FlowTable {
     victim_rng: u64,
     last_sweep_us: i64,
     timeouts: Timeouts,
+    /// A file table's sweep skips flows that cannot have expired yet (`sweep_hints`);
+    /// a live table's sweep, run per millisecond of real time, reads them all.
+    hints: Option<SweepHints>,
     /// Created, expired and evicted flows.
     pub stats: TableStats,
 }
@@ -59,18 +63,31 @@ impl FlowTable {
     /// full size, so no packet ever waits for the index to grow (live capture).
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        FlowTable::with_index(capacity, FlowIndex::with_capacity(capacity), timeouts)
+        FlowTable::with_index(capacity, FlowIndex::with_capacity(capacity), timeouts, None)
     }
 
     /// A table for at most `capacity` flows whose index starts small and doubles as
     /// flows arrive, indexing every live flow again each time: for reading files,
     /// where that pause costs nothing and a small index keeps lookups in the cache.
+    /// Its sweep keeps a byte per flow of hints (`sweep_hints`), which a file of a
+    /// quiet link needs and a live table does not.
     pub fn growing(capacity: usize, timeouts: Timeouts) -> FlowTable {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        FlowTable::with_index(capacity, FlowIndex::growing(capacity), timeouts)
+        let hints = SweepHints::new(capacity);
+        FlowTable::with_index(
+            capacity,
+            FlowIndex::growing(capacity),
+            timeouts,
+            Some(hints),
+        )
     }
 
-    fn with_index(capacity: usize, index: FlowIndex, timeouts: Timeouts) -> FlowTable {
+    fn with_index(
+        capacity: usize,
+        index: FlowIndex,
+        timeouts: Timeouts,
+        hints: Option<SweepHints>,
+    ) -> FlowTable {
         let slab: Vec<Flow> = Vec::with_capacity(capacity);
         advise_huge_pages(
             slab.as_ptr() as *const u8,
@@ -86,6 +103,7 @@ impl FlowTable {
             victim_rng: 0x2545_f491_4f6c_dd1d,
             last_sweep_us: i64::MIN,
             timeouts,
+            hints,
             stats: TableStats::default(),
         }
     }
@@ -110,9 +128,22 @@ impl FlowTable {
         &self.timeouts
     }
 
-    /// Bytes reserved by the index and the slab (what a full table costs).
+    /// The flow in slot `idx` may have a shorter idle timeout than when the sweep last
+    /// looked at it (see [`crate::track::Update::timeout_changed`]): the sweep looks
+    /// again at its next pass.
+    #[inline]
+    pub fn timeout_changed(&mut self, idx: u32) {
+        if let Some(h) = &mut self.hints {
+            h.reset(idx as usize);
+        }
+    }
+
+    /// Bytes reserved by the index, the slab and the sweep's hints (what a full table
+    /// costs).
     pub fn reserved_bytes(&self) -> usize {
-        self.index.reserved_bytes() + self.slab.capacity() * std::mem::size_of::<Flow>()
+        self.index.reserved_bytes()
+            + self.slab.capacity() * std::mem::size_of::<Flow>()
+            + self.hints.as_ref().map_or(0, SweepHints::reserved_bytes)
     }
 
     /// Buckets of the index now (a growing table's doubles as flows arrive).
@@ -185,6 +216,9 @@ impl FlowTable {
             self.slab.push(flow);
             (self.slab.len() - 1) as u32
         };
+        if let Some(h) = &mut self.hints {
+            h.reset(idx as usize);
+        }
         self.index.insert(hash, idx);
         self.live += 1;
         self.stats.created += 1;
@@ -267,25 +301,81 @@ impl FlowTable {
             // clock rather than stop sweeping until it catches up.
             if elapsed_ms < -1000 {
                 self.last_sweep_us = now_us;
+                if let Some(h) = &mut self.hints {
+                    h.start(now_us, -1);
+                }
             }
             return;
         }
         self.last_sweep_us = now_us;
         let n = self.slab.len();
+        if let Some(h) = &mut self.hints {
+            h.start(now_us, elapsed_ms / 1000);
+        }
         if n == 0 {
             return;
         }
         let per_ms = n.div_ceil(1000);
-        let todo = (elapsed_ms.min(1000) as usize * per_ms).min(n);
-        for _ in 0..todo {
+        let mut todo = (elapsed_ms.min(1000) as usize * per_ms).min(n);
+        while todo > 0 {
             if self.cursor >= n {
                 self.cursor = 0;
             }
-            let i = self.cursor as u32;
-            self.cursor += 1;
-            if self.slab[i as usize].is_live() && self.is_expired(i, now_us) {
-                out.push(i);
+            let (start, stop) = (self.cursor, (self.cursor + todo).min(n));
+            todo -= stop - start;
+            self.cursor = stop;
+            self.sweep_slots(start, stop, now_us, out);
+        }
+    }
+
+    /// The expired flows of slots `start..stop`, passing those the hints rule out.
+    fn sweep_slots(&mut self, start: usize, stop: usize, now_us: i64, out: &mut Vec<u32>) {
+        if self.hints.is_none() {
+            for i in start..stop {
+                self.visit(i, now_us, out);
             }
+            return;
+        }
+        // The flows the hints leave are scattered over the slab, where the hardware's
+        // stream prefetch does not reach them: they are gathered and prefetched a batch
+        // at a time, so their cache misses overlap.
+        let mut due = [0usize; 32];
+        let mut i = start;
+        while i < stop {
+            let mut n = 0;
+            if let Some(h) = &self.hints {
+                while n < due.len() {
+                    let Some(d) = h.next_due(i, stop) else {
+                        i = stop;
+                        break;
+                    };
+                    self.prefetch(d as u32);
+                    due[n] = d;
+                    n += 1;
+                    i = d + 1;
+                }
+            }
+            for &d in &due[..n] {
+                self.visit(d, now_us, out);
+            }
+        }
+    }
+
+    /// One step of the sweep at slot `i`: an expired flow goes to `out`, a live one
+    /// gets its hint, and so does a free slot (until a flow is put there).
+    #[inline]
+    fn visit(&mut self, i: usize, now_us: i64, out: &mut Vec<u32>) {
+        let f = &self.slab[i];
+        if !f.is_live() {
+            if let Some(h) = &mut self.hints {
+                h.visited(i, i64::MAX);
+            }
+            return;
+        }
+        if self.is_expired(i as u32, now_us) {
+            out.push(i as u32);
+        } else if let Some(h) = &mut self.hints {
+            h.visited(i, f.last_us + f.timeout_us(&self.timeouts));
         }
     }
 
@@ -351,7 +441,8 @@ mod tests {
             grown.index_buckets()
         );
         assert!(grown.index_buckets() < full.index_buckets());
-        assert_eq!(grown.reserved_bytes(), full.reserved_bytes());
+        // The same, and a byte per flow of the file table's sweep hints.
+        assert_eq!(grown.reserved_bytes(), full.reserved_bytes() + cap);
         assert_eq!(grown.len(), live.len());
         for n in (0..250_000).step_by(7) {
             let k = key(n);
@@ -361,6 +452,95 @@ mod tests {
                 "flow {n}"
             );
         }
+    }
+
+    /// A file table's sweep, passing the flows its hints rule out, finds the same
+    /// expired flows at every step as a live table's sweep, which reads every flow:
+    /// under churn, packets on live flows, handshakes, FINs and RSTs changing their
+    /// timeouts, an established timeout beyond the hints' 100 s reach, and packet time
+    /// advancing in small steps, long steps and jumps of more than a minute.
+    #[test]
+    fn the_hinted_sweep_expires_what_the_full_sweep_expires() {
+        use crate::flow::{bits, dflags};
+        let t = Timeouts {
+            half_open_us: 3_000_000,
+            established_us: 150_000_000,
+            closed_us: 2_000_000,
+        };
+        let cap = 5_000;
+        let mut full = FlowTable::new(cap, t);
+        let mut hinted = FlowTable::growing(cap, t);
+        assert!(full.hints.is_none() && hinted.hints.is_some());
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let (mut now, mut next_key) = (1_700_000_000_000_000i64, 0u32);
+        let mut live: Vec<u32> = Vec::new();
+        let (mut expired_total, mut ruled_out) = (0, 0);
+        for step in 0..300_000 {
+            now += match rand(20_000) {
+                0 => 70_000_000,  // a jump past JUMP_S
+                1 => 300_000_000, // and past a signed byte's reach
+                2..=4 => 20_000_000,
+                5..=104 => rand(2_000_000) as i64,
+                _ => rand(2_000) as i64,
+            };
+            match rand(10) {
+                0..=3 if !full.is_full() => {
+                    let k = key(next_key);
+                    next_key += 1;
+                    let f = Flow::new(k, End::Lo, now);
+                    let slot = full.insert(hash_key(&k), f);
+                    assert_eq!(hinted.insert(hash_key(&k), f), slot);
+                    live.push(slot);
+                }
+                _ if !live.is_empty() => {
+                    // A packet on a live flow, sometimes one that changes its timeout.
+                    let slot = live[rand(live.len() as u64) as usize];
+                    let change = rand(20);
+                    for table in [&mut full, &mut hinted] {
+                        let f = table.get_mut(slot);
+                        f.last_us = now;
+                        match change {
+                            0 => f.bits |= bits::ESTABLISHED,
+                            1 => f.dirs[0].flags |= dflags::FIN,
+                            2 => f.dirs[1].flags |= dflags::RST,
+                            _ => continue,
+                        }
+                        table.timeout_changed(slot);
+                    }
+                }
+                _ => {}
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            full.collect_expired(now, &mut a);
+            hinted.collect_expired(now, &mut b);
+            assert_eq!(a, b, "step {step}, now {now}");
+            if step % 100 == 0 {
+                ruled_out += hinted.hints.as_ref().map_or(0, |h| h.ruled_out());
+            }
+            for &slot in &a {
+                full.remove(slot);
+                hinted.remove(slot);
+                live.retain(|&l| l != slot);
+                expired_total += 1;
+            }
+        }
+        // The test means something: flows came and went, many were live at once, and
+        // the hints ruled out most of them most of the time.
+        let (max_live, created) = (full.stats.max_live, full.stats.created);
+        assert!(
+            expired_total > 10_000 && max_live > 1_000,
+            "{expired_total} {max_live}"
+        );
+        assert!(
+            ruled_out > created as usize,
+            "{ruled_out} ruled out over {created} flows"
+        );
     }
 
     /// Growth stops at the full size, and a growing table still fills to its capacity.
