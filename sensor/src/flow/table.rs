@@ -3,7 +3,9 @@
 //!
 //! Bounded: never holds more than `capacity` flows. Expiry is a sweep that walks the
 //! slab a slice at a time as packet time advances (a full pass per second of packet
-//! time), so no per-packet list maintenance touches other flows' cache lines. When the
+//! time), so no per-packet list maintenance touches other flows' cache lines; a file
+//! table's sweep passes the flows that cannot have expired yet ([`super::sweep_hints`]),
+//! which a capture of a quiet link needs, its second holding few packets. When the
 //! table is full, [`FlowTable::pick_victim`] samples flows near the sweep cursor and
 //! returns the one most overdue for its own idle timeout: under a SYN flood that is a
 //! half-open flow (30 s) long before any established one (600 s).
