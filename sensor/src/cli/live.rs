@@ -38,7 +38,7 @@ pub(super) fn output_channel(records: usize) -> (Sender<Vec<Record>>, Receiver<V
 /// sleeping output thread, per batch of records. Sending after every receive batch
 /// instead woke the output thread every ~20 frames at 420 kpps and cost both threads a
 /// futex call each time (`xdp_bench`: 140–180 ns a frame in the output thread on
-/// `mixed`, 100–120 on bulk traffic, against 29–32 and 6–7 now).
+/// `mixed`, 100–120 on bulk traffic, against 29–35 and 3–5 now).
 /// Records wait at most one tick more; RST events already wait their verdict delay.
 /// Never blocks while capturing (a full queue is counted); blocks at the end, when
 /// nothing is captured any more.

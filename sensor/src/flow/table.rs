@@ -377,7 +377,7 @@ impl FlowTable {
         if self.is_expired(i as u32, now_us) {
             out.push(i as u32);
         } else if let Some(h) = &mut self.hints {
-            h.visited(i, f.last_us + f.timeout_us(&self.timeouts));
+            h.visited(i, f.last_us.saturating_add(f.timeout_us(&self.timeouts)));
         }
     }
 
