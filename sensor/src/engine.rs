@@ -373,7 +373,7 @@ impl Engine {
             let repeat_r = self.correlate_rsts(i, role, &mut ev);
             let flow = self.table.get_mut(i);
             let u = track::update(flow, p, role, ts_us);
-            let timeout_changed = u.timeout_changed;
+            let recheck_expiry = u.recheck_expiry;
             if flow.rst_count == u8::MAX {
                 self.cross.more_rsts(flow, i);
             } else {
@@ -383,8 +383,8 @@ impl Engine {
                 self.counters.history_truncated += 1;
             }
             self.counters.history_truncated += u64::from(u.letters_dropped);
-            if timeout_changed {
-                self.table.timeout_changed(i);
+            if recheck_expiry {
+                self.table.recheck_expiry(i);
             }
             self.hold(i, role, ev, evd, sink);
         } else {
@@ -392,8 +392,8 @@ impl Engine {
             let u = track::update(flow, p, role, ts_us);
             self.counters.history_truncated += u64::from(u.letters_dropped);
             let pending = flow.has(bits::HAS_PENDING);
-            if u.timeout_changed {
-                self.table.timeout_changed(i);
+            if u.recheck_expiry {
+                self.table.recheck_expiry(i);
             }
             self.cross
                 .after_update(self.table.get(i), p, role, ts_us, u.became_established);

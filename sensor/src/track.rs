@@ -43,9 +43,11 @@ pub struct Update {
     pub letters_dropped: u32,
     /// This packet completed the handshake (or established a midstream flow).
     pub became_established: bool,
-    /// This packet may have changed which idle timeout the flow has (it completed the
-    /// handshake, or carried a FIN or RST): the expiry sweep must look at it again.
-    pub timeout_changed: bool,
+    /// The flow's idle deadline may now be earlier than the expiry sweep last found:
+    /// this packet may have changed which timeout applies (it completed the handshake,
+    /// or carried a FIN or RST), or it is older than the flow's last packet (a capture's
+    /// timestamps out of order). The sweep must look at the flow again.
+    pub recheck_expiry: bool,
 }
 
 /// Records a packet with a bad checksum: only the history learns of it (Zeek: `C`).
@@ -107,11 +109,11 @@ pub fn update(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update {
             flow.resp_mac = mac_tag(p.src_mac);
         }
     }
-    u.timeout_changed = fin || f.rst();
+    u.recheck_expiry = fin || f.rst() || ts_us < flow.last_us;
     if !flow.has(bits::ESTABLISHED) && is_established(flow) {
         flow.bits |= bits::ESTABLISHED;
         u.became_established = true;
-        u.timeout_changed = true;
+        u.recheck_expiry = true;
         if flow.dir(Role::Orig).has(dflags::SYN) {
             flow.rtt = RttCode::encode(ts_us - flow.first_us());
         }

@@ -208,3 +208,36 @@ fn plain_segment_leaves_other_states_alone() {
         );
     }
 }
+
+/// The expiry sweep of a file table trusts a flow's deadline until `update` says it
+/// may have moved earlier: the handshake completing, a FIN or RST (each can shorten
+/// the timeout), or a packet stamped before the flow's last one.
+#[test]
+fn a_packet_asks_for_an_expiry_recheck_when_the_deadline_may_move_earlier() {
+    let syn = segment(SYN);
+    let (key, sender) = FlowKey::of(&syn);
+    let mut flow = Flow::new(key, sender, 1_000);
+    let from_resp = |flags: u8| {
+        let mut p = segment(flags);
+        (p.src, p.dst, p.sport, p.dport) = (p.dst, p.src, p.dport, p.sport);
+        (p.seq, p.ack) = (5_000, 1_001);
+        p
+    };
+    let mut step = |p: &Packet, role: Role, ts: i64| update(&mut flow, p, role, ts).recheck_expiry;
+    assert!(!step(&syn, Role::Orig, 1_000), "SYN");
+    assert!(!step(&from_resp(SYN | ACK), Role::Resp, 2_000), "SYN-ACK");
+    let mut ack = segment(ACK);
+    (ack.seq, ack.ack) = (1_001, 5_001);
+    assert!(
+        step(&ack, Role::Orig, 3_000),
+        "the ACK completing the handshake"
+    );
+    assert!(!step(&ack, Role::Orig, 4_000), "an ACK in order");
+    assert!(
+        step(&ack, Role::Orig, 3_500),
+        "an ACK stamped before the last packet"
+    );
+    assert!(!step(&ack, Role::Orig, 3_500), "the same time again");
+    assert!(step(&from_resp(FIN | ACK), Role::Resp, 5_000), "FIN");
+    assert!(step(&from_resp(RST), Role::Resp, 6_000), "RST");
+}

@@ -12,13 +12,11 @@
 //! Why it is exact: a flow expires when `now - last_us >= timeout`, the timeout of its
 //! state (half-open, established, closed). A flow visited alive, its deadline
 //! `last_us + timeout` then, cannot expire before that deadline while its packets keep
-//! that timeout: they only move `last_us` forward. A packet that may change which
-//! timeout applies (the handshake's last, a FIN, an RST) sets the hint back to "look
-//! now" (`FlowTable::timeout_changed`). So the hint is the deadline, rounded down to
-//! the second and at most [`MAX_AHEAD_S`] ahead. That holds while packet time runs
-//! forward; where a capture's timestamps run backwards inside a flow, moving its
-//! `last_us` back, the flow may be found expired that much later (its next packet
-//! still checks its expiry).
+//! that timeout and move `last_us` forward. A packet that may change which timeout
+//! applies (the handshake's last, a FIN, an RST) or that is older than the flow's last
+//! one (a capture's timestamps out of order) sets the hint back to "look now"
+//! (`FlowTable::recheck_expiry`). So the hint is the deadline, rounded down to the
+//! second and at most [`MAX_AHEAD_S`] ahead.
 //!
 //! Why one byte is enough: a hint is set at most [`MAX_AHEAD_S`] seconds ahead of the
 //! packet time it is set at; every slot is visited at least once per second of packet

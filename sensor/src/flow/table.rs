@@ -130,11 +130,11 @@ impl FlowTable {
         &self.timeouts
     }
 
-    /// The flow in slot `idx` may have a shorter idle timeout than when the sweep last
-    /// looked at it (see [`crate::track::Update::timeout_changed`]): the sweep looks
-    /// again at its next pass.
+    /// The flow in slot `idx` may expire sooner than when the sweep last looked at it
+    /// (see [`crate::track::Update::recheck_expiry`]): the sweep looks again at its
+    /// next pass.
     #[inline]
-    pub fn timeout_changed(&mut self, idx: u32) {
+    pub fn recheck_expiry(&mut self, idx: u32) {
         if let Some(h) = &mut self.hints {
             h.reset(idx as usize);
         }
@@ -458,9 +458,9 @@ mod tests {
 
     /// A file table's sweep, passing the flows its hints rule out, finds the same
     /// expired flows at every step as a live table's sweep, which reads every flow:
-    /// under churn, packets on live flows, handshakes, FINs and RSTs changing their
-    /// timeouts, an established timeout beyond the hints' 100 s reach, and packet time
-    /// advancing in small steps, long steps and jumps of more than a minute.
+    /// under churn, packets on live flows (some stamped out of order), handshakes, FINs
+    /// and RSTs changing their timeouts, an established timeout beyond the hints' 100 s
+    /// reach, and packet time advancing in small steps, long steps and jumps.
     #[test]
     fn the_hinted_sweep_expires_what_the_full_sweep_expires() {
         use crate::flow::{bits, dflags};
@@ -501,19 +501,27 @@ mod tests {
                     live.push(slot);
                 }
                 _ if !live.is_empty() => {
-                    // A packet on a live flow, sometimes one that changes its timeout.
+                    // A packet on a live flow, sometimes one that changes its timeout,
+                    // sometimes one stamped earlier than the flow's last (out of order).
                     let slot = live[rand(live.len() as u64) as usize];
                     let change = rand(20);
+                    let ts = if rand(50) == 0 {
+                        now - rand(5_000_000) as i64
+                    } else {
+                        now
+                    };
                     for table in [&mut full, &mut hinted] {
                         let f = table.get_mut(slot);
-                        f.last_us = now;
+                        let older = ts < f.last_us;
+                        f.last_us = ts;
                         match change {
                             0 => f.bits |= bits::ESTABLISHED,
                             1 => f.dirs[0].flags |= dflags::FIN,
                             2 => f.dirs[1].flags |= dflags::RST,
-                            _ => continue,
+                            _ if !older => continue,
+                            _ => {}
                         }
-                        table.timeout_changed(slot);
+                        table.recheck_expiry(slot);
                     }
                 }
                 _ => {}
