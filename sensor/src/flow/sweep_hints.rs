@@ -19,9 +19,9 @@
 //! second and at most [`MAX_AHEAD_S`] ahead.
 //!
 //! Why one byte is enough: a hint is set at most [`MAX_AHEAD_S`] seconds ahead of the
-//! packet time it is set at; every slot is visited at least once per second of packet
-//! time unless time jumps, and a jump of more than [`JUMP_S`] seconds sets every hint to
-//! "look now". So a hint is never more than 127 seconds from the time it is read at,
+//! packet time it is set at; the sweep's cursor passes every slot at least once per
+//! second of packet time unless time jumps, and a jump of more than [`JUMP_S`] seconds
+//! sets every hint to "look now". So a hint is never more than 127 seconds from the time it is read at,
 //! and its distance, taken as a signed byte, is exact.
 
 /// Hints are set at most this far ahead of packet time, in seconds.
@@ -51,7 +51,7 @@ impl SweepHints {
     }
 
     /// The sweep looks at slot `idx` at its next pass: it holds a new flow (a slot one
-    /// past the last extends the slab), or its flow's timeout may have changed.
+    /// past the last extends the slab), or its flow's deadline may have moved earlier.
     #[inline]
     pub(super) fn reset(&mut self, idx: usize) {
         let now = self.now_s as u8;
@@ -84,7 +84,7 @@ impl SweepHints {
     }
 
     /// The flow in slot `idx` was visited alive; it expires at `deadline_us` unless a
-    /// packet changes its timeout.
+    /// packet moves that earlier (which resets the hint).
     #[inline]
     pub(super) fn visited(&mut self, idx: usize, deadline_us: i64) {
         let earliest = deadline_us
@@ -97,10 +97,11 @@ impl SweepHints {
 /// The index of the first hint in `hints` that is due at second `now`: its distance
 /// from `now`, as a signed byte, is not positive.
 ///
-/// Eight hints at a time in a word (SWAR), by hand: a quiet link's sweep passes nine
-/// flows in ten, so the scan is most of its work, and a byte at a time (what
-/// `Iterator::position` compiles to; an early exit keeps it from vectorising) cost
-/// ~8 instructions a slot.
+/// Eight hints at a time in a word (SWAR), by hand: a quiet link's sweep passes most
+/// flows, so the scan is much of its work, and `Iterator::position` goes a byte at a
+/// time (its early exit keeps it from vectorising). callgrind, replay of 300,000 frames
+/// of 20,000 flows at 1,000 a second: 453.4 M instructions with `position`, 431.0 M
+/// with this.
 fn first_due(hints: &[u8], now: u8) -> Option<usize> {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
