@@ -371,9 +371,8 @@ impl Engine {
             self.counters.rst += 1;
             let (mut ev, evd) = self.classify(i, p, role, ts_us, fresh);
             let repeat_r = self.correlate_rsts(i, role, &mut ev);
+            self.update_tracking(i, p, role, ts_us);
             let flow = self.table.get_mut(i);
-            let u = track::update(flow, p, role, ts_us);
-            let recheck_expiry = u.recheck_expiry;
             if flow.rst_count == u8::MAX {
                 self.cross.more_rsts(flow, i);
             } else {
@@ -382,34 +381,42 @@ impl Engine {
             if repeat_r && !flow.history.push(role.letter(b'R')) {
                 self.counters.history_truncated += 1;
             }
-            self.counters.history_truncated += u64::from(u.letters_dropped);
-            if recheck_expiry {
-                self.table.recheck_expiry(i);
-            }
             self.hold(i, role, ev, evd, sink);
         } else {
-            let flow = self.table.get_mut(i);
-            let u = track::update(flow, p, role, ts_us);
-            self.counters.history_truncated += u64::from(u.letters_dropped);
-            let pending = flow.has(bits::HAS_PENDING);
-            if u.recheck_expiry {
-                self.table.recheck_expiry(i);
-            }
+            let u = self.update_tracking(i, p, role, ts_us);
             self.cross
                 .after_update(self.table.get(i), p, role, ts_us, u.became_established);
-            if p.payload_len > 0 && pending {
-                self.pending.for_each_of_flow(i, |h| {
-                    if h.role == role {
-                        // The purported sender of a held RST keeps sending: it did
-                        // not send it.
-                        h.ev.flags.insert(RstFlag::DataAfter);
-                    } else if h.evidence.peer_data_after_rst_us.is_none() {
-                        // Its peer was still sending (crossing data, if soon enough).
-                        h.evidence.peer_data_after_rst_us = Some(ts_us - h.ev.ts_us);
-                    }
-                });
+            if p.payload_len > 0 && self.table.get(i).has(bits::HAS_PENDING) {
+                self.note_data_after_held_rsts(i, role, ts_us);
             }
         }
+    }
+
+    /// Updates flow `i`'s tracking with `p` (`track::update`), counts the history
+    /// letters that did not fit, and tells the expiry sweep when the flow may now
+    /// expire sooner.
+    #[inline]
+    fn update_tracking(&mut self, i: u32, p: &Packet, role: Role, ts_us: i64) -> track::Update {
+        let u = track::update(self.table.get_mut(i), p, role, ts_us);
+        self.counters.history_truncated += u64::from(u.letters_dropped);
+        if u.recheck_expiry {
+            self.table.recheck_expiry(i);
+        }
+        u
+    }
+
+    /// Payload from `role` at `ts_us` on flow `i`, which holds RSTs for their verdict:
+    /// evidence about who sent them.
+    fn note_data_after_held_rsts(&mut self, i: u32, role: Role, ts_us: i64) {
+        self.pending.for_each_of_flow(i, |h| {
+            if h.role == role {
+                // The purported sender of a held RST keeps sending: it did not send it.
+                h.ev.flags.insert(RstFlag::DataAfter);
+            } else if h.evidence.peer_data_after_rst_us.is_none() {
+                // Its peer was still sending (crossing data, if soon enough).
+                h.evidence.peer_data_after_rst_us = Some(ts_us - h.ev.ts_us);
+            }
+        });
     }
 
     /// Classifies an RST and gathers the evidence for its cause (flow state before it).
