@@ -395,7 +395,7 @@ impl Engine {
     /// Updates flow `i`'s tracking with `p` (`track::update`), counts the history
     /// letters that did not fit, and tells the expiry sweep when the flow may now
     /// expire sooner.
-    #[inline]
+    #[inline(always)]
     fn update_tracking(&mut self, i: u32, p: &Packet, role: Role, ts_us: i64) -> track::Update {
         let u = track::update(self.table.get_mut(i), p, role, ts_us);
         self.counters.history_truncated += u64::from(u.letters_dropped);

@@ -58,7 +58,78 @@ pub fn bad_checksum(flow: &mut Flow, role: Role) -> Update {
 }
 
 /// Updates `flow` with packet `p` sent by `role` at `ts_us`.
+#[inline]
 pub fn update(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update {
+    if is_next_in_order(flow, p, role) {
+        next_in_order(flow, p, role, ts_us)
+    } else {
+        update_in_full(flow, p, role, ts_us)
+    }
+}
+
+/// Whether `p` is the common segment of a busy link: an ACK without SYN, FIN or RST,
+/// with an open window, on an established flow, at exactly its sender's next sequence
+/// number, from a side past the handshake states that already has the history letter
+/// (`D` or `A`) the segment would add. For such a segment most of
+/// [`update_in_full`] changes nothing (no letter, no endpoint state, no handshake);
+/// [`next_in_order`] does the rest alone, ~4× fewer instructions (callgrind).
+#[inline]
+fn is_next_in_order(flow: &Flow, p: &Packet, role: Role) -> bool {
+    use crate::parse::TcpFlags as F;
+    let control_or_ack = F::SYN | F::FIN | F::RST | F::ACK;
+    if p.flags.0 & control_or_ack != F::ACK || p.window == 0 || !flow.has(bits::ESTABLISHED) {
+        return false;
+    }
+    let letter = if p.payload_len > 0 {
+        dflags::H_D
+    } else {
+        dflags::H_A
+    };
+    let need = dflags::SENT_NON_RST | dflags::ACKED | letter;
+    let d = flow.dir(role);
+    // The endpoint states that a plain ACK moves are the ones before `Partial`.
+    d.flags & need == need
+        && p.seq == d.next_seq
+        && !matches!(
+            flow.state(role),
+            EndpointState::Inactive | EndpointState::SynSent | EndpointState::SynAckSent
+        )
+}
+
+/// [`update_in_full`]'s effect on a segment [`is_next_in_order`] admits, and nothing
+/// else (the test `the_in_order_path_does_what_the_full_update_does` holds them equal).
+#[inline]
+fn next_in_order(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update {
+    let len = p.payload_len;
+    let peer = *flow.dir(role.other());
+    let d = flow.dir_mut(role);
+    d.pkts = d.pkts.saturating_add(1);
+    // The payload ends ahead of `next_seq` (lengths are at most 64 KiB).
+    d.advance(p.seq.wrapping_add(len));
+    d.ip_id = p.ip_id;
+    d.win = p.window;
+    if seq_gt(p.ack, d.ack) {
+        d.ack = p.ack;
+    }
+    if peer.has(dflags::SENT_NON_RST) && seq_gt(p.ack, peer.next_seq) {
+        flow.dir_mut(role.other()).flags |= dflags::LOSSY;
+    }
+    payload_order(flow, role, len);
+    if role == Role::Resp && flow.resp_mac == 0 {
+        flow.resp_mac = mac_tag(p.src_mac);
+    }
+    let u = Update {
+        recheck_expiry: ts_us < flow.last_us,
+        ..Update::default()
+    };
+    flow.last_us = ts_us;
+    u
+}
+
+/// Updates `flow` with any packet `p` sent by `role` at `ts_us`. Out of line, so that
+/// the short path inlined into the engine stays short.
+#[inline(never)]
+fn update_in_full(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update {
     let mut u = Update::default();
     history(flow, p, role, &mut u);
     endpoint_states(flow, p, role);

@@ -3,7 +3,7 @@
 //! (state of the sender, state of its peer, flags of the sender's packet) and the two
 //! states expected after [`update`]; a failure names the rule and the row.
 
-use super::update;
+use super::{update, update_in_full};
 use crate::flow::{EndpointState as S, Flow, FlowKey, Role};
 use crate::parse::{Packet, TcpFlags};
 use rstwatch_schema::IpBytes;
@@ -240,4 +240,78 @@ fn a_packet_asks_for_an_expiry_recheck_when_the_deadline_may_move_earlier() {
     assert!(!step(&ack, Role::Orig, 3_500), "the same time again");
     assert!(step(&from_resp(FIN | ACK), Role::Resp, 5_000), "FIN");
     assert!(step(&from_resp(RST), Role::Resp, 6_000), "RST");
+}
+
+/// Everything the tracker writes in a flow, as text, to compare two flows.
+fn tracked(f: &Flow) -> String {
+    let (last_us, rtt, dirs) = (f.last_us, f.rtt, f.dirs);
+    let (states, bits, rsts, mac) = (f.states, f.bits, f.rst_count, f.resp_mac);
+    let history = f.history.text();
+    format!("{last_us} {rtt:?} {history} {dirs:?} {states:#x} {bits:#x} {rsts} {mac}")
+}
+
+/// `update` takes a short path for in-order ACKs on established flows; it must leave
+/// every flow exactly as the full update does. Random segments (mostly the next in
+/// order, some out of order, control flags, zero windows, time running back) on many
+/// flows, both updates applied to copies and compared after every step.
+#[test]
+fn the_in_order_path_does_what_the_full_update_does() {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    const FLAGS: [u8; 12] = [
+        ACK,
+        ACK,
+        ACK,
+        ACK | 0x08,
+        ACK | 0x08,
+        ACK | 0x20,
+        SYN,
+        SYN | ACK,
+        FIN | ACK,
+        RST,
+        RST | ACK,
+        0,
+    ];
+    let (mut steps, mut short) = (0u32, 0u32);
+    for _ in 0..2_000 {
+        let first = segment(SYN);
+        let (key, sender) = FlowKey::of(&first);
+        let mut ts = 1_000_000i64;
+        let mut flow = Flow::new(key, sender, ts);
+        for _ in 0..100 {
+            let role = if rnd(2) == 0 { Role::Orig } else { Role::Resp };
+            let mut p = segment(FLAGS[rnd(FLAGS.len() as u64) as usize]);
+            let (me, peer) = (*flow.dir(role), *flow.dir(role.other()));
+            p.seq = match rnd(8) {
+                0 => rnd(1 << 32) as u32,
+                1 => me.next_seq.wrapping_add(rnd(5) as u32).wrapping_sub(2),
+                _ => me.next_seq,
+            };
+            p.ack = match rnd(6) {
+                0 => peer.next_seq.wrapping_sub(rnd(3) as u32),
+                1 => peer.next_seq.wrapping_add(1 + rnd(3) as u32),
+                _ => peer.next_seq,
+            };
+            p.payload_len = [0, 0, 1, 100, 1448][rnd(5) as usize];
+            p.window = if rnd(10) == 0 { 0 } else { 512 };
+            p.ip_id = rnd(1 << 16) as u16;
+            p.src_mac = rnd(3);
+            ts += rnd(3_000) as i64 - 500;
+            short += u32::from(super::is_next_in_order(&flow, &p, role));
+            let mut full = flow;
+            let u_full = update_in_full(&mut full, &p, role, ts);
+            let u = update(&mut flow, &p, role, ts);
+            let packet = format!("{role:?} flags {:#x} seq {} ack {}", p.flags.0, p.seq, p.ack);
+            assert_eq!(tracked(&flow), tracked(&full), "after {packet}");
+            assert_eq!(format!("{u:?}"), format!("{u_full:?}"), "after {packet}");
+            steps += 1;
+        }
+    }
+    // The short path must have been taken often, or the comparison says nothing.
+    assert!(short > steps / 10, "{short} of {steps} steps took the short path");
 }
