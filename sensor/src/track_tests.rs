@@ -306,12 +306,18 @@ fn the_in_order_path_does_what_the_full_update_does() {
             let mut full = flow;
             let u_full = update_in_full(&mut full, &p, role, ts);
             let u = update(&mut flow, &p, role, ts);
-            let packet = format!("{role:?} flags {:#x} seq {} ack {}", p.flags.0, p.seq, p.ack);
+            let packet = format!(
+                "{role:?} flags {:#x} seq {} ack {}",
+                p.flags.0, p.seq, p.ack
+            );
             assert_eq!(tracked(&flow), tracked(&full), "after {packet}");
             assert_eq!(format!("{u:?}"), format!("{u_full:?}"), "after {packet}");
             steps += 1;
         }
     }
     // The short path must have been taken often, or the comparison says nothing.
-    assert!(short > steps / 10, "{short} of {steps} steps took the short path");
+    assert!(
+        short > steps / 10,
+        "{short} of {steps} steps took the short path"
+    );
 }
