@@ -394,7 +394,9 @@ impl Engine {
 
     /// Updates flow `i`'s tracking with `p` (`track::update`), counts the history
     /// letters that did not fit, and tells the expiry sweep when the flow may now
-    /// expire sooner.
+    /// expire sooner. Always inline: with `track::update`'s short path inside, the
+    /// compiler left it out of line, a call per packet (callgrind, replay of 300,000
+    /// frames: 264.7 M instructions out of line, 259.1 M inline).
     #[inline(always)]
     fn update_tracking(&mut self, i: u32, p: &Packet, role: Role, ts_us: i64) -> track::Update {
         let u = track::update(self.table.get_mut(i), p, role, ts_us);
