@@ -103,6 +103,7 @@ fn next_in_order(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Update 
     let len = p.payload_len;
     let peer = *flow.dir(role.other());
     let d = flow.dir_mut(role);
+    // `SEEN` needs no setting: it came with `SENT_NON_RST`, in the same update.
     d.pkts = d.pkts.saturating_add(1);
     // The payload ends ahead of `next_seq` (lengths are at most 64 KiB).
     d.advance(p.seq.wrapping_add(len));
