@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# How `replay --workers 2` scales on this machine, and what bounds it. Each round runs,
+# one after the other on the same capture:
+#   one    one engine pinned to core A (`replay`);
+#   w2     `replay --workers 2` on cores A and B (one reader, two engines);
+#   pair   two independent one-engine replays started together, one pinned to each
+#          core: what the two cores give work that shares nothing but the machine.
+# Prints each round, then the medians: the speedup of w2 over one engine (wall), the
+# CPU two workers use against one engine, the pair's slowdown against one engine
+# alone (1.0: the cores scale perfectly), and the bound three threads on two cores
+# put on w2: at best they halve the total CPU, so speedup <= 2 x one CPU / w2 CPU.
+#
+#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1]
+#
+# Needs a release build of rstwatch-sensor (cargo build --release -p rstwatch-sensor).
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+sensor="$here/target/release/rstwatch-sensor"
+rounds=6 cores=0,1 capture=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --capture) capture=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --cores) cores=$2; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ -n "$capture" ] || { echo "--capture FILE is required" >&2; exit 2; }
+[ -r "$capture" ] || { echo "cannot read $capture" >&2; exit 2; }
+[ -x "$sensor" ] || { echo "missing $sensor (cargo build --release -p rstwatch-sensor)" >&2; exit 2; }
+a=${cores%,*} b=${cores#*,}
+[ "$a" != "$b" ] || { echo "--cores needs two different cores, like 0,1" >&2; exit 2; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# One timed run into "$1": "<wall s> <user+sys s>".
+timed() {
+    local out=$1; shift
+    /usr/bin/time -o "$out.t" -f "%e %U %S" "$@" >/dev/null
+    read -r w u s <"$out.t"
+    echo "$w $(printf '%.2f' "$(echo "$u + $s" | bc -l)")" >"$out"
+}
+cat "$capture" >/dev/null # into the page cache before the first round
+echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)"
+for r in $(seq 1 "$rounds"); do
+    timed "$work/one" taskset -c "$a" "$sensor" replay --no-progress "$capture"
+    timed "$work/w2" taskset -c "$cores" "$sensor" replay --no-progress --workers 2 "$capture"
+    timed "$work/pa" taskset -c "$a" "$sensor" replay --no-progress "$capture" &
+    timed "$work/pb" taskset -c "$b" "$sensor" replay --no-progress "$capture"
+    wait
+    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb")"
+    echo "$line" >>"$work/rows"
+    printf '%5d  %s\n' "$r" "$line"
+done
+
+python3 - "$work/rows" <<'EOF'
+import statistics as st, sys
+rows = [[float(x) for x in l.split()] for l in open(sys.argv[1])]
+one_w, one_c, w2_w, w2_c = ([r[i] for r in rows] for i in range(4))
+pair = [max(r[4], r[5]) / r[0] for r in rows]
+speedup = [o / w for o, w in zip(one_w, w2_w)]
+cpu = [w / o for o, w in zip(one_c, w2_c)]
+bound = [2 / c for c in cpu]
+m = st.median
+print(f"one engine: wall {m(one_w):.3f} s, CPU {m(one_c):.3f} s (medians)")
+print(f"--workers 2: wall {m(w2_w):.3f} s, CPU {m(w2_c):.3f} s; speedup over one engine "
+      f"{m(speedup):.2f}x (per round {min(speedup):.2f}-{max(speedup):.2f})")
+print(f"two workers use {m(cpu):.2f}x one engine's CPU: three threads on two cores can "
+      f"at best halve that, a bound of {m(bound):.2f}x")
+print(f"two independent replays at once: the slower takes {m(pair):.2f}x one alone "
+      f"(1.00: the cores scale perfectly)")
+EOF
