@@ -2,6 +2,7 @@
 
 use super::replay::{replay_files, EngineFlags};
 use crate::diagnose::{markdown, text, Collector, Report};
+use crate::source::FileAccess;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -48,7 +49,8 @@ pub(crate) fn main(a: DiagnoseArgs) -> anyhow::Result<i32> {
     let cfg = a.engine.engine_config()?;
     let mut collector = Collector::default();
     // The progress bar is replay's: on stderr, only for large files on a terminal.
-    let (bad_files, _counters) = replay_files(&a.files, false, &cfg, &mut collector);
+    let (bad_files, _counters) =
+        replay_files(&a.files, false, FileAccess::Read, &cfg, &mut collector);
     if bad_files == a.files.len() {
         return Ok(1);
     }

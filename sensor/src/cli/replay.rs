@@ -5,7 +5,7 @@ mod parallel;
 use crate::config::{load_engine_config, EngineConfig};
 use crate::output::{JsonLines, Select, Table};
 use crate::sink::Sink;
-use crate::source::{self, Progress};
+use crate::source::{self, FileAccess, Progress};
 use crate::Engine;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -60,6 +60,15 @@ pub(super) struct ReplayArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
+
+    /// How a capture file of 16 MiB or more reaches the parser: `read` (the kernel
+    /// copies it into a small buffer) or `map` (parsed where the page cache holds it,
+    /// no copy, but page faults and page-table walks). Which is faster depends on the
+    /// machine: on one VM reading took 17 % less CPU, on another mapping 10 % less
+    /// (benches/RESULTS.md). Pipes and small files are always read. [default: read
+    /// with one engine, map with --workers]
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub file_access: Option<FileAccess>,
 
     /// Ship to a collector instead of printing (see `--ship`).
     #[command(flatten)]
@@ -130,6 +139,11 @@ impl EngineFlags {
 }
 
 impl ReplayArgs {
+    /// `--file-access` of one engine: reading unless told (see its help).
+    fn serial_access(&self) -> FileAccess {
+        self.file_access.unwrap_or(FileAccess::Read)
+    }
+
     fn select(&self) -> Select {
         if self.only.is_empty() {
             return Select::default();
@@ -146,7 +160,7 @@ pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
     let cfg = a.engine.engine_config()?;
     if a.ship.ship.is_some() {
         return crate::ship::replay_shipped(&a.ship, |sink| {
-            replay_files(&a.files, a.no_progress, &cfg, sink)
+            replay_files(&a.files, a.no_progress, a.serial_access(), &cfg, sink)
         });
     }
     if a.workers > 1 && (a.format != Format::Json || a.ship.ship.is_some()) {
@@ -161,6 +175,7 @@ pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
             &cfg,
             a.select(),
             usize::from(a.workers),
+            a.file_access.unwrap_or(FileAccess::Map),
             std::io::stdout(),
         );
         (o.bad_files, o.counters, o.written)
@@ -187,12 +202,14 @@ fn replay_serial(
     match a.format {
         Format::Json => {
             let mut sink = JsonLines::new(out, a.select());
-            let (bad, counters) = replay_files(&a.files, a.no_progress, cfg, &mut sink);
+            let (bad, counters) =
+                replay_files(&a.files, a.no_progress, a.serial_access(), cfg, &mut sink);
             (bad, counters, sink.finish())
         }
         Format::Table => {
             let mut sink = Table::new(out, a.select());
-            let (bad, counters) = replay_files(&a.files, a.no_progress, cfg, &mut sink);
+            let (bad, counters) =
+                replay_files(&a.files, a.no_progress, a.serial_access(), cfg, &mut sink);
             (bad, counters, sink.finish())
         }
     }
@@ -218,13 +235,14 @@ fn report(stats: bool, counters: &[(&'static str, u64)]) {
 pub(super) fn replay_files<S: Sink>(
     files: &[PathBuf],
     no_progress: bool,
+    access: FileAccess,
     cfg: &EngineConfig,
     sink: &mut S,
 ) -> (usize, Vec<(&'static str, u64)>) {
     let mut engine = Engine::for_files(cfg);
     let (bad, other_blocks) = read_each(files, no_progress, |path, progress| {
         // Batches of frames, so the flow lookups of each batch overlap their misses.
-        source::read_file_batched(path, progress, |link, frames| {
+        source::read_file_batched(path, progress, access, |link, frames| {
             engine.process_batch(link, frames, sink)
         })
     });

@@ -12,12 +12,12 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 //!
-//! A regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
-//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
-//! which also says what happens when the file shrinks meanwhile): no copy, and the
-//! records are parsed where the page cache holds them, with the bytes ahead
-//! prefetched. Each window is a buffer as above; consecutive windows overlap, so a
-//! record across a window's end is read whole from the next.
+//! With [`FileAccess::Map`], a regular file of at least [`MAP_MIN`] bytes is not read
+//! but mapped, in windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`;
+//! `sys::FileMapping`, which also says what happens when the file shrinks meanwhile):
+//! no copy, and the records are parsed where the page cache holds them, with the bytes
+//! ahead prefetched. Each window is a buffer as above; consecutive windows overlap, so
+//! a record across a window's end is read whole from the next.
 
 use super::ng_blocks::{NgBlocks, NgStop};
 use super::record::RecordLayout;
@@ -45,8 +45,10 @@ const BUFFER: usize = 8_000_000;
 /// The usual read: small enough that the records are still in the core's cache
 /// (L2) when they are parsed after the kernel copied them in; an 8 MB read had them
 /// evicted, and reading each record's header became a miss (RESULTS.md, "replay
-/// --workers N"). A record larger than this grows the buffer, up to [`BUFFER`].
-const READ_STEP: usize = 1 << 20;
+/// --workers N"). 256 KiB leaves room in a 1 MiB L2 for the engine's own lines: one
+/// engine's replay took 3–4 % less CPU than with 1 MiB reads (RESULTS.md, "Reading
+/// or mapping"). A record larger than this grows the buffer, up to [`BUFFER`].
+const READ_STEP: usize = 256 << 10;
 
 /// A read buffer that the frames of a batch are slices of; other threads may hold it.
 pub type SharedBuffer = Arc<Held>;
@@ -73,6 +75,25 @@ impl std::ops::Deref for Held {
 /// ones (tests, cut files) keep the one path whose messages they were written for.
 const MAP_MIN: u64 = 16 << 20;
 
+/// How a large capture file's bytes reach the parser. Either way each record is
+/// parsed in place, with no copy per packet; what differs is what the machine charges
+/// for getting the bytes near the core. Pipes, standard input and files under
+/// [`MAP_MIN`] are always read.
+///
+/// Which is faster depends on the machine (RESULTS.md, "Reading or mapping"): on an
+/// AMD EPYC VM one engine's replay took 17 % less CPU reading, where the kernel's copy
+/// (~30 GB/s) costs less than the page faults and page-table walks of a mapping; on an
+/// Intel Xeon VM whose copy ran at ~6 GB/s mapping took ~10 % less. A mapping also
+/// serves `--workers` better on both, since its reader only walks the record headers
+/// and each worker fetches its own frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileAccess {
+    /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
+    Read,
+    /// Map the file in windows of a few MiB and parse it where the page cache holds it.
+    Map,
+}
+
 /// A mapped window: large enough that mapping calls are rare (one per ~6,000 frames of
 /// 680 bytes), small enough that the pages mapped at once stay a small part of the
 /// resident memory (they count in it).
@@ -94,9 +115,11 @@ const PREFETCH_AHEAD: usize = 8 << 10;
 pub fn read_file_batched(
     path: &Path,
     progress: Option<Progress>,
+    access: FileAccess,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, WINDOW, |link, _, frames| {
+    let window = (access == FileAccess::Map).then_some(WINDOW);
+    read_any(path, progress, window, |link, _, frames| {
         on_batch(link, frames)
     })
 }
@@ -106,24 +129,26 @@ pub fn read_file_batched(
 /// window stays mapped while anyone holds it. pcapng frames are copied into such
 /// buffers, [`READ_BATCH`] at a time.
 ///
-/// Mapped like the one-engine path (in larger windows, [`SHARED_WINDOW`]) since the
-/// engine prefetches each chunk's frame headers: `replay --workers 2` then spends
-/// less CPU and wall time than with the kernel copying the file into read buffers
+/// With [`FileAccess::Map`] in larger windows ([`SHARED_WINDOW`]): since the engine
+/// prefetches each chunk's frame headers, `replay --workers 2` then spends less CPU
+/// and wall time than with the kernel copying the file into read buffers
 /// (RESULTS.md).
 pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,
+    access: FileAccess,
     on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, SHARED_WINDOW, on_batch)
+    let window = (access == FileAccess::Map).then_some(SHARED_WINDOW);
+    read_any(path, progress, window, on_batch)
 }
 
-/// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large
-/// regular file.
+/// A pcap or pcapng file, mapped in windows of `window` bytes when there is a window
+/// and it is a large regular file, else read.
 fn read_any(
     path: &Path,
     progress: Option<Progress>,
-    window: usize,
+    window: Option<usize>,
     on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
@@ -144,7 +169,8 @@ fn read_any(
         .map(|m| m.len());
     let progress = progress.unwrap_or_default();
     let diagnose = |e| explain_damage(e, path, pcapng);
-    if let Some(size) = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng)) {
+    let mappable = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng));
+    if let (Some(size), Some(window)) = (mappable, window) {
         return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
             .map_err(|e| err(diagnose(e)));
     }
@@ -527,7 +553,7 @@ mod tests {
     fn batched(p: &Path) -> (Frames, Option<String>, usize) {
         let mut seen = vec![];
         let mut calls = 0;
-        let r = read_file_batched(p, None, |link, frames| {
+        let r = read_file_batched(p, None, FileAccess::Read, |link, frames| {
             calls += 1;
             assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
             seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));

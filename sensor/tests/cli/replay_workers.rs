@@ -181,8 +181,9 @@ fn workers_give_the_records_of_one_engine() {
 
 /// A capture large enough to be mapped (over 16 MiB: more than one of the workers'
 /// 16 MiB windows): the workers read their frames from windows the reader has already
-/// left, and still give one engine's records; so does the same capture as pcapng,
-/// whose blocks are read in place too, and its records are the pcap's.
+/// left, and still give the records of one engine (which reads the file); so does
+/// the same capture as pcapng, whose blocks are read in place too, and its records
+/// are the pcap's.
 #[test]
 fn workers_over_a_mapped_capture_give_the_records_of_one_engine() {
     let dir = tempfile::tempdir().unwrap();

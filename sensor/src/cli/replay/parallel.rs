@@ -20,7 +20,7 @@ mod reader;
 use crate::config::EngineConfig;
 use crate::output::{JsonLines, Select};
 use crate::parse::ParseOptions;
-use crate::source::READ_BATCH;
+use crate::source::{FileAccess, READ_BATCH};
 use crate::Engine;
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use reader::{Batch, Reader};
@@ -51,6 +51,7 @@ pub(super) fn replay<W: Write + Send + 'static>(
     cfg: &EngineConfig,
     select: Select,
     workers: usize,
+    access: FileAccess,
     out: W,
 ) -> Outcome {
     let out = output::Shared::new(out);
@@ -71,7 +72,7 @@ pub(super) fn replay<W: Write + Send + 'static>(
         tunnel_ports: cfg.encap.ports().unwrap_or_default(),
     });
     let mut reader = Reader::new(queues, recycle_rx, hash);
-    let (bad, other_blocks) = reader.read_files(files, no_progress);
+    let (bad, other_blocks) = reader.read_files(files, no_progress, access);
     drop(reader);
     let mut counters: Vec<(&'static str, u64)> = Vec::new();
     let mut written = Ok(0);

@@ -4,7 +4,7 @@
 
 use super::fanout::FlowHash;
 use crate::parse::LinkType;
-use crate::source::{self, SharedBuffer};
+use crate::source::{self, FileAccess, SharedBuffer};
 use crossbeam::channel::{Receiver, Sender};
 use std::path::PathBuf;
 
@@ -65,9 +65,14 @@ impl Reader {
 
     /// Reads every file; returns the number that had a problem and the pcapng blocks
     /// without packets, reported through the one-engine path's `read_each`.
-    pub(super) fn read_files(&mut self, files: &[PathBuf], no_progress: bool) -> (usize, u64) {
+    pub(super) fn read_files(
+        &mut self,
+        files: &[PathBuf],
+        no_progress: bool,
+        access: FileAccess,
+    ) -> (usize, u64) {
         let r = super::super::read_each(files, no_progress, |path, progress| {
-            source::read_file_shared(path, progress, |link, buf, frames| {
+            source::read_file_shared(path, progress, access, |link, buf, frames| {
                 self.dispatch(link, buf, frames)
             })
         });
