@@ -34,10 +34,10 @@ results=$(mktemp)
 trap 'rm -f "$results" "$results.t"' EXIT
 for r in $(seq 1 "$rounds"); do
     for i in "${!bins[@]}"; do
-        /usr/bin/time -o "$results.t" -f "%e %U %S %M" "${pin[@]}" "${bins[$i]}" replay \
+        "$(dirname "$0")/timed.py" "$results.t" "${pin[@]}" "${bins[$i]}" replay \
             --no-progress --workers "$workers" "$capture" >/dev/null
-        read -r wall user sys rss <"$results.t"
-        echo "$i $r $wall $(echo "$user + $sys" | bc -l) $rss" >>"$results"
+        read -r wall cpu rss <"$results.t"
+        echo "$i $r $wall $cpu $rss" >>"$results"
     done
 done
 
@@ -49,7 +49,7 @@ cpu = {i: [float(r[3]) for r in rows if int(r[0]) == i] for i in range(len(bins)
 wall = {i: [float(r[2]) for r in rows if int(r[0]) == i] for i in range(len(bins))}
 rss = {i: [int(r[4]) for r in rows if int(r[0]) == i] for i in range(len(bins))}
 for i, b in enumerate(bins):
-    print(f"{b}: CPU median {statistics.median(cpu[i]):.3f} s ({min(cpu[i]):.2f}-{max(cpu[i]):.2f}), "
+    print(f"{b}: CPU median {statistics.median(cpu[i]):.3f} s ({min(cpu[i]):.3f}-{max(cpu[i]):.3f}), "
           f"wall median {statistics.median(wall[i]):.3f} s, peak RSS {max(rss[i]) // 1024} MiB")
 for i, b in enumerate(bins[1:], 1):
     ratios = [y / x for x, y in zip(cpu[0], cpu[i])]

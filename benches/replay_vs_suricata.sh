@@ -45,12 +45,13 @@ records=$("$sensor" replay --no-progress "$cap" | wc -l)
 echo "$(suricata -V | head -1); capture $(du -m "$cap" | cut -f1) MiB, $packets frames, $flows concurrent flows; rstwatch writes $records records"
 echo "cpu $cpu, $runs runs each, alternating; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# One timed run: "<wall s> <user+sys s> <peak RSS KiB>".
+# One timed run: "<wall s> <user+sys s> <peak RSS KiB>" (benches/timed.py: to the
+# microsecond, where /usr/bin/time's hundredths are 5 % of a 0.2 s replay).
 timed() {
     local t="$work/time"
-    /usr/bin/time -o "$t" -f "%e %U %S %M" taskset -c "$cpu" "$@" >/dev/null 2>"$work/stderr" || {
+    "$here/benches/timed.py" "$t" taskset -c "$cpu" "$@" >/dev/null 2>"$work/stderr" || {
         cat "$work/stderr" >&2; exit 1; }
-    awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$t"
+    cat "$t"
 }
 
 sensor_cmd=("$sensor" replay --no-progress "$cap")
@@ -64,7 +65,7 @@ row() {
     local tool=$1 r=$2 w c m; shift 2
     read -r w c m < <(timed "$@")
     echo "$tool $w $c $m" >>"$work/results"
-    printf '%-9s %4d %8.2f %8.2f %10.3f %12.1f\n' "$tool" "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+    printf '%-9s %4d %8.3f %8.3f %10.3f %12.1f\n' "$tool" "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
 }
 for r in $(seq 1 "$runs"); do
     row read "$r" dd if="$cap" of=/dev/null bs=1M status=none

@@ -37,9 +37,9 @@ trap 'rm -rf "$work"' EXIT
 # One timed run into "$1": "<wall s> <user+sys s>".
 timed() {
     local out=$1; shift
-    /usr/bin/time -o "$out.t" -f "%e %U %S" "$@" >/dev/null
-    read -r w u s <"$out.t"
-    echo "$w $(printf '%.2f' "$(echo "$u + $s" | bc -l)")" >"$out"
+    "$here/benches/timed.py" "$out.t" "$@" >/dev/null
+    read -r w c _ <"$out.t"
+    echo "$w $c" >"$out"
 }
 cat "$capture" >/dev/null # into the page cache before the first round
 echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)"
