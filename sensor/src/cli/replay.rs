@@ -64,7 +64,7 @@ pub(super) struct ReplayArgs {
     /// How a capture file of 16 MiB or more reaches the parser: `read` (the kernel
     /// copies it into a small buffer) or `map` (parsed where the page cache holds it,
     /// no copy, but page faults and page-table walks). Which is faster depends on the
-    /// machine: on one VM reading took 17 % less CPU, on another mapping 10 % less
+    /// machine: on one VM reading took a fifth less CPU, on another mapping ~10 % less
     /// (benches/RESULTS.md). Pipes and small files are always read. [default: read
     /// with one engine, map with --workers]
     #[arg(long, value_enum, value_name = "HOW")]

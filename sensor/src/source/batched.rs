@@ -81,11 +81,11 @@ const MAP_MIN: u64 = 16 << 20;
 /// [`MAP_MIN`] are always read.
 ///
 /// Which is faster depends on the machine (RESULTS.md, "Reading or mapping"): on an
-/// AMD EPYC VM one engine's replay took 17 % less CPU reading, where the kernel's copy
-/// (~30 GB/s) costs less than the page faults and page-table walks of a mapping; on an
-/// Intel Xeon VM whose copy ran at ~6 GB/s mapping took ~10 % less. A mapping also
-/// serves `--workers` better on both, since its reader only walks the record headers
-/// and each worker fetches its own frames.
+/// AMD EPYC VM one engine's replay took a fifth less CPU reading, where the kernel's
+/// copy (~30 GB/s) costs less than the page faults and page-table walks of a mapping;
+/// on an Intel Xeon VM whose copy ran at ~6 GB/s mapping took ~10 % less. `--workers`
+/// was faster mapped on both (its reader only walks the record headers, and each
+/// worker fetches its own frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileAccess {
     /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
