@@ -58,10 +58,30 @@ enum ClientKey {
 
 #[derive(Default)]
 struct Client {
-    /// Addresses seen behind this key (up to SHARED_MAC_ADDRS + 1).
-    addrs: Vec<IpBytes>,
+    /// Addresses seen behind this key: the first `addr_count` (at most
+    /// SHARED_MAC_ADDRS + 1, which marks the key as shared). In place, not a `Vec`: a
+    /// client is recorded at every handshake, and an allocation per new client cost
+    /// more than the 80 bytes.
+    addrs: [IpBytes; SHARED_MAC_ADDRS + 1],
+    addr_count: usize,
     recent: [Option<Established>; PER_CLIENT],
     next: usize,
+}
+
+impl Client {
+    /// Notes `addr` behind this key, up to one past the shared bound.
+    fn note_addr(&mut self, addr: IpBytes) {
+        let n = self.addr_count;
+        if n < self.addrs.len() && !self.addrs[..n].contains(&addr) {
+            self.addrs[n] = addr;
+            self.addr_count = n + 1;
+        }
+    }
+
+    /// Whether more addresses than [`SHARED_MAC_ADDRS`] were seen behind this key.
+    fn is_shared(&self) -> bool {
+        self.addr_count > SHARED_MAC_ADDRS
+    }
 }
 
 /// What the RST is checked against.
@@ -130,9 +150,7 @@ impl RaceBook {
             }
         }
         let c = self.clients.entry(key).or_default();
-        if !c.addrs.contains(&e.client) && c.addrs.len() <= SHARED_MAC_ADDRS {
-            c.addrs.push(e.client);
-        }
+        c.note_addr(e.client);
         c.recent[c.next] = Some(e);
         c.next = (c.next + 1) % PER_CLIENT;
     }
@@ -143,7 +161,7 @@ impl RaceBook {
         let by_mac = (q.client_mac != 0)
             .then(|| self.clients.get(&ClientKey::Mac(q.client_mac)))
             .flatten()
-            .filter(|c| c.addrs.len() <= SHARED_MAC_ADDRS);
+            .filter(|c| !c.is_shared());
         by_addr
             .into_iter()
             .chain(by_mac)
