@@ -158,15 +158,18 @@ impl ReplayArgs {
 
 pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
     let cfg = a.engine.engine_config()?;
+    // Before the ship path: it runs one engine, and a shipped replay asked for N of
+    // them must not quietly run one.
+    if a.workers > 1 && (a.format != Format::Json || a.ship.ship.is_some()) {
+        anyhow::bail!(
+            "--workers works with JSON output to stdout only (not --format table or --ship); \
+             replay without --workers to ship or print a table"
+        );
+    }
     if a.ship.ship.is_some() {
         return crate::ship::replay_shipped(&a.ship, |sink| {
             replay_files(&a.files, a.no_progress, a.serial_access(), &cfg, sink)
         });
-    }
-    if a.workers > 1 && (a.format != Format::Json || a.ship.ship.is_some()) {
-        anyhow::bail!(
-            "--workers works with JSON output to stdout only (not --format table or --ship)"
-        );
     }
     let (bad_files, counters, written) = if a.workers > 1 {
         let o = parallel::replay(

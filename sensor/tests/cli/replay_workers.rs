@@ -301,6 +301,39 @@ fn write_failures_end_as_with_one_engine() {
     }
 }
 
+/// `--workers` with `--ship` or `--format table` is refused with the reason, before
+/// anything is read or spooled: the ship path runs one engine, and a replay asked for
+/// more must not quietly run one.
+#[test]
+fn workers_refuse_what_they_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let storm = gen(dir.path(), "storm", "300", "8");
+    let spool = dir.path().join("spool");
+    let ship = [
+        "--ship",
+        "127.0.0.1:1",
+        "--plaintext",
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ];
+    for extra in [&ship[..], &["--format", "table"][..]] {
+        let out = sensor()
+            .args(["replay", "--no-progress", "--workers", "2"])
+            .args(extra)
+            .arg(&storm)
+            .output()
+            .unwrap();
+        let said = messages(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {said:?}");
+        assert!(
+            said.iter().any(|l| l.contains("--workers works with JSON output")),
+            "{extra:?}: {said:?}"
+        );
+        assert!(out.stdout.is_empty(), "{extra:?}");
+    }
+    assert!(!spool.exists(), "a refused replay spooled");
+}
+
 /// `pcap` rewritten as pcapng (one Ethernet interface, nanosecond timestamps: what
 /// `pcap-file` writes a timestamp as).
 pub(crate) fn as_pcapng(pcap: &Path, out: &Path) {
