@@ -326,7 +326,8 @@ fn workers_refuse_what_they_cannot_do() {
         let said = messages(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{extra:?}: {said:?}");
         assert!(
-            said.iter().any(|l| l.contains("--workers works with JSON output")),
+            said.iter()
+                .any(|l| l.contains("--workers works with JSON output")),
             "{extra:?}: {said:?}"
         );
         assert!(out.stdout.is_empty(), "{extra:?}");
