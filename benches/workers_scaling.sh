@@ -41,9 +41,11 @@ timed() {
     read -r w c _ <"$out.t"
     echo "$w $c" >"$out"
 }
-cat "$capture" >/dev/null # into the page cache before the first round
 echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)"
 for r in $(seq 1 "$rounds"); do
+    # Into the page cache before each round: this VM's DAMON pages out file pages
+    # untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
+    cat "$capture" >/dev/null
     timed "$work/one" taskset -c "$a" "$sensor" replay --no-progress "$capture"
     timed "$work/w2" taskset -c "$cores" "$sensor" replay --no-progress --workers 2 "$capture"
     timed "$work/pa" taskset -c "$a" "$sensor" replay --no-progress "$capture" &
