@@ -62,13 +62,13 @@ pub(super) struct ReplayArgs {
     pub workers: u16,
 
     /// How a capture file of 16 MiB or more reaches the parser: `read` (the kernel
-    /// copies it into a small buffer) or `map` (parsed where the page cache holds it,
+    /// copies it into small buffers) or `map` (parsed where the page cache holds it,
     /// no copy, but page faults and page-table walks). Which is faster depends on the
-    /// machine: on one VM reading took a fifth less CPU, on another mapping ~10 % less
-    /// (benches/RESULTS.md). Pipes and small files are always read. [default: read
-    /// with one engine, map with --workers]
-    #[arg(long, value_enum, value_name = "HOW")]
-    pub file_access: Option<FileAccess>,
+    /// machine: on one VM reading took a fifth less CPU (with --workers too), on
+    /// another mapping ~10 % less (benches/RESULTS.md). Pipes and small files are
+    /// always read.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "read")]
+    pub file_access: FileAccess,
 
     /// Ship to a collector instead of printing (see `--ship`).
     #[command(flatten)]
@@ -139,11 +139,6 @@ impl EngineFlags {
 }
 
 impl ReplayArgs {
-    /// `--file-access` of one engine: reading unless told (see its help).
-    fn serial_access(&self) -> FileAccess {
-        self.file_access.unwrap_or(FileAccess::Read)
-    }
-
     fn select(&self) -> Select {
         if self.only.is_empty() {
             return Select::default();
@@ -168,7 +163,7 @@ pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
     }
     if a.ship.ship.is_some() {
         return crate::ship::replay_shipped(&a.ship, |sink| {
-            replay_files(&a.files, a.no_progress, a.serial_access(), &cfg, sink)
+            replay_files(&a.files, a.no_progress, a.file_access, &cfg, sink)
         });
     }
     let (bad_files, counters, written) = if a.workers > 1 {
@@ -178,7 +173,7 @@ pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
             &cfg,
             a.select(),
             usize::from(a.workers),
-            a.file_access.unwrap_or(FileAccess::Map),
+            a.file_access,
             std::io::stdout(),
         );
         (o.bad_files, o.counters, o.written)
@@ -206,13 +201,13 @@ fn replay_serial(
         Format::Json => {
             let mut sink = JsonLines::new(out, a.select());
             let (bad, counters) =
-                replay_files(&a.files, a.no_progress, a.serial_access(), cfg, &mut sink);
+                replay_files(&a.files, a.no_progress, a.file_access, cfg, &mut sink);
             (bad, counters, sink.finish())
         }
         Format::Table => {
             let mut sink = Table::new(out, a.select());
             let (bad, counters) =
-                replay_files(&a.files, a.no_progress, a.serial_access(), cfg, &mut sink);
+                replay_files(&a.files, a.no_progress, a.file_access, cfg, &mut sink);
             (bad, counters, sink.finish())
         }
     }

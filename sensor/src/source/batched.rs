@@ -83,9 +83,9 @@ const MAP_MIN: u64 = 16 << 20;
 /// Which is faster depends on the machine (RESULTS.md, "Reading or mapping"): on an
 /// AMD EPYC VM one engine's replay took a fifth less CPU reading, where the kernel's
 /// copy (~30 GB/s) costs less than the page faults and page-table walks of a mapping;
-/// on an Intel Xeon VM whose copy ran at ~6 GB/s mapping took ~10 % less. `--workers`
-/// was faster mapped on both (its reader only walks the record headers, and each
-/// worker fetches its own frames).
+/// on an Intel Xeon VM whose copy ran at ~6 GB/s mapping took ~10 % less. `--workers
+/// 2` on the AMD VM, alternating, took 0.82 of the mapped CPU reading (and 31 MiB of
+/// peak RSS against 78), so reading is the default everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileAccess {
     /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
@@ -136,10 +136,8 @@ pub fn read_file_batched(
 /// window stays mapped while anyone holds it. pcapng frames are copied into such
 /// buffers, [`READ_BATCH`] at a time.
 ///
-/// With [`FileAccess::Map`] in larger windows ([`SHARED_WINDOW`]): since the engine
-/// prefetches each chunk's frame headers, `replay --workers 2` then spends less CPU
-/// and wall time than with the kernel copying the file into read buffers
-/// (RESULTS.md).
+/// With [`FileAccess::Map`] in larger windows ([`SHARED_WINDOW`]), which unmap less
+/// often: each unmapping interrupts the other threads' cores to flush their TLBs.
 pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,

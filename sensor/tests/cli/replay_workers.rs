@@ -21,6 +21,11 @@ fn sensor() -> Command {
 
 /// `replay --no-progress --stats --workers N` of `files`, its output to `stdout`.
 fn run(files: &[&Path], workers: u16, stdout: Stdio) -> std::process::Output {
+    run_with(files, workers, &[], stdout)
+}
+
+/// [`run`] with `extra` options.
+fn run_with(files: &[&Path], workers: u16, extra: &[&str], stdout: Stdio) -> std::process::Output {
     sensor()
         .arg("replay")
         .args([
@@ -29,6 +34,7 @@ fn run(files: &[&Path], workers: u16, stdout: Stdio) -> std::process::Output {
             "--workers",
             &workers.to_string(),
         ])
+        .args(extra)
         .args(files)
         .stdout(stdout)
         .output()
@@ -37,7 +43,12 @@ fn run(files: &[&Path], workers: u16, stdout: Stdio) -> std::process::Output {
 
 /// The output lines of `replay` and its `--stats` counters.
 fn replay(files: &[&Path], workers: u16) -> (Vec<String>, serde_json::Value) {
-    let out = run(files, workers, Stdio::piped());
+    replay_with(files, workers, &[])
+}
+
+/// [`replay`] with `extra` options.
+fn replay_with(files: &[&Path], workers: u16, extra: &[&str]) -> (Vec<String>, serde_json::Value) {
+    let out = run_with(files, workers, extra, Stdio::piped());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "workers {workers}: {stderr}");
     let stats = stderr.lines().next().expect("--stats line");
@@ -144,8 +155,13 @@ fn gen_wrapped(
 }
 
 fn assert_same(files: &[&Path], workers: u16) {
+    assert_same_with(files, workers, &[]);
+}
+
+/// [`assert_same`], the workers run with `extra` options (one engine without them).
+fn assert_same_with(files: &[&Path], workers: u16, extra: &[&str]) {
     let (one, one_stats) = replay(files, 1);
-    let (many, many_stats) = replay(files, workers);
+    let (many, many_stats) = replay_with(files, workers, extra);
     assert!(one.len() > 1000, "too small a test: {} records", one.len());
     let (a, one_order) = canonical(&one);
     let (b, many_order) = canonical(&many);
@@ -180,20 +196,22 @@ fn workers_give_the_records_of_one_engine() {
 }
 
 /// A capture large enough to be mapped (over 16 MiB: more than one of the workers'
-/// 16 MiB windows): the workers read their frames from windows the reader has already
-/// left, and still give the records of one engine (which reads the file); so does
-/// the same capture as pcapng, whose blocks are read in place too, and its records
-/// are the pcap's.
+/// 16 MiB windows), read (the default) and mapped: the workers read their frames from
+/// read buffers or windows the reader has already left, and still give the records
+/// of one engine (which reads the file); so does the same capture as pcapng, whose
+/// blocks are read in place too, and its records are the pcap's.
 #[test]
-fn workers_over_a_mapped_capture_give_the_records_of_one_engine() {
+fn workers_over_a_large_capture_read_or_mapped_give_the_records_of_one_engine() {
     let dir = tempfile::tempdir().unwrap();
     let storm = gen(dir.path(), "storm", "4000", "5");
     let size = std::fs::metadata(&storm).unwrap().len();
     assert!(size > 16 << 20, "{size} bytes: too small to be mapped");
-    assert_same(&[&storm], 2);
     let ng = dir.path().join("storm.pcapng");
     as_pcapng(&storm, &ng);
-    assert_same(&[&ng], 2);
+    for access in [&[][..], &["--file-access", "map"][..]] {
+        assert_same_with(&[&storm], 2, access);
+        assert_same_with(&[&ng], 2, access);
+    }
     assert_eq!(
         canonical(&replay(&[&ng], 1).0),
         canonical(&replay(&[&storm], 1).0)
