@@ -53,10 +53,11 @@ pub(super) struct ReplayArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Engines on this many threads (JSON output only): one thread reads and hands
-    /// each flow's frames to one engine by the symmetric flow hash of live fan-out;
-    /// each engine writes its own records. Evidence across flows (a server's
-    /// activity, RST bursts, anomalies) is then per engine, as in live fan-out.
+    /// Engines on this many threads (JSON to stdout only: not with --ship or --format
+    /// table): one thread reads and hands each flow's frames to one engine by the
+    /// symmetric flow hash of live fan-out; each engine writes its own records.
+    /// Evidence across flows (a server's activity, RST bursts, anomalies) is then per
+    /// engine, as in live fan-out.
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
