@@ -82,5 +82,9 @@ sm=$(col suricata 4) rm_=$(col rstwatch 4)
 echo "median wall: suricata ${sw} s, rstwatch ${rw} s -> rstwatch is $(echo "scale=1; $sw / $rw" | bc -l)x faster ($(echo "scale=2; $packets / $rw / 1000000" | bc -l) Mpps)"
 echo "median CPU:  suricata ${sc} s, rstwatch ${rc} s -> ratio $(echo "scale=1; $sc / $rc" | bc -l)"
 fw=$(col read 2)
-echo "read floor:  $fw s (dd); rstwatch spends $(echo "scale=2; $rw - $fw" | bc -l) s above it, $(echo "scale=0; ($rw - $fw) * 1000000000 / $packets" | bc -l) ns per frame; at 20x suricata it would have $(echo "scale=3; $sw / 20 - $fw" | bc -l) s, $(echo "scale=3; x = ($sw / 20 - $fw) * 1000000000 / $packets; scale=0; x / 1" | bc -l) ns per frame"
+# The copy's rate says how busy the host's memory was: the ratio falls with it, since a
+# third of rstwatch's time is the file's bytes streaming through the core and little of
+# Suricata's is (benches/RESULTS.md, "Replay against Suricata follows the host's memory
+# bandwidth").
+echo "read floor:  $fw s (dd, $(echo "scale=1; $(stat -c %s "$cap") / $fw / 1000000000" | bc -l) GB/s); rstwatch spends $(echo "scale=2; $rw - $fw" | bc -l) s above it, $(echo "scale=0; ($rw - $fw) * 1000000000 / $packets" | bc -l) ns per frame; at 20x suricata it would have $(echo "scale=3; $sw / 20 - $fw" | bc -l) s, $(echo "scale=3; x = ($sw / 20 - $fw) * 1000000000 / $packets; scale=0; x / 1" | bc -l) ns per frame"
 echo "peak RSS:    suricata $((sm / 1024)) MiB, rstwatch $((rm_ / 1024)) MiB -> rstwatch uses $(echo "scale=3; $rm_ / $sm" | bc -l) of suricata's"
