@@ -32,9 +32,9 @@ use std::sync::Arc;
 /// mapped windows held (a batch ends with its buffer: up to 256 KiB of frames read,
 /// ~0.7 MB mapped). When workers and the reader share cores, the workers live off
 /// their queues while the reader waits for a core; with 8 batches (~1 ms of work)
-/// they ran dry (mapped; reading, 16 and 128 batches were no better than 32). `--workers 2` on two cores, wall time
-/// median of eight runs with 8, 16, 32, 64: 0.475, 0.455, 0.435, 0.42 s, peak RSS 62,
-/// 72, 93, 140 MiB.
+/// they ran dry. Mapped, `--workers 2` on two cores, wall time median of eight runs
+/// with 8, 16, 32, 64: 0.475, 0.455, 0.435, 0.42 s, peak RSS 62, 72, 93, 140 MiB.
+/// Reading, 16 and 128 batches were no better than 32 (RESULTS.md).
 const QUEUE_BATCHES: usize = 32;
 
 /// What the workers did.
