@@ -19,6 +19,8 @@ pid = os.fork()
 if pid == 0:
     try:
         os.execvp(cmd[0], cmd)
+    except OSError as e:
+        print(f"timed.py: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
     finally:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
