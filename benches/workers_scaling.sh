@@ -4,11 +4,17 @@
 #   one    one engine pinned to core A (`replay`);
 #   w2     `replay --workers 2` on cores A and B (one reader, two engines);
 #   pair   two independent one-engine replays started together, one pinned to each
-#          core: what the two cores give work that shares nothing but the machine.
+#          core: what the two cores give work that shares nothing but the machine;
+#   split  `replay --workers 2` again, its threads' CPU read while it runs
+#          (benches/timed.py --threads; a run of its own, so the polling does not
+#          touch w2's time): the reader (the main thread) and each engine (rw-w0, rw-w1).
 # Prints each round, then the medians: the speedup of w2 over one engine (wall), the
 # CPU two workers use against one engine, the pair's slowdown against one engine
 # alone (1.0: the cores scale perfectly), and the bound three threads on two cores
 # put on w2: at best they halve the total CPU, so speedup <= 2 x one CPU / w2 CPU.
+# From the split: the reader's and the busiest engine's CPU, and the bound on a
+# machine with a core for every thread, where the busiest thread sets the pace:
+# speedup <= one CPU / max(reader, engine).
 #
 #   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1]
 #
@@ -41,7 +47,7 @@ timed() {
     read -r w c _ <"$out.t"
     echo "$w $c" >"$out"
 }
-echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)"
+echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)   split: reader rw-w0 rw-w1 (CPU s)"
 for r in $(seq 1 "$rounds"); do
     # Into the page cache before each round: this VM's DAMON pages out file pages
     # untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
@@ -51,7 +57,12 @@ for r in $(seq 1 "$rounds"); do
     timed "$work/pa" taskset -c "$a" "$sensor" replay --no-progress "$capture" &
     timed "$work/pb" taskset -c "$b" "$sensor" replay --no-progress "$capture"
     wait
-    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb")"
+    cat "$capture" >/dev/null
+    "$here/benches/timed.py" --threads "$work/threads" "$work/split.t" \
+        taskset -c "$cores" "$sensor" replay --no-progress --workers 2 "$capture" >/dev/null
+    # The main thread first, then rw-w0 and rw-w1 (the progress thread is off).
+    split=$(cut -d' ' -f3 "$work/threads" | head -3 | tr '\n' ' ')
+    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split"
     echo "$line" >>"$work/rows"
     printf '%5d  %s\n' "$r" "$line"
 done
@@ -72,4 +83,10 @@ print(f"two workers use {m(cpu):.2f}x one engine's CPU: three threads on two cor
       f"at best halve that, a bound of {m(bound):.2f}x")
 print(f"two independent replays at once: the slower takes {m(pair):.2f}x one alone "
       f"(1.00: the cores scale perfectly)")
+reader, e0, e1 = ([r[i] for r in rows] for i in (6, 7, 8))
+busiest = [max(x, y) for x, y in zip(e0, e1)]
+own_cores = [o / max(rd, e) for o, rd, e in zip(one_c, reader, busiest)]
+print(f"threads of --workers 2: the reader {m(reader):.3f} s CPU ({m([rd / o for rd, o in zip(reader, one_c)]):.2f}x "
+      f"one engine's), the busier engine {m(busiest):.3f} s; with a core for each thread the "
+      f"busiest sets the pace, a bound of {m(own_cores):.2f}x")
 EOF

@@ -176,7 +176,7 @@ pub(super) fn main(a: ReplayArgs) -> anyhow::Result<i32> {
             usize::from(a.workers),
             a.file_access,
             std::io::stdout(),
-        );
+        )?;
         (o.bad_files, o.counters, o.written)
     } else {
         replay_serial(&a, &cfg)
@@ -308,12 +308,14 @@ fn progress_bar(
     let progress: Progress = Default::default();
     let (b, p) = (bar.clone(), progress.clone());
     // The reader publishes its position; a small thread moves the bar, so the packet
-    // loop never touches the terminal.
-    std::thread::spawn(move || {
-        while !b.is_finished() {
-            b.set_position(p.load(std::sync::atomic::Ordering::Relaxed));
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    });
+    // loop never touches the terminal. Without that thread the replay runs as well.
+    let _ = std::thread::Builder::new()
+        .name("rw-progress".into())
+        .spawn(move || {
+            while !b.is_finished() {
+                b.set_position(p.load(std::sync::atomic::Ordering::Relaxed));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
     Some((bar, progress))
 }

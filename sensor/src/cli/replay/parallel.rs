@@ -22,6 +22,7 @@ use crate::output::{JsonLines, Select};
 use crate::parse::ParseOptions;
 use crate::source::{FileAccess, READ_BATCH};
 use crate::Engine;
+use anyhow::Context;
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use reader::{Batch, Reader};
 use std::io::Write;
@@ -54,17 +55,23 @@ pub(super) fn replay<W: Write + Send + 'static>(
     workers: usize,
     access: FileAccess,
     out: W,
-) -> Outcome {
+) -> anyhow::Result<Outcome> {
     let out = output::Shared::new(out);
     let (recycle_tx, recycle_rx) = unbounded::<Batch>();
     let mut queues = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    for j in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         let (cfg, out, recycle) = (cfg.clone(), out.clone(), recycle_tx.clone());
-        handles.push(std::thread::spawn(move || {
-            work(&cfg, select, rx, recycle, out)
-        }));
+        // Named as live fan-out's workers, so `top -H` and the benches can tell the
+        // reader (the main thread) from the engines. Nothing is read yet, so a
+        // worker that cannot start is an error that loses no input.
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("rw-w{j}"))
+                .spawn(move || work(&cfg, select, rx, recycle, out))
+                .context("starting a replay worker thread")?,
+        );
         queues.push(tx);
     }
     let hash = fanout::FlowHash::new(ParseOptions {
@@ -95,12 +102,12 @@ pub(super) fn replay<W: Write + Send + 'static>(
         ("files_failed", bad as u64),
         ("pcapng_other_blocks", other_blocks),
     ]);
-    Outcome {
+    Ok(Outcome {
         bad_files: bad,
         counters,
         // The output's own first error names what went wrong; the workers' only its kind.
         written: out.finish().and(written),
-    }
+    })
 }
 
 /// Sums counters by name, keeping the first worker's order.
