@@ -35,7 +35,7 @@ use std::sync::Arc;
 /// their queues while the reader waits for a core; with 8 batches (~1 ms of work)
 /// they ran dry. Mapped, `--workers 2` on two cores, wall time median of eight runs
 /// with 8, 16, 32, 64: 0.475, 0.455, 0.435, 0.42 s, peak RSS 62, 72, 93, 140 MiB.
-/// Reading, 16 and 128 batches were no better than 32 (RESULTS.md).
+/// Reading, 8, 16 and 128 batches were no better than 32 (RESULTS.md).
 const QUEUE_BATCHES: usize = 32;
 
 /// What the workers did.
