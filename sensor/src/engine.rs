@@ -414,9 +414,11 @@ impl Engine {
     }
 
     /// Payload from `role` at `ts_us` on flow `i`, which holds RSTs for their verdict:
-    /// evidence about who sent them.
+    /// evidence about who sent them. Each held RST sees only the first payload from
+    /// each side after it (`note_payload`): later ones would set the same flag again,
+    /// and the peer's time is that of its first payload.
     fn note_data_after_held_rsts(&mut self, i: u32, role: Role, ts_us: i64) {
-        self.pending.for_each_of_flow(i, |h| {
+        self.pending.note_payload(i, role, |h| {
             if h.role == role {
                 // The purported sender of a held RST keeps sending: it did not send it.
                 h.ev.flags.insert(RstFlag::DataAfter);

@@ -29,6 +29,28 @@ pub struct Held {
 /// RSTs one flow holds at most (see [`Pending::hold`]).
 pub const MAX_PER_FLOW: usize = 64;
 
+/// One flow's held RSTs.
+#[derive(Default)]
+struct FlowHeld {
+    /// Their sequence numbers, oldest first.
+    seqs: Vec<u64>,
+    /// Index `role as usize`: how many of `seqs`, from the oldest, have had payload
+    /// from that side noted ([`Pending::note_payload`]); the RSTs held since follow.
+    noted: [usize; 2],
+}
+
+impl FlowHeld {
+    /// Drops `seqs[at]`, keeping `noted` pointing past the same RSTs.
+    fn remove(&mut self, at: usize) -> u64 {
+        for n in &mut self.noted {
+            if at < *n {
+                *n -= 1;
+            }
+        }
+        self.seqs.remove(at)
+    }
+}
+
 /// The RSTs held for their verdict delay, in deadline order, bounded.
 pub struct Pending {
     /// Held RSTs in arrival order (deadlines are arrival + a constant delay, so this is
@@ -36,8 +58,8 @@ pub struct Pending {
     queue: VecDeque<Option<Held>>,
     /// Sequence number of `queue[0]`.
     front: u64,
-    /// Sequence numbers of the entries of each flow that holds any.
-    by_flow: hashbrown::HashMap<u32, Vec<u64>>,
+    /// The entries of each flow that holds any.
+    by_flow: hashbrown::HashMap<u32, FlowHeld>,
     held: usize,
     max: usize,
 }
@@ -74,9 +96,9 @@ impl Pending {
         let seq = self.front + self.queue.len() as u64;
         let flow = h.flow;
         let mine = self.by_flow.entry(flow).or_default();
-        mine.push(seq);
+        mine.seqs.push(seq);
         let mut early = early;
-        if mine.len() > MAX_PER_FLOW {
+        if mine.seqs.len() > MAX_PER_FLOW {
             // One flow holding this many is a blind attack in progress: release its
             // oldest so each later packet of the flow costs a bounded amount of work.
             let oldest = mine.remove(0);
@@ -97,14 +119,33 @@ impl Pending {
 
     /// Calls `f` on each held RST of `flow`, oldest first.
     pub fn for_each_of_flow(&mut self, flow: u32, mut f: impl FnMut(&mut Held)) {
-        let Some(seqs) = self.by_flow.get(&flow) else {
+        let Some(mine) = self.by_flow.get(&flow) else {
             return;
         };
-        for s in seqs {
+        for s in &mine.seqs {
             if let Some(Some(h)) = self.queue.get_mut((s - self.front) as usize) {
                 f(h);
             }
         }
+    }
+
+    /// Payload from `role` on `flow`: calls `f` on each held RST of the flow that has
+    /// not seen payload from `role` yet, oldest first. So `f` is what the *first*
+    /// payload from a side after an RST means to it (set a flag, fill a time that is
+    /// unset), and each held RST costs one call per side instead of one per packet.
+    /// That matters under a blind RST flood, where a flow holds up to
+    /// [`MAX_PER_FLOW`] RSTs, a new one every few packets, while its data keeps flowing.
+    pub fn note_payload(&mut self, flow: u32, role: Role, mut f: impl FnMut(&mut Held)) {
+        let Some(mine) = self.by_flow.get_mut(&flow) else {
+            return;
+        };
+        let noted = &mut mine.noted[role as usize];
+        for s in &mine.seqs[*noted..] {
+            if let Some(Some(h)) = self.queue.get_mut((s - self.front) as usize) {
+                f(h);
+            }
+        }
+        *noted = mine.seqs.len();
     }
 
     /// Does `flow` hold any RST?
@@ -139,10 +180,10 @@ impl Pending {
 
     /// Releases into `out` every RST held for `flow` (its flow is ending).
     pub fn release_flow(&mut self, flow: u32, out: &mut Vec<Held>) {
-        let Some(seqs) = self.by_flow.remove(&flow) else {
+        let Some(mine) = self.by_flow.remove(&flow) else {
             return;
         };
-        for s in seqs {
+        for s in mine.seqs {
             let i = (s - self.front) as usize;
             if let Some(h) = self.queue.get_mut(i).and_then(Option::take) {
                 self.held -= 1;
@@ -176,9 +217,11 @@ impl Pending {
     }
 
     fn forget(&mut self, flow: u32, seq: u64) {
-        if let Some(v) = self.by_flow.get_mut(&flow) {
-            v.retain(|s| *s != seq);
-            if v.is_empty() {
+        if let Some(mine) = self.by_flow.get_mut(&flow) {
+            if let Some(at) = mine.seqs.iter().position(|s| *s == seq) {
+                mine.remove(at);
+            }
+            if mine.seqs.is_empty() {
                 self.by_flow.remove(&flow);
             }
         }
@@ -233,6 +276,48 @@ mod tests {
         p.release_all(&mut out);
         assert_eq!(out.iter().map(|h| h.deadline_us).collect::<Vec<_>>(), [40]);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn payload_is_noted_once_per_side_on_each_held_rst() {
+        let mut p = Pending::new(8);
+        let mut out = vec![];
+        p.hold(held(1, 10), &mut out);
+        p.hold(held(1, 20), &mut out);
+        p.hold(held(2, 30), &mut out);
+        let mut calls = 0;
+        let mut count = |p: &mut Pending, flow, role| {
+            let before = calls;
+            p.note_payload(flow, role, |_| calls += 1);
+            calls - before
+        };
+        // Each held RST of the flow, once per side.
+        assert_eq!(count(&mut p, 1, Role::Orig), 2);
+        assert_eq!(count(&mut p, 1, Role::Orig), 0);
+        assert_eq!(count(&mut p, 1, Role::Resp), 2);
+        assert_eq!(count(&mut p, 1, Role::Resp), 0);
+        // Another flow's count is its own.
+        assert_eq!(count(&mut p, 2, Role::Orig), 1);
+        // A new RST held: only it sees the next payload of each side.
+        p.hold(held(1, 40), &mut out);
+        assert_eq!(count(&mut p, 1, Role::Orig), 1);
+        assert_eq!(count(&mut p, 1, Role::Orig), 0);
+        // The oldest released by its deadline: the others keep their place.
+        p.release_due(10, &mut out);
+        assert_eq!(out.len(), 1);
+        p.hold(held(1, 50), &mut out);
+        let mut seen = vec![];
+        p.note_payload(1, Role::Resp, |h| seen.push(h.deadline_us));
+        assert_eq!(seen, [40, 50]);
+        seen.clear();
+        p.note_payload(1, Role::Orig, |h| seen.push(h.deadline_us));
+        assert_eq!(seen, [50]);
+        // Released with its flow: nothing left to note, and a later hold starts afresh.
+        p.release_flow(1, &mut out);
+        assert_eq!(count(&mut p, 1, Role::Orig), 0);
+        p.hold(held(1, 60), &mut out);
+        assert_eq!(count(&mut p, 1, Role::Orig), 1);
+        assert!(out.iter().all(|h| h.flow == 1));
     }
 
     #[test]
