@@ -14,7 +14,8 @@
 //!    table: data packets on those flows interleaved with the `mixed` scenario capture
 //!    (all held in memory), against a parse-only pass over the same frames in the same
 //!    run (the ratio is the figure to compare across machines; these VMs are noisy);
-//! 4. the flow index of `replay`, which starts small and doubles (`Engine::for_files`):
+//! 4. the core's clock right after (x86-64), and the two passes in cycles per packet;
+//! 5. the flow index of `replay`, which starts small and doubles (`Engine::for_files`):
 //!    filling a table with `--flows` flows, its longest single insert (the pause of the
 //!    last doubling) and the whole fill against a table whose index is at full size,
 //!    each twice, alternating (the first table also pays for fresh memory).
@@ -301,7 +302,39 @@ fn main() {
         sink.anomalies,
         engine_s / parse_s
     );
+    // These VMs move between hosts whose clocks differ by half or more (and `perf`
+    // has no cycle counter in them): cycles are what compares across hosts.
+    if let Some(ghz) = core_clock_ghz() {
+        println!(
+            "core clock:  ~{ghz:.2} GHz (dependent 64-bit multiplies, 3 cycles each); \
+             engine ~{:.0} cycles/packet, parse only ~{:.0}",
+            engine_s * 1e9 / n * ghz,
+            parse_s * 1e9 / n * ghz
+        );
+    }
     index_growth(flows, capacity as usize);
+}
+
+/// The core's clock as it runs now, from the time of a chain of dependent 64-bit
+/// multiplies (3 cycles each on every x86-64 core of the last fifteen years, Intel and
+/// AMD alike; each one waits for the one before, so nothing overlaps them). `None`
+/// elsewhere, where the latency is not known.
+fn core_clock_ghz() -> Option<f64> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    const ROUNDS: u64 = 20_000_000;
+    const PER_ROUND: u64 = 10;
+    let mut x = black_box(3u64);
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        for _ in 0..PER_ROUND {
+            x = x.wrapping_mul(x);
+        }
+    }
+    let s = t.elapsed().as_secs_f64();
+    black_box(x);
+    Some((ROUNDS * PER_ROUND * 3) as f64 / s / 1e9)
 }
 
 /// Fills a full-size and a growing flow table with `flows` flows (keys of [`tuple`]),
