@@ -421,10 +421,10 @@ impl Engine {
         self.pending.note_payload(i, role, |h| {
             if h.role == role {
                 // The purported sender of a held RST keeps sending: it did not send it.
-                h.ev.flags.insert(RstFlag::DataAfter);
-            } else if h.evidence.peer_data_after_rst_us.is_none() {
+                h.add.insert(RstFlag::DataAfter);
+            } else if h.peer_data_after_rst_us.is_none() {
                 // Its peer was still sending (crossing data, if soon enough).
-                h.evidence.peer_data_after_rst_us = Some(ts_us - h.ev.ts_us);
+                h.peer_data_after_rst_us = Some(ts_us - h.ts_us);
             }
         });
     }
@@ -471,17 +471,17 @@ impl Engine {
             if h.role != role {
                 return;
             }
-            last_seq = Some(h.ev.seq);
-            if sent_known && seq_gt(ev.seq, h.ev.seq) && seq_gt(ev.seq, me.next_seq) {
-                h.ev.flags.insert(RstFlag::MultiSeq);
+            last_seq = Some(h.seq);
+            if sent_known && seq_gt(ev.seq, h.seq) && seq_gt(ev.seq, me.next_seq) {
+                h.add.insert(RstFlag::MultiSeq);
                 add.insert(RstFlag::MultiSeq);
             }
-            if ev.ack_flag && h.ev.ack_flag && ev.ack != h.ev.ack {
-                h.ev.flags.insert(RstFlag::MultiAck);
+            if ev.ack_flag && h.ack_flag && ev.ack != h.ack {
+                h.add.insert(RstFlag::MultiAck);
                 add.insert(RstFlag::MultiAck);
             }
-            if ev.ack_flag != h.ev.ack_flag {
-                h.ev.flags.insert(RstFlag::RstAndRstack);
+            if ev.ack_flag != h.ack_flag {
+                h.add.insert(RstFlag::RstAndRstack);
                 add.insert(RstFlag::RstAndRstack);
             }
         });

@@ -8,7 +8,7 @@
 
 use super::evidence::Evidence;
 use crate::flow::Role;
-use rstwatch_schema::RstEvent;
+use rstwatch_schema::{RstEvent, RstFlags};
 use std::collections::VecDeque;
 
 /// One held RST.
@@ -29,25 +29,70 @@ pub struct Held {
 /// RSTs one flow holds at most (see [`Pending::hold`]).
 pub const MAX_PER_FLOW: usize = 64;
 
+/// What the flow's later packets read and add while an RST is held. It is kept with
+/// the flow's entry, next to the flow's other held RSTs, and merged into the
+/// [`Held`] when that is released. A `Held` is 128 bytes, and a flow's are scattered
+/// through the queue among every other flow's. Walking them at each packet of a flow
+/// that holds many (a blind RST flood) was a cache miss per RST.
+#[derive(Debug, Clone, Copy)]
+pub struct Brief {
+    /// Which side sent the RST.
+    pub role: Role,
+    /// The RST's time.
+    pub ts_us: i64,
+    /// The RST's sequence number.
+    pub seq: u32,
+    /// Its acknowledgment number (meaningful with `ack_flag`).
+    pub ack: u32,
+    /// Whether it carried ACK.
+    pub ack_flag: bool,
+    /// Flags to add to the event when it is released.
+    pub add: RstFlags,
+    /// [`Evidence::peer_data_after_rst_us`], once known.
+    pub peer_data_after_rst_us: Option<i64>,
+}
+
+impl Brief {
+    fn of(h: &Held) -> Brief {
+        Brief {
+            role: h.role,
+            ts_us: h.ev.ts_us,
+            seq: h.ev.seq,
+            ack: h.ev.ack,
+            ack_flag: h.ev.ack_flag,
+            add: RstFlags::EMPTY,
+            peer_data_after_rst_us: h.evidence.peer_data_after_rst_us,
+        }
+    }
+
+    /// What was learnt while it was held, into the released RST.
+    fn merge_into(self, h: &mut Held) {
+        h.ev.flags.0 |= self.add.0;
+        h.evidence.peer_data_after_rst_us = self.peer_data_after_rst_us;
+    }
+}
+
 /// One flow's held RSTs.
 #[derive(Default)]
 struct FlowHeld {
-    /// Their sequence numbers, oldest first.
+    /// Their sequence numbers in the queue, oldest first.
     seqs: Vec<u64>,
-    /// Index `role as usize`: how many of `seqs`, from the oldest, have had payload
-    /// from that side noted ([`Pending::note_payload`]); the RSTs held since follow.
+    /// Theirs, in the same order.
+    briefs: Vec<Brief>,
+    /// Index `role as usize`: how many of them, from the oldest, have had payload from
+    /// that side noted ([`Pending::note_payload`]); the RSTs held since follow.
     noted: [usize; 2],
 }
 
 impl FlowHeld {
-    /// Drops `seqs[at]`, keeping `noted` pointing past the same RSTs.
-    fn remove(&mut self, at: usize) -> u64 {
+    /// Drops the RST at `at`, keeping `noted` pointing past the same RSTs.
+    fn remove(&mut self, at: usize) -> (u64, Brief) {
         for n in &mut self.noted {
             if at < *n {
                 *n -= 1;
             }
         }
-        self.seqs.remove(at)
+        (self.seqs.remove(at), self.briefs.remove(at))
     }
 }
 
@@ -97,17 +142,19 @@ impl Pending {
         let flow = h.flow;
         let mine = self.by_flow.entry(flow).or_default();
         mine.seqs.push(seq);
+        mine.briefs.push(Brief::of(&h));
         let mut early = early;
         if mine.seqs.len() > MAX_PER_FLOW {
             // One flow holding this many is a blind attack in progress: release its
             // oldest so each later packet of the flow costs a bounded amount of work.
-            let oldest = mine.remove(0);
-            if let Some(h) = self
+            let (oldest, brief) = mine.remove(0);
+            if let Some(mut h) = self
                 .queue
                 .get_mut((oldest - self.front) as usize)
                 .and_then(Option::take)
             {
                 self.held -= 1;
+                brief.merge_into(&mut h);
                 out.push(h);
                 early = true;
             }
@@ -118,14 +165,9 @@ impl Pending {
     }
 
     /// Calls `f` on each held RST of `flow`, oldest first.
-    pub fn for_each_of_flow(&mut self, flow: u32, mut f: impl FnMut(&mut Held)) {
-        let Some(mine) = self.by_flow.get(&flow) else {
-            return;
-        };
-        for s in &mine.seqs {
-            if let Some(Some(h)) = self.queue.get_mut((s - self.front) as usize) {
-                f(h);
-            }
+    pub fn for_each_of_flow(&mut self, flow: u32, f: impl FnMut(&mut Brief)) {
+        if let Some(mine) = self.by_flow.get_mut(&flow) {
+            mine.briefs.iter_mut().for_each(f);
         }
     }
 
@@ -135,17 +177,13 @@ impl Pending {
     /// unset), and each held RST costs one call per side instead of one per packet.
     /// That matters under a blind RST flood, where a flow holds up to
     /// [`MAX_PER_FLOW`] RSTs, a new one every few packets, while its data keeps flowing.
-    pub fn note_payload(&mut self, flow: u32, role: Role, mut f: impl FnMut(&mut Held)) {
+    pub fn note_payload(&mut self, flow: u32, role: Role, f: impl FnMut(&mut Brief)) {
         let Some(mine) = self.by_flow.get_mut(&flow) else {
             return;
         };
         let noted = &mut mine.noted[role as usize];
-        for s in &mine.seqs[*noted..] {
-            if let Some(Some(h)) = self.queue.get_mut((s - self.front) as usize) {
-                f(h);
-            }
-        }
-        *noted = mine.seqs.len();
+        mine.briefs[*noted..].iter_mut().for_each(f);
+        *noted = mine.briefs.len();
     }
 
     /// Does `flow` hold any RST?
@@ -183,10 +221,11 @@ impl Pending {
         let Some(mine) = self.by_flow.remove(&flow) else {
             return;
         };
-        for s in mine.seqs {
+        for (s, brief) in mine.seqs.into_iter().zip(mine.briefs) {
             let i = (s - self.front) as usize;
-            if let Some(h) = self.queue.get_mut(i).and_then(Option::take) {
+            if let Some(mut h) = self.queue.get_mut(i).and_then(Option::take) {
                 self.held -= 1;
+                brief.merge_into(&mut h);
                 out.push(h);
             }
         }
@@ -201,9 +240,11 @@ impl Pending {
 
     fn release_oldest(&mut self, out: &mut Vec<Held>) {
         while let Some(e) = self.pop_front() {
-            if let Some(h) = e {
+            if let Some(mut h) = e {
                 self.held -= 1;
-                self.forget(h.flow, self.front - 1);
+                if let Some(brief) = self.forget(h.flow, self.front - 1) {
+                    brief.merge_into(&mut h);
+                }
                 out.push(h);
                 return;
             }
@@ -216,15 +257,18 @@ impl Pending {
         Some(e)
     }
 
-    fn forget(&mut self, flow: u32, seq: u64) {
-        if let Some(mine) = self.by_flow.get_mut(&flow) {
-            if let Some(at) = mine.seqs.iter().position(|s| *s == seq) {
-                mine.remove(at);
-            }
-            if mine.seqs.is_empty() {
-                self.by_flow.remove(&flow);
-            }
+    /// Drops the queue's RST `seq` from its flow's entry; returns its brief.
+    fn forget(&mut self, flow: u32, seq: u64) -> Option<Brief> {
+        let mine = self.by_flow.get_mut(&flow)?;
+        let brief = mine
+            .seqs
+            .iter()
+            .position(|s| *s == seq)
+            .map(|at| mine.remove(at).1);
+        if mine.seqs.is_empty() {
+            self.by_flow.remove(&flow);
         }
+        brief
     }
 }
 
@@ -307,10 +351,10 @@ mod tests {
         assert_eq!(out.len(), 1);
         p.hold(held(1, 50), &mut out);
         let mut seen = vec![];
-        p.note_payload(1, Role::Resp, |h| seen.push(h.deadline_us));
+        p.note_payload(1, Role::Resp, |b| seen.push(b.ts_us));
         assert_eq!(seen, [40, 50]);
         seen.clear();
-        p.note_payload(1, Role::Orig, |h| seen.push(h.deadline_us));
+        p.note_payload(1, Role::Orig, |b| seen.push(b.ts_us));
         assert_eq!(seen, [50]);
         // Released with its flow: nothing left to note, and a later hold starts afresh.
         p.release_flow(1, &mut out);
@@ -318,6 +362,52 @@ mod tests {
         p.hold(held(1, 60), &mut out);
         assert_eq!(count(&mut p, 1, Role::Orig), 1);
         assert!(out.iter().all(|h| h.flow == 1));
+    }
+
+    #[test]
+    fn what_is_learnt_while_held_reaches_the_released_rst() {
+        use rstwatch_schema::RstFlag;
+        let mut p = Pending::new(2);
+        let mut out = vec![];
+        p.hold(held(1, 10), &mut out);
+        p.hold(held(2, 20), &mut out);
+        p.note_payload(1, Role::Resp, |b| b.peer_data_after_rst_us = Some(7));
+        p.for_each_of_flow(1, |b| b.add.insert(RstFlag::MultiSeq));
+        p.for_each_of_flow(2, |b| b.add.insert(RstFlag::DataAfter));
+        // Released early (full), by its flow's end, and by its deadline: each way
+        // carries what its brief gathered.
+        assert!(p.hold(held(3, 30), &mut out));
+        p.release_flow(2, &mut out);
+        p.for_each_of_flow(3, |b| b.add.insert(RstFlag::MultiAck));
+        p.release_due(30, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|h| (h.flow, h.ev.flags, h.evidence.peer_data_after_rst_us))
+            .collect();
+        let flags = |f: &[RstFlag]| {
+            let mut r = RstFlags::EMPTY;
+            f.iter().for_each(|&x| r.insert(x));
+            r
+        };
+        assert_eq!(
+            got,
+            [
+                (1, flags(&[RstFlag::MultiSeq]), Some(7)),
+                (2, flags(&[RstFlag::DataAfter]), None),
+                (3, flags(&[RstFlag::MultiAck]), None),
+            ]
+        );
+        // The bound per flow releases the oldest with its brief too.
+        let mut p = Pending::new(MAX_PER_FLOW * 2);
+        out.clear();
+        for t in 0..MAX_PER_FLOW as i64 {
+            p.hold(held(9, t), &mut out);
+        }
+        p.for_each_of_flow(9, |b| b.add.insert(RstFlag::MultiSeq));
+        assert!(p.hold(held(9, 1000), &mut out));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].ev.ts_us, 0);
+        assert_eq!(out[0].ev.flags, flags(&[RstFlag::MultiSeq]));
     }
 
     #[test]
