@@ -20,9 +20,10 @@ pub struct Held {
     pub flow: u32,
     /// Which side of the flow sent it.
     pub role: Role,
-    /// The event, gaining flags while held.
+    /// The event. The flags it gains while held wait in its [`Brief`] until release.
     pub ev: RstEvent,
-    /// What the cause rules will look at when it is released.
+    /// What the cause rules will look at when it is released (the peer's first data
+    /// after it, likewise, from the brief).
     pub evidence: Evidence,
 }
 
@@ -77,7 +78,7 @@ impl Brief {
 struct FlowHeld {
     /// Their sequence numbers in the queue, oldest first.
     seqs: Vec<u64>,
-    /// Theirs, in the same order.
+    /// The brief of each, in the same order.
     briefs: Vec<Brief>,
     /// Index `role as usize`: how many of them, from the oldest, have had payload from
     /// that side noted ([`Pending::note_payload`]); the RSTs held since follow.
