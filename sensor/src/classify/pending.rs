@@ -76,10 +76,8 @@ impl Brief {
 /// One flow's held RSTs.
 #[derive(Default)]
 struct FlowHeld {
-    /// Their sequence numbers in the queue, oldest first.
-    seqs: Vec<u64>,
-    /// The brief of each, in the same order.
-    briefs: Vec<Brief>,
+    /// Each one's sequence number in the queue and its brief, oldest first.
+    rsts: Vec<(u64, Brief)>,
     /// Index `role as usize`: how many of them, from the oldest, have had payload from
     /// that side noted ([`Pending::note_payload`]); the RSTs held since follow.
     noted: [usize; 2],
@@ -93,7 +91,7 @@ impl FlowHeld {
                 *n -= 1;
             }
         }
-        (self.seqs.remove(at), self.briefs.remove(at))
+        self.rsts.remove(at)
     }
 }
 
@@ -142,23 +140,13 @@ impl Pending {
         let seq = self.front + self.queue.len() as u64;
         let flow = h.flow;
         let mine = self.by_flow.entry(flow).or_default();
-        mine.seqs.push(seq);
-        mine.briefs.push(Brief::of(&h));
+        mine.rsts.push((seq, Brief::of(&h)));
         let mut early = early;
-        if mine.seqs.len() > MAX_PER_FLOW {
+        if mine.rsts.len() > MAX_PER_FLOW {
             // One flow holding this many is a blind attack in progress: release its
             // oldest so each later packet of the flow costs a bounded amount of work.
             let (oldest, brief) = mine.remove(0);
-            if let Some(mut h) = self
-                .queue
-                .get_mut((oldest - self.front) as usize)
-                .and_then(Option::take)
-            {
-                self.held -= 1;
-                brief.merge_into(&mut h);
-                out.push(h);
-                early = true;
-            }
+            early |= self.release_at(oldest, brief, out);
         }
         self.queue.push_back(Some(h));
         self.held += 1;
@@ -168,7 +156,7 @@ impl Pending {
     /// Calls `f` on each held RST of `flow`, oldest first.
     pub fn for_each_of_flow(&mut self, flow: u32, f: impl FnMut(&mut Brief)) {
         if let Some(mine) = self.by_flow.get_mut(&flow) {
-            mine.briefs.iter_mut().for_each(f);
+            mine.rsts.iter_mut().map(|(_, b)| b).for_each(f);
         }
     }
 
@@ -183,8 +171,8 @@ impl Pending {
             return;
         };
         let noted = &mut mine.noted[role as usize];
-        mine.briefs[*noted..].iter_mut().for_each(f);
-        *noted = mine.briefs.len();
+        mine.rsts[*noted..].iter_mut().map(|(_, b)| b).for_each(f);
+        *noted = mine.rsts.len();
     }
 
     /// Does `flow` hold any RST?
@@ -222,13 +210,8 @@ impl Pending {
         let Some(mine) = self.by_flow.remove(&flow) else {
             return;
         };
-        for (s, brief) in mine.seqs.into_iter().zip(mine.briefs) {
-            let i = (s - self.front) as usize;
-            if let Some(mut h) = self.queue.get_mut(i).and_then(Option::take) {
-                self.held -= 1;
-                brief.merge_into(&mut h);
-                out.push(h);
-            }
+        for (s, brief) in mine.rsts {
+            self.release_at(s, brief, out);
         }
     }
 
@@ -252,6 +235,19 @@ impl Pending {
         }
     }
 
+    /// Releases the queue's RST `seq`, with what its `brief` gathered, into `out`
+    /// (its flow's entry has already let it go). Whether it was still held.
+    fn release_at(&mut self, seq: u64, brief: Brief, out: &mut Vec<Held>) -> bool {
+        let i = (seq - self.front) as usize;
+        let Some(mut h) = self.queue.get_mut(i).and_then(Option::take) else {
+            return false;
+        };
+        self.held -= 1;
+        brief.merge_into(&mut h);
+        out.push(h);
+        true
+    }
+
     fn pop_front(&mut self) -> Option<Option<Held>> {
         let e = self.queue.pop_front()?;
         self.front += 1;
@@ -262,11 +258,11 @@ impl Pending {
     fn forget(&mut self, flow: u32, seq: u64) -> Option<Brief> {
         let mine = self.by_flow.get_mut(&flow)?;
         let brief = mine
-            .seqs
+            .rsts
             .iter()
-            .position(|s| *s == seq)
+            .position(|(s, _)| *s == seq)
             .map(|at| mine.remove(at).1);
-        if mine.seqs.is_empty() {
+        if mine.rsts.is_empty() {
             self.by_flow.remove(&flow);
         }
         brief
