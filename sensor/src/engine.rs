@@ -139,7 +139,7 @@ impl Engine {
         let (key, end) = self.key_of(&p);
         let hash = hash_key(&key);
         let found = self.table.find(&key, hash);
-        self.packet(ts_us, &p, key, end, hash, found, sink);
+        self.packet(ts_us, &p, &key, end, hash, found, sink);
     }
 
     /// Feeds frames in order, exactly as calling [`Engine::process`] on each would, but
@@ -165,6 +165,7 @@ impl Engine {
             hint: None,
         }; BATCH];
         let hasher = KeyHasher::get();
+        let opts = self.parse_opts;
         for chunk in frames.chunks(BATCH) {
             self.tunnels.next_epoch();
             // Stage 0: the header lines of every frame are requested before the first
@@ -177,7 +178,7 @@ impl Engine {
             }
             let each = parsed.iter_mut().zip(&mut packets).zip(&mut looked);
             for (((slot, packet), l), &(_, frame)) in each.zip(chunk) {
-                *slot = parse::parse_into(link, frame, self.parse_opts, packet);
+                *slot = parse::parse_into(link, frame, opts, packet);
                 if slot.is_ok() {
                     let (key, end) = self.key_of(packet);
                     let hash = hasher.hash(&key);
@@ -221,7 +222,7 @@ impl Engine {
                     }
                     _ => self.table.find(&l.key, l.hash),
                 };
-                self.packet(ts_us, packet, l.key, l.end, l.hash, found, sink);
+                self.packet(ts_us, packet, &l.key, l.end, l.hash, found, sink);
             }
         }
         self.batch_packets = packets;
@@ -331,13 +332,17 @@ impl Engine {
     /// packet; inline, `engine_bench` at 10,000 flows ran 3.8 % fewer instructions and
     /// 2–3 % less time at 10 k and 1 M flows (RESULTS.md, "Reading or mapping").
     /// `replay` is unchanged: its build already inlined it.
+    ///
+    /// The common path (no RST, good checksum) takes the flow from the table once and
+    /// hands that reference to every step, rather than indexing the slab (a bounds
+    /// check and a reload) at each.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn packet<S: Sink + ?Sized>(
         &mut self,
         ts_us: i64,
         p: &Packet,
-        key: FlowKey,
+        key: &FlowKey,
         end: End,
         hash: u64,
         mut found: Option<u32>,
@@ -346,22 +351,24 @@ impl Engine {
         if let Some(i) = found {
             // Past its timeout, or the four-tuple reused by a new connection after a
             // FIN or RST (the record then says `fin` / `rst`, not `timeout`).
-            if self.table.is_expired(i, ts_us) || restarts(self.table.get(i), p, end) {
+            let flow = self.table.get(i);
+            if flow.expired_at(ts_us, self.table.timeouts()) || restarts(flow, p, end) {
                 self.close(i, CloseReason::Timeout, sink);
                 found = None;
             }
         }
         let (i, fresh) = match found {
             Some(i) => (i, false),
-            None => (self.create(key, hash, p, end, ts_us, sink), true),
+            None => (self.create(*key, hash, p, end, ts_us, sink), true),
         };
-        let role = self.table.get(i).role_of(end);
+        let flow = self.table.get_mut(i);
+        let role = flow.role_of(end);
 
         if p.bad_checksum {
             // Like Zeek: a segment with a bad checksum is noted in the history and
             // otherwise ignored; an RST is still reported, flagged `bad_checksum`.
             self.counters.bad_checksum += 1;
-            let u = track::bad_checksum(self.table.get_mut(i), role);
+            let u = track::bad_checksum(flow, role);
             self.counters.history_truncated += u64::from(u.letters_dropped);
             if p.flags.rst() {
                 self.counters.rst += 1;
@@ -372,12 +379,13 @@ impl Engine {
         }
 
         self.cross
-            .before_update(self.table.get_mut(i), i, p, role, ts_us, &self.settings);
+            .before_update(flow, i, p, role, ts_us, &self.settings);
         if p.flags.rst() {
             self.counters.rst += 1;
             let (mut ev, evd) = self.classify(i, p, role, ts_us, fresh);
             let repeat_r = self.correlate_rsts(i, role, &mut ev);
-            self.update_tracking(i, p, role, ts_us);
+            let u = track::update(self.table.get_mut(i), p, role, ts_us);
+            self.count_update(i, u);
             let flow = self.table.get_mut(i);
             if flow.rst_count == u8::MAX {
                 self.cross.more_rsts(flow, i);
@@ -389,28 +397,27 @@ impl Engine {
             }
             self.hold(i, role, ev, evd, sink);
         } else {
-            let u = self.update_tracking(i, p, role, ts_us);
+            let u = track::update(flow, p, role, ts_us);
             self.cross
-                .after_update(self.table.get(i), p, role, ts_us, u.became_established);
-            if p.payload_len > 0 && self.table.get(i).has(bits::HAS_PENDING) {
+                .after_update(flow, p, role, ts_us, u.became_established);
+            let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
+            self.count_update(i, u);
+            if data_after_held {
                 self.note_data_after_held_rsts(i, role, ts_us);
             }
         }
     }
 
-    /// Updates flow `i`'s tracking with `p` (`track::update`), counts the history
-    /// letters that did not fit, and tells the expiry sweep when the flow may now
-    /// expire sooner. Always inline: with `track::update`'s short path inside, the
-    /// compiler left it out of line, a call per packet (callgrind, replay of 300,000
-    /// frames: 264.7 M instructions out of line, 259.1 M inline).
+    /// Takes in the outcome `u` of updating flow `i`'s tracking (`track::update`):
+    /// counts the history letters that did not fit, and tells the expiry sweep when the
+    /// flow may now expire sooner. The caller runs `track::update` itself, on the flow
+    /// reference it already holds. Always inline: a call per packet otherwise.
     #[inline(always)]
-    fn update_tracking(&mut self, i: u32, p: &Packet, role: Role, ts_us: i64) -> track::Update {
-        let u = track::update(self.table.get_mut(i), p, role, ts_us);
+    fn count_update(&mut self, i: u32, u: track::Update) {
         self.counters.history_truncated += u64::from(u.letters_dropped);
         if u.recheck_expiry {
             self.table.recheck_expiry(i);
         }
-        u
     }
 
     /// Payload from `role` at `ts_us` on flow `i`, which holds RSTs for their verdict:

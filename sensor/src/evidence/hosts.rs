@@ -27,7 +27,8 @@ struct Slot {
 
 /// When each host last sent anything, and whether it came back from a long silence (the reboot rule).
 pub struct HostActivity {
-    slots: Box<[Slot]>,
+    /// A fixed-size array, so the masked slot index needs no bounds check.
+    slots: Box<[Slot; SLOTS]>,
     silence_us: i64,
 }
 
@@ -51,7 +52,10 @@ impl HostActivity {
     /// A table calling `silence_us` of quiet a long silence.
     pub fn new(silence_us: i64) -> HostActivity {
         HostActivity {
-            slots: vec![Slot::default(); SLOTS].into_boxed_slice(),
+            slots: vec![Slot::default(); SLOTS]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("SLOTS slots")),
             silence_us,
         }
     }

@@ -333,6 +333,14 @@ impl Flow {
         false
     }
 
+    /// Is the flow past its idle timeout at `now_us`? In 128 bits, where the difference
+    /// cannot overflow: the same answer as comparing the saturated `i64` difference, in
+    /// fewer instructions (every packet on a known flow asks).
+    #[inline]
+    pub fn expired_at(&self, now_us: i64, t: &Timeouts) -> bool {
+        i128::from(now_us) - i128::from(self.last_us) >= i128::from(self.timeout_us(t))
+    }
+
     /// Idle timeout class: closed after FIN or RST, established, or half-open.
     pub fn timeout_us(&self, t: &Timeouts) -> i64 {
         let any = self.dirs[0].flags | self.dirs[1].flags;

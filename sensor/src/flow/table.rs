@@ -197,9 +197,7 @@ impl FlowTable {
     /// Is the flow past its idle timeout at `now_us`?
     #[inline]
     pub fn is_expired(&self, idx: u32, now_us: i64) -> bool {
-        let f = &self.slab[idx as usize];
-        let last = f.last_us;
-        now_us.saturating_sub(last) >= f.timeout_us(&self.timeouts)
+        self.slab[idx as usize].expired_at(now_us, &self.timeouts)
     }
 
     /// Inserts a flow whose key hashes to `hash`. The caller makes room first (see
