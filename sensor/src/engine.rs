@@ -37,6 +37,18 @@ struct Looked {
     hint: Option<u32>,
 }
 
+impl Looked {
+    /// An unused slot.
+    fn empty() -> Looked {
+        Looked {
+            key: FlowKey::default(),
+            end: End::Lo,
+            hash: 0,
+            hint: None,
+        }
+    }
+}
+
 /// Frames whose flow lookups [`Engine::process_batch`] overlaps.
 pub const BATCH: usize = 32;
 
@@ -60,13 +72,19 @@ pub struct Engine {
     now_us: i64,
     /// Packet time of the next expiry sweep step.
     next_sweep_us: i64,
+    /// The earlier of `next_sweep_us` and when a held RST may be due
+    /// ([`Pending::due_at`]): the one time `advance` compares each packet's with. Set
+    /// again wherever either changes (`refresh_next_event`).
+    next_event_us: i64,
     // Scratch space reused across packets, so the packet path does not allocate.
     expired: Vec<u32>,
     released: Vec<Held>,
     anomalies: Vec<Anomaly>,
-    /// `process_batch`'s packets, parsed in place; kept between calls so the array is
-    /// not set up again for every batch.
+    /// `process_batch`'s packets, parsed in place, and their flow lookups; kept between
+    /// calls so the arrays are not set up again for every batch (a few instructions a
+    /// packet).
     batch_packets: Vec<Packet>,
+    batch_looked: Vec<Looked>,
 }
 
 impl Engine {
@@ -109,10 +127,12 @@ impl Engine {
             verdict_delay_us: i64::from(cfg.verdict_delay_ms) * 1000,
             now_us: i64::MIN,
             next_sweep_us: i64::MIN,
+            next_event_us: i64::MIN,
             expired: Vec::new(),
             released: Vec::new(),
             anomalies: Vec::new(),
             batch_packets: vec![Packet::EMPTY; BATCH],
+            batch_looked: vec![Looked::empty(); BATCH],
         }
     }
 
@@ -157,13 +177,11 @@ impl Engine {
         let mut packets = std::mem::take(&mut self.batch_packets);
         // Always BATCH long (only an unwinding panic could have left it taken).
         packets.resize(BATCH, Packet::EMPTY);
+        // A slot of `looked` is written (stage 1, then its hint in stage 2) before it is
+        // read, whatever an earlier batch left in it.
+        let mut looked = std::mem::take(&mut self.batch_looked);
+        looked.resize(BATCH, Looked::empty());
         let mut parsed: [Result<(), Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
-        let mut looked = [Looked {
-            key: FlowKey::default(),
-            end: End::Lo,
-            hash: 0,
-            hint: None,
-        }; BATCH];
         let hasher = KeyHasher::get();
         let opts = self.parse_opts;
         for chunk in frames.chunks(BATCH) {
@@ -185,12 +203,8 @@ impl Engine {
                     // Stage 1: the index line of every frame is requested before the
                     // first lookup, so the batch's index misses overlap.
                     self.table.prefetch_index(hash);
-                    *l = Looked {
-                        key,
-                        end,
-                        hash,
-                        hint: None,
-                    };
+                    // The hint is stage 2's to write.
+                    (l.key, l.end, l.hash) = (key, end, hash);
                 }
             }
             // Stage 2: lookups in a tight loop of their own, index only: the flow
@@ -204,15 +218,19 @@ impl Engine {
                     }
                 }
             }
+            // Counted once a chunk, not once a frame: a rejected frame takes its TCP
+            // count back.
+            let n = chunk.len() as u64;
+            self.counters.frames += n;
+            self.counters.tcp += n;
             let each = parsed.iter().zip(&packets).zip(&looked);
             for (((slot, packet), l), &(ts_us, _)) in each.zip(chunk) {
-                self.counters.frames += 1;
                 if let Err(r) = slot {
+                    self.counters.tcp -= 1;
                     self.counters.rejected[*r as usize] += 1;
                     self.advance(ts_us, sink);
                     continue;
                 }
-                self.counters.tcp += 1;
                 self.advance(ts_us, sink);
                 // Earlier frames of the batch may have created, closed or evicted
                 // flows since the lookup: trust the hint only if it still holds.
@@ -226,6 +244,7 @@ impl Engine {
             }
         }
         self.batch_packets = packets;
+        self.batch_looked = looked;
     }
 
     /// The flow key of `p`, with its tunnel's slot.
@@ -238,21 +257,34 @@ impl Engine {
     /// Lets time pass (live capture on a quiet link; called by `process` too): releases
     /// held RSTs whose verdict delay is over and expires idle flows. Inline, with the
     /// work itself out of line: every packet calls it, and nearly every call only
-    /// checks two deadlines.
+    /// compares the clock with one time, the earlier of the two deadlines.
     #[inline]
     pub fn advance<S: Sink + ?Sized>(&mut self, now_us: i64, sink: &mut S) {
         if now_us > self.now_us {
             self.now_us = now_us;
         }
         let now = self.now_us;
+        if now >= self.next_event_us {
+            self.due_events(now, sink);
+        }
+    }
+
+    /// What `advance` found may be due at `now`: held RSTs to release, a sweep step.
+    #[inline(never)]
+    fn due_events<S: Sink + ?Sized>(&mut self, now: i64, sink: &mut S) {
         if self.pending.any_due(now) {
             self.release_due(now, sink);
         }
-        // The sweep works in steps of at least a millisecond of packet time; checking
-        // the clock is all most packets pay.
+        // The sweep works in steps of at least a millisecond of packet time.
         if now >= self.next_sweep_us {
             self.sweep(now, sink);
         }
+        self.refresh_next_event();
+    }
+
+    /// Sets `next_event_us` again, after the sweep's time or the held RSTs changed.
+    fn refresh_next_event(&mut self) {
+        self.next_event_us = self.next_sweep_us.min(self.pending.due_at());
     }
 
     /// Releases the held RSTs due at `now`.
@@ -286,6 +318,7 @@ impl Engine {
         }
         let mut released = std::mem::take(&mut self.released);
         self.pending.release_all(&mut released);
+        self.refresh_next_event();
         self.emit_released(&mut released, sink);
         self.released = released;
     }
@@ -396,8 +429,20 @@ impl Engine {
                 self.counters.history_truncated += 1;
             }
             self.hold(i, role, ev, evd, sink);
+        } else if track::is_next_in_order(flow, p, role) {
+            // The common segment, taken apart from the rest: it has nothing for
+            // `after_update` (no SYN, and its flow is established already) and drops no
+            // history letter, so only the expiry recheck is left of its `Update`.
+            let u = track::next_in_order(flow, p, role, ts_us);
+            let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
+            if u.recheck_expiry {
+                self.table.recheck_expiry(i);
+            }
+            if data_after_held {
+                self.note_data_after_held_rsts(i, role, ts_us);
+            }
         } else {
-            let u = track::update(flow, p, role, ts_us);
+            let u = track::update_in_full(flow, p, role, ts_us);
             self.cross
                 .after_update(flow, p, role, ts_us, u.became_established);
             let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
@@ -408,7 +453,8 @@ impl Engine {
         }
     }
 
-    /// Takes in the outcome `u` of updating flow `i`'s tracking (`track::update`):
+    /// Takes in the outcome `u` of updating flow `i`'s tracking (`track::update` or
+    /// `track::update_in_full`):
     /// counts the history letters that did not fit, and tells the expiry sweep when the
     /// flow may now expire sooner. The caller runs `track::update` itself, on the flow
     /// reference it already holds. Always inline: a call per packet otherwise.
@@ -518,6 +564,7 @@ impl Engine {
             },
             &mut released,
         );
+        self.refresh_next_event();
         self.counters.rst_released_early += (released.len() - before) as u64;
         self.emit_released(&mut released, sink);
         self.released = released;
@@ -557,6 +604,7 @@ impl Engine {
         if self.table.get(i).has(bits::HAS_PENDING) {
             let mut released = std::mem::take(&mut self.released);
             self.pending.release_flow(i, &mut released);
+            self.refresh_next_event();
             self.emit_released(&mut released, sink);
             self.released = released;
         }

@@ -106,6 +106,11 @@ pub struct Pending {
     by_flow: hashbrown::HashMap<u32, FlowHeld>,
     held: usize,
     max: usize,
+    /// When [`Pending::any_due`] turns true: the front entry's deadline, `i64::MIN`
+    /// when the front is a released entry, `i64::MAX` (never) when nothing is queued.
+    /// Kept by every method that changes the queue (`refresh_due`), so the check every
+    /// packet makes is one compare instead of a look into the ring buffer.
+    due_at: i64,
 }
 
 impl Pending {
@@ -117,6 +122,7 @@ impl Pending {
             by_flow: hashbrown::HashMap::new(),
             held: 0,
             max: max.max(1),
+            due_at: i64::MAX,
         }
     }
 
@@ -150,6 +156,7 @@ impl Pending {
         }
         self.queue.push_back(Some(h));
         self.held += 1;
+        self.refresh_due();
         early
     }
 
@@ -185,11 +192,25 @@ impl Pending {
     /// packet, so the release call (and its caller's bookkeeping) is skipped when not.
     #[inline]
     pub fn any_due(&self, now_us: i64) -> bool {
-        match self.queue.front() {
-            Some(Some(h)) => h.deadline_us <= now_us,
-            Some(None) => true,
-            None => false,
-        }
+        // `due_at` of an empty queue is also a deadline's (`i64::MAX`): the rare true
+        // answer asks the queue.
+        self.due_at <= now_us && !self.queue.is_empty()
+    }
+
+    /// The earliest packet time at which [`Pending::any_due`] may say true (`i64::MAX`
+    /// when nothing is held): the engine folds it into the one time it checks.
+    #[inline]
+    pub fn due_at(&self) -> i64 {
+        self.due_at
+    }
+
+    /// Sets `due_at` from the queue's front (after any change to the queue).
+    fn refresh_due(&mut self) {
+        self.due_at = match self.queue.front() {
+            Some(Some(h)) => h.deadline_us,
+            Some(None) => i64::MIN,
+            None => i64::MAX,
+        };
     }
 
     /// Releases into `out` every RST whose deadline is at or before `now_us`.
@@ -203,6 +224,7 @@ impl Pending {
                 Some(_) => break,
             }
         }
+        self.refresh_due();
     }
 
     /// Releases into `out` every RST held for `flow` (its flow is ending).
@@ -213,6 +235,7 @@ impl Pending {
         for (s, brief) in mine.rsts {
             self.release_at(s, brief, out);
         }
+        self.refresh_due();
     }
 
     /// Releases everything (end of input).
@@ -220,6 +243,7 @@ impl Pending {
         while !self.queue.is_empty() {
             self.release_oldest(out);
         }
+        self.refresh_due();
     }
 
     fn release_oldest(&mut self, out: &mut Vec<Held>) {

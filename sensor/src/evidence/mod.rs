@@ -67,7 +67,7 @@ impl CrossFlow {
 }
 
 use crate::classify::evidence::CauseSettings;
-use crate::flow::{bits, dflags, seq_lt, Flow, Role};
+use crate::flow::{bits, dflags, gap_at_least, seq_lt, Flow, Role};
 use crate::parse::Packet;
 use memo::{FinNote, SilenceNote};
 
@@ -91,10 +91,10 @@ impl CrossFlow {
         if p.flags.rst() {
             return;
         }
-        // The gap compared in 128 bits, where it cannot overflow (the same answer as
-        // the saturated `i64` gap note_rare keeps, in fewer instructions).
-        let long_gap =
-            i128::from(ts_us) - i128::from(flow.last_us) > i128::from(st.idle_threshold_us);
+        // `ts - last > threshold`, exactly (the same answer as the saturated gap
+        // note_rare keeps): a gap of at least `threshold + 1`, which cannot overflow
+        // (the threshold is a `u32` of seconds in microseconds).
+        let long_gap = gap_at_least(flow.last_us, ts_us, st.idle_threshold_us + 1);
         let to_closed = p.payload_len > 0 && flow.dir(role.other()).has(dflags::FIN);
         if long_gap || p.flags.fin() || to_closed {
             let gap = ts_us.saturating_sub(flow.last_us);

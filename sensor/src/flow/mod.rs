@@ -74,6 +74,19 @@ impl RttCode {
     }
 }
 
+/// Whether `to - from >= span`, in exact arithmetic: `to >= from + span`, the sum
+/// checked rather than widened. Out of `i64`'s range the sum is above every `to` when
+/// `span` is positive and below every one when it is negative. The same answer as
+/// comparing 128-bit differences (or the saturated `i64` one) in half the
+/// instructions: the idle tests of every packet use it.
+#[inline]
+pub fn gap_at_least(from: i64, to: i64, span: i64) -> bool {
+    match from.checked_add(span) {
+        Some(end) => to >= end,
+        None => span < 0,
+    }
+}
+
 /// An 8-bit tag of a MAC address, never 0 (0 = unknown).
 #[inline]
 pub fn mac_tag(mac: u64) -> u8 {
@@ -235,6 +248,20 @@ impl Flow {
         })
     }
 
+    /// Whether role `r`'s endpoint state is `Partial` or a later one (not `Inactive`,
+    /// `SynSent` or `SynAckSent`). Read from the nibble itself, without decoding it
+    /// through [`EndpointState::from_nibble`]'s table: the in-order path asks on every
+    /// packet.
+    #[inline]
+    pub fn past_handshake(&self, r: Role) -> bool {
+        let n = match r {
+            Role::Orig => self.states & 0xf,
+            Role::Resp => self.states >> 4,
+        };
+        // Unknown nibbles read as `Inactive`, as `state` reads them.
+        (EndpointState::Partial as u8..EndpointState::ALL.len() as u8).contains(&n)
+    }
+
     /// Sets the endpoint state of role `r`.
     #[inline]
     pub fn set_state(&mut self, r: Role, s: EndpointState) {
@@ -333,12 +360,11 @@ impl Flow {
         false
     }
 
-    /// Is the flow past its idle timeout at `now_us`? In 128 bits, where the difference
-    /// cannot overflow: the same answer as comparing the saturated `i64` difference, in
-    /// fewer instructions (every packet on a known flow asks).
+    /// Is the flow past its idle timeout at `now_us`? Exact whatever the values
+    /// ([`gap_at_least`]); every packet on a known flow asks.
     #[inline]
     pub fn expired_at(&self, now_us: i64, t: &Timeouts) -> bool {
-        i128::from(now_us) - i128::from(self.last_us) >= i128::from(self.timeout_us(t))
+        gap_at_least(self.last_us, now_us, self.timeout_us(t))
     }
 
     /// Idle timeout class: closed after FIN or RST, established, or half-open.
