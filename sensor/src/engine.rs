@@ -454,10 +454,9 @@ impl Engine {
     }
 
     /// Takes in the outcome `u` of updating flow `i`'s tracking (`track::update` or
-    /// `track::update_in_full`):
-    /// counts the history letters that did not fit, and tells the expiry sweep when the
-    /// flow may now expire sooner. The caller runs `track::update` itself, on the flow
-    /// reference it already holds. Always inline: a call per packet otherwise.
+    /// `track::update_in_full`, which the caller runs on the flow reference it already
+    /// holds): counts the history letters that did not fit, and tells the expiry sweep
+    /// when the flow may now expire sooner. Always inline: a call per packet otherwise.
     #[inline(always)]
     fn count_update(&mut self, i: u32, u: track::Update) {
         self.counters.history_truncated += u64::from(u.letters_dropped);
