@@ -77,8 +77,8 @@ impl RttCode {
 /// Whether `to - from >= span`, in exact arithmetic: `to >= from + span`, the sum
 /// checked rather than widened. Out of `i64`'s range the sum is above every `to` when
 /// `span` is positive and below every one when it is negative. The same answer as
-/// comparing 128-bit differences (or the saturated `i64` one) in half the
-/// instructions: the idle tests of every packet use it.
+/// comparing 128-bit differences (or the saturated `i64` one) in fewer instructions:
+/// the idle tests of every packet use it (`gap_tests` holds it to the 128-bit form).
 #[inline]
 pub fn gap_at_least(from: i64, to: i64, span: i64) -> bool {
     match from.checked_add(span) {
@@ -446,6 +446,50 @@ impl Timeouts {
             half_open_us: i64::from(c.timeout_half_open_s) * 1_000_000,
             established_us: i64::from(c.timeout_established_s) * 1_000_000,
             closed_us: i64::from(c.timeout_closed_s) * 1_000_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::*;
+
+    #[test]
+    fn gap_at_least_is_the_exact_difference_at_every_edge() {
+        let edges = [
+            i64::MIN,
+            i64::MIN + 1,
+            -1_000_000,
+            -1,
+            0,
+            1,
+            300_000_000,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        for &from in &edges {
+            for &to in &edges {
+                for &span in &edges {
+                    let exact = i128::from(to) - i128::from(from) >= i128::from(span);
+                    assert_eq!(gap_at_least(from, to, span), exact, "{from} {to} {span}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn past_handshake_agrees_with_the_decoded_state_for_every_nibble() {
+        let key = FlowKey::default();
+        let mut flow = Flow::new(key, End::Lo, 0);
+        for states in 0..=u8::MAX {
+            flow.states = states;
+            for r in [Role::Orig, Role::Resp] {
+                let decoded = !matches!(
+                    flow.state(r),
+                    EndpointState::Inactive | EndpointState::SynSent | EndpointState::SynAckSent
+                );
+                assert_eq!(flow.past_handshake(r), decoded, "{states:#04x} {r:?}");
+            }
         }
     }
 }
