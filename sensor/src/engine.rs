@@ -398,59 +398,82 @@ impl Engine {
         let role = flow.role_of(end);
 
         if p.bad_checksum {
-            // Like Zeek: a segment with a bad checksum is noted in the history and
-            // otherwise ignored; an RST is still reported, flagged `bad_checksum`.
-            self.counters.bad_checksum += 1;
-            let u = track::bad_checksum(flow, role);
-            self.counters.history_truncated += u64::from(u.letters_dropped);
-            if p.flags.rst() {
-                self.counters.rst += 1;
-                let (ev, evd) = self.classify(i, p, role, ts_us, fresh);
-                self.hold(i, role, ev, evd, sink);
-            }
+            self.bad_checksum_segment(i, p, role, ts_us, fresh, sink);
             return;
         }
-
         self.cross
             .before_update(flow, i, p, role, ts_us, &self.settings);
         if p.flags.rst() {
-            self.counters.rst += 1;
-            let (mut ev, evd) = self.classify(i, p, role, ts_us, fresh);
-            let repeat_r = self.correlate_rsts(i, role, &mut ev);
-            let u = track::update(self.table.get_mut(i), p, role, ts_us);
-            self.count_update(i, u);
-            let flow = self.table.get_mut(i);
-            if flow.rst_count == u8::MAX {
-                self.cross.more_rsts(flow, i);
-            } else {
-                flow.rst_count += 1;
-            }
-            if repeat_r && !flow.history.push(role.letter(b'R')) {
-                self.counters.history_truncated += 1;
-            }
-            self.hold(i, role, ev, evd, sink);
-        } else if track::is_next_in_order(flow, p, role) {
+            self.rst_segment(i, p, role, ts_us, fresh, sink);
+            return;
+        }
+        let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
+        if track::is_next_in_order(flow, p, role) {
             // The common segment, taken apart from the rest: it has nothing for
             // `after_update` (no SYN, and its flow is established already) and drops no
             // history letter, so only the expiry recheck is left of its `Update`.
-            let u = track::next_in_order(flow, p, role, ts_us);
-            let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
-            if u.recheck_expiry {
+            if track::next_in_order(flow, p, role, ts_us).recheck_expiry {
                 self.table.recheck_expiry(i);
-            }
-            if data_after_held {
-                self.note_data_after_held_rsts(i, role, ts_us);
             }
         } else {
             let u = track::update_in_full(flow, p, role, ts_us);
             self.cross
                 .after_update(flow, p, role, ts_us, u.became_established);
-            let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
             self.count_update(i, u);
-            if data_after_held {
-                self.note_data_after_held_rsts(i, role, ts_us);
-            }
         }
+        if data_after_held {
+            self.note_data_after_held_rsts(i, role, ts_us);
+        }
+    }
+
+    /// A segment whose checksum is wrong. Like Zeek: it is noted in the history and
+    /// otherwise ignored; an RST is still reported, flagged `bad_checksum`.
+    fn bad_checksum_segment<S: Sink + ?Sized>(
+        &mut self,
+        i: u32,
+        p: &Packet,
+        role: Role,
+        ts_us: i64,
+        fresh: bool,
+        sink: &mut S,
+    ) {
+        self.counters.bad_checksum += 1;
+        let u = track::bad_checksum(self.table.get_mut(i), role);
+        self.counters.history_truncated += u64::from(u.letters_dropped);
+        if p.flags.rst() {
+            self.counters.rst += 1;
+            let (ev, evd) = self.classify(i, p, role, ts_us, fresh);
+            self.hold(i, role, ev, evd, sink);
+        }
+    }
+
+    /// An RST on flow `i` (its cause evidence already noted): classified on the flow's
+    /// state before it, cross-checked with the flow's other held RSTs, tracked, and
+    /// held for its verdict.
+    fn rst_segment<S: Sink + ?Sized>(
+        &mut self,
+        i: u32,
+        p: &Packet,
+        role: Role,
+        ts_us: i64,
+        fresh: bool,
+        sink: &mut S,
+    ) {
+        self.counters.rst += 1;
+        let (mut ev, evd) = self.classify(i, p, role, ts_us, fresh);
+        let repeat_r = self.correlate_rsts(i, role, &mut ev);
+        let u = track::update(self.table.get_mut(i), p, role, ts_us);
+        self.count_update(i, u);
+        let flow = self.table.get_mut(i);
+        if flow.rst_count == u8::MAX {
+            self.cross.more_rsts(flow, i);
+        } else {
+            flow.rst_count += 1;
+        }
+        if repeat_r && !flow.history.push(role.letter(b'R')) {
+            self.counters.history_truncated += 1;
+        }
+        self.hold(i, role, ev, evd, sink);
     }
 
     /// Takes in the outcome `u` of updating flow `i`'s tracking (`track::update` or
