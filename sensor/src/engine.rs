@@ -407,7 +407,8 @@ impl Engine {
             self.rst_segment(i, p, role, ts_us, fresh, sink);
             return;
         }
-        let data_after_held = p.payload_len > 0 && flow.has(bits::HAS_PENDING);
+        // `&`, not `&&`: whether a segment carries data is unpredictable per packet.
+        let data_after_held = (p.payload_len > 0) & flow.has(bits::HAS_PENDING);
         if track::is_next_in_order(flow, p, role) {
             // The common segment, taken apart from the rest: it has nothing for
             // `after_update` (no SYN, and its flow is established already) and drops no

@@ -4,6 +4,7 @@
 use crate::flow::{bits, mac_tag, DirState, End, EndpointState, Flow, Role, RttCode};
 use crate::flow::{dflags, seq_gt, NO_WSCALE};
 use crate::parse::Packet;
+use std::hint::select_unpredictable;
 
 /// Ports Zeek's analyzers register as likely server ports (`likely_server_ports`),
 /// used, like Zeek, to orient a flow picked up without its SYN.
@@ -108,9 +109,10 @@ pub fn next_in_order(flow: &mut Flow, p: &Packet, role: Role, ts_us: i64) -> Upd
     d.advance(p.seq.wrapping_add(len));
     d.ip_id = p.ip_id;
     d.win = p.window;
-    if seq_gt(p.ack, d.ack) {
-        d.ack = p.ack;
-    }
+    // A select, not a branch: whether a segment moves its sender's ack depends on the
+    // direction and the other side's data, which change from one packet to the next
+    // with nothing a predictor can follow (RESULTS.md, "Branches no predictor follows").
+    d.ack = select_unpredictable(seq_gt(p.ack, d.ack), p.ack, d.ack);
     if peer.has(dflags::SENT_NON_RST) && seq_gt(p.ack, peer.next_seq) {
         flow.dir_mut(role.other()).flags |= dflags::LOSSY;
     }

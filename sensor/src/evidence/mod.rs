@@ -95,8 +95,10 @@ impl CrossFlow {
         // note_rare keeps): a gap of at least `threshold + 1`, which cannot overflow
         // (the threshold is a `u32` of seconds in microseconds).
         let long_gap = gap_at_least(flow.last_us, ts_us, st.idle_threshold_us + 1);
-        let to_closed = p.payload_len > 0 && flow.dir(role.other()).has(dflags::FIN);
-        if long_gap || p.flags.fin() || to_closed {
+        // `&` and `|`, not `&&` and `||`: whether a segment carries data is a coin flip
+        // per packet, and short-circuiting made it a branch the predictor missed.
+        let to_closed = (p.payload_len > 0) & flow.dir(role.other()).has(dflags::FIN);
+        if long_gap | p.flags.fin() | to_closed {
             let gap = ts_us.saturating_sub(flow.last_us);
             self.note_rare(flow, slot, p, role, ts_us, gap, st);
         }

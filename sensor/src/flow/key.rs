@@ -7,6 +7,7 @@
 use crate::parse::Packet;
 use rstwatch_schema::IpBytes;
 use std::hash::BuildHasher;
+use std::hint::select_unpredictable;
 
 /// Addresses, ports, VLAN ids and tunnel slot of a flow, lower (address, port) pair
 /// first.
@@ -75,29 +76,21 @@ impl FlowKey {
         // Numeric comparison of the big-endian addresses is the byte order, without a
         // byte-by-byte compare on the packet path.
         let (s, d) = (u128::from_be_bytes(p.src.0), u128::from_be_bytes(p.dst.0));
-        if (s, p.sport) <= (d, p.dport) {
-            (
-                FlowKey {
-                    lo: p.src,
-                    hi: p.dst,
-                    lo_port: p.sport,
-                    hi_port: p.dport,
-                    vlans,
-                },
-                End::Lo,
-            )
-        } else {
-            (
-                FlowKey {
-                    lo: p.dst,
-                    hi: p.src,
-                    lo_port: p.dport,
-                    hi_port: p.sport,
-                    vlans,
-                },
-                End::Hi,
-            )
-        }
+        // Branch-free: which end a packet came from is a coin flip from one packet to
+        // the next (either direction of any flow), so a branch here was mispredicted on
+        // about half of all packets (cachegrind's branch simulation, RESULTS.md).
+        // `(s, sport) > (d, dport)` with `|` and `&`, as a tuple compare short-circuits;
+        // the selects are conditional moves.
+        let swap = (s > d) | ((s == d) & (p.sport > p.dport));
+        let key = FlowKey {
+            lo: select_unpredictable(swap, p.dst, p.src),
+            hi: select_unpredictable(swap, p.src, p.dst),
+            lo_port: select_unpredictable(swap, p.dport, p.sport),
+            hi_port: select_unpredictable(swap, p.sport, p.dport),
+            vlans,
+        };
+        let end = select_unpredictable(swap, End::Hi, End::Lo);
+        (key, end)
     }
 
     /// Address and port of one end.
@@ -172,5 +165,76 @@ impl KeyHasher {
     #[inline]
     pub fn hash(self, k: &FlowKey) -> u64 {
         self.0.hash_one(k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order [`FlowKey::of`] computes without branches, as a plain tuple compare of
+    /// the address bytes and ports.
+    fn reference(p: &Packet) -> (IpBytes, u16, IpBytes, u16, End) {
+        if (p.src.0, p.sport) <= (p.dst.0, p.dport) {
+            (p.src, p.sport, p.dst, p.dport, End::Lo)
+        } else {
+            (p.dst, p.dport, p.src, p.sport, End::Hi)
+        }
+    }
+
+    fn packet(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16) -> Packet {
+        Packet {
+            src: IpBytes(src),
+            dst: IpBytes(dst),
+            sport,
+            dport,
+            vlan: 5,
+            inner_vlan: 7,
+            ..Packet::EMPTY
+        }
+    }
+
+    #[test]
+    fn orders_the_ends_as_a_tuple_compare_and_both_directions_share_the_key() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let addr = |rng: &mut fastrand::Rng| {
+            let mut a = [0u8; 16];
+            // Mostly addresses that differ only in their last bytes, as on one network,
+            // where the compare is decided late; some that differ in the first byte.
+            match rng.u8(..4) {
+                0 => rng.fill(&mut a),
+                _ => a[15] = rng.u8(..4),
+            }
+            a
+        };
+        let mut cases = vec![
+            packet([0; 16], 0, [0; 16], 0),
+            packet([0xff; 16], u16::MAX, [0xff; 16], u16::MAX),
+            packet([1; 16], 80, [1; 16], 81),
+            packet([1; 16], 81, [1; 16], 80),
+        ];
+        for _ in 0..20_000 {
+            let (s, d) = (addr(&mut rng), addr(&mut rng));
+            let ports =
+                |rng: &mut fastrand::Rng| [80, 443, 0, u16::MAX, rng.u16(..)][rng.usize(..5)];
+            cases.push(packet(s, ports(&mut rng), d, ports(&mut rng)));
+        }
+        for p in cases {
+            let (key, end) = FlowKey::of(&p);
+            let (lo, lo_port, hi, hi_port, want_end) = reference(&p);
+            assert_eq!(
+                (key.lo, key.lo_port, key.hi, key.hi_port),
+                (lo, lo_port, hi, hi_port)
+            );
+            assert_eq!(end, want_end, "{p:?}");
+            assert_eq!((key.vlan(), key.inner_vlan()), (5, 7));
+            let back = packet(p.dst.0, p.dport, p.src.0, p.sport);
+            let (back_key, back_end) = FlowKey::of(&back);
+            assert_eq!(back_key, key);
+            // A packet to itself (same address and port) is one end seen twice.
+            if (p.src, p.sport) != (p.dst, p.dport) {
+                assert_eq!(back_end, end.other());
+            }
+        }
     }
 }
