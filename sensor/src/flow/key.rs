@@ -78,7 +78,7 @@ impl FlowKey {
         let (s, d) = (u128::from_be_bytes(p.src.0), u128::from_be_bytes(p.dst.0));
         // Branch-free: which end a packet came from is a coin flip from one packet to
         // the next (either direction of any flow), so a branch here was mispredicted on
-        // about half of all packets (cachegrind's branch simulation, RESULTS.md).
+        // about half of all packets (RESULTS.md, "Branches no predictor follows").
         // `(s, sport) > (d, dport)` with `|` and `&`, as a tuple compare short-circuits;
         // the selects are conditional moves.
         let swap = (s > d) | ((s == d) & (p.sport > p.dport));
