@@ -85,9 +85,7 @@ impl CrossFlow {
         ts_us: i64,
         st: &CauseSettings,
     ) {
-        if role == Role::Resp {
-            self.hosts.sent(&p.src, ts_us);
-        }
+        self.hosts.sent_if(role == Role::Resp, &p.src, ts_us);
         if p.flags.rst() {
             return;
         }
