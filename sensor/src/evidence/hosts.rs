@@ -94,12 +94,15 @@ impl HostActivity {
             };
             return;
         }
-        let gap = ts_us - s.last_us;
+        // Wrapping (what a release build does anyway), never a panic: the spare slot
+        // sees every other packet's time, a damaged capture's extreme ones included.
+        let gap = ts_us.wrapping_sub(s.last_us);
         if gap >= self.silence_us {
             s.back_us = ts_us;
             s.gap_us = gap;
         }
-        // A max, not a branch: packets a microsecond apart share their timestamp.
+        // A max, not a branch: packets less than a microsecond apart share their
+        // timestamp, so on the spare slot a branch here went either way.
         s.last_us = s.last_us.max(ts_us);
     }
 
