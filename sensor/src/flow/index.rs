@@ -179,6 +179,12 @@ impl FlowIndex {
         self.len += 1;
     }
 
+    /// Removes every entry. The buckets are zeroed in place, at their present size.
+    pub(super) fn clear(&mut self) {
+        self.buckets.fill(EMPTY);
+        self.len = 0;
+    }
+
     /// Removes `slot`, indexed under `hash`, and shifts back the entries of its probe
     /// run that may now sit nearer their home bucket. `hash_of` gives the hash of an
     /// indexed slot (the index stores only 8 bits of it). Returns whether it was found.
