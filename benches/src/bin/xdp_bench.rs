@@ -2,7 +2,9 @@
 //! (`xdp_gen`, a PACKET_MMAP TX ring looping a capture) at a series of rates to the raw
 //! AF_XDP receive-and-drop baseline (`xdp_drop`) and to `rstwatch-sensor run`, one
 //! after the other on the same interface, and prints a Markdown table: received pps,
-//! loss, and the kernel's XDP_STATISTICS drop counters for each.
+//! loss, the kernel's XDP_STATISTICS drop counters and CPU per packet for each. With
+//! `--touching-baseline`, also `xdp_drop --touch` (each frame's header line read), so
+//! the sensor's CPU per packet can be set against a receiver that reads its frames.
 //!
 //! ```text
 //! cargo build --release -p rstwatch-benches -p rstwatch-sensor
@@ -48,6 +50,9 @@ struct Args {
     /// Directory holding xdp_gen, xdp_drop and rstwatch-sensor (default: this program's).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Also run the baseline reading each frame's header line (`xdp_drop --touch`).
+    #[arg(long)]
+    touching_baseline: bool,
     /// Extra arguments for `rstwatch-sensor run`, space-separated (e.g. "--fanout 1").
     #[arg(long, default_value = "")]
     sensor_args: String,
@@ -285,9 +290,31 @@ fn generate(bin: &Path, net: &Net, a: &Args, rate: u64) -> anyhow::Result<(u64, 
     Ok((field(&s, "sent"), secs))
 }
 
-fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::Result<Row> {
+/// The receivers measured, in the order they run at each rate.
+#[derive(Clone, Copy, PartialEq)]
+enum Receiver {
+    /// `xdp_drop`: frames returned untouched.
+    Baseline,
+    /// `xdp_drop --touch`: each frame's header line read.
+    Touching,
+    /// `rstwatch-sensor run`.
+    Sensor,
+}
+
+impl Receiver {
+    fn name(self) -> &'static str {
+        match self {
+            Receiver::Baseline => "baseline",
+            Receiver::Touching => "touching",
+            Receiver::Sensor => "sensor",
+        }
+    }
+}
+
+fn measure(bin: &Path, net: &Net, a: &Args, who: Receiver, rate: u64) -> anyhow::Result<Row> {
+    let sensor = who == Receiver::Sensor;
     let mut row = Row {
-        receiver: if sensor { "sensor" } else { "baseline" },
+        receiver: who.name(),
         offered: rate,
         ..Default::default()
     };
@@ -319,6 +346,9 @@ fn measure(bin: &Path, net: &Net, a: &Args, sensor: bool, rate: u64) -> anyhow::
         ])
         .args(["--coalesce-us", &a.coalesce_us.to_string()])
         .stdout(Stdio::piped());
+        if who == Receiver::Touching {
+            c.arg("--touch");
+        }
         start(c)?
     };
     let pid = child.id();
@@ -378,9 +408,14 @@ fn main() -> anyhow::Result<()> {
         if a.rt != 0 { ", SCHED_FIFO" } else { "" }
     );
     let mut rows = Vec::new();
+    let mut receivers = vec![Receiver::Baseline];
+    if a.touching_baseline {
+        receivers.push(Receiver::Touching);
+    }
+    receivers.push(Receiver::Sensor);
     for &rate in &a.rates {
-        for sensor in [false, true] {
-            let r = measure(&bin, &net, &a, sensor, rate)?;
+        for &who in &receivers {
+            let r = measure(&bin, &net, &a, who, rate)?;
             eprintln!(
                 "  {:8} offered {:>9} sent {:>9} rx {:>9} ({:>9.0} pps) loss {} dropped {} ring_full {} fill_empty {} cpu {:.0}% {:.0} ns/pkt",
                 r.receiver,
@@ -438,7 +473,7 @@ fn main() -> anyhow::Result<()> {
             .fold(0.0, f64::max)
     };
     println!();
-    for who in ["baseline", "sensor"] {
+    for who in receivers.iter().map(|r| r.name()) {
         match best(who) {
             Some(r) => println!(
                 "- {who}: highest zero-loss point {:.0} pps (offered {}), peak {:.0} pps",
@@ -457,7 +492,33 @@ fn main() -> anyhow::Result<()> {
     if b > 0.0 {
         println!("- sensor / baseline at peak: {:.2}", s / b);
     }
+    print_cpu_ratios(&rows, &a.rates, &receivers);
     Ok(())
+}
+
+/// At each rate, the sensor's CPU per packet over each baseline's.
+fn print_cpu_ratios(rows: &[Row], rates: &[u64], receivers: &[Receiver]) {
+    for &rate in rates {
+        let at = |who: Receiver| {
+            rows.iter()
+                .find(|r| r.offered == rate && r.receiver == who.name())
+                .map(Row::ns_per_pkt)
+                .filter(|&ns| ns > 0.0)
+        };
+        let Some(sensor) = at(Receiver::Sensor) else {
+            continue;
+        };
+        let ratios: Vec<String> = receivers
+            .iter()
+            .filter(|&&r| r != Receiver::Sensor)
+            .filter_map(|&r| at(r).map(|ns| format!("{:.2} over {}", sensor / ns, r.name())))
+            .collect();
+        println!(
+            "- CPU per packet at {}: sensor {sensor:.0} ns, {}",
+            offered(rate),
+            ratios.join(", ")
+        );
+    }
 }
 
 /// An offered rate as the tables show it: packets per second, or "max" for 0.
