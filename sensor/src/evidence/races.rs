@@ -179,21 +179,22 @@ pub struct RaceBook {
 impl RaceBook {
     /// Records an established connection whose completing ACK came from `client_mac`.
     pub fn established(&mut self, e: Established, client_mac: u64) {
-        if self.by_addr.contains_key(&e.client) || self.room(e.est_us) {
+        if self.fits(|b| b.by_addr.contains_key(&e.client), e.est_us) {
             self.by_addr.entry(e.client).or_default().push(e);
         }
-        if client_mac != 0 && (self.by_mac.contains_key(&client_mac) || self.room(e.est_us)) {
+        if client_mac != 0 && self.fits(|b| b.by_mac.contains_key(&client_mac), e.est_us) {
             let c = self.by_mac.entry(client_mac).or_default();
             c.note_addr(e.client);
             c.recent.push(e);
         }
     }
 
-    /// Whether a new client fits: below the bound (nearly always, and then at no
-    /// second lookup), or after dropping the clients with no connection in the last
-    /// minute before `now_us`, once; counts one in `full` if not.
-    fn room(&mut self, now_us: i64) -> bool {
-        if self.by_addr.len() + self.by_mac.len() < MAX_CLIENTS {
+    /// Whether the client that `known` looks for may be written: below the bound
+    /// (nearly always, and then without looking), if it is known already, or after the
+    /// clients with no connection in the last minute before `now_us` are dropped, once.
+    /// Counts one in `full` if not.
+    fn fits(&mut self, known: impl Fn(&RaceBook) -> bool, now_us: i64) -> bool {
+        if self.by_addr.len() + self.by_mac.len() < MAX_CLIENTS || known(self) {
             return true;
         }
         let horizon = now_us - 60_000_000;
