@@ -39,7 +39,7 @@ pub const PER_CLIENT: usize = 4;
 pub const SHARED_MAC_ADDRS: usize = 4;
 
 /// One established connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Established {
     /// Client address.
     pub client: IpBytes,
@@ -55,35 +55,14 @@ pub struct Established {
     pub est_us: i64,
 }
 
-impl Established {
-    /// A placeholder for a slot of [`Recent`] not yet used (never read).
-    const UNUSED: Established = Established {
-        client: IpBytes([0; 16]),
-        server: IpBytes([0; 16]),
-        server_port: 0,
-        client_port: 0,
-        syn_us: 0,
-        est_us: 0,
-    };
-}
-
 /// The last [`PER_CLIENT`] connections recorded under one key, oldest overwritten.
+#[derive(Default)]
 struct Recent {
-    /// Slots in use: they fill from the first.
+    /// Slots in use: they fill from the first (the rest are never read).
     len: u8,
     /// The slot the next connection goes to.
     next: u8,
     items: [Established; PER_CLIENT],
-}
-
-impl Default for Recent {
-    fn default() -> Recent {
-        Recent {
-            len: 0,
-            next: 0,
-            items: [Established::UNUSED; PER_CLIENT],
-        }
-    }
 }
 
 impl Recent {
@@ -194,17 +173,22 @@ impl RaceBook {
     /// clients with no connection in the last minute before `now_us` are dropped, once.
     /// Counts one in `full` if not.
     fn fits(&mut self, known: impl Fn(&RaceBook) -> bool, now_us: i64) -> bool {
-        if self.by_addr.len() + self.by_mac.len() < MAX_CLIENTS || known(self) {
+        if self.clients() < MAX_CLIENTS || known(self) {
             return true;
         }
         let horizon = now_us - 60_000_000;
         self.by_addr.retain(|_, r| r.any_after(horizon));
         self.by_mac.retain(|_, c| c.recent.any_after(horizon));
-        if self.by_addr.len() + self.by_mac.len() < MAX_CLIENTS {
+        if self.clients() < MAX_CLIENTS {
             return true;
         }
         self.full += 1;
         false
+    }
+
+    /// Clients held, as [`MAX_CLIENTS`] counts them: addresses and MACs alike.
+    fn clients(&self) -> usize {
+        self.by_addr.len() + self.by_mac.len()
     }
 
     /// The parallel connection this RST's flow lost to, if any.

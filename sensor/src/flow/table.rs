@@ -245,11 +245,17 @@ impl FlowTable {
         let hash = super::hash_key(&slab[idx as usize].key);
         self.index
             .remove(hash, idx, |i| super::hash_key(&slab[i as usize].key));
+        self.free(idx);
+        self.live -= 1;
+    }
+
+    /// Marks slot `idx` free and puts it at the head of the free list (its first
+    /// direction's `base` is the link; see [`FlowTable::insert`]).
+    fn free(&mut self, idx: u32) {
         let f = &mut self.slab[idx as usize];
         f.bits = 0;
         f.dirs[0].base = self.free_head;
         self.free_head = idx;
-        self.live -= 1;
     }
 
     /// Removes the flows in `slots`, which are every live flow, in that order: leaves
@@ -258,11 +264,11 @@ impl FlowTable {
     pub fn remove_all(&mut self, slots: &[u32]) {
         assert_eq!(slots.len(), self.live, "remove_all needs every live flow");
         for &idx in slots {
-            let f = &mut self.slab[idx as usize];
-            assert!(f.is_live(), "remove_all of a free slot");
-            f.bits = 0;
-            f.dirs[0].base = self.free_head;
-            self.free_head = idx;
+            assert!(
+                self.slab[idx as usize].is_live(),
+                "remove_all of a free slot"
+            );
+            self.free(idx);
         }
         self.live = 0;
         self.index.clear();
