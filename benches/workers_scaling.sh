@@ -16,19 +16,22 @@
 # machine with a core for every thread, where the busiest thread sets the pace:
 # speedup <= one CPU / max(reader, engine).
 #
-#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1]
+#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access read|map]
+#
+# --file-access is passed to every replay (default: replay's own, `read`).
 #
 # Needs a release build of rstwatch-sensor (cargo build --release -p rstwatch-sensor).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sensor="$here/target/release/rstwatch-sensor"
-rounds=6 cores=0,1 capture=
+rounds=6 cores=0,1 capture= access=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --capture) capture=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --cores) cores=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --file-access) access=(--file-access "$2"); shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -52,14 +55,14 @@ for r in $(seq 1 "$rounds"); do
     # Into the page cache before each round: this VM's DAMON pages out file pages
     # untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
     cat "$capture" >/dev/null
-    timed "$work/one" taskset -c "$a" "$sensor" replay --no-progress "$capture"
-    timed "$work/w2" taskset -c "$cores" "$sensor" replay --no-progress --workers 2 "$capture"
-    timed "$work/pa" taskset -c "$a" "$sensor" replay --no-progress "$capture" &
-    timed "$work/pb" taskset -c "$b" "$sensor" replay --no-progress "$capture"
+    timed "$work/one" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" "$capture"
+    timed "$work/w2" taskset -c "$cores" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture"
+    timed "$work/pa" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" "$capture" &
+    timed "$work/pb" taskset -c "$b" "$sensor" replay --no-progress "${access[@]}" "$capture"
     wait
     cat "$capture" >/dev/null
     "$here/benches/timed.py" --threads "$work/threads" "$work/split.t" \
-        taskset -c "$cores" "$sensor" replay --no-progress --workers 2 "$capture" >/dev/null
+        taskset -c "$cores" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture" >/dev/null
     # The main thread first, then rw-w0 and rw-w1 (the progress thread is off).
     split=$(cut -d' ' -f3 "$work/threads" | head -3 | tr '\n' ' ')
     line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split"

@@ -67,11 +67,14 @@ pub(super) struct ReplayArgs {
 
     /// How a capture file of 16 MiB or more reaches the parser: `read` (the kernel
     /// copies it into small buffers) or `map` (parsed where the page cache holds it,
-    /// no copy, but page faults and page-table walks). Which is faster depends on the
-    /// machine: on one VM reading took a fifth less CPU (with --workers too), on
-    /// another mapping ~10 % less (benches/RESULTS.md). Pipes and small files are
-    /// always read.
-    #[arg(long, value_enum, value_name = "HOW", default_value = "read")]
+    /// no copy, but page faults and page-table walks). Which is faster depends on how
+    /// fast the host's kernel copies: reading took a fifth less CPU on a VM copying at
+    /// ~30 GB/s, mapping a tenth to a fifth less on VMs copying at 4-6 GB/s
+    /// (benches/RESULTS.md). `auto` times the copy of the first file's first 16 MiB
+    /// once and maps below 10 GB/s (files of 128 MiB or more; smaller ones are read);
+    /// `--stats` shows `files_mapped` and the speed measured. Pipes and files under
+    /// 16 MiB are always read.
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
     pub file_access: FileAccess,
 
     /// Ship to a collector instead of printing (see `--ship`).
@@ -242,7 +245,7 @@ pub(super) fn replay_files<S: Sink>(
     sink: &mut S,
 ) -> (usize, Vec<(&'static str, u64)>) {
     let mut engine = Engine::for_files(cfg);
-    let (bad, other_blocks) = read_each(files, no_progress, |path, progress| {
+    let files_read = read_each(files, no_progress, |path, progress| {
         // Batches of frames, so the flow lookups of each batch overlap their misses.
         source::read_file_batched(path, progress, access, |link, frames| {
             engine.process_batch(link, frames, sink)
@@ -250,25 +253,54 @@ pub(super) fn replay_files<S: Sink>(
     });
     engine.finish(sink);
     let mut counters = engine.counters();
-    counters.extend([
-        ("files", files.len() as u64),
-        ("files_failed", bad as u64),
-        // pcapng blocks that carry no packet (statistics, name resolution, ...).
-        ("pcapng_other_blocks", other_blocks),
-    ]);
-    (bad, counters)
+    counters.extend(files_read.counters());
+    (files_read.failed, counters)
+}
+
+/// What [`read_each`] found over all the files.
+#[derive(Debug, Default)]
+struct FilesRead {
+    files: u64,
+    /// Files with a problem (each reported on stderr).
+    failed: usize,
+    /// pcapng blocks that carried no packet (statistics, name resolution, ...).
+    other_blocks: u64,
+    /// Files mapped rather than read (`--file-access`).
+    mapped: u64,
+}
+
+impl FilesRead {
+    /// The reading's counters, as `--stats` shows them after the engine's. With
+    /// `--file-access auto`, once it has probed: the kernel's copy speed it measured.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut c = vec![
+            ("files", self.files),
+            ("files_failed", self.failed as u64),
+            ("files_mapped", self.mapped),
+            ("pcapng_other_blocks", self.other_blocks),
+        ];
+        if let Some(auto) = source::auto_choice() {
+            c.push((
+                "file_copy_probe_mb_per_s",
+                (auto.copy_bytes_per_s / 1e6) as u64,
+            ));
+        }
+        c
+    }
 }
 
 /// Reads every file with `read`, showing a progress bar for large files when stderr is
 /// a terminal and reporting a file's problem on stderr as it comes (the next file is
-/// still read). Returns the number of files with a problem and the pcapng blocks that
-/// carried no packet. One engine and `--workers` both read through it.
+/// still read). One engine and `--workers` both read through it.
 fn read_each(
     files: &[PathBuf],
     no_progress: bool,
     mut read: impl FnMut(&Path, Option<Progress>) -> Result<source::FileStats, source::SourceError>,
-) -> (usize, u64) {
-    let (mut bad, mut other_blocks) = (0, 0);
+) -> FilesRead {
+    let mut totals = FilesRead {
+        files: files.len() as u64,
+        ..FilesRead::default()
+    };
     for path in files {
         let bar = progress_bar(path, no_progress);
         let progress = bar.as_ref().map(|(_, p)| p.clone());
@@ -277,14 +309,17 @@ fn read_each(
             bar.finish_and_clear();
         }
         match r {
-            Ok(st) => other_blocks += st.other_blocks,
+            Ok(st) => {
+                totals.other_blocks += st.other_blocks;
+                totals.mapped += u64::from(st.mapped);
+            }
             Err(e) => {
                 eprintln!("rstwatch-sensor: {e}");
-                bad += 1;
+                totals.failed += 1;
             }
         }
     }
-    (bad, other_blocks)
+    totals
 }
 
 /// Files smaller than this are read too fast for a bar to help.

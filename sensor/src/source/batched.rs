@@ -12,13 +12,15 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 //!
-//! With [`FileAccess::Map`], a regular file of at least [`MAP_MIN`] bytes is not read
-//! but mapped, in windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`;
-//! `sys::FileMapping`, which also says what happens when the file shrinks meanwhile):
-//! no copy, and the records are parsed where the page cache holds them, with the bytes
-//! ahead prefetched. Each window is a buffer as above; consecutive windows overlap, so
+//! With [`FileAccess::Map`] (or `Auto` on a host whose kernel copies slowly: see
+//! `access`), a regular file of at least [`MAP_MIN`] bytes is not read but mapped, in
+//! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
+//! which also says what happens when the file shrinks meanwhile): no copy, and the
+//! records are parsed where the page cache holds them, with the bytes ahead
+//! prefetched. Each window is a buffer as above; consecutive windows overlap, so
 //! a record across a window's end is read whole from the next.
 
+use super::access::{self, FileAccess};
 use super::ng_blocks::{NgBlocks, NgStop};
 use super::record::RecordLayout;
 use super::{
@@ -75,25 +77,6 @@ impl std::ops::Deref for Held {
 /// ones (tests, cut files) keep the one path whose messages they were written for.
 const MAP_MIN: u64 = 16 << 20;
 
-/// How a large capture file's bytes reach the parser. Either way each record is
-/// parsed in place, with no copy per packet; what differs is what the machine charges
-/// for getting the bytes near the core. Pipes, standard input and files under
-/// [`MAP_MIN`] are always read.
-///
-/// Which is faster depends on the machine (RESULTS.md, "Reading or mapping"): on an
-/// AMD EPYC VM one engine's replay took a fifth less CPU reading, where the kernel's
-/// copy (~30 GB/s) costs less than the page faults and page-table walks of a mapping;
-/// on an Intel Xeon VM whose copy ran at ~6 GB/s mapping took ~10 % less. `--workers
-/// 2` on the AMD VM, alternating, took 0.82 of the mapped CPU reading (and 31 MiB of
-/// peak RSS against 78), so reading is the default everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FileAccess {
-    /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
-    Read,
-    /// Map the file in windows of a few MiB and parse it where the page cache holds it.
-    Map,
-}
-
 /// A mapped window: large enough that mapping calls are rare (one per ~10,000 frames of
 /// 680 bytes, the windows overlapping by up to [`HUGE_ALIGN`]), small enough that the
 /// pages mapped at once stay a small part of the resident memory (they count in it).
@@ -125,8 +108,7 @@ pub fn read_file_batched(
     access: FileAccess,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    let window = (access == FileAccess::Map).then_some(WINDOW);
-    read_any(path, progress, window, |link, _, frames| {
+    read_any(path, progress, access, WINDOW, |link, _, frames| {
         on_batch(link, frames)
     })
 }
@@ -144,16 +126,16 @@ pub fn read_file_shared(
     access: FileAccess,
     on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    let window = (access == FileAccess::Map).then_some(SHARED_WINDOW);
-    read_any(path, progress, window, on_batch)
+    read_any(path, progress, access, SHARED_WINDOW, on_batch)
 }
 
-/// A pcap or pcapng file, mapped in windows of `window` bytes when there is a window
-/// and it is a large regular file, else read.
+/// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large
+/// regular file that `access` maps, else read.
 fn read_any(
     path: &Path,
     progress: Option<Progress>,
-    window: Option<usize>,
+    access: FileAccess,
+    window: usize,
     on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
@@ -174,8 +156,9 @@ fn read_any(
         .map(|m| m.len());
     let progress = progress.unwrap_or_default();
     let diagnose = |e| explain_damage(e, path, pcapng);
-    let mappable = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng));
-    if let (Some(size), Some(window)) = (mappable, window) {
+    let mapped =
+        size.filter(|&s| s >= MAP_MIN && (pcap || pcapng) && access::maps(access, &file, s));
+    if let Some(size) = mapped {
         return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
             .map_err(|e| err(diagnose(e)));
     }
@@ -230,7 +213,10 @@ fn read_mapped(
     let first = map(0, first_len)?;
     let (header_len, mut format) = Format::of(&first, pcapng)?;
     let mut first = Some(first);
-    let mut stats = FileStats::default();
+    let mut stats = FileStats {
+        mapped: true,
+        ..FileStats::default()
+    };
     let mut pos = header_len as u64;
     let mut want = window;
     loop {

@@ -4,12 +4,14 @@
 //! Every problem with a file becomes one [`SourceError`] naming the file and what is
 //! wrong with it; frames read before the problem have already been handed on.
 
+mod access;
 mod batched;
 mod damage;
 mod ng_blocks;
 mod record;
 
-pub use batched::{read_file_batched, read_file_shared, FileAccess, SharedBuffer, READ_BATCH};
+pub use access::{auto_choice, AutoChoice, FileAccess};
+pub use batched::{read_file_batched, read_file_shared, SharedBuffer, READ_BATCH};
 
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapReader;
@@ -61,6 +63,8 @@ pub struct FileStats {
     pub frames: u64,
     /// pcapng blocks that carry no packet (statistics, name resolution, ...).
     pub other_blocks: u64,
+    /// Whether the file was mapped rather than read (`FileAccess`).
+    pub mapped: bool,
 }
 
 /// Shared progress of a read: bytes consumed so far (for a progress bar).

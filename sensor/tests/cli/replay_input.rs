@@ -1,7 +1,8 @@
 //! How `replay` takes its input: a large regular pcap is read or, with `--file-access
 //! map`, mapped (the kernel's copy of every byte saved, at the price of page faults:
-//! RESULTS.md), any capture can come on standard input (`-`), and all give exactly the
-//! records and counters of a pipe.
+//! RESULTS.md), or under `auto` (the default) either, by the kernel's copy speed; any
+//! capture can come on standard input (`-`); and all give exactly the records and
+//! engine counters of a pipe.
 //!
 //! A pipe is the reference: it can only be read. `flow_uid` has a per-process seed, so
 //! outputs are compared with each uid replaced by its order of first appearance (one
@@ -69,7 +70,7 @@ fn replay_with(
 }
 
 /// A capture large enough to be mapped (over 16 MiB) gives, read from its file or
-/// mapped, what it gives through a pipe.
+/// mapped, what it gives through a pipe; `--stats` says which way it went.
 #[test]
 fn a_large_capture_read_or_mapped_gives_the_records_of_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,14 +83,126 @@ fn a_large_capture_read_or_mapped_gives_the_records_of_a_pipe() {
     );
     let path = storm.to_str().unwrap();
     let (mapped, mapped_stats, none) = replay_with(&["--file-access", "map"], path, None);
-    let (read, read_stats, none2) = replay(path, None);
-    let (piped, piped_stats, none3) = replay("-", Some(&bytes));
+    let (read, read_stats, none2) = replay_with(&["--file-access", "read"], path, None);
+    // The default, `auto`, reads a file under 128 MiB without timing anything.
+    let (auto, auto_stats, none3) = replay(path, None);
+    let (piped, piped_stats, none4) = replay("-", Some(&bytes));
     assert!(mapped.len() > 4000, "{}", mapped.len());
-    assert_eq!((none, none2, none3), (vec![], vec![], vec![]));
+    assert_eq!(
+        (none, none2, none3, none4),
+        (vec![], vec![], vec![], vec![])
+    );
     assert!(mapped == piped, "mapped: records differ");
     assert!(read == piped, "read: records differ");
-    assert_eq!(mapped_stats, piped_stats);
-    assert_eq!(read_stats, piped_stats);
+    assert!(auto == piped, "auto: records differ");
+    let piped_stats = reading(&piped_stats, 0, None);
+    assert_eq!(reading(&mapped_stats, 1, None), piped_stats);
+    assert_eq!(reading(&read_stats, 0, None), piped_stats);
+    assert_eq!(reading(&auto_stats, 0, None), piped_stats);
+}
+
+/// `auto` on a capture of 128 MiB or more times the kernel's copy, maps the file if
+/// and only if the copy ran under 10 GB/s, says so in `--stats`, and gives the records
+/// of both fixed ways.
+#[test]
+fn auto_times_the_copy_of_a_large_capture_and_maps_it_when_slow() {
+    let dir = tempfile::tempdir().unwrap();
+    let storm = gen(dir.path(), "storm", "4000", "2");
+    let large = dir.path().join("large.pcap");
+    repeat_in_time(&storm, &large, 128 << 20);
+    let path = large.to_str().unwrap();
+    let (auto, auto_stats) = replay_plain(&[], path);
+    let (read, read_stats) = replay_plain(&["--file-access", "read"], path);
+    let (mapped, mapped_stats) = replay_plain(&["--file-access", "map"], path);
+    assert!(auto.len() > 7 * 4000, "{}", auto.len());
+    assert!(auto == read && auto == mapped, "records differ");
+    let v: serde_json::Value = serde_json::from_str(&auto_stats).unwrap();
+    let speed = v["file_copy_probe_mb_per_s"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no probe figure: {auto_stats}"));
+    assert!(speed > 0, "{auto_stats}");
+    let expected = reading(&read_stats, 0, None);
+    assert_eq!(reading(&mapped_stats, 1, None), expected);
+    assert_eq!(
+        reading(&auto_stats, u64::from(speed < 10_000), Some(speed)),
+        expected
+    );
+}
+
+/// `replay --stats --no-progress` of the file `path`: its output lines without their
+/// `flow_uid`s (seeded per process), and the `--stats` line. Lighter than [`replay`]'s
+/// renumbering, for outputs of ~60,000 records.
+fn replay_plain(options: &[&str], path: &str) -> (Vec<String>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
+        .args(["replay", "--stats", "--no-progress"])
+        .args(options)
+        .arg(path)
+        .output()
+        .expect("run rstwatch-sensor");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let stats: Vec<&str> = stderr.lines().collect();
+    assert!(stats.len() == 1 && stats[0].starts_with('{'), "{stderr}");
+    let records = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once("\"flow_uid\":") {
+            Some((a, b)) => {
+                let rest = b.trim_start_matches(|c: char| c.is_ascii_digit());
+                format!("{a}{rest}")
+            }
+            None => l.to_string(),
+        })
+        .collect();
+    (records, stats[0].to_string())
+}
+
+/// The `--stats` object `stats` with its reading counters checked (`files_mapped`,
+/// and the probe's figure when `auto` timed one) and taken out, for comparing the
+/// engine's counters across ways of reading.
+fn reading(stats: &str, mapped: u64, probe: Option<u64>) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(stats).unwrap();
+    let m = v.as_object_mut().unwrap();
+    assert_eq!(m.remove("files_mapped"), Some(mapped.into()), "{stats}");
+    assert_eq!(
+        m.remove("file_copy_probe_mb_per_s"),
+        probe.map(Into::into),
+        "{stats}"
+    );
+    v
+}
+
+/// Writes the pcap `from` again and again into `to` until it holds at least `bytes`,
+/// each copy's records moved later by the capture's span (plus a second), so time
+/// only goes forward.
+fn repeat_in_time(from: &std::path::Path, to: &std::path::Path, bytes: usize) {
+    let src = std::fs::read(from).unwrap();
+    let le = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
+    assert_eq!(
+        le(&src[..4]),
+        0xa1b2_c3d4,
+        "a little-endian microsecond pcap"
+    );
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < src.len() {
+        let len = le(&src[at + 8..at + 12]) as usize;
+        records.push(at..at + 16 + len);
+        at += 16 + len;
+    }
+    let first = le(&src[24..28]);
+    let last = le(&src[records.last().unwrap().start..][..4]);
+    let span = last - first + 1;
+    let mut out = src[..24].to_vec();
+    let mut copy = 0;
+    while out.len() < bytes {
+        for r in &records {
+            let rec = &src[r.clone()];
+            out.extend_from_slice(&(le(&rec[..4]) + copy * span).to_le_bytes());
+            out.extend_from_slice(&rec[4..]);
+        }
+        copy += 1;
+    }
+    std::fs::write(to, out).unwrap();
 }
 
 /// pcapng on standard input too; and a capture cut short in a pipe keeps its frames

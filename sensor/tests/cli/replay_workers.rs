@@ -158,9 +158,10 @@ fn assert_same(files: &[&Path], workers: u16) {
     assert_same_with(files, workers, &[]);
 }
 
-/// [`assert_same`], the workers run with `extra` options (one engine without them).
+/// [`assert_same`], both runs with `extra` options (which must apply to one engine
+/// too: `--file-access` shows in the counters, as `files_mapped`).
 fn assert_same_with(files: &[&Path], workers: u16, extra: &[&str]) {
-    let (one, one_stats) = replay(files, 1);
+    let (one, one_stats) = replay_with(files, 1, extra);
     let (many, many_stats) = replay_with(files, workers, extra);
     assert!(one.len() > 1000, "too small a test: {} records", one.len());
     let (a, one_order) = canonical(&one);

@@ -80,7 +80,7 @@ pub(super) fn replay<W: Write + Send + 'static>(
         tunnel_ports: cfg.encap.ports().unwrap_or_default(),
     });
     let mut reader = Reader::new(queues, recycle_rx, hash);
-    let (bad, other_blocks) = reader.read_files(files, no_progress, access);
+    let files_read = reader.read_files(files, no_progress, access);
     drop(reader);
     let mut counters: Vec<(&'static str, u64)> = Vec::new();
     let mut written = Ok(0);
@@ -97,13 +97,9 @@ pub(super) fn replay<W: Write + Send + 'static>(
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
     }
-    counters.extend([
-        ("files", files.len() as u64),
-        ("files_failed", bad as u64),
-        ("pcapng_other_blocks", other_blocks),
-    ]);
+    counters.extend(files_read.counters());
     Ok(Outcome {
-        bad_files: bad,
+        bad_files: files_read.failed,
         counters,
         // The output's own first error names what went wrong; the workers' only its kind.
         written: out.finish().and(written),

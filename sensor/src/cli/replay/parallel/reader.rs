@@ -2,6 +2,7 @@
 //! batches of *indexes* into them (offset, length, timestamp), never copies of the
 //! frames, choosing the worker by the flow hash of live fan-out.
 
+use super::super::FilesRead;
 use super::fanout::FlowHash;
 use crate::parse::LinkType;
 use crate::source::{self, FileAccess, SharedBuffer};
@@ -63,14 +64,14 @@ impl Reader {
         }
     }
 
-    /// Reads every file; returns the number that had a problem and the pcapng blocks
-    /// without packets, reported through the one-engine path's `read_each`.
+    /// Reads every file through the one-engine path's `read_each`, which reports each
+    /// file's problem.
     pub(super) fn read_files(
         &mut self,
         files: &[PathBuf],
         no_progress: bool,
         access: FileAccess,
-    ) -> (usize, u64) {
+    ) -> FilesRead {
         let r = super::super::read_each(files, no_progress, |path, progress| {
             source::read_file_shared(path, progress, access, |link, buf, frames| {
                 self.dispatch(link, buf, frames)
