@@ -48,9 +48,10 @@ pub(crate) enum Format {
 pub(crate) fn main(a: DiagnoseArgs) -> anyhow::Result<i32> {
     let cfg = a.engine.engine_config()?;
     let mut collector = Collector::default();
-    // The progress bar is replay's: on stderr, only for large files on a terminal.
+    // The progress bar is replay's: on stderr, only for large files on a terminal. The
+    // file access is replay's default: a large capture is mapped where that is faster.
     let (bad_files, _counters) =
-        replay_files(&a.files, false, FileAccess::Read, &cfg, &mut collector);
+        replay_files(&a.files, false, FileAccess::Auto, &cfg, &mut collector);
     if bad_files == a.files.len() {
         return Ok(1);
     }

@@ -58,9 +58,9 @@ pub(super) struct ReplayArgs {
     /// symmetric flow hash of live fan-out; each engine writes its own records.
     /// Evidence across flows (a server's activity, RST bursts, anomalies) is then per
     /// engine, as in live fan-out. The one reading thread bounds the gain: where it was
-    /// measured it took 0.57-0.63 of one engine's CPU, a ceiling of ~1.6-1.8x one engine
-    /// however many cores, and less when the threads outnumber the cores
-    /// (benches/RESULTS.md).
+    /// measured it took 0.57-0.63 of one engine's CPU reading the file, 0.44 mapping it
+    /// (see --file-access), a ceiling of ~1.6-2.3x one engine however many cores, and
+    /// less when the threads outnumber the cores (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
