@@ -41,8 +41,17 @@ mkdir -p "$work"
 cap="$work/capture-${packets}-${flows}.pcap"
 [ -s "$cap" ] || "$gen" --packets "$packets" --flows "$flows" --out "$cap"
 
-records=$("$sensor" replay --no-progress "$cap" | wc -l)
+records=$("$sensor" replay --no-progress --stats "$cap" 2>"$work/stats" | wc -l)
 echo "$(suricata -V | head -1); capture $(du -m "$cap" | cut -f1) MiB, $packets frames, $flows concurrent flows; rstwatch writes $records records"
+# How replay's default (`--file-access auto`) took the file on this host: mapped or
+# read, and the kernel copy speed it measured to decide.
+python3 - "$work/stats" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+probe = s.get("file_copy_probe_mb_per_s")
+how = "mapped" if s.get("files_mapped") else "read"
+print(f"rstwatch's file access: {how}" + (f" (auto: the kernel copied {probe} MB/s, maps below 10000)" if probe is not None else ""))
+PY
 echo "cpu $cpu, $runs runs each, alternating; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # One timed run: "<wall s> <user+sys s> <peak RSS KiB>" (benches/timed.py: to the
