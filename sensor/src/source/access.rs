@@ -75,8 +75,9 @@ pub(super) fn maps(access: FileAccess, file: &File, size: u64) -> bool {
         FileAccess::Read => false,
         FileAccess::Map => true,
         FileAccess::Auto if size < AUTO_MIN => false,
-        // A probe that could not read (an I/O error, a file cut meanwhile) leaves the
-        // file to the read path, whose messages name the problem.
+        // A probe that could not read (an I/O error, a file cut meanwhile) leaves this
+        // file, and the run's later ones, to the read path, whose messages name any
+        // problem.
         FileAccess::Auto => AUTO
             .get_or_init(|| probe(file).map(decide))
             .is_some_and(|c| c.map),
