@@ -16,9 +16,9 @@
 # machine with a core for every thread, where the busiest thread sets the pace:
 # speedup <= one CPU / max(reader, engine).
 #
-#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access read|map]
+#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access auto|read|map]
 #
-# --file-access is passed to every replay (default: replay's own, `read`).
+# --file-access is passed to every replay (default: replay's own, `auto`).
 #
 # Needs a release build of rstwatch-sensor (cargo build --release -p rstwatch-sensor).
 set -euo pipefail
