@@ -5,10 +5,11 @@
 //! for bringing the bytes to the core. Reading pays the kernel's copy into a small
 //! buffer (which then stays in L2); mapping pays page faults and page-table walks,
 //! and the parser takes the bytes from memory itself. On the hosts measured
-//! (RESULTS.md, "Reading or mapping" and "`--file-access auto`") the mapping's cost
-//! was about the same, ~0.1 s a GB, while the copy's ranged from ~0.03 s a GB (an
-//! AMD EPYC VM copying at ~30 GB/s: reading took a fifth less CPU) to ~0.25 s a GB
-//! (an Intel Xeon VM copying at 4–6 GB/s: mapping took a tenth to a fifth less). So
+//! (RESULTS.md, "Reading or mapping" and "`--file-access auto`") the copy's cost
+//! varied eightfold, ~0.03 s a GB on an AMD EPYC VM (copying at ~30 GB/s, where the
+//! mapping's extra work cost ~0.05–0.08 s a GB and reading took a fifth less CPU) to
+//! ~0.15–0.25 s a GB on an Intel Xeon VM (copying at 4–6 GB/s, where the mapping's
+//! cost ~0.15 s a GB and mapping took a tenth to a fifth less CPU). So
 //! `auto` times the copy of the first file's first [`PROBE_SLICES`] × [`PROBE_SLICE`]
 //! bytes, once per process, and maps when the copy ran slower than [`MAP_BELOW`].
 
@@ -47,9 +48,9 @@ const PROBE_SLICE: usize = 4 << 20;
 /// core, or which waited for the disk, says nothing about the copy.
 const PROBE_SLICES: usize = 4;
 
-/// A copy slower than this, in bytes a second, costs more than a mapping does. The
-/// mapping cost ~0.1 s a GB on both hosts measured, where the copy ran at 30 and at
-/// 4–6 GB/s (module docs); 10 GB/s is where the two costs meet.
+/// A copy slower than this, in bytes a second, costs more than a mapping does: 0.1 s
+/// a GB, inside the mapping's 0.05–0.15 s a GB on the two hosts measured and well
+/// apart from their copies' ~30 and 4–6 GB/s (module docs).
 const MAP_BELOW: f64 = 10e9;
 
 /// What `auto` found, the first time it was asked.
