@@ -12,7 +12,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Loopback ports: distinct, and below the ephemeral range (scripts/free_ports.py).
+free_ports() { "$repo/scripts/free_ports.py" "$1"; }
 wait_for() { # what seconds command...
     local what=$1 secs=$2; shift 2
     for _ in $(seq $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -20,7 +21,10 @@ wait_for() { # what seconds command...
 }
 
 step "ZooKeeper"
-zk_port=$(free_port)
+# ZooKeeper's port and each node's three, chosen together so that no two are the same.
+read -r -a ports <<<"$(free_ports 16)"
+[ "${#ports[@]}" = 16 ] || fail "no free loopback ports"
+zk_port=${ports[15]}
 mkdir -p "$work/zk/data"
 printf 'tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\n' \
     "$work/zk/data" "$zk_port" > "$work/zk/zoo.cfg"
@@ -33,7 +37,11 @@ wait_for "ZooKeeper" 30 zk_ok
 # Nodes: name shard; "single" is the stand-alone comparison server.
 nodes=(s1r1 s1r2 s2r1 s2r2 single)
 declare -A shard=([s1r1]=1 [s1r2]=1 [s2r1]=2 [s2r2]=2) http=() tcp=() isp=()
-for n in "${nodes[@]}"; do http[$n]=$(free_port); tcp[$n]=$(free_port); isp[$n]=$(free_port); done
+i=0
+for n in "${nodes[@]}"; do
+    http[$n]=${ports[i]} tcp[$n]=${ports[i + 1]} isp[$n]=${ports[i + 2]}
+    i=$((i + 3))
+done
 remote_servers() {
     echo "<remote_servers><rw>"
     for s in 1 2; do
@@ -99,7 +107,7 @@ done
 col_port=()
 col_start() { # index node
     local i=$1 n=$2
-    [ -n "${col_port[$i]:-}" ] || col_port[$i]=$(free_port)
+    [ -n "${col_port[$i]:-}" ] || col_port[$i]=$(free_ports 1)
     "$collector" serve --listen "127.0.0.1:${col_port[$i]}" --metrics-listen "127.0.0.1:0" \
         --clickhouse-url "http://127.0.0.1:${http[$n]}" --plaintext --token cluster-test \
         >>"$work/collector$i.log" 2>&1 &

@@ -51,10 +51,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "== ClickHouse (temp dir $work/ch)"
-http=$(free_port); tcp=$(free_port)
+# Distinct loopback ports below the ephemeral range (scripts/free_ports.py).
+read -r http tcp <<<"$(scripts/free_ports.py 2)"
 mkdir -p "$work/ch"
 cat > "$work/ch/config.xml" <<XML
 <?xml version="1.0"?>
@@ -84,8 +84,7 @@ clickhouse-client --port "$tcp" -q 'SELECT version()' | sed 's/^/   server versi
 
 echo "== collector"
 "$collector" migrate --clickhouse-url "http://127.0.0.1:$http"
-cport=$(free_port)
-vport=$(free_port)
+read -r cport vport <<<"$(scripts/free_ports.py 2)"
 # Alerts: every anomaly becomes an ECS JSON line (webhook, Slack and syslog sinks are
 # configured the same way: collector/config/alerts.example.toml).
 cat >"$work/collector.toml" <<EOF
