@@ -25,28 +25,7 @@ fn replay_with(
     input: &str,
     stdin: Option<&[u8]>,
 ) -> (Vec<String>, String, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
-        .args(["replay", "--stats", "--no-progress"])
-        .args(options)
-        .arg(input)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rstwatch-sensor");
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        let bytes = bytes.to_vec();
-        std::thread::spawn(move || {
-            // The sensor may stop reading at a damaged record: a closed pipe is fine.
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = run_replay(options, input, stdin);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let (stats, messages): (Vec<_>, Vec<_>) = stderr
         .lines()
@@ -110,6 +89,7 @@ fn auto_times_the_copy_of_a_large_capture_and_maps_it_when_slow() {
     let storm = gen(dir.path(), "storm", "4000", "2");
     let large = dir.path().join("large.pcap");
     repeat_in_time(&storm, &large, 128 << 20);
+    assert!(std::fs::metadata(&large).unwrap().len() >= 128 << 20);
     let path = large.to_str().unwrap();
     let (auto, auto_stats) = replay_plain(&[], path);
     let (read, read_stats) = replay_plain(&["--file-access", "read"], path);
@@ -129,16 +109,38 @@ fn auto_times_the_copy_of_a_large_capture_and_maps_it_when_slow() {
     );
 }
 
+/// `replay --stats --no-progress` of `input` (a path, or `-` with `stdin` fed in), with
+/// `options`: what it wrote and its exit status.
+fn run_replay(options: &[&str], input: &str, stdin: Option<&[u8]>) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
+        .args(["replay", "--stats", "--no-progress"])
+        .args(options)
+        .arg(input)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rstwatch-sensor");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            // The sensor may stop reading at a damaged record: a closed pipe is fine.
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `replay --stats --no-progress` of the file `path`: its output lines without their
 /// `flow_uid`s (seeded per process), and the `--stats` line. Lighter than [`replay`]'s
 /// renumbering, for outputs of ~60,000 records.
 fn replay_plain(options: &[&str], path: &str) -> (Vec<String>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rstwatch-sensor"))
-        .args(["replay", "--stats", "--no-progress"])
-        .args(options)
-        .arg(path)
-        .output()
-        .expect("run rstwatch-sensor");
+    let out = run_replay(options, path, None);
     let stderr = String::from_utf8(out.stderr).unwrap();
     let stats: Vec<&str> = stderr.lines().collect();
     assert!(stats.len() == 1 && stats[0].starts_with('{'), "{stderr}");
@@ -172,37 +174,31 @@ fn reading(stats: &str, mapped: u64, probe: Option<u64>) -> serde_json::Value {
 }
 
 /// Writes the pcap `from` again and again into `to` until it holds at least `bytes`,
-/// each copy's records moved later by the capture's span (plus a second), so time
+/// each copy's packets moved later by the capture's span (plus a second), so time
 /// only goes forward.
-fn repeat_in_time(from: &std::path::Path, to: &std::path::Path, bytes: usize) {
-    let src = std::fs::read(from).unwrap();
-    let le = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap());
-    assert_eq!(
-        le(&src[..4]),
-        0xa1b2_c3d4,
-        "a little-endian microsecond pcap"
-    );
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at < src.len() {
-        let len = le(&src[at + 8..at + 12]) as usize;
-        records.push(at..at + 16 + len);
-        at += 16 + len;
+fn repeat_in_time(from: &std::path::Path, to: &std::path::Path, bytes: u64) {
+    use pcap_file::pcap::{PcapReader, PcapWriter};
+    let mut r = PcapReader::new(std::fs::File::open(from).unwrap()).unwrap();
+    let header = r.header();
+    let mut packets = Vec::new();
+    while let Some(p) = r.next_packet() {
+        packets.push(p.unwrap().into_owned());
     }
-    let first = le(&src[24..28]);
-    let last = le(&src[records.last().unwrap().start..][..4]);
-    let span = last - first + 1;
-    let mut out = src[..24].to_vec();
+    let span = packets.last().unwrap().timestamp - packets[0].timestamp
+        + std::time::Duration::from_secs(1);
+    let file = std::io::BufWriter::new(std::fs::File::create(to).unwrap());
+    let mut w = PcapWriter::with_header(file, header).unwrap();
+    let mut written = 0u64;
     let mut copy = 0;
-    while out.len() < bytes {
-        for r in &records {
-            let rec = &src[r.clone()];
-            out.extend_from_slice(&(le(&rec[..4]) + copy * span).to_le_bytes());
-            out.extend_from_slice(&rec[4..]);
+    while written < bytes {
+        for p in &packets {
+            let mut p = p.clone();
+            p.timestamp += span * copy;
+            written += w.write_packet(&p).unwrap() as u64;
         }
         copy += 1;
     }
-    std::fs::write(to, out).unwrap();
+    std::io::Write::flush(&mut w.into_writer()).unwrap();
 }
 
 /// pcapng on standard input too; and a capture cut short in a pipe keeps its frames
