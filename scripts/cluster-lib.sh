@@ -26,13 +26,27 @@ read -r -a ports <<<"$(free_ports 16)"
 [ "${#ports[@]}" = 16 ] || fail "no free loopback ports"
 zk_port=${ports[15]}
 mkdir -p "$work/zk/data"
-printf 'tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=ruok\n' \
+printf 'tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n' \
     "$work/zk/data" "$zk_port" > "$work/zk/zoo.cfg"
 java -Xmx256m -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar \
     org.apache.zookeeper.server.ZooKeeperServerMain "$work/zk/zoo.cfg" > "$work/zk/zk.log" 2>&1 &
 pid[zk]=$!
-zk_ok() { [ "$(python3 -c "import socket;s=socket.create_connection(('127.0.0.1',$zk_port));s.send(b'ruok');print(s.recv(4).decode())")" = imok ]; }
-wait_for "ZooKeeper" 30 zk_ok
+# Serving, not just listening: `ruok` answers "imok" ~0.5 s before ZooKeeper takes
+# sessions (it closes them meanwhile), and ClickHouse 18.16 started in that window fails
+# its DDL worker's first connection, then crashed (SIGSEGV) on the first ON CLUSTER
+# query. `srvr` says "not currently serving requests" until sessions work.
+zk_serving() {
+    python3 - "$zk_port" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+s.sendall(b"srvr")
+reply = b""
+while chunk := s.recv(4096):
+    reply += chunk
+sys.exit(0 if reply.startswith(b"Zookeeper version") else 1)
+PY
+}
+wait_for "ZooKeeper serving" 30 zk_serving
 
 # Nodes: name shard; "single" is the stand-alone comparison server.
 nodes=(s1r1 s1r2 s2r1 s2r2 single)
@@ -94,6 +108,10 @@ ch() { local n=$1; shift; clickhouse-client --port "${tcp[$n]}" "$@"; }
 step "ClickHouse: 2 shards x 2 replicas + a single server"
 for n in "${nodes[@]}"; do ch_config "$n"; ch_start "$n"; done
 for n in "${nodes[@]}"; do wait_for "ClickHouse $n" 60 ch "$n" -q "SELECT 1"; done
+# Each replica has a ZooKeeper session before any DDL goes on the cluster.
+for n in s1r1 s1r2 s2r1 s2r2; do
+    wait_for "ClickHouse $n reaching ZooKeeper" 30 ch "$n" -q "SELECT count() FROM system.zookeeper WHERE path = '/'"
+done
 ch s1r1 -q "SELECT version()" | sed 's/^/   server version /'
 
 step "migrate --cluster rw (on s1r1), migrate (single)"
