@@ -121,6 +121,24 @@ for n in s1r1 s1r2 s2r1 s2r2; do
     engines=$(ch "$n" -q "SELECT groupArray(engine) FROM (SELECT engine FROM system.tables WHERE database='rstwatch' AND name IN ('rst_events','rst_events_local') ORDER BY name)")
     [ "$engines" = "['Distributed','ReplicatedMergeTree']" ] || fail "$n: rst_events engines $engines"
 done
+# The new cluster got every migration at once, its ALTERs folded into the CREATEs
+# (schema/src/cluster/fold.rs); the single server ran them one by one. Each table (T_local
+# on the cluster, T on the single server) must have the same columns in the same order,
+# with the same types and defaults. A stable sort by table keeps each one's column order.
+columns() { # node
+    ch "$1" -q "SELECT replaceRegexpOne(table, '_local\$', ''), name, type, default_kind, default_expression
+        FROM system.columns WHERE database = 'rstwatch' AND table IN
+        (SELECT name FROM system.tables WHERE database = 'rstwatch' AND engine != 'Distributed')
+        FORMAT TSV" | sort -s -t "$(printf '\t')" -k1,1
+}
+alters=$(ch s1r1 -q "SELECT countIf(value LIKE '%ALTER TABLE%') FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl'")
+[ "$alters" = 0 ] || fail "a new cluster was sent $alters ALTER TABLE statements"
+columns single > "$work/columns.single"
+[ "$(wc -l < "$work/columns.single")" -gt 50 ] || fail "single: too few columns listed"
+for n in s1r1 s1r2 s2r1 s2r2; do
+    columns "$n" > "$work/columns.$n"
+    diff "$work/columns.single" "$work/columns.$n" >&2 || fail "$n: columns differ from the single server's"
+done
 
 col_port=()
 col_start() { # index node

@@ -9,7 +9,8 @@
 #   Afterwards, through the Distributed tables: every batch in the ledger exactly once,
 #   each table's rows per batch equal to the ledger's counts, totals equal to what
 #   `replay` prints offline, and every canonical query (schema/queries/) gives the same
-#   answer as a single server fed the same captures.
+#   answer as a single server fed the same captures. Last, with ZooKeeper stopped,
+#   `migrate --cluster` is refused with a clear error before it sends any DDL.
 # Everything it starts is stopped and its temp dir removed. Prints timings.
 #   scripts/test-cluster.sh [--flows N]
 set -euo pipefail
@@ -184,4 +185,13 @@ for f in schema/queries/*.sql; do
     echo "   query $name: same answer as the single server ($rows rows)"
 done
 echo "   ingest wall time: cluster $cluster_ms ms (with the failures), single $single_ms ms"
+
+step "migrate --cluster with ZooKeeper stopped: refused before any DDL"
+kill -KILL "${pid[zk]}"; wait "${pid[zk]}" 2>/dev/null || true; unset "pid[zk]"
+if out=$("$collector" migrate --clickhouse-url "http://127.0.0.1:${http[s1r1]}" --cluster rw 2>&1); then
+    fail "migrate --cluster succeeded without ZooKeeper: $out"
+fi
+grep -q "cannot reach ZooKeeper" <<< "$out" || fail "migrate --cluster without ZooKeeper: $out"
+ch s1r1 -q "SELECT 1" > /dev/null || fail "s1r1 stopped answering after migrate without ZooKeeper"
+echo "   $(head -n 1 <<< "$out" | cut -c1-150)"
 step "done"

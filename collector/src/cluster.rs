@@ -47,10 +47,15 @@ pub async fn migrate(
     };
     let (version, dialect) = node.probe(retention_days).await?;
     node.check_cluster_known(cluster).await?;
+    node.check_zookeeper().await?;
     node.exec(node.cluster.create_database()).await?;
     node.exec(node.cluster.schema_migrations()).await?;
     let current = node.current_version().await?;
-    let applied = node.apply_migrations(current, &dialect, &version).await?;
+    let applied = if current == 0 && node.has_no_tables().await? {
+        node.create_fresh(&dialect, &version).await?
+    } else {
+        node.apply_migrations(current, &dialect, &version).await?
+    };
     if current.max(applied.last().copied().unwrap_or(0)) >= crate::ch::CAUSE_REMEDIES_SINCE {
         node.refresh_cause_remedies().await?;
     }
@@ -103,6 +108,24 @@ impl Node<'_> {
         Ok(())
     }
 
+    /// `ON CLUSTER` DDL goes through ZooKeeper. ClickHouse 18.16 crashed (SIGSEGV) on
+    /// such a statement when its DDL worker had never reached ZooKeeper
+    /// (scripts/cluster-lib.sh), so a node that cannot reach it now gets none.
+    async fn check_zookeeper(&self) -> anyhow::Result<()> {
+        self.client
+            .query("SELECT count() FROM system.zookeeper WHERE path = '/'")
+            .fetch_one::<u64>()
+            .await
+            .with_context(|| {
+                format!(
+                    "ClickHouse at {} cannot reach ZooKeeper, which ON CLUSTER DDL needs \
+                     (its <zookeeper> config, and is ZooKeeper serving?)",
+                    self.cfg.url
+                )
+            })?;
+        Ok(())
+    }
+
     /// The highest migration applied; refuses a database newer than this build.
     async fn current_version(&self) -> anyhow::Result<u32> {
         let db = &self.cfg.database;
@@ -122,6 +145,37 @@ impl Node<'_> {
         Ok(current)
     }
 
+    /// True when this node's database holds no table but the migrations ledger: nothing
+    /// was created yet, not even by an interrupted first `migrate`.
+    async fn has_no_tables(&self) -> anyhow::Result<bool> {
+        let tables: u64 = self
+            .client
+            .query("SELECT count() FROM system.tables WHERE database = ? AND name != 'schema_migrations'")
+            .bind(&self.cfg.database)
+            .fetch_one()
+            .await?;
+        Ok(tables == 0)
+    }
+
+    /// A new cluster: every migration at once, its `ALTER`s folded into the `CREATE`s
+    /// (schema/src/cluster/fold.rs says why), then each recorded.
+    async fn create_fresh(&self, dialect: &Dialect, version: &str) -> anyhow::Result<Vec<u32>> {
+        let db = format!("`{}`", self.cfg.database);
+        let rendered: Vec<String> = sql::MIGRATIONS
+            .iter()
+            .map(|m| dialect.render(m.sql, &db))
+            .collect();
+        for st in self.cluster.render_fresh(&rendered)? {
+            self.exec(st).await.context("creating the schema")?;
+        }
+        let mut applied = Vec::new();
+        for m in sql::MIGRATIONS {
+            self.record(m, version).await?;
+            applied.push(m.version);
+        }
+        Ok(applied)
+    }
+
     /// Applies every migration above `current`, each recorded once it is in.
     async fn apply_migrations(
         &self,
@@ -138,19 +192,26 @@ impl Node<'_> {
                     .await
                     .with_context(|| format!("migration {}", m.name))?;
             }
-            self.client
-                .query(&format!(
-                    "INSERT INTO `{db}`.schema_migrations (version, name, applied, server_version) \
-                     VALUES (?, ?, now(), ?)"
-                ))
-                .bind(m.version)
-                .bind(m.name)
-                .bind(version.trim())
-                .execute()
-                .await?;
+            self.record(m, version).await?;
             applied.push(m.version);
         }
         Ok(applied)
+    }
+
+    /// The ledger row of a migration applied.
+    async fn record(&self, m: &sql::Migration, version: &str) -> anyhow::Result<()> {
+        let db = &self.cfg.database;
+        self.client
+            .query(&format!(
+                "INSERT INTO `{db}`.schema_migrations (version, name, applied, server_version) \
+                 VALUES (?, ?, now(), ?)"
+            ))
+            .bind(m.version)
+            .bind(m.name)
+            .bind(version.trim())
+            .execute()
+            .await?;
+        Ok(())
     }
 
     /// Reference rows, the same on every node (one replication path): refreshed on

@@ -29,6 +29,8 @@
 
 use crate::sql;
 
+mod fold;
+
 /// The sharding expression of every `Distributed` table.
 pub const SHARDING_KEY: &str = "cityHash64(sensor_id)";
 
@@ -98,10 +100,22 @@ impl Cluster {
     /// Renders one migration (already rendered for the server's dialect with
     /// `` `db` `` as the database) as cluster statements.
     pub fn render_migration(&self, rendered: &str) -> Result<Vec<String>, ClusterError> {
-        let statements = sql::statements(rendered);
-        let tables = created_tables(&statements, &self.qualified(""));
+        self.render_statements(&sql::statements(rendered))
+    }
+
+    /// Renders every migration (each already rendered as for [`Self::render_migration`])
+    /// for a cluster whose database has no table yet: with their `ALTER`s folded into
+    /// the `CREATE`s, so that no replicated `ALTER` runs on it (`cluster/fold.rs` says
+    /// why).
+    pub fn render_fresh(&self, rendered: &[String]) -> Result<Vec<String>, ClusterError> {
+        let statements: Vec<String> = rendered.iter().flat_map(|r| sql::statements(r)).collect();
+        self.render_statements(&fold::fold_alters(&statements)?)
+    }
+
+    fn render_statements(&self, statements: &[String]) -> Result<Vec<String>, ClusterError> {
+        let tables = created_tables(statements, &self.qualified(""));
         let mut out = Vec::new();
-        for st in &statements {
+        for st in statements {
             out.extend(self.render_statement(st, &tables)?);
         }
         Ok(out)
