@@ -125,10 +125,11 @@ done
 # (schema/src/cluster/fold.rs); the single server ran them one by one. Each table (T_local
 # on the cluster, T on the single server) must have the same columns in the same order,
 # with the same types and defaults. A stable sort by table keeps each one's column order.
-columns() { # node
+columns() { # node [database]
+    local db=${2:-rstwatch}
     ch "$1" -q "SELECT replaceRegexpOne(table, '_local\$', ''), name, type, default_kind, default_expression
-        FROM system.columns WHERE database = 'rstwatch' AND table IN
-        (SELECT name FROM system.tables WHERE database = 'rstwatch' AND engine != 'Distributed')
+        FROM system.columns WHERE database = '$db' AND table IN
+        (SELECT name FROM system.tables WHERE database = '$db' AND engine != 'Distributed')
         FORMAT TSV" | sort -s -t "$(printf '\t')" -k1,1
 }
 alters=$(ch s1r1 -q "SELECT countIf(value LIKE '%ALTER TABLE%') FROM system.zookeeper WHERE path = '/clickhouse/task_queue/ddl'")

@@ -51,7 +51,7 @@ pub async fn migrate(
     node.exec(node.cluster.create_database()).await?;
     node.exec(node.cluster.schema_migrations()).await?;
     let current = node.current_version().await?;
-    let applied = if current == 0 && node.has_no_tables().await? {
+    let applied = if current == 0 {
         node.create_fresh(&dialect, &version).await?
     } else {
         node.apply_migrations(current, &dialect, &version).await?
@@ -145,20 +145,10 @@ impl Node<'_> {
         Ok(current)
     }
 
-    /// True when this node's database holds no table but the migrations ledger: nothing
-    /// was created yet, not even by an interrupted first `migrate`.
-    async fn has_no_tables(&self) -> anyhow::Result<bool> {
-        let tables: u64 = self
-            .client
-            .query("SELECT count() FROM system.tables WHERE database = ? AND name != 'schema_migrations'")
-            .bind(&self.cfg.database)
-            .fetch_one()
-            .await?;
-        Ok(tables == 0)
-    }
-
-    /// A new cluster: every migration at once, its `ALTER`s folded into the `CREATE`s
-    /// (schema/src/cluster/fold.rs says why), then each recorded.
+    /// A new cluster (no migration recorded): every migration at once, its `ALTER`s
+    /// folded into the `CREATE`s (schema/src/cluster/fold.rs says why), then each
+    /// recorded. Run again after an interruption, it completes what is missing: every
+    /// statement is `CREATE ... IF NOT EXISTS` or a backfill of still-empty tables.
     async fn create_fresh(&self, dialect: &Dialect, version: &str) -> anyhow::Result<Vec<u32>> {
         let db = format!("`{}`", self.cfg.database);
         let rendered: Vec<String> = sql::MIGRATIONS
