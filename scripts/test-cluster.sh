@@ -159,6 +159,11 @@ echo "   rst_events equals replay's $want RSTs; shard 1 holds $(q s1r2 "SELECT c
 # The cookbook's parameters bound as literals (18.16 has no query parameters): the
 # last day up to an hour ahead, every sensor and port.
 qfrom=$(( $(date +%s) - 86400 )); qto=$(( $(date +%s) + 3600 ))
+# Rollup parts the killed replica set aside at its restart (see the rollup branch below).
+rollup_set_aside=""
+for d in "$work"/s2r1/data/data/rstwatch/{rst_minute,rst_minute_cause,rst_hour}_local/detached/*; do
+    [ -e "$d" ] && rollup_set_aside+=" $(basename "$(dirname "$(dirname "$d")")")/$(basename "$d")"
+done
 for f in schema/queries/*.sql; do
     name=$(basename "$f" .sql)
     bound=$("$collector" print-schema --server-version 18.16 --queries --query "$name" --from "$qfrom" --to "$qto")
@@ -169,12 +174,16 @@ for f in schema/queries/*.sql; do
     [ "$name" = suspected_injections ] && cols=1-16
     a=$(ch s1r2 --database rstwatch --multiquery <<< "$bound" | cut -f "$cols" | sort)
     b=$(ch single --database rstwatch --multiquery <<< "$bound" | cut -f "$cols" | sort)
-    if [ "$a" != "$b" ] && grep -q "FROM rst_minute" "$f"; then
-        # Queries over the per-minute rollups (materialized views): once in five runs
-        # the cluster's rollup lacked a minute's rows after the replica kill while the
-        # raw tables above were exact. Not explained yet (see the closing note of issue
-        # 13); shown, not failed. Queries over the raw tables must match exactly.
-        echo "   query $name: WARNING: rollup differs from the single server:" >&2
+    if [ "$a" != "$b" ] && grep -q "FROM rst_minute" "$f" && [ -n "$rollup_set_aside" ]; then
+        # Queries over the rollups (materialized views) may lack a batch's rows when the
+        # replica kill lost a rollup part, seen once in five runs. insert_quorum applies
+        # to the views' inserts too: s2r1 wrote a batch's raw part, which reached its
+        # quorum, then the view's rollup part; killed while that part waited for its
+        # quorum, s2r1 set it aside at restart (detached/noquorum_*). The collector,
+        # told of the failure, resent the batch, found its raw rows and did not write
+        # them again. So the raw tables are exact and the rollup is short. Shown, not
+        # failed, only when s2r1 set a rollup part aside; README "Scaling out".
+        echo "   query $name: WARNING: rollup differs from the single server (s2r1 set aside$rollup_set_aside):" >&2
         # `|| true`: diff exits 1 when the inputs differ, which under pipefail and
         # set -e ended the run here, failing what this branch only shows.
         diff <(echo "$b") <(echo "$a") | head -n 10 >&2 || true
