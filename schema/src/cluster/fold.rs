@@ -67,8 +67,11 @@ struct TableDef {
 impl TableDef {
     fn parse(create: &str) -> Result<TableDef, ClusterError> {
         let (_, name_end) = object_name(create, "TABLE")?;
-        let open = name_end + create[name_end..].find('(').unwrap_or(create.len());
-        let close = (open < create.len())
+        // The column list follows the name (not `AS other`, nor an engine's arguments).
+        let after_name = &create[name_end..];
+        let open = name_end + after_name.len() - after_name.trim_start().len();
+        let close = create[open..]
+            .starts_with('(')
             .then(|| close_paren(create, open))
             .flatten()
             .ok_or_else(|| ClusterError(format!("no column list in {}", first_line(create))))?;
@@ -312,5 +315,15 @@ mod tests {
             let e = fold_alters(&[create(), alter.to_string()]).unwrap_err();
             assert!(e.to_string().contains(why), "{alter}: {e}");
         }
+    }
+
+    #[test]
+    fn a_table_made_from_another_has_no_column_list_to_fold_into() {
+        let e = fold_alters(&[
+            "CREATE TABLE `d`.c AS `d`.t ENGINE = MergeTree() ORDER BY a".to_string(),
+            "ALTER TABLE `d`.c ADD COLUMN b UInt8".to_string(),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("no column list in"), "{e}");
     }
 }
