@@ -104,7 +104,7 @@ impl Cluster {
     }
 
     /// Renders every migration (each already rendered as for [`Self::render_migration`])
-    /// for a cluster whose database has no table yet: with their `ALTER`s folded into
+    /// for a cluster with no migration recorded yet: with their `ALTER`s folded into
     /// the `CREATE`s, so that no replicated `ALTER` runs on it (`cluster/fold.rs` says
     /// why).
     pub fn render_fresh(&self, rendered: &[String]) -> Result<Vec<String>, ClusterError> {
@@ -165,7 +165,7 @@ impl Cluster {
                 "engine {engine} of {table}: only the MergeTree family is turned replicated"
             )));
         }
-        let close = matching_paren(st, open)
+        let close = close_paren(st, open)
             .ok_or_else(|| ClusterError(format!("unbalanced engine arguments of {table}")))?;
         let args = st[open + 1..close].trim();
         let replicated = format!(
@@ -346,21 +346,44 @@ fn object_name(st: &str, kind: &str) -> Result<(usize, usize), ClusterError> {
     Ok((start, start + len))
 }
 
-fn matching_paren(s: &str, open: usize) -> Option<usize> {
-    let mut depth = 0usize;
-    for (i, c) in s[open..].char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(open + i);
-                }
+/// The `)` closing the `(` at `open`, quotes skipped (a default such as `'a('`): an
+/// engine's arguments, or a column list ([`fold`]).
+fn close_paren(s: &str, open: usize) -> Option<usize> {
+    let mut close = None;
+    for_each_unquoted(&s[open..], |i, c, depth| {
+        if c == ')' && depth == 0 {
+            close = Some(open + i);
+        }
+        close.is_none()
+    });
+    close
+}
+
+/// Calls `f(index, char, depth)` on each character of `s` outside quotes, with the
+/// parentheses depth after it, until `f` returns false.
+fn for_each_unquoted(s: &str, mut f: impl FnMut(usize, char, usize) -> bool) {
+    let (mut depth, mut quote, mut escaped) = (0usize, None, false);
+    for (i, c) in s.char_indices() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
             }
+            continue;
+        }
+        match c {
+            '\'' | '`' | '"' => quote = Some(c),
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        if !f(i, c, depth) {
+            return;
+        }
     }
-    None
 }
 
 fn first_line(st: &str) -> &str {

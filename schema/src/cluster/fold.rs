@@ -17,7 +17,7 @@
 //! new type. Anything else (other `ALTER` commands, a column with a default or codec
 //! modified, a table the statements do not create) is refused, never guessed at.
 
-use super::{first_line, object_name, ClusterError};
+use super::{close_paren, first_line, for_each_unquoted, object_name, ClusterError};
 
 /// `statements` (every migration's, in order, rendered for one dialect) with each
 /// `ALTER TABLE` folded into its table's `CREATE TABLE`.
@@ -170,45 +170,6 @@ fn split_top_level(s: &str) -> Vec<&str> {
     });
     parts.push(&s[start..]);
     parts
-}
-
-/// The `)` closing the `(` at `open`, quotes skipped (a default such as `'a('`).
-fn close_paren(s: &str, open: usize) -> Option<usize> {
-    let mut close = None;
-    for_each_unquoted(&s[open..], |i, c, depth| {
-        if c == ')' && depth == 0 {
-            close = Some(open + i);
-        }
-        close.is_none()
-    });
-    close
-}
-
-/// Calls `f(index, char, depth)` on each character of `s` outside quotes, with the
-/// parentheses depth after it, until `f` returns false.
-fn for_each_unquoted(s: &str, mut f: impl FnMut(usize, char, usize) -> bool) {
-    let (mut depth, mut quote, mut escaped) = (0usize, None, false);
-    for (i, c) in s.char_indices() {
-        if let Some(q) = quote {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
-            }
-            continue;
-        }
-        match c {
-            '\'' | '`' | '"' => quote = Some(c),
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if !f(i, c, depth) {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]
