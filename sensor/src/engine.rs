@@ -20,6 +20,7 @@ use crate::flow::{
 };
 use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
 use crate::sink::Sink;
+use crate::source::Readahead;
 use crate::track;
 use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
 
@@ -172,6 +173,21 @@ impl Engine {
         frames: &[(i64, &[u8])],
         sink: &mut S,
     ) {
+        let mut nothing_ahead = Readahead::NONE;
+        self.process_batch_reading_ahead(link, frames, &mut nothing_ahead, sink);
+    }
+
+    /// [`Engine::process_batch`] that also requests the lines of `ahead` (the capture
+    /// file past these frames), a step in its parse loop and a step in its update loop
+    /// for each frame, so their transfers overlap its work instead of the reader
+    /// waiting for them (`replay` of a mapped file).
+    pub fn process_batch_reading_ahead<S: Sink + ?Sized>(
+        &mut self,
+        link: LinkType,
+        frames: &[(i64, &[u8])],
+        ahead: &mut Readahead,
+        sink: &mut S,
+    ) {
         // Slots past a chunk's end are never read (the loops below zip with it). The
         // packets are parsed in place; `parsed` says which ones were.
         let mut packets = std::mem::take(&mut self.batch_packets);
@@ -197,6 +213,7 @@ impl Engine {
             let each = parsed.iter_mut().zip(&mut packets).zip(&mut looked);
             for (((slot, packet), l), &(_, frame)) in each.zip(chunk) {
                 *slot = parse::parse_into(link, frame, opts, packet);
+                ahead.step();
                 if slot.is_ok() {
                     let (key, end) = self.key_of(packet);
                     let hash = hasher.hash(&key);
@@ -225,6 +242,7 @@ impl Engine {
             self.counters.tcp += n;
             let each = parsed.iter().zip(&packets).zip(&looked);
             for (((slot, packet), l), &(ts_us, _)) in each.zip(chunk) {
+                ahead.step();
                 if let Err(r) = slot {
                     self.counters.tcp -= 1;
                     self.counters.rejected[*r as usize] += 1;

@@ -246,9 +246,10 @@ pub(super) fn replay_files<S: Sink>(
 ) -> (usize, Vec<(&'static str, u64)>) {
     let mut engine = Engine::for_files(cfg);
     let files_read = read_each(files, no_progress, |path, progress| {
-        // Batches of frames, so the flow lookups of each batch overlap their misses.
-        source::read_file_batched(path, progress, access, |link, frames| {
-            engine.process_batch(link, frames, sink)
+        // Batches of frames, so the flow lookups of each batch overlap their misses,
+        // and the file ahead is requested while the engine works.
+        source::read_file_batched(path, progress, access, |link, frames, ahead| {
+            engine.process_batch_reading_ahead(link, frames, ahead, sink)
         })
     });
     engine.finish(sink);

@@ -17,11 +17,13 @@
 //! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
 //! which also says what happens when the file shrinks meanwhile): no copy, and the
 //! records are parsed where the page cache holds them, with the bytes ahead
-//! prefetched. Each window is a buffer as above; consecutive windows overlap, so
+//! prefetched: by the consumer of each batch while it works on it ([`Readahead`]),
+//! else by the reader. Each window is a buffer as above; consecutive windows overlap, so
 //! a record across a window's end is read whole from the next.
 
 use super::access::{self, FileAccess};
 use super::ng_blocks::{NgBlocks, NgStop};
+use super::readahead::{Readahead, READAHEAD_BYTES};
 use super::record::RecordLayout;
 use super::{
     self as source, check_link, damage, explain, pcap_error, read_fully, Counting, FileStats,
@@ -101,15 +103,18 @@ const SHARED_WINDOW: usize = 16 << 20;
 const PREFETCH_AHEAD: usize = 8 << 10;
 
 /// Reads every frame of the capture file at `path`, handing them to `on_batch` in
-/// order, up to [`READ_BATCH`] at a time, as `(timestamp µs, frame)` pairs.
+/// order, up to [`READ_BATCH`] at a time, as `(timestamp µs, frame)` pairs, with the
+/// lines of the file ahead for it to request while it works on them (nothing to
+/// request unless the file is mapped; a consumer that does not step it leaves them to
+/// the reader).
 pub fn read_file_batched(
     path: &Path,
     progress: Option<Progress>,
     access: FileAccess,
-    mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])]),
+    mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, access, WINDOW, |link, _, frames| {
-        on_batch(link, frames)
+    read_any(path, progress, access, WINDOW, |link, _, frames, ahead| {
+        on_batch(link, frames, ahead)
     })
 }
 
@@ -124,9 +129,17 @@ pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,
     access: FileAccess,
-    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, access, SHARED_WINDOW, on_batch)
+    // The workers' reader does little besides walking the file: it has no work for
+    // the readahead to overlap, and prefetches as it walks.
+    read_any(
+        path,
+        progress,
+        access,
+        SHARED_WINDOW,
+        |link, buf, frames, _| on_batch(link, buf, frames),
+    )
 }
 
 /// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large
@@ -136,7 +149,7 @@ fn read_any(
     progress: Option<Progress>,
     access: FileAccess,
     window: usize,
-    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
         path: path.to_path_buf(),
@@ -195,7 +208,7 @@ fn read_mapped(
     (window, max): (usize, usize),
     pcapng: bool,
     progress: &Progress,
-    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
     let changed = Arc::new(AtomicBool::new(false));
     let page = sys::page_size() as u64;
@@ -230,9 +243,9 @@ fn read_mapped(
         };
         let skip = (pos - base) as usize;
         // Once a vanished page has been read (as zeros), nothing more is handed on.
-        let (stop, consumed) = format.parse::<true>(&win[skip..], &mut stats, |link, b| {
+        let (stop, consumed) = format.parse::<true>(&win[skip..], &mut stats, |link, b, a| {
             if !changed.load(Ordering::SeqCst) {
-                on_batch(link, &win, b)
+                on_batch(link, &win, b, a)
             }
         });
         pos += consumed as u64;
@@ -331,12 +344,12 @@ impl Format {
         &mut self,
         bytes: &'a [u8],
         stats: &mut FileStats,
-        mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])]),
+        mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (Stop, usize) {
         match self {
             Format::Pcap(parser, link) => {
                 let link = *link;
-                parse_buffered::<PREFETCH>(parser, bytes, stats, |b| on_batch(link, b))
+                parse_buffered::<PREFETCH>(parser, bytes, stats, |b, a| on_batch(link, b, a))
             }
             Format::PcapNg(blocks) => {
                 let (stop, consumed) = blocks.parse::<PREFETCH>(bytes, stats, on_batch);
@@ -364,7 +377,7 @@ fn read_buffered<R: Read>(
     mut input: R,
     (step, max): (usize, usize),
     pcapng: bool,
-    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
     let step = step.min(max);
     let mut buf: SharedBuffer = Arc::new(Held::Read(vec![0u8; step]));
@@ -374,8 +387,8 @@ fn read_buffered<R: Read>(
     let (mut pos, mut format) = Format::of(&buf[..len], pcapng)?;
     let mut stats = FileStats::default();
     loop {
-        let (stop, consumed) = format.parse::<false>(&buf[pos..len], &mut stats, |link, b| {
-            on_batch(link, &buf, b)
+        let (stop, consumed) = format.parse::<false>(&buf[pos..len], &mut stats, |link, b, a| {
+            on_batch(link, &buf, b, a)
         });
         pos += consumed;
         match stop {
@@ -447,12 +460,14 @@ fn damaged(stats: &FileStats, e: &PcapError) -> ReadError {
 
 /// Hands on every whole record in `bytes`, in batches; returns why it stopped and how
 /// many bytes it consumed. `PREFETCH`: bring the bytes ahead into the cache (mapped
-/// windows; read buffers are there already, the kernel has just copied them).
+/// windows; read buffers are there already, the kernel has just copied them), through
+/// each batch's [`Readahead`] and, for what its consumer did not request, as the
+/// records are walked.
 fn parse_buffered<'a, const PREFETCH: bool>(
     parser: &PcapParser,
     bytes: &'a [u8],
     stats: &mut FileStats,
-    mut on_batch: impl FnMut(&[(i64, &'a [u8])]),
+    mut on_batch: impl FnMut(&[(i64, &'a [u8])], &mut Readahead),
 ) -> (Stop, usize) {
     let layout = RecordLayout::of(parser.header());
     let mut batch = [(0i64, &[][..]); READ_BATCH];
@@ -474,7 +489,10 @@ fn parse_buffered<'a, const PREFETCH: bool>(
                 slice = rest;
                 if n == READ_BATCH {
                     stats.frames += n as u64;
-                    on_batch(&batch);
+                    let at = bytes.len() - slice.len();
+                    hand_on_reading_ahead::<PREFETCH>(bytes, at, &mut fetched, &batch, |b, a| {
+                        on_batch(b, a)
+                    });
                     n = 0;
                 }
             }
@@ -484,9 +502,35 @@ fn parse_buffered<'a, const PREFETCH: bool>(
     };
     if n > 0 {
         stats.frames += n as u64;
-        on_batch(&batch[..n]);
+        let at = bytes.len() - slice.len();
+        hand_on_reading_ahead::<PREFETCH>(bytes, at, &mut fetched, &batch[..n], |b, a| {
+            on_batch(b, a)
+        });
     }
     (stop, bytes.len() - slice.len())
+}
+
+/// Hands `frames` (the records of `bytes` before offset `at`) to `on_batch`, with
+/// `PREFETCH` the lines of `bytes` from `fetched` to [`READAHEAD_BYTES`] past `at` for
+/// it to request while it works: spread over two steps a frame (the engine steps in
+/// its parse loop and in its update loop). `fetched` then moves to where the consumer
+/// got to; the walk requests the lines it did not.
+#[inline(always)]
+pub(super) fn hand_on_reading_ahead<'a, const PREFETCH: bool>(
+    bytes: &[u8],
+    at: usize,
+    fetched: &mut usize,
+    frames: &[(i64, &'a [u8])],
+    mut on_batch: impl FnMut(&[(i64, &'a [u8])], &mut Readahead),
+) {
+    if !PREFETCH {
+        let mut none = Readahead::NONE;
+        return on_batch(frames, &mut none);
+    }
+    let to = at.saturating_add(READAHEAD_BYTES);
+    let mut ahead = Readahead::over(bytes, *fetched, to, 2 * frames.len());
+    on_batch(frames, &mut ahead);
+    *fetched = (*fetched).max(ahead.reached(bytes));
 }
 
 /// Prefetches `bytes` into L2 up to [`PREFETCH_AHEAD`] past offset `at`, from
@@ -549,7 +593,7 @@ mod tests {
     fn batched(p: &Path) -> (Frames, Option<String>, usize) {
         let mut seen = vec![];
         let mut calls = 0;
-        let r = read_file_batched(p, None, FileAccess::Read, |link, frames| {
+        let r = read_file_batched(p, None, FileAccess::Read, |link, frames, _| {
             calls += 1;
             assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
             seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
@@ -590,7 +634,7 @@ mod tests {
             sizes,
             pcapng,
             &Progress::default(),
-            |link, _, frames| {
+            |link, _, frames, _| {
                 assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
                 seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             },
@@ -602,10 +646,15 @@ mod tests {
     /// `read_file_batched` reads a small file or a pipe: frames and the error text.
     fn read_as(p: &Path, sizes: (usize, usize), pcapng: bool) -> (Frames, Option<String>) {
         let mut seen = vec![];
-        let r = read_buffered(File::open(p).unwrap(), sizes, pcapng, |link, _, frames| {
-            assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
-            seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
-        });
+        let r = read_buffered(
+            File::open(p).unwrap(),
+            sizes,
+            pcapng,
+            |link, _, frames, _| {
+                assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
+                seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
+            },
+        );
         (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
     }
 
@@ -690,7 +739,7 @@ mod tests {
             (16 * page, BUFFER),
             false,
             &Progress::default(),
-            |link, _, frames| {
+            |link, _, frames, _| {
                 let first = seen.is_empty();
                 seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
                 if first {
@@ -756,7 +805,7 @@ mod tests {
         ] {
             let mut got = vec![];
             let input = std::fs::File::open(f.path()).unwrap();
-            let st = read_buffered(input, sizes, false, |link, _, frames| {
+            let st = read_buffered(input, sizes, false, |link, _, frames, _| {
                 got.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             })
             .unwrap_or_else(|_| panic!("buffer {sizes:?}"));
@@ -773,7 +822,9 @@ mod tests {
         let mut got = 0;
         // Frames 0, 1 and 2 hold 1, 38 and 75 bytes: 16 + 38 need a larger buffer
         // than the first read's 40 bytes, 16 + 75 do not fit in 80.
-        let r = read_buffered(input, (40, 80), false, |_, _, frames| got += frames.len());
+        let r = read_buffered(input, (40, 80), false, |_, _, frames, _| {
+            got += frames.len()
+        });
         assert_eq!(got, 2);
         match r {
             Err(ReadError::Damaged(m)) => assert!(m.starts_with("packet record 3:"), "{m}"),
@@ -795,7 +846,7 @@ mod tests {
             let mut kept: Kept = vec![];
             let mut calls = 0;
             let input = std::fs::File::open(f.path()).unwrap();
-            read_buffered(input, (3000, 3000), false, |_, buf, frames| {
+            read_buffered(input, (3000, 3000), false, |_, buf, frames, _| {
                 calls += 1;
                 if calls % keep_every != 0 {
                     return;
@@ -821,7 +872,7 @@ mod tests {
                 std::fs::File::open(f.path()).unwrap(),
                 (3000, 3000),
                 false,
-                |link, _, fr| {
+                |link, _, fr, _| {
                     calls += 1;
                     if calls % keep_every == 0 {
                         expect.extend(fr.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
@@ -849,6 +900,72 @@ mod tests {
         assert_eq!(got, want);
         // Batches break at each change of link type, else hold READ_BATCH frames.
         assert!(calls > 300 / READ_BATCH && calls < 300, "{calls}");
+    }
+
+    /// Mapped, each batch comes with the lines past it up to [`READAHEAD_BYTES`] beyond
+    /// its last record (or to the window's end), which two steps a frame request in
+    /// full; what a consumer requested is not handed on again, what it left is.
+    #[test]
+    fn readahead_runs_past_each_batch_and_resumes_where_the_consumer_stopped() {
+        let files = [
+            (
+                capture(3000, Endianness::Little, TsResolution::MicroSecond),
+                false,
+            ),
+            (pcapng(Endianness::Little), true),
+        ];
+        for (bytes, pcapng) in files {
+            let f = write_tmp(&bytes);
+            let file = File::open(f.path()).unwrap();
+            let (mut batches, mut previous) = (0, None);
+            let r = read_mapped(
+                &file,
+                bytes.len() as u64,
+                (8 << 20, 1 << 20),
+                pcapng,
+                &Progress::default(),
+                |_, win, frames, ahead| {
+                    let window_end = win.as_ptr() as usize + win.len();
+                    let last = frames.last().unwrap().1;
+                    let after = last.as_ptr() as usize + last.len();
+                    let (start, end) = ahead.bounds();
+                    if start < end {
+                        // pcapng: padding, options and a length word follow the data.
+                        let want = window_end.min(after + READAHEAD_BYTES);
+                        assert!((want..=want + 64).contains(&end), "{pcapng}: {want} {end}");
+                    }
+                    match previous {
+                        None => assert!(start < end),
+                        // Nothing was left to request: nothing is now.
+                        Some((prev_start, prev_end, _)) if prev_start >= prev_end => {
+                            assert!(start >= end)
+                        }
+                        // The lines requested are not handed on again (a step ends on
+                        // a whole line), up to the window's end.
+                        Some((_, prev_end, true)) if start < end => {
+                            assert!((prev_end..prev_end + 64).contains(&start))
+                        }
+                        Some((_, prev_end, true)) => assert!(prev_end + 64 > window_end),
+                        // Those left are.
+                        Some((prev_start, prev_end, false)) => {
+                            assert!(start >= prev_start && start < prev_end)
+                        }
+                    }
+                    // Every other batch, the engine's two steps a frame.
+                    let stepped = batches % 2 == 0;
+                    if stepped {
+                        for _ in 0..2 * frames.len() {
+                            ahead.step();
+                        }
+                        assert!(ahead.bounds().0 >= end);
+                    }
+                    previous = Some((start, end, stepped));
+                    batches += 1;
+                },
+            );
+            assert!(r.is_ok());
+            assert!(batches > 4, "{batches}");
+        }
     }
 
     /// A pcapng file of 300 frames in runs of 70 on two interfaces of different link

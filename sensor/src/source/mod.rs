@@ -8,10 +8,12 @@ mod access;
 mod batched;
 mod damage;
 mod ng_blocks;
+mod readahead;
 mod record;
 
 pub use access::{auto_choice, AutoChoice, FileAccess};
 pub use batched::{read_file_batched, read_file_shared, SharedBuffer, READ_BATCH};
+pub use readahead::Readahead;
 
 use crate::parse::LinkType;
 use pcap_file::pcap::PcapReader;
@@ -484,7 +486,7 @@ mod format_tests {
         let mut one_by_one = vec![];
         let r1 = read_file(&path, None, |f| one_by_one.push((f.ts_us, f.data.to_vec())));
         let mut batched = vec![];
-        let r2 = read_file_batched(&path, None, FileAccess::Read, |_, frames| {
+        let r2 = read_file_batched(&path, None, FileAccess::Read, |_, frames, _| {
             batched.extend(frames.iter().map(|&(ts, d)| (ts, d.to_vec())))
         });
         std::fs::remove_file(&path).ok();

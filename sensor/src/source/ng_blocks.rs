@@ -10,7 +10,8 @@
 //! block type, options, a length it would refuse) goes to `pcap-file`'s parser, which
 //! then accepts it or names the problem as the frame reader does.
 
-use super::batched::READ_BATCH;
+use super::batched::{hand_on_reading_ahead, READ_BATCH};
+use super::readahead::Readahead;
 use super::{pcap_error, FileStats, Interfaces, ReadError};
 use crate::parse::LinkType;
 use pcap_file::pcapng::PcapNgParser;
@@ -82,7 +83,7 @@ impl NgBlocks {
         &mut self,
         bytes: &'a [u8],
         stats: &mut FileStats,
-        mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])]),
+        mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (NgStop, usize) {
         let mut batch = [(0i64, &[][..]); READ_BATCH];
         let mut n = 0;
@@ -131,16 +132,37 @@ impl NgBlocks {
                 }
             };
             if n > 0 && frame_link != link {
-                hand_on(&mut on_batch, link, &batch, &mut n, stats);
+                hand_on::<PREFETCH>(
+                    &mut on_batch,
+                    link,
+                    (&batch, &mut n),
+                    (bytes, bytes.len() - slice.len()),
+                    &mut fetched,
+                    stats,
+                );
             }
             link = frame_link;
             batch[n] = (ts_us, data);
             n += 1;
             if n == READ_BATCH {
-                hand_on(&mut on_batch, link, &batch, &mut n, stats);
+                hand_on::<PREFETCH>(
+                    &mut on_batch,
+                    link,
+                    (&batch, &mut n),
+                    (bytes, bytes.len() - slice.len()),
+                    &mut fetched,
+                    stats,
+                );
             }
         };
-        hand_on(&mut on_batch, link, &batch, &mut n, stats);
+        hand_on::<PREFETCH>(
+            &mut on_batch,
+            link,
+            (&batch, &mut n),
+            (bytes, bytes.len() - slice.len()),
+            &mut fetched,
+            stats,
+        );
         (stop, bytes.len() - slice.len())
     }
 
@@ -196,17 +218,22 @@ fn micros(ts: u64, units: u64) -> i64 {
     }
 }
 
-/// Hands on the first `n` frames of `batch` (if any) and empties it.
-fn hand_on<'a>(
-    on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])]),
+/// Hands on the first `n` frames of `batch` (if any) and empties it; with `PREFETCH`,
+/// with the lines of `bytes` ahead of offset `at` (the blocks walked so far) for the
+/// consumer to request ([`hand_on_reading_ahead`]).
+fn hand_on<'a, const PREFETCH: bool>(
+    on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     link: LinkType,
-    batch: &[(i64, &'a [u8])],
-    n: &mut usize,
+    (batch, n): (&[(i64, &'a [u8])], &mut usize),
+    (bytes, at): (&[u8], usize),
+    fetched: &mut usize,
     stats: &mut FileStats,
 ) {
     if *n > 0 {
         stats.frames += *n as u64;
-        on_batch(link, &batch[..*n]);
+        hand_on_reading_ahead::<PREFETCH>(bytes, at, fetched, &batch[..*n], |b, a| {
+            on_batch(link, b, a)
+        });
         *n = 0;
     }
 }
