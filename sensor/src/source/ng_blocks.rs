@@ -85,15 +85,13 @@ impl NgBlocks {
         stats: &mut FileStats,
         mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (NgStop, usize) {
-        let mut batch = [(0i64, &[][..]); READ_BATCH];
-        let mut n = 0;
+        let mut batch = Gathered::new(bytes);
         let mut link = LinkType::Ethernet;
         let mut slice = bytes;
-        // Offset in `bytes` up to which lines have been prefetched.
-        let mut fetched = 0;
         let stop = loop {
             if PREFETCH {
-                super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
+                let at = bytes.len() - slice.len();
+                super::batched::prefetch_ahead(bytes, at, &mut batch.fetched);
             }
             if slice.is_empty() {
                 break NgStop::NeedMore;
@@ -131,38 +129,17 @@ impl NgBlocks {
                     Err(e) => break NgStop::Failed(e),
                 }
             };
-            if n > 0 && frame_link != link {
-                hand_on::<PREFETCH>(
-                    &mut on_batch,
-                    link,
-                    (&batch, &mut n),
-                    (bytes, bytes.len() - slice.len()),
-                    &mut fetched,
-                    stats,
-                );
+            if batch.n > 0 && frame_link != link {
+                batch.hand_on::<PREFETCH>(&mut on_batch, link, slice.len(), stats);
             }
             link = frame_link;
-            batch[n] = (ts_us, data);
-            n += 1;
-            if n == READ_BATCH {
-                hand_on::<PREFETCH>(
-                    &mut on_batch,
-                    link,
-                    (&batch, &mut n),
-                    (bytes, bytes.len() - slice.len()),
-                    &mut fetched,
-                    stats,
-                );
+            batch.frames[batch.n] = (ts_us, data);
+            batch.n += 1;
+            if batch.n == READ_BATCH {
+                batch.hand_on::<PREFETCH>(&mut on_batch, link, slice.len(), stats);
             }
         };
-        hand_on::<PREFETCH>(
-            &mut on_batch,
-            link,
-            (&batch, &mut n),
-            (bytes, bytes.len() - slice.len()),
-            &mut fetched,
-            stats,
-        );
+        batch.hand_on::<PREFETCH>(&mut on_batch, link, slice.len(), stats);
         (stop, bytes.len() - slice.len())
     }
 
@@ -218,22 +195,43 @@ fn micros(ts: u64, units: u64) -> i64 {
     }
 }
 
-/// Hands on the first `n` frames of `batch` (if any) and empties it; with `PREFETCH`,
-/// with the lines of `bytes` ahead of offset `at` (the blocks walked so far) for the
-/// consumer to request ([`hand_on_reading_ahead`]).
-fn hand_on<'a, const PREFETCH: bool>(
-    on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
-    link: LinkType,
-    (batch, n): (&[(i64, &'a [u8])], &mut usize),
-    (bytes, at): (&[u8], usize),
-    fetched: &mut usize,
-    stats: &mut FileStats,
-) {
-    if *n > 0 {
-        stats.frames += *n as u64;
-        hand_on_reading_ahead::<PREFETCH>(bytes, at, fetched, &batch[..*n], |b, a| {
-            on_batch(link, b, a)
-        });
-        *n = 0;
+/// The frames of the next batch, from the blocks of `bytes`.
+struct Gathered<'a> {
+    bytes: &'a [u8],
+    frames: [(i64, &'a [u8]); READ_BATCH],
+    n: usize,
+    /// Offset in `bytes` up to which lines have been prefetched.
+    fetched: usize,
+}
+
+impl<'a> Gathered<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Gathered {
+            bytes,
+            frames: [(0, &[][..]); READ_BATCH],
+            n: 0,
+            fetched: 0,
+        }
+    }
+
+    /// Hands on the frames gathered (if any) and empties the batch; with `PREFETCH`,
+    /// with the lines ahead of the blocks walked so far (all but the last `unread`
+    /// bytes) for the consumer to request ([`hand_on_reading_ahead`]).
+    fn hand_on<const PREFETCH: bool>(
+        &mut self,
+        on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
+        link: LinkType,
+        unread: usize,
+        stats: &mut FileStats,
+    ) {
+        if self.n > 0 {
+            stats.frames += self.n as u64;
+            let at = self.bytes.len() - unread;
+            let frames = &self.frames[..self.n];
+            hand_on_reading_ahead::<PREFETCH>(self.bytes, at, &mut self.fetched, frames, |b, a| {
+                on_batch(link, b, a)
+            });
+            self.n = 0;
+        }
     }
 }
