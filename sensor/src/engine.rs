@@ -173,8 +173,8 @@ impl Engine {
         frames: &[(i64, &[u8])],
         sink: &mut S,
     ) {
-        let mut nothing_ahead = Readahead::NONE;
-        self.process_batch_reading_ahead(link, frames, &mut nothing_ahead, sink);
+        let mut unused = Readahead::NONE;
+        self.batch::<false, S>(link, frames, &mut unused, sink);
     }
 
     /// [`Engine::process_batch`] that also requests the lines of `ahead` (the capture
@@ -182,6 +182,18 @@ impl Engine {
     /// for each frame, so their transfers overlap its work instead of the reader
     /// waiting for them (`replay` of a mapped file).
     pub fn process_batch_reading_ahead<S: Sink + ?Sized>(
+        &mut self,
+        link: LinkType,
+        frames: &[(i64, &[u8])],
+        ahead: &mut Readahead,
+        sink: &mut S,
+    ) {
+        self.batch::<true, S>(link, frames, ahead, sink);
+    }
+
+    /// The batch path, with `READ_AHEAD` stepping `ahead`: a constant, so that
+    /// [`Engine::process_batch`] (live capture, `--workers`) does not pay for the steps.
+    fn batch<const READ_AHEAD: bool, S: Sink + ?Sized>(
         &mut self,
         link: LinkType,
         frames: &[(i64, &[u8])],
@@ -213,7 +225,9 @@ impl Engine {
             let each = parsed.iter_mut().zip(&mut packets).zip(&mut looked);
             for (((slot, packet), l), &(_, frame)) in each.zip(chunk) {
                 *slot = parse::parse_into(link, frame, opts, packet);
-                ahead.step();
+                if READ_AHEAD {
+                    ahead.step();
+                }
                 if slot.is_ok() {
                     let (key, end) = self.key_of(packet);
                     let hash = hasher.hash(&key);
@@ -242,7 +256,9 @@ impl Engine {
             self.counters.tcp += n;
             let each = parsed.iter().zip(&packets).zip(&looked);
             for (((slot, packet), l), &(ts_us, _)) in each.zip(chunk) {
-                ahead.step();
+                if READ_AHEAD {
+                    ahead.step();
+                }
                 if let Err(r) = slot {
                     self.counters.tcp -= 1;
                     self.counters.rejected[*r as usize] += 1;
