@@ -9,9 +9,12 @@
 //! varied eightfold, ~0.03 s a GB on an AMD EPYC VM (copying at ~30 GB/s, where the
 //! mapping's extra work cost ~0.05–0.08 s a GB and reading took a fifth less CPU) to
 //! ~0.15–0.25 s a GB on an Intel Xeon VM (copying at 4–6 GB/s, where the mapping's
-//! cost ~0.15 s a GB and mapping took a tenth to a fifth less CPU). So
+//! cost ~0.15 s a GB and mapping took a tenth to a fifth less CPU; a quarter less
+//! once the engine requested the file's lines ahead while it worked, `readahead`). So
 //! `auto` times the copy of the first file's first [`PROBE_SLICES`] × [`PROBE_SLICE`]
-//! bytes, once per process, and maps when the copy ran slower than [`MAP_BELOW`].
+//! bytes, once per process, and maps when the copy ran slower than [`MAP_BELOW`]. The
+//! threshold was set before the readahead, which makes mapping cheaper: on a host
+//! like the AMD one mapping may now win too, which was not measured.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
