@@ -9,10 +9,11 @@
 #   benches/replay_alternating.sh --capture capture.pcap --rounds 12 old/rstwatch-sensor new/rstwatch-sensor
 #
 # Options: --capture FILE (required), --rounds N (10), --cpu C (1), --workers N (1; with
-# more than one the runs are not pinned, and the ratio compares CPU used, not wall).
+# more than one the runs are not pinned, and the ratio compares CPU used, not wall),
+# --file-access auto|read|map (auto), passed to every run.
 set -euo pipefail
 
-rounds=10 cpu=1 workers=1 capture=
+rounds=10 cpu=1 workers=1 capture= access=auto
 bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -20,7 +21,8 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --cpu) cpu=$2; shift 2 ;;
         --workers) workers=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --file-access) access=$2; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) bins+=("$1"); shift ;;
     esac
 done
@@ -38,7 +40,7 @@ for r in $(seq 1 "$rounds"); do
         # pages untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
         cat "$capture" >/dev/null
         "$(dirname "$0")/timed.py" "$results.t" "${pin[@]}" "${bins[$i]}" replay \
-            --no-progress --workers "$workers" "$capture" >/dev/null
+            --no-progress --workers "$workers" --file-access "$access" "$capture" >/dev/null
         read -r wall cpu rss <"$results.t"
         echo "$i $r $wall $cpu $rss" >>"$results"
     done
