@@ -10,7 +10,7 @@
 //! block type, options, a length it would refuse) goes to `pcap-file`'s parser, which
 //! then accepts it or names the problem as the frame reader does.
 
-use super::batched::{hand_on_reading_ahead, READ_BATCH};
+use super::batched::READ_BATCH;
 use super::readahead::Readahead;
 use super::{pcap_error, FileStats, Interfaces, ReadError};
 use crate::parse::LinkType;
@@ -85,7 +85,7 @@ impl NgBlocks {
         stats: &mut FileStats,
         mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (NgStop, usize) {
-        let mut batch = Gathered::new(bytes);
+        let mut batch = Gathered::new();
         let mut link = LinkType::Ethernet;
         let mut slice = bytes;
         let stop = loop {
@@ -130,16 +130,16 @@ impl NgBlocks {
                 }
             };
             if batch.n > 0 && frame_link != link {
-                batch.hand_on::<PREFETCH>(&mut on_batch, link, slice.len(), stats);
+                batch.hand_on(&mut on_batch, link, stats);
             }
             link = frame_link;
             batch.frames[batch.n] = (ts_us, data);
             batch.n += 1;
             if batch.n == READ_BATCH {
-                batch.hand_on::<PREFETCH>(&mut on_batch, link, slice.len(), stats);
+                batch.hand_on(&mut on_batch, link, stats);
             }
         };
-        batch.hand_on::<PREFETCH>(&mut on_batch, link, slice.len(), stats);
+        batch.hand_on(&mut on_batch, link, stats);
         (stop, bytes.len() - slice.len())
     }
 
@@ -195,42 +195,37 @@ fn micros(ts: u64, units: u64) -> i64 {
     }
 }
 
-/// The frames of the next batch, from the blocks of `bytes`.
+/// The frames of the next batch.
 struct Gathered<'a> {
-    bytes: &'a [u8],
     frames: [(i64, &'a [u8]); READ_BATCH],
     n: usize,
-    /// Offset in `bytes` up to which lines have been prefetched.
+    /// Offset in the bytes walked up to which lines have been prefetched.
     fetched: usize,
 }
 
 impl<'a> Gathered<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    fn new() -> Self {
         Gathered {
-            bytes,
             frames: [(0, &[][..]); READ_BATCH],
             n: 0,
             fetched: 0,
         }
     }
 
-    /// Hands on the frames gathered (if any) and empties the batch; with `PREFETCH`,
-    /// with the lines ahead of the blocks walked so far (all but the last `unread`
-    /// bytes) for the consumer to request ([`hand_on_reading_ahead`]).
-    fn hand_on<const PREFETCH: bool>(
+    /// Hands on the frames gathered (if any) and empties the batch. With nothing for
+    /// the consumer to read ahead: unlike pcap, a pcapng replay took more CPU with it
+    /// (1.04 of it at 64 KiB ahead, 1.09–1.19 at 128 KiB; benches/RESULTS.md, "Reading
+    /// ahead during the engine's work"), so the walk prefetches as it goes.
+    fn hand_on(
         &mut self,
         on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
         link: LinkType,
-        unread: usize,
         stats: &mut FileStats,
     ) {
         if self.n > 0 {
             stats.frames += self.n as u64;
-            let at = self.bytes.len() - unread;
-            let frames = &self.frames[..self.n];
-            hand_on_reading_ahead::<PREFETCH>(self.bytes, at, &mut self.fetched, frames, |b, a| {
-                on_batch(link, b, a)
-            });
+            let mut none = Readahead::NONE;
+            on_batch(link, &self.frames[..self.n], &mut none);
             self.n = 0;
         }
     }

@@ -10,10 +10,12 @@
 
 use crate::sys;
 
-/// How far past the end of the records handed on the reader has lines requested
-/// before it hands on the next batch: more than a batch's bytes (64 frames of up to
-/// ~1.5 KB), so the engine's requests, not the reader's, bring in the next batch.
-pub(super) const READAHEAD_BYTES: usize = 128 << 10;
+/// How far past the end of the records handed on the consumer is given lines to
+/// request: about a batch and a half of the benchmark capture's frames (64 of 664
+/// bytes on average), so the engine's requests, not the reader's, bring in the next
+/// batch. 64 KiB took 0.794 and 0.856 of the CPU of the build before against 0.861
+/// and 0.941 for 128 KiB, in two alternating runs (benches/RESULTS.md).
+pub(super) const READAHEAD_BYTES: usize = 64 << 10;
 
 /// Lines still to be requested: `[next, end)`, `per_step` bytes of them a
 /// [`Readahead::step`]. Addresses only, never read: a prefetch is a hint that does not
