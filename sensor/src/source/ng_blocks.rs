@@ -85,13 +85,15 @@ impl NgBlocks {
         stats: &mut FileStats,
         mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (NgStop, usize) {
-        let mut batch = Gathered::new();
+        let mut batch = [(0i64, &[][..]); READ_BATCH];
+        let mut n = 0;
         let mut link = LinkType::Ethernet;
         let mut slice = bytes;
+        // Offset in `bytes` up to which lines have been prefetched.
+        let mut fetched = 0;
         let stop = loop {
             if PREFETCH {
-                let at = bytes.len() - slice.len();
-                super::batched::prefetch_ahead(bytes, at, &mut batch.fetched);
+                super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
             }
             if slice.is_empty() {
                 break NgStop::NeedMore;
@@ -129,17 +131,17 @@ impl NgBlocks {
                     Err(e) => break NgStop::Failed(e),
                 }
             };
-            if batch.n > 0 && frame_link != link {
-                batch.hand_on(&mut on_batch, link, stats);
+            if n > 0 && frame_link != link {
+                hand_on(&mut on_batch, link, &batch, &mut n, stats);
             }
             link = frame_link;
-            batch.frames[batch.n] = (ts_us, data);
-            batch.n += 1;
-            if batch.n == READ_BATCH {
-                batch.hand_on(&mut on_batch, link, stats);
+            batch[n] = (ts_us, data);
+            n += 1;
+            if n == READ_BATCH {
+                hand_on(&mut on_batch, link, &batch, &mut n, stats);
             }
         };
-        batch.hand_on(&mut on_batch, link, stats);
+        hand_on(&mut on_batch, link, &batch, &mut n, stats);
         (stop, bytes.len() - slice.len())
     }
 
@@ -195,38 +197,21 @@ fn micros(ts: u64, units: u64) -> i64 {
     }
 }
 
-/// The frames of the next batch.
-struct Gathered<'a> {
-    frames: [(i64, &'a [u8]); READ_BATCH],
-    n: usize,
-    /// Offset in the bytes walked up to which lines have been prefetched.
-    fetched: usize,
-}
-
-impl<'a> Gathered<'a> {
-    fn new() -> Self {
-        Gathered {
-            frames: [(0, &[][..]); READ_BATCH],
-            n: 0,
-            fetched: 0,
-        }
-    }
-
-    /// Hands on the frames gathered (if any) and empties the batch. With nothing for
-    /// the consumer to read ahead: unlike pcap, a pcapng replay took more CPU with it
-    /// (1.04 of it at 64 KiB ahead, 1.09–1.19 at 128 KiB; benches/RESULTS.md, "Reading
-    /// ahead during the engine's work"), so the walk prefetches as it goes.
-    fn hand_on(
-        &mut self,
-        on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
-        link: LinkType,
-        stats: &mut FileStats,
-    ) {
-        if self.n > 0 {
-            stats.frames += self.n as u64;
-            let mut none = Readahead::NONE;
-            on_batch(link, &self.frames[..self.n], &mut none);
-            self.n = 0;
-        }
+/// Hands on the first `n` frames of `batch` (if any) and empties it. With nothing for
+/// the consumer to read ahead: unlike pcap, a pcapng replay took more CPU with it (1.04
+/// of it at 64 KiB ahead, 1.09–1.19 at 128 KiB; benches/RESULTS.md, "Reading ahead
+/// during the engine's work"), so the walk prefetches as it goes.
+fn hand_on<'a>(
+    on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
+    link: LinkType,
+    batch: &[(i64, &'a [u8])],
+    n: &mut usize,
+    stats: &mut FileStats,
+) {
+    if *n > 0 {
+        stats.frames += *n as u64;
+        let mut none = Readahead::NONE;
+        on_batch(link, &batch[..*n], &mut none);
+        *n = 0;
     }
 }
