@@ -4,9 +4,10 @@
 //! Why: a mapped capture is in memory, not in the cache, and one core brings it in
 //! only as fast as its line fill buffers allow (~16 lines in flight). Requested in a
 //! burst by the reader, the lines keep the core waiting on those buffers, and the walk
-//! of the file cost a third of a mapped replay. Requested a few lines before each
-//! frame the engine processes, the same transfers overlap the engine's work
-//! (benches/RESULTS.md, "Reading ahead during the engine's work").
+//! of the file cost a quarter to a third of a mapped replay. Requested a few lines
+//! before each frame the engine processes, the same transfers overlap the engine's
+//! work (benches/RESULTS.md, "Reading ahead during the engine's work"). pcap only:
+//! pcapng replays took more CPU with it, for a reason not found (`ng_blocks`).
 
 use crate::sys;
 
