@@ -490,9 +490,13 @@ fn parse_buffered<'a, const PREFETCH: bool>(
                 if n == READ_BATCH {
                     stats.frames += n as u64;
                     let at = bytes.len() - slice.len();
-                    hand_on_reading_ahead::<PREFETCH>(bytes, at, &mut fetched, &batch, |b, a| {
-                        on_batch(b, a)
-                    });
+                    hand_on_reading_ahead::<PREFETCH>(
+                        bytes,
+                        at,
+                        &mut fetched,
+                        &batch,
+                        &mut on_batch,
+                    );
                     n = 0;
                 }
             }
@@ -503,9 +507,7 @@ fn parse_buffered<'a, const PREFETCH: bool>(
     if n > 0 {
         stats.frames += n as u64;
         let at = bytes.len() - slice.len();
-        hand_on_reading_ahead::<PREFETCH>(bytes, at, &mut fetched, &batch[..n], |b, a| {
-            on_batch(b, a)
-        });
+        hand_on_reading_ahead::<PREFETCH>(bytes, at, &mut fetched, &batch[..n], &mut on_batch);
     }
     (stop, bytes.len() - slice.len())
 }
