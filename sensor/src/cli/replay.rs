@@ -71,10 +71,10 @@ pub(super) struct ReplayArgs {
     /// lines while it works). Which is faster depends on how fast the host's kernel
     /// copies: reading took a fifth less CPU on a VM copying at ~30 GB/s (measured
     /// before the engine read ahead), mapping about a quarter less on VMs copying at
-    /// 4-6 GB/s (benches/RESULTS.md). `auto` times the copy of the first file's first 16 MiB
-    /// once and maps below 10 GB/s (files of 128 MiB or more; smaller ones are read);
-    /// `--stats` shows `files_mapped` and the speed measured. Pipes and files under
-    /// 16 MiB are always read.
+    /// 4-6 GB/s (benches/RESULTS.md). `auto` times the copy of the first file's first
+    /// 16 MiB once and maps below 10 GB/s (files of 128 MiB or more; smaller ones are
+    /// read); `--stats` shows `files_mapped` and the speed measured. Pipes and files
+    /// under 16 MiB are always read.
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
     pub file_access: FileAccess,
 
