@@ -44,7 +44,8 @@ cap="$work/capture-${packets}-${flows}.pcap"
 records=$("$sensor" replay --no-progress --stats "$cap" 2>"$work/stats" | wc -l)
 echo "$(suricata -V | head -1); capture $(du -m "$cap" | cut -f1) MiB, $packets frames, $flows concurrent flows; rstwatch writes $records records"
 # How replay's default (`--file-access auto`) took the file on this host: mapped or
-# read, and the kernel copy speed it measured to decide.
+# read (a pcap file of this size is mapped without a probe; a pcapng one would show
+# the kernel copy speed measured to decide).
 python3 - "$work/stats" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

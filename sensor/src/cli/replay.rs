@@ -68,12 +68,13 @@ pub(super) struct ReplayArgs {
     /// How a capture file of 16 MiB or more reaches the parser: `read` (the kernel
     /// copies it into small buffers) or `map` (parsed where the page cache holds it,
     /// no copy, but page faults and page-table walks; the engine requests the next
-    /// lines while it works). Which is faster depends on how fast the host's kernel
-    /// copies: reading took a fifth less CPU on a VM copying at ~30 GB/s (measured
-    /// before the engine read ahead), mapping about a quarter less on VMs copying at
-    /// 4-6 GB/s (benches/RESULTS.md). `auto` times the copy of the first file's first
-    /// 16 MiB once and maps below 10 GB/s (files of 128 MiB or more; smaller ones are
-    /// read); `--stats` shows `files_mapped` and the speed measured. Pipes and files
+    /// lines of a pcap file while it works). Mapping a pcap file took a fifth to a
+    /// quarter less CPU on both hosts measured (kernels copying at 4-6 and 11-20
+    /// GB/s); for pcapng, which has no readahead, the copy's speed decides: reading
+    /// took a sixth less CPU on the faster-copying host (benches/RESULTS.md). `auto`,
+    /// for files of 128 MiB or more (smaller ones are read): maps pcap; for pcapng
+    /// times the copy of the first such file's first 16 MiB once and maps below 10
+    /// GB/s. `--stats` shows `files_mapped` and any speed measured. Pipes and files
     /// under 16 MiB are always read.
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
     pub file_access: FileAccess,

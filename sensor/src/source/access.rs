@@ -1,20 +1,20 @@
-//! Whether a large capture file is read or mapped, and `auto`, which lets the machine
-//! decide by timing the one thing that differs between hosts: the kernel's copy.
+//! Whether a large capture file is read or mapped, and `auto`, which maps pcap files
+//! and lets the machine decide for pcapng by timing the kernel's copy.
 //!
 //! Either way each record is parsed in place; what differs is what the host charges
 //! for bringing the bytes to the core. Reading pays the kernel's copy into a small
 //! buffer (which then stays in L2); mapping pays page faults and page-table walks,
-//! and the parser takes the bytes from memory itself. On the hosts measured
-//! (RESULTS.md, "Reading or mapping" and "`--file-access auto`") the copy's cost
-//! varied eightfold, ~0.03 s a GB on an AMD EPYC VM (copying at ~30 GB/s, where the
-//! mapping's extra work cost ~0.05–0.08 s a GB and reading took a fifth less CPU) to
-//! ~0.15–0.25 s a GB on an Intel Xeon VM (copying at 4–6 GB/s, where the mapping's
-//! cost ~0.15 s a GB and mapping took a tenth to a fifth less CPU; a quarter less
-//! once the engine requested the file's lines ahead while it worked, `readahead`). So
-//! `auto` times the copy of the first file's first [`PROBE_SLICES`] × [`PROBE_SLICE`]
-//! bytes, once per process, and maps when the copy ran slower than [`MAP_BELOW`]. The
-//! threshold was set before the readahead, which makes mapping cheaper: on a host
-//! like the AMD one mapping may now win too, which was not measured.
+//! and the parser takes the bytes from memory itself. Mapped pcap windows come with a
+//! readahead (`readahead`): the engine requests the file's next lines while it works.
+//! With it, mapping a pcap file took a fifth to a quarter less CPU than reading it on
+//! both hosts measured, an Intel Xeon VM (copying at 4–6 GB/s) and an AMD EPYC VM
+//! (copying at 11–20 GB/s), for one engine and for `--workers` (RESULTS.md, "`auto`
+//! maps pcap"). pcapng windows have no readahead (it made the block walk slower), and
+//! there the copy's speed still decides which way is cheaper: on the AMD host reading
+//! a pcapng file took a sixth less CPU than mapping it, on the Intel one mapping won
+//! before the readahead existed. So `auto` maps large pcap files, and for pcapng times
+//! the copy of the first such file's first [`PROBE_SLICES`] × [`PROBE_SLICE`] bytes,
+//! once per process, mapping when the copy ran slower than [`MAP_BELOW`].
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 /// smaller files are always read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileAccess {
-    /// Map when this host's kernel copies slowly, else read: decided once per run by
-    /// timing the copy of the first file's first 16 MiB (files of 128 MiB or more;
-    /// smaller ones are read).
+    /// Files of 128 MiB or more: map pcap; map pcapng when this host's kernel copies
+    /// slowly, else read it (decided once per run by timing the copy of the first
+    /// such file's first 16 MiB). Smaller files are read.
     Auto,
     /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
     Read,
@@ -43,6 +43,9 @@ pub(super) const AUTO_MIN: u64 = 128 << 20;
 /// The probe reads the file in steps of this size, as the read path does, so that it
 /// times the same copies: into a buffer that stays in L2.
 const PROBE_STEP: usize = 256 << 10;
+
+/// What the probe's buffer is aligned to (`probe`).
+const PAGE: usize = 4096;
 
 /// The probe times this many bytes at a time...
 const PROBE_SLICE: usize = 4 << 20;
@@ -73,12 +76,14 @@ pub fn auto_choice() -> Option<AutoChoice> {
 }
 
 /// Whether a capture `file` of `size` bytes (a regular file, at least the size from
-/// which mapping is allowed at all) is to be mapped under `access`.
-pub(super) fn maps(access: FileAccess, file: &File, size: u64) -> bool {
+/// which mapping is allowed at all; pcapng if `pcapng`, else pcap) is to be mapped
+/// under `access`.
+pub(super) fn maps(access: FileAccess, file: &File, size: u64, pcapng: bool) -> bool {
     match access {
         FileAccess::Read => false,
         FileAccess::Map => true,
         FileAccess::Auto if size < AUTO_MIN => false,
+        FileAccess::Auto if !pcapng => true,
         // A probe that could not read (an I/O error, a file cut meanwhile) leaves this
         // file, and the run's later ones, to the read path, whose messages name any
         // problem.
@@ -100,14 +105,22 @@ fn decide(per_slice: Duration) -> AutoChoice {
 /// The fastest of [`PROBE_SLICES`] timed copies of the file's first bytes, or `None`
 /// when the file could not be read that far. Positioned reads: the file's offset,
 /// where the read path goes on from, does not move.
+///
+/// Into a page-aligned buffer: on the AMD host the kernel's copy (`rep movsb`) runs at
+/// ~1.7 GB/s instead of 11–20 when the destination is 1–31 bytes past the source
+/// modulo 4 KiB, as it always was for a fresh allocation (16 bytes past a page) and
+/// page-aligned file offsets. The read path meets that only by chance (its
+/// destinations follow the records), so the probe timed a copy the reads rarely pay.
 fn probe(file: &File) -> Option<Duration> {
-    let mut buf = vec![0u8; PROBE_STEP];
+    let mut whole = vec![0u8; PROBE_STEP + PAGE];
+    let at = whole.as_ptr().align_offset(PAGE);
+    let buf = &mut whole[at..at + PROBE_STEP];
     let mut fastest = Duration::MAX;
     for slice in 0..PROBE_SLICES {
         let start = (slice * PROBE_SLICE) as u64;
         let t = Instant::now();
         for step in (0..PROBE_SLICE).step_by(PROBE_STEP) {
-            file.read_exact_at(&mut buf, start + step as u64).ok()?;
+            file.read_exact_at(buf, start + step as u64).ok()?;
         }
         fastest = fastest.min(t.elapsed());
     }
@@ -152,13 +165,15 @@ mod tests {
     fn fixed_choices_and_small_files_need_no_probe() {
         let f = tempfile::tempfile().unwrap();
         // An empty file could not be probed; these never try.
-        assert!(!maps(FileAccess::Read, &f, AUTO_MIN * 4));
-        assert!(maps(FileAccess::Map, &f, AUTO_MIN * 4));
-        assert!(!maps(FileAccess::Auto, &f, AUTO_MIN - 1));
+        assert!(!maps(FileAccess::Read, &f, AUTO_MIN * 4, false));
+        assert!(maps(FileAccess::Map, &f, AUTO_MIN * 4, true));
+        assert!(!maps(FileAccess::Auto, &f, AUTO_MIN - 1, true));
+        // A large pcap file is mapped without timing anything.
+        assert!(maps(FileAccess::Auto, &f, AUTO_MIN, false));
         assert_eq!(
             AUTO.get(),
             None,
-            "no probe for a fixed choice or a small file"
+            "no probe for a fixed choice, a small file or pcap"
         );
     }
 }

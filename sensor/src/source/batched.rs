@@ -12,8 +12,8 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 //!
-//! With [`FileAccess::Map`] (or `Auto` on a host whose kernel copies slowly: see
-//! `access`), a regular file of at least [`MAP_MIN`] bytes is not read but mapped, in
+//! With [`FileAccess::Map`] (or `Auto` for pcap, and for pcapng on a host whose kernel
+//! copies slowly: see `access`), a regular file of at least [`MAP_MIN`] bytes is not read but mapped, in
 //! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
 //! which also says what happens when the file shrinks meanwhile): no copy, and the
 //! records are parsed where the page cache holds them, with the bytes ahead
@@ -169,8 +169,8 @@ fn read_any(
         .map(|m| m.len());
     let progress = progress.unwrap_or_default();
     let diagnose = |e| explain_damage(e, path, pcapng);
-    let mapped =
-        size.filter(|&s| s >= MAP_MIN && (pcap || pcapng) && access::maps(access, &file, s));
+    let mapped = size
+        .filter(|&s| s >= MAP_MIN && (pcap || pcapng) && access::maps(access, &file, s, pcapng));
     if let Some(size) = mapped {
         return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
             .map_err(|e| err(diagnose(e)));
