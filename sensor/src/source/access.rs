@@ -12,9 +12,10 @@
 //! maps pcap"). pcapng windows have no readahead (it made the block walk slower), and
 //! there the copy's speed still decides which way is cheaper: on the AMD host reading
 //! a pcapng file took a sixth less CPU than mapping it (on the Intel one, where
-//! mapping pcap won before the readahead existed, pcapng was not compared). So `auto` maps large pcap files, and for pcapng times
-//! the copy of the first such file's first [`PROBE_SLICES`] × [`PROBE_SLICE`] bytes,
-//! once per process, mapping when the copy ran slower than [`MAP_BELOW`].
+//! mapping pcap won before the readahead existed, pcapng was not compared). So `auto`
+//! maps large pcap files, and for pcapng times the copy of the first such file's first
+//! [`PROBE_SLICES`] × [`PROBE_SLICE`] bytes, once per process, mapping when the copy
+//! ran slower than [`MAP_BELOW`].
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

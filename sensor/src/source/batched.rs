@@ -13,13 +13,13 @@
 //! the end is copied over.
 //!
 //! With [`FileAccess::Map`] (or `Auto` for pcap, and for pcapng on a host whose kernel
-//! copies slowly: see `access`), a regular file of at least [`MAP_MIN`] bytes is not read but mapped, in
-//! windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`,
-//! which also says what happens when the file shrinks meanwhile): no copy, and the
-//! records are parsed where the page cache holds them, with the bytes ahead
-//! prefetched: by the consumer of each batch while it works on it ([`Readahead`]),
-//! else by the reader. Each window is a buffer as above; consecutive windows overlap, so
-//! a record across a window's end is read whole from the next.
+//! copies slowly: see `access`), a regular file of at least [`MAP_MIN`] bytes is not
+//! read but mapped, in windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`;
+//! `sys::FileMapping`, which also says what happens when the file shrinks meanwhile):
+//! no copy, and the records are parsed where the page cache holds them, with the bytes
+//! ahead prefetched: by the consumer of each batch while it works on it
+//! ([`Readahead`]), else by the reader. Each window is a buffer as above; consecutive
+//! windows overlap, so a record across a window's end is read whole from the next.
 
 use super::access::{self, FileAccess};
 use super::ng_blocks::{NgBlocks, NgStop};
@@ -948,7 +948,8 @@ mod tests {
                         // requested already, by the walk or the steps.
                         _ if start >= end => {
                             let stepped_to_end = matches!(previous,
-                                Some((ps, pe, stepped)) if ps >= pe || (stepped && pe + 64 > window_end));
+                                Some((ps, pe, stepped))
+                                    if ps >= pe || (stepped && pe + 64 > window_end));
                             assert!(walked >= window_end || stepped_to_end)
                         }
                         None => {}
