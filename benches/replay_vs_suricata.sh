@@ -43,15 +43,12 @@ cap="$work/capture-${packets}-${flows}.pcap"
 
 records=$("$sensor" replay --no-progress --stats "$cap" 2>"$work/stats" | wc -l)
 echo "$(suricata -V | head -1); capture $(du -m "$cap" | cut -f1) MiB, $packets frames, $flows concurrent flows; rstwatch writes $records records"
-# How replay's default (`--file-access auto`) took the file on this host: mapped or
-# read (a pcap file of this size is mapped without a probe; a pcapng one would show
-# the kernel copy speed measured to decide).
+# How replay's default (`--file-access auto`) took the file: mapped or read (a file of
+# 128 MiB or more is mapped).
 python3 - "$work/stats" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-probe = s.get("file_copy_probe_mb_per_s")
-how = "mapped" if s.get("files_mapped") else "read"
-print(f"rstwatch's file access: {how}" + (f" (auto: the kernel copied {probe} MB/s, maps below 10000)" if probe is not None else ""))
+print("rstwatch's file access: " + ("mapped" if s.get("files_mapped") else "read"))
 PY
 echo "cpu $cpu, $runs runs each, alternating; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 

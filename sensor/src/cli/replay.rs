@@ -69,12 +69,10 @@ pub(super) struct ReplayArgs {
     /// copies it into small buffers) or `map` (parsed where the page cache holds it,
     /// no copy, but page faults and page-table walks; the engine requests the next
     /// lines of a pcap file while it works). Mapping a pcap file took a fifth to a
-    /// quarter less CPU on both hosts measured (kernels copying at 4-6 and 11-20
-    /// GB/s); for pcapng, which has no readahead, the copy's speed decides: reading
-    /// took a sixth less CPU on the faster-copying host (benches/RESULTS.md). `auto`,
-    /// for files of 128 MiB or more (smaller ones are read): maps pcap; for pcapng
-    /// times the copy of the first such file's first 16 MiB once and maps below 10
-    /// GB/s. `--stats` shows `files_mapped` and any speed measured. Pipes and files
+    /// quarter less CPU on both hosts measured (kernels copying at 4-6 and 9-15 GB/s);
+    /// a pcapng file, which has no readahead, from a sixth more to a tenth less,
+    /// depending on the day (benches/RESULTS.md). `auto` maps files of 128 MiB or
+    /// more and reads smaller ones; `--stats` shows `files_mapped`. Pipes and files
     /// under 16 MiB are always read.
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
     pub file_access: FileAccess,
@@ -273,22 +271,14 @@ struct FilesRead {
 }
 
 impl FilesRead {
-    /// The reading's counters, as `--stats` shows them after the engine's. With
-    /// `--file-access auto`, once it has probed: the kernel's copy speed it measured.
+    /// The reading's counters, as `--stats` shows them after the engine's.
     fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut c = vec![
+        vec![
             ("files", self.files),
             ("files_failed", self.failed as u64),
             ("files_mapped", self.mapped),
             ("pcapng_other_blocks", self.other_blocks),
-        ];
-        if let Some(auto) = source::auto_choice() {
-            c.push((
-                "file_copy_probe_mb_per_s",
-                (auto.copy_bytes_per_s / 1e6) as u64,
-            ));
-        }
-        c
+        ]
     }
 }
 

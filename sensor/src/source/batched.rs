@@ -12,14 +12,14 @@
 //! goes into a spare no one holds any more (or a new one): only the partial record at
 //! the end is copied over.
 //!
-//! With [`FileAccess::Map`] (or `Auto` for pcap, and for pcapng on a host whose kernel
-//! copies slowly: see `access`), a regular file of at least [`MAP_MIN`] bytes is not
-//! read but mapped, in windows of [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`;
-//! `sys::FileMapping`, which also says what happens when the file shrinks meanwhile):
-//! no copy, and the records are parsed where the page cache holds them, with the bytes
-//! ahead prefetched: by the consumer of each batch while it works on it
-//! ([`Readahead`]), else by the reader. Each window is a buffer as above; consecutive
-//! windows overlap, so a record across a window's end is read whole from the next.
+//! With [`FileAccess::Map`] (or `Auto`, for files of 128 MiB or more: see `access`), a
+//! regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
+//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`, which also
+//! says what happens when the file shrinks meanwhile): no copy, and the records are
+//! parsed where the page cache holds them, with the bytes ahead prefetched: by the
+//! consumer of each batch while it works on it ([`Readahead`]), else by the reader.
+//! Each window is a buffer as above; consecutive windows overlap, so a record across a
+//! window's end is read whole from the next.
 
 use super::access::{self, FileAccess};
 use super::ng_blocks::{NgBlocks, NgStop};
@@ -169,8 +169,7 @@ fn read_any(
         .map(|m| m.len());
     let progress = progress.unwrap_or_default();
     let diagnose = |e| explain_damage(e, path, pcapng);
-    let mapped = size
-        .filter(|&s| s >= MAP_MIN && (pcap || pcapng) && access::maps(access, &file, s, pcapng));
+    let mapped = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng) && access::maps(access, s));
     if let Some(size) = mapped {
         return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
             .map_err(|e| err(diagnose(e)));

@@ -11,7 +11,7 @@ mod ng_blocks;
 mod readahead;
 mod record;
 
-pub use access::{auto_choice, AutoChoice, FileAccess};
+pub use access::FileAccess;
 pub use batched::{read_file_batched, read_file_shared, SharedBuffer, READ_BATCH};
 pub use readahead::Readahead;
 
