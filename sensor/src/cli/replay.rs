@@ -71,7 +71,7 @@ pub(super) struct ReplayArgs {
     /// lines of a pcap file while it works). Mapping a pcap file took a fifth to a
     /// quarter less CPU on both hosts measured (kernels copying at 4-6 and 9-15 GB/s);
     /// a pcapng file, which has no readahead, from a sixth more to a tenth less,
-    /// depending on the day (benches/RESULTS.md). `auto` maps files of 128 MiB or
+    /// depending on the hour (benches/RESULTS.md). `auto` maps files of 128 MiB or
     /// more and reads smaller ones; `--stats` shows `files_mapped`. Pipes and files
     /// under 16 MiB are always read.
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]

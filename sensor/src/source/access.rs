@@ -9,10 +9,10 @@
 //! both hosts measured, an Intel Xeon VM (copying at 4-6 GB/s) and an AMD EPYC VM
 //! (copying at 9-15 GB/s), for one engine and for `--workers` (RESULTS.md, "`auto`
 //! maps pcap"). pcapng windows have no readahead (it made the block walk slower); on
-//! the AMD host mapping a pcapng file took a sixth more CPU than reading it one day
-//! and a tenth less the next, while the kernel's copy there ran at 9-11 and 11-15
-//! GB/s: its speed did not tell which way would win, so `auto` no longer times it
-//! (RESULTS.md, "`auto` maps pcapng too"). On the Intel host mapping won before the
+//! the AMD host mapping a pcapng file took a sixth more CPU than reading it, and an
+//! hour and a half later a tenth less, while the kernel's copy there ran at 9-11 and
+//! 11-15 GB/s: its speed did not tell which way would win, so `auto` no longer times
+//! it (RESULTS.md, "`auto` maps pcapng too"). On the Intel host mapping won before the
 //! readahead existed, which is where pcapng stands now.
 
 /// How a capture file of 16 MiB or more reaches the parser. Pipes, standard input and
