@@ -7,7 +7,7 @@
 //! readahead (`readahead`): the engine requests the file's next lines while it works.
 //! With it, mapping a pcap file took a fifth to a quarter less CPU than reading it on
 //! both hosts measured, an Intel Xeon VM (copying at 4-6 GB/s) and an AMD EPYC VM
-//! (copying at 9-15 GB/s), for one engine and for `--workers` (RESULTS.md, "`auto`
+//! (copying at 9-20 GB/s), for one engine and for `--workers` (RESULTS.md, "`auto`
 //! maps pcap"). pcapng windows have no readahead (it made the block walk slower); on
 //! the AMD host mapping a pcapng file took a sixth more CPU than reading it, and an
 //! hour and a half later a tenth less, while the kernel's copy there ran at 9-11 and
