@@ -1,18 +1,20 @@
-//! The reader thread: reads the files in large shared buffers and hands each worker
-//! batches of *indexes* into them (offset, length, timestamp), never copies of the
-//! frames, choosing the worker by the flow hash of live fan-out.
+//! The reader: reads the files in large shared buffers and hands each engine batches of
+//! *indexes* into them (offset, length, timestamp), never copies of the frames,
+//! choosing the engine by the flow hash of live fan-out.
 
 use super::super::FilesRead;
 use super::fanout::FlowHash;
+use super::lanes::Lanes;
 use crate::parse::LinkType;
 use crate::source::{self, FileAccess, SharedBuffer};
 use crossbeam::channel::{Receiver, Sender};
+use std::io::Write;
 use std::path::PathBuf;
 
-/// Frames a batch holds before it goes to its worker (fewer hand-overs, fewer wake-ups).
+/// Frames a batch holds before it goes to its engine (fewer hand-overs, fewer wake-ups).
 const FRAMES_PER_BATCH: usize = 1024;
 
-/// One worker's frames of one read buffer.
+/// One engine's frames of one read buffer.
 pub(super) struct Batch {
     pub link: LinkType,
     /// The buffer the frames are in (`None` only while the batch is being filled).
@@ -34,12 +36,14 @@ impl Batch {
     }
 }
 
-pub(super) struct Reader {
-    /// One queue per worker.
+pub(super) struct Reader<'a, W: Write> {
+    /// One queue per engine.
     queues: Vec<Sender<Batch>>,
-    /// Batches the workers are done with (their index lists' memory, reused).
+    /// The engines: the reader runs their batches while it may queue no more.
+    lanes: &'a Lanes<W>,
+    /// Batches the engines are done with (their index lists' memory, reused).
     recycle: Receiver<Batch>,
-    /// Each worker's batch being filled.
+    /// Each engine's batch being filled.
     pending: Vec<Batch>,
     hash: FlowHash,
     /// The buffer and link type the pending batches' frames are in.
@@ -48,13 +52,15 @@ pub(super) struct Reader {
     now_us: i64,
 }
 
-impl Reader {
+impl<'a, W: Write + Send> Reader<'a, W> {
     pub(super) fn new(
         queues: Vec<Sender<Batch>>,
+        lanes: &'a Lanes<W>,
         recycle: Receiver<Batch>,
         hash: FlowHash,
-    ) -> Reader {
+    ) -> Reader<'a, W> {
         Reader {
+            lanes,
             pending: queues.iter().map(|_| Batch::new()).collect(),
             queues,
             recycle,
@@ -93,7 +99,7 @@ impl Reader {
         let base = buf.as_ptr() as usize;
         for &(ts, f) in frames {
             self.now_us = self.now_us.max(ts);
-            // Not TCP (or not parseable): worker 0, whose engine counts why.
+            // Not TCP (or not parseable): engine 0, which counts why.
             let w = self.hash.of(link, f).map_or(0, |h| (h % n) as usize);
             // `f` is a slice of `buf` (read_file_shared's promise): its offset.
             let at = (f.as_ptr() as usize).wrapping_sub(base);
@@ -117,8 +123,7 @@ impl Reader {
         b.buffer = Some(buf.clone());
         b.link = *link;
         b.now_us = self.now_us;
-        // A worker that is gone has failed; its join reports it.
-        let _ = self.queues[w].send(b);
+        self.lanes.send(&self.queues, w, b);
     }
 
     fn flush_all(&mut self) {

@@ -1,0 +1,411 @@
+//! The engines and their queues, run by whichever thread is free.
+//!
+//! Each engine is a *lane*: a queue of batches and, behind a lock, the engine and its
+//! output. A thread takes a lane's lock and only then its next batch, so the batches
+//! of a lane (and the frames of a flow) are run in the reader's order, whichever
+//! thread runs them. The workers run any lane with work, the fullest first. The
+//! reader waits only when the lanes hold [`Lanes::new`]'s total, not when one lane is
+//! full, and while it waits it runs batches itself.
+//!
+//! Why: with one engine per thread, the reader was a third thread on two cores, and it
+//! waited on one engine's full queue while the other engine's queue ran dry; a core
+//! then idled (15–17 % of the two cores' time in a `--workers 2` run, by
+//! `/proc/stat`; 7 % with lanes). Measured against it, alternating, `--workers 2`
+//! on two cores: 0.91–0.94× the wall time when the old design left a core idle, level
+//! when it did not (RESULTS.md, "`--workers`: lanes").
+
+use super::output::{Chunks, Shared};
+use super::reader::Batch;
+use crate::config::EngineConfig;
+use crate::output::{JsonLines, Select};
+use crate::source::READ_BATCH;
+use crate::Engine;
+use crossbeam::channel::{Receiver, Sender, TryRecvError};
+use crossbeam::utils::Backoff;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
+use std::time::Duration;
+
+/// An engine and where its records go.
+struct Worker<W: Write> {
+    engine: Engine,
+    sink: JsonLines<Chunks<W>>,
+    /// The reader's time of the last batch run: never decreasing, if the lane's
+    /// batches run in the reader's order (checked in debug builds).
+    last_now_us: i64,
+}
+
+/// One engine's queue and state.
+pub(super) struct Lane<W: Write> {
+    queue: Receiver<Batch>,
+    /// `None` once a thread panicked while running it: its batches are dropped from
+    /// then on (so the reader never waits on it), and the replay reports the panic.
+    worker: Mutex<Option<Worker<W>>>,
+}
+
+/// What one try at a lane did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Ran (or dropped) a batch.
+    Ran,
+    /// Nothing to run now: the queue is empty, or another thread holds the lane.
+    Nothing,
+    /// The queue is empty and closed: the lane is finished.
+    Closed,
+}
+
+/// The lanes and where finished batches go.
+pub(super) struct Lanes<W: Write> {
+    lanes: Vec<Lane<W>>,
+    /// Batches in the lanes' queues, all lanes together.
+    queued: AtomicUsize,
+    /// At most this many queued: bounds the reader's lead, and so the buffers held.
+    max_queued: usize,
+    /// Batches' index lists go back to the reader for reuse.
+    recycle: Sender<Batch>,
+    bell: Doorbell,
+}
+
+/// Where idle workers sleep until a batch is sent or a lane is let go (an event
+/// count). A worker that found nothing usually waits for the thread holding the one
+/// lane with work, for a batch's time (~0.1 ms): it must wake then, not a tick later.
+struct Doorbell {
+    /// Rings so far: a worker sleeps only if none came since it last looked for work.
+    rings: AtomicU64,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    ring: Condvar,
+}
+
+impl Doorbell {
+    fn rings(&self) -> u64 {
+        self.rings.load(Ordering::SeqCst)
+    }
+
+    /// Counts a ring and wakes the sleepers, if any (no system call when there are none).
+    fn ring(&self) {
+        self.rings.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.ring.notify_all();
+        }
+    }
+
+    /// Sleeps until the next ring, unless one came after `seen` (the count read before
+    /// the caller last looked for work). The timeout is only a backstop.
+    fn sleep(&self, seen: u64) {
+        let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Counted as a sleeper first: a ring from now on takes the lock to notify, so
+        // it cannot fall between this check and the wait.
+        if self.rings() == seen {
+            let _ = self.ring.wait_timeout(g, Duration::from_millis(10));
+        }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<W: Write + Send> Lanes<W> {
+    /// `n` lanes holding at most `depth` batches each on average (a lane may hold more
+    /// while another holds fewer); the senders are the reader's.
+    pub(super) fn new(
+        n: usize,
+        depth: usize,
+        cfg: &EngineConfig,
+        select: Select,
+        out: &Arc<Shared<W>>,
+        recycle: Sender<Batch>,
+    ) -> (Arc<Lanes<W>>, Vec<Sender<Batch>>) {
+        let (mut lanes, mut senders) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for _ in 0..n {
+            // Unbounded: the reader waits on the lanes' total, not on one lane, so a
+            // full lane never holds back the frames of the others (whose threads
+            // would otherwise idle while the reader waits).
+            let (tx, rx) = crossbeam::channel::unbounded();
+            lanes.push(Lane {
+                queue: rx,
+                worker: Mutex::new(Some(Worker {
+                    engine: Engine::for_files(cfg),
+                    sink: JsonLines::new(Chunks::new(out.clone()), select),
+                    last_now_us: i64::MIN,
+                })),
+            });
+            senders.push(tx);
+        }
+        let bell = Doorbell {
+            rings: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            ring: Condvar::new(),
+        };
+        let lanes = Lanes {
+            lanes,
+            queued: AtomicUsize::new(0),
+            max_queued: depth * n,
+            recycle,
+            bell,
+        };
+        (Arc::new(lanes), senders)
+    }
+
+    /// Runs the next batch of lane `i` if it has one and no other thread holds it.
+    fn step(&self, i: usize) -> Step {
+        let lane = &self.lanes[i];
+        let mut g = match lane.worker.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock) => return Step::Nothing,
+            // A thread panicked in this engine: its state is suspect. Drop the lane's
+            // batches from now on; the panic is reported when the replay ends.
+            Err(TryLockError::Poisoned(p)) => {
+                let mut g = p.into_inner();
+                *g = None;
+                lane.worker.clear_poison();
+                g
+            }
+        };
+        // The batch is taken under the lane's lock: the lane's order is the queue's.
+        let mut b = match lane.queue.try_recv() {
+            Ok(b) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                b
+            }
+            Err(TryRecvError::Empty) => return Step::Nothing,
+            Err(TryRecvError::Disconnected) => return Step::Closed,
+        };
+        if let Some(w) = g.as_mut() {
+            w.run(&mut b);
+        }
+        drop(g);
+        // A worker may be waiting for this lane.
+        self.bell.ring();
+        b.frames.clear();
+        b.buffer = None;
+        let _ = self.recycle.send(b);
+        Step::Ran
+    }
+
+    /// Runs one batch of any lane, the one with the most queued first (the one the
+    /// others are likeliest to wait on). `None`: every lane is closed.
+    fn step_any(&self) -> Option<bool> {
+        let n = self.lanes.len();
+        let first = (0..n)
+            .max_by_key(|&i| self.lanes[i].queue.len())
+            .unwrap_or(0);
+        let mut open = false;
+        for k in 0..n {
+            match self.step((first + k) % n) {
+                Step::Ran => return Some(true),
+                Step::Nothing => open = true,
+                Step::Closed => {}
+            }
+        }
+        open.then_some(false)
+    }
+
+    /// A worker thread (or the reader once it has read everything): runs batches until
+    /// every lane is closed and empty. Spins briefly when there is nothing to do, then
+    /// sleeps until a batch is sent or a lane let go.
+    pub(super) fn work(&self) {
+        let backoff = Backoff::new();
+        loop {
+            let seen = self.bell.rings();
+            match self.step_any() {
+                Some(true) => backoff.reset(),
+                Some(false) if backoff.is_completed() => {
+                    self.bell.sleep(seen);
+                    backoff.reset();
+                }
+                Some(false) => backoff.snooze(),
+                None => return,
+            }
+        }
+    }
+
+    /// The reader is done: every queue is closed (its senders dropped). Wakes the
+    /// workers so they see it.
+    pub(super) fn closed(&self) {
+        self.bell.ring();
+    }
+
+    /// The reader's hand-over: sends `b` to lane `i` once fewer than the most batches
+    /// are queued, running batches itself until then. A lane that is gone drops it.
+    pub(super) fn send(&self, senders: &[Sender<Batch>], i: usize, b: Batch) {
+        let backoff = Backoff::new();
+        while self.queued.load(Ordering::SeqCst) >= self.max_queued {
+            // Nothing to run: the workers hold the lanes with work; one lets go soon.
+            if self.step_any() == Some(true) {
+                backoff.reset();
+            } else {
+                backoff.snooze();
+            }
+        }
+        // Counted before it can be taken, so the count never goes below zero.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if senders[i].send(b).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.bell.ring();
+    }
+
+    /// Ends every engine: the counters summed over them, and the records written or
+    /// the first error. Call once every thread has stopped working.
+    pub(super) fn finish(&self) -> (Vec<(&'static str, u64)>, std::io::Result<u64>) {
+        let mut counters: Vec<(&'static str, u64)> = Vec::new();
+        let mut written = Ok(0);
+        for lane in &self.lanes {
+            let mut g = lane.worker.lock().unwrap_or_else(|p| p.into_inner());
+            let w = match g.take() {
+                Some(mut w) if !lane.worker.is_poisoned() => {
+                    w.engine.finish(&mut w.sink);
+                    add_counters(&mut counters, &w.engine.counters());
+                    w.sink.finish()
+                }
+                _ => Err(std::io::Error::other("a replay worker panicked")),
+            };
+            written = match (written, w) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
+        (counters, written)
+    }
+}
+
+impl<W: Write> Worker<W> {
+    /// The engine's batch path over one batch, READ_BATCH frames at a time (as one
+    /// engine reads), then its clock run to the reader's time.
+    fn run(&mut self, b: &mut Batch) {
+        debug_assert!(
+            b.now_us >= self.last_now_us,
+            "a lane's batches ran out of order"
+        );
+        self.last_now_us = b.now_us;
+        let Some(buf) = b.buffer.as_ref() else { return };
+        let mut frames = [(0i64, &[][..]); READ_BATCH];
+        for part in b.frames.chunks(READ_BATCH) {
+            let mut n = 0;
+            for &(ts, at, len) in part {
+                let (at, len) = (at as usize, len as usize);
+                // Always inside: the reader took these from `buf` itself.
+                if let Some(f) = buf.get(at..at + len) {
+                    frames[n] = (ts, f);
+                    n += 1;
+                }
+            }
+            warm(&frames[..n]);
+            self.engine
+                .process_batch(b.link, &frames[..n], &mut self.sink);
+        }
+        self.engine.advance(b.now_us, &mut self.sink);
+    }
+}
+
+/// Sums counters by name, keeping the first engine's order.
+fn add_counters(sum: &mut Vec<(&'static str, u64)>, more: &[(&'static str, u64)]) {
+    for &(k, v) in more {
+        match sum.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, s)) => *s += v,
+            None => sum.push((k, v)),
+        }
+    }
+}
+
+/// Loads the headers of a batch's frames before the engine parses them one by one.
+/// The reader's core read them last, so each is a miss here; issued together, the
+/// misses overlap instead of stalling the parse one after another.
+#[inline]
+fn warm(frames: &[(i64, &[u8])]) {
+    let mut x = 0u8;
+    for (_, f) in frames {
+        // The Ethernet/IP header and the TCP header (usually in the next line).
+        x ^= f.first().copied().unwrap_or(0) ^ f.get(64).copied().unwrap_or(0);
+    }
+    std::hint::black_box(x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::LinkType;
+    use crate::source::Held;
+
+    /// 60-byte frames no parser takes: each engine counts them, in `frames`.
+    const FRAME: usize = 60;
+
+    /// Sends `batches` batches of `per` frames over `n` lanes of `depth`, with
+    /// `threads` worker threads; returns the engines' summed counters.
+    fn run(
+        n: usize,
+        depth: usize,
+        threads: usize,
+        batches: usize,
+        per: usize,
+    ) -> Vec<(&'static str, u64)> {
+        let out = Shared::new(Vec::new());
+        let (recycle_tx, recycle_rx) = crossbeam::channel::unbounded();
+        let (lanes, queues) = Lanes::new(
+            n,
+            depth,
+            &EngineConfig::default(),
+            Select::default(),
+            &out,
+            recycle_tx,
+        );
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let lanes = lanes.clone();
+                std::thread::spawn(move || lanes.work())
+            })
+            .collect();
+        let buf: crate::source::SharedBuffer = Arc::new(Held::Read(vec![0u8; per * FRAME]));
+        for i in 0..batches {
+            let mut b = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
+            b.link = LinkType::Ethernet;
+            b.buffer = Some(buf.clone());
+            b.now_us = i as i64;
+            b.frames
+                .extend((0..per).map(|k| (i as i64, (k * FRAME) as u32, FRAME as u32)));
+            lanes.send(&queues, i % n, b);
+            assert!(
+                lanes.queued.load(Ordering::SeqCst) <= lanes.max_queued,
+                "the reader queued past its bound"
+            );
+        }
+        drop(queues);
+        lanes.closed();
+        lanes.work();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let (counters, written) = lanes.finish();
+        written.unwrap();
+        counters
+    }
+
+    fn count(counters: &[(&'static str, u64)], name: &str) -> u64 {
+        counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |&(_, v)| v)
+    }
+
+    /// With no worker thread the reader runs every batch itself, whenever the lanes
+    /// hold their total: nothing waits on a thread that does not exist.
+    #[test]
+    fn the_reader_alone_runs_every_batch() {
+        let c = run(3, 1, 0, 300, 4);
+        assert_eq!(count(&c, "frames"), 1200);
+    }
+
+    /// Worker threads and the reader together run every batch exactly once, however
+    /// the lanes' locks and the total bound interleave them, and each lane's in the
+    /// order sent (`Worker::run`'s debug check of the batches' times).
+    #[test]
+    fn workers_and_the_reader_run_every_batch_once() {
+        for (n, threads) in [(2, 1), (4, 3), (3, 5)] {
+            let c = run(n, 2, threads, 3000, 8);
+            assert_eq!(count(&c, "frames"), 24_000, "{n} lanes, {threads} threads");
+        }
+    }
+}
