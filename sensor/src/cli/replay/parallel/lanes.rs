@@ -39,9 +39,19 @@ struct Worker<W: Write> {
 /// One engine's queue and state.
 pub(super) struct Lane<W: Write> {
     queue: Receiver<Batch>,
-    /// `None` once a thread panicked while running it: its batches are dropped from
-    /// then on (so the reader never waits on it), and the replay reports the panic.
-    worker: Mutex<Option<Worker<W>>>,
+    state: Mutex<State<W>>,
+}
+
+/// Where a lane's engine is.
+enum State<W: Write> {
+    /// Boxed: an engine is kilobytes, the other states a few words.
+    Running(Box<Worker<W>>),
+    /// Its queue closed and emptied, its engine ended (by the thread that found it so,
+    /// so the engines end in parallel): the engine's counters and the records written.
+    Done(Vec<(&'static str, u64)>, std::io::Result<u64>),
+    /// A thread panicked running it, so its state is suspect: its batches are dropped
+    /// from then on (so the reader never waits on it), and the replay reports it.
+    Failed,
 }
 
 /// What one try at a lane did.
@@ -51,7 +61,7 @@ enum Step {
     Ran,
     /// Nothing to run now: the queue is empty, or another thread holds the lane.
     Nothing,
-    /// The queue is empty and closed: the lane is finished.
+    /// The queue is closed and empty: the lane is done (its engine ended).
     Closed,
 }
 
@@ -125,11 +135,11 @@ impl<W: Write + Send> Lanes<W> {
             let (tx, rx) = crossbeam::channel::unbounded();
             lanes.push(Lane {
                 queue: rx,
-                worker: Mutex::new(Some(Worker {
+                state: Mutex::new(State::Running(Box::new(Worker {
                     engine: Engine::for_files(cfg),
                     sink: JsonLines::new(Chunks::new(out.clone()), select),
                     last_now_us: i64::MIN,
-                })),
+                }))),
             });
             senders.push(tx);
         }
@@ -152,15 +162,13 @@ impl<W: Write + Send> Lanes<W> {
     /// Runs the next batch of lane `i` if it has one and no other thread holds it.
     fn step(&self, i: usize) -> Step {
         let lane = &self.lanes[i];
-        let mut g = match lane.worker.try_lock() {
+        let mut g = match lane.state.try_lock() {
             Ok(g) => g,
             Err(TryLockError::WouldBlock) => return Step::Nothing,
-            // A thread panicked in this engine: its state is suspect. Drop the lane's
-            // batches from now on; the panic is reported when the replay ends.
             Err(TryLockError::Poisoned(p)) => {
                 let mut g = p.into_inner();
-                *g = None;
-                lane.worker.clear_poison();
+                *g = State::Failed;
+                lane.state.clear_poison();
                 g
             }
         };
@@ -171,9 +179,17 @@ impl<W: Write + Send> Lanes<W> {
                 b
             }
             Err(TryRecvError::Empty) => return Step::Nothing,
-            Err(TryRecvError::Disconnected) => return Step::Closed,
+            Err(TryRecvError::Disconnected) => {
+                if let State::Running(_) = &*g {
+                    // Failed until it has ended: a panic in `end` leaves it so.
+                    if let State::Running(w) = std::mem::replace(&mut *g, State::Failed) {
+                        *g = w.end();
+                    }
+                }
+                return Step::Closed;
+            }
         };
-        if let Some(w) = g.as_mut() {
+        if let State::Running(w) = &mut *g {
             w.run(&mut b);
         }
         drop(g);
@@ -248,18 +264,21 @@ impl<W: Write + Send> Lanes<W> {
         self.bell.ring();
     }
 
-    /// Ends every engine: the counters summed over them, and the records written or
-    /// the first error. Call once every thread has stopped working.
+    /// The engines' counters, summed, and the records written or the first error.
+    /// Call once every thread has stopped working: every lane is then done.
     pub(super) fn finish(&self) -> (Vec<(&'static str, u64)>, std::io::Result<u64>) {
         let mut counters: Vec<(&'static str, u64)> = Vec::new();
         let mut written = Ok(0);
         for lane in &self.lanes {
-            let mut g = lane.worker.lock().unwrap_or_else(|p| p.into_inner());
-            let w = match g.take() {
-                Some(mut w) if !lane.worker.is_poisoned() => {
-                    w.engine.finish(&mut w.sink);
-                    add_counters(&mut counters, &w.engine.counters());
-                    w.sink.finish()
+            let mut g = lane.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = match std::mem::replace(&mut *g, State::Failed) {
+                State::Running(w) if !lane.state.is_poisoned() => w.end(),
+                s => s,
+            };
+            let w = match state {
+                State::Done(c, w) => {
+                    add_counters(&mut counters, &c);
+                    w
                 }
                 _ => Err(std::io::Error::other("a replay worker panicked")),
             };
@@ -273,6 +292,12 @@ impl<W: Write + Send> Lanes<W> {
 }
 
 impl<W: Write> Worker<W> {
+    /// Ends the engine (the records of the flows still open) and flushes its output.
+    fn end(mut self) -> State<W> {
+        self.engine.finish(&mut self.sink);
+        State::Done(self.engine.counters(), self.sink.finish())
+    }
+
     /// The engine's batch path over one batch, READ_BATCH frames at a time (as one
     /// engine reads), then its clock run to the reader's time.
     fn run(&mut self, b: &mut Batch) {
