@@ -2,19 +2,25 @@
 # How `replay --workers 2` scales on this machine, and what bounds it. Each round runs,
 # one after the other on the same capture:
 #   one    one engine pinned to core A (`replay`);
-#   w2     `replay --workers 2` on cores A and B (one reader, two engines);
+#   w2     `replay --workers 2` on cores A and B (the reader's thread and one worker
+#          thread, running two engines);
 #   pair   two independent one-engine replays started together, one pinned to each
 #          core: what the two cores give work that shares nothing but the machine;
 #   split  `replay --workers 2` again, its threads' CPU read while it runs
 #          (benches/timed.py --threads; a run of its own, so the polling does not
-#          touch w2's time): the reader (the main thread) and each engine (rw-w0, rw-w1).
+#          touch w2's time): the main thread (it reads, and runs engines' batches
+#          while it may queue no more) and the worker thread (rw-w0);
+#   solo   `replay --workers 2` with all three threads on core A: the CPU the parallel
+#          path costs on one core (the reader's walk, hash and hand-over, two engines'
+#          tables), with nothing moving between cores and no second core contending.
 # Prints each round, then the medians: the speedup of w2 over one engine (wall), the
 # CPU two workers use against one engine, the pair's slowdown against one engine
-# alone (1.0: the cores scale perfectly), and the bound three threads on two cores
-# put on w2: at best they halve the total CPU, so speedup <= 2 x one CPU / w2 CPU.
-# From the split: the reader's and the busiest engine's CPU, and the bound on a
-# machine with a core for every thread, where the busiest thread sets the pace:
-# speedup <= one CPU / max(reader, engine).
+# alone (1.0: the cores scale perfectly), and the bound two cores put on w2: at best
+# they halve the total CPU, so speedup <= 2 x one CPU / w2 CPU. From the split: each
+# thread's CPU and how busy the two cores were (the threads' CPU over twice the wall).
+# From solo: how w2's extra CPU splits into the path's own cost (solo / one) and what
+# running on two cores adds to it (w2 / solo: the cores contending for memory, as the
+# pair shows, and each frame's lines moving from the reader's core to an engine's).
 #
 #   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access auto|read|map]
 #
@@ -31,7 +37,7 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --cores) cores=$2; shift 2 ;;
         --file-access) access=(--file-access "$2"); shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -50,7 +56,7 @@ timed() {
     read -r w c _ <"$out.t"
     echo "$w $c" >"$out"
 }
-echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)   split: reader rw-w0 rw-w1 (CPU s)"
+echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)   split: wall, main rw-w0 (CPU s)   solo: wall cpu"
 for r in $(seq 1 "$rounds"); do
     # Into the page cache before each round: this VM's DAMON pages out file pages
     # untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
@@ -63,9 +69,11 @@ for r in $(seq 1 "$rounds"); do
     cat "$capture" >/dev/null
     "$here/benches/timed.py" --threads "$work/threads" "$work/split.t" \
         taskset -c "$cores" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture" >/dev/null
-    # The main thread first, then rw-w0 and rw-w1 (the progress thread is off).
-    split=$(cut -d' ' -f3 "$work/threads" | head -3 | tr '\n' ' ')
-    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split"
+    # The run's wall time, then the main thread and rw-w0 (the progress thread is off).
+    split="$(cut -d' ' -f1 "$work/split.t") $(cut -d' ' -f3 "$work/threads" | head -2 | tr '\n' ' ')"
+    cat "$capture" >/dev/null
+    timed "$work/solo" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture"
+    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split$(cat "$work/solo")"
     echo "$line" >>"$work/rows"
     printf '%5d  %s\n' "$r" "$line"
 done
@@ -82,14 +90,17 @@ m = st.median
 print(f"one engine: wall {m(one_w):.3f} s, CPU {m(one_c):.3f} s (medians)")
 print(f"--workers 2: wall {m(w2_w):.3f} s, CPU {m(w2_c):.3f} s; speedup over one engine "
       f"{m(speedup):.2f}x (per round {min(speedup):.2f}-{max(speedup):.2f})")
-print(f"two workers use {m(cpu):.2f}x one engine's CPU: three threads on two cores can "
-      f"at best halve that, a bound of {m(bound):.2f}x")
+print(f"two workers use {m(cpu):.2f}x one engine's CPU: two cores can at best halve "
+      f"that, a bound of {m(bound):.2f}x")
 print(f"two independent replays at once: the slower takes {m(pair):.2f}x one alone "
       f"(1.00: the cores scale perfectly)")
-reader, e0, e1 = ([r[i] for r in rows] for i in (6, 7, 8))
-busiest = [max(x, y) for x, y in zip(e0, e1)]
-own_cores = [o / max(rd, e) for o, rd, e in zip(one_c, reader, busiest)]
-print(f"threads of --workers 2: the reader {m(reader):.3f} s CPU ({m([rd / o for rd, o in zip(reader, one_c)]):.2f}x "
-      f"one engine's), the busier engine {m(busiest):.3f} s; with a core for each thread the "
-      f"busiest sets the pace, a bound of {m(own_cores):.2f}x")
+split_w, main, w0 = ([r[i] for r in rows] for i in (6, 7, 8))
+busy = [(x + y) / (2 * w) for w, x, y in zip(split_w, main, w0)]
+print(f"threads of --workers 2: the main thread {m(main):.3f} s CPU (it reads, and runs "
+      f"batches while it may queue no more), rw-w0 {m(w0):.3f} s; the two cores busy "
+      f"{100 * m(busy):.0f} % of the run")
+solo = [r[10] / r[1] for r in rows]
+second = [r[3] / r[10] for r in rows]
+print(f"--workers 2 on one core uses {m(solo):.2f}x one engine's CPU (the path's own cost); "
+      f"on two cores {m(second):.2f}x that again (what the second core costs)")
 EOF

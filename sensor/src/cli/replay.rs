@@ -55,12 +55,13 @@ pub(super) struct ReplayArgs {
 
     /// Engines on this many threads (JSON to stdout only: not with --ship or --format
     /// table): one thread reads and hands each flow's frames to one engine by the
-    /// symmetric flow hash of live fan-out; each engine writes its own records.
-    /// Evidence across flows (a server's activity, RST bursts, anomalies) is then per
-    /// engine, as in live fan-out. The one reading thread bounds the gain: where it was
-    /// measured it took 0.57-0.63 of one engine's CPU reading the file, 0.44 mapping it
-    /// (see --file-access), a ceiling of ~1.6-2.3x one engine however many cores, and
-    /// less when the threads outnumber the cores (benches/RESULTS.md).
+    /// symmetric flow hash of live fan-out, and runs engines' batches itself whenever
+    /// it is far enough ahead; the others run whichever engine has work. Each engine
+    /// writes its own records. Evidence across flows (a server's activity, RST bursts,
+    /// anomalies) is then per engine, as in live fan-out. Reading bounds the gain: it
+    /// took 0.41-0.63 of one engine's CPU where measured (less mapped, see
+    /// --file-access), a ceiling of ~1.6-2.4x one engine however many cores. On two
+    /// cores of the AMD host, --workers 2 ran 1.5-1.8x one engine (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,

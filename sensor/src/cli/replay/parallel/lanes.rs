@@ -9,10 +9,10 @@
 //!
 //! Why: with one engine per thread, the reader was a third thread on two cores, and it
 //! waited on one engine's full queue while the other engine's queue ran dry; a core
-//! then idled (15–17 % of the two cores' time in a `--workers 2` run, by
-//! `/proc/stat`; 7 % with lanes). Measured against it, alternating, `--workers 2`
-//! on two cores: 0.91–0.94× the wall time when the old design left a core idle, level
-//! when it did not (RESULTS.md, "`--workers`: lanes").
+//! then idled (11–17 % of the two cores' time in single `--workers 2` runs by
+//! `/proc/stat`; medians 9.5–11 % against 6.5–8 % with lanes). Alternating against
+//! it, `--workers 2` on two cores took 0.91–0.95× the wall time in four series and
+//! 1.00–1.04× in three (RESULTS.md, "`--workers`: lanes").
 
 use super::output::{Chunks, Shared};
 use super::reader::Batch;
