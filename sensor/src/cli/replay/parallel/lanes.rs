@@ -8,11 +8,11 @@
 //! full, and while it waits it runs batches itself.
 //!
 //! Why: with one engine per thread, the reader was a third thread on two cores, and it
-//! waited on one engine's full queue while the other engine's queue ran dry; a core
-//! then idled (11–17 % of the two cores' time in single `--workers 2` runs by
+//! could wait on one engine's full queue while the other engine's queue ran dry; a
+//! core then idled (11–17 % of the two cores' time in single `--workers 2` runs by
 //! `/proc/stat`; medians 9.5–11 % against 6.5–8 % with lanes). Alternating against
-//! it, `--workers 2` on two cores took 0.91–0.95× the wall time in four series and
-//! 1.00–1.04× in three (RESULTS.md, "`--workers`: lanes").
+//! it, `--workers 2` on two cores took 0.91–1.05× the wall time (eight series, median
+//! 0.98): a few per cent, most when a core idled (RESULTS.md, "`--workers`: lanes").
 
 use super::output::{Chunks, Shared};
 use super::reader::Batch;
