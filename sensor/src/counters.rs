@@ -44,6 +44,18 @@ pub struct Counters {
     pub flows_one_sided: u64,
 }
 
+/// Adds the named counters `more` into `sum`, name by name, new names at the end: the
+/// totals of several engines (live fan-out's workers, `replay --workers`' lanes) in
+/// the first engine's order.
+pub fn add_named(sum: &mut Vec<(&'static str, u64)>, more: &[(&'static str, u64)]) {
+    for &(k, v) in more {
+        match sum.iter_mut().find(|(n, _)| *n == k) {
+            Some((_, s)) => *s += v,
+            None => sum.push((k, v)),
+        }
+    }
+}
+
 impl Counters {
     /// Sum of all rejections.
     pub fn rejected_total(&self) -> u64 {

@@ -153,12 +153,7 @@ impl StatsView {
     pub fn engine_totals(&self) -> Vec<(&'static str, u64)> {
         let mut out: Vec<(&'static str, u64)> = Vec::new();
         for w in &self.workers {
-            for &(k, v) in w {
-                match out.iter_mut().find(|(n, _)| *n == k) {
-                    Some(e) => e.1 += v,
-                    None => out.push((k, v)),
-                }
-            }
+            crate::counters::add_named(&mut out, w);
         }
         out
     }

@@ -37,7 +37,7 @@ struct Worker<W: Write> {
 }
 
 /// One engine's queue and state.
-pub(super) struct Lane<W: Write> {
+struct Lane<W: Write> {
     queue: Receiver<Batch>,
     state: Mutex<State<W>>,
 }
@@ -180,12 +180,7 @@ impl<W: Write + Send> Lanes<W> {
             }
             Err(TryRecvError::Empty) => return Step::Nothing,
             Err(TryRecvError::Disconnected) => {
-                if let State::Running(_) = &*g {
-                    // Failed until it has ended: a panic in `end` leaves it so.
-                    if let State::Running(w) = std::mem::replace(&mut *g, State::Failed) {
-                        *g = w.end();
-                    }
-                }
+                g.end();
                 return Step::Closed;
             }
         };
@@ -202,8 +197,8 @@ impl<W: Write + Send> Lanes<W> {
     }
 
     /// Runs one batch of any lane, the one with the most queued first (the one the
-    /// others are likeliest to wait on). `None`: every lane is closed.
-    fn step_any(&self) -> Option<bool> {
+    /// others are likeliest to wait on). `Closed`: every lane is.
+    fn step_any(&self) -> Step {
         let n = self.lanes.len();
         let first = (0..n)
             .max_by_key(|&i| self.lanes[i].queue.len())
@@ -211,12 +206,16 @@ impl<W: Write + Send> Lanes<W> {
         let mut open = false;
         for k in 0..n {
             match self.step((first + k) % n) {
-                Step::Ran => return Some(true),
+                Step::Ran => return Step::Ran,
                 Step::Nothing => open = true,
                 Step::Closed => {}
             }
         }
-        open.then_some(false)
+        if open {
+            Step::Nothing
+        } else {
+            Step::Closed
+        }
     }
 
     /// A worker thread (or the reader once it has read everything): runs batches until
@@ -227,13 +226,13 @@ impl<W: Write + Send> Lanes<W> {
         loop {
             let seen = self.bell.rings();
             match self.step_any() {
-                Some(true) => backoff.reset(),
-                Some(false) if backoff.is_completed() => {
+                Step::Ran => backoff.reset(),
+                Step::Nothing if backoff.is_completed() => {
                     self.bell.sleep(seen);
                     backoff.reset();
                 }
-                Some(false) => backoff.snooze(),
-                None => return,
+                Step::Nothing => backoff.snooze(),
+                Step::Closed => return,
             }
         }
     }
@@ -250,7 +249,7 @@ impl<W: Write + Send> Lanes<W> {
         let backoff = Backoff::new();
         while self.queued.load(Ordering::SeqCst) >= self.max_queued {
             // Nothing to run: the workers hold the lanes with work; one lets go soon.
-            if self.step_any() == Some(true) {
+            if self.step_any() == Step::Ran {
                 backoff.reset();
             } else {
                 backoff.snooze();
@@ -271,13 +270,13 @@ impl<W: Write + Send> Lanes<W> {
         let mut written = Ok(0);
         for lane in &self.lanes {
             let mut g = lane.state.lock().unwrap_or_else(|p| p.into_inner());
-            let state = match std::mem::replace(&mut *g, State::Failed) {
-                State::Running(w) if !lane.state.is_poisoned() => w.end(),
-                s => s,
-            };
-            let w = match state {
+            if lane.state.is_poisoned() {
+                *g = State::Failed;
+            }
+            g.end();
+            let w = match std::mem::replace(&mut *g, State::Failed) {
                 State::Done(c, w) => {
-                    add_counters(&mut counters, &c);
+                    crate::counters::add_named(&mut counters, &c);
                     w
                 }
                 _ => Err(std::io::Error::other("a replay worker panicked")),
@@ -288,6 +287,17 @@ impl<W: Write + Send> Lanes<W> {
             };
         }
         (counters, written)
+    }
+}
+
+impl<W: Write> State<W> {
+    /// Ends a running engine (done and failed lanes stay as they are). Failed until it
+    /// has ended: a panic in the engine's end leaves it so.
+    fn end(&mut self) {
+        *self = match std::mem::replace(self, State::Failed) {
+            State::Running(w) => w.end(),
+            other => other,
+        };
     }
 }
 
@@ -323,16 +333,6 @@ impl<W: Write> Worker<W> {
                 .process_batch(b.link, &frames[..n], &mut self.sink);
         }
         self.engine.advance(b.now_us, &mut self.sink);
-    }
-}
-
-/// Sums counters by name, keeping the first engine's order.
-fn add_counters(sum: &mut Vec<(&'static str, u64)>, more: &[(&'static str, u64)]) {
-    for &(k, v) in more {
-        match sum.iter_mut().find(|(n, _)| *n == k) {
-            Some((_, s)) => *s += v,
-            None => sum.push((k, v)),
-        }
     }
 }
 
