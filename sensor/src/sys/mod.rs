@@ -71,7 +71,11 @@ pub fn prefetch<T>(p: *const T) {
             if size > 64 {
                 _mm_prefetch(b.wrapping_add(64), _MM_HINT_T0);
             }
-            _mm_prefetch(b.wrapping_add(size - 1), _MM_HINT_T0);
+            // A value no larger than its alignment never crosses a line (an index
+            // bucket): one request is all it needs.
+            if size > std::mem::align_of::<T>() {
+                _mm_prefetch(b.wrapping_add(size - 1), _MM_HINT_T0);
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
