@@ -72,21 +72,33 @@ impl FlowKey {
     /// The key of `p`'s flow and which end sent `p`.
     #[inline]
     pub fn of(p: &Packet) -> (FlowKey, End) {
-        let vlans = (u32::from(p.vlan & 0x0fff) << 12) | u32::from(p.inner_vlan & 0x0fff);
+        FlowKey::between((p.src, p.sport), (p.dst, p.dport), (p.vlan, p.inner_vlan))
+    }
+
+    /// The key of the flow of a segment from `src` to `dst` (address, port) with VLAN
+    /// ids `vlans` (outer, inner), and which end sent it: [`FlowKey::of`] for a caller
+    /// that has read only these fields (the `--workers` reader).
+    #[inline(always)]
+    pub fn between(
+        (src, sport): (IpBytes, u16),
+        (dst, dport): (IpBytes, u16),
+        (vlan, inner_vlan): (u16, u16),
+    ) -> (FlowKey, End) {
+        let vlans = (u32::from(vlan & 0x0fff) << 12) | u32::from(inner_vlan & 0x0fff);
         // Numeric comparison of the big-endian addresses is the byte order, without a
         // byte-by-byte compare on the packet path.
-        let (s, d) = (u128::from_be_bytes(p.src.0), u128::from_be_bytes(p.dst.0));
+        let (s, d) = (u128::from_be_bytes(src.0), u128::from_be_bytes(dst.0));
         // Branch-free: which end a packet came from is a coin flip from one packet to
         // the next (either direction of any flow), so a branch here was mispredicted on
         // about half of all packets (RESULTS.md, "Branches no predictor follows").
         // `(s, sport) > (d, dport)` with `|` and `&`, as a tuple compare short-circuits;
         // the selects are conditional moves.
-        let swap = (s > d) | ((s == d) & (p.sport > p.dport));
+        let swap = (s > d) | ((s == d) & (sport > dport));
         let key = FlowKey {
-            lo: select_unpredictable(swap, p.dst, p.src),
-            hi: select_unpredictable(swap, p.src, p.dst),
-            lo_port: select_unpredictable(swap, p.dport, p.sport),
-            hi_port: select_unpredictable(swap, p.sport, p.dport),
+            lo: select_unpredictable(swap, dst, src),
+            hi: select_unpredictable(swap, src, dst),
+            lo_port: select_unpredictable(swap, dport, sport),
+            hi_port: select_unpredictable(swap, sport, dport),
             vlans,
         };
         let end = select_unpredictable(swap, End::Hi, End::Lo);
@@ -201,8 +213,11 @@ mod tests {
             let mut a = [0u8; 16];
             // Mostly addresses that differ only in their last bytes, as on one network,
             // where the compare is decided late; some that differ in the first byte.
-            match rng.u8(..4) {
+            match rng.u8(..6) {
                 0 => rng.fill(&mut a),
+                // IPv4, mapped.
+                1 | 2 => a = IpBytes::from_v4([192, 0, 2, rng.u8(..4)]).0,
+                3 => a = IpBytes::from_v4([rng.u8(..), 0, 2, 1]).0,
                 _ => a[15] = rng.u8(..4),
             }
             a

@@ -3,9 +3,10 @@
 //! TCP headers alone. The engine parses every frame in full anyway; the reader, the
 //! one thread all frames pass through, should not do it a second time.
 //!
-//! The key is built by the same code as fan-out's ([`FlowKey::of`] on a [`Packet`]),
-//! hashed by the same [`hash_key`](crate::flow::hash_key): a frame the full parse
-//! reads gets the same value.
+//! The key is built by the same code as fan-out's ([`FlowKey::between`], which
+//! [`FlowKey::of`] calls on a parsed packet), hashed by the same
+//! [`hash_key`](crate::flow::hash_key): a frame the full parse reads gets the same
+//! value.
 //! Anything else (tunnels, MPLS, PPPoE, IPv6 extension headers, fragments, more than
 //! two VLAN tags, other link types) goes through the full parse as before. A frame
 //! read here that the full parse would reject still reaches some engine, which counts
@@ -13,7 +14,7 @@
 
 use crate::engine::fanout_hash_with;
 use crate::flow::{FlowKey, KeyHasher};
-use crate::parse::{be16, LinkType, Packet, ParseOptions};
+use crate::parse::{be16, LinkType, ParseOptions};
 use rstwatch_schema::IpBytes;
 
 const ETH_IPV4: u16 = 0x0800;
@@ -23,9 +24,6 @@ const PROTO_TCP: u8 = 6;
 /// The flow hash of frames, for the reader.
 pub(super) struct FlowHash {
     opts: ParseOptions,
-    /// A parsed segment whose key fields the header reader overwrites (so the rest of
-    /// a [`Packet`] never has to be spelled out here). `None`: full parse only.
-    template: Option<Packet>,
     /// [`hash_key`](crate::flow::hash_key)'s hasher, looked up once for every frame.
     hasher: KeyHasher,
 }
@@ -34,7 +32,6 @@ impl FlowHash {
     pub(super) fn new(opts: ParseOptions) -> FlowHash {
         FlowHash {
             opts,
-            template: crate::parse::parse(LinkType::Ethernet, &TEMPLATE_FRAME, opts).ok(),
             hasher: KeyHasher::get(),
         }
     }
@@ -42,32 +39,22 @@ impl FlowHash {
     /// The fan-out hash of `frame`, `None` when it is not TCP (or not parseable).
     #[inline]
     pub(super) fn of(&self, link: LinkType, frame: &[u8]) -> Option<u64> {
-        if let (LinkType::Ethernet, Some(t)) = (link, &self.template) {
-            if let Some(p) = plain_tcp(frame, t) {
-                return Some(self.hasher.hash(&FlowKey::of(&p).0));
+        if link == LinkType::Ethernet {
+            if let Some((src, dst, vlans)) = plain_tcp(frame) {
+                return Some(self.hasher.hash(&FlowKey::between(src, dst, vlans).0));
             }
         }
         fanout_hash_with(link, frame, self.opts)
     }
 }
 
-/// Ethernet, IPv4 (20 bytes, no options), TCP (20 bytes): a frame the parser reads.
-const TEMPLATE_FRAME: [u8; 54] = {
-    let mut f = [0u8; 54];
-    f[12] = 0x08; // IPv4
-    f[14] = 0x45; // version 4, 20-byte header
-    f[17] = 40; // total length
-    f[22] = 64; // TTL
-    f[23] = PROTO_TCP;
-    f[46] = 0x50; // data offset: 20 bytes
-    f[47] = 0x10; // ACK
-    f
-};
+/// One end of a segment: address and port.
+type Endpoint = (IpBytes, u16);
 
-/// The key fields of a plain TCP segment in an Ethernet frame with at most two VLAN
-/// tags, written into `template`; `None` for any other frame.
+/// Source, destination and VLAN ids (outer, inner) of a plain TCP segment in an
+/// Ethernet frame with at most two VLAN tags; `None` for any other frame.
 #[inline]
-fn plain_tcp(f: &[u8], template: &Packet) -> Option<Packet> {
+fn plain_tcp(f: &[u8]) -> Option<(Endpoint, Endpoint, (u16, u16))> {
     let mut et = be16(f, 12)?;
     let mut at = 14;
     let mut tags = [0u16; 2];
@@ -88,15 +75,7 @@ fn plain_tcp(f: &[u8], template: &Packet) -> Option<Packet> {
         ETH_IPV6 => v6(ip)?,
         _ => return None,
     };
-    Some(Packet {
-        src,
-        dst,
-        sport: be16(l4, 0)?,
-        dport: be16(l4, 2)?,
-        vlan: tags[0],
-        inner_vlan: tags[1],
-        ..*template
-    })
+    Some(((src, be16(l4, 0)?), (dst, be16(l4, 2)?), (tags[0], tags[1])))
 }
 
 /// 802.1Q, 802.1ad and the old QinQ tag types (as the parser's VLAN chain).
@@ -261,7 +240,6 @@ mod tests {
     #[test]
     fn the_reader_hash_is_the_fanout_hash() {
         let h = FlowHash::new(opts());
-        let t = h.template.expect("the template frame parses");
         for (fwd, rev) in segments() {
             let (fwd_forms, rev_forms) = (forms(&fwd), forms(&rev));
             for ((f, fast), (r, _)) in fwd_forms.iter().zip(&rev_forms) {
@@ -269,7 +247,7 @@ mod tests {
                 let ours = h.of(ETH, f);
                 // Later fragments have no ports: not TCP to fan-out either.
                 assert_eq!(ours, full, "{f:02x?}");
-                assert_eq!(plain_tcp(f, &t).is_some(), *fast, "{f:02x?}");
+                assert_eq!(plain_tcp(f).is_some(), *fast, "{f:02x?}");
                 assert_eq!(h.of(ETH, r), ours, "reverse of {f:02x?}");
             }
         }
@@ -294,7 +272,6 @@ mod tests {
     fn damaged_frames_hash_as_fanout_whenever_parsed() {
         let h = FlowHash::new(opts());
         let (mut parsed, mut fast) = (0, 0);
-        let t = h.template.expect("template");
         for (fwd, _) in segments() {
             for (f, _) in forms(&fwd).into_iter().take(8) {
                 let values = [0x00, 0xff, 0x06, 0x08, 0x45, 0x46, 0x60, 0x81, 0x86];
@@ -302,7 +279,7 @@ mod tests {
                     let full = fanout_hash_with(ETH, &m, opts());
                     if full.is_some() {
                         parsed += 1;
-                        fast += usize::from(plain_tcp(&m, &t).is_some());
+                        fast += usize::from(plain_tcp(&m).is_some());
                         assert_eq!(h.of(ETH, &m), full, "{m:02x?}");
                     }
                 }
