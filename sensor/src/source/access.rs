@@ -8,12 +8,16 @@
 //! With it, mapping a pcap file took a fifth to a quarter less CPU than reading it on
 //! both hosts measured, an Intel Xeon VM (copying at 4-6 GB/s) and an AMD EPYC VM
 //! (copying at 9-20 GB/s), for one engine and for `--workers` (RESULTS.md, "`auto`
-//! maps pcap"). pcapng windows have no readahead (it made the block walk slower); on
-//! the AMD host mapping a pcapng file took a sixth more CPU than reading it, and an
-//! hour and a half later a tenth less, while the kernel's copy there ran at 9-11 and
-//! 11-15 GB/s: its speed did not tell which way would win, so `auto` no longer times
-//! it (RESULTS.md, "`auto` maps pcapng too"). On the Intel host mapping won before the
-//! readahead existed, which is where pcapng stands now.
+//! maps pcap"). On the AMD host on 2026-12-04 reading ran a fifth faster instead: the
+//! readahead's requests fell on pages not yet mapped and were dropped. Since it maps
+//! each block before requesting its lines, the two were level there (RESULTS.md,
+//! "Pages mapped before their lines are requested"). pcapng windows have no
+//! readahead (it made the block walk slower); on the AMD host mapping a pcapng file
+//! took a sixth more CPU than reading it, and an hour and a half later a tenth less,
+//! while the kernel's copy there ran at 9-11 and 11-15 GB/s: its speed did not tell
+//! which way would win, so `auto` no longer times it (RESULTS.md, "`auto` maps pcapng
+//! too"). On the Intel host mapping won before the readahead existed, which is where
+//! pcapng stands now.
 
 /// How a capture file of 16 MiB or more reaches the parser. Pipes, standard input and
 /// smaller files are always read.

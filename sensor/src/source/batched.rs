@@ -531,7 +531,7 @@ pub(super) fn hand_on_reading_ahead<'a, const PREFETCH: bool>(
     let to = at.saturating_add(READAHEAD_BYTES);
     let mut ahead = Readahead::over(bytes, *fetched, to, 2 * frames.len());
     on_batch(frames, &mut ahead);
-    *fetched = (*fetched).max(ahead.reached(bytes));
+    *fetched = (*fetched).max(ahead.reached());
 }
 
 /// Prefetches `bytes` into L2 up to [`PREFETCH_AHEAD`] past offset `at`, from
