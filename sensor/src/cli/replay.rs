@@ -69,10 +69,10 @@ pub(super) struct ReplayArgs {
     /// How a capture file of 16 MiB or more reaches the parser: `read` (the kernel
     /// copies it into small buffers) or `map` (parsed where the page cache holds it,
     /// no copy, but page faults and page-table walks; the engine requests the next
-    /// lines of a pcap file while it works, mapping their pages first). Mapping a pcap
+    /// lines of the file while it works, mapping their pages first). Mapping a pcap
     /// file took a fifth to a quarter less CPU on both hosts measured (kernels copying
     /// at 4-6 and 9-20 GB/s); on the AMD host on 2026-12-04, as much as reading it;
-    /// a pcapng file, which has no readahead, from a sixth more to a tenth less,
+    /// a pcapng file, before it had the readahead, from a sixth more to a tenth less,
     /// depending on the hour (benches/RESULTS.md). `auto` maps files of 128 MiB or
     /// more and reads smaller ones; `--stats` shows `files_mapped`. Pipes and files
     /// under 16 MiB are always read.

@@ -3,7 +3,7 @@
 //! Either way each record is parsed in place; what differs is what the host charges
 //! for bringing the bytes to the core. Reading pays the kernel's copy into a small
 //! buffer (which then stays in L2); mapping pays page faults and page-table walks,
-//! and the parser takes the bytes from memory itself. Mapped pcap windows come with a
+//! and the parser takes the bytes from memory itself. Mapped windows come with a
 //! readahead (`readahead`): the engine requests the file's next lines while it works.
 //! With it, mapping a pcap file took a fifth to a quarter less CPU than reading it on
 //! both hosts measured, an Intel Xeon VM (copying at 4-6 GB/s) and an AMD EPYC VM
@@ -11,13 +11,14 @@
 //! maps pcap"). On the AMD host on 2026-12-04 reading ran a fifth faster instead: the
 //! readahead's requests fell on pages not yet mapped and were dropped. Since it maps
 //! each block before requesting its lines, the two were level there (RESULTS.md,
-//! "Pages mapped before their lines are requested"). pcapng windows have no
-//! readahead (it made the block walk slower); on the AMD host mapping a pcapng file
-//! took a sixth more CPU than reading it, and an hour and a half later a tenth less,
-//! while the kernel's copy there ran at 9-11 and 11-15 GB/s: its speed did not tell
-//! which way would win, so `auto` no longer times it (RESULTS.md, "`auto` maps pcapng
-//! too"). On the Intel host mapping won before the readahead existed, which is where
-//! pcapng stands now.
+//! "Pages mapped before their lines are requested"). pcapng windows had no readahead
+//! until then (it made the block walk slower, its requests dropped the same way); on
+//! the AMD host mapping a pcapng file took a sixth more CPU than reading it, and an
+//! hour and a half later a tenth less, while the kernel's copy there ran at 9-11 and
+//! 11-15 GB/s: its speed did not tell which way would win, so `auto` no longer times
+//! it (RESULTS.md, "`auto` maps pcapng too"). With the readahead a mapped pcapng
+//! replay takes 0.85 of the CPU it took without (RESULTS.md, "pcapng reads ahead
+//! too").
 
 /// How a capture file of 16 MiB or more reaches the parser. Pipes, standard input and
 /// smaller files are always read.

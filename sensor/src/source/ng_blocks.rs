@@ -10,7 +10,7 @@
 //! block type, options, a length it would refuse) goes to `pcap-file`'s parser, which
 //! then accepts it or names the problem as the frame reader does.
 
-use super::batched::READ_BATCH;
+use super::batched::{hand_on_reading_ahead, READ_BATCH};
 use super::readahead::Readahead;
 use super::{pcap_error, FileStats, Interfaces, ReadError};
 use crate::parse::LinkType;
@@ -85,12 +85,15 @@ impl NgBlocks {
         stats: &mut FileStats,
         mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (NgStop, usize) {
-        let mut batch = [(0i64, &[][..]); READ_BATCH];
-        let mut n = 0;
-        let mut link = LinkType::Ethernet;
+        let mut pending = Pending {
+            frames: [(0i64, &[][..]); READ_BATCH],
+            n: 0,
+            link: LinkType::Ethernet,
+        };
         let mut slice = bytes;
-        // Offset in `bytes` up to which lines have been prefetched.
-        let mut fetched = 0;
+        // Offset in `bytes` up to which lines have been prefetched, and that of the end
+        // of the block of the latest frame batched (where its batch's readahead starts).
+        let (mut fetched, mut batch_end) = (0, 0);
         let stop = loop {
             if PREFETCH {
                 super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
@@ -131,17 +134,18 @@ impl NgBlocks {
                     Err(e) => break NgStop::Failed(e),
                 }
             };
-            if n > 0 && frame_link != link {
-                hand_on(&mut on_batch, link, &batch, &mut n, stats);
+            if pending.n > 0 && frame_link != pending.link {
+                pending.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
             }
-            link = frame_link;
-            batch[n] = (ts_us, data);
-            n += 1;
-            if n == READ_BATCH {
-                hand_on(&mut on_batch, link, &batch, &mut n, stats);
+            pending.link = frame_link;
+            pending.frames[pending.n] = (ts_us, data);
+            pending.n += 1;
+            batch_end = bytes.len() - slice.len();
+            if pending.n == READ_BATCH {
+                pending.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
             }
         };
-        hand_on(&mut on_batch, link, &batch, &mut n, stats);
+        pending.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
         (stop, bytes.len() - slice.len())
     }
 
@@ -197,21 +201,35 @@ fn micros(ts: u64, units: u64) -> i64 {
     }
 }
 
-/// Hands on the first `n` frames of `batch` (if any) and empties it. With nothing for
-/// the consumer to read ahead: unlike pcap, a pcapng replay took more CPU with it (1.04
-/// of it at 64 KiB ahead, 1.09–1.19 at 128 KiB; benches/RESULTS.md, "Reading ahead
-/// during the engine's work"), so the walk prefetches as it goes.
-fn hand_on<'a>(
-    on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
+/// Frames walked and not yet handed on (the first `n`), all of one link type.
+struct Pending<'a> {
+    frames: [(i64, &'a [u8]); READ_BATCH],
+    n: usize,
     link: LinkType,
-    batch: &[(i64, &'a [u8])],
-    n: &mut usize,
-    stats: &mut FileStats,
-) {
-    if *n > 0 {
-        stats.frames += *n as u64;
-        let mut none = Readahead::NONE;
-        on_batch(link, &batch[..*n], &mut none);
-        *n = 0;
+}
+
+impl<'a> Pending<'a> {
+    /// Hands on the frames (if any) and empties the batch, with the lines of `bytes`
+    /// past `at` for the consumer to request while it works, as for pcap
+    /// ([`hand_on_reading_ahead`]). That once cost a pcapng replay CPU, most likely
+    /// because the readahead requested lines of pages not yet mapped (which the CPU
+    /// drops); now that it maps each block first, a mapped pcapng replay takes 0.85 of
+    /// the CPU it takes without (benches/RESULTS.md, "pcapng reads ahead too").
+    fn hand_on<const PREFETCH: bool>(
+        &mut self,
+        on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
+        stats: &mut FileStats,
+        bytes: &[u8],
+        at: usize,
+        fetched: &mut usize,
+    ) {
+        if self.n > 0 {
+            stats.frames += self.n as u64;
+            let (link, frames) = (self.link, &self.frames[..self.n]);
+            hand_on_reading_ahead::<PREFETCH>(bytes, at, fetched, frames, |f, ahead| {
+                on_batch(link, f, ahead)
+            });
+            self.n = 0;
+        }
     }
 }
