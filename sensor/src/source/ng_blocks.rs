@@ -85,7 +85,7 @@ impl NgBlocks {
         stats: &mut FileStats,
         mut on_batch: impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
     ) -> (NgStop, usize) {
-        let mut pending = Pending {
+        let mut batch = FrameBatch {
             frames: [(0i64, &[][..]); READ_BATCH],
             n: 0,
             link: LinkType::Ethernet,
@@ -134,18 +134,18 @@ impl NgBlocks {
                     Err(e) => break NgStop::Failed(e),
                 }
             };
-            if pending.n > 0 && frame_link != pending.link {
-                pending.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
+            if batch.n > 0 && frame_link != batch.link {
+                batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
             }
-            pending.link = frame_link;
-            pending.frames[pending.n] = (ts_us, data);
-            pending.n += 1;
+            batch.link = frame_link;
+            batch.frames[batch.n] = (ts_us, data);
+            batch.n += 1;
             batch_end = bytes.len() - slice.len();
-            if pending.n == READ_BATCH {
-                pending.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
+            if batch.n == READ_BATCH {
+                batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
             }
         };
-        pending.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
+        batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
         (stop, bytes.len() - slice.len())
     }
 
@@ -202,13 +202,13 @@ fn micros(ts: u64, units: u64) -> i64 {
 }
 
 /// Frames walked and not yet handed on (the first `n`), all of one link type.
-struct Pending<'a> {
+struct FrameBatch<'a> {
     frames: [(i64, &'a [u8]); READ_BATCH],
     n: usize,
     link: LinkType,
 }
 
-impl<'a> Pending<'a> {
+impl<'a> FrameBatch<'a> {
     /// Hands on the frames (if any) and empties the batch, with the lines of `bytes`
     /// past `at` for the consumer to request while it works, as for pcap
     /// ([`hand_on_reading_ahead`]). That once cost a pcapng replay CPU, most likely
