@@ -286,10 +286,15 @@ fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> anyhow::Res
     s.write_all(body)?;
     let mut resp = Vec::new();
     s.read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let (head, rest) = text
-        .split_once("\r\n\r\n")
+    // Headers and chunks are found in the bytes, and only the body is decoded: a chunk
+    // may end inside a multi-byte character (ClickHouse cuts its output at 4 KiB, not
+    // at characters), which decoding the whole response first would mangle.
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .context("malformed HTTP response")?;
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let rest = &resp[split + 4..];
     let status = head.split_whitespace().nth(1).unwrap_or("");
     let body = if head
         .to_ascii_lowercase()
@@ -297,25 +302,29 @@ fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> anyhow::Res
     {
         dechunk(rest)
     } else {
-        rest.to_string()
+        rest.to_vec()
     };
+    let body = String::from_utf8_lossy(&body).into_owned();
     if status != "200" {
         bail!("HTTP {status}: {}", body.trim());
     }
     Ok(body)
 }
 
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+/// The data of a chunked HTTP body (up to the last chunk, or to the first malformed
+/// chunk header or short chunk).
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let (len, rest) = (&s[..eol], &s[eol + 2..]);
+        let n = std::str::from_utf8(len)
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.trim(), 16).ok());
+        let Some(n) = n.filter(|&n| n > 0 && rest.len() >= n) else {
             break;
         };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
     }
     out
 }
@@ -447,5 +456,27 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+#[cfg(test)]
+mod dechunk_tests {
+    use super::dechunk;
+
+    /// A chunk that ends inside a character: the character comes out whole.
+    #[test]
+    fn a_character_split_across_chunks_comes_out_whole() {
+        let body = "93 \u{b5}s later".as_bytes();
+        let cut = body.iter().position(|&b| b == 0xc2).unwrap() + 1;
+        let (a, b) = body.split_at(cut);
+        let mut wire = format!("{:x}\r\n", a.len()).into_bytes();
+        wire.extend_from_slice(a);
+        wire.extend_from_slice(format!("\r\n{:x}\r\n", b.len()).as_bytes());
+        wire.extend_from_slice(b);
+        wire.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(dechunk(&wire)).unwrap(),
+            "93 \u{b5}s later"
+        );
     }
 }
