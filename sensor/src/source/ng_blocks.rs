@@ -89,11 +89,11 @@ impl NgBlocks {
             frames: [(0i64, &[][..]); READ_BATCH],
             n: 0,
             link: LinkType::Ethernet,
+            end: 0,
         };
         let mut slice = bytes;
-        // Offset in `bytes` up to which lines have been prefetched, and that of the end
-        // of the block of the latest frame batched (where its batch's readahead starts).
-        let (mut fetched, mut batch_end) = (0, 0);
+        // Offset in `bytes` up to which lines have been prefetched.
+        let mut fetched = 0;
         let stop = loop {
             if PREFETCH {
                 super::batched::prefetch_ahead(bytes, bytes.len() - slice.len(), &mut fetched);
@@ -135,17 +135,14 @@ impl NgBlocks {
                 }
             };
             if batch.n > 0 && frame_link != batch.link {
-                batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
+                batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, &mut fetched);
             }
-            batch.link = frame_link;
-            batch.frames[batch.n] = (ts_us, data);
-            batch.n += 1;
-            batch_end = bytes.len() - slice.len();
+            batch.push(frame_link, (ts_us, data), bytes.len() - slice.len());
             if batch.n == READ_BATCH {
-                batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
+                batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, &mut fetched);
             }
         };
-        batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, batch_end, &mut fetched);
+        batch.hand_on::<PREFETCH>(&mut on_batch, stats, bytes, &mut fetched);
         (stop, bytes.len() - slice.len())
     }
 
@@ -206,11 +203,23 @@ struct FrameBatch<'a> {
     frames: [(i64, &'a [u8]); READ_BATCH],
     n: usize,
     link: LinkType,
+    /// The offset in the walked bytes just past the block of the latest frame: where
+    /// the batch's readahead starts.
+    end: usize,
 }
 
 impl<'a> FrameBatch<'a> {
+    /// Adds a frame of `link` whose block ends at offset `end`.
+    #[inline]
+    fn push(&mut self, link: LinkType, frame: (i64, &'a [u8]), end: usize) {
+        self.link = link;
+        self.frames[self.n] = frame;
+        self.n += 1;
+        self.end = end;
+    }
+
     /// Hands on the frames (if any) and empties the batch, with the lines of `bytes`
-    /// past `at` for the consumer to request while it works, as for pcap
+    /// past its end for the consumer to request while it works, as for pcap
     /// ([`hand_on_reading_ahead`]). That once cost a pcapng replay CPU, most likely
     /// because the readahead requested lines of pages not yet mapped (which the CPU
     /// drops); now that it maps each block first, a mapped pcapng replay takes 0.85 of
@@ -220,13 +229,12 @@ impl<'a> FrameBatch<'a> {
         on_batch: &mut impl FnMut(LinkType, &[(i64, &'a [u8])], &mut Readahead),
         stats: &mut FileStats,
         bytes: &[u8],
-        at: usize,
         fetched: &mut usize,
     ) {
         if self.n > 0 {
             stats.frames += self.n as u64;
             let (link, frames) = (self.link, &self.frames[..self.n]);
-            hand_on_reading_ahead::<PREFETCH>(bytes, at, fetched, frames, |f, ahead| {
+            hand_on_reading_ahead::<PREFETCH>(bytes, self.end, fetched, frames, |f, ahead| {
                 on_batch(link, f, ahead)
             });
             self.n = 0;
