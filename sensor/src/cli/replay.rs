@@ -61,7 +61,8 @@ pub(super) struct ReplayArgs {
     /// anomalies) is then per engine, as in live fan-out. Reading bounds the gain: it
     /// took 0.41-0.63 of one engine's CPU where measured (less mapped, see
     /// --file-access), a ceiling of ~1.6-2.4x one engine however many cores. On two
-    /// cores of the AMD host, --workers 2 ran 1.5-1.8x one engine (benches/RESULTS.md).
+    /// cores of the AMD host, --workers 2 ran 1.15-1.9x one engine, gaining least
+    /// when one engine is quick (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
