@@ -482,7 +482,7 @@ fn fanout_capture(
     let recv_once = |sock: &mut XskSocket, cur: &mut Vec<Batch>, dropped: &mut Vec<u64>| {
         let got = sock.recv(|f| {
             let w = hash(LinkType::Ethernet, f.data)
-                .map(|h| (h % n as u64) as usize)
+                .map(|h| crate::engine::fanout_index(h, n))
                 .unwrap_or(0);
             cur[w].push(f.ts_us(), f.data);
             if cur[w].len() >= batch {
