@@ -121,7 +121,8 @@ pub fn read_file_batched(
 /// [`read_file_batched`] that also hands on the buffer the frames are slices of, for
 /// the caller to keep (cloning the `Arc`) and read the frames from later: a mapped
 /// window stays mapped while anyone holds it. pcapng frames are copied into such
-/// buffers, [`READ_BATCH`] at a time.
+/// buffers, [`READ_BATCH`] at a time. The [`Readahead`] is as [`read_file_batched`]'s:
+/// the `--workers` reader steps it while it hashes the frames.
 ///
 /// With [`FileAccess::Map`] in larger windows ([`SHARED_WINDOW`]), which unmap less
 /// often: each unmapping interrupts the other threads' cores to flush their TLBs.
@@ -129,17 +130,9 @@ pub fn read_file_shared(
     path: &Path,
     progress: Option<Progress>,
     access: FileAccess,
-    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])]),
+    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
-    // The workers' reader does little besides walking the file: it has no work for
-    // the readahead to overlap, and prefetches as it walks.
-    read_any(
-        path,
-        progress,
-        access,
-        SHARED_WINDOW,
-        |link, buf, frames, _| on_batch(link, buf, frames),
-    )
+    read_any(path, progress, access, SHARED_WINDOW, on_batch)
 }
 
 /// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large

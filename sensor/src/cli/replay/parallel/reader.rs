@@ -5,8 +5,9 @@
 use super::super::FilesRead;
 use super::fanout::FlowHash;
 use super::lanes::Lanes;
+use crate::engine::fanout_index;
 use crate::parse::LinkType;
-use crate::source::{self, FileAccess, SharedBuffer};
+use crate::source::{self, FileAccess, Readahead, SharedBuffer};
 use crossbeam::channel::{Receiver, Sender};
 use std::io::Write;
 use std::path::PathBuf;
@@ -79,15 +80,21 @@ impl<'a, W: Write + Send> Reader<'a, W> {
         access: FileAccess,
     ) -> FilesRead {
         let r = super::super::read_each(files, no_progress, |path, progress| {
-            source::read_file_shared(path, progress, access, |link, buf, frames| {
-                self.dispatch(link, buf, frames)
+            source::read_file_shared(path, progress, access, |link, buf, frames, ahead| {
+                self.dispatch(link, buf, frames, ahead)
             })
         });
         self.flush_all();
         r
     }
 
-    fn dispatch(&mut self, link: LinkType, buf: &SharedBuffer, frames: &[(i64, &[u8])]) {
+    fn dispatch(
+        &mut self,
+        link: LinkType,
+        buf: &SharedBuffer,
+        frames: &[(i64, &[u8])],
+        ahead: &mut Readahead,
+    ) {
         let same =
             matches!(&self.current, Some((b, l)) if SharedBuffer::ptr_eq(b, buf) && *l == link);
         if !same {
@@ -95,12 +102,16 @@ impl<'a, W: Write + Send> Reader<'a, W> {
             self.flush_all();
             self.current = Some((buf.clone(), link));
         }
-        let n = self.queues.len() as u64;
+        let n = self.queues.len();
         let base = buf.as_ptr() as usize;
         for &(ts, f) in frames {
+            // The readahead's two steps a frame, as the engine takes them: the file's
+            // next lines arrive while this loop hashes, not while the walk waits.
+            ahead.step();
+            ahead.step();
             self.now_us = self.now_us.max(ts);
             // Not TCP (or not parseable): engine 0, which counts why.
-            let w = self.hash.of(link, f).map_or(0, |h| (h % n) as usize);
+            let w = self.hash.of(link, f).map_or(0, |h| fanout_index(h, n));
             // `f` is a slice of `buf` (read_file_shared's promise): its offset.
             let at = (f.as_ptr() as usize).wrapping_sub(base);
             let b = &mut self.pending[w];
