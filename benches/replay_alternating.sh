@@ -10,10 +10,12 @@
 #
 # Options: --capture FILE (required), --rounds N (10), --cpu C (1), --workers N (1; with
 # more than one the runs are not pinned, and the ratio compares CPU used, not wall),
-# --file-access auto|read|map (auto), passed to every run.
+# --file-access auto|read|map (auto), passed to every run; --keep-cache: read the
+# capture into the page cache before each run as it is, instead of dropping its pages
+# and reading it back (benches/page_cache.sh says why that matters).
 set -euo pipefail
 
-rounds=10 cpu=1 workers=1 capture= access=auto
+rounds=10 cpu=1 workers=1 capture= access=auto cache=()
 bins=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -22,7 +24,8 @@ while [ $# -gt 0 ]; do
         --cpu) cpu=$2; shift 2 ;;
         --workers) workers=$2; shift 2 ;;
         --file-access) access=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --keep-cache) cache=(--keep); shift ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) bins+=("$1"); shift ;;
     esac
 done
@@ -36,9 +39,9 @@ results=$(mktemp)
 trap 'rm -f "$results" "$results.t"' EXIT
 for r in $(seq 1 "$rounds"); do
     for i in "${!bins[@]}"; do
-        # Into the page cache right before each run: this VM's DAMON pages out file
-        # pages untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
-        cat "$capture" >/dev/null
+        # Into the page cache right before each run, the same way each time: this
+        # VM's DAMON pages out file pages untouched for ~6 s (benches/page_cache.sh).
+        "$(dirname "$0")/page_cache.sh" "${cache[@]}" "$capture"
         "$(dirname "$0")/timed.py" "$results.t" "${pin[@]}" "${bins[$i]}" replay \
             --no-progress --workers "$workers" --file-access "$access" "$capture" >/dev/null
         read -r wall cpu rss <"$results.t"

@@ -7,7 +7,11 @@
 # is above it and what the 20x target leaves for the work itself.
 #
 #   benches/replay_vs_suricata.sh [--runs N] [--cpu C] [--packets N] [--flows N]
-#                                 [--workers N] [--keep DIR]
+#                                 [--workers N] [--keep DIR] [--keep-cache]
+#
+# Before each tool's run the capture's cached pages are dropped and it is read back
+# (benches/page_cache.sh), so both tools start from the page cache a freshly read file
+# leaves; --keep-cache only reads it, leaving whatever the host left.
 #
 # Needs: release builds of rstwatch-sensor and replay_capture
 #   cargo build --release -p rstwatch-sensor -p rstwatch-benches --bin replay_capture
@@ -16,7 +20,7 @@
 # `--runmode single`; rstwatch writes every record as JSON lines to /dev/null.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-runs=5 cpu=1 packets=2000000 flows=50000 workers=1 keep=""
+runs=5 cpu=1 packets=2000000 flows=50000 workers=1 keep="" cache=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=$2; shift 2 ;;
@@ -25,6 +29,7 @@ while [ $# -gt 0 ]; do
         --flows) flows=$2; shift 2 ;;
         --workers) workers=$2; shift 2 ;;
         --keep) keep=$2; shift 2 ;;
+        --keep-cache) cache=(--keep); shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -75,9 +80,11 @@ row() {
     printf '%-9s %4d %8.3f %8.3f %10.3f %12.1f\n' "$tool" "$r" "$w" "$c" "$(echo "$packets / $w / 1000000" | bc -l)" "$(echo "$m / 1024" | bc -l)"
 }
 for r in $(seq 1 "$runs"); do
+    "$here/benches/page_cache.sh" "${cache[@]}" "$cap"
     row read "$r" dd if="$cap" of=/dev/null bs=1M status=none
     rm -rf "$work/suricata-log"; mkdir -p "$work/suricata-log"
     row suricata "$r" suricata -r "$cap" --runmode single -S /dev/null -k none -l "$work/suricata-log"
+    "$here/benches/page_cache.sh" "${cache[@]}" "$cap"
     row read "$r" dd if="$cap" of=/dev/null bs=1M status=none
     row rstwatch "$r" "${sensor_cmd[@]}"
 done

@@ -22,22 +22,26 @@
 # running on two cores adds to it (w2 / solo: the cores contending for memory, as the
 # pair shows, and each frame's lines moving from the reader's core to an engine's).
 #
-#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access auto|read|map]
+#   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access auto|read|map] [--keep-cache]
 #
-# --file-access is passed to every replay (default: replay's own, `auto`).
+# --file-access is passed to every replay (default: replay's own, `auto`). Before each
+# round (and before the split and solo runs) the capture's cached pages are dropped and
+# it is read back, so every round starts from the same page cache; --keep-cache only
+# reads it (benches/page_cache.sh says why that matters).
 #
 # Needs a release build of rstwatch-sensor (cargo build --release -p rstwatch-sensor).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sensor="$here/target/release/rstwatch-sensor"
-rounds=6 cores=0,1 capture= access=()
+rounds=6 cores=0,1 capture= access=() cache=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --capture) capture=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --cores) cores=$2; shift 2 ;;
         --file-access) access=(--file-access "$2"); shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        --keep-cache) cache=(--keep); shift ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -58,20 +62,20 @@ timed() {
 }
 echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)   split: wall, main rw-w0 (CPU s)   solo: wall cpu"
 for r in $(seq 1 "$rounds"); do
-    # Into the page cache before each round: this VM's DAMON pages out file pages
-    # untouched for ~6 s (benches/RESULTS.md, "The page cache erodes").
-    cat "$capture" >/dev/null
+    # Into the page cache before each round, the same way each time: this VM's DAMON
+    # pages out file pages untouched for ~6 s (benches/page_cache.sh).
+    "$here/benches/page_cache.sh" "${cache[@]}" "$capture"
     timed "$work/one" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" "$capture"
     timed "$work/w2" taskset -c "$cores" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture"
     timed "$work/pa" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" "$capture" &
     timed "$work/pb" taskset -c "$b" "$sensor" replay --no-progress "${access[@]}" "$capture"
     wait
-    cat "$capture" >/dev/null
+    "$here/benches/page_cache.sh" "${cache[@]}" "$capture"
     "$here/benches/timed.py" --threads "$work/threads" "$work/split.t" \
         taskset -c "$cores" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture" >/dev/null
     # The run's wall time, then the main thread and rw-w0 (the progress thread is off).
     split="$(cut -d' ' -f1 "$work/split.t") $(cut -d' ' -f3 "$work/threads" | head -2 | tr '\n' ' ')"
-    cat "$capture" >/dev/null
+    "$here/benches/page_cache.sh" "${cache[@]}" "$capture"
     timed "$work/solo" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture"
     line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split$(cat "$work/solo")"
     echo "$line" >>"$work/rows"
