@@ -19,6 +19,14 @@
 //! it (RESULTS.md, "`auto` maps pcapng too"). With the readahead a mapped pcapng
 //! replay takes 0.85 of the CPU it took without (RESULTS.md, "pcapng reads ahead
 //! too").
+//!
+//! What mapping costs also depends on how the file sits in the page cache, which
+//! `auto` cannot see. Read from disk, a file is cached in large folios (2 MiB on the
+//! AMD host) and the 1.36 GB benchmark capture maps in ~2,300 faults. Paged out in
+//! part and read back (that VM's DAMON daemon pages out files left untouched for a
+//! few seconds) it is in 4 KiB pages: ~22,000 faults and ~0.09 s more system time
+//! mapped, ~0.025 s more read, so reading then wins by about a tenth (RESULTS.md,
+//! "The page cache's folios"). A capture replayed off disk is the first case.
 
 /// How a capture file of 16 MiB or more reaches the parser. Pipes, standard input and
 /// smaller files are always read.

@@ -12,6 +12,8 @@
 //! pcap and pcapng alike. pcapng replays took more CPU with it until the touch, most
 //! likely for the reason above (dropped requests, whose lines the walk then skipped as
 //! requested); with the touch, 0.85 of the CPU they took without it (`ng_blocks`).
+//! The `replay --workers` reader steps it too, while it hashes each frame for its
+//! engine.
 
 use crate::sys;
 
