@@ -836,7 +836,7 @@ pub fn fanout_hash_with(link: LinkType, frame: &[u8], opts: ParseOptions) -> Opt
 /// to `0..n` by a multiply (its high 64 bits), not by a division's remainder. A 64-bit
 /// division took 8 % of the `replay --workers` reader's samples, more than the
 /// multiply and the shift; the key hash mixes every bit into the high ones, so the
-/// shares stay even (the test below).
+/// shares stay even (tested in `cli/replay/parallel/fanout.rs`).
 #[inline]
 pub fn fanout_index(hash: u64, n: usize) -> usize {
     ((u128::from(hash) * n as u128) >> 64) as usize
