@@ -16,15 +16,21 @@
 //! this machine per packet, however few instructions an engine spent: the part of the
 //! engine's 67 ns (15 Mpps) budget that memory takes before any work is done.
 
+use rstwatch_sensor::flow::Flow;
+use rstwatch_sensor::gen::mix64;
 use rstwatch_sensor::sys::{advise_huge_pages, prefetch};
 use std::hint::black_box;
+use std::mem::{align_of, size_of, size_of_val};
 use std::time::Instant;
 
-/// The engine's flow, by size and alignment (`Flow` is 116 bytes, `repr(C, packed(4))`
-/// in effect: 4-byte aligned).
+/// The engine's flow, by size and alignment (`Flow` is 116 bytes, `repr(C, packed(4))`:
+/// 4-byte aligned, so packed in the slab).
 #[derive(Clone, Copy)]
 #[repr(C, align(4))]
 struct FlowBytes([u32; 29]);
+
+const _: () = assert!(size_of::<FlowBytes>() == size_of::<Flow>());
+const _: () = assert!(align_of::<FlowBytes>() == align_of::<Flow>());
 
 /// Lookups whose misses a batch overlaps (`engine::BATCH`).
 const BATCH: usize = 32;
@@ -37,11 +43,12 @@ struct Table {
 
 impl Table {
     fn new(flows: usize) -> Table {
-        let buckets = (flows * 3 / 2).next_power_of_two();
+        // The full-size index's rule (`full_buckets` in the sensor's `flow/index.rs`).
+        let buckets = (flows.max(1) * 3 / 2 + 1).next_power_of_two();
         let mut slab = vec![FlowBytes([0; 29]); flows];
         let mut index = vec![0u32; buckets];
-        advise_huge_pages(slab.as_ptr().cast(), flows * 116);
-        advise_huge_pages(index.as_ptr().cast(), buckets * 4);
+        advise_huge_pages(slab.as_ptr().cast(), size_of_val(&slab[..]));
+        advise_huge_pages(index.as_ptr().cast(), size_of_val(&index[..]));
         // Every flow in its own bucket by its key's hash (the key is its number here);
         // linear probing as the real index does.
         for (i, f) in slab.iter_mut().enumerate() {
@@ -90,12 +97,9 @@ impl Table {
     }
 }
 
-/// The 64-bit mix of a splittable generator: a good enough stand-in for the key hash.
+/// A stand-in for the key hash: the generator's 64-bit mix (SplitMix64's finaliser).
 fn hash(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    mix64(x)
 }
 
 /// Nanoseconds a lookup over `lookups` random lookups into a table of `flows`.

@@ -111,6 +111,8 @@ mod control;
 pub mod encap;
 pub mod packet;
 mod rng;
+
+pub use rng::mix64;
 mod scenarios;
 mod world;
 
