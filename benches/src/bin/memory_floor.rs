@@ -16,8 +16,7 @@
 //! this machine per packet, however few instructions an engine spent: the part of the
 //! engine's 67 ns (15 Mpps) budget that memory takes before any work is done.
 
-use rstwatch_sensor::flow::Flow;
-use rstwatch_sensor::gen::mix64;
+use rstwatch_sensor::flow::{mix64, Flow};
 use rstwatch_sensor::sys::{advise_huge_pages, prefetch};
 use std::hint::black_box;
 use std::mem::{align_of, size_of, size_of_val};
@@ -97,7 +96,7 @@ impl Table {
     }
 }
 
-/// A stand-in for the key hash: the generator's 64-bit mix (SplitMix64's finaliser).
+/// A stand-in for the key hash: SplitMix64's finaliser.
 fn hash(x: u64) -> u64 {
     mix64(x)
 }

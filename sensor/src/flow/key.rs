@@ -148,6 +148,15 @@ impl End {
     }
 }
 
+/// The SplitMix64 finaliser: a bijection of 64-bit values whose every output bit
+/// depends on every input bit. Also the synthetic generator's PRNG step (`gen`).
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The hasher of flow keys. One fixed instance per process (not per table) so that the
 /// fan-out core and the workers agree on a key's hash.
 fn hasher() -> &'static hashbrown::DefaultHashBuilder {

@@ -28,7 +28,7 @@ mod table;
 mod tunnels;
 
 pub use history::History;
-pub use key::{hash_key, End, FlowKey, KeyHasher};
+pub use key::{hash_key, mix64, End, FlowKey, KeyHasher};
 pub use state::{dflags, seq_ge, seq_gt, seq_lt, DirState, EndpointState, Role, NO_WSCALE};
 pub use table::{FlowTable, TableStats, MAX_CAPACITY};
 pub use tunnels::{TunnelIdentity, TunnelSlots};

@@ -111,8 +111,6 @@ mod control;
 pub mod encap;
 pub mod packet;
 mod rng;
-
-pub use rng::mix64;
 mod scenarios;
 mod world;
 

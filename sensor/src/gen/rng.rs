@@ -3,6 +3,9 @@
 //! Hand-rolled rather than taken from `rand` so that a seed gives byte-identical captures
 //! across crate upgrades and platforms: the generated files are test fixtures.
 
+/// The SplitMix64 finaliser (it lives with the flow keys' hashing, which uses it too).
+pub(crate) use crate::flow::mix64;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(u64);
 
@@ -67,13 +70,6 @@ impl Rng {
             chunk.copy_from_slice(&x[..chunk.len()]);
         }
     }
-}
-
-/// The SplitMix64 finaliser, also used as a plain 64-bit hash.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
