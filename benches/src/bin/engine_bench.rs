@@ -5,6 +5,8 @@
 //!     --capacity N --mixed-every N --packet-rate PPS --no-batch]
 //! ```
 //!
+//! (`--help` says what each flag does and its default.)
+//!
 //! Prints, in one run on one core:
 //! 1. peak memory while a SYN flood of `--flood` random four-tuples (default 10,000,000)
 //!    goes through an engine with the default capacity (run first, so the process's
@@ -97,35 +99,62 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.windows(2)
-        .find(|w| w[0] == name)
-        .map(|w| {
-            w[1].replace('_', "")
-                .parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
-        .unwrap_or(default)
+/// Engine benchmark: parse, track and classify on one core (pin it with `taskset`).
+#[derive(clap::Parser)]
+#[command(
+    after_help = "The README's figure for the 1 M-flow target: taskset -c 1 \
+target/release/engine_bench --flows 1000000 --packets 10000000 --flood 1000 \
+--capacity 1258192 --packet-rate 15000000"
+)]
+struct Args {
+    /// Concurrent flows in the table during the steady phase.
+    #[arg(long, default_value_t = 1_000_000, value_parser = count)]
+    flows: u64,
+    /// Steady-phase packets, all built in memory first (~172 bytes each).
+    #[arg(long, default_value_t = 20_000_000, value_parser = count)]
+    packets: u64,
+    /// SYNs of random four-tuples through an engine of the default capacity (the
+    /// peak-memory figure; 0 skips it).
+    #[arg(long, default_value_t = 10_000_000, value_parser = count)]
+    flood: u64,
+    /// Flow table capacity of the steady phase [default: flows + a quarter, never
+    /// less than the engine's default].
+    #[arg(long, value_parser = count)]
+    capacity: Option<u64>,
+    /// One steady packet in this many comes from the `mixed` scenario (handshakes,
+    /// closes, RSTs); 0 for none.
+    #[arg(long, default_value_t = 4, value_parser = count)]
+    mixed_every: u64,
+    /// Packets per second of capture time in the steady phase [default: the packets
+    /// spread over ten seconds, at least 1 µs apart].
+    #[arg(long, default_value_t = 0, hide_default_value = true, value_parser = count)]
+    packet_rate: u64,
+    /// Feed the steady phase a frame at a time (`Engine::process`) instead of in
+    /// batches of 64 (`Engine::process_batch`).
+    #[arg(long)]
+    no_batch: bool,
+}
+
+/// A count, with `_` allowed between digits (`1_000_000`).
+fn count(s: &str) -> Result<u64, String> {
+    s.replace('_', "")
+        .parse()
+        .map_err(|e| format!("{s:?} is not a count: {e}"))
 }
 
 fn main() {
-    let flows = arg("--flows", 1_000_000);
-    let packets = arg("--packets", 20_000_000);
-    let flood = arg("--flood", 10_000_000);
-    // One steady packet in this many comes from the mixed scenario (0: none).
-    let mixed_every = arg("--mixed-every", 4);
-    // Packets per second of capture time in the steady phase (0: spread the packets
-    // over ten seconds, at least 1 µs apart). Packet time sets how often the expiry
-    // sweep passes over the whole table (once per second of it): at 1 µs apart that is
-    // once per million packets, where a link at 15 Mpps sweeps once per 15 million.
-    let packet_rate = arg("--packet-rate", 0);
+    let a = <Args as clap::Parser>::parse();
+    let (flows, packets, flood) = (a.flows, a.packets, a.flood);
+    let mixed_every = a.mixed_every;
+    // Packet time sets how often the expiry sweep passes over the whole table (once
+    // per second of it): at 1 µs apart that is once per million packets, where a link
+    // at 15 Mpps sweeps once per 15 million.
+    let packet_rate = a.packet_rate;
     // Room for the mixed scenario's own flows beside the concurrent ones, and never
     // less than the default: a full table would turn every new flow into an eviction.
-    let capacity = arg(
-        "--capacity",
-        (flows + flows / 4).max(EngineConfig::default().flow_capacity as u64),
-    );
+    let capacity = a
+        .capacity
+        .unwrap_or((flows + flows / 4).max(EngineConfig::default().flow_capacity as u64));
     println!(
         "engine_bench: {} flows, {} steady packets, {} flood SYNs",
         flows, packets, flood
@@ -271,7 +300,7 @@ fn main() {
         let all: Vec<(i64, &[u8])> = steady.iter().collect();
         all.chunks(64).map(|c| c.to_vec()).collect()
     };
-    let single = std::env::args().any(|a| a == "--no-batch");
+    let single = a.no_batch;
     let t = Instant::now();
     if single {
         for (ts, f) in steady.iter() {
