@@ -20,6 +20,7 @@ use rstwatch_schema::{Dir, IpBytes, Record, RstClass, RstEvent, RstFlags};
 use rstwatch_sensor::ship::{ShipArgs, ShipSink};
 use rstwatch_sensor::Sink;
 
+/// Shipping and storage benchmark: RST events per second from sensor batches into a local ClickHouse, against a bulk insert.
 #[derive(Debug, Parser)]
 struct Args {
     /// RST events per run.

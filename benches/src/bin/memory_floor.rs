@@ -130,6 +130,7 @@ fn run(flows: usize, lookups: usize) -> f64 {
     ns
 }
 
+/// What this machine's memory allows the engine's flow lookups, with no engine around them.
 #[derive(clap::Parser)]
 struct Args {
     /// Flows in the large table.

@@ -23,6 +23,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Parser benchmark: cost per frame of `parse::parse` for captures side by side in one run.
 #[derive(Parser)]
 struct Args {
     /// pcap files (the first is the reference).

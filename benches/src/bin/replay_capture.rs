@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Writes the synthetic capture of the replay comparison (`benches/replay_vs_suricata.sh`).
 #[derive(Parser)]
 struct Args {
     #[arg(long, default_value_t = 2_000_000)]

@@ -29,6 +29,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use rstwatch_collector::testing::{ClickHouse, Collector, TempDir};
 
+/// Soak: live capture and shipping while the collector and ClickHouse are killed, restarted and frozen; checks exactly-once delivery and flat memory.
 #[derive(Debug, Parser)]
 struct Args {
     /// Run time in minutes (overrides --seconds).

@@ -21,6 +21,7 @@ use clap::Parser;
 use rstwatch_xdp::{ModeRequest, XdpProgram, XskConfig, XskSocket};
 use std::time::{Duration, Instant};
 
+/// Raw AF_XDP receive-and-drop baseline: the sensor's socket setup, no parsing.
 #[derive(Parser)]
 struct Args {
     #[arg(long)]

@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use std::time::{Duration, Instant};
 
+/// Traffic generator: sends a capture's frames in a loop out of an interface at a given packet rate.
 #[derive(Parser)]
 struct Args {
     /// Interface to send on.
