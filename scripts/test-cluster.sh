@@ -164,6 +164,20 @@ rollup_set_aside=""
 for d in "$work"/s2r1/data/data/rstwatch/{rst_minute,rst_minute_cause,rst_hour}_local/detached/*; do
     [ -e "$d" ] && rollup_set_aside+=" $(basename "$(dirname "$(dirname "$d")")")/$(basename "$d")"
 done
+# Each rollup against the raw RSTs it is built from: exact on the single server; on the
+# cluster short by the RSTs of batches whose rollup part the replica kill lost (the
+# branch below), never over. A lost part is not always set aside: in one run the
+# cluster's rst_minute_cause was 82 RSTs short with no part in detached/.
+raw_c=$(q s2r2 "SELECT count() FROM rst_events"); raw_s=$(q single "SELECT count() FROM rst_events")
+rollup_short=""
+for r in rst_minute rst_minute_cause rst_hour; do
+    s=$(q single "SELECT sum(rsts) FROM $r")
+    [ "$s" = "$raw_s" ] || fail "single server: $r sums $s RSTs, rst_events holds $raw_s"
+    c=$(q s2r2 "SELECT sum(rsts) FROM $r")
+    [ "$c" -le "$raw_c" ] || fail "cluster: $r sums $c RSTs, more than rst_events' $raw_c"
+    [ "$c" = "$raw_c" ] || rollup_short+=" $r short of rst_events by $((raw_c - c)) RSTs;"
+done
+[ -z "$rollup_short" ] || echo "   WARNING: the replica kill cost the rollups RSTs:$rollup_short set aside:${rollup_set_aside:- none}" >&2
 for f in schema/queries/*.sql; do
     name=$(basename "$f" .sql)
     bound=$("$collector" print-schema --server-version 18.16 --queries --query "$name" --from "$qfrom" --to "$qto")
@@ -174,7 +188,7 @@ for f in schema/queries/*.sql; do
     [ "$name" = suspected_injections ] && cols=1-16
     a=$(ch s1r2 --database rstwatch --multiquery <<< "$bound" | cut -f "$cols" | sort)
     b=$(ch single --database rstwatch --multiquery <<< "$bound" | cut -f "$cols" | sort)
-    if [ "$a" != "$b" ] && grep -q "FROM rst_minute" "$f" && [ -n "$rollup_set_aside" ]; then
+    if [ "$a" != "$b" ] && grep -Eq "FROM (rst_minute|rst_hour)" "$f" && [ -n "$rollup_set_aside$rollup_short" ]; then
         # Queries over the rollups (materialized views) may lack a batch's rows when the
         # replica kill lost a rollup part, seen once in five runs. insert_quorum applies
         # to the views' inserts too: s2r1 wrote a batch's raw part, which reached its
@@ -182,17 +196,20 @@ for f in schema/queries/*.sql; do
         # quorum, s2r1 set it aside at restart (detached/noquorum_*). The collector,
         # told of the failure, resent the batch, found its raw rows and did not write
         # them again. So the raw tables are exact and the rollup is short. Shown, not
-        # failed, only when s2r1 set a rollup part aside; README "Scaling out".
-        echo "   query $name: WARNING: rollup differs from the single server (s2r1 set aside$rollup_set_aside):" >&2
+        # failed, only when s2r1 set a rollup part aside or a rollup is short of the
+        # raw rows (checked above); README "Scaling out".
+        echo "   query $name: WARNING: rollup differs from the single server (set aside:${rollup_set_aside:- none};$rollup_short):" >&2
         # `|| true`: diff exits 1 when the inputs differ, which under pipefail and
         # set -e ended the run here, failing what this branch only shows.
         diff <(echo "$b") <(echo "$a") | head -n 10 >&2 || true
+        same="the single server's answer but for the rollups' loss above"
     else
         [ "$a" = "$b" ] || { diff <(echo "$b") <(echo "$a") | head -n 10 >&2; fail "query $name differs from the single server"; }
+        same="same answer as the single server"
     fi
     rows=$(echo "$a" | grep -c . || true)
     [ "$rows" -gt 0 ] || fail "query $name answers nothing: the comparison would prove nothing"
-    echo "   query $name: same answer as the single server ($rows rows)"
+    echo "   query $name: $same ($rows rows)"
 done
 echo "   ingest wall time: cluster $cluster_ms ms (with the failures), single $single_ms ms"
 
