@@ -6,15 +6,16 @@
 //! `pcap-file`'s own slice parser), and every problem gets the message
 //! [`read_file`](super::read_file) gives for it.
 //!
-//! The read buffer is reference-counted: [`read_file_shared`] hands it on with each
-//! batch, so another thread can keep it and read its frames later (`replay --workers`).
-//! A buffer still held when the next read is due is left to its holders, and the read
-//! goes into a spare no one holds any more (or a new one): only the partial record at
-//! the end is copied over.
+//! The read buffer is reference-counted, and handed with each batch to the reader's
+//! own callback (`read_any`'s): a buffer still held when the next read is due is left
+//! to its holders, and the read goes into a spare no one holds any more (or a new
+//! one): only the partial record at the end is copied over. No caller keeps one since
+//! the `replay --workers` reader parses the frames itself (2026-12-04); until then its
+//! batches held the buffers for the engines to read later.
 //!
 //! With [`FileAccess::Map`] (or `Auto`, for files of 128 MiB or more: see `access`), a
 //! regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
-//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`; `sys::FileMapping`, which also
+//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`, [`read_file_in_large_windows`]; `sys::FileMapping`, which also
 //! says what happens when the file shrinks meanwhile): no copy, and the records are
 //! parsed where the page cache holds them, with the bytes ahead prefetched: by the
 //! consumer of each batch while it works on it ([`Readahead`]), else by the reader.
@@ -91,7 +92,7 @@ const WINDOW: usize = 8 << 20;
 /// pages. Smaller windows (tests) start at the page holding the next record.
 const HUGE_ALIGN: u64 = 2 << 20;
 
-/// A mapped window of [`read_file_shared`] (`replay --workers`): larger, because with
+/// A mapped window of [`read_file_in_large_windows`] (`replay --workers`): larger, because with
 /// other threads of the process running on other cores each unmapping interrupts them
 /// to flush their TLBs (an exit to the hypervisor each, in a VM). With 4 MiB windows
 /// those shootdowns were ~4.5 % of a `--workers 2` replay's samples.
@@ -118,21 +119,23 @@ pub fn read_file_batched(
     })
 }
 
-/// [`read_file_batched`] that also hands on the buffer the frames are slices of, for
-/// the caller to keep (cloning the `Arc`) and read the frames from later: a mapped
-/// window stays mapped while anyone holds it. pcapng frames are copied into such
-/// buffers, [`READ_BATCH`] at a time. The [`Readahead`] is as [`read_file_batched`]'s:
-/// the `--workers` reader steps it while it hashes the frames.
-///
-/// With [`FileAccess::Map`] in larger windows ([`SHARED_WINDOW`]), which unmap less
-/// often: each unmapping interrupts the other threads' cores to flush their TLBs.
-pub fn read_file_shared(
+/// [`read_file_batched`] with a mapped file in larger windows ([`SHARED_WINDOW`]),
+/// which unmap less often: each unmapping interrupts the process's other threads'
+/// cores to flush their TLBs (`replay --workers`, whose reader steps the
+/// [`Readahead`] while it parses the frames).
+pub fn read_file_in_large_windows(
     path: &Path,
     progress: Option<Progress>,
     access: FileAccess,
-    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
+    mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, access, SHARED_WINDOW, on_batch)
+    read_any(
+        path,
+        progress,
+        access,
+        SHARED_WINDOW,
+        |link, _, frames, ahead| on_batch(link, frames, ahead),
+    )
 }
 
 /// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large

@@ -1,6 +1,7 @@
 //! `Engine::process_batch` gives exactly the records `Engine::process` gives, in the same
 //! order, whatever the batch boundaries (flows created, closed and evicted inside a
-//! batch included).
+//! batch included); so does `Engine::process_parsed` (`replay --workers`) fed the
+//! frames parsed beforehand.
 
 use rstwatch_schema::Record;
 use rstwatch_sensor::gen::{self, GenOptions, Scenario};
@@ -23,6 +24,26 @@ fn batched(cfg: &EngineConfig, frames: &[(i64, &[u8])], size: usize) -> Outcome 
     let mut out = vec![];
     for chunk in frames.chunks(size) {
         e.process_batch(gen::LINK_TYPE, chunk, &mut out);
+    }
+    e.finish(&mut out);
+    (out, e.counters())
+}
+
+/// The frames parsed first, as the `replay --workers` reader parses them, then handed to
+/// `Engine::process_parsed` `size` at a time.
+fn parsed_first(cfg: &EngineConfig, frames: &[(i64, &[u8])], size: usize) -> Outcome {
+    use rstwatch_sensor::parse::{self, Packet};
+    let mut e = Engine::new(cfg);
+    let mut out = vec![];
+    for chunk in frames.chunks(size) {
+        let times: Vec<i64> = chunk.iter().map(|&(t, _)| t).collect();
+        let mut packets = vec![Packet::EMPTY; chunk.len()];
+        let parsed: Vec<_> = chunk
+            .iter()
+            .zip(&mut packets)
+            .map(|(&(_, f), p)| parse::parse_into(gen::LINK_TYPE, f, e.parse_options(), p))
+            .collect();
+        e.process_parsed(&times, &parsed, &packets, &mut out);
     }
     e.finish(&mut out);
     (out, e.counters())
@@ -64,16 +85,20 @@ fn batches_equal_single_frames() {
             .1;
         assert!(rejected > 0, "the junk frames are counted");
         for size in [1, 2, 16, 64, 1000] {
-            let (got, counters) = batched(&cfg, &frames, size);
-            assert!(
-                got == want,
-                "batch size {size}, capacity {}: records differ",
-                cfg.flow_capacity
-            );
-            assert_eq!(
-                counters, want_counters,
-                "batch size {size}: counters differ"
-            );
+            for (how, (got, counters)) in [
+                ("batch", batched(&cfg, &frames, size)),
+                ("parsed first", parsed_first(&cfg, &frames, size)),
+            ] {
+                assert!(
+                    got == want,
+                    "{how}, size {size}, capacity {}: records differ",
+                    cfg.flow_capacity
+                );
+                assert_eq!(
+                    counters, want_counters,
+                    "{how}, size {size}: counters differ"
+                );
+            }
         }
     }
 }
@@ -122,19 +147,23 @@ fn batches_equal_single_frames_across_tunnel_slots() {
         "{tunnelled} flows in tunnels past the 254th VNI"
     );
     for size in [64, 1000] {
-        let (mut got, counters) = batched(&cfg, &frames, size);
-        uids_in_order(&mut got);
-        if let Some(i) = (0..want.len().max(got.len())).find(|&i| got.get(i) != want.get(i)) {
-            panic!(
-                "batch size {size}: record {i} differs:\n{:?}\n{:?}",
-                got.get(i),
-                want.get(i)
+        for (how, (mut got, counters)) in [
+            ("batch", batched(&cfg, &frames, size)),
+            ("parsed first", parsed_first(&cfg, &frames, size)),
+        ] {
+            uids_in_order(&mut got);
+            if let Some(i) = (0..want.len().max(got.len())).find(|&i| got.get(i) != want.get(i)) {
+                panic!(
+                    "{how}, size {size}: record {i} differs:\n{:?}\n{:?}",
+                    got.get(i),
+                    want.get(i)
+                );
+            }
+            assert_eq!(
+                counters, want_counters,
+                "{how}, size {size}: counters differ"
             );
         }
-        assert_eq!(
-            counters, want_counters,
-            "batch size {size}: counters differ"
-        );
     }
 }
 

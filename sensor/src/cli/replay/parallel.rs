@@ -1,9 +1,11 @@
 //! `replay --workers N`: one reader and N engines, run by N threads on N cores.
 //!
-//! The reader ([`reader`]) reads each file in large reference-counted buffers and hands
-//! every engine index lists into them: no frame is copied. It picks a frame's engine
-//! by the symmetric hash of live fan-out ([`fanout`], from the headers alone), so both
-//! directions of a flow reach the same engine. Each batch carries the reader's packet
+//! The reader ([`reader`]) reads each file, parses every frame with the engines'
+//! options and hands each engine batches of the parsed packets, so no frame is parsed
+//! twice or read by a second core. It picks a frame's engine by the symmetric hash of
+//! live fan-out ([`crate::engine::fanout_hash_of`]), so both directions of a flow
+//! reach the same engine; frames that do not parse go to engine 0, which counts why.
+//! Each batch carries the reader's packet
 //! time, and the engine's clock runs to it after the batch's frames: every engine's
 //! time follows the capture as one engine's would. The engines are [`lanes`]: N − 1
 //! worker threads run whichever has work, and the reader (the N-th thread) runs
@@ -15,7 +17,6 @@
 //! bursts, the anomaly detectors) is per engine, exactly as in live fan-out, so records
 //! whose cause rests on other flows' packets can differ.
 
-mod fanout;
 mod lanes;
 mod output;
 mod reader;
@@ -31,9 +32,10 @@ use reader::{Batch, Reader};
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Batches queued per engine, on average: bounds the reader's lead, and so the read
-/// buffers or mapped windows held (a batch ends with its buffer: up to 256 KiB of
-/// frames read, ~0.7 MB mapped). When the reader shared the cores with an engine
+/// Batches queued per engine, on average: bounds the reader's lead, and so the memory
+/// its batches hold (up to 1,024 parsed frames each, ~105 KiB; until 2026-12-04 the
+/// batches held the read buffers or mapped windows their frames were in, which is
+/// what the RSS figures below measured). When the reader shared the cores with an engine
 /// thread each, the engines lived off their queues while the reader waited for a
 /// core; with 8 batches (~1 ms of work) they ran dry. Mapped, `--workers 2` on two
 /// cores, wall time median of eight runs with 8, 16, 32, 64: 0.475, 0.455, 0.435,
@@ -76,12 +78,12 @@ pub(super) fn replay<W: Write + Send + 'static>(
                 .context("starting a replay worker thread")?,
         );
     }
-    let hash = fanout::FlowHash::new(ParseOptions {
-        // The worker's engine checks the checksum; the hash only needs the key.
-        verify_checksum: false,
+    // The engines' own options: the packets the reader parses are theirs.
+    let opts = ParseOptions {
+        verify_checksum: cfg.verify_checksum,
         tunnel_ports: cfg.encap.ports().unwrap_or_default(),
-    });
-    let mut reader = Reader::new(queues, &lanes, recycle_rx, hash);
+    };
+    let mut reader = Reader::new(queues, &lanes, recycle_rx, opts);
     let files_read = reader.read_files(files, no_progress, access);
     // Dropping the reader closes the queues; its thread then runs batches with the
     // workers until every lane is empty.

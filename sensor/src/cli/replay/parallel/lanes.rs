@@ -18,7 +18,6 @@ use super::output::{Chunks, Shared};
 use super::reader::Batch;
 use crate::config::EngineConfig;
 use crate::output::{JsonLines, Select};
-use crate::source::READ_BATCH;
 use crate::Engine;
 use crossbeam::channel::{Receiver, Sender, TryRecvError};
 use crossbeam::utils::Backoff;
@@ -72,7 +71,7 @@ pub(super) struct Lanes<W: Write> {
     queued: AtomicUsize,
     /// At most this many queued: bounds the reader's lead, and so the buffers held.
     max_queued: usize,
-    /// Batches' index lists go back to the reader for reuse.
+    /// Batches go back to the reader, their vectors' memory reused.
     recycle: Sender<Batch>,
     bell: Doorbell,
 }
@@ -190,8 +189,7 @@ impl<W: Write + Send> Lanes<W> {
         drop(g);
         // A worker may be waiting for this lane.
         self.bell.ring();
-        b.frames.clear();
-        b.buffer = None;
+        b.clear();
         let _ = self.recycle.send(b);
         Step::Ran
     }
@@ -308,55 +306,26 @@ impl<W: Write> Worker<W> {
         State::Done(self.engine.counters(), self.sink.finish())
     }
 
-    /// The engine's batch path over one batch, READ_BATCH frames at a time (as one
-    /// engine reads), then its clock run to the reader's time.
+    /// The engine's batch path over one batch's parsed frames, then its clock run to
+    /// the reader's time.
     fn run(&mut self, b: &mut Batch) {
         debug_assert!(
             b.now_us >= self.last_now_us,
             "a lane's batches ran out of order"
         );
         self.last_now_us = b.now_us;
-        let Some(buf) = b.buffer.as_ref() else { return };
-        let mut frames = [(0i64, &[][..]); READ_BATCH];
-        for part in b.frames.chunks(READ_BATCH) {
-            let mut n = 0;
-            for &(ts, at, len) in part {
-                let (at, len) = (at as usize, len as usize);
-                // Always inside: the reader took these from `buf` itself.
-                if let Some(f) = buf.get(at..at + len) {
-                    frames[n] = (ts, f);
-                    n += 1;
-                }
-            }
-            warm(&frames[..n]);
-            self.engine
-                .process_batch(b.link, &frames[..n], &mut self.sink);
-        }
+        self.engine
+            .process_parsed(&b.times, &b.parsed, &b.packets, &mut self.sink);
         self.engine.advance(b.now_us, &mut self.sink);
     }
-}
-
-/// Loads the headers of a batch's frames before the engine parses them one by one.
-/// The reader's core read them last, so each is a miss here; issued together, the
-/// misses overlap instead of stalling the parse one after another.
-#[inline]
-fn warm(frames: &[(i64, &[u8])]) {
-    let mut x = 0u8;
-    for (_, f) in frames {
-        // The Ethernet/IP header and the TCP header (usually in the next line).
-        x ^= f.first().copied().unwrap_or(0) ^ f.get(64).copied().unwrap_or(0);
-    }
-    std::hint::black_box(x);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::LinkType;
-    use crate::source::Held;
+    use crate::parse::{Packet, Reject};
 
-    /// 60-byte frames no parser takes: each engine counts them, in `frames`.
-    const FRAME: usize = 60;
+    // Frames the reader could not parse: each engine counts them, in `frames`.
 
     /// Sends `batches` batches of `per` frames over `n` lanes of `depth`, with
     /// `threads` worker threads; returns the engines' summed counters.
@@ -383,14 +352,14 @@ mod tests {
                 std::thread::spawn(move || lanes.work())
             })
             .collect();
-        let buf: crate::source::SharedBuffer = Arc::new(Held::Read(vec![0u8; per * FRAME]));
         for i in 0..batches {
             let mut b = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
-            b.link = LinkType::Ethernet;
-            b.buffer = Some(buf.clone());
             b.now_us = i as i64;
-            b.frames
-                .extend((0..per).map(|k| (i as i64, (k * FRAME) as u32, FRAME as u32)));
+            for _ in 0..per {
+                b.times.push(i as i64);
+                b.parsed.push(Err(Reject::NotIp));
+                b.packets.push(Packet::EMPTY);
+            }
             lanes.send(&queues, i % n, b);
             assert!(
                 lanes.queued.load(Ordering::SeqCst) <= lanes.max_queued,

@@ -1,13 +1,22 @@
-//! The reader: reads the files in large shared buffers and hands each engine batches of
-//! *indexes* into them (offset, length, timestamp), never copies of the frames,
-//! choosing the engine by the flow hash of live fan-out.
+//! The reader: reads the files, parses every frame once and hands each engine batches
+//! of the parsed packets, choosing the engine by the flow hash of live fan-out.
+//!
+//! Why the reader parses, not the engines: it must read each frame's headers to hash
+//! its flow anyway, and an engine that parsed the frame again paid for its lines a
+//! second time, read by another core or long after (the reader queues ~64,000 frames
+//! ahead). The parsed packets (105 bytes a frame with its time and outcome) are what the engines
+//! read instead, and no batch holds the file's buffers or mapped windows any more.
+//! Against the reader hashing the headers alone and the engines parsing:
+//! `--workers 2` took 0.956 of the CPU and 0.94 of the wall time, its path's own cost
+//! on one core fell from 1.30x to 1.14x one engine's CPU, and its peak RSS from 123 to
+//! 43 MiB (benches/RESULTS.md, "The `--workers` reader parses").
 
 use super::super::FilesRead;
-use super::fanout::FlowHash;
 use super::lanes::Lanes;
-use crate::engine::fanout_index;
-use crate::parse::LinkType;
-use crate::source::{self, FileAccess, Readahead, SharedBuffer};
+use crate::engine::{fanout_hash_of, fanout_index};
+use crate::flow::KeyHasher;
+use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
+use crate::source::{self, FileAccess, Readahead};
 use crossbeam::channel::{Receiver, Sender};
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,13 +24,12 @@ use std::path::PathBuf;
 /// Frames a batch holds before it goes to its engine (fewer hand-overs, fewer wake-ups).
 const FRAMES_PER_BATCH: usize = 1024;
 
-/// One engine's frames of one read buffer.
+/// One engine's frames, parsed by the reader: frame `i` is `times[i]`, `parsed[i]`
+/// and `packets[i]` ([`Engine::process_parsed`](crate::Engine::process_parsed)).
 pub(super) struct Batch {
-    pub link: LinkType,
-    /// The buffer the frames are in (`None` only while the batch is being filled).
-    pub buffer: Option<SharedBuffer>,
-    /// (timestamp µs, offset in `buffer`, length)
-    pub frames: Vec<(i64, u32, u32)>,
+    pub times: Vec<i64>,
+    pub parsed: Vec<Result<(), Reject>>,
+    pub packets: Vec<Packet>,
     /// The reader's packet time when the batch was sent.
     pub now_us: i64,
 }
@@ -29,11 +37,21 @@ pub(super) struct Batch {
 impl Batch {
     pub(super) fn new() -> Batch {
         Batch {
-            link: LinkType::Ethernet,
-            buffer: None,
-            frames: Vec::with_capacity(FRAMES_PER_BATCH),
+            times: Vec::with_capacity(FRAMES_PER_BATCH),
+            parsed: Vec::with_capacity(FRAMES_PER_BATCH),
+            packets: Vec::with_capacity(FRAMES_PER_BATCH),
             now_us: i64::MIN,
         }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.times.clear();
+        self.parsed.clear();
+        self.packets.clear();
     }
 }
 
@@ -42,13 +60,14 @@ pub(super) struct Reader<'a, W: Write> {
     queues: Vec<Sender<Batch>>,
     /// The engines: the reader runs their batches while it may queue no more.
     lanes: &'a Lanes<W>,
-    /// Batches the engines are done with (their index lists' memory, reused).
+    /// Batches the engines are done with (their vectors' memory, reused).
     recycle: Receiver<Batch>,
     /// Each engine's batch being filled.
     pending: Vec<Batch>,
-    hash: FlowHash,
-    /// The buffer and link type the pending batches' frames are in.
-    current: Option<(SharedBuffer, LinkType)>,
+    /// The engines' parse options: the reader parses every frame for them.
+    opts: ParseOptions,
+    /// [`hash_key`](crate::flow::hash_key)'s hasher, looked up once for every frame.
+    hasher: KeyHasher,
     /// The latest packet time read.
     now_us: i64,
 }
@@ -58,15 +77,15 @@ impl<'a, W: Write + Send> Reader<'a, W> {
         queues: Vec<Sender<Batch>>,
         lanes: &'a Lanes<W>,
         recycle: Receiver<Batch>,
-        hash: FlowHash,
+        opts: ParseOptions,
     ) -> Reader<'a, W> {
         Reader {
             lanes,
             pending: queues.iter().map(|_| Batch::new()).collect(),
             queues,
             recycle,
-            hash,
-            current: None,
+            opts,
+            hasher: KeyHasher::get(),
             now_us: i64::MIN,
         }
     }
@@ -80,59 +99,46 @@ impl<'a, W: Write + Send> Reader<'a, W> {
         access: FileAccess,
     ) -> FilesRead {
         let r = super::super::read_each(files, no_progress, |path, progress| {
-            source::read_file_shared(path, progress, access, |link, buf, frames, ahead| {
-                self.dispatch(link, buf, frames, ahead)
+            source::read_file_in_large_windows(path, progress, access, |link, frames, ahead| {
+                self.dispatch(link, frames, ahead)
             })
         });
         self.flush_all();
         r
     }
 
-    fn dispatch(
-        &mut self,
-        link: LinkType,
-        buf: &SharedBuffer,
-        frames: &[(i64, &[u8])],
-        ahead: &mut Readahead,
-    ) {
-        let same =
-            matches!(&self.current, Some((b, l)) if SharedBuffer::ptr_eq(b, buf) && *l == link);
-        if !same {
-            // A batch's frames are all in one buffer, of one link type.
-            self.flush_all();
-            self.current = Some((buf.clone(), link));
-        }
+    /// Parses each frame with the engines' options and adds it to its engine's batch.
+    fn dispatch(&mut self, link: LinkType, frames: &[(i64, &[u8])], ahead: &mut Readahead) {
         let n = self.queues.len();
-        let base = buf.as_ptr() as usize;
+        let mut packet = Packet::EMPTY;
         for &(ts, f) in frames {
             // The readahead's two steps a frame, as the engine takes them: the file's
-            // next lines arrive while this loop hashes, not while the walk waits.
+            // next lines arrive while this loop parses, not while the walk waits.
             ahead.step();
             ahead.step();
             self.now_us = self.now_us.max(ts);
+            let parsed = parse::parse_into(link, f, self.opts, &mut packet);
             // Not TCP (or not parseable): engine 0, which counts why.
-            let w = self.hash.of(link, f).map_or(0, |h| fanout_index(h, n));
-            // `f` is a slice of `buf` (read_file_shared's promise): its offset.
-            let at = (f.as_ptr() as usize).wrapping_sub(base);
+            let w = match parsed {
+                Ok(()) => fanout_index(fanout_hash_of(&packet, self.hasher), n),
+                Err(_) => 0,
+            };
             let b = &mut self.pending[w];
-            b.frames.push((ts, at as u32, f.len() as u32));
-            if b.frames.len() >= FRAMES_PER_BATCH {
+            b.times.push(ts);
+            b.parsed.push(parsed);
+            b.packets.push(packet);
+            if b.len() >= FRAMES_PER_BATCH {
                 self.flush(w);
             }
         }
     }
 
     fn flush(&mut self, w: usize) {
-        let Some((buf, link)) = &self.current else {
-            return;
-        };
-        if self.pending[w].frames.is_empty() {
+        if self.pending[w].len() == 0 {
             return;
         }
         let fresh = self.recycle.try_recv().unwrap_or_else(|_| Batch::new());
         let mut b = std::mem::replace(&mut self.pending[w], fresh);
-        b.buffer = Some(buf.clone());
-        b.link = *link;
         b.now_us = self.now_us;
         self.lanes.send(&self.queues, w, b);
     }
