@@ -54,15 +54,15 @@ pub(super) struct ReplayArgs {
     pub no_progress: bool,
 
     /// Engines on this many threads (JSON to stdout only: not with --ship or --format
-    /// table): one thread reads and hands each flow's frames to one engine by the
-    /// symmetric flow hash of live fan-out, and runs engines' batches itself whenever
-    /// it is far enough ahead; the others run whichever engine has work. Each engine
-    /// writes its own records. Evidence across flows (a server's activity, RST bursts,
-    /// anomalies) is then per engine, as in live fan-out. Reading bounds the gain: it
-    /// took 0.41-0.63 of one engine's CPU where measured (less mapped, see
-    /// --file-access), a ceiling of ~1.6-2.4x one engine however many cores. On two
-    /// cores of the AMD host, --workers 2 ran 1.15-1.9x one engine, gaining least
-    /// when one engine is quick (benches/RESULTS.md).
+    /// table): one thread reads and parses every frame and hands each flow's packets
+    /// to one engine by the symmetric flow hash of live fan-out, and runs engines'
+    /// batches itself whenever it is far enough ahead; the others run whichever engine
+    /// has work. Each engine writes its own records. Evidence across flows (a server's
+    /// activity, RST bursts, anomalies) is then per engine, as in live fan-out. The
+    /// reader bounds the gain: it took about a third of one engine's CPU on the
+    /// benchmark capture, a ceiling of ~3x one engine however many cores. On two cores
+    /// of the AMD host, --workers 2 ran 1.46x one engine (1.2-1.7x a run), gaining
+    /// least when one engine is quick (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
