@@ -61,6 +61,16 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// How this configuration's engines parse frames: every engine's own, and what
+    /// `replay --workers` and live fan-out parse with for them ([`crate::Engine::process_parsed`]).
+    pub fn parse_options(&self) -> crate::parse::ParseOptions {
+        crate::parse::ParseOptions {
+            verify_checksum: self.verify_checksum,
+            // Validated with the configuration; defaults if it never was.
+            tunnel_ports: self.encap.ports().unwrap_or_default(),
+        }
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         let max = crate::flow::MAX_CAPACITY;

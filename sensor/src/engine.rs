@@ -18,7 +18,7 @@ use crate::flow::{
     bits, dflags, hash_key, mix64, seq_gt, End, Flow, FlowKey, FlowTable, KeyHasher, Role,
     Timeouts, TunnelSlots,
 };
-use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
+use crate::parse::{self, LinkType, Packet, ParseOptions, ParsedBatch, Reject};
 use crate::sink::Sink;
 use crate::source::Readahead;
 use crate::track;
@@ -113,11 +113,7 @@ impl Engine {
 
     fn with_table(cfg: &EngineConfig, table: FlowTable) -> Engine {
         Engine {
-            parse_opts: ParseOptions {
-                verify_checksum: cfg.verify_checksum,
-                // Validated with the configuration; defaults if it never was.
-                tunnel_ports: cfg.encap.ports().unwrap_or_default(),
-            },
+            parse_opts: cfg.parse_options(),
             table,
             pending: Pending::new(cfg.max_pending_rst),
             detectors: Detectors::new(&cfg.anomaly),
@@ -191,18 +187,13 @@ impl Engine {
         self.batch::<true, S>(link, frames, ahead, sink);
     }
 
-    /// [`Engine::process_batch`] for frames parsed already (`replay --workers`, whose
-    /// reader parses every frame to choose its engine): `times[i]`, `parsed[i]` and
-    /// `packets[i]` are frame `i`'s timestamp, [`parse::parse_into`]'s outcome with
-    /// this engine's parse options, and the packet it wrote (read only when `Ok`).
-    pub fn process_parsed<S: Sink + ?Sized>(
-        &mut self,
-        times: &[i64],
-        parsed: &[Result<(), Reject>],
-        packets: &[Packet],
-        sink: &mut S,
-    ) {
-        debug_assert!(times.len() == parsed.len() && parsed.len() == packets.len());
+    /// [`Engine::process_batch`] for frames parsed already (`replay --workers` and live
+    /// fan-out, which parse every frame to choose its engine: [`FanoutParser`]), with
+    /// this engine's parse options (its configuration's
+    /// [`parse_options`](crate::EngineConfig::parse_options)). Gives exactly what
+    /// [`Engine::process`] on each frame gives (`tests/offline/engine_batch.rs`).
+    pub fn process_parsed<S: Sink + ?Sized>(&mut self, batch: &ParsedBatch, sink: &mut S) {
+        let (times, parsed, packets) = batch.columns();
         let mut looked = std::mem::take(&mut self.batch_looked);
         looked.resize(BATCH, Looked::empty());
         let mut unused = Readahead::NONE;
@@ -459,12 +450,6 @@ impl Engine {
         ]);
         v.extend(self.cross.counters());
         v
-    }
-
-    /// The options this engine parses frames with ([`Engine::process_parsed`]'s
-    /// packets must be parsed with the same).
-    pub fn parse_options(&self) -> ParseOptions {
-        self.parse_opts
     }
 
     /// The raw counters (tests, benchmarks).
@@ -867,33 +852,49 @@ fn restarts(flow: &Flow, p: &Packet, sender: End) -> bool {
     !(d.has(dflags::SYN) && d.base == p.seq.wrapping_add(1))
 }
 
-/// The parser options fan-out uses (the tunnel ports of the engines' configuration);
-/// set once by `run` before capture starts, defaults otherwise.
-pub static FANOUT_PARSE_OPTIONS: std::sync::OnceLock<ParseOptions> = std::sync::OnceLock::new();
-
-/// A symmetric hash of a frame's flow key for fan-out (both directions of a flow give
-/// the same value), or `None` when the frame is not TCP. Tunnelled frames hash their
-/// inner four-tuple (the key without its tunnel slot, which is each engine's own): both
-/// directions of an inner flow meet on one worker whatever the outer addresses.
-pub fn fanout_hash(link: LinkType, frame: &[u8]) -> Option<u64> {
-    fanout_hash_with(
-        link,
-        frame,
-        FANOUT_PARSE_OPTIONS.get().copied().unwrap_or_default(),
-    )
+/// Parses frames for fan-out and picks each one's engine: the symmetric hash of its
+/// flow key (both directions of a flow give the same value; a tunnelled frame hashes
+/// its inner four-tuple, the key without its tunnel slot, which is each engine's own,
+/// so both directions of an inner flow meet whatever the outer addresses), mapped to
+/// an engine by [`fanout_index`]. A frame that does not parse goes to engine 0, which
+/// counts why. Used by `replay --workers`' reader and live fan-out's capture threads,
+/// which hand the engines the parsed frames ([`ParsedBatch`],
+/// [`Engine::process_parsed`]) instead of parsing each frame twice.
+pub struct FanoutParser {
+    opts: ParseOptions,
+    /// [`hash_key`](crate::flow::hash_key)'s hasher, looked up once.
+    hasher: KeyHasher,
+    /// The last frame parsed.
+    packet: Packet,
 }
 
-/// [`fanout_hash`] with the parse options given.
-pub fn fanout_hash_with(link: LinkType, frame: &[u8], opts: ParseOptions) -> Option<u64> {
-    let p = parse::parse(link, frame, opts).ok()?;
-    Some(fanout_hash_of(&p, KeyHasher::get()))
-}
+impl FanoutParser {
+    /// Parsing with `opts`, which must be the engines' own
+    /// ([`EngineConfig::parse_options`](crate::EngineConfig::parse_options)).
+    pub fn new(opts: ParseOptions) -> FanoutParser {
+        FanoutParser {
+            opts,
+            hasher: KeyHasher::get(),
+            packet: Packet::EMPTY,
+        }
+    }
 
-/// [`fanout_hash`] of a parsed packet (`replay --workers`, whose reader parses every
-/// frame), with the key hasher looked up once by the caller.
-#[inline]
-pub fn fanout_hash_of(p: &Packet, hasher: KeyHasher) -> u64 {
-    hasher.hash(&FlowKey::of(p).0)
+    /// Parses `frame`: its engine of `n` and the outcome; the packet is
+    /// [`FanoutParser::packet`] (meaningful when the outcome is `Ok`).
+    #[inline]
+    pub fn parse(&mut self, link: LinkType, frame: &[u8], n: usize) -> (usize, Result<(), Reject>) {
+        let outcome = parse::parse_into(link, frame, self.opts, &mut self.packet);
+        let engine = match outcome {
+            Ok(()) => fanout_index(self.hasher.hash(&FlowKey::of(&self.packet).0), n),
+            Err(_) => 0,
+        };
+        (engine, outcome)
+    }
+
+    /// The packet of the last frame parsed.
+    pub fn packet(&self) -> &Packet {
+        &self.packet
+    }
 }
 
 /// The worker, of `n`, that a frame of fan-out hash `hash` goes to: the hash mixed

@@ -1,48 +1,6 @@
-//! The forms a batch of live frames takes on its way to a [`Processor`](super::Processor).
-
-/// A batch of frames copied out of the UMEM for one fan-out worker.
-pub(super) struct Batch {
-    data: Vec<u8>,
-    /// (timestamp µs, end offset in `data`)
-    frames: Vec<(i64, u32)>,
-}
-
-impl Batch {
-    pub(super) fn new(cap: usize) -> Batch {
-        Batch {
-            data: Vec::with_capacity(cap * 256),
-            frames: Vec::with_capacity(cap),
-        }
-    }
-
-    pub(super) fn push(&mut self, ts: i64, f: &[u8]) {
-        self.data.extend_from_slice(f);
-        self.frames.push((ts, self.data.len() as u32));
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.data.clear();
-        self.frames.clear();
-    }
-
-    /// The frames in order, as `(timestamp µs, bytes)`.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (i64, &[u8])> {
-        let mut start = 0usize;
-        self.frames.iter().map(move |&(ts, end)| {
-            let f = &self.data[start..end as usize];
-            start = end as usize;
-            (ts, f)
-        })
-    }
-}
+//! The form a receive batch of live frames takes on its way to a
+//! [`Processor`](super::Processor) in per-queue mode (fan-out hands on
+//! [`ParsedBatch`](crate::parse::ParsedBatch)es).
 
 /// Reused room for one batch's `(timestamp µs, frame)` pairs, the form
 /// [`Processor::batch`](super::Processor::batch) and `Engine::process_batch` take, so
@@ -70,22 +28,6 @@ impl Pairs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_batch_gives_back_its_frames_in_order() {
-        let mut b = Batch::new(4);
-        b.push(10, b"ab");
-        b.push(11, b"");
-        b.push(12, b"cde");
-        let got: Vec<(i64, Vec<u8>)> = b.iter().map(|(t, f)| (t, f.to_vec())).collect();
-        assert_eq!(
-            got,
-            vec![(10, b"ab".to_vec()), (11, vec![]), (12, b"cde".to_vec())]
-        );
-        assert_eq!(b.len(), 3);
-        b.clear();
-        assert!(b.is_empty() && b.iter().next().is_none());
-    }
 
     #[test]
     fn pairs_lend_a_slice_and_keep_their_allocation() {

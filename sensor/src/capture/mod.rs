@@ -8,10 +8,11 @@
 //!   ([`Processor::batch`], so the engine overlaps its flow lookups), and then goes back
 //!   to the fill ring.
 //! * **Fan-out** (`fanout = N`, for single-queue ports): one capture thread per queue
-//!   hashes each frame's symmetric flow key ([`crate::engine::fanout_hash`]) and hands the
-//!   frame to one of N worker threads through a bounded crossbeam queue (in batches, copied
-//!   out of the UMEM once so the frame can go back to the fill ring at once); a worker
-//!   hands each batch it takes to its engine whole. Both
+//!   parses each frame, with the engines' options, and hands the parsed frame to one of
+//!   N worker threads by its flow's symmetric hash ([`crate::engine::FanoutParser`])
+//!   through a bounded crossbeam queue, in batches ([`ParsedBatch`]); the UMEM frame
+//!   goes back to the fill ring at once, and no frame is copied or parsed twice. A
+//!   worker hands each batch it takes to its engine whole. Both
 //!   directions of a flow land on the same worker. A full worker queue is counted
 //!   (`fanout_dropped`), never waited for: capture does not stall.
 //!
@@ -29,9 +30,10 @@ pub use config::{BusyPollConfig, RunConfig};
 pub use signal::{install_signal_handlers, signal_received};
 pub use stats::{OutputCounters, Shared, StatsView};
 
-use crate::parse::LinkType;
+use crate::engine::FanoutParser;
+use crate::parse::{LinkType, ParseOptions, ParsedBatch};
 use anyhow::{bail, Context};
-use batch::{Batch, Pairs};
+use batch::Pairs;
 use crossbeam::channel::{bounded, Receiver, Sender, TrySendError};
 use rstwatch_xdp::{XdpProgram, XskSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +54,9 @@ pub trait Processor: Send + 'static {
             self.frame(ts_us, frame);
         }
     }
+    /// Frames parsed by a fan-out capture thread with the engine's parse options, in
+    /// arrival order: must do what [`Processor::frame`] on each frame would have done.
+    fn parsed(&mut self, frames: &ParsedBatch);
     /// Time passes without frames (the link is idle): let timeouts fire.
     fn tick(&mut self, now_us: i64);
     /// End of capture: flush everything held.
@@ -59,10 +64,6 @@ pub trait Processor: Send + 'static {
     /// Counters by name (the engine's).
     fn counters(&self) -> Vec<(&'static str, u64)>;
 }
-
-/// Symmetric flow hash for fan-out (`None`: not TCP; such frames go to worker 0, whose
-/// engine counts the reason).
-pub type HashFn = fn(LinkType, &[u8]) -> Option<u64>;
 
 /// How often a busy worker lets its engine see time pass, and how long the ring must be
 /// empty before an idle tick.
@@ -167,7 +168,6 @@ pub fn pin_housekeeping(cores: &[usize]) {
 pub fn run<P, F>(
     cfg: &RunConfig,
     make: F,
-    hash: HashFn,
     should_stop: &dyn Fn() -> bool,
     output: OutputCounters,
 ) -> anyhow::Result<CaptureReport>
@@ -187,7 +187,7 @@ where
     let threads = if cfg.fanout == 0 {
         spawn_per_queue(cfg, sockets, &make, &shared, &drain)?
     } else {
-        spawn_fanout(cfg, sockets, &make, hash, &shared, &drain)?
+        spawn_fanout(cfg, sockets, &make, &shared, &drain)?
     };
     log::info!(
         "capturing on {iface}: queue(s) {:?}, {}",
@@ -266,16 +266,15 @@ fn spawn_fanout<P: Processor>(
     cfg: &RunConfig,
     sockets: Vec<XskSocket>,
     make: &dyn Fn(usize) -> P,
-    hash: HashFn,
     shared: &Arc<Shared>,
     drain: &Arc<AtomicBool>,
 ) -> anyhow::Result<Threads> {
     let n = cfg.fanout;
     let mut txs = Vec::new();
     let mut workers = Threads::new();
-    let (recycle_tx, recycle_rx) = bounded::<Batch>(n * cfg.fanout_queue_batches + 64);
+    let (recycle_tx, recycle_rx) = bounded::<ParsedBatch>(n * cfg.fanout_queue_batches + 64);
     for j in 0..n {
-        let (tx, rx) = bounded::<Batch>(cfg.fanout_queue_batches);
+        let (tx, rx) = bounded::<ParsedBatch>(cfg.fanout_queue_batches);
         txs.push(tx);
         let p = make(j);
         let core = cfg.cores.get(cfg.queues.len() + j).copied();
@@ -294,11 +293,12 @@ fn spawn_fanout<P: Processor>(
         let (shared, drain) = (shared.clone(), drain.clone());
         let (txs, recycle) = (txs.clone(), recycle_rx.clone());
         let batch = cfg.batch as usize;
+        let opts = cfg.engine.parse_options();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("rw-q{}", sock.queue()))
                 .spawn(move || {
-                    fanout_capture(i, sock, txs, recycle, hash, batch, core, &shared, &drain)
+                    fanout_capture(i, sock, txs, recycle, opts, batch, core, &shared, &drain)
                 })
                 .context("spawning a capture thread")?,
         );
@@ -443,15 +443,15 @@ fn queue_worker<P: Processor>(
     Ok(())
 }
 
-/// Fan-out mode: capture side. Copies each frame once into its worker's batch and
-/// returns the UMEM frame at once.
+/// Fan-out mode: capture side. Parses each frame into its worker's batch and returns
+/// the UMEM frame at once.
 #[allow(clippy::too_many_arguments)]
 fn fanout_capture(
     idx: usize,
     mut sock: XskSocket,
-    txs: Vec<Sender<Batch>>,
-    recycle: Receiver<Batch>,
-    hash: HashFn,
+    txs: Vec<Sender<ParsedBatch>>,
+    recycle: Receiver<ParsedBatch>,
+    opts: ParseOptions,
     batch: usize,
     core: Option<usize>,
     shared: &Shared,
@@ -461,14 +461,17 @@ fn fanout_capture(
         pin(c)?;
     }
     let n = txs.len();
-    let mut cur: Vec<Batch> = (0..n).map(|_| Batch::new(batch)).collect();
+    let mut parser = FanoutParser::new(opts);
+    let mut cur: Vec<ParsedBatch> = (0..n).map(|_| ParsedBatch::with_capacity(batch)).collect();
     let mut dropped = vec![0u64; n];
     let mut last_snap = Instant::now();
-    let send = |w: usize, cur: &mut Vec<Batch>, dropped: &mut Vec<u64>| {
+    let send = |w: usize, cur: &mut Vec<ParsedBatch>, dropped: &mut Vec<u64>| {
         if cur[w].is_empty() {
             return;
         }
-        let fresh = recycle.try_recv().unwrap_or_else(|_| Batch::new(batch));
+        let fresh = recycle
+            .try_recv()
+            .unwrap_or_else(|_| ParsedBatch::with_capacity(batch));
         let b = std::mem::replace(&mut cur[w], fresh);
         match txs[w].try_send(b) {
             Ok(()) => {}
@@ -479,21 +482,20 @@ fn fanout_capture(
             }
         }
     };
-    let recv_once = |sock: &mut XskSocket, cur: &mut Vec<Batch>, dropped: &mut Vec<u64>| {
-        let got = sock.recv(|f| {
-            let w = hash(LinkType::Ethernet, f.data)
-                .map(|h| crate::engine::fanout_index(h, n))
-                .unwrap_or(0);
-            cur[w].push(f.ts_us(), f.data);
-            if cur[w].len() >= batch {
+    let mut recv_once =
+        |sock: &mut XskSocket, cur: &mut Vec<ParsedBatch>, dropped: &mut Vec<u64>| {
+            let got = sock.recv(|f| {
+                let (w, outcome) = parser.parse(LinkType::Ethernet, f.data, n);
+                cur[w].push(f.ts_us(), outcome, parser.packet());
+                if cur[w].len() >= batch {
+                    send(w, cur, dropped);
+                }
+            });
+            for w in 0..n {
                 send(w, cur, dropped);
             }
-        });
-        for w in 0..n {
-            send(w, cur, dropped);
-        }
-        got
-    };
+            got
+        };
     loop {
         if drain.load(Ordering::Acquire) {
             while recv_once(&mut sock, &mut cur, &mut dropped) > 0 {}
@@ -524,8 +526,8 @@ fn fanout_capture(
 /// Fan-out mode: worker side. Owns one engine.
 fn fanout_worker<P: Processor>(
     idx: usize,
-    rx: Receiver<Batch>,
-    recycle: Sender<Batch>,
+    rx: Receiver<ParsedBatch>,
+    recycle: Sender<ParsedBatch>,
     mut p: P,
     core: Option<usize>,
     shared: &Shared,
@@ -536,16 +538,13 @@ fn fanout_worker<P: Processor>(
     let mut last_tick = Instant::now();
     let mut last_snap = Instant::now();
     let mut last_ts = 0i64;
-    let mut pairs = Pairs::default();
     loop {
         match rx.recv_timeout(Duration::from_millis(IDLE_WAIT_MS as u64)) {
             Ok(mut b) => {
-                pairs.lend(b.iter(), |frames| {
-                    p.batch(frames);
-                    if let Some(&(ts, _)) = frames.last() {
-                        last_ts = ts;
-                    }
-                });
+                p.parsed(&b);
+                if let Some(ts) = b.last_time() {
+                    last_ts = ts;
+                }
                 b.clear();
                 let _ = recycle.try_send(b);
                 if last_tick.elapsed() >= TICK_EVERY {

@@ -16,7 +16,7 @@ use crate::anomaly::Detectors;
 use crate::capture::Processor;
 use crate::engine::Engine;
 use crate::output::{JsonLines, Select};
-use crate::parse::LinkType;
+use crate::parse::{LinkType, ParsedBatch};
 use crate::ship::ShipSink;
 use crate::sink::Sink;
 
@@ -125,6 +125,9 @@ impl Processor for EngineProcessor {
     fn batch(&mut self, frames: &[(i64, &[u8])]) {
         self.engine
             .process_batch(LinkType::Ethernet, frames, &mut self.sink);
+    }
+    fn parsed(&mut self, frames: &ParsedBatch) {
+        self.engine.process_parsed(frames, &mut self.sink);
     }
     fn tick(&mut self, now_us: i64) {
         self.engine.advance(now_us, &mut self.sink);

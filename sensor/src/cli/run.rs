@@ -210,11 +210,7 @@ pub(crate) fn main(a: RunArgs) -> anyhow::Result<i32> {
             || limit.is_some_and(|l| started.elapsed() >= l)
             || out_failed.load(Ordering::SeqCst)
     };
-    let _ = crate::engine::FANOUT_PARSE_OPTIONS.set(crate::parse::ParseOptions {
-        verify_checksum: false,
-        tunnel_ports: cfg.engine.encap.ports().unwrap_or_default(),
-    });
-    let result = capture::run(&cfg, make, crate::engine::fanout_hash, &stop, counters);
+    let result = capture::run(&cfg, make, &stop, counters);
     drop(tx);
     let out_res = out
         .join()

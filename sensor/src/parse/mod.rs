@@ -18,11 +18,13 @@
 
 mod ip;
 mod link;
+mod parsed;
 mod plain;
 mod tcp;
 mod tunnel;
 
 pub use link::LinkType;
+pub use parsed::ParsedBatch;
 pub(crate) use plain::HEADERS as PLAIN_HEADER_BYTES;
 pub use tcp::{TcpFlags, TcpOptions};
 pub use tunnel::{Tunnel, TunnelPorts, MAX_MPLS_LABELS, MAX_TUNNEL_DEPTH};

@@ -29,21 +29,23 @@ fn batched(cfg: &EngineConfig, frames: &[(i64, &[u8])], size: usize) -> Outcome 
     (out, e.counters())
 }
 
-/// The frames parsed first, as the `replay --workers` reader parses them, then handed to
+/// The frames parsed first, as the `replay --workers` reader and live fan-out parse them
+/// (`FanoutParser`, with the configuration's parse options), then handed to
 /// `Engine::process_parsed` `size` at a time.
 fn parsed_first(cfg: &EngineConfig, frames: &[(i64, &[u8])], size: usize) -> Outcome {
-    use rstwatch_sensor::parse::{self, Packet};
+    use rstwatch_sensor::engine::FanoutParser;
+    use rstwatch_sensor::parse::ParsedBatch;
     let mut e = Engine::new(cfg);
     let mut out = vec![];
+    let mut parser = FanoutParser::new(cfg.parse_options());
+    let mut batch = ParsedBatch::with_capacity(size);
     for chunk in frames.chunks(size) {
-        let times: Vec<i64> = chunk.iter().map(|&(t, _)| t).collect();
-        let mut packets = vec![Packet::EMPTY; chunk.len()];
-        let parsed: Vec<_> = chunk
-            .iter()
-            .zip(&mut packets)
-            .map(|(&(_, f), p)| parse::parse_into(gen::LINK_TYPE, f, e.parse_options(), p))
-            .collect();
-        e.process_parsed(&times, &parsed, &packets, &mut out);
+        for &(ts, f) in chunk {
+            let (_, outcome) = parser.parse(gen::LINK_TYPE, f, 1);
+            batch.push(ts, outcome, parser.packet());
+        }
+        e.process_parsed(&batch, &mut out);
+        batch.clear();
     }
     e.finish(&mut out);
     (out, e.counters())

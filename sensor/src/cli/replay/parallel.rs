@@ -3,7 +3,7 @@
 //! The reader ([`reader`]) reads each file, parses every frame with the engines'
 //! options and hands each engine batches of the parsed packets, so no frame is parsed
 //! twice or read by a second core. It picks a frame's engine by the symmetric hash of
-//! live fan-out ([`crate::engine::fanout_hash_of`]), so both directions of a flow
+//! live fan-out ([`crate::engine::FanoutParser`]), so both directions of a flow
 //! reach the same engine; frames that do not parse go to engine 0, which counts why.
 //! Each batch carries the reader's packet
 //! time, and the engine's clock runs to it after the batch's frames: every engine's
@@ -23,7 +23,6 @@ mod reader;
 
 use crate::config::EngineConfig;
 use crate::output::Select;
-use crate::parse::ParseOptions;
 use crate::source::FileAccess;
 use anyhow::Context;
 use crossbeam::channel::unbounded;
@@ -79,11 +78,7 @@ pub(super) fn replay<W: Write + Send + 'static>(
         );
     }
     // The engines' own options: the packets the reader parses are theirs.
-    let opts = ParseOptions {
-        verify_checksum: cfg.verify_checksum,
-        tunnel_ports: cfg.encap.ports().unwrap_or_default(),
-    };
-    let mut reader = Reader::new(queues, &lanes, recycle_rx, opts);
+    let mut reader = Reader::new(queues, &lanes, recycle_rx, cfg.parse_options());
     let files_read = reader.read_files(files, no_progress, access);
     // Dropping the reader closes the queues; its thread then runs batches with the
     // workers until every lane is empty.

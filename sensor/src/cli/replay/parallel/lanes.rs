@@ -189,7 +189,7 @@ impl<W: Write + Send> Lanes<W> {
         drop(g);
         // A worker may be waiting for this lane.
         self.bell.ring();
-        b.clear();
+        b.frames.clear();
         let _ = self.recycle.send(b);
         Step::Ran
     }
@@ -314,8 +314,7 @@ impl<W: Write> Worker<W> {
             "a lane's batches ran out of order"
         );
         self.last_now_us = b.now_us;
-        self.engine
-            .process_parsed(&b.times, &b.parsed, &b.packets, &mut self.sink);
+        self.engine.process_parsed(&b.frames, &mut self.sink);
         self.engine.advance(b.now_us, &mut self.sink);
     }
 }
@@ -356,9 +355,7 @@ mod tests {
             let mut b = recycle_rx.try_recv().unwrap_or_else(|_| Batch::new());
             b.now_us = i as i64;
             for _ in 0..per {
-                b.times.push(i as i64);
-                b.parsed.push(Err(Reject::NotIp));
-                b.packets.push(Packet::EMPTY);
+                b.frames.push(i as i64, Err(Reject::NotIp), &Packet::EMPTY);
             }
             lanes.send(&queues, i % n, b);
             assert!(

@@ -13,9 +13,8 @@
 
 use super::super::FilesRead;
 use super::lanes::Lanes;
-use crate::engine::{fanout_hash_of, fanout_index};
-use crate::flow::KeyHasher;
-use crate::parse::{self, LinkType, Packet, ParseOptions, Reject};
+use crate::engine::FanoutParser;
+use crate::parse::{LinkType, ParseOptions, ParsedBatch};
 use crate::source::{self, FileAccess, Readahead};
 use crossbeam::channel::{Receiver, Sender};
 use std::io::Write;
@@ -24,12 +23,9 @@ use std::path::PathBuf;
 /// Frames a batch holds before it goes to its engine (fewer hand-overs, fewer wake-ups).
 const FRAMES_PER_BATCH: usize = 1024;
 
-/// One engine's frames, parsed by the reader: frame `i` is `times[i]`, `parsed[i]`
-/// and `packets[i]` ([`Engine::process_parsed`](crate::Engine::process_parsed)).
+/// One engine's frames, parsed by the reader.
 pub(super) struct Batch {
-    pub times: Vec<i64>,
-    pub parsed: Vec<Result<(), Reject>>,
-    pub packets: Vec<Packet>,
+    pub frames: ParsedBatch,
     /// The reader's packet time when the batch was sent.
     pub now_us: i64,
 }
@@ -37,21 +33,9 @@ pub(super) struct Batch {
 impl Batch {
     pub(super) fn new() -> Batch {
         Batch {
-            times: Vec::with_capacity(FRAMES_PER_BATCH),
-            parsed: Vec::with_capacity(FRAMES_PER_BATCH),
-            packets: Vec::with_capacity(FRAMES_PER_BATCH),
+            frames: ParsedBatch::with_capacity(FRAMES_PER_BATCH),
             now_us: i64::MIN,
         }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.times.len()
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.times.clear();
-        self.parsed.clear();
-        self.packets.clear();
     }
 }
 
@@ -64,10 +48,8 @@ pub(super) struct Reader<'a, W: Write> {
     recycle: Receiver<Batch>,
     /// Each engine's batch being filled.
     pending: Vec<Batch>,
-    /// The engines' parse options: the reader parses every frame for them.
-    opts: ParseOptions,
-    /// [`hash_key`](crate::flow::hash_key)'s hasher, looked up once for every frame.
-    hasher: KeyHasher,
+    /// Parses every frame for the engines and picks its engine.
+    parser: FanoutParser,
     /// The latest packet time read.
     now_us: i64,
 }
@@ -84,8 +66,7 @@ impl<'a, W: Write + Send> Reader<'a, W> {
             pending: queues.iter().map(|_| Batch::new()).collect(),
             queues,
             recycle,
-            opts,
-            hasher: KeyHasher::get(),
+            parser: FanoutParser::new(opts),
             now_us: i64::MIN,
         }
     }
@@ -110,23 +91,15 @@ impl<'a, W: Write + Send> Reader<'a, W> {
     /// Parses each frame with the engines' options and adds it to its engine's batch.
     fn dispatch(&mut self, link: LinkType, frames: &[(i64, &[u8])], ahead: &mut Readahead) {
         let n = self.queues.len();
-        let mut packet = Packet::EMPTY;
         for &(ts, f) in frames {
             // The readahead's two steps a frame, as the engine takes them: the file's
             // next lines arrive while this loop parses, not while the walk waits.
             ahead.step();
             ahead.step();
             self.now_us = self.now_us.max(ts);
-            let parsed = parse::parse_into(link, f, self.opts, &mut packet);
-            // Not TCP (or not parseable): engine 0, which counts why.
-            let w = match parsed {
-                Ok(()) => fanout_index(fanout_hash_of(&packet, self.hasher), n),
-                Err(_) => 0,
-            };
-            let b = &mut self.pending[w];
-            b.times.push(ts);
-            b.parsed.push(parsed);
-            b.packets.push(packet);
+            let (w, outcome) = self.parser.parse(link, f, n);
+            let b = &mut self.pending[w].frames;
+            b.push(ts, outcome, self.parser.packet());
             if b.len() >= FRAMES_PER_BATCH {
                 self.flush(w);
             }
@@ -134,7 +107,7 @@ impl<'a, W: Write + Send> Reader<'a, W> {
     }
 
     fn flush(&mut self, w: usize) {
-        if self.pending[w].len() == 0 {
+        if self.pending[w].frames.is_empty() {
             return;
         }
         let fresh = self.recycle.try_recv().unwrap_or_else(|_| Batch::new());
