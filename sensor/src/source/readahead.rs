@@ -174,6 +174,11 @@ mod tests {
 
     /// Stepping through a freshly mapped file maps every fault-around block it
     /// requests lines of: the prefetches alone would map none (they never fault).
+    ///
+    /// Blocks past the steps' range are not required to stay unmapped: a fault maps
+    /// the whole page-cache folio it lands in, and the kernel (6.18 here) may cache
+    /// the file in folios larger than a block. One CI run on 2026-12-04 found the
+    /// block right after the range mapped; 30 runs alone did not.
     #[test]
     fn steps_map_the_blocks_they_request() {
         let len = 16 * FAULT_AROUND;
@@ -193,13 +198,8 @@ mod tests {
             ahead.step();
         }
         let half = map.as_ptr() as usize + len / 2;
-        for b in blocks(&map) {
-            assert_eq!(
-                mapped(b),
-                b < half,
-                "block at {:#x}",
-                b - map.as_ptr() as usize
-            );
+        for b in blocks(&map).filter(|&b| b < half) {
+            assert!(mapped(b), "block at {:#x}", b - map.as_ptr() as usize);
         }
     }
 }
