@@ -224,12 +224,19 @@ impl Engine {
         let hasher = KeyHasher::get();
         for ((slot, packet), l) in parsed.iter().zip(packets).zip(looked) {
             if slot.is_ok() {
-                let (key, end) = self.key_of(packet);
-                let hash = hasher.hash(&key);
-                self.table.prefetch_index(hash);
-                (l.key, l.end, l.hash) = (key, end, hash);
+                self.key_and_hash(hasher, packet, l);
             }
         }
+    }
+
+    /// A parsed packet's key, end and hash into `l` (its hint is stage 2's to write),
+    /// and its index line requested before the first lookup.
+    #[inline(always)]
+    fn key_and_hash(&mut self, hasher: KeyHasher, packet: &Packet, l: &mut Looked) {
+        let (key, end) = self.key_of(packet);
+        let hash = hasher.hash(&key);
+        self.table.prefetch_index(hash);
+        (l.key, l.end, l.hash) = (key, end, hash);
     }
 
     /// The batch path, with `READ_AHEAD` stepping `ahead`: a constant, so that
@@ -291,12 +298,7 @@ impl Engine {
                 ahead.step();
             }
             if slot.is_ok() {
-                let (key, end) = self.key_of(packet);
-                let hash = hasher.hash(&key);
-                // The index line, before the first lookup.
-                self.table.prefetch_index(hash);
-                // The hint is stage 2's to write.
-                (l.key, l.end, l.hash) = (key, end, hash);
+                self.key_and_hash(hasher, packet, l);
             }
         }
     }
@@ -915,7 +917,68 @@ pub fn fanout_index(hash: u64, n: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstwatch_schema::IpBytes;
+    use crate::gen::encap::wrap;
+    use crate::gen::packet::{build, Wire, ACK, PSH, SYN};
+    use rstwatch_schema::{Encap, IpBytes};
+    use std::net::IpAddr;
+
+    /// `f` with one 802.1Q tag (id 7) after the MAC addresses.
+    fn tagged(f: &[u8]) -> Vec<u8> {
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        t.extend_from_slice(&f[12..]);
+        t
+    }
+
+    /// Both directions of a flow go to one engine, a tunnelled flow to the engine of
+    /// its plain form (fan-out keys the inner flow), for v4 and v6, SYNs and data; a
+    /// frame that does not parse goes to engine 0 with the parser's reason.
+    #[test]
+    fn fanout_parser_sends_a_flow_to_one_engine() {
+        let opts = crate::config::EngineConfig::default().parse_options();
+        let mut fp = FanoutParser::new(opts);
+        let eth = LinkType::Ethernet;
+        let pairs: [(IpAddr, IpAddr); 2] = [
+            (
+                "192.0.2.1".parse().unwrap(),
+                "198.51.100.7".parse().unwrap(),
+            ),
+            (
+                "2001:db8::1".parse().unwrap(),
+                "2001:db8::2:7".parse().unwrap(),
+            ),
+        ];
+        let mut engines = std::collections::HashSet::new();
+        for (a, b) in pairs {
+            for port in 40_000..40_040u16 {
+                for (flags, payload) in [(SYN, &[][..]), (ACK | PSH, &[7u8; 100][..])] {
+                    let fwd = build(&Wire {
+                        payload,
+                        ..Wire::tcp(a, port, b, 443, flags, 1, 0)
+                    });
+                    let rev = build(&Wire {
+                        payload,
+                        ..Wire::tcp(b, 443, a, port, flags | ACK, 9, 2)
+                    });
+                    let (w, outcome) = fp.parse(eth, &fwd, 7);
+                    assert!(outcome.is_ok());
+                    engines.insert(w);
+                    assert_eq!(fp.parse(eth, &rev, 7).0, w, "the reverse direction");
+                    let (wt, _) = fp.parse(eth, &tagged(&fwd), 7);
+                    let (wtr, _) = fp.parse(eth, &tagged(&rev), 7);
+                    assert_eq!(wt, wtr, "both directions, tagged");
+                    for encap in Encap::ALL.iter().copied().filter(|&e| e != Encap::None) {
+                        let (we, outcome) = fp.parse(eth, &wrap(&fwd, encap, 1), 7);
+                        assert!(outcome.is_ok(), "{encap:?}");
+                        assert_eq!(we, w, "{encap:?} against the plain form");
+                        assert_eq!(fp.parse(eth, &wrap(&rev, encap, 2), 7).0, w, "{encap:?}");
+                    }
+                }
+            }
+        }
+        assert!(engines.len() > 1, "flows spread over engines: {engines:?}");
+        assert_eq!(fp.parse(eth, &[0u8; 7], 7), (0, Err(Reject::TruncatedLink)));
+    }
 
     /// The workers' shares of many flows, by [`fanout_index`] of their key hash, are
     /// even (within 5 % of 1/n for 240,000 flows, where chance alone strays under 1 %
