@@ -4,12 +4,12 @@
 //! Why the reader parses, not the engines: it must read each frame's headers to hash
 //! its flow anyway, and an engine that parsed the frame again paid for its lines a
 //! second time, read by another core or long after (the reader queues ~64,000 frames
-//! ahead). The parsed packets (105 bytes a frame with its time and outcome) are what the engines
-//! read instead, and no batch holds the file's buffers or mapped windows any more.
-//! Against the reader hashing the headers alone and the engines parsing:
-//! `--workers 2` took 0.956 of the CPU and 0.94 of the wall time, its path's own cost
-//! on one core fell from 1.30x to 1.14x one engine's CPU, and its peak RSS from 123 to
-//! 43 MiB (benches/RESULTS.md, "The `--workers` reader parses").
+//! ahead). The engines read the parsed packets instead (105 bytes a frame with its
+//! time and parse outcome), and no batch holds the file's buffers or mapped windows
+//! any more. Against the reader hashing the headers alone and the engines parsing,
+//! `--workers 2` took 0.873 and 0.956 of the CPU in two series of twelve rounds
+//! (0.85 and 0.94 of the wall time), and its peak RSS fell from 123–129 to 43 MiB
+//! (benches/RESULTS.md, "The `--workers` reader parses").
 
 use super::super::FilesRead;
 use super::lanes::Lanes;
