@@ -61,7 +61,7 @@ pub(super) struct ReplayArgs {
     /// activity, RST bursts, anomalies) is then per engine, as in live fan-out. The
     /// reader bounds the gain: it took about a third of one engine's CPU on the
     /// benchmark capture, a ceiling of ~3x one engine however many cores. On two cores
-    /// of the AMD host, --workers 2 ran 1.46x one engine (1.2-1.7x a run), gaining
+    /// of the AMD host, --workers 2 ran 1.36-1.55x one engine (1.1-2.0x a run), gaining
     /// least when one engine is quick (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
