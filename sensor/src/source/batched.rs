@@ -6,12 +6,11 @@
 //! `pcap-file`'s own slice parser), and every problem gets the message
 //! [`read_file`](super::read_file) gives for it.
 //!
-//! The read buffer is reference-counted, and handed with each batch to the reader's
-//! own callback (`read_any`'s): a buffer still held when the next read is due is left
-//! to its holders, and the read goes into a spare no one holds any more (or a new
-//! one): only the partial record at the end is copied over. No caller keeps one since
-//! the `replay --workers` reader parses the frames itself (2026-12-04); until then its
-//! batches held the buffers for the engines to read later.
+//! One read buffer serves the whole file: when a batch's frames are done with, the
+//! partial record at its end is moved to the front and the next read goes after it.
+//! No frame outlives its batch: `replay --workers`, whose batches used to hold their
+//! buffers (reference-counted) for the engines to read later, hands on parsed frames
+//! since 2026-12-04.
 //!
 //! With [`FileAccess::Map`] (or `Auto`, for files of 128 MiB or more: see `access`), a
 //! regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
@@ -54,27 +53,6 @@ const BUFFER: usize = 8_000_000;
 /// engine's replay took 3–4 % less CPU than with 1 MiB reads (RESULTS.md, "Reading
 /// or mapping"). A record larger than this grows the buffer, up to [`BUFFER`].
 const READ_STEP: usize = 256 << 10;
-
-/// A read buffer that the frames of a batch are slices of; other threads may hold it.
-pub type SharedBuffer = Arc<Held>;
-
-/// The bytes behind a [`SharedBuffer`].
-pub enum Held {
-    /// Read into memory.
-    Read(Vec<u8>),
-    /// A window of a mapped file.
-    Mapped(sys::FileMapping),
-}
-
-impl std::ops::Deref for Held {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Held::Read(v) => v,
-            Held::Mapped(m) => m,
-        }
-    }
-}
 
 /// Files smaller than this are read: mapping pays off on large files only, and small
 /// ones (tests, cut files) keep the one path whose messages they were written for.
@@ -145,7 +123,7 @@ fn read_any(
     progress: Option<Progress>,
     access: FileAccess,
     window: usize,
-    on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
+    on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
         path: path.to_path_buf(),
@@ -203,7 +181,7 @@ fn read_mapped(
     (window, max): (usize, usize),
     pcapng: bool,
     progress: &Progress,
-    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
+    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
     let changed = Arc::new(AtomicBool::new(false));
     let page = sys::page_size() as u64;
@@ -212,9 +190,8 @@ fn read_mapped(
     } else {
         page
     };
-    let map = |at: u64, len: usize| -> Result<SharedBuffer, ReadError> {
+    let map = |at: u64, len: usize| -> Result<sys::FileMapping, ReadError> {
         sys::FileMapping::new(file, at, len, &changed)
-            .map(|m| Arc::new(Held::Mapped(m)))
             .map_err(|e| ReadError::Named(format!("cannot map: {e}")))
     };
     let first_len = window.min(size as usize);
@@ -372,12 +349,11 @@ fn read_buffered<R: Read>(
     mut input: R,
     (step, max): (usize, usize),
     pcapng: bool,
-    mut on_batch: impl FnMut(LinkType, &SharedBuffer, &[(i64, &[u8])], &mut Readahead),
+    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
     let step = step.min(max);
-    let mut buf: SharedBuffer = Arc::new(Held::Read(vec![0u8; step]));
-    let mut spares = Vec::new();
-    let mut len = fill(&mut input, unshared(&mut buf))?;
+    let mut buf = vec![0u8; step];
+    let mut len = fill(&mut input, &mut buf)?;
     let mut eof = len < buf.len();
     let (mut pos, mut format) = Format::of(&buf[..len], pcapng)?;
     let mut stats = FileStats::default();
@@ -401,47 +377,16 @@ fn read_buffered<R: Read>(
                 } else {
                     step.max(2 * (len - pos))
                 };
-                reclaim(&mut buf, &mut spares, pos..len, size.min(max));
+                // The partial record to the front, then room after it.
+                buf.copy_within(pos..len, 0);
+                buf.resize(size.min(max), 0);
                 len -= pos;
                 pos = 0;
-                let n = fill(&mut input, &mut unshared(&mut buf)[len..])?;
+                let n = fill(&mut input, &mut buf[len..])?;
                 eof = len + n < buf.len();
                 len += n;
             }
         }
-    }
-}
-
-/// Makes `buf` a buffer of `size` bytes that no one else holds, starting with the
-/// bytes `keep` (fewer than `size`) of the old one: `buf` itself when its batches are
-/// all done with, else a spare whose batches are (or a new buffer), `buf` becoming a
-/// spare.
-fn reclaim(
-    buf: &mut SharedBuffer,
-    spares: &mut Vec<SharedBuffer>,
-    keep: std::ops::Range<usize>,
-    size: usize,
-) {
-    if let Some(Held::Read(b)) = Arc::get_mut(buf) {
-        b.copy_within(keep, 0);
-        b.resize(size, 0);
-        return;
-    }
-    let mut fresh = match spares.iter_mut().position(|s| Arc::get_mut(s).is_some()) {
-        Some(i) => spares.swap_remove(i),
-        None => Arc::new(Held::Read(Vec::new())),
-    };
-    let f = unshared(&mut fresh);
-    f.resize(size, 0);
-    f[..keep.len()].copy_from_slice(&buf[keep]);
-    spares.push(std::mem::replace(buf, fresh));
-}
-
-/// The vector of a read buffer no one else holds (as [`reclaim`] leaves it).
-fn unshared(buf: &mut SharedBuffer) -> &mut Vec<u8> {
-    match Arc::get_mut(buf) {
-        Some(Held::Read(v)) => v,
-        _ => unreachable!("a read buffer that is shared or mapped"),
     }
 }
 
@@ -829,63 +774,7 @@ mod tests {
         }
     }
 
-    /// Batches' buffers kept by the caller (as `replay --workers` keeps them until its
-    /// workers are done) still hold their frames after every later read: the reader
-    /// reads into buffers no one holds, reusing those let go.
-    #[test]
-    fn kept_buffers_keep_their_frames() {
-        let bytes = capture(500, Endianness::Big, TsResolution::MicroSecond);
-        let f = write_tmp(&bytes);
-        let (want, _) = one_by_one(f.path());
-        for keep_every in [1, 2, 3] {
-            // Each kept buffer with its frames' (timestamp, offset, length).
-            type Kept = Vec<(SharedBuffer, Vec<(i64, usize, usize)>)>;
-            let mut kept: Kept = vec![];
-            let mut calls = 0;
-            let input = std::fs::File::open(f.path()).unwrap();
-            read_buffered(input, (3000, 3000), false, |_, buf, frames, _| {
-                calls += 1;
-                if calls % keep_every != 0 {
-                    return;
-                }
-                let base = buf.as_ptr() as usize;
-                let at = frames
-                    .iter()
-                    .map(|&(ts, d)| (ts, d.as_ptr() as usize - base, d.len()))
-                    .collect();
-                kept.push((buf.clone(), at));
-            })
-            .unwrap_or_else(|_| panic!("read"));
-            let got: Frames = kept
-                .iter()
-                .flat_map(|(buf, at)| {
-                    at.iter()
-                        .map(|&(ts, o, n)| (ts, LinkType::Ethernet, buf[o..o + n].to_vec()))
-                })
-                .collect();
-            let mut calls = 0;
-            let mut expect = vec![];
-            read_buffered(
-                std::fs::File::open(f.path()).unwrap(),
-                (3000, 3000),
-                false,
-                |link, _, fr, _| {
-                    calls += 1;
-                    if calls % keep_every == 0 {
-                        expect.extend(fr.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
-                    }
-                },
-            )
-            .unwrap_or_else(|_| panic!("read"));
-            assert!(expect.len() > 100, "{}", expect.len());
-            if keep_every == 1 {
-                assert_eq!(expect, want);
-            }
-            assert_eq!(got, expect, "keeping every {keep_every}");
-        }
-    }
-
-    /// pcapng frames (copied into shared buffers) come in order, with each frame's own
+    /// pcapng frames (copied into the read buffer) come in order, with each frame's own
     /// link type, through interfaces of two link types interleaved.
     #[test]
     fn pcapng_frames_in_order_across_link_types() {

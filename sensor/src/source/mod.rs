@@ -12,7 +12,7 @@ mod readahead;
 mod record;
 
 pub use access::FileAccess;
-pub use batched::{read_file_batched, read_file_in_large_windows, Held, SharedBuffer, READ_BATCH};
+pub use batched::{read_file_batched, read_file_in_large_windows, READ_BATCH};
 pub use readahead::Readahead;
 
 use crate::parse::LinkType;
