@@ -62,7 +62,8 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// How this configuration's engines parse frames: every engine's own, and what
-    /// `replay --workers` and live fan-out parse with for them ([`crate::Engine::process_parsed`]).
+    /// `replay --workers` and live fan-out parse with for them
+    /// ([`crate::Engine::process_parsed`]).
     pub fn parse_options(&self) -> crate::parse::ParseOptions {
         crate::parse::ParseOptions {
             verify_checksum: self.verify_checksum,

@@ -287,13 +287,14 @@ fn spawn_fanout<P: Processor>(
         );
     }
     drop(recycle_tx);
+    // The capture threads parse every frame for the workers' engines, with their options.
+    let opts = cfg.engine.parse_options();
     let mut threads = Threads::new();
     for (i, sock) in sockets.into_iter().enumerate() {
         let core = cfg.cores.get(i).copied();
         let (shared, drain) = (shared.clone(), drain.clone());
         let (txs, recycle) = (txs.clone(), recycle_rx.clone());
         let batch = cfg.batch as usize;
-        let opts = cfg.engine.parse_options();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("rw-q{}", sock.queue()))

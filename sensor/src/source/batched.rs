@@ -14,8 +14,9 @@
 //!
 //! With [`FileAccess::Map`] (or `Auto`, for files of 128 MiB or more: see `access`), a
 //! regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
-//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`, [`read_file_in_large_windows`]; `sys::FileMapping`, which also
-//! says what happens when the file shrinks meanwhile): no copy, and the records are
+//! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`, [`read_file_in_large_windows`];
+//! `sys::FileMapping`, which also says what happens when the file shrinks
+//! meanwhile): no copy, and the records are
 //! parsed where the page cache holds them, with the bytes ahead prefetched: by the
 //! consumer of each batch while it works on it ([`Readahead`]), else by the reader.
 //! Each window is a buffer as above; consecutive windows overlap, so a record across a
@@ -70,9 +71,9 @@ const WINDOW: usize = 8 << 20;
 /// pages. Smaller windows (tests) start at the page holding the next record.
 const HUGE_ALIGN: u64 = 2 << 20;
 
-/// A mapped window of [`read_file_in_large_windows`] (`replay --workers`): larger, because with
-/// other threads of the process running on other cores each unmapping interrupts them
-/// to flush their TLBs (an exit to the hypervisor each, in a VM). With 4 MiB windows
+/// A mapped window of [`read_file_in_large_windows`] (`replay --workers`): larger,
+/// because with other threads of the process running on other cores each unmapping
+/// interrupts them to flush their TLBs (an exit to the hypervisor each, in a VM). With 4 MiB windows
 /// those shootdowns were ~4.5 % of a `--workers 2` replay's samples.
 const SHARED_WINDOW: usize = 16 << 20;
 
@@ -774,8 +775,9 @@ mod tests {
         }
     }
 
-    /// pcapng frames (copied into the read buffer) come in order, with each frame's own
-    /// link type, through interfaces of two link types interleaved.
+    /// pcapng frames (borrowed from the read buffer, as pcap records are) come in order,
+    /// with each frame's own link type, through interfaces of two link types
+    /// interleaved.
     #[test]
     fn pcapng_frames_in_order_across_link_types() {
         let f = write_tmp(&pcapng(Endianness::Big));

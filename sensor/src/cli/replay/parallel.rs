@@ -5,11 +5,11 @@
 //! twice or read by a second core. It picks a frame's engine by the symmetric hash of
 //! live fan-out ([`crate::engine::FanoutParser`]), so both directions of a flow
 //! reach the same engine; frames that do not parse go to engine 0, which counts why.
-//! Each batch carries the reader's packet
-//! time, and the engine's clock runs to it after the batch's frames: every engine's
-//! time follows the capture as one engine's would. The engines are [`lanes`]: N − 1
-//! worker threads run whichever has work, and the reader (the N-th thread) runs
-//! batches too while the lanes hold as many as it may queue. Each engine formats its
+//! Each batch carries the reader's packet time, and the engine's clock runs to it
+//! after the batch's frames: every engine's time follows the capture as one engine's
+//! would. The engines are [`lanes`]: N − 1 worker threads run whichever has work, and
+//! the reader (the N-th thread) runs batches too while the lanes hold as many as it
+//! may queue. Each engine formats its
 //! records as JSON lines and writes them in large chunks under a lock ([`output`]); a
 //! flow's records come from one engine, in order, so its RSTs stay in order.
 //!
@@ -34,9 +34,9 @@ use std::path::PathBuf;
 /// Batches queued per engine, on average: bounds the reader's lead, and so the memory
 /// its batches hold (up to 1,024 parsed frames each, ~105 KiB; until 2026-12-04 the
 /// batches held the read buffers or mapped windows their frames were in, which is
-/// what the RSS figures below measured). When the reader shared the cores with an engine
-/// thread each, the engines lived off their queues while the reader waited for a
-/// core; with 8 batches (~1 ms of work) they ran dry. Mapped, `--workers 2` on two
+/// what the RSS figures below measured). When the reader shared the cores with an
+/// engine thread each, the engines lived off their queues while the reader waited for
+/// a core; with 8 batches (~1 ms of work) they ran dry. Mapped, `--workers 2` on two
 /// cores, wall time median of eight runs with 8, 16, 32, 64: 0.475, 0.455, 0.435,
 /// 0.42 s, peak RSS 62, 72, 93, 140 MiB. Reading, 8, 16 and 128 batches were no
 /// better than 32 (RESULTS.md).

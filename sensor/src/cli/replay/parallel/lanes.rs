@@ -69,7 +69,7 @@ pub(super) struct Lanes<W: Write> {
     lanes: Vec<Lane<W>>,
     /// Batches in the lanes' queues, all lanes together.
     queued: AtomicUsize,
-    /// At most this many queued: bounds the reader's lead, and so the buffers held.
+    /// At most this many queued: bounds the reader's lead, and so the parsed frames held.
     max_queued: usize,
     /// Batches go back to the reader, their vectors' memory reused.
     recycle: Sender<Batch>,
@@ -324,10 +324,9 @@ mod tests {
     use super::*;
     use crate::parse::{Packet, Reject};
 
-    // Frames the reader could not parse: each engine counts them, in `frames`.
-
     /// Sends `batches` batches of `per` frames over `n` lanes of `depth`, with
-    /// `threads` worker threads; returns the engines' summed counters.
+    /// `threads` worker threads; returns the engines' summed counters. The frames are
+    /// ones the reader could not parse: each engine counts them, in `frames`.
     fn run(
         n: usize,
         depth: usize,
