@@ -15,6 +15,11 @@
 //! and `--flows` flows and, from the last two, what the misses of a large table cost on
 //! this machine per packet, however few instructions an engine spent: the part of the
 //! engine's 67 ns (15 Mpps) budget that memory takes before any work is done.
+//!
+//! `--flow-bytes` and `--line-aligned` try other layouts of the flows: what a smaller
+//! flow, or one that starts on a cache line, would leave the engine. It prints the
+//! large table's size too: how much of it the last-level cache can hold is much of what
+//! its lookups cost (benches/RESULTS.md, "What the flow's size does to the floor").
 
 use rstwatch_sensor::flow::{mix64, Flow};
 use rstwatch_sensor::sys::{advise_huge_pages, prefetch};
@@ -22,47 +27,97 @@ use std::hint::black_box;
 use std::mem::{align_of, size_of, size_of_val};
 use std::time::Instant;
 
-/// The engine's flow, by size and alignment (`Flow` is 116 bytes, `repr(C, packed(4))`:
-/// 4-byte aligned, so packed in the slab).
-#[derive(Clone, Copy)]
-#[repr(C, align(4))]
-struct FlowBytes([u32; 29]);
-
-const _: () = assert!(size_of::<FlowBytes>() == size_of::<Flow>());
-const _: () = assert!(align_of::<FlowBytes>() == align_of::<Flow>());
+// The engine's flow is 116 bytes, `repr(C, packed(4))`: 4-byte aligned, so packed in
+// the slab at a stride of 116 bytes, which is what the defaults reproduce.
+const _: () = assert!(align_of::<Flow>() == 4);
 
 /// Lookups whose misses a batch overlaps (`engine::BATCH`).
 const BATCH: usize = 32;
 
+/// One cache line of the slab: the slab starts on a line, as the engine's huge-page
+/// slab does.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
+/// How the flows lie in the slab.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// A flow's bytes (a multiple of 4).
+    bytes: usize,
+    /// From one flow's start to the next, in 4-byte words.
+    stride: usize,
+}
+
+impl Layout {
+    fn new(bytes: usize, line_aligned: bool) -> Layout {
+        let stride = if line_aligned {
+            bytes.div_ceil(64) * 16
+        } else {
+            bytes / 4
+        };
+        Layout { bytes, stride }
+    }
+}
+
 struct Table {
-    slab: Vec<FlowBytes>,
+    slab: Vec<Line>,
+    layout: Layout,
     index: Vec<u32>,
     mask: usize,
 }
 
 impl Table {
-    fn new(flows: usize) -> Table {
+    fn new(flows: usize, layout: Layout) -> Table {
         // The full-size index's rule (`full_buckets` in the sensor's `flow/index.rs`).
         let buckets = (flows.max(1) * 3 / 2 + 1).next_power_of_two();
-        let mut slab = vec![FlowBytes([0; 29]); flows];
-        let mut index = vec![0u32; buckets];
+        let words = flows * layout.stride + 16;
+        let slab = vec![Line([0; 16]); words.div_ceil(16)];
+        let index = vec![0u32; buckets];
         advise_huge_pages(slab.as_ptr().cast(), size_of_val(&slab[..]));
         advise_huge_pages(index.as_ptr().cast(), size_of_val(&index[..]));
-        // Every flow in its own bucket by its key's hash (the key is its number here);
-        // linear probing as the real index does.
-        for (i, f) in slab.iter_mut().enumerate() {
-            f.0[0] = i as u32;
-            let mut b = hash(i as u64) as usize & (buckets - 1);
-            while index[b] != 0 {
-                b = (b + 1) & (buckets - 1);
-            }
-            index[b] = i as u32 + 1;
-        }
-        Table {
+        let mut t = Table {
             slab,
+            layout,
             index,
             mask: buckets - 1,
+        };
+        // Every flow in its own bucket by its key's hash (the key is its number here);
+        // linear probing as the real index does.
+        for i in 0..flows {
+            t.flow_mut(i)[0] = i as u32;
+            let mut b = hash(i as u64) as usize & (buckets - 1);
+            while t.index[b] != 0 {
+                b = (b + 1) & (buckets - 1);
+            }
+            t.index[b] = i as u32 + 1;
         }
+        t
+    }
+
+    /// The words of flow `i`.
+    #[inline(always)]
+    fn flow_mut(&mut self, i: usize) -> &mut [u32] {
+        let Layout { bytes, stride } = self.layout;
+        &mut words_of(&mut self.slab)[i * stride..][..bytes / 4]
+    }
+
+    /// Requests every cache line of flow `i` as `sys::prefetch` does a `Flow`'s: its
+    /// first byte, every 64th after it, and its last.
+    #[inline(always)]
+    fn prefetch_flow(&self, i: usize) {
+        let bytes = self.layout.bytes;
+        let start = self
+            .slab
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(i * self.layout.stride * 4);
+        let mut at = 0;
+        while at < bytes {
+            prefetch(start.wrapping_add(at));
+            at += 64;
+        }
+        prefetch(start.wrapping_add(bytes - 1));
     }
 
     /// One batch of lookups through the engine's three stages.
@@ -81,16 +136,17 @@ impl Table {
                 b = (b + 1) & self.mask;
             }
             *s = (self.index[b] - 1) as usize;
-            prefetch(&self.slab[*s]);
+            self.prefetch_flow(*s);
         }
         let mut seen = 0;
         for (&s, &k) in slots.iter().zip(keys) {
-            let f = &mut self.slab[s];
+            let f = self.flow_mut(s);
             // The key check, then the update: the last-seen time and a sequence number,
             // one at each end of the flow (the real update writes across it too).
-            seen += u32::from(f.0[0] == k as u32);
-            f.0[1] = now;
-            f.0[28] = f.0[28].wrapping_add(1);
+            seen += u32::from(f[0] == k as u32);
+            f[1] = now;
+            let last = f.len() - 1;
+            f[last] = f[last].wrapping_add(1);
         }
         seen
     }
@@ -101,9 +157,16 @@ fn hash(x: u64) -> u64 {
     mix64(x)
 }
 
+/// The slab's lines as its words.
+fn words_of(lines: &mut [Line]) -> &mut [u32] {
+    // SAFETY: `Line` is `repr(C)` around `[u32; 16]`, with no padding (64 bytes at an
+    // alignment of 64), so its lines are `16 * len` contiguous, initialised `u32`s.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast::<u32>(), lines.len() * 16) }
+}
+
 /// Nanoseconds a lookup over `lookups` random lookups into a table of `flows`.
-fn run(flows: usize, lookups: usize) -> f64 {
-    let mut t = Table::new(flows);
+fn run(flows: usize, lookups: usize, layout: Layout) -> f64 {
+    let mut t = Table::new(flows, layout);
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         rng ^= rng << 13;
@@ -142,14 +205,46 @@ struct Args {
     /// Rounds; each runs every size once, and the medians are printed.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Bytes a flow (a multiple of 4, from 8 to 4096): the engine's `Flow` by default.
+    #[arg(long, default_value_t = size_of::<Flow>(), value_parser = flow_bytes)]
+    flow_bytes: usize,
+    /// Start every flow on a 64-byte cache line (the slab's stride rounded up to whole
+    /// lines) instead of packing the flows at 4-byte alignment as the engine does.
+    #[arg(long)]
+    line_aligned: bool,
+}
+
+fn flow_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(8..=4096).contains(&n) || !n.is_multiple_of(4) {
+        return Err(format!("{n}: a multiple of 4 from 8 to 4096"));
+    }
+    Ok(n)
 }
 
 fn main() {
     let a = <Args as clap::Parser>::parse();
+    let layout = Layout::new(a.flow_bytes, a.line_aligned);
+    let mib = |bytes: usize| bytes as f64 / f64::from(1 << 20);
+    println!(
+        "flows of {} bytes, {}; at {} flows the slab takes {:.0} MiB and the index {:.0} MiB",
+        a.flow_bytes,
+        if a.line_aligned {
+            format!(
+                "each from the start of a cache line ({} bytes apart)",
+                layout.stride * 4
+            )
+        } else {
+            "packed at 4-byte alignment".to_string()
+        },
+        a.flows,
+        mib(a.flows * layout.stride * 4),
+        mib((a.flows * 3 / 2 + 1).next_power_of_two() * 4),
+    );
     let sizes = [1_000, 10_000, a.flows];
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
     for r in 0..a.rounds {
-        let row: Vec<f64> = sizes.iter().map(|&f| run(f, a.lookups)).collect();
+        let row: Vec<f64> = sizes.iter().map(|&f| run(f, a.lookups, layout)).collect();
         println!(
             "round {}: {}",
             r + 1,
