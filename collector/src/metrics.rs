@@ -20,6 +20,10 @@ pub struct Metrics {
     pub batches_stored: AtomicU64,
     /// Redelivered batches found already stored.
     pub batches_duplicate: AtomicU64,
+    /// RSTs restored to the rollups after writes that failed part-way.
+    pub rollup_rsts_restored: AtomicU64,
+    /// Batches found partly written whose rollups were not checked (on a cluster).
+    pub rollups_unchecked: AtomicU64,
     /// Rows written to `rst_events`.
     pub rst_rows: AtomicU64,
     /// Rows written to `flows`.
@@ -150,7 +154,7 @@ impl Metrics {
     }
 
     fn render_storage(&self, e: &mut Exposition) {
-        let counters: [(&str, &str, MetricType, &dyn Fn() -> String); 5] = [
+        let counters: [(&str, &str, MetricType, &dyn Fn() -> String); 7] = [
             (
                 "rstwatch_collector_batches_stored_total",
                 "Batches written to ClickHouse and acknowledged.",
@@ -162,6 +166,20 @@ impl Metrics {
                 "Redelivered batches found already stored (acknowledged, not stored again).",
                 Counter,
                 &|| self.batches_duplicate.load(Relaxed).to_string(),
+            ),
+            (
+                "rstwatch_collector_rollup_rsts_restored_total",
+                "RSTs restored to the rollups (rst_minute, rst_minute_cause, rst_hour, all \
+                 together) for batches whose write failed after their raw rows.",
+                Counter,
+                &|| self.rollup_rsts_restored.load(Relaxed).to_string(),
+            ),
+            (
+                "rstwatch_collector_rollups_unchecked_total",
+                "Batches whose write failed after their raw rows, on a cluster, where the \
+                 rollups are not checked: each may have left them short (README).",
+                Counter,
+                &|| self.rollups_unchecked.load(Relaxed).to_string(),
             ),
             (
                 "rstwatch_collector_batches_pending",

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rstwatch_collector::testing::{http_get, Collector};
+use rstwatch_collector::testing::{http_get, ClickHouse, Collector};
 use rstwatch_schema::frame::{self, Codec, Kind};
 use rstwatch_sensor::ship::ShipSink;
 use rstwatch_sensor::Sink;
@@ -657,4 +657,137 @@ fn replay_ship_exit_status_and_summary_are_truthful() {
     let (code, err) = replay(&col.addr(), &dir.path().join("spool2"), "60");
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("all acknowledged"), "{err}");
+}
+
+/// RST counts a rollup holds for `sensor`, by its keys and bucket, against the same
+/// counts computed from `rst_events`: `(rollup, raw)` as sorted TabSeparated rows.
+fn rollup_and_raw(ch: &ClickHouse, table: &str, sensor: &str) -> (String, String) {
+    let r = rstwatch_schema::rollup::ROLLUPS
+        .iter()
+        .find(|r| r.table == table)
+        .unwrap();
+    let (bucket, f) = r.bucket;
+    let cols: Vec<&str> = r.keys.iter().map(|(c, _)| *c).collect();
+    let exprs: Vec<String> = r.keys.iter().map(|(c, e)| format!("{e} AS {c}")).collect();
+    let (cols, exprs) = (cols.join(", "), exprs.join(", "));
+    // Addresses in hex, so that a difference prints legibly.
+    let shown = cols.replace("server,", "hex(server),");
+    let rollup = ch
+        .query_db(
+            DB,
+            &format!(
+                "SELECT {bucket}, {shown}, sum(rsts), sum(suspect_rsts) FROM {table} \
+                 WHERE sensor_id = '{sensor}' GROUP BY {bucket}, {cols} ORDER BY {bucket}, {cols}"
+            ),
+        )
+        .unwrap();
+    let raw = ch
+        .query_db(
+            DB,
+            &format!(
+                "SELECT {f}(ts) AS {bucket}, {shown}, count(), sum(suspect) FROM (SELECT ts, suspect, {exprs} FROM rst_events) \
+                 WHERE sensor_id = '{sensor}' GROUP BY {bucket}, {cols} ORDER BY {bucket}, {cols}"
+            ),
+        )
+        .unwrap();
+    (rollup, raw)
+}
+
+/// Runs `sql` (an `ALTER ... DELETE`, a mutation) and waits until it is done.
+fn mutate(ch: &ClickHouse, sql: &str) {
+    ch.query_db(DB, sql).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(ch, "SELECT count() FROM system.mutations WHERE is_done = 0") > 0 {
+        assert!(Instant::now() < deadline, "mutation {sql} not done in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A write that failed after a batch's raw rows, before some of the rollup views (a
+/// replica killed mid-insert, a server that died): the resent batch's raw rows are
+/// found and not written again, so no view runs; the collector restores each rollup's
+/// shortfall from `rst_events` instead. Reproduced here by deleting one sensor's rows
+/// from two rollups and the batch's ledger row, as that failure leaves them.
+#[test]
+fn a_resent_batch_restores_the_rollups_a_failed_write_left_short() {
+    let Some(ch) = start_clickhouse("a_resent_batch_restores_the_rollups") else {
+        return;
+    };
+    let dir = tmp("rstwatch-rollup-repair");
+    let col = collector(&ch, dir.path(), "collector", &[]);
+    // 600 RSTs 7 s apart, over 70 minutes and two hours, to 250 servers (two or three
+    // each), every third one suspect; and another sensor's batch.
+    let mut a = batch("edge-1", 7, 0, 0..600);
+    for (i, e) in a.rst.iter_mut().enumerate() {
+        e.ts_us = T0 + i as i64 * 7_000_000;
+        e.suspect = i % 3 == 0;
+    }
+    let b = batch("edge-2", 9, 0, 1000..1100);
+    let (fa, fb) = (batch_frame(&a), batch_frame(&b));
+    let send = |f: &[u8], sensor: &str| {
+        let (mut r, kind, _) = Raw::hello(&col.addr(), sensor, TOKEN);
+        assert_eq!(kind, Kind::Welcome);
+        r.send(f);
+        assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
+    };
+    send(&fa, "edge-1");
+    send(&fb, "edge-2");
+    let rollups = ["rst_minute", "rst_minute_cause", "rst_hour"];
+    let before: Vec<_> = rollups
+        .iter()
+        .map(|t| rollup_and_raw(&ch, t, "edge-2"))
+        .collect();
+    for t in rollups {
+        let (rollup, raw) = rollup_and_raw(&ch, t, "edge-1");
+        assert_eq!(rollup, raw, "{t} after a clean write");
+        assert!(
+            raw.lines().count() > 250,
+            "{t}: {} keys",
+            raw.lines().count()
+        );
+    }
+
+    // The views of rst_minute and rst_hour did not run for edge-1's batch, and it never
+    // reached the ledger.
+    mutate(
+        &ch,
+        "ALTER TABLE rst_minute DELETE WHERE sensor_id = 'edge-1'",
+    );
+    mutate(
+        &ch,
+        "ALTER TABLE rst_hour DELETE WHERE sensor_id = 'edge-1'",
+    );
+    mutate(&ch, "ALTER TABLE batches DELETE WHERE sensor_id = 'edge-1'");
+    let mut resent = fa.clone();
+    frame::mark_resent(&mut resent).unwrap();
+    send(&resent, "edge-1");
+    for t in rollups {
+        let (rollup, raw) = rollup_and_raw(&ch, t, "edge-1");
+        assert_eq!(rollup, raw, "{t} restored");
+    }
+    assert_eq!(rows(&ch, "rst_events"), 700, "the raw rows written once");
+    assert_eq!(rows(&ch, "batches"), 2);
+    // rst_minute and rst_hour, 600 RSTs each; rst_minute_cause was whole.
+    assert_eq!(
+        col.metric("rstwatch_collector_rollup_rsts_restored_total"),
+        1200
+    );
+    let after: Vec<_> = rollups
+        .iter()
+        .map(|t| rollup_and_raw(&ch, t, "edge-2"))
+        .collect();
+    assert_eq!(before, after, "the other sensor's rollups untouched");
+
+    // Resent again after the same failure with nothing short: nothing is added.
+    mutate(&ch, "ALTER TABLE batches DELETE WHERE sensor_id = 'edge-1'");
+    send(&resent, "edge-1");
+    for t in rollups {
+        let (rollup, raw) = rollup_and_raw(&ch, t, "edge-1");
+        assert_eq!(rollup, raw, "{t} not counted twice");
+    }
+    assert_eq!(
+        col.metric("rstwatch_collector_rollup_rsts_restored_total"),
+        1200
+    );
+    assert_eq!(rows(&ch, "rst_events"), 700);
 }

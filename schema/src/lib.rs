@@ -26,6 +26,7 @@ pub mod flags;
 pub mod flow;
 pub mod frame;
 pub mod prometheus;
+pub mod rollup;
 pub mod sensor_id;
 pub mod sql;
 pub mod stats;
