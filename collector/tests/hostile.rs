@@ -666,7 +666,7 @@ fn rollup_and_raw(ch: &ClickHouse, table: &str, sensor: &str) -> (String, String
         .iter()
         .find(|r| r.table == table)
         .unwrap();
-    let (bucket, f) = r.bucket;
+    let (bucket, f, _) = r.bucket;
     let cols: Vec<&str> = r.keys.iter().map(|(c, _)| *c).collect();
     let exprs: Vec<String> = r.keys.iter().map(|(c, e)| format!("{e} AS {c}")).collect();
     let (cols, exprs) = (cols.join(", "), exprs.join(", "));

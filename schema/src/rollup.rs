@@ -23,8 +23,9 @@
 pub struct Rollup {
     /// The rollup table.
     pub table: &'static str,
-    /// Its time bucket column and the function that maps `ts` into it.
-    pub bucket: (&'static str, &'static str),
+    /// Its time bucket column, the function that maps `ts` into it, and the bucket's
+    /// length in seconds (a bucket holds no `ts` further than that from its RSTs).
+    pub bucket: (&'static str, &'static str, u32),
     /// Its other key columns, each with the expression over `rst_events` it is.
     pub keys: &'static [(&'static str, &'static str)],
 }
@@ -37,7 +38,7 @@ const SERVER_PORT: (&str, &str) = ("server_port", "if(dir = 'resp', sport, dport
 pub const ROLLUPS: &[Rollup] = &[
     Rollup {
         table: "rst_minute",
-        bucket: ("minute", "toStartOfMinute"),
+        bucket: ("minute", "toStartOfMinute", 60),
         keys: &[
             ("sensor_id", "sensor_id"),
             ("class", "class"),
@@ -48,7 +49,7 @@ pub const ROLLUPS: &[Rollup] = &[
     },
     Rollup {
         table: "rst_minute_cause",
-        bucket: ("minute", "toStartOfMinute"),
+        bucket: ("minute", "toStartOfMinute", 60),
         keys: &[
             ("sensor_id", "sensor_id"),
             ("cause", "cause"),
@@ -58,7 +59,7 @@ pub const ROLLUPS: &[Rollup] = &[
     },
     Rollup {
         table: "rst_hour",
-        bucket: ("hour", "toStartOfHour"),
+        bucket: ("hour", "toStartOfHour", 3_600),
         keys: &[
             ("sensor_id", "sensor_id"),
             ("class", "class"),
@@ -76,11 +77,12 @@ pub const ROLLUPS: &[Rollup] = &[
 ///
 /// Both sides are bounded by the bucket function in the server's time zone, so a
 /// bucket is compared whole with its rollup rows wherever the zone puts its edges;
-/// the raw side is first narrowed by `ts` (the table's order) to a day either side.
+/// the raw side is first narrowed by `ts` (the table's order) to a bucket's length
+/// either side.
 /// A key the rollup holds more of than `rst_events` (raw rows dropped by retention
 /// before the rollup's) is left alone: only a shortfall is restored.
 pub fn shortfall_sql(rollup: &Rollup, first_s: u32, last_s: u32) -> String {
-    let (bucket, bucket_fn) = rollup.bucket;
+    let (bucket, bucket_fn, span) = rollup.bucket;
     let cols: Vec<&str> = rollup.keys.iter().map(|(c, _)| *c).collect();
     let raw_keys: Vec<String> = rollup
         .keys
@@ -96,8 +98,8 @@ pub fn shortfall_sql(rollup: &Rollup, first_s: u32, last_s: u32) -> String {
     let from = format!("{bucket_fn}(toDateTime({first_s}))");
     let to = format!("{bucket_fn}(toDateTime({last_s}))");
     let (lo, hi) = (
-        u64::from(first_s).saturating_sub(86_400),
-        u64::from(last_s) + 86_400,
+        first_s.saturating_sub(span),
+        u64::from(last_s) + u64::from(span),
     );
     format!(
         "SELECT {bucket}, {cols}, toUInt64(greatest(sum(n), 0)) AS rsts, \
@@ -149,7 +151,7 @@ mod tests {
     fn rollups_group_as_their_views_do() {
         for r in ROLLUPS {
             let v = view(r.table);
-            let (bucket, f) = r.bucket;
+            let (bucket, f, _) = r.bucket;
             assert!(
                 v.contains(&format!("{f}(ts) AS {bucket}")),
                 "{}: {v}",
