@@ -11,23 +11,18 @@
 //!
 //! The rollups are the exception the per-table check cannot cover: they are filled by
 //! views as `rst_events` is written, so a resent batch whose raw rows are found runs no
-//! view. On a single server, for such a batch the rollups' shortfall in its buckets is
-//! restored from `rst_events` ([`rstwatch_schema::rollup`]) before it goes into the
-//! ledger. Not on a cluster: there a view's part may still be waiting for its quorum
-//! (or an insert of a killed collector still running) when the batch is resent, and
-//! lands after the repair read it as missing. `scripts/test-cluster.sh` caught exactly
-//! that (rst_minute restored by 400 RSTs, then 400 over), so a cluster's rollups stay
-//! short after such a failure (README, "Known loss in the rollups").
+//! view. For such a batch the rollups' shortfall in its buckets is restored from
+//! `rst_events` before it goes into the ledger ([`repair`]).
 
 use std::time::{Duration, Instant};
 
-use crate::warn;
 use anyhow::{bail, Context};
 use clickhouse::Client;
 use rstwatch_schema::batch::ArchivedBatch;
-use rstwatch_schema::rollup;
 use rstwatch_schema::sql::{self, Dialect};
 use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, Encap, RstClass};
+
+mod repair;
 
 /// Largest number of rows of one kind in a batch: below ClickHouse's
 /// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
@@ -369,103 +364,6 @@ impl Store {
         };
         self.write_ledger(&[(b, wire_bytes)], &token_base).await?;
         Ok(stored)
-    }
-
-    /// Restores what the rollups lack in the buckets of `b`'s RSTs, whose raw rows an
-    /// earlier attempt wrote (module docs). Returns the RSTs restored, all rollups
-    /// together, or `None` on a cluster, where it does not try. Safe to repeat: once
-    /// restored, nothing is short. The caller holds the sensor's lock, so no write of
-    /// the sensor's rows runs meanwhile.
-    async fn repair_rollups(&self, b: &ArchivedBatch) -> anyhow::Result<Option<u64>> {
-        if self.on_cluster().await? {
-            warn!(
-                "sensor {:?} batch {:016x}/{}: its RSTs were written by an attempt that \
-                 failed part-way; on a cluster the rollups are not checked and may lack them",
-                b.header.sensor_id.as_str(),
-                b.header.boot_id.to_native(),
-                b.header.seq.to_native(),
-            );
-            return Ok(None);
-        }
-        self.wait_for_raw_inserts().await?;
-        let secs_of = |e: &rstwatch_schema::event::ArchivedRstEvent| secs(e.ts_us.to_native());
-        let (Some(first), Some(last)) = (
-            b.rst.iter().map(secs_of).min(),
-            b.rst.iter().map(secs_of).max(),
-        ) else {
-            return Ok(Some(0));
-        };
-        let sensor = b.header.sensor_id.as_str();
-        let mut restored = 0;
-        for r in rollup::ROLLUPS {
-            let (keys, short): (u64, u64) = self
-                .q(&format!(
-                    "SELECT count(), toUInt64(sum(rsts)) FROM ({})",
-                    rollup::shortfall_sql(r, first, last)
-                ))
-                .bind(sensor)
-                .bind(sensor)
-                .fetch_one()
-                .await
-                .with_context(|| format!("checking {} against rst_events", r.table))?;
-            if keys == 0 {
-                continue;
-            }
-            // Not deduplicated: a replicated table drops a block identical to one of
-            // its recent ones, and a view's block of the same key and count can be.
-            self.q(&rollup::repair_sql(r, first, last))
-                .bind(sensor)
-                .bind(sensor)
-                .with_setting("insert_deduplicate", "0")
-                .execute()
-                .await
-                .with_context(|| format!("restoring {short} RSTs to {}", r.table))?;
-            warn!(
-                "sensor {sensor:?} batch {:016x}/{}: {} was {short} RSTs short of rst_events \
-                 after a write that failed part-way; restored",
-                b.header.boot_id.to_native(),
-                b.header.seq.to_native(),
-                r.table
-            );
-            restored += short;
-        }
-        Ok(Some(restored))
-    }
-
-    /// Waits until the server runs no INSERT into `rst_events`: one sent by a collector
-    /// killed after it sent the rows runs on to its views' parts, and must land before
-    /// the rollups are compared (the batch usually comes back through another
-    /// connection within milliseconds). Inserts of other sensors end as quickly; a
-    /// server that never goes 30 s without one fails the attempt, which is retried.
-    async fn wait_for_raw_inserts(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let running: u64 = self
-                .qa("SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO rst_events(%'")
-                .fetch_one()
-                .await?;
-            if running == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("an INSERT into rst_events has been running for 30 s: the rollups are compared once none runs");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Whether the tables are a cluster's (`migrate --cluster`: `rst_events` is a
-    /// `Distributed` table).
-    async fn on_cluster(&self) -> anyhow::Result<bool> {
-        let n: u64 = self
-            .qa(
-                "SELECT count() FROM system.tables WHERE database = ? AND name = 'rst_events' \
-                 AND engine = 'Distributed'",
-            )
-            .bind(&self.db)
-            .fetch_one()
-            .await?;
-        Ok(n > 0)
     }
 
     /// Stores several batches that were never sent before (one connection's

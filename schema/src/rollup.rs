@@ -14,7 +14,7 @@
 //! collector's per-sensor lock keeps its own writes apart, and on a single server the
 //! failed write is over by the time the batch is resent. Not on a cluster, where a
 //! view's part can still be waiting for its quorum then, so the collector uses it on
-//! single servers only (`collector/src/ch.rs`). Run again, it finds nothing short.
+//! single servers only (`collector/src/ch/repair.rs`). Run again, it finds nothing short.
 
 /// One rollup of `rst_events`: the columns its view groups by and the expressions over
 /// `rst_events` that fill them. `schema/sql` defines the views; the test below holds

@@ -1,0 +1,137 @@
+//! Restoring the rollups after a write that failed part-way.
+//!
+//! A failed INSERT into `rst_events` may have committed the raw block and not some of
+//! the views' blocks (the rollups `rst_minute`, `rst_minute_cause`, `rst_hour`): a
+//! ClickHouse killed mid-insert, or on a cluster a replica killed while a view's part
+//! waits for its quorum. The resent batch's raw rows are found and not written again,
+//! so no view runs again. For such a batch the collector compares each rollup with
+//! `rst_events` in the minutes and hours of its RSTs and inserts what the rollup lacks
+//! ([`rstwatch_schema::rollup`]).
+//!
+//! That comparison is exact only once nothing of the failed insert can still land.
+//! On a single server that means no INSERT into `rst_events` still running (one sent
+//! by a killed collector runs on to its views), which it waits for.
+//!
+//! Not on a cluster, where the collector logs such a batch and counts it instead
+//! (`rstwatch_collector_rollups_unchecked_total`). Tried twice in
+//! `scripts/test-cluster.sh` on 2026-12-04, and both over-counted:
+//! - comparing at once restored `rst_minute` by 400 RSTs, then found it 400 over (a
+//!   view's part still waiting for its quorum landed after the comparison);
+//! - waiting first until no INSERT into `rst_events` ran on any node and no quorum was
+//!   pending on the four tables in any shard (ZooKeeper's `quorum/status`) restored a
+//!   real loss in one run (1,193 RSTs to `rst_minute`, with a part set aside), nothing
+//!   in another, and in the third restored `rst_hour` by 100 RSTs that then landed
+//!   after all. What else can still land there was not found.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rstwatch_schema::batch::ArchivedBatch;
+use rstwatch_schema::rollup;
+
+use super::{secs, Store};
+use crate::warn;
+
+/// How long to wait for a server to run no INSERT into `rst_events`.
+const SETTLE_WAIT: Duration = Duration::from_secs(30);
+
+impl Store {
+    /// Restores what the rollups lack in the buckets of `b`'s RSTs, whose raw rows an
+    /// earlier attempt wrote (module docs). Returns the RSTs restored, all rollups
+    /// together, or `None` on a cluster, where it does not try. Safe to repeat: once
+    /// restored, nothing is short. The caller holds the sensor's lock, so this
+    /// collector writes none of the sensor's rows meanwhile.
+    pub(super) async fn repair_rollups(&self, b: &ArchivedBatch) -> anyhow::Result<Option<u64>> {
+        if self.on_cluster().await? {
+            warn!(
+                "sensor {:?} batch {:016x}/{}: its RSTs were written by an attempt that \
+                 failed part-way; on a cluster the rollups are not checked and may lack them",
+                b.header.sensor_id.as_str(),
+                b.header.boot_id.to_native(),
+                b.header.seq.to_native(),
+            );
+            return Ok(None);
+        }
+        self.wait_for_raw_inserts().await?;
+        let secs_of = |e: &rstwatch_schema::event::ArchivedRstEvent| secs(e.ts_us.to_native());
+        let (Some(first), Some(last)) = (
+            b.rst.iter().map(secs_of).min(),
+            b.rst.iter().map(secs_of).max(),
+        ) else {
+            return Ok(Some(0));
+        };
+        let sensor = b.header.sensor_id.as_str();
+        let mut restored = 0;
+        for r in rollup::ROLLUPS {
+            let (keys, short): (u64, u64) = self
+                .q(&format!(
+                    "SELECT count(), toUInt64(sum(rsts)) FROM ({})",
+                    rollup::shortfall_sql(r, first, last)
+                ))
+                .bind(sensor)
+                .bind(sensor)
+                .fetch_one()
+                .await
+                .with_context(|| format!("checking {} against rst_events", r.table))?;
+            if keys == 0 {
+                continue;
+            }
+            // Not deduplicated: a replicated table drops a block identical to one of
+            // its recent ones, and a view's block of the same key and count can be.
+            self.q(&rollup::repair_sql(r, first, last))
+                .bind(sensor)
+                .bind(sensor)
+                .with_setting("insert_deduplicate", "0")
+                .execute()
+                .await
+                .with_context(|| format!("restoring {short} RSTs to {}", r.table))?;
+            warn!(
+                "sensor {sensor:?} batch {:016x}/{}: {} was {short} RSTs short of rst_events \
+                 after a write that failed part-way; restored",
+                b.header.boot_id.to_native(),
+                b.header.seq.to_native(),
+                r.table
+            );
+            restored += short;
+        }
+        Ok(Some(restored))
+    }
+
+    /// Whether the tables are a cluster's (`migrate --cluster`: `rst_events` is a
+    /// `Distributed` table).
+    async fn on_cluster(&self) -> anyhow::Result<bool> {
+        let n: u64 = self
+            .qa(
+                "SELECT count() FROM system.tables WHERE database = ? AND name = 'rst_events' \
+                 AND engine = 'Distributed'",
+            )
+            .bind(&self.db)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Waits until the server runs no INSERT into `rst_events` (module docs). Inserts
+    /// of other sensors end as quickly; a server that never goes [`SETTLE_WAIT`]
+    /// without one fails the attempt, which is retried.
+    async fn wait_for_raw_inserts(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + SETTLE_WAIT;
+        loop {
+            let running: u64 = self
+                .qa("SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO%rst_events%'")
+                .fetch_one()
+                .await?;
+            if running == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "an INSERT into rst_events has run for {} s: the rollups are compared \
+                     once none runs",
+                    SETTLE_WAIT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
