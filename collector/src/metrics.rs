@@ -22,7 +22,7 @@ pub struct Metrics {
     pub batches_duplicate: AtomicU64,
     /// RSTs restored to the rollups after writes that failed part-way.
     pub rollup_rsts_restored: AtomicU64,
-    /// Batches found partly written whose rollups were not checked (on a cluster).
+    /// Batches found partly written on a cluster, whose rollups are not checked.
     pub rollups_unchecked: AtomicU64,
     /// Rows written to `rst_events`.
     pub rst_rows: AtomicU64,
@@ -176,8 +176,9 @@ impl Metrics {
             ),
             (
                 "rstwatch_collector_rollups_unchecked_total",
-                "Batches whose write failed after their raw rows, on a cluster, where the \
-                 rollups are not checked: each may have left them short (README).",
+                "Batches found partly written on a cluster (their RSTs stored by an attempt \
+                 that failed), whose rollups are not checked: each may have left them short \
+                 (README).",
                 Counter,
                 &|| self.rollups_unchecked.load(Relaxed).to_string(),
             ),

@@ -606,15 +606,15 @@ impl Server {
             m.wire_bytes.fetch_add(u64::from(d.wire), Relaxed);
             match st {
                 Stored::New | Stored::Completed { .. } => {
-                    match st {
-                        Stored::Completed {
-                            rollup_rsts_restored: Some(n),
-                        } => m.rollup_rsts_restored.fetch_add(*n, Relaxed),
-                        Stored::Completed {
-                            rollup_rsts_restored: None,
-                        } => m.rollups_unchecked.fetch_add(1, Relaxed),
-                        _ => 0,
-                    };
+                    if let Stored::Completed {
+                        rollup_rsts_restored,
+                    } = st
+                    {
+                        match rollup_rsts_restored {
+                            Some(n) => m.rollup_rsts_restored.fetch_add(*n, Relaxed),
+                            None => m.rollups_unchecked.fetch_add(1, Relaxed),
+                        };
+                    }
                     m.batches_stored.fetch_add(1, Relaxed);
                     m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
                     m.flow_rows.fetch_add(b.flows.len() as u64, Relaxed);
