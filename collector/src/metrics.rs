@@ -133,6 +133,7 @@ impl Metrics {
         let mut e = Exposition::new();
         self.render_connections(&mut e);
         self.render_storage(&mut e);
+        self.render_rollup_repairs(&mut e);
         self.render_refusals(&mut e);
         self.alerts.render(&mut e);
         e.finish()
@@ -154,7 +155,7 @@ impl Metrics {
     }
 
     fn render_storage(&self, e: &mut Exposition) {
-        let counters: [(&str, &str, MetricType, &dyn Fn() -> String); 7] = [
+        let counters: [(&str, &str, MetricType, &dyn Fn() -> String); 5] = [
             (
                 "rstwatch_collector_batches_stored_total",
                 "Batches written to ClickHouse and acknowledged.",
@@ -166,21 +167,6 @@ impl Metrics {
                 "Redelivered batches found already stored (acknowledged, not stored again).",
                 Counter,
                 &|| self.batches_duplicate.load(Relaxed).to_string(),
-            ),
-            (
-                "rstwatch_collector_rollup_rsts_restored_total",
-                "RSTs restored to the rollups (rst_minute, rst_minute_cause, rst_hour, all \
-                 together) for batches whose write failed after their raw rows.",
-                Counter,
-                &|| self.rollup_rsts_restored.load(Relaxed).to_string(),
-            ),
-            (
-                "rstwatch_collector_rollups_unchecked_total",
-                "Batches found partly written on a cluster (their RSTs stored by an attempt \
-                 that failed), whose rollups are not checked: each may have left them short \
-                 (README).",
-                Counter,
-                &|| self.rollups_unchecked.load(Relaxed).to_string(),
             ),
             (
                 "rstwatch_collector_batches_pending",
@@ -237,6 +223,25 @@ impl Metrics {
             "Time spent storing batches.",
             Counter,
             format!("{:.6}", self.insert_us_total.load(Relaxed) as f64 / 1e6),
+        );
+    }
+
+    /// What became of the rollups of batches found partly written (`ch/repair.rs`).
+    fn render_rollup_repairs(&self, e: &mut Exposition) {
+        e.single(
+            "rstwatch_collector_rollup_rsts_restored_total",
+            "RSTs restored to the rollups (rst_minute, rst_minute_cause, rst_hour, all \
+             together) for batches whose write failed after their raw rows.",
+            Counter,
+            self.rollup_rsts_restored.load(Relaxed),
+        );
+        e.single(
+            "rstwatch_collector_rollups_unchecked_total",
+            "Batches found partly written on a cluster (their RSTs stored by an attempt \
+             that failed), whose rollups are not checked: each may have left them short \
+             (README).",
+            Counter,
+            self.rollups_unchecked.load(Relaxed),
         );
     }
 
