@@ -26,8 +26,25 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// A free loopback TCP port (bound then released).
+/// A free loopback TCP port (bound then released), drawn below the kernel's ephemeral
+/// range as `scripts/free_ports.py` does: a port from `bind(0)` lies in that range, where
+/// the tests' many outgoing connections may take it before its server binds it (CI on
+/// 2026-12-04: a ClickHouse server found its port in use). Two callers can still draw
+/// the same port; `ClickHouse::start` then tries again on others.
 pub fn free_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 10000;
+    if ephemeral_low > LOW + 1000 {
+        for _ in 0..1000 {
+            let port = fastrand::u16(LOW..ephemeral_low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -95,8 +112,55 @@ impl ClickHouse {
             return Ok(None);
         };
         let dir = TempDir::new("rstwatch-ch")?;
-        let http_port = free_port();
-        let tcp_port = free_port();
+        let mut ch = ClickHouse {
+            child: None,
+            dir,
+            http_port: 0,
+            tcp_port: 0,
+            bin,
+        };
+        ch.launch_until_bound(true)?;
+        Ok(Some(ch))
+    }
+
+    /// Launches the server, again when it could not bind a port: another test's server
+    /// or an outgoing connection may have taken a port `free_port` found and released.
+    /// With `new_ports` each try takes other ports; otherwise (a restart, whose clients
+    /// know its ports) it waits a second for the holder to let go.
+    fn launch_until_bound(&mut self, new_ports: bool) -> anyhow::Result<()> {
+        let mut attempt = 1;
+        loop {
+            if new_ports {
+                self.http_port = free_port();
+                self.tcp_port = free_port();
+            }
+            self.write_config()?;
+            match self.launch() {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 5 && self.lost_a_port() => {
+                    eprintln!("clickhouse-server could not bind its ports (try {attempt}): {e:#}");
+                    if !new_ports {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the server's error log says one of its ports was already taken.
+    fn lost_a_port(&self) -> bool {
+        std::fs::read_to_string(self.dir.path().join("err.log"))
+            .is_ok_and(|log| log.contains("Address already in use"))
+    }
+
+    /// Writes the server's config for its directory and ports; the error log is
+    /// emptied so that `lost_a_port` reads only this start's.
+    fn write_config(&self) -> anyhow::Result<()> {
+        let dir = &self.dir;
+        let (http_port, tcp_port) = (self.http_port, self.tcp_port);
+        let _ = std::fs::remove_file(dir.path().join("err.log"));
         let d = dir.path().display().to_string();
         std::fs::write(
             dir.path().join("config.xml"),
@@ -132,15 +196,7 @@ impl ClickHouse {
 </yandex>
 "#,
         )?;
-        let mut ch = ClickHouse {
-            child: None,
-            dir,
-            http_port,
-            tcp_port,
-            bin,
-        };
-        ch.launch()?;
-        Ok(Some(ch))
+        Ok(())
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {
@@ -229,7 +285,7 @@ impl ClickHouse {
     /// Starts the server again on the same data and ports.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        self.launch()
+        self.launch_until_bound(false)
     }
 
     /// Runs a query over HTTP and returns the body (TabSeparated); errors on non-200.
@@ -477,6 +533,39 @@ mod dechunk_tests {
         assert_eq!(
             String::from_utf8(dechunk(&wire)).unwrap(),
             "93 \u{b5}s later"
+        );
+    }
+}
+
+#[cfg(test)]
+mod launch_tests {
+    use super::ClickHouse;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// A restart whose native port another process holds for a moment waits for it and
+    /// comes up on the same ports, which its clients know. (`stop` waits for the HTTP
+    /// port alone to close, so holding that one would not reach the retry.)
+    #[test]
+    fn a_restart_waits_for_a_port_held_by_another_process() {
+        let Some(mut ch) = ClickHouse::start().expect("starting clickhouse-server") else {
+            println!("SKIP: clickhouse-server is not installed (scripts/setup.sh)");
+            return;
+        };
+        let port = ch.tcp_port;
+        ch.stop();
+        let holder = TcpListener::bind(("127.0.0.1", port)).expect("holding the port");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(holder);
+        });
+        ch.restart().expect("restart once the port is free");
+        release.join().unwrap();
+        assert_eq!(ch.tcp_port, port);
+        assert_eq!(ch.query("SELECT 1").unwrap().trim(), "1");
+        assert!(
+            !ch.lost_a_port(),
+            "the last start's error log is the one read"
         );
     }
 }

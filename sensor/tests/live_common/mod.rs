@@ -941,14 +941,8 @@ pub(crate) fn assert_same_records(replay: &str, live: &str, causes: Causes) {
     }
 }
 
-/// A free TCP port on loopback (for --metrics-listen).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// A free TCP port on loopback (for --metrics-listen), below the ephemeral range.
+pub(crate) use rstwatch_collector::testing::free_port;
 
 /// GET http://127.0.0.1:port/path, body only.
 pub(crate) fn http_get(port: u16, path: &str) -> String {
