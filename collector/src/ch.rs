@@ -5,9 +5,15 @@
 //! all), then one row into the `batches` ledger; only then is the batch acknowledged.
 //! A batch that may have been seen before (the sensor flags resends; the collector's own
 //! retries count too) is checked first: found in the ledger → acknowledged without
-//! writing; otherwise each table is checked for rows of that batch and only the tables
-//! without them are written. So a crash between any two INSERTs never double-counts.
+//! writing; otherwise each table is checked for rows of that batch and only the rows
+//! not there are written. So a crash between any two INSERTs never double-counts.
 //! On servers that have it, `insert_deduplication_token` adds the server's own guard.
+//!
+//! "Whole or not at all" holds for an INSERT that fails on the server. One whose body
+//! ends early, because the collector was killed while sending it, is committed by
+//! ClickHouse before 20.x as far as it got (ClickHouse#9666; 18.16 does, a test here
+//! checks it): the first rows, in the order sent. So a table holding some of a batch's
+//! rows gets the rest, not nothing ([`Store::store_batch`]).
 //!
 //! The rollups are the exception the per-table check cannot cover: they are filled by
 //! views as `rst_events` is written, so a resent batch whose raw rows are found runs no
@@ -21,6 +27,8 @@ use clickhouse::Client;
 use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::sql::{self, Dialect};
 use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, Encap, RstClass};
+
+use crate::warn;
 
 mod repair;
 
@@ -72,12 +80,16 @@ pub enum Stored {
     New,
     /// Already in the ledger: acknowledged, nothing written.
     Duplicate,
-    /// Its RSTs were written before, by an attempt that failed part-way: the tables
-    /// without its rows were written now, and the rollups restored where they can be.
+    /// Rows of it were written before, by an attempt that failed part-way: what the
+    /// tables lacked was written now, and the rollups restored where they can be.
     Completed {
         /// RSTs restored to the rollups, all together: what the views of the failed
-        /// attempt did not write (usually 0). `None`: not checked (on a cluster).
+        /// attempt did not write (usually 0; 0 too when none of its RSTs were there).
+        /// `None`: not checked (on a cluster).
         rollup_rsts_restored: Option<u64>,
+        /// Rows written now after the first rows of the batch that a truncated INSERT
+        /// had committed (all tables together; `Store::store_batch`).
+        truncated_rows_completed: u64,
     },
 }
 
@@ -339,31 +351,71 @@ impl Store {
             return Ok(Stored::Duplicate);
         }
         let token_base = format!("{sensor}/{boot:016x}/{seq}");
-        let mut todo = [
-            !b.rst.is_empty(),
-            !b.flows.is_empty(),
-            !b.anomalies.is_empty(),
-            stats_rows > 0,
-        ];
+        let rows = row_counts(b);
+        // Rows of each table already there, written by an earlier attempt. ClickHouse
+        // before 20.x commits the rows of an INSERT whose body ends early (a collector
+        // killed mid-stream; ClickHouse#9666), and the rows go in the batch's order: a
+        // prefix of them. Those are not written again; the rest are.
+        let mut present = [0usize; 4];
         if maybe_seen {
             for (i, t) in sql::DATA_TABLES.iter().enumerate() {
-                if todo[i] && self.rows_of_batch(t, sensor, boot, seq).await? > 0 {
-                    todo[i] = false;
+                if rows[i] > 0 {
+                    present[i] = self.rows_of_batch(t, sensor, boot, seq).await? as usize;
                 }
             }
         }
-        // `rst_events` comes first in DATA_TABLES: its rows were there already.
-        let rst_found = !b.rst.is_empty() && !todo[0];
-        self.write_rows(&[b], todo, &token_base).await?;
-        let stored = if rst_found {
-            Stored::Completed {
-                rollup_rsts_restored: self.repair_rollups(b).await?,
-            }
+        let stored = if present.iter().any(|&n| n > 0) {
+            self.complete_rows(b, rows, present, &token_base).await?
         } else {
+            self.write_rows(&[b], [0; 4], &token_base).await?;
             Stored::New
         };
         self.write_ledger(&[(b, wire_bytes)], &token_base).await?;
         Ok(stored)
+    }
+
+    /// Writes the rows of `b` past the `present` ones in each table, and restores the
+    /// rollups if some of its RSTs were there.
+    async fn complete_rows(
+        &self,
+        b: &ArchivedBatch,
+        rows: [usize; 4],
+        present: [usize; 4],
+        token_base: &str,
+    ) -> anyhow::Result<Stored> {
+        let (sensor, boot, seq) = ids(b);
+        let mut truncated_rows_completed = 0;
+        for (i, table) in sql::DATA_TABLES.iter().enumerate() {
+            let (want, have) = (rows[i], present[i]);
+            if have > want {
+                warn!(
+                    "sensor {sensor:?} batch {boot:016x}/{seq}: {table} holds {have} of its \
+                     rows, more than the {want} it has; not written again"
+                );
+            }
+            if have == 0 || have >= want {
+                continue;
+            }
+            warn!(
+                "sensor {sensor:?} batch {boot:016x}/{seq}: {table} held the first {have} of \
+                 its {want} rows, from an INSERT cut short; writing the other {}",
+                want - have
+            );
+            truncated_rows_completed += (want - have) as u64;
+        }
+        let skip = std::array::from_fn(|i| present[i].min(rows[i]));
+        self.write_rows(&[b], skip, token_base).await?;
+        // The views ran on whatever rows of the batch a cut-short INSERT committed; a
+        // write killed between the rows and the views leaves the rollups short.
+        let rollup_rsts_restored = if present[0] > 0 {
+            self.repair_rollups(b).await?
+        } else {
+            Some(0)
+        };
+        Ok(Stored::Completed {
+            rollup_rsts_restored,
+            truncated_rows_completed,
+        })
     }
 
     /// Stores several batches that were never sent before (one connection's
@@ -393,11 +445,10 @@ impl Store {
         if rows.iter().any(|&n| n > MAX_ROWS_PER_TABLE) {
             bail!("batch group has {rows:?} rows, more than {MAX_ROWS_PER_TABLE} in a table");
         }
-        let todo = rows.map(|n| n > 0);
         let (sensor, boot, first) = ids(batches[0]);
         let last = batches[batches.len() - 1].header.seq.to_native();
         let token_base = format!("{sensor}/{boot:016x}/{first}-{last}");
-        self.write_rows(&batches, todo, &token_base).await?;
+        self.write_rows(&batches, [0; 4], &token_base).await?;
         self.write_ledger(group, &token_base).await?;
         Ok(true)
     }
@@ -426,41 +477,59 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// One INSERT per table marked in `todo` (in [`sql::DATA_TABLES`] order: rst,
-    /// flows, anomalies, stats), rows of every batch in order, each row stamped with
-    /// its batch.
+    /// One INSERT per table (in [`sql::DATA_TABLES`] order: rst, flows, anomalies,
+    /// stats) of the rows of every batch in order, each row stamped with its batch, but
+    /// for the first `skip[table]` rows; a table with no rows left gets no INSERT.
     async fn write_rows(
         &self,
         batches: &[&ArchivedBatch],
-        todo: [bool; 4],
+        skip: [usize; 4],
         token_base: &str,
     ) -> anyhow::Result<()> {
+        let mut rows = [0usize; 4];
+        for b in batches {
+            for (total, n) in rows.iter_mut().zip(row_counts(b)) {
+                *total += n;
+            }
+        }
+        let todo: [bool; 4] = std::array::from_fn(|i| rows[i] > skip[i]);
         if todo[0] {
-            self.insert_rows::<RstEvents>(batches, token_base).await?;
+            self.insert_rows::<RstEvents>(batches, skip[0], token_base)
+                .await?;
         }
         if todo[1] {
-            self.insert_rows::<Flows>(batches, token_base).await?;
+            self.insert_rows::<Flows>(batches, skip[1], token_base)
+                .await?;
         }
         if todo[2] {
-            self.insert_rows::<Anomalies>(batches, token_base).await?;
+            self.insert_rows::<Anomalies>(batches, skip[2], token_base)
+                .await?;
         }
         if todo[3] {
-            self.insert_rows::<SensorStats>(batches, token_base).await?;
+            self.insert_rows::<SensorStats>(batches, skip[3], token_base)
+                .await?;
         }
         Ok(())
     }
 
-    /// One INSERT (one block: atomic) of table `T`'s rows of `batches`.
+    /// One INSERT (one block: atomic on a server with ClickHouse#9666 fixed, a prefix
+    /// of the rows or none on older ones) of table `T`'s rows of `batches` but the
+    /// first `skip`. Rows written after skipped ones get a deduplication token of their
+    /// own: they are not the block the full attempt sent.
     async fn insert_rows<T: DataTable>(
         &self,
         batches: &[&ArchivedBatch],
+        skip: usize,
         token_base: &str,
     ) -> anyhow::Result<()> {
-        let mut ins = self.begin_insert::<T::Row>(T::TABLE, token_base).await?;
-        for b in batches {
-            for row in T::rows(b, Stamp::of(b)) {
-                ins.write(&row).await?;
-            }
+        let token = match skip {
+            0 => token_base.to_string(),
+            n => format!("{token_base}/after{n}"),
+        };
+        let mut ins = self.begin_insert::<T::Row>(T::TABLE, &token).await?;
+        let rows = batches.iter().flat_map(|b| T::rows(b, Stamp::of(b)));
+        for row in rows.skip(skip) {
+            ins.write(&row).await?;
         }
         ins.end().await?;
         Ok(())

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub rollup_rsts_restored: AtomicU64,
     /// Batches found partly written on a cluster, whose rollups are not checked.
     pub rollups_unchecked: AtomicU64,
+    /// Rows written to complete batches whose earlier INSERT the server committed
+    /// only in part (its first rows).
+    pub truncated_rows_completed: AtomicU64,
     /// Rows written to `rst_events`.
     pub rst_rows: AtomicU64,
     /// Rows written to `flows`.
@@ -242,6 +245,14 @@ impl Metrics {
              (README).",
             Counter,
             self.rollups_unchecked.load(Relaxed),
+        );
+        e.single(
+            "rstwatch_collector_truncated_rows_completed_total",
+            "Rows written to complete batches of which an earlier INSERT, cut short (a \
+             collector killed mid-write), left only the first rows: ClickHouse before \
+             20.x commits such a prefix (ClickHouse#9666).",
+            Counter,
+            self.truncated_rows_completed.load(Relaxed),
         );
     }
 

@@ -608,12 +608,15 @@ impl Server {
                 Stored::New | Stored::Completed { .. } => {
                     if let Stored::Completed {
                         rollup_rsts_restored,
+                        truncated_rows_completed,
                     } = st
                     {
                         match rollup_rsts_restored {
                             Some(n) => m.rollup_rsts_restored.fetch_add(*n, Relaxed),
                             None => m.rollups_unchecked.fetch_add(1, Relaxed),
                         };
+                        m.truncated_rows_completed
+                            .fetch_add(*truncated_rows_completed, Relaxed);
                     }
                     m.batches_stored.fetch_add(1, Relaxed);
                     m.rst_rows.fetch_add(b.rst.len() as u64, Relaxed);
