@@ -10,9 +10,9 @@
 //! On servers that have it, `insert_deduplication_token` adds the server's own guard.
 //!
 //! "Whole or not at all" holds for an INSERT that fails on the server. One whose body
-//! ends early, because the collector was killed while sending it, is committed by
-//! ClickHouse before 20.x as far as it got (ClickHouse#9666; 18.16 does, a test here
-//! checks it): the first rows, in the order sent. So a table holding some of a batch's
+//! ends early, because the collector was killed while sending it, is committed as far
+//! as it got by ClickHouse 18.16 (a test here checks it) and by later versions in some
+//! cases (ClickHouse#9666, #27667): the first rows, in the order sent. So a table holding some of a batch's
 //! rows gets the rest, not nothing ([`Store::store_batch`]).
 //!
 //! The rollups are the exception the per-table check cannot cover: they are filled by
@@ -353,8 +353,8 @@ impl Store {
         let token_base = format!("{sensor}/{boot:016x}/{seq}");
         let rows = row_counts(b);
         // Rows of each table already there, written by an earlier attempt. ClickHouse
-        // before 20.x commits the rows of an INSERT whose body ends early (a collector
-        // killed mid-stream; ClickHouse#9666), and the rows go in the batch's order: a
+        // 18.16 commits the rows of an INSERT whose body ends early (a collector killed
+        // mid-stream; ClickHouse#9666, #27667), and the rows go in the batch's order: a
         // prefix of them. Those are not written again; the rest are.
         let mut present = [0usize; 4];
         if maybe_seen {
@@ -512,8 +512,8 @@ impl Store {
         Ok(())
     }
 
-    /// One INSERT (one block: atomic on a server with ClickHouse#9666 fixed, a prefix
-    /// of the rows or none on older ones) of table `T`'s rows of `batches` but the
+    /// One INSERT (one block: atomic, but for a body cut short, of which ClickHouse
+    /// 18.16 commits the rows it received; see the module's note) of table `T`'s rows of `batches` but the
     /// first `skip`. Rows written after skipped ones get a deduplication token of their
     /// own: they are not the block the full attempt sent.
     async fn insert_rows<T: DataTable>(

@@ -249,8 +249,8 @@ impl Metrics {
         e.single(
             "rstwatch_collector_truncated_rows_completed_total",
             "Rows written to complete batches of which an earlier INSERT, cut short (a \
-             collector killed mid-write), left only the first rows: ClickHouse before \
-             20.x commits such a prefix (ClickHouse#9666).",
+             collector killed mid-write), left only the first rows: ClickHouse 18.16 \
+             commits such a prefix (ClickHouse#9666, #27667).",
             Counter,
             self.truncated_rows_completed.load(Relaxed),
         );

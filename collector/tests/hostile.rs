@@ -794,8 +794,8 @@ fn a_resent_batch_restores_the_rollups_a_failed_write_left_short() {
 
 /// What [`a_batch_an_insert_cut_short_left_part_of_gets_the_rest`] stands on: an HTTP
 /// INSERT whose chunked body ends without its last chunk (the client killed) commits
-/// a prefix of its rows, or none. ClickHouse before 20.x commits what it received
-/// (ClickHouse#9666); this test requires that of the server here when it is that old.
+/// a prefix of its rows, or none. ClickHouse 18.16 commits what it received
+/// (ClickHouse#9666, #27667); this test requires that of a server before 20.x.
 #[test]
 fn an_insert_cut_short_commits_a_prefix_of_its_rows_or_none() {
     let Some(ch) = start_clickhouse("an_insert_cut_short_commits_a_prefix") else {
@@ -846,8 +846,8 @@ fn an_insert_cut_short_commits_a_prefix_of_its_rows_or_none() {
     );
 }
 
-/// A collector killed while sending a batch's INSERT: ClickHouse before 20.x commits
-/// the first rows it received (above). The resent batch finds some of its rows; the
+/// A collector killed while sending a batch's INSERT: ClickHouse 18.16 commits the
+/// first rows it received (above). The resent batch finds some of its rows; the
 /// collector writes the others, once, and the views count each RST once. Reproduced by
 /// putting back the first 400 of a batch's 600 RSTs with an INSERT (so the views run
 /// on them, as they did on the cut-short one) and deleting its ledger row.
