@@ -71,6 +71,13 @@ pub struct Store {
     pub dialect: Dialect,
     /// The server's version string, as it reported it.
     pub version: String,
+    /// Held shared by every write of data rows and exclusively by a rollup repair,
+    /// which compares `rst_events` with the rollups: an INSERT of this collector's in
+    /// flight has its raw block committed before its views' blocks, and a repair that
+    /// looked then would restore what the views are about to write. Two repairs of
+    /// one minute would each restore its shortfall (CI, 2026-12-04: two groups of one
+    /// sensor, stored at once, each restored the same 2,000 RSTs).
+    writes: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 /// What happened to a batch.
@@ -136,6 +143,7 @@ impl Store {
             db: c.database.clone(),
             dialect,
             version: version.trim().to_string(),
+            writes: Default::default(),
         })
     }
 
@@ -486,6 +494,7 @@ impl Store {
         skip: [usize; 4],
         token_base: &str,
     ) -> anyhow::Result<()> {
+        let _shared = self.writes.read().await;
         let mut rows = [0usize; 4];
         for b in batches {
             for (total, n) in rows.iter_mut().zip(row_counts(b)) {

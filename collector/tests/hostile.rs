@@ -925,3 +925,66 @@ fn a_batch_an_insert_cut_short_left_part_of_gets_the_rest() {
         col.log_text()
     );
 }
+
+/// Two resent batches of one sensor whose RSTs share minutes, restored at once over two
+/// connections: each repair compares the same buckets, so only one may restore them
+/// (`Store::writes`); otherwise both add the shortfall and the rollups count it twice.
+#[test]
+fn two_repairs_at_once_restore_a_shortfall_once() {
+    let Some(ch) = start_clickhouse("two_repairs_at_once") else {
+        return;
+    };
+    let dir = tmp("rstwatch-two-repairs");
+    let col = collector(&ch, dir.path(), "collector", &[]);
+    // Two batches of 600 RSTs over the same 70 minutes.
+    let spread = |seq: u64, ids: std::ops::Range<u64>, offset_us: i64| {
+        let mut b = batch("edge-1", 7, seq, ids);
+        for (i, e) in b.rst.iter_mut().enumerate() {
+            e.ts_us = T0 + offset_us + i as i64 * 7_000_000;
+        }
+        b
+    };
+    let frames = [
+        batch_frame(&spread(0, 0..600, 0)),
+        batch_frame(&spread(1, 600..1200, 3_000_000)),
+    ];
+    let send = |f: &[u8]| {
+        let (mut r, kind, _) = Raw::hello(&col.addr(), "edge-1", TOKEN);
+        assert_eq!(kind, Kind::Welcome);
+        r.send(f);
+        assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
+    };
+    for f in &frames {
+        send(f);
+    }
+    let rollups = ["rst_minute", "rst_minute_cause", "rst_hour"];
+    for t in rollups {
+        mutate(
+            &ch,
+            &format!("ALTER TABLE {t} DELETE WHERE sensor_id = 'edge-1'"),
+        );
+    }
+    mutate(&ch, "ALTER TABLE batches DELETE WHERE sensor_id = 'edge-1'");
+    let resent: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            frame::mark_resent(&mut f).unwrap();
+            f
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for f in &resent {
+            s.spawn(|| send(f));
+        }
+    });
+    for t in rollups {
+        let (rollup, raw) = rollup_and_raw(&ch, t, "edge-1");
+        assert_eq!(rollup, raw, "{t} restored once");
+    }
+    assert_eq!(
+        col.metric("rstwatch_collector_rollup_rsts_restored_total"),
+        3 * 1200
+    );
+    assert_eq!(rows(&ch, "rst_events"), 1200);
+}

@@ -39,8 +39,8 @@ impl Store {
     /// Restores what the rollups lack in the buckets of `b`'s RSTs, whose raw rows an
     /// earlier attempt wrote (module docs). Returns the RSTs restored, all rollups
     /// together, or `None` on a cluster, where it does not try. Safe to repeat: once
-    /// restored, nothing is short. The caller holds the sensor's lock, so this
-    /// collector writes none of the sensor's rows meanwhile.
+    /// restored, nothing is short. This collector writes no rows meanwhile
+    /// (`Store::writes`); another collector's INSERT is waited for.
     pub(super) async fn repair_rollups(&self, b: &ArchivedBatch) -> anyhow::Result<Option<u64>> {
         if self.on_cluster().await? {
             warn!(
@@ -52,6 +52,8 @@ impl Store {
             );
             return Ok(None);
         }
+        // No write of this collector's runs from here to the end (`Store::writes`).
+        let _only = self.writes.write().await;
         self.wait_for_raw_inserts().await?;
         let secs_of = |e: &rstwatch_schema::event::ArchivedRstEvent| secs(e.ts_us.to_native());
         let (Some(first), Some(last)) = (
