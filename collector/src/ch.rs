@@ -92,8 +92,7 @@ pub enum Stored {
     Completed {
         /// RSTs restored to the rollups, all together: what the views of the failed
         /// attempt did not write (usually 0; 0 too when none of its RSTs were there).
-        /// `None`: not checked (on a cluster).
-        rollup_rsts_restored: Option<u64>,
+        rollup_rsts_restored: u64,
         /// Rows written now after the first rows of the batch that a truncated INSERT
         /// had committed (all tables together; `Store::store_batch`).
         truncated_rows_completed: u64,
@@ -418,7 +417,7 @@ impl Store {
         let rollup_rsts_restored = if present[0] > 0 {
             self.repair_rollups(b).await?
         } else {
-            Some(0)
+            0
         };
         Ok(Stored::Completed {
             rollup_rsts_restored,

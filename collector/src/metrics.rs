@@ -22,8 +22,6 @@ pub struct Metrics {
     pub batches_duplicate: AtomicU64,
     /// RSTs restored to the rollups after writes that failed part-way.
     pub rollup_rsts_restored: AtomicU64,
-    /// Batches found partly written on a cluster, whose rollups are not checked.
-    pub rollups_unchecked: AtomicU64,
     /// Rows written to complete batches whose earlier INSERT the server committed
     /// only in part (its first rows).
     pub truncated_rows_completed: AtomicU64,
@@ -237,14 +235,6 @@ impl Metrics {
              together) for batches whose write failed after their raw rows.",
             Counter,
             self.rollup_rsts_restored.load(Relaxed),
-        );
-        e.single(
-            "rstwatch_collector_rollups_unchecked_total",
-            "Batches found partly written on a cluster (their RSTs stored by an attempt \
-             that failed), whose rollups are not checked: each may have left them short \
-             (README).",
-            Counter,
-            self.rollups_unchecked.load(Relaxed),
         );
         e.single(
             "rstwatch_collector_truncated_rows_completed_total",

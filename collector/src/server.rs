@@ -611,10 +611,8 @@ impl Server {
                         truncated_rows_completed,
                     } = st
                     {
-                        match rollup_rsts_restored {
-                            Some(n) => m.rollup_rsts_restored.fetch_add(*n, Relaxed),
-                            None => m.rollups_unchecked.fetch_add(1, Relaxed),
-                        };
+                        m.rollup_rsts_restored
+                            .fetch_add(*rollup_rsts_restored, Relaxed);
                         m.truncated_rows_completed
                             .fetch_add(*truncated_rows_completed, Relaxed);
                     }
