@@ -10,12 +10,11 @@
 //! whose raw rows it found: within the buckets the batch's RSTs fall in, it counts
 //! each rollup key in `rst_events`, takes away what the rollup holds for it, and
 //! inserts the shortfall (the rollups are `SummingMergeTree`s, so an added row adds to
-//! the key). Exact while no other write of the sensor's rows runs at the same time: the
-//! collector's per-sensor lock keeps its own writes apart, and on a single server the
-//! failed write is over once no INSERT into `rst_events` runs, which the collector
-//! waits for. Not on a cluster, where parts of the failed write can land later still,
-//! so the collector uses it on single servers only (`collector/src/ch/repair.rs` says
-//! what was tried). Run again, it finds nothing short.
+//! the key). Exact while no other write of the sensor's rows runs at the same time: a
+//! repair runs with none of the collector's own writes in flight and no other repair,
+//! and the failed write is over once no INSERT into `rst_events` runs, which the
+//! collector waits for (`collector/src/ch/repair.rs`, also for a cluster). Run again,
+//! it finds nothing short.
 
 /// One rollup of `rst_events`: the columns its view groups by and the expressions over
 /// `rst_events` that fill them. `schema/sql` defines the views; the test below holds
