@@ -12,8 +12,8 @@
 //! "Whole or not at all" holds for an INSERT that fails on the server. One whose body
 //! ends early, because the collector was killed while sending it, is committed as far
 //! as it got by ClickHouse 18.16 (a test here checks it) and by later versions in some
-//! cases (ClickHouse#9666, #27667): the first rows, in the order sent. So a table holding some of a batch's
-//! rows gets the rest, not nothing ([`Store::store_batch`]).
+//! cases (ClickHouse#9666, #27667): the first rows, in the order sent. So a table
+//! holding some of a batch's rows gets the rest, not nothing ([`Store::store_batch`]).
 //!
 //! The rollups are the exception the per-table check cannot cover: they are filled by
 //! views as `rst_events` is written, so a resent batch whose raw rows are found runs no
@@ -521,9 +521,9 @@ impl Store {
     }
 
     /// One INSERT (one block: atomic, but for a body cut short, of which ClickHouse
-    /// 18.16 commits the rows it received; see the module's note) of table `T`'s rows of `batches` but the
-    /// first `skip`. Rows written after skipped ones get a deduplication token of their
-    /// own: they are not the block the full attempt sent.
+    /// 18.16 commits the rows it received; see the module's note) of table `T`'s rows
+    /// of `batches` but the first `skip`. Rows written after skipped ones get a
+    /// deduplication token of their own: they are not the block the full attempt sent.
     async fn insert_rows<T: DataTable>(
         &self,
         batches: &[&ArchivedBatch],

@@ -42,8 +42,8 @@ const SETTLE_WAIT: Duration = Duration::from_secs(30);
 impl Store {
     /// Restores what the rollups lack in the buckets of `b`'s RSTs, whose raw rows an
     /// earlier attempt wrote (module docs). Returns the RSTs restored, all rollups
-    /// together. Safe to repeat: once restored, nothing is short. This collector writes no rows meanwhile
-    /// (`Store::writes`); another collector's INSERT is waited for.
+    /// together. Safe to repeat: once restored, nothing is short. This collector writes
+    /// no rows meanwhile (`Store::writes`); another collector's INSERT is waited for.
     pub(super) async fn repair_rollups(&self, b: &ArchivedBatch) -> anyhow::Result<u64> {
         // No write of this collector's runs from here to the end (`Store::writes`).
         let _only = self.writes.write().await;
