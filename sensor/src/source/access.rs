@@ -27,12 +27,18 @@
 //! few seconds) it is in 4 KiB pages: ~22,000 faults and ~0.09 s more system time
 //! mapped, ~0.025 s more read, so reading then wins by about a tenth (RESULTS.md,
 //! "The page cache's folios"). A capture replayed off disk is the first case.
+//!
+//! On a third host (a Zen 4 VM, 2026-12-04) reading took 0.685 of mapping's CPU with
+//! the file in large folios. So `auto` no longer trusts one host's answer for a large
+//! file: it times both ways on the file itself and takes the cheaper one for the rest
+//! (`batched::read_trying_both`).
 
 /// How a capture file of 16 MiB or more reaches the parser. Pipes, standard input and
 /// smaller files are always read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileAccess {
-    /// Map files of 128 MiB or more, read smaller ones.
+    /// Map files of 128 MiB or more, read smaller ones; files of 256 MiB or more are
+    /// taken both ways for a while, then the cheaper way (`batched::read_trying_both`).
     Auto,
     /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
     Read,

@@ -12,7 +12,8 @@
 //! buffers (reference-counted) for the engines to read later, hands on parsed frames
 //! since 2026-12-04.
 //!
-//! With [`FileAccess::Map`] (or `Auto`, for files of 128 MiB or more: see `access`), a
+//! With [`FileAccess::Map`] (or `Auto`, for files of 128 MiB or more, which from
+//! [`TRIED_MIN`] on it also reads for a while and keeps the cheaper way: see `access`), a
 //! regular file of at least [`MAP_MIN`] bytes is not read but mapped, in windows of
 //! [`WINDOW`] bytes ([`SHARED_WINDOW`] for `--workers`, [`read_file_in_large_windows`];
 //! `sys::FileMapping`, which also says what happens when the file shrinks
@@ -146,8 +147,21 @@ fn read_any(
     let diagnose = |e| explain_damage(e, path, pcapng);
     let mapped = size.filter(|&s| s >= MAP_MIN && (pcap || pcapng) && access::maps(access, s));
     if let Some(size) = mapped {
-        return read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
-            .map_err(|e| err(diagnose(e)));
+        let r = if access == FileAccess::Auto && size >= TRIED_MIN {
+            let cheaper = |map: f64, read: f64| read < map;
+            read_trying_both(
+                &file,
+                size,
+                (window, TRIAL),
+                pcapng,
+                &progress,
+                cheaper,
+                on_batch,
+            )
+        } else {
+            read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
+        };
+        return r.map_err(|e| err(diagnose(e)));
     }
     if !(pcap || pcapng) {
         // Empty, too short or not a capture: the frame reader names the problem (it
@@ -160,6 +174,131 @@ fn read_any(
     };
     let r = read_buffered(input, (READ_STEP, BUFFER), pcapng, on_batch);
     r.map_err(|e| err(diagnose(e)))
+}
+
+/// Under `auto`, a file of this size or more is taken both ways for a while, then
+/// the cheaper way (`read_trying_both`).
+const TRIED_MIN: u64 = 4 * TRIAL;
+
+/// How much of the file each way is timed on, after as much again mapped untimed.
+const TRIAL: u64 = 64 << 20;
+
+/// A large file under `auto`: mapped for its first `trial` bytes (untimed: the
+/// engine's tables fill), then `trial` bytes mapped and `trial` read, each timed in
+/// the thread's CPU per byte, then the rest read if `pick_read(map, read)` says so
+/// (`auto`: the cheaper way), else mapped. Which way costs less depends on the host and
+/// on how the file sits in the page cache, and it has gone both ways by a third or
+/// more (RESULTS.md, "Every target on a third host").
+fn read_trying_both(
+    file: &File,
+    size: u64,
+    (window, trial): (usize, u64),
+    pcapng: bool,
+    progress: &Progress,
+    pick_read: impl FnOnce(f64, f64) -> bool,
+    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+) -> Result<FileStats, ReadError> {
+    let sizes = (window, BUFFER);
+    let mut leg = map_records(
+        file,
+        size,
+        sizes,
+        pcapng,
+        progress,
+        &mut on_batch,
+        None,
+        trial,
+    )?;
+    let mut cost = [0.0f64; 2];
+    for (way, c) in cost.iter_mut().enumerate() {
+        let Leg::Paused(from) = leg else { break };
+        let (t0, at0) = (sys::thread_cpu_ns(), from.at);
+        let until = at0 + trial;
+        leg = if way == 0 {
+            map_records(
+                file,
+                size,
+                sizes,
+                pcapng,
+                progress,
+                &mut on_batch,
+                Some(from),
+                until,
+            )?
+        } else {
+            read_from(file, progress, from, until, &mut on_batch)?
+        };
+        let at = match &leg {
+            Leg::Paused(r) => r.at,
+            Leg::Done(_) => size,
+        };
+        *c = sys::thread_cpu_ns().saturating_sub(t0) as f64 / (at - at0).max(1) as f64;
+    }
+    let read = pick_read(cost[0], cost[1]);
+    let mut stats = match leg {
+        Leg::Done(stats) => stats,
+        Leg::Paused(from) if read => finished(read_from(file, progress, from, u64::MAX, on_batch)?),
+        Leg::Paused(from) => finished(map_records(
+            file,
+            size,
+            sizes,
+            pcapng,
+            progress,
+            on_batch,
+            Some(from),
+            u64::MAX,
+        )?),
+    };
+    stats.mapped = !read;
+    Ok(stats)
+}
+
+/// The stats of a walk run to the file's end.
+fn finished(leg: Leg) -> FileStats {
+    match leg {
+        Leg::Done(stats) => stats,
+        Leg::Paused(_) => unreachable!("no pause before the end of the file"),
+    }
+}
+
+/// The read path from the record at `from.at` until `until`.
+fn read_from(
+    file: &File,
+    progress: &Progress,
+    from: Records,
+    until: u64,
+    on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+) -> Result<Leg, ReadError> {
+    progress.store(from.at, Ordering::Relaxed);
+    let mut input = Counting {
+        inner: ReadAt { file, at: from.at },
+        progress: progress.clone(),
+    };
+    let mut buf = vec![0u8; READ_STEP];
+    let len = fill(&mut input, &mut buf)?;
+    read_records(
+        input,
+        buf,
+        (0, len),
+        (READ_STEP, BUFFER),
+        from,
+        until,
+        on_batch,
+    )
+}
+
+/// Reads `file` from offset `at` on, whatever its descriptor's own offset.
+struct ReadAt<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// The message for a read error of the file at `path`: for a damaged pcap (pcapng)
@@ -182,8 +321,34 @@ fn read_mapped(
     (window, max): (usize, usize),
     pcapng: bool,
     progress: &Progress,
-    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+    on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
+    let leg = map_records(
+        file,
+        size,
+        (window, max),
+        pcapng,
+        progress,
+        on_batch,
+        None,
+        u64::MAX,
+    )?;
+    Ok(finished(leg))
+}
+
+/// [`read_mapped`] from `from` (else from the file's header) until a window's records
+/// end at or past the file's offset `until`.
+#[allow(clippy::too_many_arguments)]
+fn map_records(
+    file: &File,
+    size: u64,
+    (window, max): (usize, usize),
+    pcapng: bool,
+    progress: &Progress,
+    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+    from: Option<Records>,
+    until: u64,
+) -> Result<Leg, ReadError> {
     let changed = Arc::new(AtomicBool::new(false));
     let page = sys::page_size() as u64;
     let align = if window as u64 >= 4 * HUGE_ALIGN {
@@ -196,14 +361,15 @@ fn read_mapped(
             .map_err(|e| ReadError::Named(format!("cannot map: {e}")))
     };
     let first_len = window.min(size as usize);
-    let first = map(0, first_len)?;
-    let (header_len, mut format) = Format::of(&first, pcapng)?;
-    let mut first = Some(first);
-    let mut stats = FileStats {
-        mapped: true,
-        ..FileStats::default()
+    let (mut first, mut format, mut stats, mut pos) = match from {
+        Some(r) => (None, r.format, r.stats, r.at),
+        None => {
+            let first = map(0, first_len)?;
+            let (header_len, format) = Format::of(&first, pcapng)?;
+            (Some(first), format, FileStats::default(), header_len as u64)
+        }
     };
-    let mut pos = header_len as u64;
+    stats.mapped = true;
     let mut want = window;
     loop {
         let base = pos / align * align;
@@ -235,8 +401,15 @@ fn read_mapped(
         match stop {
             Stop::Bad(e) => return Err(damaged(&stats, &e)),
             Stop::Failed(e) => return Err(e),
-            Stop::NeedMore if pos == size => return Ok(stats),
+            Stop::NeedMore if pos == size => return Ok(Leg::Done(stats)),
             Stop::NeedMore if at_end => return Err(format.cut_short(&stats)),
+            Stop::NeedMore if pos >= until => {
+                return Ok(Leg::Paused(Records {
+                    format,
+                    stats,
+                    at: pos,
+                }))
+            }
             // A record longer than the window: once more with room for the largest
             // record the read path takes, then it is refused as there.
             Stop::NeedMore if consumed == 0 => {
@@ -350,14 +523,63 @@ fn read_buffered<R: Read>(
     mut input: R,
     (step, max): (usize, usize),
     pcapng: bool,
-    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+    on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
     let step = step.min(max);
     let mut buf = vec![0u8; step];
-    let mut len = fill(&mut input, &mut buf)?;
+    let len = fill(&mut input, &mut buf)?;
+    let (pos, format) = Format::of(&buf[..len], pcapng)?;
+    let from = Records {
+        format,
+        stats: FileStats::default(),
+        at: pos as u64,
+    };
+    let leg = read_records(
+        input,
+        buf,
+        (pos, len),
+        (step, max),
+        from,
+        u64::MAX,
+        on_batch,
+    )?;
+    Ok(finished(leg))
+}
+
+/// Where a file's records are taken up (`at`, a record's start in the file), with the
+/// format read from its header and what was counted before.
+struct Records {
+    format: Format,
+    stats: FileStats,
+    at: u64,
+}
+
+/// How a walk over part of a file ended: at the file's end, or paused at a record's
+/// start at or past the byte it was given.
+enum Leg {
+    Done(FileStats),
+    Paused(Records),
+}
+
+/// The read path's walk: `buf[pos..len]` holds the bytes from `from.at` on, `input`
+/// what follows them; pauses once it has consumed up to `until` (the file's offsets).
+fn read_records<R: Read>(
+    mut input: R,
+    mut buf: Vec<u8>,
+    (mut pos, mut len): (usize, usize),
+    (step, max): (usize, usize),
+    from: Records,
+    until: u64,
+    mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+) -> Result<Leg, ReadError> {
+    let Records {
+        mut format,
+        mut stats,
+        at,
+    } = from;
+    // The file offset of buf[0].
+    let mut base = at - pos as u64;
     let mut eof = len < buf.len();
-    let (mut pos, mut format) = Format::of(&buf[..len], pcapng)?;
-    let mut stats = FileStats::default();
     loop {
         let (stop, consumed) = format.parse::<false>(&buf[pos..len], &mut stats, |link, b, a| {
             on_batch(link, &buf, b, a)
@@ -366,9 +588,13 @@ fn read_buffered<R: Read>(
         match stop {
             Stop::Bad(e) => return Err(damaged(&stats, &e)),
             Stop::Failed(e) => return Err(e),
-            Stop::NeedMore if pos == len && eof => return Ok(stats),
+            Stop::NeedMore if pos == len && eof => return Ok(Leg::Done(stats)),
             Stop::NeedMore if eof || (pos == 0 && len == max) => {
                 return Err(format.cut_short(&stats))
+            }
+            Stop::NeedMore if base + pos as u64 >= until => {
+                let at = base + pos as u64;
+                return Ok(Leg::Paused(Records { format, stats, at }));
             }
             Stop::NeedMore => {
                 // A record that fills the buffer: a larger one. Else room for a step
@@ -381,6 +607,7 @@ fn read_buffered<R: Read>(
                 // The partial record to the front, then room after it.
                 buf.copy_within(pos..len, 0);
                 buf.resize(size.min(max), 0);
+                base += pos as u64;
                 len -= pos;
                 pos = 0;
                 let n = fill(&mut input, &mut buf[len..])?;
@@ -585,6 +812,36 @@ mod tests {
         (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
     }
 
+    /// Reads `p` as `auto` does a large file, both ways in turn: mapped through windows
+    /// of `window` bytes for the first `trial` bytes and the next `trial`, read for the
+    /// `trial` after, then the rest read (`read_rest`) or mapped.
+    fn tried_as(
+        p: &Path,
+        (window, trial): (usize, u64),
+        pcapng: bool,
+        read_rest: bool,
+    ) -> (Frames, Option<String>) {
+        let file = File::open(p).unwrap();
+        let size = file.metadata().unwrap().len();
+        let mut seen = vec![];
+        let r = read_trying_both(
+            &file,
+            size,
+            (window, trial),
+            pcapng,
+            &Progress::default(),
+            |_, _| read_rest,
+            |link, _, frames, _| {
+                assert!(!frames.is_empty() && frames.len() <= READ_BATCH);
+                seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
+            },
+        );
+        if let Ok(stats) = &r {
+            assert_eq!(stats.mapped, !read_rest, "the way taken after the trial");
+        }
+        (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
+    }
+
     /// Reads `p` through read buffers of `sizes` (read step, largest buffer), as
     /// `read_file_batched` reads a small file or a pipe: frames and the error text.
     fn read_as(p: &Path, sizes: (usize, usize), pcapng: bool) -> (Frames, Option<String>) {
@@ -629,6 +886,17 @@ mod tests {
                 let (got, err) = mapped(f.path(), sizes);
                 assert_eq!(got, want, "cut at {cut}, {sizes:?}");
                 assert_eq!(err, want_err, "cut at {cut}, {sizes:?}");
+            }
+            for (trial, read_rest) in [(3000, true), (3000, false), (40_000, true)] {
+                let (got, err) = tried_as(f.path(), (3 * page, trial), false, read_rest);
+                assert_eq!(
+                    got, want,
+                    "both ways, cut at {cut}, trial {trial}, {read_rest}"
+                );
+                assert_eq!(
+                    err, want_err,
+                    "both ways, cut at {cut}, trial {trial}, {read_rest}"
+                );
             }
             if cut == full.len() {
                 assert_eq!((want.len(), want_err), (300, None));
@@ -950,6 +1218,11 @@ mod tests {
                     assert_eq!(got, want, "{frames} frames, cut at {cut}, {sizes:?}");
                     assert_eq!(err, want_err, "{frames} frames, cut at {cut}, {sizes:?}");
                 }
+                for read_rest in [true, false] {
+                    let (got, err) = tried_as(f.path(), (3 * page, 3000), true, read_rest);
+                    assert_eq!(got, want, "both ways, cut at {cut}, {read_rest}");
+                    assert_eq!(err, want_err, "both ways, cut at {cut}, {read_rest}");
+                }
                 for sizes in [(100, BUFFER), (4096, BUFFER), (1 << 20, BUFFER)] {
                     let (got, err) = read_as(f.path(), sizes, true);
                     assert_eq!(got, want, "read, {frames} frames, cut at {cut}, {sizes:?}");
@@ -997,6 +1270,9 @@ mod tests {
             let (got, err) = read_as(f.path(), (4096, BUFFER), *is_ng);
             assert_eq!((got.len(), &err), (want.len(), &want_err), "read");
             assert_eq!(got, want, "read");
+            let (got, err) = tried_as(f.path(), (3 * page, 2000), *is_ng, rng.bool());
+            assert_eq!((got.len(), &err), (want.len(), &want_err), "both ways");
+            assert_eq!(got, want, "both ways");
         }
     }
 

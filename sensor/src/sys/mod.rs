@@ -7,6 +7,20 @@ mod mapping;
 
 pub use mapping::{page_size, FileMapping};
 
+/// CPU time the calling thread has used, in nanoseconds (0 if the clock fails).
+pub fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `t` is.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if r != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 /// Restricts the calling thread to `cores` (cores at or past `CPU_SETSIZE` are
 /// refused).
 pub fn pin_thread(cores: &[usize]) -> std::io::Result<()> {
