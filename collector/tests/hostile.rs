@@ -694,6 +694,14 @@ fn rollup_and_raw(ch: &ClickHouse, table: &str, sensor: &str) -> (String, String
 }
 
 /// Runs `sql` (an `ALTER ... DELETE`, a mutation) and waits until it is done.
+/// Sends one batch frame as `sensor` on a connection of its own and requires its ack.
+fn send_acked(col: &Collector, sensor: &str, frame: &[u8]) {
+    let (mut r, kind, _) = Raw::hello(&col.addr(), sensor, TOKEN);
+    assert_eq!(kind, Kind::Welcome);
+    r.send(frame);
+    assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
+}
+
 fn mutate(ch: &ClickHouse, sql: &str) {
     ch.query_db(DB, sql).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -724,12 +732,7 @@ fn a_resent_batch_restores_the_rollups_a_failed_write_left_short() {
     }
     let b = batch("edge-2", 9, 0, 1000..1100);
     let (fa, fb) = (batch_frame(&a), batch_frame(&b));
-    let send = |f: &[u8], sensor: &str| {
-        let (mut r, kind, _) = Raw::hello(&col.addr(), sensor, TOKEN);
-        assert_eq!(kind, Kind::Welcome);
-        r.send(f);
-        assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
-    };
+    let send = |f: &[u8], sensor: &str| send_acked(&col, sensor, f);
     send(&fa, "edge-1");
     send(&fb, "edge-2");
     let rollups = ["rst_minute", "rst_minute_cause", "rst_hour"];
@@ -860,12 +863,7 @@ fn a_batch_an_insert_cut_short_left_part_of_gets_the_rest() {
     let col = collector(&ch, dir.path(), "collector", &[]);
     let a = batch("edge-1", 7, 0, 0..600);
     let fa = batch_frame(&a);
-    let send = |f: &[u8]| {
-        let (mut r, kind, _) = Raw::hello(&col.addr(), "edge-1", TOKEN);
-        assert_eq!(kind, Kind::Welcome);
-        r.send(f);
-        assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
-    };
+    let send = |f: &[u8]| send_acked(&col, "edge-1", f);
     send(&fa);
     let stored = ch
         .query_db(DB, "SELECT * FROM rst_events ORDER BY flow_uid")
@@ -948,12 +946,7 @@ fn two_repairs_at_once_restore_a_shortfall_once() {
         batch_frame(&spread(0, 0..600, 0)),
         batch_frame(&spread(1, 600..1200, 3_000_000)),
     ];
-    let send = |f: &[u8]| {
-        let (mut r, kind, _) = Raw::hello(&col.addr(), "edge-1", TOKEN);
-        assert_eq!(kind, Kind::Welcome);
-        r.send(f);
-        assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
-    };
+    let send = |f: &[u8]| send_acked(&col, "edge-1", f);
     for f in &frames {
         send(f);
     }
