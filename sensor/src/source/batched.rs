@@ -198,23 +198,11 @@ fn read_trying_both(
     pick_read: impl FnOnce(f64, f64) -> bool,
     mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
-    let sizes = (window, BUFFER);
-    let mut leg = map_records(
-        file,
-        size,
-        sizes,
-        pcapng,
-        progress,
-        &mut on_batch,
-        None,
-        trial,
-    )?;
-    let mut cost = [0.0f64; 2];
-    for (way, c) in cost.iter_mut().enumerate() {
-        let Leg::Paused(from) = leg else { break };
-        let (t0, at0) = (sys::thread_cpu_ns(), from.at);
-        let until = at0 + trial;
-        leg = if way == 0 {
+    // One leg of the walk: read, or mapped (the first leg, from the file's header).
+    let mut walk = |read: bool, from: Option<Records>, until: u64| match from {
+        Some(from) if read => read_from(file, progress, from, until, &mut on_batch),
+        from => {
+            let sizes = (window, BUFFER);
             map_records(
                 file,
                 size,
@@ -222,12 +210,18 @@ fn read_trying_both(
                 pcapng,
                 progress,
                 &mut on_batch,
-                Some(from),
+                from,
                 until,
-            )?
-        } else {
-            read_from(file, progress, from, until, &mut on_batch)?
-        };
+            )
+        }
+    };
+    let mut leg = walk(false, None, trial)?;
+    // CPU per byte mapped, then read.
+    let mut cost = [0.0f64; 2];
+    for (way, c) in cost.iter_mut().enumerate() {
+        let Leg::Paused(from) = leg else { break };
+        let (t0, at0) = (sys::thread_cpu_ns(), from.at);
+        leg = walk(way == 1, Some(from), at0 + trial)?;
         let at = match &leg {
             Leg::Paused(r) => r.at,
             Leg::Done(_) => size,
@@ -237,17 +231,7 @@ fn read_trying_both(
     let read = pick_read(cost[0], cost[1]);
     let mut stats = match leg {
         Leg::Done(stats) => stats,
-        Leg::Paused(from) if read => finished(read_from(file, progress, from, u64::MAX, on_batch)?),
-        Leg::Paused(from) => finished(map_records(
-            file,
-            size,
-            sizes,
-            pcapng,
-            progress,
-            on_batch,
-            Some(from),
-            u64::MAX,
-        )?),
+        Leg::Paused(from) => finished(walk(read, Some(from), u64::MAX)?),
     };
     stats.mapped = !read;
     Ok(stats)
