@@ -334,12 +334,7 @@ fn map_records(
     until: u64,
 ) -> Result<Leg, ReadError> {
     let changed = Arc::new(AtomicBool::new(false));
-    let page = sys::page_size() as u64;
-    let align = if window as u64 >= 4 * HUGE_ALIGN {
-        HUGE_ALIGN.max(page)
-    } else {
-        page
-    };
+    let align = window_start_multiple(window);
     let map = |at: u64, len: usize| -> Result<sys::FileMapping, ReadError> {
         sys::FileMapping::new(file, at, len, &changed)
             .map_err(|e| ReadError::Named(format!("cannot map: {e}")))
@@ -374,12 +369,7 @@ fn map_records(
         pos += consumed as u64;
         progress.store(pos, Ordering::Relaxed);
         if changed.load(Ordering::SeqCst) {
-            let now = file.metadata().map(|m| m.len()).unwrap_or(0);
-            return Err(ReadError::Named(format!(
-                "the file shrank from {size} to {now} bytes while it was read: reading \
-                 stopped where it reached past the new end (frames being processed at \
-                 that moment may have been read as zeros)"
-            )));
+            return Err(shrank(file, size));
         }
         let at_end = base + len as u64 == size;
         match stop {
@@ -405,6 +395,27 @@ fn map_records(
             Stop::NeedMore => want = window,
         }
     }
+}
+
+/// Where windows of `window` bytes start in the file: at multiples of [`HUGE_ALIGN`]
+/// for large windows, of the page for small ones (tests).
+fn window_start_multiple(window: usize) -> u64 {
+    let page = sys::page_size() as u64;
+    if window as u64 >= 4 * HUGE_ALIGN {
+        HUGE_ALIGN.max(page)
+    } else {
+        page
+    }
+}
+
+/// The error for a file of `size` bytes that shrank while it was mapped.
+fn shrank(file: &File, size: u64) -> ReadError {
+    let now = file.metadata().map(|m| m.len()).unwrap_or(0);
+    ReadError::Named(format!(
+        "the file shrank from {size} to {now} bytes while it was read: reading stopped \
+         where it reached past the new end (frames being processed at that moment may \
+         have been read as zeros)"
+    ))
 }
 
 /// Reads the pcap file header at the start of `bytes`: its length, a parser of the
