@@ -374,7 +374,7 @@ impl Store {
         let stored = if present.iter().any(|&n| n > 0) {
             self.complete_rows(b, rows, present, &token_base).await?
         } else {
-            self.write_rows(&[b], [0; 4], &token_base).await?;
+            self.write_rows(&[b], rows, [0; 4], &token_base).await?;
             Stored::New
         };
         self.write_ledger(&[(b, wire_bytes)], &token_base).await?;
@@ -411,7 +411,7 @@ impl Store {
             truncated_rows_completed += (want - have) as u64;
         }
         let skip = std::array::from_fn(|i| present[i].min(rows[i]));
-        self.write_rows(&[b], skip, token_base).await?;
+        self.write_rows(&[b], rows, skip, token_base).await?;
         // The views ran on whatever rows of the batch a cut-short INSERT committed; a
         // write killed between the rows and the views leaves the rollups short.
         let rollup_rsts_restored = if present[0] > 0 {
@@ -442,20 +442,14 @@ impl Store {
             return Ok(false);
         }
         let batches: Vec<&ArchivedBatch> = group.iter().map(|(b, _)| *b).collect();
-        let mut rows = [0usize; 4];
-        for b in &batches {
-            let r = row_counts(b);
-            for i in 0..4 {
-                rows[i] += r[i];
-            }
-        }
+        let rows = total_rows(&batches);
         if rows.iter().any(|&n| n > MAX_ROWS_PER_TABLE) {
             bail!("batch group has {rows:?} rows, more than {MAX_ROWS_PER_TABLE} in a table");
         }
         let (sensor, boot, first) = ids(batches[0]);
         let last = batches[batches.len() - 1].header.seq.to_native();
         let token_base = format!("{sensor}/{boot:016x}/{first}-{last}");
-        self.write_rows(&batches, [0; 4], &token_base).await?;
+        self.write_rows(&batches, rows, [0; 4], &token_base).await?;
         self.write_ledger(group, &token_base).await?;
         Ok(true)
     }
@@ -487,19 +481,15 @@ impl Store {
     /// One INSERT per table (in [`sql::DATA_TABLES`] order: rst, flows, anomalies,
     /// stats) of the rows of every batch in order, each row stamped with its batch, but
     /// for the first `skip[table]` rows; a table with no rows left gets no INSERT.
+    /// `rows`: the batches' rows per table ([`total_rows`]).
     async fn write_rows(
         &self,
         batches: &[&ArchivedBatch],
+        rows: [usize; 4],
         skip: [usize; 4],
         token_base: &str,
     ) -> anyhow::Result<()> {
         let _shared = self.writes.read().await;
-        let mut rows = [0usize; 4];
-        for b in batches {
-            for (total, n) in rows.iter_mut().zip(row_counts(b)) {
-                *total += n;
-            }
-        }
         let todo: [bool; 4] = std::array::from_fn(|i| rows[i] > skip[i]);
         if todo[0] {
             self.insert_rows::<RstEvents>(batches, skip[0], token_base)
@@ -681,6 +671,17 @@ fn ids(b: &ArchivedBatch) -> (&str, u64, u64) {
 }
 
 /// Rows per table: rst_events, flows, anomalies, sensor_stats.
+/// The rows of `batches` per table, all together.
+fn total_rows(batches: &[&ArchivedBatch]) -> [usize; 4] {
+    let mut rows = [0usize; 4];
+    for b in batches {
+        for (total, n) in rows.iter_mut().zip(row_counts(b)) {
+            *total += n;
+        }
+    }
+    rows
+}
+
 fn row_counts(b: &ArchivedBatch) -> [usize; 4] {
     [
         b.rst.len(),
