@@ -171,7 +171,8 @@ done
 # rst_events exactly, on both sides.
 restored=$(cat "$work"/collector*.log | grep -c "failed part-way; restored" || true)
 completed=$(cat "$work"/collector*.log | grep -c "from an INSERT cut short" || true)
-echo "   rollups restored by the collectors: $restored times; batches an INSERT cut short left in part: $completed; rollup parts set aside:${rollup_set_aside:- none}"
+waited=$(cat "$work"/collector*.log | grep -c "batches still running" || true)
+echo "   rollups restored by the collectors: $restored times; batches an INSERT cut short left in part: $completed; waits for a write still running: $waited; rollup parts set aside:${rollup_set_aside:- none}"
 cat "$work"/collector*.log | grep -h "failed part-way; restored\|from an INSERT cut short" | sed 's/^/     /' || true
 raw_c=$(q s2r2 "SELECT count() FROM rst_events"); raw_s=$(q single "SELECT count() FROM rst_events")
 for r in rst_minute rst_minute_cause rst_hour; do

@@ -3,17 +3,31 @@
 //! Exactly once: a batch is identified by (sensor_id, boot_id, seq). Its rows go in with
 //! one INSERT per table (each INSERT is one block, so it is committed whole or not at
 //! all), then one row into the `batches` ledger; only then is the batch acknowledged.
-//! A batch that may have been seen before (the sensor flags resends; the collector's own
-//! retries count too) is checked first: found in the ledger → acknowledged without
-//! writing; otherwise each table is checked for rows of that batch and only the rows
-//! not there are written. So a crash between any two INSERTs never double-counts.
-//! On servers that have it, `insert_deduplication_token` adds the server's own guard.
+//! A connection's batches never sent before go in together, one INSERT per table
+//! ([`Store::store_group`]). Batches that may have been seen before (the sensor flags
+//! resends; the collector's own retries count too) are checked first
+//! ([`Store::store_checked`]): found in the ledger → acknowledged without writing;
+//! otherwise each table is checked for rows of those batches and only the rows not
+//! there are written. So a crash between any two INSERTs never double-counts. On
+//! servers that have it, `insert_deduplication_token` adds the server's own guard.
+//!
+//! A retry sends the same blocks as the attempt that failed. An INSERT can fail for the
+//! collector and be committed all the same: on a cluster, a replica killed after it
+//! registered a part in ZooKeeper, before it answered, leaves that part waiting for its
+//! quorum, unseen by reads with `select_sequential_consistency` until the replica is
+//! back. The retry's checks find nothing; the part appears later. A replicated table
+//! drops a block identical to one it has (ZooKeeper keeps the hashes of its recent
+//! blocks), so the retry writes the same batches together, with the ledger's
+//! `received` time of the first attempt. (`scripts/test-cluster.sh` found a batch twice
+//! in the ledger when that time differed, 2026-12-04.) And a killed collector's INSERT
+//! runs on at the server: resent batches are checked only once no write of their
+//! sensor runs anywhere ([`in_flight`]).
 //!
 //! "Whole or not at all" holds for an INSERT that fails on the server. One whose body
 //! ends early, because the collector was killed while sending it, is committed as far
 //! as it got by ClickHouse 18.16 (a test here checks it) and by later versions in some
 //! cases (ClickHouse#9666, #27667): the first rows, in the order sent. So a table
-//! holding some of a batch's rows gets the rest, not nothing ([`Store::store_batch`]).
+//! holding some of a batch's rows gets the rest, not nothing ([`Store::store_checked`]).
 //!
 //! The rollups are the exception the per-table check cannot cover: they are filled by
 //! views as `rst_events` is written, so a resent batch whose raw rows are found runs no
@@ -28,9 +42,11 @@ use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::sql::{self, Dialect};
 use rstwatch_schema::{AnomalyKind, Cause, CloseReason, ConnState, Dir, Encap, RstClass};
 
-use crate::warn;
-
+mod checked;
+mod in_flight;
 mod repair;
+
+pub use in_flight::sensor_prefix;
 
 /// Largest number of rows of one kind in a batch: below ClickHouse's
 /// `max_insert_block_size` (1,048,576), so one INSERT is one block, atomic.
@@ -78,6 +94,12 @@ pub struct Store {
     /// one minute would each restore its shortfall (CI, 2026-12-04: two groups of one
     /// sensor, stored at once, each restored the same 2,000 RSTs).
     writes: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// This collector process, in its writes' query ids ([`in_flight`]).
+    instance: u64,
+    /// Query ids handed out.
+    queries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The nodes of the cluster the tables are on (None: one server), looked up once.
+    cluster_nodes: std::sync::Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 /// What happened to a batch.
@@ -94,7 +116,7 @@ pub enum Stored {
         /// attempt did not write (usually 0; 0 too when none of its RSTs were there).
         rollup_rsts_restored: u64,
         /// Rows written now after the first rows of the batch that a truncated INSERT
-        /// had committed (all tables together; `Store::store_batch`).
+        /// had committed (all tables together; `Store::store_checked`).
         truncated_rows_completed: u64,
     },
 }
@@ -143,6 +165,9 @@ impl Store {
             dialect,
             version: version.trim().to_string(),
             writes: Default::default(),
+            instance: fastrand::u64(..),
+            queries: Default::default(),
+            cluster_nodes: Default::default(),
         })
     }
 
@@ -299,183 +324,47 @@ impl Store {
         Ok(())
     }
 
-    async fn in_ledger(&self, sensor: &str, boot: u64, seq: u64) -> anyhow::Result<bool> {
-        let n: u64 = self
-            .q("SELECT count() FROM batches WHERE sensor_id = ? AND boot_id = ? AND seq = ?")
-            .bind(sensor)
-            .bind(boot)
-            .bind(seq)
-            .fetch_one()
-            .await?;
-        Ok(n > 0)
-    }
-
-    async fn rows_of_batch(
-        &self,
-        table: &str,
-        sensor: &str,
-        boot: u64,
-        seq: u64,
-    ) -> anyhow::Result<u64> {
-        let n: u64 = self
-            .q(&format!(
-                "SELECT count() FROM {table} WHERE sensor_id = ? AND boot_id = ? AND batch_seq = ?"
-            ))
-            .bind(sensor)
-            .bind(boot)
-            .bind(seq)
-            .fetch_one()
-            .await?;
-        Ok(n)
-    }
-
-    /// Stores one validated batch exactly once. `maybe_seen`: the batch may have been
-    /// (partly) written before. The caller holds the sensor's lock.
-    pub async fn store_batch(
-        &self,
-        b: &ArchivedBatch,
-        maybe_seen: bool,
-        wire_bytes: u32,
-    ) -> anyhow::Result<Stored> {
-        let h = &b.header;
-        let sensor: &str = h.sensor_id.as_str();
-        let boot = h.boot_id.to_native();
-        let seq = h.seq.to_native();
-        let stats_rows: usize = b.stats.iter().map(|s| s.counters.len()).sum();
-        for (what, n) in [
-            ("rst", b.rst.len()),
-            ("flow", b.flows.len()),
-            ("anomaly", b.anomalies.len()),
-            ("stats", stats_rows),
-        ] {
-            if n > MAX_ROWS_PER_TABLE {
-                bail!("batch has {n} {what} rows, more than {MAX_ROWS_PER_TABLE}");
-            }
-        }
-        // The ledger is checked whatever the sender's resent flag says: a batch sent
-        // twice without it must not be stored twice.
-        if self.in_ledger(sensor, boot, seq).await? {
-            return Ok(Stored::Duplicate);
-        }
-        let token_base = format!("{sensor}/{boot:016x}/{seq}");
-        let rows = row_counts(b);
-        // Rows of each table already there, written by an earlier attempt. ClickHouse
-        // 18.16 commits the rows of an INSERT whose body ends early (a collector killed
-        // mid-stream; ClickHouse#9666, #27667), and the rows go in the batch's order: a
-        // prefix of them. Those are not written again; the rest are.
-        let mut present = [0usize; 4];
-        if maybe_seen {
-            for (i, t) in sql::DATA_TABLES.iter().enumerate() {
-                if rows[i] > 0 {
-                    present[i] = self.rows_of_batch(t, sensor, boot, seq).await? as usize;
-                }
-            }
-        }
-        let stored = if present.iter().any(|&n| n > 0) {
-            self.complete_rows(b, rows, present, &token_base).await?
-        } else {
-            self.write_rows(&[b], rows, [0; 4], &token_base).await?;
-            Stored::New
-        };
-        self.write_ledger(&[(b, wire_bytes)], &token_base).await?;
-        Ok(stored)
-    }
-
-    /// Writes the rows of `b` past the `present` ones in each table, and restores the
-    /// rollups if some of its RSTs were there.
-    async fn complete_rows(
-        &self,
-        b: &ArchivedBatch,
-        rows: [usize; 4],
-        present: [usize; 4],
-        token_base: &str,
-    ) -> anyhow::Result<Stored> {
-        let (sensor, boot, seq) = ids(b);
-        let mut truncated_rows_completed = 0;
-        for (i, table) in sql::DATA_TABLES.iter().enumerate() {
-            let (want, have) = (rows[i], present[i]);
-            if have > want {
-                warn!(
-                    "sensor {sensor:?} batch {boot:016x}/{seq}: {table} holds {have} of its \
-                     rows, more than the {want} it has; not written again"
-                );
-            }
-            if have == 0 || have >= want {
-                continue;
-            }
-            warn!(
-                "sensor {sensor:?} batch {boot:016x}/{seq}: {table} held the first {have} of \
-                 its {want} rows, from an INSERT cut short; writing the other {}",
-                want - have
-            );
-            truncated_rows_completed += (want - have) as u64;
-        }
-        let skip = std::array::from_fn(|i| present[i].min(rows[i]));
-        self.write_rows(&[b], rows, skip, token_base).await?;
-        // The views ran on whatever rows of the batch a cut-short INSERT committed; a
-        // write killed between the rows and the views leaves the rollups short.
-        let rollup_rsts_restored = if present[0] > 0 {
-            self.repair_rollups(b).await?
-        } else {
-            0
-        };
-        Ok(Stored::Completed {
-            rollup_rsts_restored,
-            truncated_rows_completed,
-        })
-    }
-
     /// Stores several batches that were never sent before (one connection's
     /// consecutive batches, none flagged as resent) with one INSERT per table, then one
     /// ledger INSERT: fewer, bigger parts for ClickHouse. Each INSERT is atomic, so a
-    /// failure part-way is repaired batch by batch by [`Store::store_batch`] with
-    /// `maybe_seen`. The caller holds every batch's lock.
+    /// failure part-way is completed by [`Store::store_checked`], which sends the same
+    /// blocks where nothing of them is there. `received`: when the collector got them.
+    /// The caller holds every batch's lock.
     ///
     /// Returns `Ok(false)`, writing nothing, when a batch of the group is already in
     /// the ledger (sent again without the resent flag): the caller then stores the
-    /// group batch by batch, which acknowledges that one as a duplicate.
-    pub async fn store_group(&self, group: &[(&ArchivedBatch, u32)]) -> anyhow::Result<bool> {
-        if let [(b, wire)] = group {
-            return Ok(self.store_batch(b, false, *wire).await? == Stored::New);
-        }
-        if self.any_in_ledger(group).await? {
-            return Ok(false);
-        }
+    /// group with checks, which acknowledges that one as a duplicate.
+    pub async fn store_group(
+        &self,
+        group: &[(&ArchivedBatch, u32)],
+        received: u32,
+    ) -> anyhow::Result<bool> {
         let batches: Vec<&ArchivedBatch> = group.iter().map(|(b, _)| *b).collect();
         let rows = total_rows(&batches);
-        if rows.iter().any(|&n| n > MAX_ROWS_PER_TABLE) {
-            bail!("batch group has {rows:?} rows, more than {MAX_ROWS_PER_TABLE} in a table");
+        check_rows(rows)?;
+        if self.ledger_holds(&batches).await? > 0 {
+            return Ok(false);
         }
-        let (sensor, boot, first) = ids(batches[0]);
-        let last = batches[batches.len() - 1].header.seq.to_native();
-        let token_base = format!("{sensor}/{boot:016x}/{first}-{last}");
+        let token_base = token_base(&batches);
         self.write_rows(&batches, rows, [0; 4], &token_base).await?;
-        self.write_ledger(group, &token_base).await?;
+        self.write_ledger(group, &token_base, received).await?;
         Ok(true)
     }
 
-    /// Whether any batch of `group` (one sensor's) is already in the ledger: one query.
-    async fn any_in_ledger(&self, group: &[(&ArchivedBatch, u32)]) -> anyhow::Result<bool> {
-        let Some((first, _)) = group.first() else {
-            return Ok(false);
+    /// How many of `batches` (one sensor's) the ledger holds: one query.
+    async fn ledger_holds(&self, batches: &[&ArchivedBatch]) -> anyhow::Result<usize> {
+        let Some(first) = batches.first() else {
+            return Ok(0);
         };
-        // Numbers only: formatting them into the query cannot inject anything.
-        let keys: Vec<String> = group
-            .iter()
-            .map(|(b, _)| {
-                let (_, boot, seq) = ids(b);
-                format!("({boot}, {seq})")
-            })
-            .collect();
         let n: u64 = self
             .q(&format!(
                 "SELECT count() FROM batches WHERE sensor_id = ? AND (boot_id, seq) IN ({})",
-                keys.join(", ")
+                batch_keys(batches)
             ))
             .bind(ids(first).0)
             .fetch_one()
             .await?;
-        Ok(n > 0)
+        Ok(n as usize)
     }
 
     /// One INSERT per table (in [`sql::DATA_TABLES`] order: rst, flows, anomalies,
@@ -524,7 +413,10 @@ impl Store {
             0 => token_base.to_string(),
             n => format!("{token_base}/after{n}"),
         };
-        let mut ins = self.begin_insert::<T::Row>(T::TABLE, &token).await?;
+        let sensor = ids(batches[0]).0;
+        let mut ins = self
+            .begin_insert::<T::Row>(T::TABLE, sensor, &token)
+            .await?;
         let rows = batches.iter().flat_map(|b| T::rows(b, Stamp::of(b)));
         for row in rows.skip(skip) {
             ins.write(&row).await?;
@@ -533,18 +425,21 @@ impl Store {
         Ok(())
     }
 
-    /// An INSERT into `table` with the write timeouts and, where the server has it,
-    /// the deduplication token `token_base/table`.
+    /// An INSERT into `table` of `sensor`'s rows with the write timeouts, a query id
+    /// that names the sensor ([`in_flight`]) and, where the server has it, the
+    /// deduplication token `token_base/table`.
     async fn begin_insert<T: clickhouse::Row>(
         &self,
         table: &str,
+        sensor: &str,
         token_base: &str,
     ) -> anyhow::Result<clickhouse::insert::Insert<T>> {
         let mut ins = self
             .client
             .insert::<T>(table)
             .await?
-            .with_timeouts(SEND_TIMEOUT, END_TIMEOUT);
+            .with_timeouts(SEND_TIMEOUT, END_TIMEOUT)
+            .with_setting("query_id", self.write_query_id(sensor));
         if self.dialect.has_dedup_token() {
             ins = ins.with_setting(
                 "insert_deduplication_token",
@@ -555,15 +450,18 @@ impl Store {
     }
 
     /// The ledger rows of stored batches (the last INSERT before the ack).
+    /// `received`: when the collector got them, the same in every attempt (the
+    /// module's note on retries).
     async fn write_ledger(
         &self,
         group: &[(&ArchivedBatch, u32)],
         token_base: &str,
+        received: u32,
     ) -> anyhow::Result<()> {
+        let sensor = ids(group[0].0).0;
         let mut ins = self
-            .begin_insert::<LedgerRow>("batches", token_base)
+            .begin_insert::<LedgerRow>("batches", sensor, token_base)
             .await?;
-        let received = secs(crate::log::now_us());
         for (b, wire_bytes) in group {
             let (sensor, boot, seq) = ids(b);
             let r = row_counts(b);
@@ -661,6 +559,40 @@ fn check_db_name(db: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses rows per table that would not go in as one block each (atomic).
+fn check_rows(rows: [usize; 4]) -> anyhow::Result<()> {
+    for (table, n) in sql::DATA_TABLES.iter().zip(rows) {
+        if n > MAX_ROWS_PER_TABLE {
+            bail!("{n} rows for {table} in one store, more than {MAX_ROWS_PER_TABLE}");
+        }
+    }
+    Ok(())
+}
+
+/// The deduplication token of a store of `batches` (one sensor's, consecutive):
+/// `sensor/boot/seq` for one, `sensor/boot/first-last` for more.
+fn token_base(batches: &[&ArchivedBatch]) -> String {
+    let (sensor, boot, first) = ids(batches[0]);
+    match batches {
+        [_] => format!("{sensor}/{boot:016x}/{first}"),
+        [.., last] => format!("{sensor}/{boot:016x}/{first}-{}", ids(last).2),
+        [] => unreachable!("a store of no batch"),
+    }
+}
+
+/// `(boot_id, seq), ...` of `batches`, for an `IN` list. Numbers only: formatting
+/// them into a query cannot inject anything.
+fn batch_keys(batches: &[&ArchivedBatch]) -> String {
+    let keys: Vec<String> = batches
+        .iter()
+        .map(|b| {
+            let (_, boot, seq) = ids(b);
+            format!("({boot}, {seq})")
+        })
+        .collect();
+    keys.join(", ")
+}
+
 /// (sensor id, boot id, sequence) of a batch.
 fn ids(b: &ArchivedBatch) -> (&str, u64, u64) {
     (
@@ -670,7 +602,6 @@ fn ids(b: &ArchivedBatch) -> (&str, u64, u64) {
     )
 }
 
-/// Rows per table: rst_events, flows, anomalies, sensor_stats.
 /// The rows of `batches` per table, all together.
 fn total_rows(batches: &[&ArchivedBatch]) -> [usize; 4] {
     let mut rows = [0usize; 4];
@@ -682,6 +613,7 @@ fn total_rows(batches: &[&ArchivedBatch]) -> [usize; 4] {
     rows
 }
 
+/// Rows per table: rst_events, flows, anomalies, sensor_stats.
 fn row_counts(b: &ArchivedBatch) -> [usize; 4] {
     [
         b.rst.len(),
@@ -692,7 +624,7 @@ fn row_counts(b: &ArchivedBatch) -> [usize; 4] {
 }
 
 /// Seconds for `DateTime` columns (clamped to its range).
-fn secs(us: i64) -> u32 {
+pub(crate) fn secs(us: i64) -> u32 {
     us.div_euclid(1_000_000).clamp(0, u32::MAX as i64) as u32
 }
 

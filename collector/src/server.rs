@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::ch::{with_backoff, Store, Stored};
+use crate::ch::{secs, with_backoff, Store, Stored};
 use crate::config::Auth;
 use crate::limits::{Admission, ConnLimits, Slot};
 use crate::log::{RateLimit, Verdict};
@@ -564,20 +564,19 @@ impl Server {
     ) -> anyhow::Result<Vec<Stored>> {
         let m = &self.metrics;
         let group: Vec<(&ArchivedBatch, u32)> = valid.iter().map(|(b, d)| (*b, d.wire)).collect();
+        // Fixed here: every attempt writes the same ledger rows (crate::ch, on retries).
+        let received = secs(crate::log::now_us());
         with_backoff(
             |attempt| {
                 let group = &group;
                 async move {
                     let _insert = m.insert_begin();
-                    if attempt == 0 && !maybe_seen && self.store.store_group(group).await? {
+                    let g = &group[..];
+                    if attempt == 0 && !maybe_seen && self.store.store_group(g, received).await? {
                         return Ok(vec![Stored::New; group.len()]);
                     }
                     // Possibly seen before, or a retry after a failure part-way.
-                    let mut v = Vec::with_capacity(group.len());
-                    for (b, wire) in group {
-                        v.push(self.store.store_batch(b, true, *wire).await?);
-                    }
-                    Ok(v)
+                    self.store.store_checked(g, received, attempt > 0).await
                 }
             },
             |e, attempt| {

@@ -693,7 +693,6 @@ fn rollup_and_raw(ch: &ClickHouse, table: &str, sensor: &str) -> (String, String
     (rollup, raw)
 }
 
-/// Runs `sql` (an `ALTER ... DELETE`, a mutation) and waits until it is done.
 /// Sends one batch frame as `sensor` on a connection of its own and requires its ack.
 fn send_acked(col: &Collector, sensor: &str, frame: &[u8]) {
     let (mut r, kind, _) = Raw::hello(&col.addr(), sensor, TOKEN);
@@ -702,6 +701,35 @@ fn send_acked(col: &Collector, sensor: &str, frame: &[u8]) {
     assert_eq!(r.next().expect("an ack").header.kind, Kind::Ack);
 }
 
+/// Stores `frame` (sensor edge-1's batch), keeps its RSTs in a Memory table `sent`,
+/// then deletes the batch from `rst_events`, the rollups and the ledger, as though it
+/// had never been written. Returns `rst_events` as the store left it.
+fn stored_then_undone(ch: &ClickHouse, col: &Collector, frame: &[u8]) -> String {
+    send_acked(col, "edge-1", frame);
+    let stored = ch
+        .query_db(DB, "SELECT * FROM rst_events ORDER BY flow_uid")
+        .unwrap();
+    ch.query_db(
+        DB,
+        "CREATE TABLE sent ENGINE = Memory AS SELECT * FROM rst_events",
+    )
+    .unwrap();
+    for t in [
+        "rst_events",
+        "rst_minute",
+        "rst_minute_cause",
+        "rst_hour",
+        "batches",
+    ] {
+        mutate(
+            ch,
+            &format!("ALTER TABLE {t} DELETE WHERE sensor_id = 'edge-1'"),
+        );
+    }
+    stored
+}
+
+/// Runs `sql` (an `ALTER ... DELETE`, a mutation) and waits until it is done.
 fn mutate(ch: &ClickHouse, sql: &str) {
     ch.query_db(DB, sql).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -861,30 +889,9 @@ fn a_batch_an_insert_cut_short_left_part_of_gets_the_rest() {
     };
     let dir = tmp("rstwatch-cut-short");
     let col = collector(&ch, dir.path(), "collector", &[]);
-    let a = batch("edge-1", 7, 0, 0..600);
-    let fa = batch_frame(&a);
+    let fa = batch_frame(&batch("edge-1", 7, 0, 0..600));
     let send = |f: &[u8]| send_acked(&col, "edge-1", f);
-    send(&fa);
-    let stored = ch
-        .query_db(DB, "SELECT * FROM rst_events ORDER BY flow_uid")
-        .unwrap();
-    ch.query_db(
-        DB,
-        "CREATE TABLE sent ENGINE = Memory AS SELECT * FROM rst_events",
-    )
-    .unwrap();
-    for t in [
-        "rst_events",
-        "rst_minute",
-        "rst_minute_cause",
-        "rst_hour",
-        "batches",
-    ] {
-        mutate(
-            &ch,
-            &format!("ALTER TABLE {t} DELETE WHERE sensor_id = 'edge-1'"),
-        );
-    }
+    let stored = stored_then_undone(&ch, &col, &fa);
     ch.query_db(
         DB,
         "INSERT INTO rst_events SELECT * FROM sent WHERE flow_uid < 400",
@@ -922,6 +929,136 @@ fn a_batch_an_insert_cut_short_left_part_of_gets_the_rest() {
         "{}",
         col.log_text()
     );
+}
+
+/// A collector killed while its INSERT of a batch runs on: the server goes on with it
+/// (it has the body, or commits what came), and the sensor resends the batch to
+/// another collector. That one waits for the INSERT, which names the sensor in its
+/// query id, before it checks what is stored; had it looked at once it would have
+/// found nothing and written the batch a second time. Reproduced with the first
+/// collector's INSERT held open (its body not finished) over raw HTTP.
+#[test]
+fn a_resent_batch_waits_for_a_killed_collectors_insert_of_it() {
+    let Some(ch) = start_clickhouse("a_resent_batch_waits_for_a_killed") else {
+        return;
+    };
+    let dir = tmp("rstwatch-killed-insert");
+    let col = collector(&ch, dir.path(), "collector", &[]);
+    let fa = batch_frame(&batch("edge-1", 7, 0, 0..600));
+    let stored = stored_then_undone(&ch, &col, &fa);
+    assert_eq!(rows(&ch, "rst_events"), 0);
+
+    // The killed collector's INSERT of the batch's RSTs, its rows sent, its body not
+    // ended: running on the server. ClickHouse 18.16 reads an HTTP body a MiB at a
+    // time and starts the query on the first: another sensor's rows, sent first, fill
+    // it.
+    let columns = ch
+        .query(
+            "SELECT name FROM system.columns WHERE database = 'rstwatch' AND table = 'rst_events'",
+        )
+        .unwrap();
+    let padded: Vec<&str> = columns
+        .lines()
+        .map(|c| if c == "sensor_id" { "'edge-pad'" } else { c })
+        .collect();
+    let rowbinary = |sql: &str| {
+        let out = Command::new("clickhouse-client")
+            .args([
+                "--port",
+                &ch.tcp_port.to_string(),
+                "--database",
+                DB,
+                "--query",
+            ])
+            .arg(format!("{sql} FORMAT RowBinary"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let mut body = rowbinary(&format!(
+        "SELECT {} FROM sent ARRAY JOIN range(40) AS k",
+        padded.join(", ")
+    ));
+    body.extend(rowbinary("SELECT * FROM sent"));
+    let query_id = format!(
+        "{}{:016x}-0",
+        rstwatch_collector::ch::sensor_prefix("edge-1"),
+        0xdead_u64
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", ch.http_port)).unwrap();
+    write!(
+        s,
+        "POST /?database={DB}&query_id={query_id}&query=INSERT%20INTO%20rst_events%20FORMAT%20RowBinary \
+         HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    s.flush().unwrap();
+    let running = format!("SELECT count() FROM system.processes WHERE query_id = '{query_id}'");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(&ch, &running) == 0 {
+        if Instant::now() > deadline {
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut reply = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut reply);
+            panic!("the held INSERT never ran: {reply}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut resent = fa.clone();
+    frame::mark_resent(&mut resent).unwrap();
+    let ended_at = std::thread::scope(|sc| {
+        let acked = sc.spawn(|| {
+            send_acked(&col, "edge-1", &resent);
+            Instant::now()
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !acked.is_finished(),
+            "acknowledged while the killed collector's INSERT ran"
+        );
+        let ended_at = Instant::now();
+        write!(s, "0\r\n\r\n").unwrap();
+        s.flush().unwrap();
+        let acked_at = acked.join().unwrap();
+        assert!(acked_at > ended_at);
+        ended_at
+    });
+    let mut reply = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    println!(
+        "acknowledged {:?} after the INSERT ended",
+        ended_at.elapsed()
+    );
+
+    let edge_1 = "SELECT * FROM rst_events WHERE sensor_id = 'edge-1' ORDER BY flow_uid";
+    let now = ch.query_db(DB, edge_1).unwrap();
+    assert!(
+        now == stored,
+        "every RST once: {} rows, {} distinct RSTs",
+        count(
+            &ch,
+            "SELECT count() FROM rst_events WHERE sensor_id = 'edge-1'"
+        ),
+        count(
+            &ch,
+            "SELECT uniqExact(flow_uid) FROM rst_events WHERE sensor_id = 'edge-1'"
+        )
+    );
+    assert_eq!(rows(&ch, "batches"), 1);
+    for t in ["rst_minute", "rst_minute_cause", "rst_hour"] {
+        let (rollup, raw) = rollup_and_raw(&ch, t, "edge-1");
+        assert_eq!(rollup, raw, "{t} counts each RST once");
+    }
 }
 
 /// Two resent batches of one sensor whose RSTs share minutes, restored at once over two

@@ -4,17 +4,18 @@
 //! the views' blocks (the rollups `rst_minute`, `rst_minute_cause`, `rst_hour`): a
 //! ClickHouse killed mid-insert, or on a cluster a replica killed while a view's part
 //! waits for its quorum. The resent batch's raw rows are found and not written again,
-//! so no view runs again. For such a batch the collector compares each rollup with
+//! so no view runs again; and a retry's raw block, identical to one the failed attempt
+//! committed unseen, is dropped by a replicated table, views and all ([`super`], on
+//! retries). For such a batch the collector compares each rollup with
 //! `rst_events` in the minutes and hours of its RSTs and inserts what the rollup lacks
 //! ([`rstwatch_schema::rollup`]).
 //!
 //! That comparison is exact only once nothing of the failed insert can still land, and
 //! while nothing else is on its way from `rst_events` to the views:
-//! - no INSERT into `rst_events` still running on the server (one sent by a killed
-//!   collector runs on to its views), which it waits for. On a cluster it sees the
-//!   inserts that came through its own node; a shard's insert needs its quorum (every
-//!   replica), so a batch that failed with a replica is resent, and repaired, only
-//!   once that replica is back;
+//! - no write of the batch's sensor still running on any server (one sent by a killed
+//!   collector runs on to its views), which it waits for ([`super::in_flight`]); a
+//!   shard's insert needs its quorum (every replica), so a batch that failed with a
+//!   replica is resent, and repaired, only once that replica is back;
 //! - none of this collector's own inserts in flight, and no other repair: a repair
 //!   holds `Store::writes` exclusively.
 //!
@@ -27,35 +28,32 @@
 //! ended with every rollup equal to `rst_events`, five of them after repairs (from 3 to
 //! 246 RSTs a rollup).
 
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context};
+use anyhow::Context;
 use rstwatch_schema::batch::ArchivedBatch;
 use rstwatch_schema::rollup;
 
+use super::in_flight::Writers;
 use super::{secs, Store};
 use crate::warn;
 
-/// How long to wait for a server to run no INSERT into `rst_events`.
-const SETTLE_WAIT: Duration = Duration::from_secs(30);
-
 impl Store {
-    /// Restores what the rollups lack in the buckets of `b`'s RSTs, whose raw rows an
-    /// earlier attempt wrote (module docs). Returns the RSTs restored, all rollups
-    /// together. Safe to repeat: once restored, nothing is short. This collector writes
-    /// no rows meanwhile (`Store::writes`); another collector's INSERT is waited for.
-    pub(super) async fn repair_rollups(&self, b: &ArchivedBatch) -> anyhow::Result<u64> {
+    /// Restores what the rollups lack in the buckets of the RSTs of `batches` (one
+    /// sensor's), whose raw rows an earlier attempt may have written (module docs).
+    /// Returns the RSTs restored, all rollups together. Safe to repeat: once restored,
+    /// nothing is short. This collector writes no rows meanwhile (`Store::writes`);
+    /// another collector's INSERT is waited for.
+    pub(super) async fn repair_rollups(&self, batches: &[&ArchivedBatch]) -> anyhow::Result<u64> {
         // No write of this collector's runs from here to the end (`Store::writes`).
         let _only = self.writes.write().await;
-        self.wait_for_raw_inserts().await?;
+        let (sensor, boot, first_seq) = super::ids(batches[0]);
+        self.wait_for_sensor_writes(sensor, Writers::All).await?;
         let secs_of = |e: &rstwatch_schema::event::ArchivedRstEvent| secs(e.ts_us.to_native());
-        let (Some(first), Some(last)) = (
-            b.rst.iter().map(secs_of).min(),
-            b.rst.iter().map(secs_of).max(),
-        ) else {
+        let rsts = || batches.iter().flat_map(|b| b.rst.iter());
+        let (Some(first), Some(last)) = (rsts().map(secs_of).min(), rsts().map(secs_of).max())
+        else {
             return Ok(0);
         };
-        let sensor = b.header.sensor_id.as_str();
+        let last_seq = super::ids(batches[batches.len() - 1]).2;
         let mut restored = 0;
         for r in rollup::ROLLUPS {
             let (keys, short): (u64, u64) = self
@@ -77,42 +75,17 @@ impl Store {
                 .bind(sensor)
                 .bind(sensor)
                 .with_setting("insert_deduplicate", "0")
+                .with_setting("query_id", self.write_query_id(sensor))
                 .execute()
                 .await
                 .with_context(|| format!("restoring {short} RSTs to {}", r.table))?;
             warn!(
-                "sensor {sensor:?} batch {:016x}/{}: {} was {short} RSTs short of rst_events \
-                 after a write that failed part-way; restored",
-                b.header.boot_id.to_native(),
-                b.header.seq.to_native(),
+                "sensor {sensor:?} batches {boot:016x}/{first_seq}..{last_seq}: {} was \
+                 {short} RSTs short of rst_events after a write that failed part-way; restored",
                 r.table
             );
             restored += short;
         }
         Ok(restored)
-    }
-
-    /// Waits until the server runs no INSERT into `rst_events` (module docs). Inserts
-    /// of other sensors end as quickly; a server that never goes [`SETTLE_WAIT`]
-    /// without one fails the attempt, which is retried.
-    async fn wait_for_raw_inserts(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + SETTLE_WAIT;
-        loop {
-            let running: u64 = self
-                .qa("SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO%rst_events%'")
-                .fetch_one()
-                .await?;
-            if running == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "an INSERT into rst_events has run for {} s: the rollups are compared \
-                     once none runs",
-                    SETTLE_WAIT.as_secs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
