@@ -118,8 +118,10 @@ impl Store {
                 let Some(cluster) = engine.first().and_then(|e| distributed_cluster(e)) else {
                     return Ok(None);
                 };
+                // The address the server resolved, or its name when it could not.
                 let hosts: Vec<(String, u16)> = self
-                    .qa("SELECT host_address, port FROM system.clusters WHERE cluster = ?")
+                    .qa("SELECT if(host_address = '', host_name, host_address), port \
+                         FROM system.clusters WHERE cluster = ?")
                     .bind(&cluster)
                     .fetch_all()
                     .await?;
