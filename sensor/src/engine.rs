@@ -24,6 +24,9 @@ use crate::source::Readahead;
 use crate::track;
 use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
 
+mod lookup_batch;
+use lookup_batch::LookupBatch;
+
 /// What the flow lookup of a batch's parsed segment needs and found. Kept beside the
 /// parsed [`Packet`]s rather than around them, so a packet is written once, where the
 /// parser returns it, and never copied again.
@@ -50,7 +53,8 @@ impl Looked {
     }
 }
 
-/// Frames whose flow lookups [`Engine::process_batch`] overlaps.
+/// Frames whose flow lookups [`Engine::process_batch`] overlaps, at most: it uses this
+/// or half of it, whichever its timing finds faster ([`lookup_batch`]).
 pub const BATCH: usize = 32;
 
 /// Packet time between two steps of the expiry sweep.
@@ -86,6 +90,8 @@ pub struct Engine {
     /// packet).
     batch_packets: Vec<Packet>,
     batch_looked: Vec<Looked>,
+    /// How many of a batch's frames are looked up together.
+    lookup_batch: LookupBatch,
 }
 
 impl Engine {
@@ -130,6 +136,7 @@ impl Engine {
             anomalies: Vec::new(),
             batch_packets: vec![Packet::EMPTY; BATCH],
             batch_looked: vec![Looked::empty(); BATCH],
+            lookup_batch: LookupBatch::new(),
         }
     }
 
@@ -197,10 +204,11 @@ impl Engine {
         let mut looked = std::mem::take(&mut self.batch_looked);
         looked.resize(BATCH, Looked::empty());
         let mut unused = Readahead::NONE;
+        let size = self.lookup_batch.size();
         let chunks = times
-            .chunks(BATCH)
-            .zip(parsed.chunks(BATCH))
-            .zip(packets.chunks(BATCH));
+            .chunks(size)
+            .zip(parsed.chunks(size))
+            .zip(packets.chunks(size));
         for ((times, parsed), packets) in chunks {
             let looked = &mut looked[..parsed.len()];
             self.tunnels.next_epoch();
@@ -209,6 +217,7 @@ impl Engine {
             let times = times.iter().copied();
             self.update_chunk::<false, S>(times, parsed, packets, looked, &mut unused, sink);
         }
+        self.lookup_batch.done(times.len());
         self.batch_looked = looked;
     }
 
@@ -258,7 +267,8 @@ impl Engine {
         let mut looked = std::mem::take(&mut self.batch_looked);
         looked.resize(BATCH, Looked::empty());
         let mut parsed: [Result<(), Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
-        for chunk in frames.chunks(BATCH) {
+        let size = self.lookup_batch.size();
+        for chunk in frames.chunks(size) {
             let n = chunk.len();
             let (parsed, packets, looked) = (&mut parsed[..n], &mut packets[..n], &mut looked[..n]);
             self.tunnels.next_epoch();
@@ -267,6 +277,7 @@ impl Engine {
             let times = chunk.iter().map(|&(ts_us, _)| ts_us);
             self.update_chunk::<READ_AHEAD, S>(times, parsed, packets, looked, ahead, sink);
         }
+        self.lookup_batch.done(frames.len());
         self.batch_packets = packets;
         self.batch_looked = looked;
     }

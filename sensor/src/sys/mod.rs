@@ -1,5 +1,5 @@
 //! Every `unsafe` of the sensor crate (issue 8), each with the reason it is sound:
-//! thread pinning, signal handlers, huge-page hints, cache prefetch and mapped
+//! thread pinning, signal handlers, huge-page hints, cache prefetch, the cycle counter and mapped
 //! capture files ([`mapping`]). The rest of the crate calls these safe functions.
 //! (The AF_XDP rings and UMEM live in the `rstwatch-xdp` crate.)
 
@@ -19,6 +19,25 @@ pub fn thread_cpu_ns() -> u64 {
         return 0;
     }
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// A cycle count for timing short stretches of code: the time-stamp counter where
+/// there is one (constant-rate on the hosts this runs on), else nanoseconds.
+#[inline(always)]
+pub fn cycles() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC reads a counter; it has no preconditions on x86_64.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos() as u64
+    }
 }
 
 /// Restricts the calling thread to `cores` (cores at or past `CPU_SETSIZE` are
