@@ -3,8 +3,9 @@
 //!
 //! Why: the best size depends on the host and on the flow table. On the Zen 3 host 32
 //! frames beat 16 at a million flows (67–75 against 76–80 ns a packet); on a Zen 4
-//! host 16 beat 32 there by 1.15× (`engine_bench`, 9.8–10.3 against 8.4–8.7 Mpps) and
-//! lost at replay's 50,000 flows (1.065 of the CPU). benches/RESULTS.md has the runs.
+//! host 16 beat 32 there by 1.15× (`engine_bench`, 9.8–10.3 against 8.4–8.7 Mpps),
+//! and at replay's 50,000 flows the two were within the noise (16 took 1.065 and 0.969
+//! of 32's CPU in two runs). benches/RESULTS.md has the runs.
 //!
 //! So every [`RETRIAL_FRAMES`] frames (and at the start) the engine spends
 //! [`TRIAL_CALLS`] batch calls alternating the two sizes, each call timed by the
