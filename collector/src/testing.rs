@@ -298,6 +298,13 @@ impl ClickHouse {
         http_post(self.http_port, &format!("/?database={db}"), sql.as_bytes())
     }
 
+    /// [`ClickHouse::query_db`] returning the body's bytes as they are: for binary
+    /// formats (RowBinary), which the text of `query_db` would mangle.
+    pub fn query_db_bytes(&self, db: &str, sql: &str) -> anyhow::Result<Vec<u8>> {
+        let path = format!("/?database={db}");
+        http_request_bytes(self.http_port, "POST", &path, sql.as_bytes())
+    }
+
     /// The server's data and config directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -329,6 +336,12 @@ pub fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
 }
 
 fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> anyhow::Result<String> {
+    let body = http_request_bytes(port, method, path, body)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// [`http_request`]'s body as bytes (errors on non-200, with the body as text).
+fn http_request_bytes(port: u16, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut s = TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(2),
@@ -360,9 +373,8 @@ fn http_request(port: u16, method: &str, path: &str, body: &[u8]) -> anyhow::Res
     } else {
         rest.to_vec()
     };
-    let body = String::from_utf8_lossy(&body).into_owned();
     if status != "200" {
-        bail!("HTTP {status}: {}", body.trim());
+        bail!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
     }
     Ok(body)
 }

@@ -962,23 +962,8 @@ fn a_resent_batch_waits_for_a_killed_collectors_insert_of_it() {
         .map(|c| if c == "sensor_id" { "'edge-pad'" } else { c })
         .collect();
     let rowbinary = |sql: &str| {
-        let out = Command::new("clickhouse-client")
-            .args([
-                "--port",
-                &ch.tcp_port.to_string(),
-                "--database",
-                DB,
-                "--query",
-            ])
-            .arg(format!("{sql} FORMAT RowBinary"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        ch.query_db_bytes(DB, &format!("{sql} FORMAT RowBinary"))
+            .unwrap()
     };
     let mut body = rowbinary(&format!(
         "SELECT {} FROM sent ARRAY JOIN range(40) AS k",
