@@ -76,8 +76,8 @@ pub(super) struct ReplayArgs {
     /// a pcapng file, before it had the readahead, from a sixth more to a tenth less,
     /// depending on the hour; on a third host reading took two thirds of mapping's CPU
     /// (benches/RESULTS.md). `auto` maps files from 128 MiB, and a file of 256 MiB or
-    /// more it takes both ways for a while (64 MiB mapped untimed, 64 MiB mapped and
-    /// 64 MiB read, each timed), then the rest the cheaper way; it reads smaller
+    /// more it takes both ways for a while (64 MiB read untimed, 64 MiB read and
+    /// 64 MiB mapped, each timed), then the rest the cheaper way; it reads smaller
     /// files. `--stats` shows `files_mapped` (the way each file ended on). Pipes and
     /// files under 16 MiB are always read.
     #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]

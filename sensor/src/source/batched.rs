@@ -56,6 +56,33 @@ const BUFFER: usize = 8_000_000;
 /// or mapping"). A record larger than this grows the buffer, up to [`BUFFER`].
 const READ_STEP: usize = 256 << 10;
 
+/// The read of `replay --workers`' reader, whose core runs no engine while it can read
+/// on, so its cache holds little besides the buffer: 1 MiB reads cost it less than
+/// 256 KiB ones, fewer calls for the same bytes. `--workers 2` took 0.300 of a CPU
+/// second against 0.320 and 0.190 s of wall time against 0.200 (medians of six
+/// alternating runs; 512 KiB to 4 MiB alike), while one engine's replay measured the
+/// same with either (RESULTS.md, "The `--workers` reader's reads").
+const SHARED_READ_STEP: usize = 1 << 20;
+
+/// The sizes a reader works in: mapped windows, and reads.
+#[derive(Clone, Copy)]
+struct Steps {
+    window: usize,
+    read: usize,
+}
+
+/// One engine's replay: the engine runs on the reader's core.
+const ONE_ENGINE: Steps = Steps {
+    window: WINDOW,
+    read: READ_STEP,
+};
+
+/// `replay --workers`' reader.
+const SHARED: Steps = Steps {
+    window: SHARED_WINDOW,
+    read: SHARED_READ_STEP,
+};
+
 /// Files smaller than this are read: mapping pays off on large files only, and small
 /// ones (tests, cut files) keep the one path whose messages they were written for.
 const MAP_MIN: u64 = 16 << 20;
@@ -94,37 +121,38 @@ pub fn read_file_batched(
     access: FileAccess,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
-    read_any(path, progress, access, WINDOW, |link, _, frames, ahead| {
-        on_batch(link, frames, ahead)
-    })
+    read_any(
+        path,
+        progress,
+        access,
+        ONE_ENGINE,
+        |link, _, frames, ahead| on_batch(link, frames, ahead),
+    )
 }
 
 /// [`read_file_batched`] with a mapped file in larger windows ([`SHARED_WINDOW`]),
 /// which unmap less often: each unmapping interrupts the process's other threads'
-/// cores to flush their TLBs (`replay --workers`, whose reader steps the
-/// [`Readahead`] while it parses the frames).
+/// cores to flush their TLBs; and a read one in larger reads ([`SHARED_READ_STEP`]).
+/// For `replay --workers`, whose reader steps the [`Readahead`] while it parses the
+/// frames.
 pub fn read_file_in_large_windows(
     path: &Path,
     progress: Option<Progress>,
     access: FileAccess,
     mut on_batch: impl FnMut(LinkType, &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
-    read_any(
-        path,
-        progress,
-        access,
-        SHARED_WINDOW,
-        |link, _, frames, ahead| on_batch(link, frames, ahead),
-    )
+    read_any(path, progress, access, SHARED, |link, _, frames, ahead| {
+        on_batch(link, frames, ahead)
+    })
 }
 
-/// A pcap or pcapng file, mapped in windows of `window` bytes when it is a large
-/// regular file that `access` maps, else read.
+/// A pcap or pcapng file, mapped in windows of `steps.window` bytes when it is a
+/// large regular file that `access` maps, else read `steps.read` bytes at a time.
 fn read_any(
     path: &Path,
     progress: Option<Progress>,
     access: FileAccess,
-    window: usize,
+    steps: Steps,
     on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, SourceError> {
     let err = |problem: String| SourceError {
@@ -152,14 +180,21 @@ fn read_any(
             read_trying_both(
                 &file,
                 size,
-                (window, TRIAL),
+                (steps, TRIAL),
                 pcapng,
                 &progress,
                 cheaper,
                 on_batch,
             )
         } else {
-            read_mapped(&file, size, (window, BUFFER), pcapng, &progress, on_batch)
+            read_mapped(
+                &file,
+                size,
+                (steps.window, BUFFER),
+                pcapng,
+                &progress,
+                on_batch,
+            )
         };
         return r.map_err(|e| err(diagnose(e)));
     }
@@ -172,7 +207,7 @@ fn read_any(
         inner: whole(file),
         progress,
     };
-    let r = read_buffered(input, (READ_STEP, BUFFER), pcapng, on_batch);
+    let r = read_buffered(input, (steps.read, BUFFER), pcapng, on_batch);
     r.map_err(|e| err(diagnose(e)))
 }
 
@@ -180,29 +215,42 @@ fn read_any(
 /// the cheaper way (`read_trying_both`).
 const TRIED_MIN: u64 = 4 * TRIAL;
 
-/// How much of the file each way is timed on, after as much again mapped untimed.
+/// How much of the file each way is timed on, after as much again read untimed.
 const TRIAL: u64 = 64 << 20;
 
-/// A large file under `auto`: mapped for its first `trial` bytes (untimed: the
-/// engine's tables fill), then `trial` bytes mapped and `trial` read, each timed in
-/// the thread's CPU per byte, then the rest read if `pick_read(map, read)` says so
+/// A large file under `auto`: read for its first `trial` bytes (untimed: the engine's
+/// tables fill), then `trial` bytes read and `trial` mapped, each timed in the
+/// thread's CPU per byte, then the rest read if `pick_read(map, read)` says so
 /// (`auto`: the cheaper way), else mapped. Which way costs less depends on the host and
 /// on how the file sits in the page cache, and it has gone both ways by a third or
 /// more (RESULTS.md, "Every target on a third host").
+///
+/// The untimed part is read: until 2026-12-05 it was mapped, so where mapping is the
+/// dearer way it was paid for on twice as many bytes. On the Zen 4 host, where mapping
+/// costs nearly twice the CPU, reading it took `--workers 2` under `auto` from 0.245
+/// to 0.200 s of wall time and one engine from 0.280 to 0.260 (medians of six
+/// alternating runs; RESULTS.md, "The `--workers` reader's reads").
 fn read_trying_both(
     file: &File,
     size: u64,
-    (window, trial): (usize, u64),
+    (steps, trial): (Steps, u64),
     pcapng: bool,
     progress: &Progress,
     pick_read: impl FnOnce(f64, f64) -> bool,
     mut on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
-    // One leg of the walk: read, or mapped (the first leg, from the file's header).
+    // One leg of the walk: read, or mapped; the first from the file's header.
     let mut walk = |read: bool, from: Option<Records>, until: u64| match from {
-        Some(from) if read => read_from(file, progress, from, until, &mut on_batch),
+        Some(from) if read => read_from(file, progress, from, (until, steps.read), &mut on_batch),
+        None if read => {
+            let input = Counting {
+                inner: ReadAt { file, at: 0 },
+                progress: progress.clone(),
+            };
+            read_head(input, (steps.read, BUFFER), pcapng, until, &mut on_batch)
+        }
         from => {
-            let sizes = (window, BUFFER);
+            let sizes = (steps.window, BUFFER);
             map_records(
                 file,
                 size,
@@ -215,20 +263,20 @@ fn read_trying_both(
             )
         }
     };
-    let mut leg = walk(false, None, trial)?;
-    // CPU per byte mapped, then read.
+    let mut leg = walk(true, None, trial)?;
+    // CPU per byte read, then mapped.
     let mut cost = [0.0f64; 2];
     for (way, c) in cost.iter_mut().enumerate() {
         let Leg::Paused(from) = leg else { break };
         let (t0, at0) = (sys::thread_cpu_ns(), from.at);
-        leg = walk(way == 1, Some(from), at0 + trial)?;
+        leg = walk(way == 0, Some(from), at0 + trial)?;
         let at = match &leg {
             Leg::Paused(r) => r.at,
             Leg::Done(_) => size,
         };
         *c = sys::thread_cpu_ns().saturating_sub(t0) as f64 / (at - at0).max(1) as f64;
     }
-    let read = pick_read(cost[0], cost[1]);
+    let read = pick_read(cost[1], cost[0]);
     let mut stats = match leg {
         Leg::Done(stats) => stats,
         Leg::Paused(from) => finished(walk(read, Some(from), u64::MAX)?),
@@ -245,12 +293,12 @@ fn finished(leg: Leg) -> FileStats {
     }
 }
 
-/// The read path from the record at `from.at` until `until`.
+/// The read path from the record at `from.at` until `until`, `step` bytes a read.
 fn read_from(
     file: &File,
     progress: &Progress,
     from: Records,
-    until: u64,
+    (until, step): (u64, usize),
     on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<Leg, ReadError> {
     progress.store(from.at, Ordering::Relaxed);
@@ -258,17 +306,9 @@ fn read_from(
         inner: ReadAt { file, at: from.at },
         progress: progress.clone(),
     };
-    let mut buf = vec![0u8; READ_STEP];
+    let mut buf = vec![0u8; step];
     let len = fill(&mut input, &mut buf)?;
-    read_records(
-        input,
-        buf,
-        (0, len),
-        (READ_STEP, BUFFER),
-        from,
-        until,
-        on_batch,
-    )
+    read_records(input, buf, (0, len), (step, BUFFER), from, until, on_batch)
 }
 
 /// Reads `file` from offset `at` on, whatever its descriptor's own offset.
@@ -515,11 +555,24 @@ impl Format {
 /// Reads the pcap (or, with `pcapng`, pcapng) file in `input` with reads of `step`
 /// bytes into buffers of up to `max`.
 fn read_buffered<R: Read>(
-    mut input: R,
+    input: R,
     (step, max): (usize, usize),
     pcapng: bool,
     on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
 ) -> Result<FileStats, ReadError> {
+    let leg = read_head(input, (step, max), pcapng, u64::MAX, on_batch)?;
+    Ok(finished(leg))
+}
+
+/// [`read_buffered`] from the file's header, pausing once it has consumed up to
+/// `until`.
+fn read_head<R: Read>(
+    mut input: R,
+    (step, max): (usize, usize),
+    pcapng: bool,
+    until: u64,
+    on_batch: impl FnMut(LinkType, &[u8], &[(i64, &[u8])], &mut Readahead),
+) -> Result<Leg, ReadError> {
     let step = step.min(max);
     let mut buf = vec![0u8; step];
     let len = fill(&mut input, &mut buf)?;
@@ -529,16 +582,7 @@ fn read_buffered<R: Read>(
         stats: FileStats::default(),
         at: pos as u64,
     };
-    let leg = read_records(
-        input,
-        buf,
-        (pos, len),
-        (step, max),
-        from,
-        u64::MAX,
-        on_batch,
-    )?;
-    Ok(finished(leg))
+    read_records(input, buf, (pos, len), (step, max), from, until, on_batch)
 }
 
 /// Where a file's records are taken up (`at`, a record's start in the file), with the
@@ -807,9 +851,9 @@ mod tests {
         (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
     }
 
-    /// Reads `p` as `auto` does a large file, both ways in turn: mapped through windows
-    /// of `window` bytes for the first `trial` bytes and the next `trial`, read for the
-    /// `trial` after, then the rest read (`read_rest`) or mapped.
+    /// Reads `p` as `auto` does a large file, both ways in turn: read for the first
+    /// `trial` bytes and the next `trial`, mapped through windows of `window` bytes for
+    /// the `trial` after, then the rest read (`read_rest`) or mapped.
     fn tried_as(
         p: &Path,
         (window, trial): (usize, u64),
@@ -819,10 +863,14 @@ mod tests {
         let file = File::open(p).unwrap();
         let size = file.metadata().unwrap().len();
         let mut seen = vec![];
+        let steps = Steps {
+            window,
+            read: READ_STEP,
+        };
         let r = read_trying_both(
             &file,
             size,
-            (window, trial),
+            (steps, trial),
             pcapng,
             &Progress::default(),
             |_, _| read_rest,
