@@ -40,7 +40,8 @@ pub enum FileAccess {
     /// Map files of 128 MiB or more, read smaller ones; files of 256 MiB or more are
     /// taken both ways for a while, then the cheaper way (`batched::read_trying_both`).
     Auto,
-    /// `read` the file in 256 KiB steps into a buffer that stays in the core's L2.
+    /// `read` the file in 512 KiB steps (1 MiB for `--workers`) into a buffer that
+    /// stays in the core's L2.
     Read,
     /// Map the file in windows of a few MiB and parse it where the page cache holds it.
     Map,

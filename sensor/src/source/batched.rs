@@ -51,10 +51,13 @@ const BUFFER: usize = 8_000_000;
 /// The usual read: small enough that the records are still in the core's cache
 /// (L2) when they are parsed after the kernel copied them in; an 8 MB read had them
 /// evicted, and reading each record's header became a miss (RESULTS.md, "replay
-/// --workers N"). 256 KiB leaves room in a 1 MiB L2 for the engine's own lines: one
-/// engine's replay took 3–4 % less CPU than with 1 MiB reads (RESULTS.md, "Reading
-/// or mapping"). A record larger than this grows the buffer, up to [`BUFFER`].
-const READ_STEP: usize = 256 << 10;
+/// --workers N"). Half a 1 MiB L2 leaves room for the engine's own lines: on the
+/// Zen 4 host (1 MiB L2) one engine's replay took 0.939 and 0.922 of the CPU of
+/// 256 KiB reads (medians of per-round ratios, 7 of 8 rounds faster in each of two
+/// series), and 1 MiB reads 1.021; on an earlier host 256 KiB had taken 3–4 % less
+/// than 1 MiB (RESULTS.md, "Reading or mapping", "The `--workers` reader's reads"). A
+/// record larger than this grows the buffer, up to [`BUFFER`].
+const READ_STEP: usize = 512 << 10;
 
 /// The read of `replay --workers`' reader, whose core runs no engine while it can read
 /// on, so its cache holds little besides the buffer: 1 MiB reads cost it less than
@@ -227,9 +230,10 @@ const TRIAL: u64 = 64 << 20;
 ///
 /// The untimed part is read: until 2026-12-05 it was mapped, so where mapping is the
 /// dearer way it was paid for on twice as many bytes. On the Zen 4 host, where mapping
-/// costs nearly twice the CPU, reading it took `--workers 2` under `auto` from 0.245
-/// to 0.200 s of wall time and one engine from 0.280 to 0.260 (medians of six
-/// alternating runs; RESULTS.md, "The `--workers` reader's reads").
+/// costs nearly twice the CPU, that and the `--workers` reader's larger reads
+/// together took `--workers 2` under `auto` to 0.968 of the CPU (0.209 to 0.199 s of
+/// wall time, 8 of 10 alternating rounds faster); one engine measured the same, 1.003
+/// (RESULTS.md, "The `--workers` reader's reads").
 fn read_trying_both(
     file: &File,
     size: u64,
