@@ -63,8 +63,9 @@ const READ_STEP: usize = 512 << 10;
 /// on, so its cache holds little besides the buffer: 1 MiB reads cost it less than
 /// 256 KiB ones, fewer calls for the same bytes. `--workers 2` took 0.300 of a CPU
 /// second against 0.320 and 0.190 s of wall time against 0.200 (medians of six
-/// alternating runs; 512 KiB to 4 MiB alike), while one engine's replay measured the
-/// same with either (RESULTS.md, "The `--workers` reader's reads").
+/// alternating runs; 512 KiB to 4 MiB alike), where one engine, which shares its core
+/// with the reader, did best at 512 KiB ([`READ_STEP`]; RESULTS.md, "The `--workers`
+/// reader's reads").
 const SHARED_READ_STEP: usize = 1 << 20;
 
 /// The sizes a reader works in: mapped windows, and reads.
@@ -268,22 +269,27 @@ fn read_trying_both(
         }
     };
     let mut leg = walk(true, None, trial)?;
+    // The way of the last leg walked: a file that ends within the trial ended so.
+    let mut last_read = true;
     // CPU per byte read, then mapped.
     let mut cost = [0.0f64; 2];
     for (way, c) in cost.iter_mut().enumerate() {
         let Leg::Paused(from) = leg else { break };
         let (t0, at0) = (sys::thread_cpu_ns(), from.at);
-        leg = walk(way == 0, Some(from), at0 + trial)?;
+        last_read = way == 0;
+        leg = walk(last_read, Some(from), at0 + trial)?;
         let at = match &leg {
             Leg::Paused(r) => r.at,
             Leg::Done(_) => size,
         };
         *c = sys::thread_cpu_ns().saturating_sub(t0) as f64 / (at - at0).max(1) as f64;
     }
-    let read = pick_read(cost[1], cost[0]);
-    let mut stats = match leg {
-        Leg::Done(stats) => stats,
-        Leg::Paused(from) => finished(walk(read, Some(from), u64::MAX)?),
+    let (mut stats, read) = match leg {
+        Leg::Done(stats) => (stats, last_read),
+        Leg::Paused(from) => {
+            let read = pick_read(cost[1], cost[0]);
+            (finished(walk(read, Some(from), u64::MAX)?), read)
+        }
     };
     stats.mapped = !read;
     Ok(stats)
@@ -867,9 +873,10 @@ mod tests {
         let file = File::open(p).unwrap();
         let size = file.metadata().unwrap().len();
         let mut seen = vec![];
+        // Reads of a page: the read legs pause near their ends, as on a large file.
         let steps = Steps {
             window,
-            read: READ_STEP,
+            read: TRIAL_READ,
         };
         let r = read_trying_both(
             &file,
@@ -883,10 +890,58 @@ mod tests {
                 seen.extend(frames.iter().map(|&(ts, d)| (ts, link, d.to_vec())));
             },
         );
-        if let Ok(stats) = &r {
+        // Past the trial's three legs (each ends within a read or a window, and a
+        // record, past its bytes), the pick decides the way (a file that ends sooner:
+        // the test below).
+        let past_trial = size > 3 * (trial + (window.max(TRIAL_READ) + 2000) as u64);
+        if let (Ok(stats), true) = (&r, past_trial) {
             assert_eq!(stats.mapped, !read_rest, "the way taken after the trial");
         }
         (seen, r.err().map(|e| explain_damage(e, p, pcapng)))
+    }
+
+    /// The read size of the trials of small files above and below.
+    const TRIAL_READ: usize = 4096;
+
+    /// Whether `auto` reports the pcap file `p` mapped, tried with `trial` bytes a leg
+    /// and a pick of `read_rest`.
+    fn mapped_after_trial(p: &Path, trial: u64, read_rest: bool) -> bool {
+        let file = File::open(p).unwrap();
+        let size = file.metadata().unwrap().len();
+        let steps = Steps {
+            window: 3 * sys::page_size(),
+            read: TRIAL_READ,
+        };
+        let progress = Progress::default();
+        let r = read_trying_both(
+            &file,
+            size,
+            (steps, trial),
+            false,
+            &progress,
+            |_, _| read_rest,
+            |_, _, _, _| {},
+        );
+        match r {
+            Ok(stats) => stats.mapped,
+            Err(_) => panic!("{} did not read whole", p.display()),
+        }
+    }
+
+    /// A file that ends within the trial is reported the way its last leg took it
+    /// (`files_mapped`: the way each file ended on), whatever the pick would be.
+    #[test]
+    fn a_file_that_ends_within_the_trial_reports_the_way_it_ended_on() {
+        let full = capture(300, Endianness::Little, TsResolution::MicroSecond);
+        let f = write_tmp(&full);
+        let len = full.len() as u64;
+        // Half the file read untimed, the rest in the timed read leg.
+        assert!(!mapped_after_trial(f.path(), len / 2, false));
+        // Two fifths untimed, two fifths read, the end in the timed mapped leg.
+        assert!(mapped_after_trial(f.path(), len * 2 / 5, true));
+        // Long enough for the whole trial: the pick.
+        assert!(mapped_after_trial(f.path(), len / 5, false));
+        assert!(!mapped_after_trial(f.path(), len / 5, true));
     }
 
     /// Reads `p` through read buffers of `sizes` (read step, largest buffer), as
