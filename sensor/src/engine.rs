@@ -23,9 +23,10 @@ use crate::sink::Sink;
 use crate::source::Readahead;
 use crate::track;
 use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
+use std::ops::Range;
 
 mod lookup_batch;
-use lookup_batch::LookupBatch;
+use lookup_batch::{LookupBatch, Way};
 
 /// What the flow lookup of a batch's parsed segment needs and found. Kept beside the
 /// parsed [`Packet`]s rather than around them, so a packet is written once, where the
@@ -53,9 +54,55 @@ impl Looked {
     }
 }
 
-/// Frames whose flow lookups [`Engine::process_batch`] overlaps, at most: it uses this
-/// or half of it, whichever its timing finds faster ([`lookup_batch`]).
+/// Frames whose flow lookups [`Engine::process_batch`] overlaps, at most: it uses this,
+/// half of it, or a quarter one chunk ahead, whichever its timing finds faster
+/// ([`lookup_batch`]).
 pub const BATCH: usize = 32;
+
+/// The chunks of a batch of `len` frames, looked up `way.size` (at most [`BATCH`]) at a
+/// time: chunk k's frames, and the half of the engine's two chunks of scratch (parsed
+/// packets, lookups) it uses, by k's parity, so that with `way.ahead` a chunk is parsed
+/// and looked up while the one before it still waits for its update.
+struct Chunks {
+    len: usize,
+    size: usize,
+    count: usize,
+    /// Chunks the update runs behind the parse: 1 one chunk ahead, else 0.
+    lag: usize,
+}
+
+impl Chunks {
+    fn new(len: usize, way: Way) -> Chunks {
+        debug_assert!((1..=BATCH).contains(&way.size));
+        Chunks {
+            len,
+            size: way.size,
+            count: len.div_ceil(way.size),
+            lag: usize::from(way.ahead),
+        }
+    }
+
+    /// Turns of the loop: one a chunk, and one more to update the last chunk when
+    /// the updates lag.
+    fn turns(&self) -> usize {
+        self.count + self.lag
+    }
+
+    /// The chunk updated in turn `k`, if any.
+    #[inline(always)]
+    fn behind(&self, k: usize) -> Option<(Range<usize>, Range<usize>)> {
+        k.checked_sub(self.lag).and_then(|j| self.get(j))
+    }
+
+    /// Chunk `k`'s frames and its scratch half; `None` past the last chunk.
+    #[inline(always)]
+    fn get(&self, k: usize) -> Option<(Range<usize>, Range<usize>)> {
+        let start = k.checked_mul(self.size).filter(|&s| s < self.len)?;
+        let end = (start + self.size).min(self.len);
+        let half = (k % 2) * BATCH;
+        Some((start..end, half..half + (end - start)))
+    }
+}
 
 /// Packet time between two steps of the expiry sweep.
 const SWEEP_TICK_US: i64 = 1000;
@@ -134,8 +181,8 @@ impl Engine {
             expired: Vec::new(),
             released: Vec::new(),
             anomalies: Vec::new(),
-            batch_packets: vec![Packet::EMPTY; BATCH],
-            batch_looked: vec![Looked::empty(); BATCH],
+            batch_packets: vec![Packet::EMPTY; 2 * BATCH],
+            batch_looked: vec![Looked::empty(); 2 * BATCH],
             lookup_batch: LookupBatch::new(),
         }
     }
@@ -202,20 +249,40 @@ impl Engine {
     pub fn process_parsed<S: Sink + ?Sized>(&mut self, batch: &ParsedBatch, sink: &mut S) {
         let (times, parsed, packets) = batch.columns();
         let mut looked = std::mem::take(&mut self.batch_looked);
-        looked.resize(BATCH, Looked::empty());
+        looked.resize(2 * BATCH, Looked::empty());
         let mut unused = Readahead::NONE;
-        let size = self.lookup_batch.size();
-        let chunks = times
-            .chunks(size)
-            .zip(parsed.chunks(size))
-            .zip(packets.chunks(size));
-        for ((times, parsed), packets) in chunks {
-            let looked = &mut looked[..parsed.len()];
-            self.tunnels.next_epoch();
-            self.key_chunk(parsed, packets, looked);
-            self.look_up_chunk(parsed, looked);
-            let times = times.iter().copied();
-            self.update_chunk::<false, S>(times, parsed, packets, looked, &mut unused, sink);
+        let way = self.lookup_batch.way();
+        let chunks = Chunks::new(times.len(), way);
+        // As `batch`.
+        for k in 0..chunks.turns() {
+            let front = chunks.get(k);
+            if let Some((c, h)) = front.clone() {
+                self.tunnels.next_epoch();
+                self.key_chunk(
+                    &parsed[c.clone()],
+                    &packets[c.clone()],
+                    &mut looked[h.clone()],
+                );
+                if !way.ahead {
+                    self.look_up_chunk(&parsed[c], &mut looked[h]);
+                }
+            }
+            if let Some((c, h)) = chunks.behind(k) {
+                let times = times[c.clone()].iter().copied();
+                let (parsed, packets) = (&parsed[c.clone()], &packets[c]);
+                self.update_chunk::<false, S>(
+                    times,
+                    parsed,
+                    packets,
+                    &looked[h],
+                    &mut unused,
+                    sink,
+                );
+            }
+            match front {
+                Some((c, h)) if way.ahead => self.look_up_chunk(&parsed[c], &mut looked[h]),
+                _ => {}
+            }
         }
         self.lookup_batch.done(times.len());
         self.batch_looked = looked;
@@ -260,22 +327,47 @@ impl Engine {
         // Slots past a chunk's end are never read (the loops below zip with it). The
         // packets are parsed in place; `parsed` says which ones were.
         let mut packets = std::mem::take(&mut self.batch_packets);
-        // Always BATCH long (only an unwinding panic could have left it taken).
-        packets.resize(BATCH, Packet::EMPTY);
+        // Always two chunks long (only an unwinding panic could have left it taken).
+        packets.resize(2 * BATCH, Packet::EMPTY);
         // A slot of `looked` is written (stage 1, then its hint in stage 2) before it is
         // read, whatever an earlier batch left in it.
         let mut looked = std::mem::take(&mut self.batch_looked);
-        looked.resize(BATCH, Looked::empty());
-        let mut parsed: [Result<(), Reject>; BATCH] = [Err(Reject::TruncatedLink); BATCH];
-        let size = self.lookup_batch.size();
-        for chunk in frames.chunks(size) {
-            let n = chunk.len();
-            let (parsed, packets, looked) = (&mut parsed[..n], &mut packets[..n], &mut looked[..n]);
-            self.tunnels.next_epoch();
-            self.parse_chunk::<READ_AHEAD>(link, chunk, parsed, packets, looked, ahead);
-            self.look_up_chunk(parsed, looked);
-            let times = chunk.iter().map(|&(ts_us, _)| ts_us);
-            self.update_chunk::<READ_AHEAD, S>(times, parsed, packets, looked, ahead, sink);
+        looked.resize(2 * BATCH, Looked::empty());
+        let mut parsed = [Err(Reject::TruncatedLink); 2 * BATCH];
+        let way = self.lookup_batch.way();
+        let chunks = Chunks::new(frames.len(), way);
+        // Each chunk is parsed (its index lines requested), looked up (its flows
+        // requested) and updated. One chunk ahead (`way.ahead`), chunk k is parsed, then
+        // chunk k - 1 updated, then chunk k looked up: each request has a stage's work
+        // to arrive in, where a chunk by itself leaves its first flows' lines a few
+        // lookups; it pays at a million flows on the Zen 4 host, with small chunks
+        // (`lookup_batch`).
+        for k in 0..chunks.turns() {
+            let front = chunks.get(k);
+            if let Some((c, h)) = front.clone() {
+                let (parsed, packets) = (&mut parsed[h.clone()], &mut packets[h.clone()]);
+                self.tunnels.next_epoch();
+                self.parse_chunk::<READ_AHEAD>(
+                    link,
+                    &frames[c],
+                    parsed,
+                    packets,
+                    &mut looked[h.clone()],
+                    ahead,
+                );
+                if !way.ahead {
+                    self.look_up_chunk(parsed, &mut looked[h]);
+                }
+            }
+            if let Some((c, h)) = chunks.behind(k) {
+                let times = frames[c].iter().map(|&(ts_us, _)| ts_us);
+                let (parsed, packets) = (&parsed[h.clone()], &packets[h.clone()]);
+                self.update_chunk::<READ_AHEAD, S>(times, parsed, packets, &looked[h], ahead, sink);
+            }
+            match front {
+                Some((_, h)) if way.ahead => self.look_up_chunk(&parsed[h.clone()], &mut looked[h]),
+                _ => {}
+            }
         }
         self.lookup_batch.done(frames.len());
         self.batch_packets = packets;

@@ -1,44 +1,70 @@
-//! How many frames the engine looks up together ([`super::BATCH`] at most), chosen by
-//! timing both sizes on the traffic itself.
+//! How the engine looks up a batch's flows: how many frames together ([`super::BATCH`]
+//! at most), and whether one chunk ahead of the updates, chosen by timing the ways on
+//! the traffic itself.
 //!
-//! Why: the best size depends on the host and on the flow table. On the Zen 3 host 32
+//! Why: the best way depends on the host and on the flow table. On the Zen 3 host 32
 //! frames beat 16 at a million flows (67–75 against 76–80 ns a packet); on a Zen 4
 //! host 16 beat 32 there by 1.15× (`engine_bench`, 9.8–10.3 against 8.4–8.7 Mpps),
 //! and at replay's 50,000 flows the two were within the noise (16 took 1.065 and 0.969
-//! of 32's CPU in two runs). benches/RESULTS.md has the runs.
+//! of 32's CPU in two runs). On the Zen 4 host 8 frames one chunk ahead beat 16 at a
+//! million flows by ~7 % (10.6–11.3 against 9.8–10.6 Mpps), and lost 1–7 % at 1,000
+//! and 100,000 flows. benches/RESULTS.md has the runs.
 //!
 //! So every [`RETRIAL_FRAMES`] frames (and at the start) the engine spends
-//! [`TRIAL_CALLS`] batch calls alternating the two sizes, each call timed by the
-//! core's cycle counter, and keeps the size whose median cycles per frame are lower;
-//! 16 only when it is clearly lower ([`MARGIN_PCT`]), since the default was chosen on
-//! more hosts. A call costs two counter reads during a trial and a subtraction
-//! otherwise. The size never changes what the engine gives, only how fast
+//! [`TRIAL_CALLS`] batch calls taking the [`WAYS`] in turn, each call timed by the
+//! core's cycle counter, and keeps the way whose median cycles per frame are lowest;
+//! another than the default only when it is clearly lower ([`MARGIN_PCT`]), since the
+//! default was chosen on more hosts. A call costs two counter reads during a trial and
+//! a subtraction otherwise. The way never changes what the engine gives, only how fast
 //! (`tests/offline/engine_batch.rs`).
 
-/// The sizes tried: the default first.
-const SIZES: [usize; 2] = [super::BATCH, super::BATCH / 2];
+/// A way to look up a batch's flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Way {
+    /// Frames looked up together (a chunk).
+    pub size: usize,
+    /// Chunk k parsed and looked up before chunk k − 1 is updated.
+    pub ahead: bool,
+}
 
-/// Batch calls in a trial, both sizes together (alternating).
-const TRIAL_CALLS: usize = 1024;
+/// The ways tried: the default first.
+const WAYS: [Way; 3] = [
+    Way {
+        size: super::BATCH,
+        ahead: false,
+    },
+    Way {
+        size: super::BATCH / 2,
+        ahead: false,
+    },
+    Way {
+        size: super::BATCH / 4,
+        ahead: true,
+    },
+];
+
+/// Batch calls in a trial, all ways together (in turn).
+const TRIAL_CALLS: usize = 1536;
 
 /// Frames between trials: the table, and with it the best size, changes as flows come
 /// and go.
 const RETRIAL_FRAMES: u64 = 1 << 24;
 
-/// The smaller size is kept only when its median is this much lower, in percent.
+/// Another way than the default is kept only when its median is this much lower, in
+/// percent.
 const MARGIN_PCT: u64 = 3;
 
 /// The chooser. [`LookupBatch::size`] before each batch call, [`LookupBatch::done`]
 /// after it.
 #[derive(Debug)]
 pub(super) struct LookupBatch {
-    chosen: usize,
+    chosen: Way,
     /// Frames to go before the next trial.
     until_trial: u64,
-    /// Cycles per frame (× 256) of the calls of the trial under way, per size; empty
+    /// Cycles per frame (× 256) of the calls of the trial under way, per way; empty
     /// outside trials.
-    samples: [Vec<u32>; 2],
-    /// The size of the current call during a trial (index into [`SIZES`]).
+    samples: [Vec<u32>; WAYS.len()],
+    /// The way of the current call during a trial (index into [`WAYS`]).
     trying: usize,
     started: u64,
 }
@@ -46,26 +72,31 @@ pub(super) struct LookupBatch {
 impl LookupBatch {
     pub(super) fn new() -> LookupBatch {
         LookupBatch {
-            chosen: SIZES[0],
+            chosen: WAYS[0],
             until_trial: 0,
-            samples: [Vec::new(), Vec::new()],
+            samples: Default::default(),
             trying: 0,
             started: 0,
         }
     }
 
-    /// The size for the next batch call.
+    /// The way for the next batch call.
     #[inline]
-    pub(super) fn size(&mut self) -> usize {
+    pub(super) fn way(&mut self) -> Way {
         if self.until_trial > 0 {
             return self.chosen;
         }
-        self.trying = (self.samples[0].len() + self.samples[1].len()) % 2;
+        self.trying = self.calls() % WAYS.len();
         self.started = crate::sys::cycles();
-        SIZES[self.trying]
+        WAYS[self.trying]
     }
 
-    /// Accounts a batch call of `frames` frames made with the last [`Self::size`].
+    /// Calls timed so far in the trial under way.
+    fn calls(&self) -> usize {
+        self.samples.iter().map(Vec::len).sum()
+    }
+
+    /// Accounts a batch call of `frames` frames made with the last [`Self::way`].
     #[inline]
     pub(super) fn done(&mut self, frames: usize) {
         if self.until_trial > 0 {
@@ -81,26 +112,32 @@ impl LookupBatch {
             let per_frame = (spent.saturating_mul(256) / frames as u64).min(u32::MAX as u64);
             self.samples[self.trying].push(per_frame as u32);
         }
-        if self.samples[0].len() + self.samples[1].len() >= TRIAL_CALLS {
+        if self.calls() >= TRIAL_CALLS {
             self.chosen = self.choose();
-            self.samples = [Vec::new(), Vec::new()];
+            self.samples = Default::default();
             self.until_trial = RETRIAL_FRAMES;
         }
     }
 
-    /// The size of the trial's lower median, the default unless the other is
-    /// [`MARGIN_PCT`] lower.
-    fn choose(&mut self) -> usize {
-        let [a, b] = [0, 1].map(|i| median(&mut self.samples[i]));
-        match (a, b) {
-            (Some(a), Some(b)) if b * 100 < a * (100 - MARGIN_PCT) => SIZES[1],
-            _ => SIZES[0],
+    /// The way of the trial's lowest median, the default unless that is [`MARGIN_PCT`]
+    /// lower than the default's.
+    fn choose(&mut self) -> Way {
+        let medians = self.samples.each_mut().map(|s| median(s));
+        let Some(default) = medians[0] else {
+            return WAYS[0];
+        };
+        let best = (1..WAYS.len())
+            .filter_map(|i| medians[i].map(|m| (m, i)))
+            .min();
+        match best {
+            Some((m, i)) if m * 100 < default * (100 - MARGIN_PCT) => WAYS[i],
+            _ => WAYS[0],
         }
     }
 
-    /// The size in use outside trials (tests, stats).
+    /// The way in use outside trials (tests, stats).
     #[cfg(test)]
-    pub(super) fn chosen(&self) -> usize {
+    pub(super) fn chosen(&self) -> Way {
         self.chosen
     }
 }
@@ -117,53 +154,81 @@ fn median(v: &mut [u32]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    /// Runs a trial in which a call of `size` costs `cost(size)` per frame.
-    fn trial(t: &mut LookupBatch, cost: impl Fn(usize) -> u64) {
+    /// Runs a trial in which a call of way `w` costs `cost(w)` per frame.
+    fn trial(t: &mut LookupBatch, cost: impl Fn(Way) -> u64) {
         for _ in 0..TRIAL_CALLS {
-            let size = t.size();
-            t.record(64, cost(size) * 64);
+            let way = t.way();
+            t.record(64, cost(way) * 64);
         }
     }
 
+    /// A cost of `cheap` for way `i` of [`WAYS`], 100 for the others.
+    fn cheaper(i: usize, cheap: u64) -> impl Fn(Way) -> u64 {
+        move |w| if w == WAYS[i] { cheap } else { 100 }
+    }
+
     #[test]
-    fn the_cheaper_size_is_kept_and_tried_again_later() {
+    fn the_cheapest_way_is_kept_and_tried_again_later() {
         let mut t = LookupBatch::new();
-        trial(&mut t, |size| if size == 16 { 80 } else { 100 });
-        assert_eq!(t.chosen(), 16);
-        // Until the next trial, no timing: the chosen size, frames counted down.
+        trial(&mut t, cheaper(1, 80));
+        assert_eq!(t.chosen(), WAYS[1]);
+        // Until the next trial, no timing: the chosen way, frames counted down.
         for _ in 0..10 {
-            assert_eq!(t.size(), 16);
+            assert_eq!(t.way(), WAYS[1]);
             t.done(64);
         }
         assert_eq!(t.until_trial, RETRIAL_FRAMES - 640);
         t.until_trial = 64;
-        t.size();
+        t.way();
         t.done(64);
         assert_eq!(t.until_trial, 0, "a trial is due");
-        trial(&mut t, |size| if size == 16 { 120 } else { 100 });
-        assert_eq!(t.chosen(), 32);
+        trial(&mut t, |w| match w.ahead {
+            true => 70,
+            false if w == WAYS[1] => 120,
+            false => 100,
+        });
+        assert_eq!(t.chosen(), WAYS[2]);
+        t.until_trial = 0;
+        trial(&mut t, cheaper(1, 120));
+        assert_eq!(t.chosen(), WAYS[0]);
     }
 
     #[test]
-    fn the_default_stays_unless_the_other_is_clearly_cheaper() {
+    fn the_default_stays_unless_another_is_clearly_cheaper() {
         let mut t = LookupBatch::new();
-        trial(&mut t, |size| if size == 16 { 99 } else { 100 });
-        assert_eq!(t.chosen(), 32, "1 % is within the margin");
+        trial(&mut t, cheaper(2, 99));
+        assert_eq!(t.chosen(), WAYS[0], "1 % is within the margin");
         let mut t = LookupBatch::new();
         trial(&mut t, |_| 100);
-        assert_eq!(t.chosen(), 32);
+        assert_eq!(t.chosen(), WAYS[0]);
+        // Of two cheaper ways, the cheaper.
+        let mut t = LookupBatch::new();
+        trial(&mut t, |w| {
+            if w == WAYS[0] {
+                100
+            } else if w.ahead {
+                85
+            } else {
+                90
+            }
+        });
+        assert_eq!(t.chosen(), WAYS[2]);
     }
 
     #[test]
-    fn a_trial_alternates_the_sizes() {
+    fn a_trial_takes_the_ways_in_turn() {
         let mut t = LookupBatch::new();
-        let sizes: Vec<usize> = (0..6)
+        let ways: Vec<Way> = (0..6)
             .map(|_| {
-                let s = t.size();
+                let w = t.way();
                 t.done(64);
-                s
+                w
             })
             .collect();
-        assert_eq!(sizes, [32, 16, 32, 16, 32, 16]);
+        assert_eq!(ways, [WAYS, WAYS].concat());
+        assert_eq!(
+            WAYS.map(|w| (w.size, w.ahead)),
+            [(32, false), (16, false), (8, true)]
+        );
     }
 }

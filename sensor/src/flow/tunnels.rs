@@ -46,7 +46,9 @@ pub struct TunnelSlots {
     /// Live flows per slot.
     flows: [u32; 256],
     /// The epoch a slot was last handed out in: a slot handed out in the current epoch
-    /// may belong to a flow about to be created (a batch computes its keys first).
+    /// or the one before may belong to a flow about to be created (the batch paths
+    /// compute a chunk's keys first, and the next chunk's before that chunk's flows are
+    /// updated: an epoch a chunk).
     stamp: [u64; 256],
     epoch: u64,
     /// Flows put in the shared overflow slot.
@@ -62,12 +64,14 @@ impl TunnelSlots {
             identity: [TunnelIdentity::default(); 256],
             flows: [0; 256],
             stamp: [0; 256],
-            epoch: 1,
+            // Two epochs past a slot never handed out (stamp 0).
+            epoch: 2,
             overflow: 0,
         }
     }
 
-    /// Starts a new epoch: slots handed out before it and used by no flow may be reused.
+    /// Starts a new epoch: slots handed out before the previous one and used by no flow
+    /// may be reused.
     #[inline]
     pub fn next_epoch(&mut self) {
         self.epoch += 1;
@@ -105,7 +109,7 @@ impl TunnelSlots {
         }
         let free = (1..OVERFLOW).find(|&s| {
             let i = usize::from(s);
-            self.flows[i] == 0 && self.stamp[i] != self.epoch
+            self.flows[i] == 0 && self.stamp[i] + 1 < self.epoch
         });
         let Some(s) = free else {
             return OVERFLOW;
@@ -213,9 +217,12 @@ mod tests {
         assert_eq!(s, OVERFLOW);
         t.hold(s);
         assert_eq!(t.overflow, 1);
-        // One flow ends: its slot is reused in a later epoch, not in the same one.
+        // One flow ends: its slot is reused two epochs later, not in the same one nor the
+        // next (the batch paths key a chunk before the one before it is updated).
         let first = t.slot_of(&packet(Encap::Vxlan, 0));
         t.release(first);
+        assert_eq!(t.slot_of(&packet(Encap::Vxlan, 1000)), OVERFLOW);
+        t.next_epoch();
         assert_eq!(t.slot_of(&packet(Encap::Vxlan, 1000)), OVERFLOW);
         t.next_epoch();
         assert_eq!(t.slot_of(&packet(Encap::Vxlan, 1000)), first);

@@ -109,7 +109,9 @@ fn batches_equal_single_frames() {
 /// among 600 (more than the 254 tunnel slots an engine has), so slots are handed out,
 /// freed and reused inside batches. A batch computes the keys (and slots) of a whole
 /// chunk before it creates the chunk's flows: a slot must not be reused under a flow
-/// about to be created. (Reused one epoch too early, the test fails.)
+/// about to be created, nor, one chunk ahead, under the flows of the chunk before,
+/// which is updated after this one's keys are made. (Reused one epoch too early, the
+/// test fails, as it did on 2026-12-05 with slots reserved for one epoch only.)
 #[test]
 fn batches_equal_single_frames_across_tunnel_slots() {
     use rstwatch_schema::Encap;
