@@ -46,7 +46,7 @@ const WAYS: [Way; 3] = [
 /// Batch calls in a trial, all ways together (in turn).
 const TRIAL_CALLS: usize = 1536;
 
-/// Frames between trials: the table, and with it the best size, changes as flows come
+/// Frames between trials: the table, and with it the best way, changes as flows come
 /// and go.
 const RETRIAL_FRAMES: u64 = 1 << 24;
 
@@ -54,7 +54,7 @@ const RETRIAL_FRAMES: u64 = 1 << 24;
 /// percent.
 const MARGIN_PCT: u64 = 3;
 
-/// The chooser. [`LookupBatch::size`] before each batch call, [`LookupBatch::done`]
+/// The chooser. [`LookupBatch::way`] before each batch call, [`LookupBatch::done`]
 /// after it.
 #[derive(Debug)]
 pub(super) struct LookupBatch {
