@@ -94,9 +94,17 @@ impl FlowKey {
         // `(s, sport) > (d, dport)` with `|` and `&`, as a tuple compare short-circuits;
         // the selects are conditional moves.
         let swap = (s > d) | ((s == d) & (sport > dport));
+        // The addresses are chosen as the numbers just compared, not as the 16-byte
+        // arrays: those the compiler loaded again with 16-byte loads, which cannot be
+        // forwarded from the parser's 8-byte stores of the packet a moment before, so
+        // each key waited for them to reach the cache.
+        let (lo, hi) = (
+            select_unpredictable(swap, d, s),
+            select_unpredictable(swap, s, d),
+        );
         let key = FlowKey {
-            lo: select_unpredictable(swap, dst, src),
-            hi: select_unpredictable(swap, src, dst),
+            lo: IpBytes(lo.to_be_bytes()),
+            hi: IpBytes(hi.to_be_bytes()),
             lo_port: select_unpredictable(swap, dport, sport),
             hi_port: select_unpredictable(swap, sport, dport),
             vlans,
