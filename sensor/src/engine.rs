@@ -315,6 +315,7 @@ impl Engine {
         let (key, end) = self.key_of(packet);
         let hash = hasher.hash(&key);
         self.table.prefetch_index(hash);
+        self.cross.hosts.prefetch(&packet.src);
         (l.key, l.end, l.hash) = (key, end, hash);
     }
 

@@ -6,8 +6,11 @@
 //! latest silence of at least `reboot_silence_s` it came back from.
 //!
 //! Updated for every packet a responder sends, so it is a direct-mapped table of
-//! [`SLOTS`] entries of 32 bytes (512 KiB, cache resident) rather than a map: one hash
-//! and one store per packet. Two hosts sharing a slot overwrite each other; an
+//! [`SLOTS`] entries of 32 bytes (512 KiB) rather than a map: one hash and one store
+//! per packet. The engine requests the slot's line when it hashes the packet's key
+//! ([`HostActivity::prefetch`]): with many servers the table shares the L2 with the
+//! flow table and the frames, and its load took ~7 % of the one-engine replay's engine
+//! samples (benches/RESULTS.md). Two hosts sharing a slot overwrite each other; an
 //! overwritten host looks unknown, never silent, so a collision can only hide a reboot.
 
 use rstwatch_schema::IpBytes;
@@ -69,6 +72,12 @@ impl HostActivity {
     #[cfg(test)]
     pub fn sent(&mut self, host: &IpBytes, ts_us: i64) {
         self.sent_if(true, host, ts_us);
+    }
+
+    /// Requests the line of `host`'s slot, ahead of [`HostActivity::sent_if`].
+    #[inline]
+    pub fn prefetch(&self, host: &IpBytes) {
+        crate::sys::prefetch(&self.slots[(fold(host) >> 50) as usize % SLOTS]);
     }
 
     /// `host` sent a packet at `ts_us`, if `counts`; else the table does not change.
