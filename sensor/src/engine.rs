@@ -267,7 +267,7 @@ impl Engine {
                     &mut looked[h.clone()],
                 );
                 if !way.ahead {
-                    self.look_up_chunk(&parsed[c], &mut looked[h]);
+                    self.look_up_chunk(&parsed[c], &mut looked[h], way.l2);
                 }
             }
             if let Some((c, h)) = chunks.behind(k) {
@@ -283,7 +283,7 @@ impl Engine {
                 );
             }
             match front {
-                Some((c, h)) if way.ahead => self.look_up_chunk(&parsed[c], &mut looked[h]),
+                Some((c, h)) if way.ahead => self.look_up_chunk(&parsed[c], &mut looked[h], way.l2),
                 _ => {}
             }
         }
@@ -360,7 +360,7 @@ impl Engine {
                     ahead,
                 );
                 if !way.ahead {
-                    self.look_up_chunk(parsed, &mut looked[h]);
+                    self.look_up_chunk(parsed, &mut looked[h], way.l2);
                 }
             }
             if let Some((c, h)) = chunks.behind(k) {
@@ -369,7 +369,9 @@ impl Engine {
                 self.update_chunk::<READ_AHEAD, S>(times, parsed, packets, &looked[h], ahead, sink);
             }
             match front {
-                Some((_, h)) if way.ahead => self.look_up_chunk(&parsed[h.clone()], &mut looked[h]),
+                Some((_, h)) if way.ahead => {
+                    self.look_up_chunk(&parsed[h.clone()], &mut looked[h], way.l2)
+                }
                 _ => {}
             }
         }
@@ -411,14 +413,19 @@ impl Engine {
     }
 
     /// Stage 2: the lookups in a tight loop of their own, index only: the flows found
-    /// are prefetched, not read, so the cache misses of the whole chunk overlap.
+    /// are prefetched, not read, so the cache misses of the whole chunk overlap; into
+    /// L2 rather than L1 when `l2` (the way's, `lookup_batch`).
     #[inline(always)]
-    fn look_up_chunk(&mut self, parsed: &[Result<(), Reject>], looked: &mut [Looked]) {
+    fn look_up_chunk(&mut self, parsed: &[Result<(), Reject>], looked: &mut [Looked], l2: bool) {
         for (slot, l) in parsed.iter().zip(looked) {
             if slot.is_ok() {
                 l.hint = self.table.find_hint(l.hash);
                 if let Some(i) = l.hint {
-                    self.table.prefetch(i);
+                    if l2 {
+                        self.table.prefetch_to_l2(i);
+                    } else {
+                        self.table.prefetch(i);
+                    }
                 }
             }
         }

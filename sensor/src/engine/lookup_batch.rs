@@ -1,6 +1,6 @@
 //! How the engine looks up a batch's flows: how many frames together ([`super::BATCH`]
-//! at most), and whether one chunk ahead of the updates, chosen by timing the ways on
-//! the traffic itself.
+//! at most), whether one chunk ahead of the updates, and into which cache level the
+//! flows found are requested, chosen by timing the ways on the traffic itself.
 //!
 //! Why: the best way depends on the host and on the flow table. On the Zen 3 host 32
 //! frames beat 16 at a million flows (67–75 against 76–80 ns a packet); on a Zen 4
@@ -9,6 +9,12 @@
 //! of 32's CPU in two runs). On the Zen 4 host 8 frames one chunk ahead beat 16 at a
 //! million flows by ~7 % (10.6–11.3 against 9.8–10.6 Mpps), and lost 1–7 % at 1,000
 //! and 100,000 flows. benches/RESULTS.md has the runs.
+//!
+//! The cache level: on the Zen 4 host, flows requested into L2 (`prefetcht1`) instead
+//! of L1 made the engine 1.15–1.2× faster at 1 M and 4 M flows (`engine_bench`, 13–14
+//! against 11–12 Mpps at 1 M), the same at 1,000 and 100,000 flows, and the one-engine
+//! replay of the benchmark capture 1.2× slower (its L2 is busy with the file's bytes):
+//! each way is tried both ways.
 //!
 //! So every [`RETRIAL_FRAMES`] frames (and at the start) the engine spends
 //! [`TRIAL_CALLS`] batch calls taking the [`WAYS`] in turn, each call timed by the
@@ -25,22 +31,25 @@ pub(super) struct Way {
     pub size: usize,
     /// Chunk k parsed and looked up before chunk k − 1 is updated.
     pub ahead: bool,
+    /// The flows found are requested into the second-level cache (`prefetcht1`), not
+    /// the first.
+    pub l2: bool,
+}
+
+impl Way {
+    const fn new(size: usize, ahead: bool, l2: bool) -> Way {
+        Way { size, ahead, l2 }
+    }
 }
 
 /// The ways tried: the default first.
-const WAYS: [Way; 3] = [
-    Way {
-        size: super::BATCH,
-        ahead: false,
-    },
-    Way {
-        size: super::BATCH / 2,
-        ahead: false,
-    },
-    Way {
-        size: super::BATCH / 4,
-        ahead: true,
-    },
+const WAYS: [Way; 6] = [
+    Way::new(super::BATCH, false, false),
+    Way::new(super::BATCH / 2, false, false),
+    Way::new(super::BATCH / 4, true, false),
+    Way::new(super::BATCH, false, true),
+    Way::new(super::BATCH / 2, false, true),
+    Way::new(super::BATCH / 4, true, true),
 ];
 
 /// Batch calls in a trial, all ways together (in turn).
@@ -191,6 +200,10 @@ mod tests {
         t.until_trial = 0;
         trial(&mut t, cheaper(1, 120));
         assert_eq!(t.chosen(), WAYS[0]);
+        // A way into L2 is kept the same way.
+        t.until_trial = 0;
+        trial(&mut t, cheaper(3, 80));
+        assert_eq!((t.chosen(), t.chosen().l2), (WAYS[3], true));
     }
 
     #[test]
@@ -218,7 +231,7 @@ mod tests {
     #[test]
     fn a_trial_takes_the_ways_in_turn() {
         let mut t = LookupBatch::new();
-        let ways: Vec<Way> = (0..6)
+        let ways: Vec<Way> = (0..2 * WAYS.len())
             .map(|_| {
                 let w = t.way();
                 t.done(64);
@@ -227,8 +240,15 @@ mod tests {
             .collect();
         assert_eq!(ways, [WAYS, WAYS].concat());
         assert_eq!(
-            WAYS.map(|w| (w.size, w.ahead)),
-            [(32, false), (16, false), (8, true)]
+            WAYS.map(|w| (w.size, w.ahead, w.l2)),
+            [
+                (32, false, false),
+                (16, false, false),
+                (8, true, false),
+                (32, false, true),
+                (16, false, true),
+                (8, true, true)
+            ]
         );
     }
 }

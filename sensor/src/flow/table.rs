@@ -182,6 +182,12 @@ impl FlowTable {
         prefetch(self.slab.as_ptr().wrapping_add(idx as usize));
     }
 
+    /// [`FlowTable::prefetch`] into the second-level cache.
+    #[inline]
+    pub fn prefetch_to_l2(&self, idx: u32) {
+        crate::sys::prefetch_all_to_l2(self.slab.as_ptr().wrapping_add(idx as usize));
+    }
+
     /// The flow in slot `idx` (from [`FlowTable::find`]).
     #[inline]
     pub fn get(&self, idx: u32) -> &Flow {

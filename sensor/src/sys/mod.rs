@@ -115,6 +115,20 @@ pub fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
+/// [`prefetch`] into the second-level cache.
+#[inline(always)]
+pub fn prefetch_all_to_l2<T>(p: *const T) {
+    let b = p as *const u8;
+    let size = std::mem::size_of::<T>().max(1);
+    prefetch_to_l2(b);
+    if size > 64 {
+        prefetch_to_l2(b.wrapping_add(64));
+    }
+    if size > std::mem::align_of::<T>() {
+        prefetch_to_l2(b.wrapping_add(size - 1));
+    }
+}
+
 /// Hints the CPU to bring the cache line at `p` into the second-level cache but not
 /// the first: for a stream read once, far ahead of use (a mapped capture's bytes, most
 /// of them payload no one reads), which would otherwise push the flows and index lines
