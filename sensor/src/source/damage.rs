@@ -7,12 +7,18 @@
 //! length field larger than what it may be). It runs only on the error path.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 const PCAP_HEADER: u64 = 24;
 const PCAP_RECORD_HEADER: u64 = 16;
 const PCAPNG_MIN_BLOCK: u64 = 12;
+
+/// The walk's read buffer. It skips each record's data within the buffer
+/// (`seek_relative`): a seek past the buffer's end costs a system call and a refill,
+/// and with an 8 KiB buffer (or `seek`, which always empties it) the walk took a call
+/// pair a few records, 1.4 s of system time for a 1.3 GB capture cut short.
+const WALK_BUFFER: usize = 1 << 20;
 
 fn u32_at(b: &[u8], big: bool) -> u32 {
     let a = [b[0], b[1], b[2], b[3]];
@@ -44,7 +50,7 @@ fn read_upto(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// The first damage in a pcap file, or None when its records are all well formed.
 pub(super) fn pcap(path: &Path) -> Option<String> {
-    let mut f = BufReader::new(regular_file(path)?);
+    let mut f = BufReader::with_capacity(WALK_BUFFER, regular_file(path)?);
     let size = f.get_ref().metadata().ok()?.len();
     let mut h = [0u8; PCAP_HEADER as usize];
     if read_upto(&mut f, &mut h).ok()? < h.len() {
@@ -89,7 +95,7 @@ pub(super) fn pcap(path: &Path) -> Option<String> {
                  data declared, {data_left} left"
             ));
         }
-        f.seek(SeekFrom::Current(i64::from(incl))).ok()?;
+        f.seek_relative(i64::from(incl)).ok()?;
         off += PCAP_RECORD_HEADER + u64::from(incl);
     }
     None
@@ -97,7 +103,7 @@ pub(super) fn pcap(path: &Path) -> Option<String> {
 
 /// The first damage in a pcapng file, or None when its blocks are all well framed.
 pub(super) fn pcapng(path: &Path) -> Option<String> {
-    let mut f = BufReader::new(regular_file(path)?);
+    let mut f = BufReader::with_capacity(WALK_BUFFER, regular_file(path)?);
     let size = f.get_ref().metadata().ok()?.len();
     let mut big = false;
     let mut off = 0u64;
@@ -131,7 +137,7 @@ pub(super) fn pcapng(path: &Path) -> Option<String> {
                  {left} left"
             ));
         }
-        f.seek(SeekFrom::Current(len as i64 - 12)).ok()?;
+        f.seek_relative(len as i64 - 12).ok()?;
         off += len;
     }
     None
@@ -184,5 +190,27 @@ mod tests {
         assert!(diagnose(&big)
             .unwrap()
             .contains("length field 100000 is larger than the file's snapshot length 65535"));
+    }
+
+    /// Records of odd sizes over several of the walk's buffers, so that skips end
+    /// inside the buffer, at its end and past it: the damage is still found where it is.
+    #[test]
+    fn the_walk_skips_across_its_buffer() {
+        let sizes: Vec<usize> = (0..9_000).map(|i| 60 + (i * 37) % 1_400).collect();
+        let data: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![7; n]).collect();
+        let records: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+        let good = pcap_file(&records);
+        assert!(good.len() > 3 * WALK_BUFFER, "{} bytes", good.len());
+        assert_eq!(diagnose(&good), None);
+        let last = *sizes.last().unwrap() as u64;
+        let at = good.len() as u64 - last - PCAP_RECORD_HEADER;
+        assert_eq!(
+            diagnose(&good[..good.len() - 1]).unwrap(),
+            format!(
+                "packet record 9000 at byte {at}: cut short: {last} bytes of packet data \
+                 declared, {} left",
+                last - 1
+            )
+        );
     }
 }
