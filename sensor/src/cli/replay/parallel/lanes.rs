@@ -85,6 +85,9 @@ struct Doorbell {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     ring: Condvar,
+    /// Sleeps that ended by the backstop rather than a ring.
+    #[cfg(test)]
+    timeouts: AtomicU64,
 }
 
 impl Doorbell {
@@ -109,7 +112,11 @@ impl Doorbell {
         // Counted as a sleeper first: a ring from now on takes the lock to notify, so
         // it cannot fall between this check and the wait.
         if self.rings() == seen {
-            let _ = self.ring.wait_timeout(g, Duration::from_millis(10));
+            let _woken = self.ring.wait_timeout(g, Duration::from_millis(10));
+            #[cfg(test)]
+            if _woken.is_ok_and(|(_, r)| r.timed_out()) {
+                self.timeouts.fetch_add(1, Ordering::SeqCst);
+            }
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
@@ -147,6 +154,8 @@ impl<W: Write + Send> Lanes<W> {
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             ring: Condvar::new(),
+            #[cfg(test)]
+            timeouts: AtomicU64::new(0),
         };
         let lanes = Lanes {
             lanes,
@@ -179,7 +188,17 @@ impl<W: Write + Send> Lanes<W> {
             }
             Err(TryRecvError::Empty) => return Step::Nothing,
             Err(TryRecvError::Disconnected) => {
+                let ending = matches!(*g, State::Running(_));
                 g.end();
+                drop(g);
+                if ending {
+                    // A thread that found this lane held may be asleep, waiting for
+                    // it: it must see it closed now. Without this ring, when one
+                    // thread was still ending a lane as the other finished, the other
+                    // slept to the backstop: both idle for 10 ms of a ~130 ms
+                    // `--workers 2` replay (`perf sched timehist`).
+                    self.bell.ring();
+                }
                 return Step::Closed;
             }
         };
@@ -386,6 +405,39 @@ mod tests {
     fn the_reader_alone_runs_every_batch() {
         let c = run(3, 1, 0, 300, 4);
         assert_eq!(count(&c, "frames"), 1200);
+    }
+
+    /// A thread asleep because another held a lane wakes when that lane is ended,
+    /// not at the doorbell's backstop: the lane's end rings.
+    #[test]
+    fn ending_a_lane_wakes_a_thread_waiting_for_it() {
+        let out = Shared::new(Vec::new());
+        let (recycle_tx, _recycle_rx) = crossbeam::channel::unbounded();
+        let cfg = EngineConfig::default();
+        let (lanes, queues) = Lanes::new(2, 1, &cfg, Select::default(), &out, recycle_tx);
+        drop(queues);
+        lanes.closed();
+        // This thread holds lane 0, so the worker ends lane 1, finds lane 0 held and
+        // sleeps.
+        let held = lanes.lanes[0].state.lock().unwrap();
+        let worker = {
+            let lanes = lanes.clone();
+            std::thread::spawn(move || lanes.work())
+        };
+        while lanes.bell.sleepers.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        assert!(lanes.step(0) == Step::Closed, "lane 0's queue is closed");
+        worker.join().unwrap();
+        assert_eq!(
+            lanes.bell.timeouts.load(Ordering::SeqCst),
+            0,
+            "the worker slept until the backstop"
+        );
+        let (counters, written) = lanes.finish();
+        written.unwrap();
+        assert!(!counters.is_empty());
     }
 
     /// Worker threads and the reader together run every batch exactly once, however
