@@ -14,7 +14,9 @@
 //! of L1 made the engine 1.15–1.2× faster at 1 M and 4 M flows (`engine_bench`, 13–14
 //! against 11–12 Mpps at 1 M), the same at 1,000 and 100,000 flows, and the one-engine
 //! replay of the benchmark capture 1.2× slower (its L2 is busy with the file's bytes):
-//! each way is tried both ways.
+//! each way is tried both ways. On a Zen 5 host the default is the fastest at 1 M and
+//! 4 M flows (18.9–19.4 Mpps at 1 M, 32 into L2 18.8, the others 15.8–16.5), and a
+//! way two chunks ahead, tried there, the slowest (15.4–16.1), so it is not one.
 //!
 //! So every [`RETRIAL_FRAMES`] frames (and at the start) the engine spends
 //! [`TRIAL_CALLS`] batch calls taking the [`WAYS`] in turn, each call timed by the
