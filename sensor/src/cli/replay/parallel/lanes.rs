@@ -76,6 +76,16 @@ pub(super) struct Lanes<W: Write> {
     bell: Doorbell,
 }
 
+/// How long a sleeping thread waits for a ring at most. Only a backstop: every event a
+/// sleeper waits for rings. In tests it is long, so that a missing ring fails a test
+/// (`ending_a_lane_wakes_a_thread_waiting_for_it`) rather than costing 10 ms, and a
+/// test thread held up by a busy machine cannot pass for one.
+const BACKSTOP: Duration = if cfg!(test) {
+    Duration::from_secs(10)
+} else {
+    Duration::from_millis(10)
+};
+
 /// Where idle workers sleep until a batch is sent or a lane is let go (an event
 /// count). A worker that found nothing usually waits for the thread holding the one
 /// lane with work, for a batch's time (~0.1 ms): it must wake then, not a tick later.
@@ -112,7 +122,7 @@ impl Doorbell {
         // Counted as a sleeper first: a ring from now on takes the lock to notify, so
         // it cannot fall between this check and the wait.
         if self.rings() == seen {
-            let _woken = self.ring.wait_timeout(g, Duration::from_millis(10));
+            let _woken = self.ring.wait_timeout(g, BACKSTOP);
             #[cfg(test)]
             if _woken.is_ok_and(|(_, r)| r.timed_out()) {
                 self.timeouts.fetch_add(1, Ordering::SeqCst);
