@@ -88,45 +88,46 @@ pub fn reraise_default(sig: libc::c_int) {
     }
 }
 
-/// Hints the CPU to bring every cache line of `*p` into the cache (a 116-byte flow at
-/// any offset spans up to three).
+/// Calls `each` with an address in every cache line of `*p`: its first line, the next
+/// one, and its last byte's (a 116-byte flow at any offset spans up to three). A value
+/// no larger than its alignment never crosses a line (an index bucket): one address.
+#[inline(always)]
+fn each_line_of<T>(p: *const T, mut each: impl FnMut(*const u8)) {
+    let b = p as *const u8;
+    let size = std::mem::size_of::<T>().max(1);
+    each(b);
+    if size > 64 {
+        each(b.wrapping_add(64));
+    }
+    if size > std::mem::align_of::<T>() {
+        each(b.wrapping_add(size - 1));
+    }
+}
+
+/// Hints the CPU to bring every cache line of `*p` into the cache.
 #[inline(always)]
 pub fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let b = p as *const i8;
-        let size = std::mem::size_of::<T>().max(1);
-        // SAFETY: prefetching is only a hint; it never faults, even on a bad address,
-        // and the addresses are computed with wrapping arithmetic.
-        unsafe {
-            _mm_prefetch(b, _MM_HINT_T0);
-            if size > 64 {
-                _mm_prefetch(b.wrapping_add(64), _MM_HINT_T0);
-            }
-            // A value no larger than its alignment never crosses a line (an index
-            // bucket): one request is all it needs.
-            if size > std::mem::align_of::<T>() {
-                _mm_prefetch(b.wrapping_add(size - 1), _MM_HINT_T0);
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
+    each_line_of(p, prefetch_to_l1);
 }
 
 /// [`prefetch`] into the second-level cache.
 #[inline(always)]
 pub fn prefetch_all_to_l2<T>(p: *const T) {
-    let b = p as *const u8;
-    let size = std::mem::size_of::<T>().max(1);
-    prefetch_to_l2(b);
-    if size > 64 {
-        prefetch_to_l2(b.wrapping_add(64));
+    each_line_of(p, prefetch_to_l2);
+}
+
+/// Hints the CPU to bring the cache line at `p` into the first-level cache.
+#[inline(always)]
+fn prefetch_to_l1(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is only a hint; it never faults, even on a bad address (the
+    // callers compute theirs with wrapping arithmetic).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch(p as *const i8, _MM_HINT_T0);
     }
-    if size > std::mem::align_of::<T>() {
-        prefetch_to_l2(b.wrapping_add(size - 1));
-    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Hints the CPU to bring the cache line at `p` into the second-level cache but not
