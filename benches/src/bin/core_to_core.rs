@@ -46,6 +46,30 @@ struct Args {
 #[repr(align(128))]
 struct Padded(AtomicU64);
 
+impl Padded {
+    /// Spins until the counter reads `v`.
+    fn wait_for(&self, v: u64) {
+        while self.0.load(Ordering::Acquire) != v {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Round `r`'s writes: every word of `buf`.
+#[inline(always)]
+fn write_all(buf: &[AtomicU64], r: u64) {
+    for (i, w) in buf.iter().enumerate() {
+        w.store(r ^ i as u64, Ordering::Relaxed);
+    }
+}
+
+/// `sum` plus every word of `buf`.
+#[inline(always)]
+fn read_all(buf: &[AtomicU64], sum: u64) -> u64 {
+    buf.iter()
+        .fold(sum, |s, w| s.wrapping_add(w.load(Ordering::Relaxed)))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
@@ -77,9 +101,7 @@ fn round_trip_ns(a: usize, b: usize, trips: u64) -> anyhow::Result<f64> {
             pin_thread(&[b])?;
             start.wait();
             for i in 0..trips {
-                while flag.0.load(Ordering::Acquire) != 2 * i + 1 {
-                    std::hint::spin_loop();
-                }
+                flag.wait_for(2 * i + 1);
                 flag.0.store(2 * i + 2, Ordering::Release);
             }
             Ok(())
@@ -90,9 +112,7 @@ fn round_trip_ns(a: usize, b: usize, trips: u64) -> anyhow::Result<f64> {
     let t = Instant::now();
     for i in 0..trips {
         flag.0.store(2 * i + 1, Ordering::Release);
-        while flag.0.load(Ordering::Acquire) != 2 * i + 2 {
-            std::hint::spin_loop();
-        }
+        flag.wait_for(2 * i + 2);
     }
     let ns = t.elapsed().as_nanos() as f64 / trips as f64;
     peer.join().expect("the peer thread panicked")?;
@@ -116,12 +136,8 @@ fn hand_over_ns_per_line(a: usize, b: usize, kib: usize) -> anyhow::Result<(f64,
             start.wait();
             let mut sum = 0u64;
             for r in 0..ROUNDS {
-                while flag.0.load(Ordering::Acquire) != 2 * r + 1 {
-                    std::hint::spin_loop();
-                }
-                sum = buf
-                    .iter()
-                    .fold(sum, |s, w| s.wrapping_add(w.load(Ordering::Relaxed)));
+                flag.wait_for(2 * r + 1);
+                sum = read_all(&buf, sum);
                 flag.0.store(2 * r + 2, Ordering::Release);
             }
             Ok(sum)
@@ -131,13 +147,9 @@ fn hand_over_ns_per_line(a: usize, b: usize, kib: usize) -> anyhow::Result<(f64,
     start.wait();
     let t = Instant::now();
     for r in 0..ROUNDS {
-        for (i, w) in buf.iter().enumerate() {
-            w.store(r ^ i as u64, Ordering::Relaxed);
-        }
+        write_all(&buf, r);
         flag.0.store(2 * r + 1, Ordering::Release);
-        while flag.0.load(Ordering::Acquire) != 2 * r + 2 {
-            std::hint::spin_loop();
-        }
+        flag.wait_for(2 * r + 2);
     }
     let crossing = t.elapsed().as_nanos() as f64 / (ROUNDS as f64 * lines);
     let seen = peer.join().expect("the peer thread panicked")?;
@@ -145,12 +157,8 @@ fn hand_over_ns_per_line(a: usize, b: usize, kib: usize) -> anyhow::Result<(f64,
     let t = Instant::now();
     let mut sum = 0u64;
     for r in 0..ROUNDS {
-        for (i, w) in buf.iter().enumerate() {
-            w.store(r ^ i as u64, Ordering::Relaxed);
-        }
-        sum = buf
-            .iter()
-            .fold(sum, |s, w| s.wrapping_add(w.load(Ordering::Relaxed)));
+        write_all(&buf, r);
+        sum = read_all(&buf, sum);
     }
     let alone = t.elapsed().as_nanos() as f64 / (ROUNDS as f64 * lines);
     // Both sums are of the same values: a check that every word was read.
