@@ -151,6 +151,18 @@ impl LookupBatch {
     pub(super) fn chosen(&self) -> Way {
         self.chosen
     }
+
+    /// A trial is under way (tests).
+    #[cfg(test)]
+    pub(super) fn in_trial(&self) -> bool {
+        self.until_trial == 0
+    }
+
+    /// Frames a trial takes when each call has `frames` of them (tests).
+    #[cfg(test)]
+    pub(super) const fn trial_frames(frames: usize) -> usize {
+        TRIAL_CALLS * frames
+    }
 }
 
 fn median(v: &mut [u32]) -> Option<u64> {
