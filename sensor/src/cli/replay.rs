@@ -59,10 +59,11 @@ pub(super) struct ReplayArgs {
     /// batches itself whenever it is far enough ahead; the others run whichever engine
     /// has work. Each engine writes its own records. Evidence across flows (a server's
     /// activity, RST bursts, anomalies) is then per engine, as in live fan-out. The
-    /// reader bounds the gain: it took about a third of one engine's CPU on the
-    /// benchmark capture, a ceiling of ~3x one engine however many cores. On two cores
-    /// of the AMD host, --workers 2 ran 1.36-1.55x one engine (1.1-2.0x a run), gaining
-    /// least when one engine is quick (benches/RESULTS.md).
+    /// reader bounds the gain: reading and parsing took about a third of one engine's
+    /// CPU on the benchmark capture, and handing the packets to engines on other cores
+    /// as much again, a ceiling of 1.5-3x one engine however many cores. On two cores,
+    /// --workers 2 ran 1.36-1.55x one engine on a Zen 3 host and 1.4-1.6x in quiet runs
+    /// on a Zen 5 VM, gaining least when one engine is quick (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,
