@@ -20,7 +20,7 @@ use crate::flow::{
 };
 use crate::parse::{self, LinkType, Packet, ParseOptions, ParsedBatch, Reject};
 use crate::sink::Sink;
-use crate::source::Readahead;
+use crate::source::{Readahead, READ_BATCH};
 use crate::track;
 use rstwatch_schema::{Anomaly, Cause, CloseReason, RstEvent, RstFlag};
 use std::ops::Range;
@@ -113,10 +113,6 @@ fn prefetch_headers(frames: &[(i64, &[u8])]) {
         crate::sys::prefetch(frame.as_ptr().cast::<[u8; parse::PLAIN_HEADER_BYTES]>());
     }
 }
-
-/// Frames of a call of the batch path at most, when the caller has more at once
-/// (`process_parsed`): two lookup batches, as `replay` hands one engine.
-const CALL_FRAMES: usize = 2 * BATCH;
 
 /// Packet time between two steps of the expiry sweep.
 const SWEEP_TICK_US: i64 = 1000;
@@ -262,14 +258,14 @@ impl Engine {
     /// [`Engine::process`] on each frame gives (`tests/offline/engine_batch.rs`).
     pub fn process_parsed<S: Sink + ?Sized>(&mut self, batch: &ParsedBatch, sink: &mut S) {
         let (times, parsed, packets) = batch.columns();
-        // In calls of the one-engine path's size: the lookup ways' trial times 1,536
-        // calls. With a `replay --workers` batch of 1,024 frames as one call, the
-        // trial took ~1.5 M frames an engine: longer than the benchmark capture
+        // In calls of the one-engine path's size (the `READ_BATCH` frames a read hands
+        // one engine's `replay`): the lookup ways' trial times 1,536 calls. With a
+        // `replay --workers` batch of 1,024 frames as one call, the trial took ~1.5 M frames an engine: longer than the benchmark capture
         // (~1,000 batches an engine), which then ran every way in turn to its end.
         // No change measured on the Zen 5 host, whose ways differ little at 50,000
         // and 500,000 flows; on the Zen 4 host they differed by 7–15 % at 1 M.
-        for start in (0..times.len()).step_by(CALL_FRAMES) {
-            let end = (start + CALL_FRAMES).min(times.len());
+        for start in (0..times.len()).step_by(READ_BATCH) {
+            let end = (start + READ_BATCH).min(times.len());
             let call = start..end;
             self.parsed_call(
                 &times[call.clone()],
@@ -1149,7 +1145,7 @@ mod tests {
             "198.51.100.7".parse().unwrap(),
         );
         // One engine's `replay` calls the batch path with this many frames at most.
-        let trial = lookup_batch::LookupBatch::trial_frames(crate::source::READ_BATCH);
+        let trial = lookup_batch::LookupBatch::trial_frames(READ_BATCH);
         let mut sink: Vec<rstwatch_schema::Record> = Vec::new();
         assert!(e.lookup_batch.in_trial(), "a trial starts at once");
         let mut frames = 0;
