@@ -56,6 +56,13 @@ fn fold(a: &IpBytes) -> u64 {
     x.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
+/// The slot of a host whose address folds to `tag` (its top bits: the fold's
+/// multiply mixes every address bit into them).
+#[inline]
+fn slot_of(tag: u64) -> usize {
+    (tag >> 50) as usize % SLOTS
+}
+
 impl HostActivity {
     /// A table calling `silence_us` of quiet a long silence.
     pub fn new(silence_us: i64) -> HostActivity {
@@ -77,7 +84,7 @@ impl HostActivity {
     /// Requests the line of `host`'s slot, ahead of [`HostActivity::sent_if`].
     #[inline]
     pub fn prefetch(&self, host: &IpBytes) {
-        crate::sys::prefetch(&self.slots[(fold(host) >> 50) as usize % SLOTS]);
+        crate::sys::prefetch(&self.slots[slot_of(fold(host))]);
     }
 
     /// `host` sent a packet at `ts_us`, if `counts`; else the table does not change.
@@ -92,7 +99,7 @@ impl HostActivity {
     pub fn sent_if(&mut self, counts: bool, host: &IpBytes, ts_us: i64) {
         let folded = fold(host);
         let tag = select_unpredictable(counts, folded, 0);
-        let at = select_unpredictable(counts, (folded >> 50) as usize % SLOTS, SPARE);
+        let at = select_unpredictable(counts, slot_of(folded), SPARE);
         let s = &mut self.slots[at];
         if s.tag != tag {
             *s = Slot {
@@ -119,7 +126,7 @@ impl HostActivity {
     /// `ts_us` (the RSTs of a reboot follow its end).
     pub fn comeback(&self, host: &IpBytes, ts_us: i64, within_us: i64) -> Option<Comeback> {
         let tag = fold(host);
-        let s = &self.slots[(tag >> 50) as usize % SLOTS];
+        let s = &self.slots[slot_of(tag)];
         (s.tag == tag && s.back_us != i64::MIN && ts_us - s.back_us <= within_us).then_some(
             Comeback {
                 back_us: s.back_us,
