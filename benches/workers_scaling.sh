@@ -12,7 +12,13 @@
 #          while it may queue no more) and the worker thread (rw-w0);
 #   solo   `replay --workers 2` with all three threads on core A: the CPU the parallel
 #          path costs on one core (the reader's walk, hash and hand-over, two engines'
-#          tables), with nothing moving between cores and no second core contending.
+#          tables), with nothing moving between cores and no second core contending;
+#   halves the capture split by the same flow hash into two files, the flows of one
+#          engine each (target/release/split_capture, once, before the rounds), replayed
+#          at once by two one-engine replays, one a core: a perfect split of the work,
+#          with no reader, no hand-over and nothing shared but the machine. No design
+#          of `--workers 2` can beat it on this machine; each half also pays a
+#          process's start (~5 ms here) that the whole pays once.
 # Prints each round, then the medians: the speedup of w2 over one engine (wall), the
 # CPU two workers use against one engine, the pair's slowdown against one engine
 # alone (1.0: the cores scale perfectly), and the bound two cores put on w2: at best
@@ -21,6 +27,8 @@
 # From solo: how w2's extra CPU splits into the path's own cost (solo / one) and what
 # running on two cores adds to it (w2 / solo: the cores contending for memory, as the
 # pair shows, and each frame's lines moving from the reader's core to an engine's).
+# From halves: the perfect split's speedup over one engine (the ceiling two cores put
+# on this work here), and how much of it --workers 2 reaches.
 #
 #   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access auto|read|map] [--keep-cache]
 #
@@ -29,7 +37,8 @@
 # it is read back, so every round starts from the same page cache; --keep-cache only
 # reads it (benches/page_cache.sh says why that matters).
 #
-# Needs a release build of rstwatch-sensor (cargo build --release -p rstwatch-sensor).
+# Needs release builds of rstwatch-sensor and split_capture (cargo build --release -p
+# rstwatch-sensor -p rstwatch-benches), and room in $TMPDIR for a copy of the capture.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 sensor="$here/target/release/rstwatch-sensor"
@@ -41,18 +50,22 @@ while [ $# -gt 0 ]; do
         --cores) cores=$2; shift 2 ;;
         --file-access) access=(--file-access "$2"); shift 2 ;;
         --keep-cache) cache=(--keep); shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 [ -n "$capture" ] || { echo "--capture FILE is required" >&2; exit 2; }
 [ -r "$capture" ] || { echo "cannot read $capture" >&2; exit 2; }
 [ -x "$sensor" ] || { echo "missing $sensor (cargo build --release -p rstwatch-sensor)" >&2; exit 2; }
+splitter="$here/target/release/split_capture"
+[ -x "$splitter" ] || { echo "missing $splitter (cargo build --release -p rstwatch-benches)" >&2; exit 2; }
 a=${cores%,*} b=${cores#*,}
 [ "$a" != "$b" ] || { echo "--cores needs two different cores, like 0,1" >&2; exit 2; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# The two engines' shares of the capture, for the halves.
+"$splitter" --parts 2 --out "$work/half" "$capture" >/dev/null
 # One timed run into "$1": "<wall s> <user+sys s>".
 timed() {
     local out=$1; shift
@@ -60,7 +73,7 @@ timed() {
     read -r w c _ <"$out.t"
     echo "$w $c" >"$out"
 }
-echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)   split: wall, main rw-w0 (CPU s)   solo: wall cpu"
+echo "round  one: wall cpu   w2: wall cpu   pair: wall (core $a) wall (core $b)   split: wall, main rw-w0 (CPU s)   solo: wall cpu   halves: wall (core $a) wall (core $b)"
 for r in $(seq 1 "$rounds"); do
     # Into the page cache before each round, the same way each time: this VM's DAMON
     # pages out file pages untouched for ~6 s (benches/page_cache.sh).
@@ -77,7 +90,12 @@ for r in $(seq 1 "$rounds"); do
     split="$(cut -d' ' -f1 "$work/split.t") $(cut -d' ' -f3 "$work/threads" | head -2 | tr '\n' ' ')"
     "$here/benches/page_cache.sh" "${cache[@]}" "$capture"
     timed "$work/solo" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" --workers 2 "$capture"
-    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split$(cat "$work/solo")"
+    "$here/benches/page_cache.sh" "${cache[@]}" "$work/half-0.pcap"
+    "$here/benches/page_cache.sh" "${cache[@]}" "$work/half-1.pcap"
+    timed "$work/ha" taskset -c "$a" "$sensor" replay --no-progress "${access[@]}" "$work/half-0.pcap" &
+    timed "$work/hb" taskset -c "$b" "$sensor" replay --no-progress "${access[@]}" "$work/half-1.pcap"
+    wait
+    line="$(cat "$work/one") $(cat "$work/w2") $(cut -d' ' -f1 "$work/pa") $(cut -d' ' -f1 "$work/pb") $split$(cat "$work/solo") $(cut -d' ' -f1 "$work/ha") $(cut -d' ' -f1 "$work/hb")"
     echo "$line" >>"$work/rows"
     printf '%5d  %s\n' "$r" "$line"
 done
@@ -107,4 +125,9 @@ solo = [r[10] / r[1] for r in rows]
 second = [r[3] / r[10] for r in rows]
 print(f"--workers 2 on one core uses {m(solo):.2f}x one engine's CPU (the path's own cost); "
       f"on two cores {m(second):.2f}x that again (what the second core costs)")
+halves = [o / max(r[11], r[12]) for o, r in zip(one_w, rows)]
+reach = [s / h for s, h in zip(speedup, halves)]
+print(f"a perfect split (the two engines' halves of the capture, one replay a core, at once): "
+      f"{m(halves):.2f}x one engine (per round {min(halves):.2f}-{max(halves):.2f}), the most "
+      f"two cores give this work here; --workers 2 reaches {m(reach):.2f} of it")
 EOF
