@@ -15,10 +15,10 @@
 #          tables), with nothing moving between cores and no second core contending;
 #   halves the capture split by the same flow hash into two files, the flows of one
 #          engine each (target/release/split_capture, once, before the rounds), replayed
-#          at once by two one-engine replays, one a core: a perfect split of the work,
-#          with no reader, no hand-over and nothing shared but the machine. No design
-#          of `--workers 2` can beat it on this machine; each half also pays a
-#          process's start (~5 ms here) that the whole pays once.
+#          at once by two one-engine replays, one a core: the work split with no
+#          reader, no hand-over and nothing shared but the machine. Each half also
+#          pays a process's start (~5 ms here) that `--workers 2` pays once, so on a
+#          busy host `--workers 2` can come out ahead of it.
 # Prints each round, then the medians: the speedup of w2 over one engine (wall), the
 # CPU two workers use against one engine, the pair's slowdown against one engine
 # alone (1.0: the cores scale perfectly), and the bound two cores put on w2: at best
@@ -27,8 +27,8 @@
 # From solo: how w2's extra CPU splits into the path's own cost (solo / one) and what
 # running on two cores adds to it (w2 / solo: the cores contending for memory, as the
 # pair shows, and each frame's lines moving from the reader's core to an engine's).
-# From halves: the perfect split's speedup over one engine (the ceiling two cores put
-# on this work here), and how much of it --workers 2 reaches.
+# From halves: the perfect split's speedup over one engine (what two cores give this
+# work here when nothing is shared), and how much of it --workers 2 reaches.
 #
 #   benches/workers_scaling.sh --capture capture.pcap [--rounds 6] [--cores 0,1] [--file-access auto|read|map] [--keep-cache]
 #
@@ -128,6 +128,6 @@ print(f"--workers 2 on one core uses {m(solo):.2f}x one engine's CPU (the path's
 halves = [o / max(r[11], r[12]) for o, r in zip(one_w, rows)]
 reach = [s / h for s, h in zip(speedup, halves)]
 print(f"a perfect split (the two engines' halves of the capture, one replay a core, at once): "
-      f"{m(halves):.2f}x one engine (per round {min(halves):.2f}-{max(halves):.2f}), the most "
-      f"two cores give this work here; --workers 2 reaches {m(reach):.2f} of it")
+      f"{m(halves):.2f}x one engine (per round {min(halves):.2f}-{max(halves):.2f}), what "
+      f"two cores give this work sharing nothing; --workers 2 reaches {m(reach):.2f} of it")
 EOF

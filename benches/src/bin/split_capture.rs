@@ -3,9 +3,9 @@
 //! engine of `--parts` gets (frames that do not parse go to part 0, as there). Which
 //! flows share a part depends on the process's hash seed, as which share an engine
 //! does in one `--workers` run. `benches/workers_scaling.sh` replays the parts at once,
-//! one engine a core, to measure the most two cores give this work on this machine: a
-//! split with no reader, no hand-over and nothing shared, which no design of
-//! `--workers` can beat.
+//! one engine a core, to measure what two cores give this work on this machine when
+//! it is split with no reader, no hand-over and nothing shared (each part does pay a
+//! process's start, ~5 ms, which one `--workers` replay pays once).
 //!
 //! ```text
 //! target/release/split_capture --parts 2 --out /tmp/part capture.pcap   # /tmp/part-0.pcap, /tmp/part-1.pcap
