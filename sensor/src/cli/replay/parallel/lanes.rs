@@ -4,8 +4,9 @@
 //! output. A thread takes a lane's lock and only then its next batch, so the batches
 //! of a lane (and the frames of a flow) are run in the reader's order, whichever
 //! thread runs them. The workers run any lane with work, the fullest first. The
-//! reader waits only when the lanes hold [`Lanes::new`]'s total, not when one lane is
-//! full, and while it waits it runs batches itself.
+//! reader waits only when the lanes hold [`Lanes::new`]'s total *and* the batch's own
+//! lane holds its share of it, not when one lane is full, and while it waits it runs
+//! batches itself.
 //!
 //! Why: with one engine per thread, the reader was a third thread on two cores, and it
 //! could wait on one engine's full queue while the other engine's queue ran dry; a
@@ -13,6 +14,13 @@
 //! `/proc/stat`; medians 9.5–11 % against 6.5–8 % with lanes). Alternating against
 //! it, `--workers 2` on two cores took 0.91–1.05× the wall time (eight series, median
 //! 0.98): a few per cent, most when a core idled (RESULTS.md, "`--workers`: lanes").
+//!
+//! Why the share: with the total alone, a lane the reader had emptied by running its
+//! batches could not be fed while the other lane held the whole total, and the worker
+//! held that lane; the reader then spun until the worker let it go, its core idle
+//! (`--workers 2` on two cores, the host busy: 0–21,755 such spins a run, each with a
+//! lane empty; with the share, none in 11 of 12 runs, 540 in one). On a quiet host it
+//! changed neither the wall time nor the CPU (1.013 and 0.991 of them, 16 rounds).
 
 use super::output::{Chunks, Shared};
 use super::reader::Batch;
@@ -69,8 +77,11 @@ pub(super) struct Lanes<W: Write> {
     lanes: Vec<Lane<W>>,
     /// Batches in the lanes' queues, all lanes together.
     queued: AtomicUsize,
-    /// At most this many queued: bounds the reader's lead, and so the parsed frames held.
+    /// The reader waits for this many queued (bounds its lead, and so the parsed frames
+    /// held) when the batch's lane holds `depth` or more; a lane holding fewer takes it
+    /// at once. So at most `max_queued + (lanes - 1) * depth` are queued.
     max_queued: usize,
+    depth: usize,
     /// Batches go back to the reader, their vectors' memory reused.
     recycle: Sender<Batch>,
     bell: Doorbell,
@@ -171,6 +182,7 @@ impl<W: Write + Send> Lanes<W> {
             lanes,
             queued: AtomicUsize::new(0),
             max_queued: depth * n,
+            depth,
             recycle,
             bell,
         };
@@ -271,10 +283,13 @@ impl<W: Write + Send> Lanes<W> {
     }
 
     /// The reader's hand-over: sends `b` to lane `i` once fewer than the most batches
-    /// are queued, running batches itself until then. A lane that is gone drops it.
+    /// are queued or lane `i` holds less than its share, running batches itself until
+    /// then. A lane that is gone drops it.
     pub(super) fn send(&self, senders: &[Sender<Batch>], i: usize, b: Batch) {
         let backoff = Backoff::new();
-        while self.queued.load(Ordering::SeqCst) >= self.max_queued {
+        while self.queued.load(Ordering::SeqCst) >= self.max_queued
+            && self.lanes[i].queue.len() >= self.depth
+        {
             // Nothing to run: the workers hold the lanes with work; one lets go soon.
             if self.step_any() == Step::Ran {
                 backoff.reset();
@@ -387,7 +402,7 @@ mod tests {
             }
             lanes.send(&queues, i % n, b);
             assert!(
-                lanes.queued.load(Ordering::SeqCst) <= lanes.max_queued,
+                lanes.queued.load(Ordering::SeqCst) <= lanes.max_queued + (n - 1) * depth,
                 "the reader queued past its bound"
             );
         }
@@ -415,6 +430,40 @@ mod tests {
     fn the_reader_alone_runs_every_batch() {
         let c = run(3, 1, 0, 300, 4);
         assert_eq!(count(&c, "frames"), 1200);
+    }
+
+    /// A lane with less than its share takes the reader's batch at once, even while
+    /// the other lane holds the whole total and a worker holds that lane (so the
+    /// reader can run none of it): the reader does not wait on work it cannot do.
+    #[test]
+    fn a_lane_short_of_its_share_is_fed_while_another_holds_the_total() {
+        let out = Shared::new(Vec::new());
+        let (recycle_tx, _recycle_rx) = crossbeam::channel::unbounded();
+        let cfg = EngineConfig::default();
+        let (lanes, queues) = Lanes::new(2, 2, &cfg, Select::default(), &out, recycle_tx);
+        for _ in 0..4 {
+            lanes.send(&queues, 0, Batch::new());
+        }
+        assert_eq!(lanes.queued.load(Ordering::SeqCst), lanes.max_queued);
+        // As a worker running lane 0 would.
+        let held = lanes.lanes[0].state.lock().unwrap();
+        let (done_tx, done_rx) = crossbeam::channel::bounded(1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                lanes.send(&queues, 1, Batch::new());
+                done_tx.send(()).unwrap();
+            });
+            let fed = done_rx.recv_timeout(Duration::from_secs(10));
+            // Let a waiting reader go, so the scope can end either way.
+            drop(held);
+            assert!(fed.is_ok(), "the reader waited with lane 1 empty");
+        });
+        assert_eq!(lanes.lanes[1].queue.len(), 1);
+        drop(queues);
+        lanes.closed();
+        lanes.work();
+        let (_, written) = lanes.finish();
+        written.unwrap();
     }
 
     /// A thread asleep because another held a lane wakes when that lane is ended,
