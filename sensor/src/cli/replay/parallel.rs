@@ -9,9 +9,9 @@
 //! after the batch's frames: every engine's time follows the capture as one engine's
 //! would. The engines are [`lanes`]: N − 1 worker threads run whichever has work, and
 //! the reader (the N-th thread) runs batches too while the lanes hold as many as it
-//! may queue. Each engine formats its
-//! records as JSON lines and writes them in large chunks under a lock ([`output`]); a
-//! flow's records come from one engine, in order, so its RSTs stay in order.
+//! may queue (and its batch's lane holds its share). Each engine formats its records
+//! as JSON lines and writes them in large chunks under a lock ([`output`]); a flow's
+//! records come from one engine, in order, so its RSTs stay in order.
 //!
 //! What differs from one engine: evidence *across* flows (a responder's activity, RST
 //! bursts, the anomaly detectors) is per engine, exactly as in live fan-out, so records
