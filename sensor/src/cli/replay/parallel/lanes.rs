@@ -81,6 +81,7 @@ pub(super) struct Lanes<W: Write> {
     /// held) when the batch's lane holds `depth` or more; a lane holding fewer takes it
     /// at once. So at most `max_queued + (lanes - 1) * depth` are queued.
     max_queued: usize,
+    /// Each lane's share of `max_queued`.
     depth: usize,
     /// Batches go back to the reader, their vectors' memory reused.
     recycle: Sender<Batch>,
