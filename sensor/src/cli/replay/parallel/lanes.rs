@@ -369,6 +369,18 @@ mod tests {
     use super::*;
     use crate::parse::{Packet, Reject};
 
+    /// Lanes writing into memory, the reader's senders, and where batches come back.
+    type TestLanes = (Arc<Lanes<Vec<u8>>>, Vec<Sender<Batch>>, Receiver<Batch>);
+
+    /// `n` lanes of `depth`.
+    fn lanes(n: usize, depth: usize) -> TestLanes {
+        let out = Shared::new(Vec::new());
+        let (recycle_tx, recycle_rx) = crossbeam::channel::unbounded();
+        let cfg = EngineConfig::default();
+        let (lanes, queues) = Lanes::new(n, depth, &cfg, Select::default(), &out, recycle_tx);
+        (lanes, queues, recycle_rx)
+    }
+
     /// Sends `batches` batches of `per` frames over `n` lanes of `depth`, with
     /// `threads` worker threads; returns the engines' summed counters. The frames are
     /// ones the reader could not parse: each engine counts them, in `frames`.
@@ -379,16 +391,7 @@ mod tests {
         batches: usize,
         per: usize,
     ) -> Vec<(&'static str, u64)> {
-        let out = Shared::new(Vec::new());
-        let (recycle_tx, recycle_rx) = crossbeam::channel::unbounded();
-        let (lanes, queues) = Lanes::new(
-            n,
-            depth,
-            &EngineConfig::default(),
-            Select::default(),
-            &out,
-            recycle_tx,
-        );
+        let (lanes, queues, recycle_rx) = lanes(n, depth);
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let lanes = lanes.clone();
@@ -438,10 +441,7 @@ mod tests {
     /// reader can run none of it): the reader does not wait on work it cannot do.
     #[test]
     fn a_lane_short_of_its_share_is_fed_while_another_holds_the_total() {
-        let out = Shared::new(Vec::new());
-        let (recycle_tx, _recycle_rx) = crossbeam::channel::unbounded();
-        let cfg = EngineConfig::default();
-        let (lanes, queues) = Lanes::new(2, 2, &cfg, Select::default(), &out, recycle_tx);
+        let (lanes, queues, _recycle_rx) = lanes(2, 2);
         for _ in 0..4 {
             lanes.send(&queues, 0, Batch::new());
         }
@@ -471,10 +471,7 @@ mod tests {
     /// not at the doorbell's backstop: the lane's end rings.
     #[test]
     fn ending_a_lane_wakes_a_thread_waiting_for_it() {
-        let out = Shared::new(Vec::new());
-        let (recycle_tx, _recycle_rx) = crossbeam::channel::unbounded();
-        let cfg = EngineConfig::default();
-        let (lanes, queues) = Lanes::new(2, 1, &cfg, Select::default(), &out, recycle_tx);
+        let (lanes, queues, _recycle_rx) = lanes(2, 1);
         drop(queues);
         lanes.closed();
         // This thread holds lane 0, so the worker ends lane 1, finds lane 0 held and
