@@ -7,9 +7,10 @@
 //! reach the same engine; frames that do not parse go to engine 0, which counts why.
 //! Each batch carries the reader's packet time, and the engine's clock runs to it
 //! after the batch's frames: every engine's time follows the capture as one engine's
-//! would. The engines are [`lanes`]: N − 1 worker threads run whichever has work, and
-//! the reader (the N-th thread) runs batches too while the lanes hold as many as it
-//! may queue (and its batch's lane holds its share). Each engine formats its records
+//! would. The engines are [`lanes`]: worker threads run whichever has work, N of them
+//! when the process may use more than N cores (the reader then has one of its own),
+//! else N − 1; the reader runs batches too while the lanes hold as many as it may
+//! queue (and its batch's lane holds its share). Each engine formats its records
 //! as JSON lines and writes them in large chunks under a lock ([`output`]); a flow's
 //! records come from one engine, in order, so its RSTs stay in order.
 //!
@@ -43,6 +44,24 @@ use std::path::PathBuf;
 /// better than 32 (RESULTS.md).
 const QUEUE_BATCHES: usize = 32;
 
+/// Worker threads to start besides the reader's for `engines` engines when the process
+/// may run on `cores` cores (its affinity mask and CPU quota). With a core to spare,
+/// one per engine, and the reader has a core of its own: the layout of one reader and
+/// N engines on N cores. Otherwise one fewer, and the reader's thread is the N-th: it
+/// runs engines' batches whenever it may queue no more. With one engine a thread, a
+/// reader as an (N + 1)-th thread on N cores waited for a core while the engines'
+/// queues ran dry (a core idled 9.5–11 % of a `--workers 2` run on two cores); with
+/// lanes the two layouts measured alike on two cores (the third thread 1.006 of the
+/// wall time, 20 alternating rounds; RESULTS.md, "`--workers 2` against the work split
+/// with nothing shared"), so on N cores there is one thread fewer.
+fn worker_threads(engines: usize, cores: usize) -> usize {
+    if cores > engines {
+        engines
+    } else {
+        engines - 1
+    }
+}
+
 /// What the workers did.
 pub(super) struct Outcome {
     pub bad_files: usize,
@@ -64,9 +83,10 @@ pub(super) fn replay<W: Write + Send + 'static>(
     let out = output::Shared::new(out);
     let (recycle_tx, recycle_rx) = unbounded::<Batch>();
     let (lanes, queues) = Lanes::new(workers, QUEUE_BATCHES, cfg, select, &out, recycle_tx);
-    // The reader is the N-th thread: it runs batches whenever it may not read on.
-    let mut handles = Vec::with_capacity(workers - 1);
-    for j in 0..workers - 1 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = worker_threads(workers, cores);
+    let mut handles = Vec::with_capacity(threads);
+    for j in 0..threads {
         let lanes = lanes.clone();
         // Named as live fan-out's workers, so `top -H` and the benches can tell the
         // reader (the main thread) from the workers. Nothing is read yet, so a
@@ -103,4 +123,20 @@ pub(super) fn replay<W: Write + Send + 'static>(
         // The output's own first error names what went wrong; the workers' only its kind.
         written: out.finish().and(written),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    /// A core of its own for the reader only when there is one to spare: on N cores
+    /// the reader's thread is one of the N, never an (N + 1)-th waiting for a core.
+    #[test]
+    fn the_reader_gets_a_core_of_its_own_only_when_one_is_spare() {
+        assert_eq!(worker_threads(2, 2), 1);
+        assert_eq!(worker_threads(2, 1), 1);
+        assert_eq!(worker_threads(2, 3), 2);
+        assert_eq!(worker_threads(4, 64), 4);
+        assert_eq!(worker_threads(4, 4), 3);
+    }
 }
