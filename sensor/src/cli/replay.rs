@@ -58,8 +58,9 @@ pub(super) struct ReplayArgs {
     /// to one engine by the symmetric flow hash of live fan-out, and runs engines'
     /// batches itself whenever it is far enough ahead; the others run whichever engine
     /// has work. Given more than N cores (taskset, cgroup quota), N threads run
-    /// engines besides the reader's, so the reader has a core of its own. Each engine writes its own records. Evidence across flows (a server's
-    /// activity, RST bursts, anomalies) is then per engine, as in live fan-out. The
+    /// engines besides the reader's, so the reader has a core of its own. Each engine
+    /// writes its own records. Evidence across flows (a server's activity, RST
+    /// bursts, anomalies) is then per engine, as in live fan-out. The
     /// reader bounds the gain: reading and parsing took about a third of one engine's
     /// CPU on the benchmark capture, and handing the packets to engines on other cores
     /// as much again, a ceiling of 1.5-3x one engine however many cores. On two cores,
