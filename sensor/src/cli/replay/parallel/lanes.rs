@@ -77,11 +77,7 @@ pub(super) struct Lanes<W: Write> {
     lanes: Vec<Lane<W>>,
     /// Batches in the lanes' queues, all lanes together.
     queued: AtomicUsize,
-    /// The reader waits for this many queued (bounds its lead, and so the parsed frames
-    /// held) when the batch's lane holds `depth` or more; a lane holding fewer takes it
-    /// at once. So at most `max_queued + (lanes - 1) * depth` are queued.
-    max_queued: usize,
-    /// Each lane's share of `max_queued`.
+    /// Each lane's share of the batches queued ([`Lanes::max_queued`]).
     depth: usize,
     /// Batches go back to the reader, their vectors' memory reused.
     recycle: Sender<Batch>,
@@ -182,12 +178,18 @@ impl<W: Write + Send> Lanes<W> {
         let lanes = Lanes {
             lanes,
             queued: AtomicUsize::new(0),
-            max_queued: depth * n,
             depth,
             recycle,
             bell,
         };
         (Arc::new(lanes), senders)
+    }
+
+    /// The reader waits for this many queued (bounds its lead, and so the parsed frames
+    /// held) when the batch's lane holds its share or more; a lane holding fewer takes
+    /// it at once. So at most `max_queued + (lanes - 1) * depth` are queued.
+    fn max_queued(&self) -> usize {
+        self.depth * self.lanes.len()
     }
 
     /// Runs the next batch of lane `i` if it has one and no other thread holds it.
@@ -288,7 +290,7 @@ impl<W: Write + Send> Lanes<W> {
     /// then. A lane that is gone drops it.
     pub(super) fn send(&self, senders: &[Sender<Batch>], i: usize, b: Batch) {
         let backoff = Backoff::new();
-        while self.queued.load(Ordering::SeqCst) >= self.max_queued
+        while self.queued.load(Ordering::SeqCst) >= self.max_queued()
             && self.lanes[i].queue.len() >= self.depth
         {
             // Nothing to run: the workers hold the lanes with work; one lets go soon.
@@ -406,7 +408,7 @@ mod tests {
             }
             lanes.send(&queues, i % n, b);
             assert!(
-                lanes.queued.load(Ordering::SeqCst) <= lanes.max_queued + (n - 1) * depth,
+                lanes.queued.load(Ordering::SeqCst) <= lanes.max_queued() + (n - 1) * depth,
                 "the reader queued past its bound"
             );
         }
@@ -445,7 +447,7 @@ mod tests {
         for _ in 0..4 {
             lanes.send(&queues, 0, Batch::new());
         }
-        assert_eq!(lanes.queued.load(Ordering::SeqCst), lanes.max_queued);
+        assert_eq!(lanes.queued.load(Ordering::SeqCst), lanes.max_queued());
         // As a worker running lane 0 would.
         let held = lanes.lanes[0].state.lock().unwrap();
         let (done_tx, done_rx) = crossbeam::channel::bounded(1);
