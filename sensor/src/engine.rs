@@ -260,8 +260,9 @@ impl Engine {
         let (times, parsed, packets) = batch.columns();
         // In calls of the one-engine path's size (the `READ_BATCH` frames a read hands
         // one engine's `replay`): the lookup ways' trial times 1,536 calls. With a
-        // `replay --workers` batch of 1,024 frames as one call, the trial took ~1.5 M frames an engine: longer than the benchmark capture
-        // (~1,000 batches an engine), which then ran every way in turn to its end.
+        // `replay --workers` batch of 1,024 frames as one call, the trial took ~1.5 M
+        // frames an engine: longer than the benchmark capture (~1,000 batches an
+        // engine), which then ran every way in turn to its end.
         // No change measured on the Zen 5 host, whose ways differ little at 50,000
         // and 500,000 flows; on the Zen 4 host they differed by 7–15 % at 1 M.
         for start in (0..times.len()).step_by(READ_BATCH) {

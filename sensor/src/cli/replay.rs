@@ -60,12 +60,12 @@ pub(super) struct ReplayArgs {
     /// has work. Given more than N cores (taskset, cgroup quota), N threads run
     /// engines besides the reader's, so the reader has a core of its own. Each engine
     /// writes its own records. Evidence across flows (a server's activity, RST
-    /// bursts, anomalies) is then per engine, as in live fan-out. The
-    /// reader bounds the gain: reading and parsing took about a third of one engine's
-    /// CPU on the benchmark capture, and handing the packets to engines on other cores
-    /// as much again, a ceiling of 1.5-3x one engine however many cores. On two cores,
-    /// --workers 2 ran 1.36-1.55x one engine on a Zen 3 host and 1.4-1.6x in quiet runs
-    /// on a Zen 5 VM, gaining least when one engine is quick (benches/RESULTS.md).
+    /// bursts, anomalies) is then per engine, as in live fan-out. The reader bounds
+    /// the gain: reading and parsing took about a third of one engine's CPU on the
+    /// benchmark capture, and handing the packets to engines on other cores as much
+    /// again, a ceiling of 1.5-3x one engine however many cores. On two cores,
+    /// --workers 2 ran 1.36-1.55x one engine on a Zen 3 host and 1.4-1.6x in quiet
+    /// runs on a Zen 5 VM, gaining least when one engine is quick (benches/RESULTS.md).
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub workers: u16,

@@ -22,8 +22,8 @@
 //! [`TRIAL_CALLS`] batch calls taking the [`WAYS`] in turn (calls of up to 64 frames:
 //! a parsed batch of more is run in calls of 64, `Engine::process_parsed`), each call
 //! timed by the core's cycle counter, and keeps the way whose median cycles per frame
-//! are lowest; another than the default only when it is clearly lower ([`MARGIN_PCT`]), since the
-//! default was chosen on more hosts. A call costs two counter reads during a trial and
+//! are lowest; another than the default only when it is clearly lower
+//! ([`MARGIN_PCT`]), since the default was chosen on more hosts. A call costs two counter reads during a trial and
 //! a subtraction otherwise. The way never changes what the engine gives, only how fast
 //! (`tests/offline/engine_batch.rs`).
 

@@ -38,10 +38,10 @@ use std::path::PathBuf;
 /// 2026-12-04 the batches held the read buffers or mapped windows their frames were
 /// in, which is what the RSS figures below measured). When the reader shared the
 /// cores with an engine thread each, the engines lived off their queues while the
-/// reader waited for a core; with 8 batches (~1 ms of work) they ran dry. Mapped, `--workers 2` on two
-/// cores, wall time median of eight runs with 8, 16, 32, 64: 0.475, 0.455, 0.435,
-/// 0.42 s, peak RSS 62, 72, 93, 140 MiB. Reading, 8, 16 and 128 batches were no
-/// better than 32 (RESULTS.md).
+/// reader waited for a core; with 8 batches (~1 ms of work) they ran dry. Mapped,
+/// `--workers 2` on two cores, wall time median of eight runs with 8, 16, 32, 64:
+/// 0.475, 0.455, 0.435, 0.42 s, peak RSS 62, 72, 93, 140 MiB. Reading, 8, 16 and 128
+/// batches were no better than 32 (RESULTS.md).
 const QUEUE_BATCHES: usize = 32;
 
 /// Worker threads to start besides the reader's for `engines` engines when the process
