@@ -43,17 +43,10 @@ pub(crate) fn enter_netns(ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pins the calling thread to one core.
+/// Pins the calling thread to one core (the sensor's own `sys::pin_thread`).
 pub(crate) fn pin(core: usize) -> anyhow::Result<()> {
-    // SAFETY: CPU_SET on a zeroed set; sched_setaffinity on this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            anyhow::bail!("pin to core {core}: {}", std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    rstwatch_sensor::sys::pin_thread(&[core])
+        .map_err(|e| anyhow::anyhow!("pin to core {core}: {e}"))
 }
 
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
